@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up everything obsflow needs on a fresh Debian machine (run as root):
+# system tools (rsync, OpenSSH client and server) and a virtualenv in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v rsync >/dev/null || need+=(rsync)
+command -v ssh >/dev/null || need+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "setup: installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.obsflow-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e ".[test]"
+    touch "$stamp"
+fi

@@ -1,0 +1,48 @@
+"""Atomic file replacement: the only code that renames a finished file into place.
+
+Invariant: a reader of ``path`` sees either the old complete content or the new
+complete content, never a prefix, even if the process is killed at any instant.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from obsflow.errors import OutputError
+
+__all__ = ["fsync_dir", "write_atomic"]
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, rename."""
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OutputError(f"cannot write: {err.strerror}", path.parent) from err
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        what = "disk full" if err.errno == errno.ENOSPC else f"cannot write: {err.strerror}"
+        raise OutputError(what, path) from err

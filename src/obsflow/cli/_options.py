@@ -1,0 +1,49 @@
+"""Options and renderers shared by several subcommands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+__all__ = ["config_option", "dry_run_option", "emit_json", "is_terminal", "json_option"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(func: F) -> F:
+    """``--config FILE``, defaulting to ``$OBSFLOW_CONFIG`` then ``./obsflow.toml``."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=lambda: os.environ.get("OBSFLOW_CONFIG", "obsflow.toml"),
+        show_default="$OBSFLOW_CONFIG or ./obsflow.toml",
+        help="The obsflow TOML configuration file.",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: print machine-readable output on stdout instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(func)
+
+
+def dry_run_option(func: F) -> F:
+    """``--dry-run``: say what would be done, change nothing."""
+    return click.option("-n", "--dry-run", is_flag=True, help="Show what would be done; change nothing.")(func)
+
+
+def emit_json(data: Any) -> None:
+    """Write ``data`` as indented JSON to stdout (paths and dates become strings)."""
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
+
+
+def is_terminal() -> bool:
+    """True when stderr is a terminal: show progress bars; in cron print plain lines."""
+    return sys.stderr.isatty()

@@ -1,0 +1,182 @@
+"""Lock files: the filler takes ``<locks>/<NAME>.lock`` while it writes; consumers honour it.
+
+A lock is a small JSON record (pid, host, user, start time) created with
+``O_CREAT | O_EXCL``, so two writers can never both hold it.  It is *stale* when it
+names this host and its pid is gone, or when it is older than ``stale_after_s``
+(a lock from another host is only ever stale by age).  A stale lock is logged and
+cleared; a live one is waited on up to a timeout, then :class:`LockError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from obsflow.atomic import fsync_dir
+from obsflow.errors import LockError
+
+__all__ = ["LockInfo", "held", "is_locked", "live_locks", "read_lock", "take_lock"]
+
+log = logging.getLogger(__name__)
+
+LOCK_SUFFIX = ".lock"
+DEFAULT_STALE_AFTER_S = 6 * 3600.0
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """What a lock file says about its holder."""
+
+    pid: int
+    host: str
+    user: str
+    started: float  # unix time
+    purpose: str = ""
+
+    def describe(self) -> str:
+        age = time.time() - self.started
+        return f"pid {self.pid} on {self.host} ({self.purpose or 'writing'}, {age:.0f} s ago)"
+
+
+def lock_path(locks_dir: Path, name: str) -> Path:
+    """``<locks_dir>/<name>.lock``."""
+    return Path(locks_dir) / f"{name}{LOCK_SUFFIX}"
+
+
+def read_lock(path: Path) -> LockInfo | None:
+    """The lock's record, or None if there is no lock; an unreadable lock counts as held now."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+        return LockInfo(**data)
+    except (ValueError, TypeError):
+        # Half-written by a holder that is creating it right now: treat as live and fresh.
+        return LockInfo(pid=-1, host="?", user="?", started=time.time(), purpose="unreadable")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(info: LockInfo, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> bool:
+    """Stale: on this host with its process gone, or older than ``stale_after_s``."""
+    if info.purpose == "unreadable":
+        return False
+    if time.time() - info.started > stale_after_s:
+        return True
+    return info.host == socket.gethostname() and not _pid_alive(info.pid)
+
+
+def is_locked(locks_dir: Path, name: str, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> bool:
+    """True if ``name`` holds a live (not stale) lock in ``locks_dir``."""
+    info = read_lock(lock_path(locks_dir, name))
+    return info is not None and not is_stale(info, stale_after_s)
+
+
+def live_locks(locks_dir: Path, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> set[str]:
+    """Names of every live lock in ``locks_dir`` (for consumers such as the sync)."""
+    names = set()
+    try:
+        entries = list(Path(locks_dir).glob(f"*{LOCK_SUFFIX}"))
+    except OSError:
+        return names
+    for path in entries:
+        info = read_lock(path)
+        if info is not None and not is_stale(info, stale_after_s):
+            names.add(path.name[: -len(LOCK_SUFFIX)])
+    return names
+
+
+def _try_create(path: Path, info: LockInfo) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(asdict(info)))
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_dir(path.parent)
+    return True
+
+
+def take_lock(
+    locks_dir: Path,
+    name: str,
+    timeout_s: float = 60.0,
+    purpose: str = "",
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    poll_s: float = 0.05,
+) -> Path:
+    """Create ``<locks_dir>/<name>.lock``, waiting up to ``timeout_s`` for a live holder.
+
+    Raises LockError naming the holder if it does not come free in time.
+    """
+    locks_dir = Path(locks_dir)
+    locks_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_path(locks_dir, name)
+    me = LockInfo(os.getpid(), socket.gethostname(), _user(), time.time(), purpose)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if _try_create(path, me):
+            return path
+        holder = read_lock(path)
+        if holder is not None and is_stale(holder, stale_after_s):
+            log.warning("clearing stale lock %s held by %s", path, holder.describe())
+            _remove_if_same(path, holder)
+            continue
+        if time.monotonic() >= deadline:
+            who = holder.describe() if holder else "unknown holder"
+            raise LockError(f"lock held by {who}; gave up after {timeout_s:g} s", path)
+        time.sleep(poll_s)
+
+
+def _remove_if_same(path: Path, expected: LockInfo) -> None:
+    """Remove a stale lock unless someone replaced it meanwhile."""
+    if read_lock(path) == expected:
+        path.unlink(missing_ok=True)
+
+
+def release_lock(path: Path) -> None:
+    """Remove a lock this process holds."""
+    info = read_lock(path)
+    if info is not None and info.pid == os.getpid() and info.host == socket.gethostname():
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+
+@contextmanager
+def held(locks_dir: Path, name: str, timeout_s: float = 60.0, purpose: str = "") -> Iterator[Path]:
+    """``with held(dir, "AGBT26A_001_01"):`` hold the lock for the block."""
+    path = take_lock(locks_dir, name, timeout_s=timeout_s, purpose=purpose)
+    try:
+        yield path
+    finally:
+        release_lock(path)
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return os.environ.get("USER", "?")
