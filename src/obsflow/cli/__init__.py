@@ -23,6 +23,7 @@ __all__ = ["main", "obsflow"]
 COMMAND_MODULES = (
     "demo",
     "simulate",
+    "simulate_instruments",
     "fill",
     "index",
     "online",

@@ -1,0 +1,1 @@
+"""Simulated telescope and instruments that write realistic raw data (demo and tests)."""

@@ -1,0 +1,1 @@
+"""The two-hop sync: transports, planning the window, running hops, the catalog."""

@@ -1,0 +1,1 @@
+"""Verification: list hosts, compare per hop, report (text, JSON, HTML), mail."""
