@@ -1,0 +1,127 @@
+"""The scan-state engine: pure bookkeeping from scan events to fill actions.
+
+It knows which scans the telescope has finished (from any :class:`~obsflow.online.events.ScanEventSource`),
+which are already in the SDFITS files, and which failed and when to retry them.
+It decides, without any I/O, what to fill next: every finished scan not yet
+filled, oldest first, so a scan missed while the daemon was down is caught up in
+order and never filled twice.  A scan that keeps failing is retried with
+exponential back-off, then given up (reported, not fatal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from obsflow.online.events import ScanEvent, ScanKey
+
+__all__ = ["Engine", "FillAction", "Failure"]
+
+
+@dataclass(frozen=True)
+class FillAction:
+    """Fill one finished scan of one project."""
+
+    project: str
+    key: ScanKey
+    backends: tuple[str, ...]
+    attempt: int  # 1 for the first try
+
+
+@dataclass
+class Failure:
+    """A scan that failed to fill: how often, the last error, when to try again."""
+
+    attempts: int
+    last_error: str
+    retry_at: float
+    given_up: bool = False
+
+
+@dataclass
+class ProjectState:
+    """What the engine knows of one project."""
+
+    finished: dict[ScanKey, tuple[str, ...]] = field(default_factory=dict)  # key -> backends, in order seen
+    started: ScanKey | None = None  # the scan in progress, if any
+    filled: set[ScanKey] = field(default_factory=set)
+    failures: dict[ScanKey, Failure] = field(default_factory=dict)
+    last_finished_at: float | None = None  # wall time the newest finished scan was seen
+    last_filled: ScanKey | None = None
+
+
+class Engine:
+    """Events in, fill actions out; outcomes of fills fed back with :meth:`filled` / :meth:`failed`."""
+
+    def __init__(self, retry_limit: int = 5, backoff_s: float = 2.0, max_backoff_s: float = 300.0) -> None:
+        self.retry_limit = retry_limit
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.projects: dict[str, ProjectState] = {}
+        self.active_project: str | None = None
+        self.project_changes: list[tuple[float, str]] = []
+
+    def project(self, name: str) -> ProjectState:
+        return self.projects.setdefault(name, ProjectState())
+
+    def observe(self, event: ScanEvent) -> None:
+        """Take in one event from a scan-event source."""
+        state = self.project(event.project)
+        if event.project != self.active_project and event.kind in ("started", "project"):
+            self.active_project = event.project
+            self.project_changes.append((event.seen_at, event.project))
+        if event.kind == "started":
+            state.started = event.key
+        elif event.kind == "finished":
+            if event.key not in state.finished:
+                state.finished[event.key] = event.backends
+                state.last_finished_at = event.seen_at
+            if state.started == event.key:
+                state.started = None
+
+    def already_filled(self, project: str, keys: set[ScanKey]) -> None:
+        """Scans found in the output files at start-up: never fill them again."""
+        self.project(project).filled |= keys
+
+    def restore_failures(self, project: str, failures: dict[ScanKey, Failure]) -> None:
+        """Failure bookkeeping saved before a restart."""
+        self.project(project).failures.update(failures)
+
+    def next_actions(self, now: float) -> list[FillAction]:
+        """Every finished, unfilled scan whose time has come, in scan-log order per project."""
+        actions = []
+        for name, state in self.projects.items():
+            for key, backends in state.finished.items():
+                if key in state.filled:
+                    continue
+                failure = state.failures.get(key)
+                if failure is not None and (failure.given_up or failure.retry_at > now):
+                    continue
+                attempt = 1 + (failure.attempts if failure else 0)
+                actions.append(FillAction(name, key, backends, attempt))
+        return actions
+
+    def filled(self, action: FillAction) -> None:
+        state = self.project(action.project)
+        state.filled.add(action.key)
+        state.failures.pop(action.key, None)
+        state.last_filled = action.key
+
+    def failed(self, action: FillAction, error: str, now: float) -> Failure:
+        """Record a failed fill; back off exponentially; give up after ``retry_limit`` attempts."""
+        state = self.project(action.project)
+        previous = state.failures.get(action.key)
+        attempts = (previous.attempts if previous else 0) + 1
+        delay = min(self.backoff_s * 2 ** (attempts - 1), self.max_backoff_s)
+        failure = Failure(attempts, error, now + delay, given_up=attempts >= self.retry_limit)
+        state.failures[action.key] = failure
+        return failure
+
+    def pending(self, project: str) -> list[ScanKey]:
+        """Finished scans not yet filled (including those waiting for a retry)."""
+        state = self.project(project)
+        return [k for k in state.finished if k not in state.filled and not _given_up(state, k)]
+
+
+def _given_up(state: ProjectState, key: ScanKey) -> bool:
+    failure = state.failures.get(key)
+    return failure is not None and failure.given_up

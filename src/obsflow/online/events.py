@@ -1,0 +1,174 @@
+"""Scan-event sources: where the engine learns that scans start and finish.
+
+Every source implements one small interface, :class:`ScanEventSource` (``poll()``
+returns the new events since the last call), so another source, such as a
+monitor-and-control feed of JSON lines on a socket, can be added without
+touching the engine.  Two are here:
+
+* :class:`ScanLogSource` polls ``<raw_root>/<PROJECT>/ScanLog.fits`` files (the
+  telescope rewrites them as scans start and end; a half-rewritten log is simply
+  read again on the next poll);
+* :class:`JsonLinesSource` reads events as JSON lines from any text stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal, NamedTuple, Protocol
+
+from obsflow.errors import InputError
+
+__all__ = ["JsonLinesSource", "ScanEvent", "ScanEventSource", "ScanKey", "ScanLogSource"]
+
+log = logging.getLogger(__name__)
+
+EventKind = Literal["project", "started", "finished"]
+
+
+class ScanKey(NamedTuple):
+    """A scan instance: its number and its start timestamp (scan numbers can repeat)."""
+
+    scan: int
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class ScanEvent:
+    """A project became active, or a scan started or finished."""
+
+    kind: EventKind
+    project: str
+    key: ScanKey
+    backends: tuple[str, ...] = ()
+    seen_at: float = 0.0  # wall time the source saw it
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"kind": self.kind, "project": self.project, "scan": self.key.scan,
+             "timestamp": self.key.timestamp, "backends": list(self.backends)}
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, line: str, seen_at: float) -> ScanEvent:
+        data = json.loads(line)
+        return cls(
+            kind=data["kind"],
+            project=data["project"],
+            key=ScanKey(int(data["scan"]), str(data["timestamp"])),
+            backends=tuple(data.get("backends", ())),
+            seen_at=seen_at,
+        )
+
+
+class ScanEventSource(Protocol):
+    """Anything that can say what happened since it was last asked."""
+
+    def poll(self) -> list[ScanEvent]:
+        """New events since the previous call, oldest first (may be empty)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoggedScan:
+    """What a scan log says of one scan: enough to emit events."""
+
+    key: ScanKey
+    finished: bool
+    backends: tuple[str, ...]
+
+
+ScanLogReader = Callable[[Path], list[LoggedScan]]
+
+
+class ScanLogSource:
+    """Polls every project's ``ScanLog.fits`` under ``raw_root`` and emits what changed.
+
+    Only logs whose size or mtime changed are re-read.  The most recently written
+    log is the active project.
+    """
+
+    def __init__(self, raw_root: Path, read_log: ScanLogReader, projects: Iterable[str] = ()) -> None:
+        self.raw_root = Path(raw_root)
+        self.read_log = read_log
+        self.projects = set(projects)
+        self._stamps: dict[str, tuple[int, int]] = {}
+        self._emitted: set[tuple[str, EventKind, ScanKey]] = set()
+        self._active: str | None = None
+
+    def _logs(self) -> list[tuple[float, str, Path]]:
+        found = []
+        try:
+            entries = list(self.raw_root.iterdir())
+        except OSError as err:
+            raise InputError(f"cannot read raw data root: {err.strerror}", self.raw_root) from err
+        for entry in entries:
+            if self.projects and entry.name not in self.projects:
+                continue
+            scanlog = entry / "ScanLog.fits"
+            try:
+                stat = scanlog.stat()
+            except OSError:
+                continue
+            found.append((stat.st_mtime, entry.name, scanlog))
+        return sorted(found)
+
+    def poll(self) -> list[ScanEvent]:
+        now = time.time()
+        events: list[ScanEvent] = []
+        for _mtime, project, scanlog in self._logs():
+            stat = scanlog.stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            if self._stamps.get(project) == stamp:
+                continue
+            try:
+                logged = self.read_log(scanlog.parent)
+            except InputError as err:
+                log.info("scan log not readable yet, will retry: %s", err)
+                continue  # being rewritten: the stamp is not stored, so it is read again
+            self._stamps[project] = stamp
+            events.extend(self._new_events(project, logged, now))
+        return events
+
+    def _new_events(self, project: str, logged: list[LoggedScan], now: float) -> list[ScanEvent]:
+        events = []
+        for item in logged:
+            kinds: list[EventKind] = ["started", "finished"] if item.finished else ["started"]
+            for kind in kinds:
+                marker = (project, kind, item.key)
+                if marker in self._emitted:
+                    continue
+                self._emitted.add(marker)
+                if kind == "started" and self._active != project:
+                    self._active = project
+                    events.append(ScanEvent("project", project, item.key, item.backends, now))
+                events.append(ScanEvent(kind, project, item.key, item.backends, now))
+        return events
+
+
+class JsonLinesSource:
+    """Events as JSON lines (``{"kind": "finished", "project": ..., "scan": 3, "timestamp": ...}``).
+
+    Reads whatever complete lines the stream has; a monitor-and-control feed on a
+    socket can be wrapped with ``socket.makefile()`` and passed in.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def poll(self) -> list[ScanEvent]:
+        events = []
+        now = time.time()
+        for line in self.stream.readlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                events.append(ScanEvent.from_json(line, now))
+            except (ValueError, KeyError) as err:
+                log.warning("ignoring bad event line %r: %s", line[:80], err)
+        return events

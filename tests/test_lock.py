@@ -1,0 +1,65 @@
+"""Lock files: exclusive, waited on with a timeout, stale ones cleared."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from obsflow.errors import LockError
+from obsflow.lock import held, is_locked, live_locks, lock_path, read_lock, take_lock
+
+
+def test_lock_records_holder_and_is_released(tmp_path):
+    with held(tmp_path, "AGBT26A_001_01", purpose="fill") as path:
+        info = read_lock(path)
+        assert info.pid == os.getpid() and info.host == socket.gethostname() and info.purpose == "fill"
+        assert is_locked(tmp_path, "AGBT26A_001_01")
+        assert live_locks(tmp_path) == {"AGBT26A_001_01"}
+    assert not path.exists()
+    assert live_locks(tmp_path) == set()
+
+
+def test_second_taker_waits_then_fails_naming_the_holder(tmp_path):
+    # A real other process holds the lock.
+    code = (
+        "import sys,time; from obsflow.lock import take_lock; take_lock(sys.argv[1], 'P'); "
+        "print('held', flush=True); time.sleep(30)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with pytest.raises(LockError) as err:
+            take_lock(tmp_path, "P", timeout_s=0.5)
+        assert time.monotonic() - start >= 0.5
+        assert f"pid {holder.pid}" in str(err.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died without releasing: the lock is stale and is cleared.
+    assert not is_locked(tmp_path, "P")
+    path = take_lock(tmp_path, "P", timeout_s=0.5)
+    assert read_lock(path).pid == os.getpid()
+
+
+def test_waiter_gets_lock_when_holder_releases(tmp_path):
+    code = "import sys,time; from obsflow.lock import held\nwith held(sys.argv[1], 'P'):\n print('held', flush=True); time.sleep(0.7)"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    path = take_lock(tmp_path, "P", timeout_s=10)
+    assert read_lock(path).pid == os.getpid()
+    holder.wait()
+
+
+def test_lock_from_another_host_is_stale_only_by_age(tmp_path):
+    path = lock_path(tmp_path, "P")
+    record = {"pid": 999999, "host": "elsewhere", "user": "x", "started": time.time(), "purpose": ""}
+    path.write_text(json.dumps(record))
+    assert is_locked(tmp_path, "P")
+    record["started"] = time.time() - 7 * 3600
+    path.write_text(json.dumps(record))
+    assert not is_locked(tmp_path, "P")
