@@ -1,0 +1,240 @@
+"""The online filler daemon: recover -> poll events -> plan -> fill -> record, forever.
+
+One daemon per output root: it holds ``<locks>/obsflow-online.lock`` for its
+whole life, so a second daemon on the same root refuses at once.  At start-up it
+rolls back any fill a crash interrupted (:func:`obsflow.online.journal.recover`),
+learns which scans the SDFITS files already hold, and catches up alone.  Each
+fill's outcome goes to the per-project fill log, the structured service log and
+the state file that ``obsflow online status`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from obsflow.atomic import write_atomic
+from obsflow.errors import LockError, ObsflowError
+from obsflow.lock import release_lock, take_lock
+from obsflow.online.engine import Engine, Failure, FillAction
+from obsflow.online.events import ScanEventSource, ScanKey
+from obsflow.online.layout import OutputLayout
+
+__all__ = ["Daemon", "FillOutcome", "read_status"]
+
+log = logging.getLogger(__name__)
+
+DAEMON_LOCK = "obsflow-online"
+RECENT_FILLS = 200
+
+
+@dataclass(frozen=True)
+class FillOutcome:
+    """What one successful fill wrote."""
+
+    rows: int
+    banks: tuple[str, ...]
+    skipped: bool = False  # already in the files
+    note: str = ""
+
+
+FillFunction = Callable[[FillAction], FillOutcome]
+
+
+@dataclass
+class DaemonStatus:
+    """What ``obsflow online status`` shows; saved after every change."""
+
+    pid: int
+    host: str
+    started: float
+    raw_root: str
+    out_root: str
+    activity: str = "starting"
+    active_project: str | None = None
+    last_poll: float | None = None
+    projects: dict[str, dict[str, object]] = field(default_factory=dict)
+    recent: list[dict[str, object]] = field(default_factory=list)
+    failures: list[dict[str, object]] = field(default_factory=list)
+
+
+class Daemon:
+    """Drives an :class:`Engine` from a :class:`ScanEventSource`, filling with ``fill``."""
+
+    def __init__(
+        self,
+        source: ScanEventSource,
+        fill: FillFunction,
+        layout: OutputLayout,
+        raw_root: Path,
+        filled_scans: Callable[[str], set[ScanKey]],
+        poll_s: float = 1.0,
+        retry_limit: int = 5,
+        backoff_s: float = 2.0,
+    ) -> None:
+        self.source = source
+        self.fill = fill
+        self.layout = layout
+        self.filled_scans = filled_scans
+        self.poll_s = poll_s
+        self.engine = Engine(retry_limit=retry_limit, backoff_s=backoff_s)
+        self.status = DaemonStatus(os.getpid(), socket.gethostname(), time.time(), str(raw_root), str(layout.root))
+        self._stop = False
+        self._lock_path: Path | None = None
+        self._known_projects: set[str] = set()
+
+    # -- life cycle -------------------------------------------------------
+    def start(self) -> None:
+        """Take the daemon lock (refuse if another daemon runs) and recover interrupted fills."""
+        try:
+            self._lock_path = take_lock(self.layout.locks_dir, DAEMON_LOCK, timeout_s=0, purpose="online daemon")
+        except LockError as err:
+            raise LockError(
+                f"another obsflow online daemon already serves this output root: {err.what}", err.where
+            ) from err
+        restored = self.layout.recover_all()
+        for path in restored:
+            self._service_log("rolled_back", file=path)
+        self._load_failures()
+        self._save_status()
+
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    def close(self) -> None:
+        self.status.activity = "stopped"
+        self._save_status()
+        if self._lock_path is not None:
+            release_lock(self._lock_path)
+            self._lock_path = None
+
+    def run(self, max_seconds: float | None = None, until_idle: bool = False) -> None:
+        """Poll and fill until stopped (SIGTERM/SIGINT), ``max_seconds`` pass, or (``until_idle``) nothing is left."""
+        self._install_signal_handlers()
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        self.start()
+        try:
+            while not self._stop:
+                did_work = self.step()
+                if until_idle and not did_work and not self._waiting_retries():
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if not did_work:
+                    self.status.activity = "idle"
+                    time.sleep(self.poll_s)
+        finally:
+            self.close()
+
+    def _install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: stopping after the current fill", signum)
+            self._stop = True
+
+        try:
+            signal.signal(signal.SIGTERM, handler)
+            signal.signal(signal.SIGINT, handler)
+        except ValueError:
+            pass  # not the main thread (tests drive step() directly)
+
+    # -- one round ----------------------------------------------------------
+    def step(self) -> bool:
+        """Poll once and fill what is due; True if anything was filled or attempted."""
+        self.status.last_poll = time.time()
+        for event in self.source.poll():
+            if event.project not in self._known_projects:
+                self._known_projects.add(event.project)
+                self.engine.already_filled(event.project, self.filled_scans(event.project))
+            self.engine.observe(event)
+            if event.kind == "project":
+                self._service_log("project", project=event.project)
+        self.status.active_project = self.engine.active_project
+        actions = self.engine.next_actions(time.time())
+        for action in actions:
+            if self._stop:
+                break
+            self._do(action)
+        self._save_status()
+        return bool(actions)
+
+    def _do(self, action: FillAction) -> None:
+        self.status.activity = f"filling {action.project} scan {action.key.scan}"
+        self._save_status()
+        started = time.time()
+        try:
+            outcome = self.fill(action)
+        except ObsflowError as err:
+            failure = self.engine.failed(action, err.one_line(), time.time())
+            self._record_failure(action, failure)
+            return
+        seconds = time.time() - started
+        self.engine.filled(action)
+        finished_seen = self.engine.project(action.project).last_finished_at
+        record = {
+            "project": action.project, "scan": action.key.scan, "timestamp": action.key.timestamp,
+            "banks": list(outcome.banks), "rows": outcome.rows, "seconds": round(seconds, 4),
+            "filled_at": time.time(), "finished_seen_at": finished_seen, "skipped": outcome.skipped,
+            "note": outcome.note,
+        }  # fmt: skip
+        self.status.recent = ([record] + self.status.recent)[:RECENT_FILLS]
+        self.status.projects[action.project] = {
+            "last_scan": action.key.scan,
+            "last_timestamp": action.key.timestamp,
+            "last_filled_at": record["filled_at"],
+            "pending": len(self.engine.pending(action.project)),
+        }
+        self.layout.append_fill_log(action.project, record)
+        self._service_log("filled", **record)
+
+    def _record_failure(self, action: FillAction, failure: Failure) -> None:
+        what = "gave up on" if failure.given_up else "will retry"
+        log.warning("%s %s scan %d: %s", what, action.project, action.key.scan, failure.last_error)
+        entry = {"project": action.project, "scan": action.key.scan, "timestamp": action.key.timestamp,
+                 **asdict(failure)}  # fmt: skip
+        self.status.failures = [
+            f for f in self.status.failures
+            if (f["project"], f["scan"], f["timestamp"]) != (action.project, action.key.scan, action.key.timestamp)
+        ] + [entry]  # fmt: skip
+        self.layout.append_fill_log(action.project, {**entry, "error": failure.last_error})
+        self._service_log("fill_failed", **entry)
+
+    def _waiting_retries(self) -> bool:
+        return any(
+            not f.given_up for state in self.engine.projects.values() for f in state.failures.values()
+        )
+
+    # -- persistence ------------------------------------------------------------
+    def _load_failures(self) -> None:
+        previous = read_status(self.layout)
+        if previous is None:
+            return
+        for entry in previous.get("failures", []):
+            key = ScanKey(int(entry["scan"]), str(entry["timestamp"]))
+            failure = Failure(int(entry["attempts"]), str(entry["last_error"]), float(entry["retry_at"]),
+                              bool(entry["given_up"]))  # fmt: skip
+            self.engine.restore_failures(str(entry["project"]), {key: failure})
+        self.status.failures = list(previous.get("failures", []))
+        self.status.recent = list(previous.get("recent", []))
+        self.status.projects = dict(previous.get("projects", {}))
+
+    def _save_status(self) -> None:
+        write_atomic(self.layout.status_path, json.dumps(asdict(self.status), indent=1))
+
+    def _service_log(self, event: str, **fields: object) -> None:
+        self.layout.append_service_log({"time": time.time(), "event": event, **fields})
+
+
+def read_status(layout: OutputLayout) -> dict[str, object] | None:
+    """The daemon's last saved status, or None if it never ran here."""
+    try:
+        return json.loads(layout.status_path.read_text())  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,114 @@
+"""Where the filler puts everything under its output root (the GBT ``/home/sdfits`` layout).
+
+    <root>/sdfitsStatus.txt                                  GBTIDL's online status file
+    <root>/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.A.fits   one SDFITS file per VEGAS bank
+    <root>/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.A.index  its GBTIDL index
+    <root>/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.A.flag   -> <flags>/<PROJ>/<PROJ>.raw.vegas.A.flag
+    <root>/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.index    combined index over all banks
+    <flags>/<PROJ>/...flag                                   user-writable flag files (default <root>/flags)
+    <locks>/<PROJ>.lock                                      held while a fill writes (default <root>/locks)
+    <root>/.obsflow/journal/<PROJ>.json                      undo journal of a fill in progress
+    <root>/.obsflow/online-status.json                       the daemon's state (``obsflow online status``)
+    <root>/logs/<PROJ>.fill.log, <root>/logs/online.jsonl    per-project fill log, structured service log
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from obsflow.online.journal import recover
+
+__all__ = ["OutputLayout"]
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Paths of the filler's products and bookkeeping under one output root."""
+
+    root: Path
+    flags_root: Path | None = None
+    locks_root: Path | None = None
+
+    @property
+    def flags_dir(self) -> Path:
+        return self.flags_root or self.root / "flags"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.locks_root or self.root / "locks"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".obsflow"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.state_dir / "journal"
+
+    @property
+    def status_path(self) -> Path:
+        return self.state_dir / "online-status.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def sdfits_status_path(self) -> Path:
+        return self.root / "sdfitsStatus.txt"
+
+    def product_dir(self, project: str, backend: str = "vegas") -> Path:
+        """``<root>/<PROJ>/<PROJ>.raw.<backend>``."""
+        return self.root / project / f"{project}.raw.{backend}"
+
+    def bank_fits(self, project: str, bank: str, backend: str = "vegas") -> Path:
+        return self.product_dir(project, backend) / f"{project}.raw.{backend}.{bank}.fits"
+
+    def combined_index(self, project: str, backend: str = "vegas") -> Path:
+        return self.product_dir(project, backend) / f"{project}.raw.{backend}.index"
+
+    def flag_target(self, fits_path: Path, project: str) -> Path:
+        """Where the real flag file of ``fits_path`` lives (the link beside the FITS file points here)."""
+        return self.flags_dir / project / fits_path.with_suffix(".flag").name
+
+    def journal_path(self, project: str) -> Path:
+        return self.journal_dir / f"{project}.json"
+
+    def fill_log(self, project: str) -> Path:
+        return self.logs_dir / f"{project}.fill.log"
+
+    def bank_files(self, project: str, backend: str = "vegas") -> list[Path]:
+        """The bank SDFITS files that exist for ``project``, in bank order."""
+        return sorted(self.product_dir(project, backend).glob(f"{project}.raw.{backend}.*.fits"))
+
+    def recover_all(self) -> list[str]:
+        """Roll back every interrupted fill under this root; return the files restored."""
+        restored: list[str] = []
+        if self.journal_dir.is_dir():
+            for journal in sorted(self.journal_dir.glob("*.json")):
+                restored += recover(journal)
+        return restored
+
+    def append_fill_log(self, project: str, record: dict[str, object]) -> None:
+        """One line per fill: time, scan, banks, rows, seconds (or the error)."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        fields = " ".join(f"{k}={_fmt(v)}" for k, v in record.items() if v not in (None, "", []))
+        with open(self.fill_log(project), "a", encoding="utf-8") as handle:
+            handle.write(f"{stamp} {fields}\n")
+
+    def append_service_log(self, record: dict[str, object]) -> None:
+        """The structured service log: one JSON object per line."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.logs_dir / "online.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    text = str(value)
+    return json.dumps(text) if " " in text else text
