@@ -1,0 +1,848 @@
+"""GBTIDL spectral-line index files (``*.index``, version 1.7): build, write, append, read, check.
+
+The format (GBT_FORMATS.md §1) is a ``[header]`` of ``key = value`` lines each padded to
+256 characters, a ``[rows]`` marker, the ``#INDEX#`` column-name row and one fixed-width
+632-character row per SDFITS row.  GBTIDL reads rows with a fixed Fortran format, so every
+column position matters; the columns are described once, as data, in :data:`INDEX_COLUMNS`.
+
+Invariants:
+- a written index is replaced atomically (old or new, never a prefix);
+- an online update only appends whole row lines and rewrites ``last_modified`` in place with
+  the same length, which is what GBTIDL's incremental reader expects;
+- the rows of an index are, per (FILE, EXT), exactly rows ``0..NAXIS2-1`` of that extension
+  (:func:`index_mismatch` says where they are not).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+from obsflow.atomic import write_atomic
+from obsflow.errors import InputError, IntegrityError, OutputError
+
+__all__ = [
+    "COLUMN_ROW",
+    "HEADER_WIDTH",
+    "INDEX_COLUMNS",
+    "INDEX_MODE",
+    "INDEX_VERSION",
+    "ROW_WIDTH",
+    "IndexColumn",
+    "IndexContents",
+    "IndexEntry",
+    "IndexHeader",
+    "append_index_rows",
+    "asctime",
+    "build_combined_index",
+    "build_index_for_fits",
+    "build_index_rows",
+    "combined_index_path",
+    "index_matches_fits",
+    "index_mismatch",
+    "index_path_for",
+    "index_text",
+    "next_index",
+    "parse_index_row",
+    "read_index",
+    "read_index_header",
+    "read_sdfits_tables",
+    "require_index_matches_fits",
+    "write_index",
+    "write_index_text",
+]
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = "1.7"
+HEADER_WIDTH = 256
+#: Index files are written by the filler only: owner-writable (so the daemon, which is not
+#: root, can append in place), read-only for group and others.  Flag files are the only
+#: user-writable product (see obsflow.sdfits.flag.FLAG_MODE).
+INDEX_MODE = 0o644
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+@dataclass(frozen=True)
+class IndexColumn:
+    """One column of the rows section: its header name, width and Fortran-like kind.
+
+    ``kind`` is ``"i"`` (integer, right-aligned), ``"a"`` (string, right-aligned, truncated to
+    its leftmost ``width`` characters), ``"e"`` (``e16.9``) or ``"key"`` (INDEX and ROW: ``i6``
+    plus one space below 1e6, ``i7`` from 1e6 on, so the width is always 7).  ``spaced`` says
+    whether one blank precedes the column.
+    """
+
+    name: str
+    width: int
+    kind: str
+    spaced: bool = True
+
+
+def _e(name: str) -> IndexColumn:
+    return IndexColumn(name, 16, "e")
+
+
+#: The 43 columns of a spectral-line index row, in file order (GBT_FORMATS.md §1.3).
+INDEX_COLUMNS: tuple[IndexColumn, ...] = (
+    IndexColumn("#INDEX#", 7, "key", spaced=False),
+    IndexColumn("PROJECT", 16, "a", spaced=False),  # INDEX's trailing blank separates them
+    IndexColumn("FILE", 64, "a"),
+    IndexColumn("EXT", 3, "i"),
+    IndexColumn("ROW", 7, "key"),
+    IndexColumn("SOURCE", 32, "a", spaced=False),  # ROW's trailing blank separates them
+    IndexColumn("PROCEDURE", 9, "a"),
+    IndexColumn("OBSID", 32, "a"),
+    IndexColumn("E2ESC", 5, "i"),
+    IndexColumn("PROCS", 5, "i"),
+    IndexColumn("SCAN", 10, "i"),
+    IndexColumn("POL", 3, "a"),
+    IndexColumn("PLNUM", 5, "i"),
+    IndexColumn("IFNUM", 5, "i"),
+    IndexColumn("FEED", 5, "i"),
+    IndexColumn("FDNUM", 5, "i"),
+    IndexColumn("INT", 10, "i"),
+    IndexColumn("NUMCHN", 6, "i"),
+    IndexColumn("SIG", 3, "a"),
+    IndexColumn("CAL", 3, "a"),
+    IndexColumn("SAMPLER", 12, "a"),
+    _e("AZIMUTH"),
+    _e("ELEVATION"),
+    _e("LONGITUDE"),
+    _e("LATITUDE"),
+    _e("TRGTLONG"),
+    _e("TRGTLAT"),
+    IndexColumn("SUB", 3, "i"),
+    _e("LST"),
+    _e("CENTFREQ"),
+    _e("RESTFREQ"),
+    _e("VELOCITY"),
+    _e("FREQINT"),
+    _e("FREQRES"),
+    IndexColumn("DATEOBS", 22, "a"),
+    IndexColumn("TIMESTAMP", 22, "a"),
+    _e("BANDWIDTH"),
+    _e("EXPOSURE"),
+    _e("TSYS"),
+    IndexColumn("NSAVE", 10, "i"),
+    IndexColumn("PROCSCAN", 16, "a"),
+    IndexColumn("PROCTYPE", 16, "a"),
+    IndexColumn("WCALPOS", 16, "a"),
+)
+
+
+def _column_spans(columns: Sequence[IndexColumn]) -> dict[str, tuple[int, int]]:
+    spans: dict[str, tuple[int, int]] = {}
+    position = 0
+    for column in columns:
+        start = position + (1 if column.spaced else 0)
+        spans[column.name] = (start, start + column.width)
+        position = start + column.width
+    return spans
+
+
+_SPANS = _column_spans(INDEX_COLUMNS)
+ROW_WIDTH = max(end for _, end in _SPANS.values())
+#: The ``#INDEX#`` column-name row: names right-aligned in each column's width.
+COLUMN_ROW = "".join((" " if c.spaced else "") + f"{c.name:>{c.width}.{c.width}}" for c in INDEX_COLUMNS)
+
+_KEY_LIMIT = 10_000_000  # INDEX and ROW have 7 characters at most
+_POLARIZATIONS = {1: "I", 2: "Q", 3: "U", 4: "V", -1: "RR", -2: "LL", -3: "RL", -4: "LR",
+                  -5: "XX", -6: "YY", -7: "XY", -8: "YX"}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# header
+
+
+def asctime(moment: datetime) -> str:
+    """``Tue Aug 20 09:38:32 2024``: C/IDL ``systime`` style, day padded with a space, any locale."""
+    return (
+        f"{_WEEKDAYS[moment.weekday()]} {_MONTHS[moment.month - 1]} {moment.day:2d} "
+        f"{moment:%H:%M:%S} {moment.year}"
+    )
+
+
+@dataclass(frozen=True)
+class IndexHeader:
+    """The ``[header]`` section; written in the real filler's key order.
+
+    Dates are UTC, as GBTIDL writes them (the GBT filler wrote local time; no reader uses them).
+    """
+
+    created: str
+    last_modified: str
+    version: str = INDEX_VERSION
+    observer: str = "Unknown"
+    backend: str = "Unknown"
+    tcal_rx_table: str = "Unknown"
+    sprotect: int = 1
+    created_by: str = "obsflow"
+
+    @classmethod
+    def new(
+        cls, *, observer: str = "Unknown", backend: str = "Unknown", now: datetime | None = None, created: str | None = None
+    ) -> IndexHeader:
+        """A header stamped ``now`` (UTC); ``created`` keeps an older creation date when rebuilding."""
+        stamp = asctime(now or datetime.now(UTC))
+        return cls(created=created or stamp, last_modified=stamp, observer=observer or "Unknown",
+                   backend=backend or "Unknown")  # fmt: skip
+
+    def items(self) -> list[tuple[str, str]]:
+        """(key, value) pairs in file order."""
+        return [
+            ("created", self.created),
+            ("last_modified", self.last_modified),
+            ("version", self.version),
+            ("observer", self.observer),
+            ("backend", self.backend),
+            ("tcal_rx_table", self.tcal_rx_table),
+            ("sprotect", str(self.sprotect)),
+            ("created_by", self.created_by),
+        ]
+
+    def lines(self) -> list[str]:
+        """The header lines, each exactly :data:`HEADER_WIDTH` characters."""
+        return [_header_line(key, value) for key, value in self.items()]
+
+
+def _header_line(key: str, value: str) -> str:
+    text = f"{key} = {' '.join(str(value).split())}"  # no newlines inside a header line
+    return text[:HEADER_WIDTH].ljust(HEADER_WIDTH)
+
+
+# --------------------------------------------------------------------------------------------
+# rows from SDFITS column values
+
+
+def build_index_rows(
+    columns: Mapping[str, Any],
+    *,
+    projid: str | None,
+    file_name: str,
+    ext: int = 1,
+    first_row: int = 0,
+    first_index: int = 0,
+) -> list[str]:
+    """Index row lines (without newline) for consecutive rows of one SDFITS extension.
+
+    Parameters
+    ----------
+    columns
+        SDFITS column name -> one value per row (arrays or lists, as the writer holds them);
+        ``DATA`` is only used for NUMCHN when there is no ``TDIM7`` column.
+    projid
+        The extension's PROJID keyword; ``None`` takes the PROJID column (GBTIDL keep files).
+    file_name, ext, first_row, first_index
+        Where these rows live: FITS basename, HDU number (1-based), the 0-based row of the first
+        one in that extension, and the INDEX of the first one in the index file.
+
+    INT is GBTIDL's: the dense rank of DATE-OBS within each run of equal TIMESTAMP (SCAN if
+    there is none), unless the file has an INT column.  It depends only on the run's own rows,
+    so rows built for a scan appended later are the same as in a full rebuild.
+    """
+    n = _row_count(columns)
+    if n == 0:
+        return []
+    if first_row < 0 or first_index < 0:
+        raise ValueError("first_row and first_index must be >= 0")
+    if first_row + n > _KEY_LIMIT or first_index + n > _KEY_LIMIT:
+        raise OutputError("more than 9,999,999 rows do not fit the GBTIDL index format", file_name)
+    cells = _index_cells(columns, n, projid=projid, file_name=file_name, ext=ext,
+                         first_row=first_row, first_index=first_index)  # fmt: skip
+    formatted = [_format_column(column, cells[column.name]) for column in INDEX_COLUMNS]
+    return ["".join(parts) for parts in zip(*formatted, strict=True)]
+
+
+def _row_count(columns: Mapping[str, Any]) -> int:
+    for name in ("SCAN", "DATE-OBS"):
+        if name in columns:
+            return len(columns[name])
+    raise InputError("SDFITS rows need SCAN and DATE-OBS columns")
+
+
+def _strings(columns: Mapping[str, Any], name: str, n: int, default: str) -> list[str]:
+    if name not in columns:
+        return [default] * n
+    return [(v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)).strip() for v in columns[name]]
+
+
+def _floats(columns: Mapping[str, Any], name: str, n: int, default: float = 0.0) -> list[float]:
+    if name not in columns:
+        return [default] * n
+    return [float(v) for v in np.asarray(columns[name], dtype=float).reshape(n)]
+
+
+def _ints(columns: Mapping[str, Any], name: str, n: int, default: int) -> list[int]:
+    if name not in columns:
+        return [default] * n
+    return [int(v) for v in np.rint(np.asarray(columns[name], dtype=float)).astype(np.int64).reshape(n)]
+
+
+def _index_cells(
+    columns: Mapping[str, Any], n: int, *, projid: str | None, file_name: str, ext: int, first_row: int,
+    first_index: int,
+) -> dict[str, list[Any]]:
+    """Column name -> the n values of that index column (GBTIDL defaults for missing columns)."""
+    project = [projid.strip()] * n if projid is not None else _strings(columns, "PROJID", n, "unknown")
+    numchn = _channel_counts(columns, n)
+    crval1, crpix1, cdelt1 = (_floats(columns, name, n) for name in ("CRVAL1", "CRPIX1", "CDELT1"))
+    return {
+        "#INDEX#": list(range(first_index, first_index + n)),
+        "PROJECT": project,
+        "FILE": [file_name] * n,
+        "EXT": [ext] * n,
+        "ROW": list(range(first_row, first_row + n)),
+        "SOURCE": _strings(columns, "OBJECT", n, "source"),
+        "PROCEDURE": [mode.split(":")[0] for mode in _strings(columns, "OBSMODE", n, "proc")],
+        "OBSID": _strings(columns, "OBSID", n, ""),
+        "E2ESC": [0] * n,
+        "PROCS": _ints(columns, "PROCSEQN", n, 0),
+        "SCAN": _ints(columns, "SCAN", n, -1),
+        "POL": [_POLARIZATIONS.get(code, "?") for code in _ints(columns, "CRVAL4", n, 0)],
+        "PLNUM": _ints(columns, "PLNUM", n, 0),
+        "IFNUM": _ints(columns, "IFNUM", n, 0),
+        "FEED": _ints(columns, "FEED", n, -1),
+        "FDNUM": _ints(columns, "FDNUM", n, 0),
+        "INT": _ints(columns, "INT", n, 0) if "INT" in columns else _integration_numbers(columns, n),
+        "NUMCHN": numchn,
+        "SIG": _strings(columns, "SIG", n, "T"),
+        "CAL": _strings(columns, "CAL", n, "T"),
+        "SAMPLER": _strings(columns, "SAMPLER", n, "??"),
+        "AZIMUTH": _floats(columns, "AZIMUTH", n),
+        "ELEVATION": _floats(columns, "ELEVATIO", n),
+        "LONGITUDE": _floats(columns, "CRVAL2", n),
+        "LATITUDE": _floats(columns, "CRVAL3", n),
+        "TRGTLONG": _floats(columns, "TRGTLONG", n),
+        "TRGTLAT": _floats(columns, "TRGTLAT", n),
+        "SUB": _ints(columns, "SUBREF_STATE", n, 0),
+        "LST": _floats(columns, "LST", n),
+        # GBTIDL LINE_INDEX::get_center_frequency: the frequency of the middle of the band
+        "CENTFREQ": [((c / 2.0 - 0.5) - p) * d + v for c, p, d, v in zip(numchn, crpix1, cdelt1, crval1, strict=True)],
+        "RESTFREQ": _floats(columns, "RESTFREQ", n),
+        "VELOCITY": _floats(columns, "VELOCITY", n),
+        "FREQINT": cdelt1,
+        "FREQRES": [abs(v) for v in _floats(columns, "FREQRES", n)],
+        "DATEOBS": _strings(columns, "DATE-OBS", n, ""),
+        "TIMESTAMP": _strings(columns, "TIMESTAMP", n, ""),
+        "BANDWIDTH": _floats(columns, "BANDWID", n),
+        "EXPOSURE": _floats(columns, "EXPOSURE", n),
+        "TSYS": _floats(columns, "TSYS", n),
+        "NSAVE": _ints(columns, "NSAVE", n, -1),
+        "PROCSCAN": _strings(columns, "PROCSCAN", n, "Unknown"),
+        "PROCTYPE": _strings(columns, "PROCTYPE", n, "Unknown"),
+        "WCALPOS": _strings(columns, "CALPOSITION", n, "Unknown"),
+    }
+
+
+_TDIM = re.compile(r"\(\s*(\d+)")
+
+
+def _channel_counts(columns: Mapping[str, Any], n: int) -> list[int]:
+    """NUMCHN: the first number of TDIM7 ('(1024,1,1,1)'), else of TDIM6, else the DATA width."""
+    for name in ("TDIM7", "TDIM6"):
+        if name in columns:
+            counts = []
+            for text in _strings(columns, name, n, ""):
+                match = _TDIM.match(text)
+                counts.append(int(match.group(1)) if match else 0)
+            return counts
+    if "DATA" in columns:
+        shape = np.shape(columns["DATA"])
+        return [int(shape[-1]) if len(shape) > 1 else 1] * n
+    return [0] * n
+
+
+def _integration_numbers(columns: Mapping[str, Any], n: int) -> list[int]:
+    """Dense rank of DATE-OBS within each run of equal TIMESTAMP (or SCAN), as GBTIDL numbers INT."""
+    ids: list[Any] = _strings(columns, "TIMESTAMP", n, "") if "TIMESTAMP" in columns else _ints(columns, "SCAN", n, -1)
+    dates = _strings(columns, "DATE-OBS", n, "")
+    numbers = [0] * n
+    start = 0
+    while start < n:
+        stop = start
+        while stop < n and ids[stop] == ids[start]:
+            stop += 1
+        rank = {date: i for i, date in enumerate(sorted(set(dates[start:stop])))}
+        for row in range(start, stop):
+            numbers[row] = rank[dates[row]]
+        start = stop
+    return numbers
+
+
+def _format_column(column: IndexColumn, values: list[Any]) -> list[str]:
+    lead = " " if column.spaced else ""
+    width = column.width
+    if column.kind == "key":
+        return [lead + (f"{v:6d} " if v < 1_000_000 else f"{v:7d}") for v in values]
+    if column.kind == "a":
+        return [lead + f"{v:>{width}.{width}}" for v in values]
+    if column.kind == "i":
+        cells = [f"{v:{width}d}" for v in values]
+    else:
+        cells = [f"{v:{width}.9e}" for v in values]
+    # a value too wide for its field is written as asterisks, as Fortran/IDL formats do
+    return [lead + (cell if len(cell) == width else "*" * width) for cell in cells]
+
+
+# --------------------------------------------------------------------------------------------
+# whole files
+
+
+def index_text(header: IndexHeader, rows: Iterable[str]) -> str:
+    """The complete text of an index file."""
+    parts = ["[header]\n"]
+    parts.extend(line + "\n" for line in header.lines())
+    parts.append("[rows]\n")
+    parts.append(COLUMN_ROW + "\n")
+    for row in rows:
+        _check_row(row)
+        parts.append(row + "\n")
+    return "".join(parts)
+
+
+def _check_row(row: str) -> None:
+    if len(row) != ROW_WIDTH or "\n" in row:
+        raise ValueError(f"an index row must be {ROW_WIDTH} characters without newline, got {len(row)}")
+
+
+def write_index(path: Path, header: IndexHeader, rows: Iterable[str], mode: int = INDEX_MODE) -> None:
+    """Write a whole index file atomically (readers see the old file or the new one)."""
+    write_atomic(Path(path), index_text(header, rows), mode=mode)
+
+
+def write_index_text(path: Path, text: str, mode: int = INDEX_MODE) -> None:
+    """Write already-built index text (from :func:`build_index_for_fits`) atomically."""
+    write_atomic(Path(path), text, mode=mode)
+
+
+def append_index_rows(path: Path, rows: Sequence[str], now: datetime | None = None) -> None:
+    """Append row lines to an existing index and rewrite ``last_modified`` in place.
+
+    Every existing byte stays as it was except the ``last_modified`` line, rewritten with its
+    own length (256), so GBTIDL's ``read_new_rows`` (new row lines only) keeps working.
+    Rows are made durable before the header changes.
+    """
+    path = Path(path)
+    for row in rows:
+        _check_row(row)
+    if not rows:
+        return
+    payload = "".join(row + "\n" for row in rows).encode("ascii")
+    try:
+        with open(path, "r+b") as handle:
+            head = handle.read(16 * 1024)
+            offset, old_line = _header_line_position(head, b"last_modified", path)
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                raise IntegrityError("index does not end with a complete line", path)
+            handle.seek(size)
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+            if old_line is not None:
+                stamp = asctime(now or datetime.now(UTC))
+                new_line = f"last_modified = {stamp}".ljust(len(old_line)).encode("ascii")
+                if len(new_line) == len(old_line):
+                    handle.seek(offset)
+                    handle.write(new_line)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                else:
+                    log.warning("last_modified not updated: its line is too short to rewrite in place (%s)", path)
+    except FileNotFoundError as err:
+        raise InputError("index file not found", path) from err
+    except OSError as err:
+        raise OutputError(f"cannot append to index: {err.strerror}", path) from err
+
+
+def next_index(path: Path) -> int:
+    """The INDEX the next appended row gets (= rows already in the file), without parsing rows.
+
+    Rows are fixed-width, so this is the size of the rows section divided by the row length;
+    a file where that does not divide evenly (a torn append) is an :class:`IntegrityError`.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64 * 1024)
+            size = handle.seek(0, os.SEEK_END)
+    except FileNotFoundError as err:
+        raise InputError("index file not found", path) from err
+    marker = head.find(b"\n[rows]\n")
+    column_row = head.find(b"#INDEX#", marker)
+    if marker < 0 or column_row < 0:
+        raise IntegrityError("not an index file: no [rows] section", path)
+    rows_start = column_row + len(COLUMN_ROW) + 1
+    rows_bytes = size - rows_start
+    if rows_bytes < 0 or rows_bytes % (ROW_WIDTH + 1):
+        raise IntegrityError(f"index rows section is {rows_bytes} bytes, not whole {ROW_WIDTH}-character rows", path)
+    return rows_bytes // (ROW_WIDTH + 1)
+
+
+def _header_line_position(head: bytes, key: bytes, path: Path) -> tuple[int, bytes | None]:
+    """Byte offset and content (without newline) of the header line for ``key``."""
+    if not head.startswith(b"[header]\n"):
+        raise IntegrityError("not an index file: no [header] line", path)
+    offset = 0
+    for line in head.split(b"\n"):
+        if line.startswith(b"[rows]"):
+            break
+        if line.split(b"=", 1)[0].strip().lower() == key:
+            return offset, line
+        offset += len(line) + 1
+    return 0, None
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """The fields of one index row that locate it and its scan."""
+
+    index: int
+    file: str
+    ext: int
+    row: int
+    scan: int
+    intnum: int
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class IndexContents:
+    """A parsed index file: header keys (lower case) and its rows."""
+
+    header: dict[str, str]
+    rows: tuple[IndexEntry, ...]
+
+    @property
+    def n_rows(self) -> int:
+        """Number of data rows."""
+        return len(self.rows)
+
+
+def parse_index_row(line: str) -> dict[str, str]:
+    """Column name -> stripped text of one row line (positions from :data:`INDEX_COLUMNS`)."""
+    return {name: line[start:end].strip() for name, (start, end) in _SPANS.items()}
+
+
+def read_index(path: Path) -> IndexContents:
+    """Parse an index written by obsflow, the GBT filler or GBTIDL (spectral-line, v1.7)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError as err:
+        raise InputError("index file not found", path) from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read index: {err}", path) from err
+    lines = text.split("\n")
+    if lines[0] != "[header]":
+        raise InputError("not an index file: first line is not [header]", path)
+    header: dict[str, str] = {}
+    number = 1
+    while number < len(lines) and not lines[number].startswith("[rows]"):
+        key, sep, value = lines[number].partition("=")
+        if sep:
+            header[key.strip().lower()] = value.strip()
+        number += 1
+    if number == len(lines):
+        raise InputError("not an index file: no [rows] section", path)
+    if header.get("version") != INDEX_VERSION:
+        raise InputError(f"index version {header.get('version')!r} is not {INDEX_VERSION}", path)
+    entries = []
+    for line_number, line in enumerate(lines[number + 1 :], start=number + 2):
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            if line.startswith("#INDEX#") and line.rstrip() != COLUMN_ROW.rstrip():
+                raise InputError("not a spectral-line index: unexpected column row", path)
+            continue
+        if len(line) != ROW_WIDTH:
+            raise InputError(f"index row has {len(line)} characters, expected {ROW_WIDTH}", f"{path}:{line_number}")
+        entries.append(_entry(line, f"{path}:{line_number}"))
+    return IndexContents(header=header, rows=tuple(entries))
+
+
+def _entry(line: str, where: str) -> IndexEntry:
+    def cell(name: str) -> str:
+        start, end = _SPANS[name]
+        return line[start:end].strip()
+
+    try:
+        return IndexEntry(index=int(cell("#INDEX#")), file=cell("FILE"), ext=int(cell("EXT")), row=int(cell("ROW")),
+                          scan=int(cell("SCAN")), intnum=int(cell("INT")), timestamp=cell("TIMESTAMP"))  # fmt: skip
+    except ValueError as err:
+        raise InputError(f"unreadable index row: {err}", where) from err
+
+
+# --------------------------------------------------------------------------------------------
+# SDFITS files
+
+
+@dataclass(frozen=True)
+class SdfitsTable:
+    """The index-relevant columns of one non-empty BINTABLE of an SDFITS file."""
+
+    file_name: str
+    ext: int
+    projid: str | None
+    columns: dict[str, np.ndarray]
+
+    @property
+    def n_rows(self) -> int:
+        """NAXIS2."""
+        return _row_count(self.columns)
+
+
+_REQUIRED = ("SCAN", "DATE-OBS", "IFNUM", "PLNUM", "FDNUM")
+_WANTED = frozenset(
+    "OBJECT OBSMODE OBSID PROCSEQN SCAN CRVAL4 PLNUM IFNUM FEED FDNUM INT TDIM7 TDIM6 SIG CAL SAMPLER AZIMUTH "
+    "ELEVATIO CRVAL2 CRVAL3 TRGTLONG TRGTLAT SUBREF_STATE LST CRVAL1 CRPIX1 CDELT1 RESTFREQ VELOCITY FREQRES "
+    "DATE-OBS TIMESTAMP BANDWID EXPOSURE TSYS NSAVE PROCSCAN PROCTYPE CALPOSITION PROJID OBSERVER BACKEND "
+    "VSPDELT VSPRVAL VSPRPIX".split()
+)
+
+
+def read_sdfits_tables(fits_path: Path, extra_columns: Iterable[str] = ()) -> list[SdfitsTable]:
+    """Read the index-relevant columns (never DATA) of every non-empty BINTABLE of an SDFITS file.
+
+    Raises :class:`InputError` for a file that is not FITS, is truncated, or is not SDFITS.
+    """
+    path = Path(fits_path)
+    wanted = _WANTED | set(extra_columns)
+    tables = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        hdul = _open_fits(path)
+        try:
+            _check_complete(hdul, path)
+            primary_projid = hdul[0].header.get("PROJID")
+            for number, hdu in enumerate(hdul):
+                if not isinstance(hdu, fits.BinTableHDU) or not hdu.header.get("NAXIS2", 0):
+                    continue
+                names = set(hdu.columns.names)
+                missing = [name for name in _REQUIRED if name not in names]
+                if missing:
+                    raise InputError(f"not an SDFITS file: HDU {number} has no {', '.join(missing)} column", path)
+                try:
+                    columns = {name: np.array(hdu.data[name]) for name in wanted & names}
+                except (TypeError, ValueError, OSError) as err:
+                    raise InputError(f"unreadable FITS table in HDU {number}: {err}", path) from err
+                if not names & {"TDIM7", "TDIM6"} and "DATA" in names:
+                    width = int(hdu.columns["DATA"].format.repeat)
+                    columns["TDIM7"] = np.array([f"({width},1,1,1)"] * hdu.header["NAXIS2"])
+                projid = hdu.header.get("PROJID", None if "PROJID" in names else primary_projid)
+                backend = hdu.header.get("BACKEND") or hdul[0].header.get("INSTRUME")
+                if backend and "BACKEND" not in columns:
+                    columns["BACKEND"] = np.array([str(backend)] * hdu.header["NAXIS2"])
+                tables.append(SdfitsTable(path.name, number, None if projid is None else str(projid), columns))
+            if not any(isinstance(hdu, fits.BinTableHDU) for hdu in hdul):
+                raise InputError("not an SDFITS file: no binary table", path)
+        finally:
+            hdul.close()
+    return tables
+
+
+def _open_fits(path: Path) -> fits.HDUList:
+    try:
+        return fits.open(path, memmap=True, lazy_load_hdus=False)
+    except FileNotFoundError as err:
+        raise InputError("file not found", path) from err
+    except IsADirectoryError as err:
+        raise InputError("is a directory, not a FITS file", path) from err
+    except (OSError, ValueError, TypeError, IndexError) as err:
+        raise InputError("not a FITS file", path) from err
+
+
+def _check_complete(hdul: fits.HDUList, path: Path) -> None:
+    """A FITS file must end exactly where its last HDU's padded data ends."""
+    size = path.stat().st_size
+    info = hdul.fileinfo(len(hdul) - 1)
+    end = info["datLoc"] + info["datSpan"]
+    if end != size:
+        raise InputError(f"truncated or corrupt FITS file: HDUs end at byte {end}, file has {size}", path)
+
+
+def index_path_for(fits_path: Path) -> Path:
+    """``X.fits`` -> ``X.index`` beside it."""
+    return Path(fits_path).with_suffix(".index")
+
+
+def combined_index_path(vegas_dir: Path) -> Path:
+    """``<PROJ>.raw.vegas/<PROJ>.raw.vegas.index``: the index over all bank files that GBTIDL opens online."""
+    return Path(vegas_dir) / f"{Path(vegas_dir).name}.index"
+
+
+def _header_for(tables: Sequence[SdfitsTable], existing_index: Path | None, now: datetime | None) -> IndexHeader:
+    """A fresh header; keeps ``created`` of an index being rebuilt, fills observer/backend from the data."""
+    created = None
+    if existing_index is not None and existing_index.is_file():
+        try:
+            created = read_index_header(existing_index).get("created")
+        except InputError:
+            created = None
+    observer = backend = "Unknown"
+    for table in tables:
+        observer = _strings(table.columns, "OBSERVER", 1, "Unknown")[0] or "Unknown"
+        backend = _strings(table.columns, "BACKEND", 1, "Unknown")[0] or "Unknown"
+        break
+    return IndexHeader.new(observer=observer, backend=backend, now=now, created=created)
+
+
+def read_index_header(path: Path) -> dict[str, str]:
+    """Only the header keys of an index (cheap; reads the first few KiB)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16 * 1024).decode("ascii", "replace")
+    except OSError as err:
+        raise InputError(f"cannot read index: {err.strerror}", path) from err
+    lines = head.split("\n")
+    if lines[0] != "[header]":
+        raise InputError("not an index file: first line is not [header]", path)
+    header = {}
+    for line in lines[1:]:
+        if line.startswith("[rows]"):
+            break
+        key, sep, value = line.partition("=")
+        if sep:
+            header[key.strip().lower()] = value.strip()
+    return header
+
+
+def build_index_for_fits(fits_path: Path, header: IndexHeader | None = None, now: datetime | None = None) -> str:
+    """The text of the index for any SDFITS file (ours, the GBT filler's, GBTIDL's).
+
+    One row per row of each non-empty BINTABLE, EXT = HDU number, INDEX continuous from 0.
+    Without ``header`` the header keeps ``created`` of an existing ``.index`` beside the file.
+    """
+    path = Path(fits_path)
+    tables = read_sdfits_tables(path)
+    header = header or _header_for(tables, index_path_for(path), now)
+    rows: list[str] = []
+    for table in tables:
+        rows.extend(build_index_rows(table.columns, projid=table.projid, file_name=table.file_name, ext=table.ext,
+                                     first_row=0, first_index=len(rows)))  # fmt: skip
+    return index_text(header, rows)
+
+
+def _scan_runs(table: SdfitsTable) -> list[tuple[str, int, int]]:
+    """(TIMESTAMP or scan, start, stop) for each run of equal TIMESTAMP in a table."""
+    n = table.n_rows
+    if "TIMESTAMP" in table.columns:
+        ids = _strings(table.columns, "TIMESTAMP", n, "")
+    else:
+        ids = [f"{scan:010d}" for scan in _ints(table.columns, "SCAN", n, -1)]
+    runs = []
+    start = 0
+    while start < n:
+        stop = start
+        while stop < n and ids[stop] == ids[start]:
+            stop += 1
+        runs.append((ids[start], start, stop))
+        start = stop
+    return runs
+
+
+def build_combined_index(
+    fits_paths: Sequence[Path], header: IndexHeader | None = None, now: datetime | None = None,
+    existing_index: Path | None = None,
+) -> str:
+    """The text of ``<PROJ>.raw.<backend>.index`` over several bank files.
+
+    Rows are ordered scan by scan (runs of equal TIMESTAMP, in TIMESTAMP order), and within a
+    scan bank file by bank file in the order given, INDEX continuous: the order in which the
+    online filler appends them (scan N: bank A rows, bank B rows, ...).  FILE names each row's
+    bank file.
+    """
+    chunks = []
+    all_tables: list[SdfitsTable] = []
+    for file_order, fits_path in enumerate(fits_paths):
+        tables = read_sdfits_tables(Path(fits_path))
+        all_tables.extend(tables)
+        for table in tables:
+            for run_id, start, stop in _scan_runs(table):
+                chunks.append(((run_id, file_order, table.ext, start), table, start, stop))
+    chunks.sort(key=lambda chunk: chunk[0])
+    header = header or _header_for(all_tables, existing_index, now)
+    rows: list[str] = []
+    for _, table, start, stop in chunks:
+        part = {name: values[start:stop] for name, values in table.columns.items()}
+        rows.extend(build_index_rows(part, projid=table.projid, file_name=table.file_name, ext=table.ext,
+                                     first_row=start, first_index=len(rows)))  # fmt: skip
+    return index_text(header, rows)
+
+
+# --------------------------------------------------------------------------------------------
+# agreement between an index and its FITS files
+
+
+def _fits_row_counts(fits_path: Path) -> dict[tuple[str, int], int]:
+    path = Path(fits_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        hdul = _open_fits(path)
+        try:
+            _check_complete(hdul, path)
+            return {
+                (path.name, number): int(hdu.header.get("NAXIS2", 0))
+                for number, hdu in enumerate(hdul)
+                if isinstance(hdu, fits.BinTableHDU) and hdu.header.get("NAXIS2", 0)
+            }
+        finally:
+            hdul.close()
+
+
+def index_mismatch(index_path: Path, *fits_paths: Path) -> str | None:
+    """Why an index disagrees with its FITS file(s), or ``None`` when it agrees.
+
+    It agrees when INDEX runs 0..n-1 and, for every non-empty extension of every given file,
+    its rows list ROW 0..NAXIS2-1 in order, and no row names another file or extension
+    (GBTIDL's ``check_file_properties`` compares the same row counts).
+    """
+    contents = read_index(Path(index_path))
+    expected: dict[tuple[str, int], int] = {}
+    for fits_path in fits_paths:
+        expected.update(_fits_row_counts(Path(fits_path)))
+    seen: dict[tuple[str, int], int] = {}
+    for position, entry in enumerate(contents.rows):
+        if entry.index != position:
+            return f"index row {position} has INDEX {entry.index}"
+        key = (entry.file, entry.ext)
+        if key not in expected:
+            return f"index row {position} names {entry.file} HDU {entry.ext}, which is not in the FITS file"
+        if entry.row != seen.get(key, 0):
+            return f"index row {position} points at ROW {entry.row} of {entry.file}, expected {seen.get(key, 0)}"
+        seen[key] = entry.row + 1
+    for (name, ext), n_rows in expected.items():
+        if seen.get((name, ext), 0) != n_rows:
+            return f"index lists {seen.get((name, ext), 0)} rows of {name} HDU {ext}, the FITS file has {n_rows}"
+    return None
+
+
+def index_matches_fits(index_path: Path, *fits_paths: Path) -> bool:
+    """True when the index rows agree with the FITS row counts and positions."""
+    return index_mismatch(index_path, *fits_paths) is None
+
+
+def require_index_matches_fits(index_path: Path, *fits_paths: Path) -> None:
+    """Raise :class:`IntegrityError` (one line: what disagrees, where) unless the index agrees."""
+    reason = index_mismatch(index_path, *fits_paths)
+    if reason is not None:
+        raise IntegrityError(f"index disagrees with its FITS file: {reason}", index_path)

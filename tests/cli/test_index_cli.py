@@ -1,0 +1,85 @@
+"""``obsflow index``: rebuild and check indexes of real SDFITS files; bad input writes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from obsflow.cli import main
+
+AGBT15 = "testdata/AGBT22A_325_15/AGBT22A_325_15.raw.vegas.A"
+
+
+@pytest.fixture
+def fits_copy(samples: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "AGBT22A_325_15.raw.vegas.A.fits"
+    shutil.copyfile(samples / f"{AGBT15}.fits", target)
+    return target
+
+
+def _rows(text: str) -> str:
+    return text[text.index("[rows]") :]
+
+
+def test_index_rebuilds_the_real_index(samples: Path, fits_copy: Path, capsys) -> None:
+    assert main(["index", str(fits_copy)]) == 0
+    written = fits_copy.with_suffix(".index")
+    assert _rows(written.read_text()) == _rows((samples / f"{AGBT15}.index").read_text())
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644
+    assert "32 rows" in capsys.readouterr().out
+
+
+def test_check_exits_1_when_the_index_differs(fits_copy: Path, capsys) -> None:
+    index = fits_copy.with_suffix(".index")
+    assert main(["index", "--check", str(fits_copy)]) == 1  # missing
+    assert main(["index", str(fits_copy)]) == 0
+    capsys.readouterr()
+    assert main(["index", "--check", "--json", str(fits_copy)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["results"][0]["status"] == "ok" and report["results"][0]["rows"] == 32
+
+    lines = index.read_text().split("\n")
+    index.chmod(0o644)
+    index.write_text("\n".join(lines[:-2] + [""]))  # drop the last row
+    before = index.read_bytes()
+    assert main(["index", "--check", str(fits_copy)]) == 1
+    assert "differs" in capsys.readouterr().out
+    assert index.read_bytes() == before  # --check never writes
+
+
+def _not_sdfits(tmp_path: Path) -> Path:
+    path = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("X", "J", array=np.arange(3))])]
+                 ).writeto(path)  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("kind", ["not_fits", "truncated", "not_sdfits", "missing"])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(kind: str, fits_copy: Path, tmp_path: Path, capsys) -> None:
+    if kind == "not_fits":
+        bad = tmp_path / "notes.fits"
+        bad.write_text("SIMPLE? no, just text\n")
+    elif kind == "truncated":
+        bad = tmp_path / "cut.fits"
+        bad.write_bytes(fits_copy.read_bytes()[:100_000])
+    elif kind == "not_sdfits":
+        bad = _not_sdfits(tmp_path)
+    else:
+        bad = tmp_path / "nowhere.fits"
+    capsys.readouterr()
+    assert main(["index", str(fits_copy), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("obsflow: error: ") and str(bad) in err
+    assert list(tmp_path.glob("*.index")) == []  # not even the good file's index
+
+
+def test_help_has_an_example(capsys) -> None:
+    assert main(["index", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Examples:" in out and "obsflow index" in out and "--check" in out
