@@ -1,0 +1,251 @@
+"""Fill one raw scan into a project's SDFITS products, crash-safely; shared by ``fill`` and the daemon.
+
+For each VEGAS bank the scan used: the bank's SDFITS file grows by the scan's
+rows (never rewritten), its GBTIDL index and the combined index grow by the same
+rows, its flag file exists (linked beside the FITS file) with the scan's VEGAS
+spur rows, and ``sdfitsStatus.txt`` names the new last INDEX.
+
+Order of work, under the project's lock:
+  1. roll back any fill a crash interrupted (the undo journal);
+  2. read and convert the whole scan first: a bad raw file fails here, before
+     any output file is touched;
+  3. journal every file's old length and the bytes to be overwritten; fsync;
+  4. append FITS rows (data, fsync, then NAXIS2), then index rows, then flags;
+  5. commit (delete the journal); on any error, roll back instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from obsflow.errors import InputError, ObsflowError, OutputError
+from obsflow.lock import held
+from obsflow.online import raw
+from obsflow.online.events import LoggedScan, ScanKey
+from obsflow.online.journal import FileUndo, Journal, recover, undo_for
+from obsflow.online.layout import OutputLayout
+from obsflow.sdfits import flag, index, status, writer
+from obsflow.sdfits.rows import scan_header, scan_rows
+
+__all__ = ["BankFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans"]
+
+log = logging.getLogger(__name__)
+
+INDEX_HEADER_BYTES = 4096  # the whole [header] section of an index (8 lines of 256 characters)
+BACKEND = "vegas"
+
+
+@dataclass(frozen=True)
+class BankFill:
+    """What one bank file got from one scan."""
+
+    bank: str
+    fits_path: Path
+    rows: int
+    first_row: int
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class ScanFill:
+    """What filling one scan did."""
+
+    project: str
+    scan: int
+    timestamp: str
+    banks: tuple[BankFill, ...] = field(default_factory=tuple)
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(b.rows for b in self.banks if not b.skipped)
+
+    @property
+    def skipped(self) -> bool:
+        """True when every bank already held this scan (nothing written)."""
+        return all(b.skipped for b in self.banks)
+
+
+def logged_scans(project_dir: Path) -> list[LoggedScan]:
+    """The scan log of one raw project, as the event source needs it (no device files read)."""
+    return [
+        LoggedScan(ScanKey(s.number, s.timestamp), s.is_finished, tuple(b.lower() for b in s.backends))
+        for s in raw.read_project(project_dir, with_go=False)
+    ]
+
+
+def filled_scans(layout: OutputLayout, project: str) -> set[ScanKey]:
+    """Scans already in any of the project's bank files (the state survives restarts: it is the files)."""
+    recover(layout.journal_path(project))
+    keys: set[ScanKey] = set()
+    for path in layout.bank_files(project, BACKEND):
+        keys |= {ScanKey(int(s), str(t)) for s, t in writer.scans_in_file(path)}
+    return keys
+
+
+def _convert(scan: raw.Scan) -> dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]:
+    """bank -> (SDFITS row columns, header keywords): all reading and arithmetic, no writing."""
+    raw.require_backend(scan)
+    banks = scan.banks
+    if not banks:
+        raise InputError(f"scan {scan.number} has no VEGAS bank files", scan.project_dir / raw.SCANLOG)
+    return {bank: (scan_rows(scan, bank), scan_header(scan, bank)) for bank in banks}
+
+
+def fill_scan(
+    scan: raw.Scan,
+    layout: OutputLayout,
+    lock_timeout_s: float = 60.0,
+    write_spurs: bool = True,
+    on_written: Callable[[ScanFill], None] | None = None,
+    project: str | None = None,
+) -> ScanFill:
+    """Append ``scan`` to its project's bank files, index, combined index and flag files.
+
+    ``project`` names the output folder (default: the scan's PROJID).
+    """
+    started = time.perf_counter()
+    if not scan.is_finished:
+        raise InputError(f"scan {scan.number} has not finished yet", scan.project_dir / raw.SCANLOG)
+    converted = _convert(scan)
+    project = project or scan.project
+    with held(layout.locks_dir, project, timeout_s=lock_timeout_s, purpose=f"fill scan {scan.number}"):
+        recover(layout.journal_path(project))
+        result = _fill_locked(scan, project, converted, layout, write_spurs)
+    result = ScanFill(project, scan.number, scan.timestamp, result, time.perf_counter() - started)
+    if not result.skipped:
+        _update_status(layout, result)
+    if on_written is not None:
+        on_written(result)
+    return result
+
+
+def _fill_locked(
+    scan: raw.Scan,
+    project: str,
+    converted: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]],
+    layout: OutputLayout,
+    write_spurs: bool,
+) -> tuple[BankFill, ...]:
+    product_dir = layout.product_dir(project, BACKEND)
+    try:
+        product_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create output folder: {err.strerror}", product_dir) from err
+    combined = layout.combined_index(project, BACKEND)
+    journal = Journal(layout.journal_path(project))
+    work: list[tuple[str, Path, dict[str, np.ndarray], dict[str, Any], int]] = []
+    fills: list[BankFill] = []
+    for bank, (rows, header) in converted.items():
+        fits_path = layout.bank_fits(project, bank, BACKEND)
+        n_rows = len(rows["SCAN"])
+        if fits_path.exists():
+            state = writer.read_state(fits_path)
+            if (scan.number, scan.timestamp) in writer.scans_in_file(fits_path):
+                log.info("%s scan %d is already in %s: skipped", project, scan.number, fits_path.name)
+                fills.append(BankFill(bank, fits_path, n_rows, state.nrows, skipped=True))
+                continue
+            _check_index_agrees(fits_path)
+            first_row = state.nrows
+            journal.record(FileUndo(str(fits_path), state.file_size, writer.undo_ranges_bytes(fits_path, state)))
+            journal.record(undo_for(index.index_path_for(fits_path), [(0, INDEX_HEADER_BYTES)]))
+        else:
+            first_row = 0
+            journal.record(FileUndo(str(fits_path), None))
+            journal.record(FileUndo(str(index.index_path_for(fits_path)), None))
+        journal.record(undo_for(layout.flag_target(fits_path, project)))
+        link = fits_path.with_suffix(".flag")
+        if not _exists(link):
+            journal.record(FileUndo(str(link), None))  # the link beside the FITS file is new: remove on rollback
+        work.append((bank, fits_path, rows, header, first_row))
+        fills.append(BankFill(bank, fits_path, n_rows, first_row))
+    if not work:
+        return tuple(fills)
+    journal.record(undo_for(combined, [(0, INDEX_HEADER_BYTES)]) if combined.exists() else FileUndo(str(combined), None))
+    journal.save()
+    try:
+        _write_all(project, work, layout, combined, write_spurs)
+    except (ObsflowError, OSError) as err:
+        log.error("fill of %s scan %d failed, rolling back: %s", project, scan.number, err)
+        journal.rollback()
+        if isinstance(err, OSError):
+            raise OutputError(f"fill failed and was rolled back: {err.strerror or err}", err.filename) from err
+        raise
+    journal.commit()
+    return tuple(fills)
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _check_index_agrees(fits_path: Path) -> None:
+    """A bank index that disagrees with its FITS file would mislead GBTIDL and dysh: refuse to append."""
+    index_path = index.index_path_for(fits_path)
+    if not index_path.exists():
+        return  # rebuilt from the FITS file below
+    expected = writer.read_state(fits_path).nrows
+    have = index.next_index(index_path)
+    if have != expected:
+        from obsflow.errors import IntegrityError
+
+        raise IntegrityError(
+            f"index has {have} rows but its FITS file has {expected}; rebuild it with 'obsflow index'", index_path
+        )
+
+
+def _write_all(
+    project: str,
+    work: Sequence[tuple[str, Path, dict[str, np.ndarray], dict[str, Any], int]],
+    layout: OutputLayout,
+    combined: Path,
+    write_spurs: bool,
+) -> None:
+    now = datetime.now(UTC)
+    combined_rows: list[str] = []
+    first_combined = index.next_index(combined) if combined.exists() else 0
+    for bank, fits_path, rows, header, first_row in work:
+        writer.append_rows(fits_path, rows, header)
+        bank_index = index.index_path_for(fits_path)
+        projid = str(header.get("PROJID", project))
+        if bank_index.exists():
+            new_rows = index.build_index_rows(rows, projid=projid, file_name=fits_path.name, first_row=first_row,
+                                              first_index=index.next_index(bank_index))  # fmt: skip
+            index.append_index_rows(bank_index, new_rows, now=now)
+        else:
+            index.write_index_text(bank_index, index.build_index_for_fits(fits_path, now=now))
+        combined_rows += index.build_index_rows(
+            rows, projid=projid, file_name=fits_path.name, first_row=first_row,
+            first_index=first_combined + len(combined_rows),
+        )  # fmt: skip
+        spur_rows = flag.vegas_spur_rows(rows) if write_spurs else []
+        flag.ensure_flag_file(fits_path, layout.flag_target(fits_path, project), rows=spur_rows)
+    if combined.exists():
+        index.append_index_rows(combined, combined_rows, now=now)
+    else:
+        observer = str(work[0][2]["OBSERVER"][0]) if "OBSERVER" in work[0][2] else "Unknown"
+        header = index.IndexHeader.new(observer=observer, backend="VEGAS", now=now)
+        index.write_index(combined, header, combined_rows)
+
+
+def _update_status(layout: OutputLayout, result: ScanFill) -> None:
+    combined = layout.combined_index(result.project, BACKEND)
+    last_index = index.next_index(combined) - 1
+    entry = status.StatusEntry(
+        backend=BACKEND,
+        project=result.project,
+        scan=result.scan,
+        timestamp=result.timestamp,
+        updated=datetime.now(),
+        file=layout.product_dir(result.project, BACKEND).name,
+        index=last_index,
+    )
+    status.update_status(layout.root, entry)
