@@ -1,0 +1,145 @@
+"""``obsflow fill``: the offline filler, like GBT's ``sdfits`` program."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from obsflow.cli._options import emit_json, is_terminal, json_option
+from obsflow.errors import EXIT_FINDINGS, ObsflowError, UsageError
+
+EXAMPLES = """\b
+Examples:
+  obsflow fill /home/gbtdata/AGBT26A_001_01                 # every finished scan -> ./
+  obsflow fill raw/AGBT26A_001_01 /home/sdfits --scans 1,3,5-9
+  obsflow fill raw/AGBT26A_001_01 out --json
+"""
+
+
+def parse_scan_list(text: str) -> set[int]:
+    """``1,3,5-9`` -> {1, 3, 5, 6, 7, 8, 9} (GBT sdfits ``-scans`` syntax: no spaces, ranges inclusive)."""
+    scans: set[int] = set()
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        low, dash, high = item.partition("-")
+        try:
+            first = int(low)
+            last = int(high) if dash else first
+        except ValueError as err:
+            raise UsageError(f"--scans: {item!r} is not a scan number or range like 5-9") from err
+        if last < first:
+            raise UsageError(f"--scans: range {item!r} runs backwards")
+        scans.update(range(first, last + 1))
+    return scans
+
+
+@click.command("fill", epilog=EXAMPLES)
+@click.argument("raw_project", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("output_root", type=click.Path(path_type=Path, file_okay=False), default=".", required=False)
+@click.option("--backends", default="vegas", show_default=True, help="Backends to fill (only vegas is supported).")
+@click.option("--scans", "scan_list", default="", help="Scans to fill, e.g. 1,3,5-9 (default: every finished scan).")
+@click.option("--flags", "flags_dir", type=click.Path(path_type=Path, file_okay=False), help="Flag-file folder [OUT/flags].")
+@click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False), help="Lock-file folder [OUT/locks].")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the project lock.")
+@click.option("--no-spurs", is_flag=True, help="Do not write VEGAS spur rows into the flag files.")
+@json_option
+def command(
+    raw_project: Path,
+    output_root: Path,
+    backends: str,
+    scan_list: str,
+    flags_dir: Path | None,
+    locks_dir: Path | None,
+    lock_timeout: float,
+    no_spurs: bool,
+    as_json: bool,
+) -> int:
+    """Fill scans of a raw GBT project into SDFITS files with GBTIDL index and flag files.
+
+    Writes OUTPUT_ROOT/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.<BANK>.fits (one per
+    VEGAS bank), appending to files that exist.  A scan already in a file is skipped
+    with a note, never written twice.  Exit 1 if any chosen scan could not be filled.
+    """
+    from obsflow.online import raw
+    from obsflow.online.fill import fill_scan
+    from obsflow.online.layout import OutputLayout
+
+    wanted_backends = {b.strip().lower() for b in backends.split(",") if b.strip()}
+    if wanted_backends - {"vegas"}:
+        raise UsageError(f"--backends: only 'vegas' can be filled, not {', '.join(sorted(wanted_backends - {'vegas'}))}")
+    wanted = parse_scan_list(scan_list) if scan_list else None
+    scans = [s for s in raw.read_project(raw_project) if wanted is None or s.number in wanted]
+    if wanted is not None:
+        missing = wanted - {s.number for s in scans}
+        if missing:
+            raise UsageError(f"--scans: not in the scan log: {', '.join(map(str, sorted(missing)))}", raw_project)
+    layout = OutputLayout(output_root, flags_dir, locks_dir)
+    project = raw_project.name.split(":")[0]
+    results, problems = [], []
+    progress = _progress(len(scans), quiet=as_json)
+    for scan in scans:
+        progress.describe(f"scan {scan.number}")
+        if not scan.is_finished:
+            problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": "scan has not finished"})
+        else:
+            try:
+                results.append(fill_scan(scan, layout, lock_timeout_s=lock_timeout, write_spurs=not no_spurs,
+                                         project=project))  # fmt: skip
+            except ObsflowError as err:
+                problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": err.one_line()})
+        progress.advance()
+    progress.close()
+    summary = {
+        "project": project,
+        "output": str(layout.product_dir(project)),
+        "filled": [{"scan": r.scan, "timestamp": r.timestamp, "rows": r.rows, "seconds": round(r.seconds, 3),
+                    "banks": [b.bank for b in r.banks if not b.skipped]} for r in results if not r.skipped],
+        "skipped": [{"scan": r.scan, "timestamp": r.timestamp, "note": "already in the SDFITS files"}
+                    for r in results if r.skipped],
+        "failed": problems,
+    }  # fmt: skip
+    if as_json:
+        emit_json(summary)
+    else:
+        _print_summary(summary)
+    return EXIT_FINDINGS if problems else 0
+
+
+def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
+    for item in summary["skipped"]:
+        click.echo(f"note: scan {item['scan']} ({item['timestamp']}) is already in the SDFITS files: skipped", err=True)
+    for item in summary["failed"]:
+        click.echo(f"obsflow: error: scan {item['scan']}: {item['error']}", err=True)
+    rows = sum(f["rows"] for f in summary["filled"])
+    click.echo(
+        f"{summary['project']}: filled {len(summary['filled'])} scans ({rows} rows), skipped {len(summary['skipped'])},"
+        f" failed {len(summary['failed'])} -> {summary['output']}"
+    )
+
+
+class _progress:
+    """A rich progress bar on a terminal; nothing in cron or with --json."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.bar = None
+        if not quiet and is_terminal() and total > 1:
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("filling", total=total)
+
+    def describe(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"filling {text}")
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
