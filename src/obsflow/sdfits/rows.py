@@ -1,0 +1,358 @@
+"""Raw scan -> SDFITS row values, computed the way the GBT sdfits filler computes them.
+
+:func:`scan_rows` turns one VEGAS bank of one raw :class:`~obsflow.online.raw.Scan`
+into the 74 SDFITS columns of the real filler output (GBT_FORMATS.md §3), in the
+same order and with the same names; :func:`scan_header` gives the file-level
+keywords.  Writing the FITS file is :mod:`obsflow.sdfits.writer`'s job.
+
+Row order is the filler's: per integration, per sampler, then per switching
+state in the backend's state-table order (sig/cal: (T,F), (T,T), (F,F), (F,T)).
+
+Values:
+
+* frequency axis: the sky-frequency formula of the IF file,
+  ``sky = SFF_SIDEBAND*IF + SFF_MULTIPLIER*LO1 + SFF_OFFSET``, applied to the VEGAS
+  SAMPLER axis (``CRVAL1`` at ``CRPIX1``, ``CDELT1``) with LO1 at each integration;
+* pointing interpolated from the Antenna file at each integration's middle,
+  feed offsets added to AZIMUTH/ELEVATIO (and to CRVAL2/3 when those are AZ/EL);
+* ``DATE-OBS`` the start of each integration, ``TIMESTAMP`` the scan's;
+* ``TCAL`` from the receiver's RX_CAL_INFO table at the observed frequency;
+* VEGAS spur keywords from ``SPUR_CHANNEL = (J*ADCSAMPF/64 - CRVAL1)/CDELT1 + CRPIX1``,
+  and the centre spur channel replaced by the mean of its neighbours, as the filler does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from obsflow.errors import InputError
+from obsflow.online.raw import (
+    AntennaFile,
+    GoFile,
+    IfPath,
+    Lo1File,
+    Scan,
+    VegasBank,
+    bank_file,
+    read_antenna,
+    read_go,
+    read_if,
+    read_lo1,
+    read_receiver,
+    read_vegas_bank,
+    require_files,
+)
+
+__all__ = ["COLUMN_NAMES", "POLARIZATION_CODES", "scan_header", "scan_rows"]
+
+#: the 74 columns of the real filler's VEGAS SDFITS, in file order
+COLUMN_NAMES: tuple[str, ...] = (
+    "OBJECT", "BANDWID", "DATE-OBS", "DURATION", "EXPOSURE", "TSYS",
+    "DATA", "TDIM7", "TUNIT7", "CTYPE1", "CRVAL1", "CRPIX1", "CDELT1", "CTYPE2", "CRVAL2", "CTYPE3", "CRVAL3",
+    "CRVAL4",
+    "OBSERVER", "OBSID", "SCAN", "OBSMODE", "FRONTEND", "TCAL", "VELDEF", "VFRAME", "RVSYS", "OBSFREQ", "LST",
+    "AZIMUTH", "ELEVATIO", "TAMBIENT", "PRESSURE", "HUMIDITY", "RESTFREQ", "FREQRES",
+    "EQUINOX", "RADESYS", "TRGTLONG", "TRGTLAT", "SAMPLER", "FEED", "SRFEED", "FEEDXOFF", "FEEDEOFF",
+    "SUBREF_STATE", "SIDEBAND", "PROCSEQN", "PROCSIZE", "PROCSCAN", "PROCTYPE", "LASTON", "LASTOFF",
+    "TIMESTAMP", "QD_XEL", "QD_EL", "QD_BAD", "QD_METHOD", "VELOCITY", "ZEROCHAN", "DOPFREQ", "ADCSAMPF",
+    "VSPDELT", "VSPRVAL", "VSPRPIX", "SIG", "CAL", "CALTYPE", "TWARM", "TCOLD", "CALPOSITION",
+    "IFNUM", "PLNUM", "FDNUM",
+)  # fmt: skip
+
+#: SDFITS CRVAL4 codes (FITS Stokes convention) for a correlation product
+POLARIZATION_CODES = {"I": 1, "Q": 2, "U": 3, "V": 4, "RR": -1, "LL": -2, "RL": -3, "LR": -4,
+                      "XX": -5, "YY": -6, "XY": -7, "YX": -8}  # fmt: skip
+
+SIDEREAL_PER_SOLAR = 1.002737909350795
+MBAR_TO_MMHG = 0.750061683
+GBT_SITE = {"SITELONG": -79.8398333, "SITELAT": 38.4331194, "SITEELEV": 824.595}  # east longitude, deg / m
+_VELDEF_PREFIX = {"VRAD": "RADI", "VOPT": "OPTI", "VELO": "RELA"}
+_VELDEF_FRAME = {"TOP": "OBS"}
+_COORDS = {"RADEC": ("RA", "DEC"), "J2000": ("RA", "DEC"), "GALACTIC": ("GLON", "GLAT")}
+
+
+def scan_header(scan: Scan, bank: str = "A", backend: str = "VEGAS") -> dict[str, Any]:
+    """File-level keywords of the SDFITS file that holds ``scan``'s ``bank`` (site from the Antenna file if there)."""
+    site = dict(GBT_SITE)
+    antenna_paths = scan.devices.get("Antenna", ())
+    if antenna_paths and antenna_paths[0].is_file():
+        header = read_antenna(antenna_paths[0]).header
+        if "SITELONG" in header:  # the Antenna file gives west longitude
+            site = {"SITELONG": -float(header["SITELONG"]), "SITELAT": float(header["SITELAT"]),
+                    "SITEELEV": float(header["SITEELEV"])}  # fmt: skip
+    return {
+        "TELESCOP": "NRAO_GBT", "ORIGIN": "NRAO Green Bank", "INSTRUME": backend, "BACKEND": backend,
+        "PROJID": scan.project, "CTYPE4": "STOKES", **site,
+    }  # fmt: skip
+
+
+def scan_rows(scan: Scan, bank: str) -> dict[str, np.ndarray]:
+    """The SDFITS column values of one VEGAS bank of ``scan`` (74 columns, one array each).
+
+    ``DATA`` has shape (rows, channels), float32; string columns are numpy ``str`` arrays.
+
+    Raises
+    ------
+    InputError
+        A file the scan needs is missing, truncated or malformed, or the files disagree.
+    """
+    if not scan.is_finished:
+        raise InputError(f"scan {scan.number} ({scan.timestamp}) has not finished", scan.project_dir / "ScanLog.fits")
+    path = bank_file(scan, bank)
+    require_files(scan, ("GO", "Antenna", "IF", "VEGAS", "LO1A"))
+    go = read_go(scan.device_file("GO"))
+    antenna = read_antenna(scan.device_file("Antenna"))
+    lo1 = read_lo1(scan.device_file("LO1A"))
+    if_rows = read_if(scan.device_file("IF"))
+    vegas = read_vegas_bank(path)
+    return _rows(scan, go, antenna, lo1, if_rows, vegas)
+
+
+def _rows(
+    scan: Scan, go: GoFile, antenna: AntennaFile, lo1: Lo1File, if_rows: Sequence[IfPath], vegas: VegasBank
+) -> dict[str, np.ndarray]:
+    nint, nsamp, nstate, nchan = vegas.data.shape
+    if nint == 0:
+        raise InputError("VEGAS bank file has no integrations", vegas.path)
+    vegas_ifs = [row for row in if_rows if row.backend == "VEGAS"]
+    paths = [_if_for(vegas_ifs, s.bank_a, s.port_a, vegas.path) for s in vegas.samplers]
+    shape = (nint, nsamp, nstate)
+    i_idx, s_idx, k_idx = (a.ravel() for a in np.indices(shape))
+    nrows = i_idx.size
+
+    def per_sampler(values: Sequence[Any], dtype: Any = None) -> np.ndarray:
+        return np.asarray(values, dtype=dtype)[s_idx]
+
+    def const(value: Any, dtype: Any = None) -> np.ndarray:
+        return np.full(nrows, value, dtype=dtype)
+
+    header = go.header
+    # time: DMJD is the middle of each integration; each state's share of it
+    state_len = vegas.integrat_s * np.array(
+        [p / (p - b) if p > b else 1.0 for p, b in zip(vegas.phasetim_s, vegas.blanktim_s, strict=True)]
+    )  # (nint, nstate)
+    int_len_s = state_len.sum(axis=1)
+    start_dmjd = vegas.dmjd - int_len_s / 2.0 / 86400.0
+    date_obs = np.array([_iso(d) for d in start_dmjd])
+
+    # frequency axis on the sky, per integration and sampler
+    lo = lo1.at(vegas.dmjd)
+    crval_if = np.array([s.crval1_hz for s in vegas.samplers])
+    cdelt_if = np.array([s.cdelt1_hz for s in vegas.samplers])
+    sideband = np.array([p.sff_sideband for p in paths])
+    crval1 = np.array([[p.sky_hz(s.crval1_hz, lo["lo1"][i]) for p, s in zip(paths, vegas.samplers, strict=True)]
+                       for i in range(nint)])  # fmt: skip
+    cdelt1 = sideband * cdelt_if
+
+    # pointing at each integration's middle, with feed offsets
+    pointing = antenna.at(vegas.dmjd)
+    offsets = [antenna.beam_offsets.get(str(p.feed), (0.0, 0.0)) for p in paths]
+    xel = np.array([o[0] for o in offsets])
+    eloff = np.array([o[1] for o in offsets])
+    el = pointing["el"][i_idx] + eloff[s_idx]
+    az = (pointing["az"][i_idx] + xel[s_idx] / np.cos(np.radians(el))) % 360.0
+    ctype2, ctype3 = _COORDS.get(str(header.get("COORDSYS", "RADEC")).strip().upper(), ("AZ", "EL"))
+    if (ctype2, ctype3) == ("RA", "DEC"):
+        crval2, crval3 = pointing["ra"][i_idx], pointing["dec"][i_idx]
+    elif ctype2 == "GLON":
+        crval2, crval3 = _galactic(pointing["ra"][i_idx], pointing["dec"][i_idx])
+    else:
+        crval2, crval3 = az, el
+
+    lst_start_s = float(antenna.header.get("LSTSTART", 0.0))
+    elapsed_s = (vegas.dmjd - antenna.dmjd[0]) * 86400.0
+    lst = (lst_start_s + elapsed_s * SIDEREAL_PER_SOLAR) % 86400.0
+
+    # spurs: channels (J*ADCSAMPF/64 - CRVAL1)/CDELT1 + CRPIX1 in the IF axis
+    spacing = vegas.adcsampf_hz / 64.0
+    vspdelt = spacing / np.abs(cdelt_if)
+    vsprval = crval_if / spacing
+    data = vegas.data.reshape(nrows, nchan).copy()
+    _smooth_centre_spur(data, vsprval[s_idx], vegas.crpix1)
+
+    obsfreq = crval1[i_idx, s_idx]  # CRPIX1 is the centre channel
+    tcal = _tcal(scan, paths, float(np.mean(crval1[0])))
+    windows = {(w.bank, w.port): w for w in go.windows}
+    ifnum, plnum, fdnum = _numbering(vegas_ifs, windows, paths)
+    restfreq = [windows[(s.bank_a, s.port_a)].restfreq_hz if (s.bank_a, s.port_a) in windows
+                else float(lo1.header.get("RESTFRQ", header.get("RESTFRQ", 0.0))) for s in vegas.samplers]  # fmt: skip
+    ambient = antenna.header
+    weather_temp = float(ambient.get("AMBTEMP", np.nan)) + 273.15
+    sig = np.where(np.array(vegas.sigref) == 0, "T", "F")[k_idx]
+    cal = np.where(np.array(vegas.cal) == 1, "T", "F")[k_idx]
+    obsmode = f"{_str(header, 'PROCNAME')}:{_str(header, 'SWSTATE')}:{_str(header, 'SWTCHSIG')}"
+
+    columns: dict[str, np.ndarray] = {
+        "OBJECT": const(_str(header, "OBJECT")),
+        "BANDWID": per_sampler(np.abs(cdelt_if) * nchan, np.float64),
+        "DATE-OBS": date_obs[i_idx],
+        "DURATION": state_len[i_idx, k_idx],
+        "EXPOSURE": vegas.integrat_s[i_idx, k_idx],
+        "TSYS": const(1.0),
+        "DATA": data.astype(np.float32, copy=False),
+        "TDIM7": const(f"({nchan},1,1,1)"),
+        "TUNIT7": const("Counts"),
+        "CTYPE1": const("FREQ-OBS"),
+        "CRVAL1": crval1[i_idx, s_idx],
+        "CRPIX1": const(vegas.crpix1),
+        "CDELT1": cdelt1[s_idx],
+        "CTYPE2": const(ctype2),
+        "CRVAL2": crval2,
+        "CTYPE3": const(ctype3),
+        "CRVAL3": crval3,
+        "CRVAL4": per_sampler([_pol_code(p, s) for p, s in zip(paths, vegas.samplers, strict=True)], np.int16),
+        "OBSERVER": const(_str(header, "OBSERVER")),
+        "OBSID": const(_str(header, "OBSID")),
+        "SCAN": const(scan.number, np.int32),
+        "OBSMODE": const(obsmode),
+        "FRONTEND": per_sampler([p.receiver for p in paths]),
+        "TCAL": per_sampler(tcal, np.float32),
+        "VELDEF": const(_veldef(_str(header, "VELDEF"))),
+        "VFRAME": lo["vframe"][i_idx],
+        "RVSYS": lo["rvsys"][i_idx],
+        "OBSFREQ": obsfreq,
+        "LST": lst[i_idx],
+        "AZIMUTH": az,
+        "ELEVATIO": el,
+        "TAMBIENT": const(weather_temp),
+        "PRESSURE": const(float(ambient.get("AMBPRESS", np.nan)) * MBAR_TO_MMHG),
+        "HUMIDITY": const(float(ambient.get("AMBHUMID", np.nan))),
+        "RESTFREQ": per_sampler(restfreq, np.float64),
+        "FREQRES": per_sampler([abs(s.freqres_hz) for s in vegas.samplers], np.float64),
+        "EQUINOX": const(float(header.get("EQUINOX", 0.0))),
+        "RADESYS": const(_str(header, "RADESYS")),
+        "TRGTLONG": const(float(header.get("RA", np.nan))),
+        "TRGTLAT": const(float(header.get("DEC", np.nan))),
+        "SAMPLER": per_sampler([s.name for s in vegas.samplers]),
+        "FEED": per_sampler([p.feed for p in paths], np.int16),
+        "SRFEED": per_sampler([p.srfeed1 for p in paths], np.int16),
+        "FEEDXOFF": xel[s_idx],
+        "FEEDEOFF": eloff[s_idx],
+        "SUBREF_STATE": const(1, np.int16),
+        "SIDEBAND": per_sampler(["U" if p.sff_sideband > 0 else "L" for p in paths]),
+        "PROCSEQN": const(int(header.get("PROCSEQN", 1)), np.int16),
+        "PROCSIZE": const(int(header.get("PROCSIZE", 1)), np.int16),
+        "PROCSCAN": const(_str(header, "PROCSCAN")),
+        "PROCTYPE": const(_str(header, "PROCTYPE")),
+        "LASTON": const(int(header.get("LASTON", 0)), np.int32),
+        "LASTOFF": const(int(header.get("LASTOFF", 0)), np.int32),
+        "TIMESTAMP": const(scan.timestamp),
+        "QD_XEL": const(np.nan),
+        "QD_EL": const(np.nan),
+        "QD_BAD": const(-1, np.int16),
+        "QD_METHOD": const(""),
+        "VELOCITY": const(float(header.get("VELOCITY", 0.0))),
+        "ZEROCHAN": const(np.nan, np.float32),
+        "DOPFREQ": const(float(lo1.header.get("RESTFRQ", header.get("RESTFRQ", np.nan)))),
+        "ADCSAMPF": const(vegas.adcsampf_hz),
+        "VSPDELT": vspdelt[s_idx],
+        "VSPRVAL": vsprval[s_idx],
+        "VSPRPIX": const(vegas.crpix1),
+        "SIG": sig,
+        "CAL": cal,
+        "CALTYPE": per_sampler(["HIGH" if p.high_cal else "LOW" for p in paths]),
+        "TWARM": const(np.nan, np.float32),
+        "TCOLD": const(np.nan, np.float32),
+        "CALPOSITION": const("Unknown"),
+        "IFNUM": per_sampler(ifnum, np.int16),
+        "PLNUM": per_sampler(plnum, np.int16),
+        "FDNUM": per_sampler(fdnum, np.int16),
+    }
+    return {name: columns[name] for name in COLUMN_NAMES}
+
+
+def _if_for(rows: Sequence[IfPath], bank: str, port: int, where: Any) -> IfPath:
+    for row in rows:
+        if row.bank == bank and row.port == port:
+            return row
+    raise InputError(f"IF file has no VEGAS row for bank {bank} port {port}", where)
+
+
+def _str(header: Any, key: str) -> str:
+    return str(header.get(key, "")).strip()
+
+
+def _iso(dmjd: float) -> str:
+    days = int(np.floor(dmjd))
+    centi = int(round((dmjd - days) * 8_640_000))
+    if centi >= 8_640_000:
+        days, centi = days + 1, centi - 8_640_000
+    date = np.datetime64("1858-11-17") + np.timedelta64(days, "D")
+    seconds, cs = divmod(centi, 100)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{date}T{h:02d}:{m:02d}:{s:02d}.{cs:02d}"
+
+
+def _veldef(go_veldef: str) -> str:
+    """GO's ``VRAD-TOP`` style -> SDFITS ``RADI-OBS`` style."""
+    prefix, _, frame = go_veldef.partition("-")
+    if prefix not in _VELDEF_PREFIX:
+        return go_veldef[:8]
+    return f"{_VELDEF_PREFIX[prefix]}-{_VELDEF_FRAME.get(frame, frame)}"[:8]
+
+
+def _pol_code(path: IfPath, sampler: Any) -> int:
+    pol = path.polarize[:1].upper() if path.polarize else "X"
+    if (sampler.bank_a, sampler.port_a) != (sampler.bank_b, sampler.port_b):
+        other = {"X": "Y", "Y": "X", "R": "L", "L": "R"}.get(pol, pol)
+        return POLARIZATION_CODES.get(pol + other, 0)
+    return POLARIZATION_CODES.get(pol * 2, 0)
+
+
+def _numbering(
+    vegas_ifs: Sequence[IfPath], windows: dict[tuple[str, int], Any], paths: Sequence[IfPath]
+) -> tuple[list[int], list[int], list[int]]:
+    """IFNUM (from GO IFWINDOWS, else sky-centre rank), PLNUM (port rank per window+feed), FDNUM (feed rank)."""
+    feeds = sorted({row.feed for row in vegas_ifs})
+    centres = sorted({round(row.center_sky_hz) for row in vegas_ifs})
+
+    def ifnum_of(row: IfPath) -> int:
+        window = windows.get((row.bank, row.port))
+        return window.ifnum if window is not None else centres.index(round(row.center_sky_hz))
+
+    groups: dict[tuple[int, int], list[tuple[str, int]]] = {}
+    for row in sorted(vegas_ifs, key=lambda r: (r.bank, r.port)):
+        groups.setdefault((ifnum_of(row), row.feed), []).append((row.bank, row.port))
+    ifnum, plnum, fdnum = [], [], []
+    for path in paths:
+        number = ifnum_of(path)
+        ifnum.append(number)
+        plnum.append(groups[(number, path.feed)].index((path.bank, path.port)))
+        fdnum.append(feeds.index(path.feed))
+    return ifnum, plnum, fdnum
+
+
+def _tcal(scan: Scan, paths: Sequence[IfPath], freq_hz: float) -> list[float]:
+    """TCAL per sampler from the first receiver file that has RX_CAL_INFO tables (NaN if none is listed)."""
+    receiver = scan.receiver
+    if receiver is None:
+        return [float("nan")] * len(paths)
+    errors: list[InputError] = []
+    for candidate in scan.devices[receiver]:
+        try:
+            table = read_receiver(candidate)
+        except InputError as err:
+            errors.append(err)
+            continue
+        return [table.tcal(p.receptor, p.polarize, freq_hz, high=bool(p.high_cal)) for p in paths]
+    raise errors[0]
+
+
+def _smooth_centre_spur(data: np.ndarray, vsprval: np.ndarray, crpix1: float) -> None:
+    """Replace the centre spur channel with the mean of its neighbours when a spur sits there (as sdfits does)."""
+    channel = int(round(crpix1)) - 1
+    if not 0 < channel < data.shape[1] - 1:
+        return
+    has_spur = np.isclose(vsprval, np.round(vsprval)) & (vsprval >= 0) & (vsprval <= 32)
+    data[has_spur, channel] = 0.5 * (data[has_spur, channel - 1] + data[has_spur, channel + 1])
+
+
+def _galactic(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from astropy.coordinates import SkyCoord
+
+    coords = SkyCoord(ra=ra, dec=dec, unit="deg", frame="fk5").galactic
+    return np.asarray(coords.l.deg), np.asarray(coords.b.deg)
