@@ -90,7 +90,7 @@ class TelescopeSpec:
     start: datetime = datetime(2026, 1, 15, 3, 0, 0, tzinfo=UTC)
     first_scan: int = 1
     source: str = "SIM-HI-1"
-    ra_deg: float = 150.0
+    ra_deg: float | None = None  # default: the source transits at the first scan's start
     dec_deg: float = 45.0
     observer: str = "obsflow simulator"
     receiver: str = "Rcvr1_2"
@@ -114,6 +114,13 @@ class TelescopeSpec:
             problems.append("need tcal > 0 and tsys > tcal/2")
         if problems:
             raise UsageError("; ".join(problems))
+
+    @property
+    def source_ra_deg(self) -> float:
+        """The source's RA: as given, or the LST at the start so the source is high in the sky."""
+        if self.ra_deg is not None:
+            return self.ra_deg
+        return float(_lst_deg(np.array([_dmjd(self.start)]))[0]) % 360.0
 
     @property
     def line(self) -> GaussianLine:
@@ -189,7 +196,7 @@ def plan_scans(spec: TelescopeSpec) -> list[ScanPlan]:
     plans = []
     start = spec.start.replace(microsecond=0)
     duration = spec.integrations * spec.integration_s
-    off_ra = (spec.ra_deg + OFF_OFFSET_DEG / math.cos(math.radians(spec.dec_deg))) % 360.0
+    off_ra = (spec.source_ra_deg + OFF_OFFSET_DEG / math.cos(math.radians(spec.dec_deg))) % 360.0
     laston = lastoff = 0
     for k in range(spec.scans):
         number = spec.first_scan + k
@@ -207,7 +214,7 @@ def plan_scans(spec: TelescopeSpec) -> list[ScanPlan]:
             ScanPlan(
                 number=number, start=start, duration_s=duration, procname=spec.procedure, procseqn=seqn,
                 procsize=size, procscan=procscan, swstate=swstate, is_on_source=on, laston=laston, lastoff=lastoff,
-                ra_deg=spec.ra_deg if on else off_ra, dec_deg=spec.dec_deg,
+                ra_deg=spec.source_ra_deg if on else off_ra, dec_deg=spec.dec_deg,
             )
         )  # fmt: skip
         start = start + timedelta(seconds=math.ceil(duration + SLEW_S))
@@ -341,7 +348,7 @@ class TelescopeSimulator:
             "OBSTYPE": "LINE", "SWSTATE": plan.swstate, "SWTCHSIG": switched, "LASTON": plan.laston,
             "LASTOFF": plan.lastoff, "VELDEF": "VRAD-TOP", "VELOCITY": 0.0, "RESTFRQ": spec.line_freq_hz,
             "SKYFREQ": spec.bank_centre_hz(0), "COORDSYS": "RADEC", "RADESYS": "FK5", "EQUINOX": 2000.0,
-            "RA": spec.ra_deg, "DEC": spec.dec_deg, "RECEIVER": spec.receiver, "BLOCK": "obsflow",
+            "RA": spec.source_ra_deg, "DEC": spec.dec_deg, "RECEIVER": spec.receiver, "BLOCK": "obsflow",
         }  # fmt: skip
         letters = self._pol_letters()
         windows = [
