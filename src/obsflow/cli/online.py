@@ -18,7 +18,7 @@ Examples:
 """
 
 
-@click.group(invoke_without_command=True, epilog=EXAMPLES)
+@click.group("online", invoke_without_command=True, epilog=EXAMPLES)
 @click.option("--raw-root", type=click.Path(path_type=Path, file_okay=False), help="Where the telescope writes raw projects.")
 @click.option("--out-root", type=click.Path(path_type=Path, file_okay=False), help="Where SDFITS products go (/home/sdfits).")
 @click.option("--flags", "flags_dir", type=click.Path(path_type=Path, file_okay=False), help="Flag-file folder [OUT/flags].")

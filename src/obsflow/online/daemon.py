@@ -226,6 +226,7 @@ class Daemon:
         self.status.projects = dict(previous.get("projects", {}))
 
     def _save_status(self) -> None:
+        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.layout.status_path, json.dumps(asdict(self.status), indent=1))
 
     def _service_log(self, event: str, **fields: object) -> None:

@@ -155,7 +155,7 @@ def _fill_locked(
                 continue
             _check_index_agrees(fits_path)
             first_row = state.nrows
-            journal.record(FileUndo(str(fits_path), state.file_size, writer.undo_ranges_bytes(fits_path, state)))
+            journal.record(FileUndo(str(fits_path), state.file_size, writer.undo_patches(state)))
             journal.record(undo_for(index.index_path_for(fits_path), [(0, INDEX_HEADER_BYTES)]))
         else:
             first_row = 0

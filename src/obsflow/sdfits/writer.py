@@ -1,0 +1,515 @@
+"""The SDFITS bank file on disk: create it, append a scan's rows in O(scan), roll an append back.
+
+The ``SINGLE DISH`` table is the file's last HDU, so new rows go right after the
+old end of data: write the rows and the zero padding to the 2880-byte block,
+fsync, and only *then* rewrite the 80-byte NAXIS2 card in place and fsync again.
+Nothing before the old end of data changes except that card, so an append costs
+the scan's bytes, whatever the file's size.  A new file is written whole through
+a temp file and a rename.
+
+Invariants:
+
+* a reader never sees a row count that points at bytes not yet written; between
+  the two fsyncs it sees the old rows (plus bytes past them it does not count);
+* an append either completes or, on any write error, is rolled back so the file
+  is byte for byte as before; a crash in between is undone by the caller's
+  journal with :func:`undo_patches` / :func:`rollback` (old size + saved bytes).
+
+The pieces, for the journal: :func:`plan_append` (reads, validates, encodes; writes
+nothing) -> record ``plan.old_size`` and ``plan.undo`` -> :func:`apply_append`;
+:func:`rollback` undoes it and is idempotent.  :func:`append_rows` does all three.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from obsflow.atomic import write_atomic
+from obsflow.errors import InputError, IntegrityError, OutputError
+from obsflow.sdfits.columns import (
+    BLOCK,
+    CARD,
+    COLUMN_NAMES,
+    COLUMNS,
+    EXTNAME,
+    FILE_KEYWORDS,
+    IDENTITY_KEYWORDS,
+    extension_header,
+    header_keywords,
+    naxis2_card,
+    padded,
+    primary_header,
+    row_dtype,
+    tforms,
+)
+
+__all__ = [
+    "AppendPlan",
+    "SdfitsState",
+    "append_rows",
+    "apply_append",
+    "create_file",
+    "encode_rows",
+    "plan_append",
+    "read_state",
+    "rollback",
+    "scans_in_file",
+    "undo_patches",
+    "write_at",
+]
+
+log = logging.getLogger(__name__)
+
+FITS_MODE = 0o644  # the filler appends in place; users only read
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (``os.pwrite`` may write less than asked)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+#: every new byte an append puts in a file goes through this; tests swap it to inject a full disk
+#: (the seam, like restic's ``tempFile``).  Rollback restores old bytes with ``os.pwrite`` directly.
+write_at: Callable[[int, bytes | memoryview, int], None] = _pwrite_all
+
+
+@dataclass(frozen=True)
+class SdfitsState:
+    """A well-formed SDFITS file, as its headers and size describe it."""
+
+    path: Path
+    nrows: int  # NAXIS2
+    nchan: int  # from TFORM7 = '<nchan>E'
+    row_bytes: int  # NAXIS1
+    header_start: int  # first byte of the table's header
+    data_start: int  # first byte of row 0
+    naxis2_offset: int  # first byte of the NAXIS2 card
+    file_size: int
+    keywords: Mapping[str, object]  # the file keywords (PROJID, BACKEND, SITELONG, DATE, SDFITVER, ...)
+
+    @property
+    def data_end(self) -> int:
+        """One past the last row byte: appended rows start here."""
+        return self.data_start + self.nrows * self.row_bytes
+
+
+@dataclass(frozen=True, eq=False)
+class AppendPlan:
+    """One append, decided but not done: what to write where, and how to undo it."""
+
+    path: Path
+    old_size: int
+    old_nrows: int
+    new_nrows: int
+    data_offset: int  # the old end of data
+    rows: np.ndarray  # encoded rows (structured, big-endian)
+    pad_bytes: int  # zeros after the rows, to the block
+    naxis2_offset: int
+    naxis2_card: bytes  # the new card
+    undo: tuple[tuple[int, bytes], ...]  # (offset, old bytes) this append overwrites below old_size
+
+    @property
+    def new_size(self) -> int:
+        return self.data_offset + self.rows.nbytes + self.pad_bytes
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_state(path: Path) -> SdfitsState:
+    """Check ``path`` is a complete SDFITS file whose last HDU is the ``SINGLE DISH`` table; say where things are.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, not FITS, or not the filler's 74-column SDFITS layout.
+    IntegrityError
+        Truncated, bytes past the last row block (an interrupted append), or inconsistent table header.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            primary, table, data_start, end = _walk_hdus(handle, size, path)
+    except FileNotFoundError as err:
+        raise InputError("SDFITS file not found", path) from err
+    except IsADirectoryError as err:
+        raise InputError("SDFITS path is a folder, not a file", path) from err
+    except OSError as err:
+        raise InputError(f"cannot read SDFITS file: {err.strerror}", path) from err
+    header_start, cards = table
+    nrows, row_bytes, nchan = _check_table(cards, path)
+    if size < end:
+        raise IntegrityError(
+            f"SDFITS file is truncated: {size} bytes, its {nrows} rows need {end} (ends inside row "
+            f"{max(0, (size - data_start) // row_bytes)})", path)  # fmt: skip
+    if size > end:
+        raise IntegrityError(
+            f"SDFITS file has {size - end} bytes past its {nrows} rows (an interrupted append? recover it first)", path
+        )
+    keywords = {name: value for name, value in (*_values(primary).items(), *_values(cards).items())
+                if name in FILE_KEYWORDS}  # fmt: skip
+    naxis2_index = next(i for i, c in enumerate(cards) if c[:8] == "NAXIS2  ")
+    return SdfitsState(
+        path=path, nrows=nrows, nchan=nchan, row_bytes=row_bytes, header_start=header_start, data_start=data_start,
+        naxis2_offset=header_start + naxis2_index * CARD, file_size=size, keywords=MappingProxyType(keywords),
+    )  # fmt: skip
+
+
+def _walk_hdus(handle: Any, size: int, path: Path) -> tuple[list[str], tuple[int, list[str]], int, int]:
+    """(primary cards, (last HDU's header offset, its cards), its data start, where its padded data ends)."""
+    if handle.read(9) != b"SIMPLE  =":
+        raise InputError("not a FITS file", path)
+    primary, offset = _read_header(handle, 0, size, path)
+    offset += padded(_data_size(_values(primary), primary=True))
+    if offset >= size:
+        raise InputError(f"not an SDFITS file: no '{EXTNAME}' binary table", path)
+    while True:
+        cards, data_start = _read_header(handle, offset, size, path)
+        end = data_start + padded(_data_size(_values(cards), primary=False))
+        handle.seek(end)
+        if end >= size or handle.read(8) != b"XTENSION":
+            return primary, (offset, cards), data_start, end
+        offset = end
+
+
+def _read_header(handle: Any, start: int, size: int, path: Path) -> tuple[list[str], int]:
+    """The cards of the header at ``start`` and the offset after its last block."""
+    handle.seek(start)
+    cards: list[str] = []
+    while True:
+        block = handle.read(BLOCK)
+        if len(block) < BLOCK:
+            raise IntegrityError(f"FITS file is truncated inside a header (at byte {start}, size {size})", path)
+        try:
+            text = block.decode("ascii")
+        except UnicodeDecodeError as err:
+            raise InputError(f"not a FITS file: header at byte {start} is not ASCII", path) from err
+        for i in range(0, BLOCK, CARD):
+            card = text[i : i + CARD]
+            if card[:8] == "END     ":
+                return cards, handle.tell()
+            cards.append(card)
+
+
+def _values(cards: list[str]) -> dict[str, object]:
+    """Keyword -> value of the valued cards (strings unquoted, numbers and T/F converted)."""
+    values: dict[str, object] = {}
+    for card in cards:
+        if card[8:10] == "= ":
+            values.setdefault(card[:8].rstrip(), _parse_value(card[10:]))
+    return values
+
+
+def _parse_value(field: str) -> object:
+    text = field.strip()
+    if text.startswith("'"):
+        chars, i = [], 1
+        while i < len(text):
+            if text[i] == "'":
+                if text[i + 1 : i + 2] != "'":
+                    break
+                i += 1
+            chars.append(text[i])
+            i += 1
+        return "".join(chars).rstrip()
+    token = text.split("/", 1)[0].strip()
+    if token in ("T", "F"):
+        return token == "T"
+    for kind in (int, float):
+        try:
+            return kind(token.replace("D", "E"))
+        except ValueError:
+            continue
+    return token
+
+
+def _data_size(values: Mapping[str, object], primary: bool) -> int:
+    """Bytes of an HDU's data (unpadded), from its mandatory keywords."""
+    try:
+        naxis = int(values.get("NAXIS", 0))  # type: ignore[call-overload]
+        count = 1 if naxis else 0
+        for n in range(1, naxis + 1):
+            count *= int(values[f"NAXIS{n}"])  # type: ignore[call-overload]
+        bytes_per = abs(int(values["BITPIX"])) // 8  # type: ignore[call-overload]
+        if primary:
+            return bytes_per * count
+        return bytes_per * int(values.get("GCOUNT", 1)) * (int(values.get("PCOUNT", 0)) + count)  # type: ignore[call-overload]
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"not a FITS file: bad mandatory keyword ({err})") from err
+
+
+def _check_table(cards: list[str], path: Path) -> tuple[int, int, int]:
+    """(NAXIS2, NAXIS1, nchan) of the last HDU, once it is known to be the filler's table."""
+    values = _values(cards)
+    if values.get("XTENSION") != "BINTABLE" or values.get("EXTNAME") != EXTNAME:
+        raise InputError(f"not an SDFITS file: its last HDU is not a '{EXTNAME}' binary table", path)
+    names = [values.get(f"TTYPE{n}") for n in range(1, len(COLUMNS) + 1)]
+    if values.get("TFIELDS") != len(COLUMNS) or tuple(names) != COLUMN_NAMES:
+        raise InputError(
+            f"not the GBT filler's SDFITS layout: {values.get('TFIELDS')} columns, not the {len(COLUMNS)} expected", path
+        )
+    data_form = str(values.get("TFORM7", ""))
+    if not (data_form.endswith("E") and data_form[:-1].isdigit() and int(data_form[:-1]) > 0):
+        raise InputError(f"not the GBT filler's SDFITS layout: DATA is {data_form!r}, not '<nchan>E'", path)
+    nchan = int(data_form[:-1])
+    formats = tuple(str(values.get(f"TFORM{n}")) for n in range(1, len(COLUMNS) + 1))
+    if formats != tforms(nchan):
+        wrong = next(n for n, (a, b) in enumerate(zip(formats, tforms(nchan), strict=True), 1) if a != b)
+        raise InputError(f"not the GBT filler's SDFITS layout: TFORM{wrong} is {formats[wrong - 1]!r}", path)
+    if values.get("PCOUNT") != 0 or values.get("GCOUNT") != 1 or values.get("NAXIS") != 2:
+        raise InputError("SDFITS table has a heap or several groups: rows cannot be appended", path)
+    nrows, row_bytes = values.get("NAXIS2"), values.get("NAXIS1")
+    if not isinstance(nrows, int) or nrows < 0:
+        raise IntegrityError(f"SDFITS table has a bad NAXIS2 ({nrows!r})", path)
+    if row_bytes != row_dtype(nchan).itemsize:
+        raise IntegrityError(f"NAXIS1 is {row_bytes} but {nchan}-channel rows are {row_dtype(nchan).itemsize} bytes", path)
+    return nrows, row_bytes, nchan
+
+
+def scans_in_file(path: Path) -> set[tuple[int, str]]:
+    """Every (SCAN, TIMESTAMP) in the file, reading only those two fields of each row (memory-mapped)."""
+    state = read_state(path)
+    if state.nrows == 0:
+        return set()
+    full = row_dtype(state.nchan)
+    fields = ("SCAN", "TIMESTAMP")
+    only = np.dtype({"names": list(fields), "formats": [full[f] for f in fields],
+                     "offsets": [full.fields[f][1] for f in fields], "itemsize": full.itemsize})  # type: ignore[index]  # fmt: skip
+    table = np.memmap(state.path, dtype=only, mode="r", offset=state.data_start, shape=(state.nrows,))
+    try:
+        scan = np.array(table["SCAN"], dtype=np.int64)
+        stamp = np.array(table["TIMESTAMP"])
+    finally:
+        del table
+    # A scan's rows are contiguous: look at the first row of each run only.
+    first = np.ones(scan.size, dtype=bool)
+    first[1:] = (scan[1:] != scan[:-1]) | (stamp[1:] != stamp[:-1])
+    return {(int(s), t.decode("ascii", "replace").rstrip()) for s, t in zip(scan[first], stamp[first], strict=True)}
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def encode_rows(rows: Mapping[str, Any], nchan: int | None = None) -> np.ndarray:
+    """Rows (column name -> one value per row) as the table's big-endian structured array.
+
+    ``DATA`` is (rows, channels) float32; string columns are space-padded ASCII, cut to
+    their TFORM width as the filler does.  Every one of the 74 columns must be given.
+    """
+    missing = [name for name in COLUMN_NAMES if name not in rows]
+    extra = sorted(set(rows) - set(COLUMN_NAMES))
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
+        raise InputError(f"SDFITS rows do not have the 74 filler columns: {'; '.join(parts)}")
+    data = np.asarray(rows["DATA"])
+    if data.ndim != 2 or data.dtype.kind != "f" or data.dtype.itemsize != 4:
+        raise InputError(f"SDFITS DATA must be a (rows, channels) float32 array, not {data.dtype} {data.shape}")
+    nrows, width = data.shape
+    if nchan is not None and width != nchan:
+        raise InputError(f"rows have {width} channels but the file holds {nchan}-channel spectra")
+    table = np.empty(nrows, dtype=row_dtype(width))
+    for column in COLUMNS:
+        values = np.asarray(rows[column.name])
+        if values.shape[:1] != (nrows,):
+            raise InputError(f"SDFITS column {column.name} has {values.shape[:1] or 'no'} rows, DATA has {nrows}")
+        field = table.dtype[column.name]
+        table[column.name] = _ascii(values, field.itemsize, column.name) if field.kind == "S" else _numbers(
+            values, field, column.name)  # fmt: skip
+    expected = f"({width},1,1,1)"
+    if nrows and not np.all(np.char.rstrip(table["TDIM7"]) == expected.encode()):
+        raise InputError(f"SDFITS column TDIM7 must be {expected!r} for {width}-channel DATA")
+    return table
+
+
+def _ascii(values: np.ndarray, width: int, name: str) -> np.ndarray:
+    if values.dtype.kind not in "US":
+        raise InputError(f"SDFITS column {name} must hold strings, not {values.dtype}")
+    if values.size == 0:
+        return np.zeros(values.shape, f"S{width}")  # numpy's ljust fails on empty arrays
+    try:
+        encoded = np.char.encode(values, "ascii") if values.dtype.kind == "U" else values
+    except UnicodeEncodeError as err:
+        raise InputError(f"SDFITS column {name} holds a non-ASCII string") from err
+    if encoded.dtype.itemsize > width and np.any(np.char.str_len(encoded) > width):
+        log.warning("SDFITS column %s: strings longer than %d characters are cut", name, width)
+    return np.char.ljust(encoded, width, b" ").astype(f"S{width}")
+
+
+def _numbers(values: np.ndarray, field: np.dtype, name: str) -> np.ndarray:
+    if values.dtype.kind not in "iufb":
+        raise InputError(f"SDFITS column {name} must hold numbers, not {values.dtype}")
+    if field.kind == "i" and values.dtype.kind == "f":
+        raise InputError(f"SDFITS column {name} must hold integers, not {values.dtype}")
+    if field.kind == "i" and values.size:
+        info = np.iinfo(field)
+        if values.min() < info.min or values.max() > info.max:
+            raise InputError(f"SDFITS column {name} has a value out of range for {field.str[1:]}")
+    return values
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def create_file(
+    path: Path, rows: Mapping[str, Any], keywords: Mapping[str, object], now: datetime | None = None
+) -> None:
+    """Write a new SDFITS file holding ``rows``: primary HDU + ``SINGLE DISH`` table, via temp file + rename.
+
+    ``keywords``: PROJID, BACKEND, TELESCOP, SITELONG, SITELAT, SITEELEV (required) and
+    optionally DATE, ORIGIN, INSTRUME, SDFITVER, FITSVER, CTYPE4 (see ``columns.header_keywords``).
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        raise OutputError("SDFITS file already exists; append to it instead", path)
+    table = encode_rows(rows)
+    nchan = table.dtype["DATA"].shape[0]
+    values = header_keywords(keywords, now)
+    header = primary_header(values) + extension_header(nchan, len(table), values)
+    body = table.tobytes()
+    write_atomic(path, header + body + bytes(padded(len(body)) - len(body)), mode=FITS_MODE)
+    log.info("created %s with %d rows of %d channels", path, len(table), nchan)
+
+
+def undo_patches(state: SdfitsState) -> list[tuple[int, bytes]]:
+    """The bytes an append overwrites below the old file size: the NAXIS2 card and the old tail padding."""
+    with open(state.path, "rb") as handle:
+        handle.seek(state.naxis2_offset)
+        card = handle.read(CARD)
+        handle.seek(state.data_end)
+        tail = handle.read(state.file_size - state.data_end)
+    return [(state.naxis2_offset, card), (state.data_end, tail)]
+
+
+def plan_append(path: Path, rows: Mapping[str, Any], keywords: Mapping[str, object] | None = None) -> AppendPlan:
+    """Decide an append of ``rows`` to the existing file ``path``; nothing is written.
+
+    ``keywords``, if given, must agree with the file on PROJID, BACKEND and TELESCOP.
+
+    Raises
+    ------
+    InputError
+        The file is not SDFITS, or the rows do not fit it (channels, columns, project).
+    IntegrityError
+        The file is damaged or an earlier append was interrupted (see :func:`read_state`).
+    """
+    state = read_state(path)
+    for name in IDENTITY_KEYWORDS:
+        if keywords and name in keywords and str(keywords[name]).strip() != str(state.keywords.get(name, "")):
+            raise InputError(f"rows are for {name}={keywords[name]!r} but the file holds {state.keywords.get(name)!r}",
+                             state.path)  # fmt: skip
+    try:
+        table = encode_rows(rows, state.nchan)
+    except InputError as err:
+        raise InputError(err.what, state.path) from err
+    new_nrows = state.nrows + len(table)
+    new_data_end = state.data_end + table.nbytes
+    return AppendPlan(
+        path=state.path, old_size=state.file_size, old_nrows=state.nrows, new_nrows=new_nrows,
+        data_offset=state.data_end, rows=table, pad_bytes=padded(new_data_end - state.data_start)
+        - (new_data_end - state.data_start), naxis2_offset=state.naxis2_offset, naxis2_card=_new_naxis2(state, new_nrows),
+        undo=tuple(undo_patches(state)),
+    )  # fmt: skip
+
+
+def _new_naxis2(state: SdfitsState, nrows: int) -> bytes:
+    """The NAXIS2 card with ``nrows``, keeping the old card's comment (only the value field changes)."""
+    with open(state.path, "rb") as handle:
+        handle.seek(state.naxis2_offset)
+        old = handle.read(CARD)
+    value = f"{nrows:>20}".encode()
+    if len(value) == 20 and old[10:30].strip().isdigit():
+        return old[:10] + value + old[30:]
+    return naxis2_card(nrows)
+
+
+def apply_append(plan: AppendPlan) -> None:
+    """Do ``plan``: rows + padding after the old end of data, fsync, then the NAXIS2 card, fsync.
+
+    On any write error the file is rolled back to exactly its old bytes and
+    :class:`OutputError` is raised.  If the file changed since the plan was made,
+    :class:`IntegrityError` is raised and nothing is written.
+    """
+    try:
+        fd = os.open(plan.path, os.O_RDWR)
+    except OSError as err:
+        raise OutputError(f"cannot open SDFITS file for appending: {err.strerror}", plan.path) from err
+    try:
+        _check_unchanged(fd, plan)
+        try:
+            write_at(fd, plan.rows.view(np.uint8), plan.data_offset)
+            write_at(fd, bytes(plan.pad_bytes), plan.data_offset + plan.rows.nbytes)
+            os.fsync(fd)
+            write_at(fd, plan.naxis2_card, plan.naxis2_offset)
+            os.fsync(fd)
+        except OSError as err:
+            _rollback_fd(fd, plan.path, plan.old_size, plan.undo)
+            what = "disk full" if err.errno == errno.ENOSPC else f"cannot write: {err.strerror or err}"
+            raise OutputError(f"{what} while appending {len(plan.rows)} rows; the file was left as it was",
+                              plan.path) from err  # fmt: skip
+    finally:
+        os.close(fd)
+    log.info("appended %d rows to %s (%d rows now)", len(plan.rows), plan.path, plan.new_nrows)
+
+
+def _check_unchanged(fd: int, plan: AppendPlan) -> None:
+    size = os.fstat(fd).st_size
+    saved = dict(plan.undo)
+    if size != plan.old_size or os.pread(fd, CARD, plan.naxis2_offset) != saved.get(plan.naxis2_offset):
+        raise IntegrityError(f"SDFITS file changed since the append was planned ({size} bytes, "
+                             f"planned for {plan.old_size}): another writer?", plan.path)  # fmt: skip
+
+
+def rollback(path: Path, old_size: int, undo: tuple[tuple[int, bytes], ...] | list[tuple[int, bytes]]) -> None:
+    """Put an appended-to file back: restore the saved bytes, fsync, cut to ``old_size``, fsync. Idempotent.
+
+    The header bytes go back first, so no reader ever sees a row count beyond the file's end.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as err:
+        raise IntegrityError(f"cannot open SDFITS file to roll it back: {err.strerror}", path) from err
+    try:
+        _rollback_fd(fd, path, old_size, undo)
+    finally:
+        os.close(fd)
+
+
+def _rollback_fd(fd: int, path: Path, old_size: int, undo: tuple[tuple[int, bytes], ...] | list[tuple[int, bytes]]) -> None:
+    size = os.fstat(fd).st_size
+    if size < old_size:
+        raise IntegrityError(f"SDFITS file is shorter ({size} bytes) than before the append ({old_size})", path)
+    try:
+        for offset, data in undo:
+            _pwrite_all(fd, data, offset)
+        os.fsync(fd)
+        os.ftruncate(fd, old_size)
+        os.fsync(fd)
+    except OSError as err:
+        raise IntegrityError(f"rollback failed ({err.strerror}); the journal must restore it", path) from err
+    log.warning("rolled back %s to %d bytes", path, old_size)
+
+
+def append_rows(path: Path, rows: Mapping[str, Any], keywords: Mapping[str, object] | None = None) -> int:
+    """Append ``rows`` to the SDFITS file at ``path``, creating it if missing; return the first new row's number."""
+    path = Path(path)
+    if not path.exists():
+        create_file(path, rows, keywords or {})
+        return 0
+    plan = plan_append(path, rows, keywords)
+    apply_append(plan)
+    return plan.old_nrows

@@ -1,0 +1,192 @@
+"""Kill, fail and fill the disk during fills: every file stays old-or-new, never damaged.
+
+Each trial forks a filler (already imported, so the kill lands in the fill itself),
+SIGKILLs it at a random instant, then "restarts" (recovers the journal) and checks:
+every FITS file opens, every index has NAXIS2 rows and equals a freshly built index,
+and every scan present is present exactly once.  Then the restarted filler catches up.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import subprocess
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from obsflow.cli import main
+from obsflow.errors import OutputError
+from obsflow.online import raw as rawmod
+from obsflow.online.fill import fill_scan, filled_scans
+from obsflow.online.layout import OutputLayout
+from obsflow.sdfits import index, writer
+from obsflow.simulate.telescope import TelescopeSpec, simulate_project
+
+PROJECT = "AGBT26A_400_01"
+TRIALS = 100
+
+
+@pytest.fixture(scope="module")
+def raw_project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    spec = TelescopeSpec(project=PROJECT, scans=12, procedure="OnOff", banks=2, pols=2, channels=4096,
+                         integrations=16, seed=11, start=datetime(2026, 11, 22, 1, 0, tzinfo=UTC))  # fmt: skip
+    simulate_project(spec, root)
+    return root / PROJECT
+
+
+def _fill_all(project_dir: Path, out: Path) -> None:
+    layout = OutputLayout(out)
+    for scan in rawmod.read_project(project_dir):
+        fill_scan(scan, layout, lock_timeout_s=5, project=PROJECT)
+
+
+def check_consistent(out: Path, expected_scans: set[int] | None = None) -> set[int]:
+    """Every product file is whole and agrees with the others; return the scans present."""
+    layout = OutputLayout(out)
+    assert layout.recover_all() == []  # callers recover first: nothing may be left to roll back
+    present: set[int] = set()
+    banks = layout.bank_files(PROJECT)
+    for fits_path in banks:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # not even a warning about trailing bytes
+            with fits.open(fits_path) as hdul:
+                hdul.verify("exception")
+                table = hdul[1].data
+                keys = list(zip(table["SCAN"].tolist(), table["TIMESTAMP"].tolist(), strict=True))
+        rows_per_key: dict[tuple, int] = {}
+        for key in keys:
+            rows_per_key[key] = rows_per_key.get(key, 0) + 1
+        assert len(set(rows_per_key.values())) <= 1, "a scan is in the file twice or partly"
+        present |= {int(k[0]) for k in rows_per_key}
+        index_path = index.index_path_for(fits_path)
+        assert index.index_mismatch(index_path, fits_path) is None
+        assert _rows(index_path.read_text()) == _rows(index.build_index_for_fits(fits_path))
+    combined = layout.combined_index(PROJECT)
+    if banks:
+        assert index.index_mismatch(combined, *banks) is None
+        link = banks[0].with_suffix(".flag")
+        assert link.is_symlink() and "[flags]" in link.read_text()
+    if expected_scans is not None:
+        assert present == expected_scans
+    return present
+
+
+def _rows(text: str) -> str:
+    return text.split("[rows]\n", 1)[1]
+
+
+def _child(project_dir: str, out: str) -> None:
+    _fill_all(Path(project_dir), Path(out))
+    os._exit(0)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_instants_never_damages_files(raw_project, tmp_path):
+    out = tmp_path / "out"
+    rng = random.Random(20261123)
+    ctx = multiprocessing.get_context("fork")
+    all_scans = {s.number for s in rawmod.read_project(raw_project)}
+    killed_mid_fill = 0
+    for trial in range(TRIALS):
+        child = ctx.Process(target=_child, args=(str(raw_project), str(out)))
+        child.start()
+        child.join(rng.uniform(0.0, 0.35))
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)
+            killed_mid_fill += 1
+        child.join()
+        OutputLayout(out).recover_all()  # the restart (the dead child's lock is stale: cleared on next take)
+        present = check_consistent(out)
+        assert present <= all_scans
+        if present == all_scans:
+            shutil.rmtree(out)  # start over: more fills to interrupt
+    assert killed_mid_fill > TRIALS // 2
+    # Finally a clean restart catches up, and dysh loads the project.
+    _fill_all(raw_project, out)
+    check_consistent(out, all_scans)
+    from dysh.fits.gbtfitsload import GBTFITSLoad
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdf = GBTFITSLoad(str(OutputLayout(out).product_dir(PROJECT)))
+    assert set(sdf.get_summary()["SCAN"]) == all_scans
+
+
+def test_failure_midway_rolls_back_every_file(raw_project, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    scans = rawmod.read_project(raw_project)
+    layout = OutputLayout(out)
+    for scan in scans[:2]:
+        fill_scan(scan, layout, project=PROJECT)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".obsflow" not in p.parts}
+    calls = {"n": 0}
+    real_write = writer.write_at
+
+    def fail_on_second_bank(fd, data, offset):  # the seam: bank A is written, bank B hits an I/O error
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise OSError(5, "Input/output error")
+        real_write(fd, data, offset)
+
+    monkeypatch.setattr(writer, "write_at", fail_on_second_bank)
+    with pytest.raises(OutputError):
+        fill_scan(scans[2], layout, project=PROJECT)
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".obsflow" not in p.parts}
+    assert after == before
+    check_consistent(out, {1, 2})
+
+
+def test_truncated_backend_file_fails_before_any_write(raw_project, tmp_path):
+    project = tmp_path / PROJECT
+    shutil.copytree(raw_project, project)
+    out = tmp_path / "out"
+    assert main(["fill", str(project), str(out), "--scans", "1"]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    scan2 = rawmod.read_project(project)[1]
+    bank = rawmod.bank_file(scan2, "B")
+    bank.write_bytes(bank.read_bytes()[:5000])
+    assert main(["fill", str(project), str(out), "--scans", "2"]) == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, tiny filesystem (tmpfs of 3 MiB) that fills up."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs for the full-disk test: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk_leaves_files_as_they_were(raw_project, small_disk):
+    out = small_disk / "out"
+    layout = OutputLayout(out)
+    scans = rawmod.read_project(raw_project)
+    filled_ok = []
+    failure = None
+    for scan in scans:
+        snapshot = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else {}
+        try:
+            fill_scan(scan, layout, project=PROJECT)
+            filled_ok.append(scan.number)
+        except OutputError as err:
+            failure = err
+            after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".obsflow" not in p.parts}
+            assert after == {p: b for p, b in snapshot.items() if ".obsflow" not in p.parts}
+            break
+    assert failure is not None, "the 3 MiB disk never filled up"
+    assert "disk full" in str(failure) or "No space" in str(failure)
+    assert len(str(failure).splitlines()) == 1
+    check_consistent(out, set(filled_ok))
+    assert {k.scan for k in filled_scans(layout, PROJECT)} == set(filled_ok)
