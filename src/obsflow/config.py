@@ -153,6 +153,9 @@ class Config:
     locks: tuple[str, ...] = ()
     state_dir: str = "~/.local/state/obsflow"
     ssh_options: tuple[str, ...] = ()
+    ssh_multiplex: bool = True  # share one ssh connection per host during a sync
+    rsync_options: tuple[str, ...] = ()  # extra rsync arguments, e.g. ["--bwlimit=20m"]
+    sync_wait_seconds: float = 0.0  # how long a second `obsflow sync` waits for the first
     instruments: dict[str, Instrument] = field(default_factory=dict)
     archives: dict[str, Archive] = field(default_factory=dict)
     hops: tuple[Hop, ...] = ()
@@ -281,7 +284,15 @@ class _Reader:
 
 _TOP_KEYS = {
     "window_days", "settle_seconds", "patterns", "locks", "state_dir",
-    "ssh", "instruments", "archives", "hops", "mail", "filler", "web",
+    "ssh", "transfer", "instruments", "archives", "hops", "mail", "filler", "web",
+}  # fmt: skip
+
+
+# rsync options that would let a partial or a replacement appear under a final name
+_UNSAFE_RSYNC_OPTIONS = {
+    "--partial", "-P", "--inplace", "--append", "--append-verify", "--remove-source-files", "--partial-dir",
+    "--delete", "--delete-before", "--delete-during", "--delete-delay", "--delete-after", "--delete-excluded",
+    "--temp-dir", "-T", "--checksum-choice", "--cc", "--out-format", "--files-from",
 }  # fmt: skip
 
 
@@ -304,8 +315,18 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     locks = r.strings(data, "locks", "locks", ())
     state_dir = r.get(data, "state_dir", "state_dir", str, "~/.local/state/obsflow")
     ssh = r.get(data, "ssh", "ssh", dict, {})
-    r.unknown(ssh, {"options"}, "ssh.")
+    r.unknown(ssh, {"options", "multiplex"}, "ssh.")
     ssh_options = r.strings(ssh, "options", "ssh.options", ())
+    ssh_multiplex = r.get(ssh, "multiplex", "ssh.multiplex", bool, True)
+    transfer = r.get(data, "transfer", "transfer", dict, {})
+    r.unknown(transfer, {"rsync_options", "wait_seconds"}, "transfer.")
+    rsync_options = r.strings(transfer, "rsync_options", "transfer.rsync_options", ())
+    for option in rsync_options:
+        if option.split("=", 1)[0] in _UNSAFE_RSYNC_OPTIONS:
+            r.problem("transfer.rsync_options", f"{option!r} would break obsflow's no-overwrite, no-partial rules")
+    sync_wait = r.get(transfer, "wait_seconds", "transfer.wait_seconds", float, 0.0)
+    if sync_wait < 0:
+        r.problem("transfer.wait_seconds", "must not be negative")
 
     instruments = _parse_instruments(r, r.get(data, "instruments", "instruments", dict, {}), patterns)
     archives = _parse_archives(r, r.get(data, "archives", "archives", dict, {}))
@@ -322,6 +343,9 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
         locks=locks,
         state_dir=state_dir,
         ssh_options=ssh_options,
+        ssh_multiplex=ssh_multiplex,
+        rsync_options=rsync_options,
+        sync_wait_seconds=sync_wait,
         instruments=instruments,
         archives=archives,
         hops=hops,

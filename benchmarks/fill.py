@@ -1,0 +1,118 @@
+"""Benchmark the SDFITS fill: append 200 scans, against `cp` and against dysh.
+
+Prints, side by side in one run:
+  1. append time of scan 200 / scan 1                  (goal <= 1.2: O(scan), not O(file))
+  2. fill write speed / `cp` of the same bytes           (goal >= 0.5)
+  3. our index build on the 200-scan file / dysh's load of the same file
+
+Timings alternate the two commands and report medians of >= 5 repeats: this
+machine's timings swing by tens of percent.  Run: .venv/bin/python benchmarks/fill.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from obsflow.online import raw
+from obsflow.online.fill import fill_scan
+from obsflow.online.layout import OutputLayout
+from obsflow.sdfits import index, writer
+from obsflow.simulate.telescope import TelescopeSpec, simulate_project
+
+PROJECT = "AGBT26A_900_01"
+
+
+def _timed(func) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def _scan_copies(template: raw.Scan, count: int) -> list[raw.Scan]:
+    """``count`` distinct scans (numbers and timestamps) reading the same raw files."""
+    start = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
+    return [
+        dataclasses.replace(template, number=i + 1,
+                            timestamp=(start + timedelta(seconds=30 * i)).strftime("%Y_%m_%d_%H:%M:%S"))
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scans", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--channels", type=int, default=8192)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temp folder on /tmp (disk)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="obsflow-bench-fill-", dir=args.workdir))
+    try:
+        return _run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
+    spec = TelescopeSpec(project=PROJECT, scans=1, procedure="Track", banks=1, pols=2, channels=args.channels,
+                         integrations=16, seed=5)  # fmt: skip
+    simulate_project(spec, work / "raw")
+    template = raw.read_project(work / "raw" / PROJECT)[0]
+    scans = _scan_copies(template, args.scans)
+    layout = OutputLayout(work / "out")
+    per_scan = []
+    for scan in scans:
+        per_scan.append(_timed(lambda s=scan: fill_scan(s, layout, project=PROJECT)))
+    fits_path = layout.bank_fits(PROJECT, "A")
+    size = fits_path.stat().st_size
+    rows_bytes = size / args.scans
+    k = max(5, args.scans // 20)
+    first, last = statistics.median(per_scan[:k]), statistics.median(per_scan[-k:])
+    print(f"filled {args.scans} scans of {rows_bytes / 2**20:.1f} MiB ({args.channels} channels): file {size / 2**20:.0f} MiB")
+    print(f"1. append time, scans {args.scans - k + 1}-{args.scans} vs 1-{k} (medians): "
+          f"{last * 1e3:.1f} ms / {first * 1e3:.1f} ms = {last / first:.2f}  (goal <= 1.2)")  # fmt: skip
+
+    # 2. Write speed: filling one more scan into a fresh file vs `cp` of a file of the same bytes.
+    sample = work / "sample.bin"
+    with open(fits_path, "rb") as src, open(sample, "wb") as dst:
+        dst.write(src.read(int(rows_bytes)))
+    fill_times, cp_times = [], []
+    for r in range(args.repeats):
+        fresh = OutputLayout(work / f"fresh{r}")
+        fill_times.append(_timed(lambda: fill_scan(scans[0], fresh, project=PROJECT)))
+        cp_times.append(_timed(lambda: subprocess.run(["cp", str(sample), str(work / f"cp{r}.bin")], check=True)))
+        shutil.rmtree(work / f"fresh{r}")
+    fill_rate = rows_bytes / statistics.median(fill_times)
+    cp_rate = rows_bytes / statistics.median(cp_times)
+    print(f"2. fill write speed {fill_rate / 2**20:.0f} MiB/s vs cp {cp_rate / 2**20:.0f} MiB/s: "
+          f"ratio {fill_rate / cp_rate:.2f}  (goal >= 0.5; fill includes reading and converting the raw scan)")
+
+    # 3. Our index build vs dysh loading the same (index-less) file.
+    import_dysh = "from dysh.fits.gbtfitsload import GBTFITSLoad"
+    bare = work / "bare"
+    bare.mkdir()
+    shutil.copy(fits_path, bare / fits_path.name)
+    ours, theirs = [], []
+    for _ in range(args.repeats):
+        ours.append(_timed(lambda: index.build_index_for_fits(bare / fits_path.name)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exec(import_dysh, globals())
+            theirs.append(_timed(lambda: GBTFITSLoad(str(bare / fits_path.name))))  # noqa: F821
+    o, t = statistics.median(ours), statistics.median(theirs)
+    print(f"3. index build {o:.2f} s vs dysh load {t:.2f} s of the same {size / 2**20:.0f} MiB file "
+          f"({writer.read_state(fits_path).nrows} rows): ratio {o / t:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""obsflow sync vs plain ``rsync -a``, side by side over loopback SSH (one run, three cases).
+
+Cases (the same trees for both commands, pulled from an "instrument host" over ssh into a
+local archive, as the first SAAO hop does):
+
+  big     4 x 256 MiB files in one dated folder          (copy into an empty archive)
+  small   10 000 x 64 KiB files in 30 dated folders      (copy into an empty archive)
+  noop    the small tree again, everything present       (nothing to copy)
+
+The two commands alternate (which one goes first flips every repeat), each case is repeated
+``--repeats`` times (>= 5), and the medians are compared: obsflow's time / rsync's time.
+Goals: <= 1.05 for copies, <= 1.0 for the no-op run.  Both use the same ssh client options
+(so the same cipher); obsflow is timed end to end as the ``obsflow sync`` command.
+
+    .venv/bin/python benchmarks/transfer.py [--root /dev/shm/obsflow-bench] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures.sshd import SshServer, start_sshd  # noqa: E402
+
+OBSFLOW = str(Path(sys.executable).parent / "obsflow")
+# The same sync without the `obsflow` command's start-up (which imports every subcommand).
+ENGINE = (
+    "import sys; from obsflow.config import load_config; from obsflow.transfer.sync import SyncRequest, run_sync; "
+    "sys.exit(run_sync(load_config(sys.argv[1]), SyncRequest(days=30)).exit_code)"
+)
+MiB = 1 << 20
+
+
+def make_tree(root: Path, files_per_folder: dict[str, int], size: int) -> int:
+    """Files of random bytes with an old mtime (settled); return the total size."""
+    total = 0
+    old = time.time() - 86400
+    for folder, count in files_per_folder.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            path = root / folder / f"SHA_{folder.replace('/', '')}.{i:04d}.fits"
+            with open(path, "wb") as handle:
+                remaining = size
+                while remaining:
+                    chunk = min(remaining, 64 * MiB)
+                    handle.write(os.urandom(chunk))
+                    remaining -= chunk
+            os.utime(path, (old, old))
+            total += size
+    return total
+
+
+def write_config(path: Path, sshd: SshServer, source: Path, archive: Path, state: Path) -> None:
+    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
+    path.write_text(
+        f'state_dir = "{state}"\nsettle_seconds = 120\n[ssh]\noptions = [{options}]\n'
+        f'[instruments.bench]\nsource = "instruments.test:{source}"\npath = "bench"\n'
+        f'[archives.site]\nlocation = "{archive}"\n[[hops]]\nfrom = "instruments"\nto = "site"\n'
+    )
+
+
+def timed(argv: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"command failed ({done.returncode}): {' '.join(argv)}\n{done.stdout}\n{done.stderr}")
+    return elapsed
+
+
+def run_case(
+    name: str, commands: dict[str, list[str]], reset: dict[str, Callable[[], None]], repeats: int
+) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {tool: [] for tool in commands}
+    order = list(commands)
+    for rep in range(repeats):
+        for tool in order[rep % len(order) :] + order[: rep % len(order)]:  # rotate who goes first
+            reset[tool]()
+            times[tool].append(timed(commands[tool]))
+        print(f"  {name} repeat {rep + 1}: " + ", ".join(f"{t} {times[t][-1]:.2f} s" for t in order), flush=True)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("/dev/shm/obsflow-bench") if Path("/dev/shm").is_dir()
+                        else Path("/tmp/obsflow-bench"))  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--small-files", type=int, default=10_000)
+    parser.add_argument("--big-mib", type=int, default=256)
+    args = parser.parse_args()
+    if args.repeats < 5:
+        parser.error("--repeats must be at least 5")
+    root: Path = args.root
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    sshd = start_sshd(root / "sshd")
+    try:
+        results = bench(root, sshd, args)
+    finally:
+        sshd.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    report(results, args)
+
+
+def bench(root: Path, sshd: SshServer, args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+    today = date.today()
+    night = f"{today:%Y}/{today:%m%d}"
+    nights = [f"{d:%Y}/{d:%m%d}" for d in (today - timedelta(days=k) for k in range(30))]
+    per_night = {n: args.small_files // 30 + (1 if i < args.small_files % 30 else 0) for i, n in enumerate(nights)}
+    ssh = " ".join(["ssh", *sshd.ssh_options])
+    results = {}
+    for case, layout, size in (("big", {night: 4}, args.big_mib * MiB), ("small", per_night, 64 * 1024)):
+        src, dst = root / case / "src", root / case / "dst"
+        total = make_tree(src, layout, size)
+        print(f"{case}: {sum(layout.values())} files, {total / MiB:.0f} MiB", flush=True)
+        cfg, state = root / case / "obsflow.toml", root / case / "state"
+        write_config(cfg, sshd, src, dst, state)
+        commands = {
+            "obsflow": [OBSFLOW, "sync", "-c", str(cfg), "--days", "30", "--json"],
+            "engine": [sys.executable, "-c", ENGINE, str(cfg)],
+            "rsync": ["rsync", "-a", "-e", ssh, f"instruments.test:{src}/", f"{dst / 'bench'}/"],
+        }
+
+        def clean(dst: Path = dst, state: Path = state) -> None:
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.rmtree(state, ignore_errors=True)
+            dst.mkdir(parents=True)
+
+        results[case] = run_case(case, commands, dict.fromkeys(commands, clean), args.repeats)
+        if case == "small":
+            clean()
+            timed(commands["obsflow"])  # fill the archive (and the catalog) once, then time no-ops
+            results["noop"] = run_case("noop", commands, dict.fromkeys(commands, lambda: None), args.repeats)
+        shutil.rmtree(src)
+        shutil.rmtree(dst, ignore_errors=True)
+    results["startup"] = {"obsflow --version": [timed([OBSFLOW, "--version"]) for _ in range(args.repeats)]}
+    return results
+
+
+def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
+    goals = {"big": 1.05, "small": 1.05, "noop": 1.0}
+    print(f"\nmedians of {args.repeats} alternated runs (range in brackets); ratio = obsflow / rsync -a")
+    print("  obsflow = the `obsflow sync` command; engine = the same run_sync() from a bare python process")
+    print(f"{'case':6} {'obsflow s':>20} {'engine s':>20} {'rsync -a s':>20} {'ratio':>6} {'engine':>6} {'goal':>5}")
+    fmt = lambda xs: f"{statistics.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"  # noqa: E731
+    for case, goal in goals.items():
+        ours, engine, theirs = (results[case][tool] for tool in ("obsflow", "engine", "rsync"))
+        ratio = statistics.median(ours) / statistics.median(theirs)
+        engine_ratio = statistics.median(engine) / statistics.median(theirs)
+        verdict = "ok" if ratio <= goal else ("engine ok" if engine_ratio <= goal else "MISSED")
+        print(f"{case:6} {fmt(ours):>20} {fmt(engine):>20} {fmt(theirs):>20} {ratio:6.2f} {engine_ratio:6.2f} "
+              f"{goal:5.2f} {verdict}")
+    startup = results["startup"]["obsflow --version"]
+    print(f"(obsflow command start-up alone, `obsflow --version`: median {statistics.median(startup):.2f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""``obsflow verify``: did every file of this and last month reach every archive?"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import click
+
+from obsflow.atomic import write_atomic
+from obsflow.cli._options import config_option, dry_run_option, emit_json, is_terminal, json_option
+from obsflow.config import load_config
+from obsflow.errors import EXIT_OK, OutputError, UsageError
+from obsflow.transfer.catalog import Catalog
+from obsflow.transfer.plan import parse_date
+from obsflow.verify.check import Pair, plan_pairs, verify
+from obsflow.verify.last import save_last
+from obsflow.verify.mail import build_message, send_message, should_send
+from obsflow.verify.period import Period, months_period, range_period
+from obsflow.verify.report import render_html, render_text, report_dict
+
+__all__ = ["command"]
+
+log = logging.getLogger(__name__)
+
+EPILOG = """\b
+Examples:
+  obsflow verify                                  this and last month, every hop, sizes
+  obsflow verify --checksum --mail                also compare contents; mail the report
+  obsflow verify --since 2026-09-01 --until 2026-09-30 -i sha --hop instruments:suth
+  obsflow verify --json > report.json; obsflow verify --html /var/www/verify.html
+\b
+Exit status: 0 everything present and equal, 1 differences found,
+2 something could not be checked (a host unreachable, a folder missing).
+"""
+
+
+def _date(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return parse_date(text)
+    except UsageError as err:
+        raise UsageError(err.what, option) from err
+
+
+def _period(months: str | None, since: str | None, until: str | None, today: date) -> Period:
+    if months is not None and (since or until):
+        raise UsageError("give either --months or --since/--until, not both", "--months")
+    since_day, until_day = _date(since, "--since"), _date(until, "--until")
+    if since_day is not None:
+        return range_period(since_day, until_day, today)
+    if until_day is not None:
+        raise UsageError("--until needs --since", "--until")
+    return months_period((months or "this,last").split(","), today)
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[object]:
+    """A spinner on a terminal; log lines (for cron) otherwise."""
+    if not is_terminal():
+        yield lambda step: log.info("%s", step)
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("verifying") as status:
+        yield lambda step: status.update(step)
+
+
+def _dry_run(pairs: list[Pair], period: Period, checksum: bool, as_json: bool) -> int:
+    plan = [
+        {
+            "hop": pair.hop.label,
+            "instrument": pair.instrument.name,
+            "source_location": str(pair.a.location),
+            "dest_location": str(pair.b.location),
+            "folders": len(pair.folders),
+        }
+        for pair in pairs
+    ]
+    if as_json:
+        emit_json({"period": {"first": period.first, "last": period.last}, "checksum": checksum, "checks": plan})
+        return EXIT_OK
+    click.echo(f"would verify nights {period}{' with checksums' if checksum else ''}:")
+    for item in plan:
+        click.echo(
+            f"  {item['hop']:<24} {item['instrument']:<12} {item['source_location']} -> {item['dest_location']}"
+            f"  ({item['folders']} dated folders)"
+        )
+    return EXIT_OK
+
+
+@click.command(name="verify", epilog=EPILOG)
+@config_option
+@click.option(
+    "--months",
+    metavar="this,last",
+    default=None,
+    help="Calendar months to check (this, last or YYYY-MM).  [default: this,last]",
+)
+@click.option("--since", metavar="DATE", help="First night to check (YYYY-MM-DD), instead of --months.")
+@click.option("--until", metavar="DATE", help="Last night to check (default: today).")
+@click.option("-i", "--instrument", "instruments", multiple=True, metavar="NAME", help="Only this instrument (repeat).")
+@click.option("--hop", "hops", multiple=True, metavar="FROM:TO", help="Only this hop, e.g. instruments:suth (repeat).")
+@click.option("--checksum", is_flag=True, help="Also compare contents (xxh128, computed where each file lies).")
+@click.option("--rehash", is_flag=True, help="With --checksum: hash every file anew instead of trusting the catalog.")
+@click.option("--mail", "send_mail", is_flag=True, help="Mail the report as configured in [mail].")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the report as an HTML page.",
+)
+@click.option("--today", hidden=True, help="Pretend today is this date (tests, re-runs).")
+@json_option
+@dry_run_option
+def command(
+    config_path: Path,
+    months: str | None,
+    since: str | None,
+    until: str | None,
+    instruments: tuple[str, ...],
+    hops: tuple[str, ...],
+    checksum: bool,
+    rehash: bool,
+    send_mail: bool,
+    html_path: Path | None,
+    today: str | None,
+    as_json: bool,
+    dry_run: bool,
+) -> int:
+    """Check that every file of this and last month reached both archives.
+
+    For each hop (instruments -> site archive -> remote archive) and instrument, both
+    sides are listed in one round trip each and compared: files on A that are not on B,
+    files whose size differs and, with --checksum, files whose content differs.  Files
+    still being written or copied while the check runs are not alarms.  The report is
+    printed (text or --json), optionally written as HTML and mailed.
+    """
+    if rehash and not checksum:
+        raise UsageError("--rehash only makes sense with --checksum", "--rehash")
+    config = load_config(config_path)
+    period = _period(months, since, until, _date(today, "--today") or date.today())
+    pairs = plan_pairs(config, period, hops, instruments)
+    if dry_run:
+        return _dry_run(pairs, period, checksum, as_json)
+
+    with contextlib.ExitStack() as stack:
+        catalog = stack.enter_context(Catalog(config.catalog_path)) if checksum else None
+        progress = stack.enter_context(_progress())
+        report = verify(
+            config, period, pairs, checksum=checksum, rehash=rehash, catalog=catalog, progress=progress
+        )
+
+    if as_json:
+        emit_json(report_dict(report))
+    else:
+        click.echo(render_text(report), nl=False)
+    if html_path is not None:
+        write_atomic(html_path, render_html(report))
+    try:
+        save_last(report, config.state_path)
+    except OutputError as err:
+        log.warning("could not record the result for the status page: %s", err.one_line())
+    if send_mail and should_send(report, config.mail):
+        send_message(build_message(report, config.mail), config.mail)
+    return report.exit_code

@@ -1,0 +1,271 @@
+"""Running one instrument over one hop: list both sides, plan, tidy, copy, check, record.
+
+Invariants kept here (see also plan.py, rsync.py, tidy.py):
+
+- the source is only ever read;
+- a destination file that differs is never overwritten (plan: conflict; rsync: ``--ignore-existing``);
+- a copy counts only when rsync's end-to-end xxh128 (``%C``, checked by the receiver against
+  the sender's) is recorded and the size and mtime rsync saw equal the listing (and, for files
+  modified within RECHECK_AFTER_S, a second listing after the copy still agrees): a file that
+  changed meanwhile (a writer that paused longer than the settle time) is removed again from
+  the destination (it is this run's own, stale copy) and reported as still being written, to
+  be taken by a later run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from obsflow.config import Location
+from obsflow.errors import HostUnreachable, PathEscapeError, TransportError
+from obsflow.transfer.catalog import Catalog
+from obsflow.transfer.listing import Listing, folder_of, hash_files, list_files
+from obsflow.transfer.localcopy import python_copy
+from obsflow.transfer.plan import HopPlan, plan_copy
+from obsflow.transfer.remote import Shell
+from obsflow.transfer.report import HopOutcome, Progress
+from obsflow.transfer.rsync import Copied, RsyncResult, has_rsync, rsync_copy, rsync_time_text
+from obsflow.transfer.tidy import plan_tidy, remove_copies, tidy
+
+__all__ = ["HopJob", "HopSettings", "run_hop"]
+
+log = logging.getLogger(__name__)
+
+#: many small files go in this many parallel rsync streams (see _copy)
+PARALLEL_STREAMS = 2
+PARALLEL_MIN_FILES = 256
+#: files modified less than this long before the listing are stat'ed again after their copy
+RECHECK_AFTER_S = 3600.0
+
+
+@dataclass(frozen=True)
+class HopJob:
+    """One instrument over one hop: where from, where to, which dated folders."""
+
+    hop: str  # "instruments:suth"
+    source_host: str  # "instruments" or an archive name (catalog key)
+    dest_host: str
+    instrument: str
+    source: Location
+    dest: Location
+    folders: tuple[str, ...]
+    patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HopSettings:
+    """How hops run (from the config and the command line)."""
+
+    settle_s: float = 120.0
+    locks: frozenset[str] = frozenset()
+    ssh_options: tuple[str, ...] = ()
+    rsync_options: tuple[str, ...] = ()
+    dry_run: bool = False
+    shell: Shell = field(default_factory=Shell)
+
+
+def run_hop(
+    job: HopJob,
+    settings: HopSettings,
+    catalog: Catalog,
+    progress: Progress | None = None,
+    before_copy: Callable[[HopPlan], None] | None = None,
+) -> HopOutcome:
+    """Sync one instrument over one hop; never raises for a host or file problem (see HopOutcome).
+
+    ``before_copy`` is a seam for tests: it runs between planning and copying.
+    """
+    started = time.monotonic()
+    outcome = HopOutcome(job.hop, job.instrument, str(job.source), str(job.dest), dry_run=settings.dry_run)
+    run_id = catalog.start_run(job.hop, job.instrument, dry_run=settings.dry_run)
+    try:
+        _run(job, settings, catalog, outcome, progress, before_copy)
+    except HostUnreachable as err:
+        outcome.failure = err.one_line()
+    except (TransportError, PathEscapeError) as err:
+        outcome.failure = err.one_line()
+    outcome.seconds = time.monotonic() - started
+    catalog.finish_run(run_id, outcome.status, outcome.counts(), outcome.failure or "")
+    return outcome
+
+
+def _run(
+    job: HopJob,
+    settings: HopSettings,
+    catalog: Catalog,
+    outcome: HopOutcome,
+    progress: Progress | None,
+    before_copy: Callable[[HopPlan], None] | None,
+) -> None:
+    source, dest = _list_both(job, settings.shell)
+    if not source.root_exists and job.source_host == "instruments":
+        outcome.failure = f"source folder missing (instrument disk not mounted?) ({job.source})"
+        return
+    catalog.observe(job.source_host, job.instrument, source)
+    catalog.observe(job.dest_host, job.instrument, dest)
+    plan = plan_copy(source, dest, source_time=source.host_time, settle_s=settings.settle_s, locks=settings.locks)
+    _hash_checks(job, plan, source, dest, catalog, settings.shell, verify_present=not settings.dry_run)
+    outcome.present = len(plan.present)
+    outcome.in_flight, outcome.locked = list(plan.in_flight), list(plan.locked)
+    outcome.conflicts, outcome.refused = list(plan.conflicts), list(plan.refused)
+    for path in plan.conflicts:
+        log.warning("conflict: %s differs at %s; both kept", path, job.dest)
+    if settings.dry_run:
+        outcome.copied, outcome.copied_bytes = list(plan.copy), plan.copy_bytes
+        return
+    tidy(job.dest, plan_tidy(dest.temps, dest), settings.shell)
+    if before_copy is not None:
+        before_copy(plan)
+    if not plan.copy:
+        return
+    if progress is not None:
+        progress.start(f"{job.hop} {job.instrument}", len(plan.copy), plan.copy_bytes)
+    try:
+        result = _copy(job, settings, plan, progress)
+    finally:
+        if progress is not None:
+            progress.stop()
+    _accept(job, settings, catalog, plan, result, outcome, source.host_time)
+
+
+def _list_both(job: HopJob, shell: Shell) -> tuple[Listing, Listing]:
+    """Both listings at once: one round trip per side, in parallel."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        src = pool.submit(list_files, job.source, job.folders, job.patterns, shell)
+        dst = pool.submit(list_files, job.dest, job.folders, job.patterns, shell)
+        return src.result(), dst.result()
+
+
+def _hash_checks(
+    job: HopJob, plan: HopPlan, source: Listing, dest: Listing, catalog: Catalog, shell: Shell, verify_present: bool
+) -> None:
+    """Let hashes decide where size and mtime cannot.
+
+    ``check`` files (same size, other mtime) become present or conflicts.  With
+    ``verify_present``, present files are compared too unless the catalog already holds equal
+    hashes for both sides (computed once per file, e.g. by a copy that was killed before it
+    was recorded, or an archive filled by other means); a mismatch is a conflict.
+    """
+    src_known = catalog.known_hashes(job.source_host, job.instrument, source)
+    dst_known = catalog.known_hashes(job.dest_host, job.instrument, dest)
+    present = plan.present if verify_present else []
+    unproven = [p for p in present if src_known.get(p) is None or src_known.get(p) != dst_known.get(p)]
+    todo = plan.check + unproven
+    if not todo:
+        return
+    src_new = hash_files(job.source, [p for p in todo if p not in src_known], shell)
+    dst_new = hash_files(job.dest, [p for p in todo if p not in dst_known], shell)
+    for host, listing, new in ((job.source_host, source, src_new), (job.dest_host, dest, dst_new)):
+        for path, xxh in new.items():
+            catalog.record_hash(host, job.instrument, path, listing[path].size, listing[path].mtime, xxh)
+    src_known.update(src_new)
+    dst_known.update(dst_new)
+    same = [p for p in todo if p in src_known and src_known[p] == dst_known.get(p)]
+    catalog.mark_verified(job.dest_host, job.instrument, same)
+    differ = set(todo) - set(same)
+    plan.present = sorted(set(plan.present) - differ | (set(plan.check) - differ))
+    plan.conflicts = sorted(set(plan.conflicts) | differ)
+    plan.check.clear()
+
+
+def _copy(job: HopJob, settings: HopSettings, plan: HopPlan, progress: Progress | None) -> RsyncResult:
+    lock = threading.Lock()
+
+    def landed(copied: Copied) -> None:
+        if progress is not None:
+            with lock:
+                progress.advance(copied.size)
+
+    paths = list(plan.copy)
+    if not has_rsync():
+        if job.source.is_remote or job.dest.is_remote:
+            raise TransportError("rsync is not installed here; it is needed to copy over ssh", "PATH")
+        log.warning("rsync not found: copying with the slower pure-Python copy")
+        return python_copy(Path(job.source.path), Path(job.dest.path), paths, landed)
+
+    def run(part: Sequence[str]) -> RsyncResult:
+        return rsync_copy(
+            job.source, job.dest, part, ssh_options=settings.ssh_options, extra=settings.rsync_options,
+            on_copied=landed, control_dir=settings.shell.control_dir,
+        )  # fmt: skip
+
+    if len(paths) < PARALLEL_MIN_FILES:
+        return run(paths)
+    # rsync --files-from builds its whole list before sending (no pipelining); two streams
+    # over the shared connection hide that latency for many small files.
+    with ThreadPoolExecutor(max_workers=PARALLEL_STREAMS) as pool:
+        results = list(pool.map(run, _balanced(plan, PARALLEL_STREAMS)))
+    merged = RsyncResult(returncode=max(r.returncode for r in results))
+    for part in results:
+        merged.copied += part.copied
+        merged.errors += part.errors
+    return merged
+
+
+def _balanced(plan: HopPlan, streams: int) -> list[list[str]]:
+    """Split the files into ``streams`` lists of about equal bytes (largest first, greedy)."""
+    parts: list[list[str]] = [[] for _ in range(streams)]
+    loads = [0] * streams
+    for path, st in sorted(plan.copy.items(), key=lambda item: -item[1].size):
+        i = loads.index(min(loads))
+        parts[i].append(path)
+        loads[i] += st.size
+    return [sorted(part) for part in parts if part]
+
+
+def _accept(
+    job: HopJob,
+    settings: HopSettings,
+    catalog: Catalog,
+    plan: HopPlan,
+    result: RsyncResult,
+    outcome: HopOutcome,
+    source_time: float,
+) -> None:
+    """Count a copy only if the source still is what was planned; undo our own stale copies.
+
+    rsync reports the size and mtime it saw (``%l``, ``%M``): any difference from the
+    listing means the file changed between listing and copy.  A file that was still
+    recent when listed (modified within RECHECK_AFTER_S) is also stat'ed again after the
+    copy, to catch a writer that came back during the copy itself.
+    """
+    copied = {c.path: c for c in result.copied if c.path in plan.copy}
+    same_clock = not (job.source.is_remote and job.dest.is_remote)  # %M is printed in our time zone
+    horizon = max(RECHECK_AFTER_S, 10 * settings.settle_s)
+    stale = [
+        p for p, c in copied.items()
+        if c.size != plan.copy[p].size or (same_clock and c.mtime_text != rsync_time_text(int(plan.copy[p].mtime)))
+    ]  # fmt: skip
+    recheck = [p for p in copied if p not in stale and (not same_clock or source_time - plan.copy[p].mtime < horizon)]
+    if recheck:
+        after = _relist(job, recheck, settings.shell)
+        for path in recheck:
+            now, planned = after.get(path), plan.copy[path]
+            if now is None or (now.size, now.mtime) != (planned.size, planned.mtime):
+                stale.append(path)
+    if stale:
+        log.warning("%d file(s) changed while being copied; removed the copies, will retry later", len(stale))
+        remove_copies(job.dest, stale, settings.shell)
+        outcome.in_flight.extend(stale)
+    good = [c for p, c in copied.items() if p not in set(stale)]
+    catalog.record_copy(
+        job.source_host, job.dest_host, job.instrument,
+        [(c.path, plan.copy[c.path].size, plan.copy[c.path].mtime, c.xxh128, c.xxh128) for c in good],
+    )  # fmt: skip
+    outcome.copied = [c.path for c in good]
+    outcome.copied_bytes = sum(c.size for c in good)
+    missing = [p for p in plan.copy if p not in copied]
+    if missing:
+        detail = "; ".join(result.errors[:3]) or "not reported by rsync"
+        outcome.errors.extend(f"{p}: not copied ({detail})" for p in missing)
+
+
+def _relist(job: HopJob, copied: Collection[str], shell: Shell) -> Listing:
+    folders = sorted({folder_of(p) for p in copied})
+    return list_files(job.source, folders, job.patterns, shell)

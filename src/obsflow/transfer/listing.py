@@ -1,0 +1,299 @@
+"""What files a host holds under a root, in one round trip, and their xxh128 hashes.
+
+Shared by the sync (``hop.py``) and ``verify``.  Invariants:
+
+- one round trip per call: a local ``os.scandir`` walk, or *one* ``ssh host sh -c …``
+  running ``find -printf`` (GNU find) with NUL-separated fields, never one command per file;
+- only the dated folders asked for are read, and only names matching the patterns are kept;
+- rsync's temp files (``.name.XXXXXX`` from a killed rsync, anything under ``.rsync-partial/``
+  or ``.~tmp~/``) and other dot-files are never counted as data: temps are listed apart in
+  :attr:`Listing.temps` so the sync can clean them up;
+- symlinks are listed with ``kind="l"`` and their target, so callers can refuse them; a dated
+  folder that resolves outside the root is listed as a ``kind="l"`` entry whose target is its
+  real path (the planner refuses it).
+
+Hashes are xxh128 (what ``rsync --out-format=%C`` prints), hex.  Local files are read with
+the ``xxhash`` package; remote files are hashed by the remote ``rsync`` itself
+(``rsync --checksum --cc=xxh128 --dry-run --out-format='%C %n'`` into an empty temp folder),
+because rsync must be on every host anyway while Python packages may not be: one ssh
+command for all the files asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import stat
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
+
+import xxhash
+
+from obsflow.config import Location
+from obsflow.errors import PathEscapeError
+from obsflow.transfer.remote import Shell
+
+__all__ = ["FileStat", "Listing", "hash_files", "is_safe_relpath", "list_files", "xxh128_file"]
+
+log = logging.getLogger(__name__)
+
+PARTIAL_DIRS = (".rsync-partial", ".~tmp~")
+_RSYNC_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9]{6}$")
+_HASH_LINE = re.compile(rb"^([0-9a-f]{32}) (.+)$")
+_READ_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """One directory entry: size in bytes, mtime (unix seconds), kind and symlink target.
+
+    ``kind`` is find's ``%y`` letter: ``f`` regular file, ``l`` symlink, ``d`` folder,
+    ``p``/``s``/``c``/``b`` special files.
+    """
+
+    size: int
+    mtime: float
+    kind: str = "f"
+    target: str = ""
+
+    @property
+    def is_regular(self) -> bool:
+        return self.kind == "f"
+
+
+class Listing(dict[str, FileStat]):
+    """``{relative_path: FileStat}`` of the data files under a root, plus what was seen around them.
+
+    Attributes
+    ----------
+    root_exists: False when the root folder itself is missing (unmounted disk, new archive).
+    host_time: the host's own clock when it listed (compare mtimes with it, not with ours).
+    temps: rsync temp files and partials found in the folders (never data).
+    """
+
+    def __init__(self, files: dict[str, FileStat] | None = None, *, root_exists: bool = True,
+                 host_time: float | None = None, temps: dict[str, FileStat] | None = None) -> None:  # fmt: skip
+        super().__init__(files or {})
+        self.root_exists = root_exists
+        self.host_time = time.time() if host_time is None else host_time
+        self.temps: dict[str, FileStat] = temps or {}
+
+
+def is_safe_relpath(path: str) -> bool:
+    """True for a relative POSIX path with no ``..``, no empty or ``.`` parts, no NUL."""
+    if not path or path.startswith("/") or "\0" in path or "\\" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def temp_target(relpath: str) -> str | None:
+    """For an rsync temp or partial, the relative path of the file it will become; else None."""
+    parts = relpath.split("/")
+    for i, part in enumerate(parts[:-1]):
+        if part in PARTIAL_DIRS:
+            return "/".join(parts[:i] + parts[i + 1 :])
+    match = _RSYNC_TEMP.match(parts[-1])
+    return "/".join([*parts[:-1], match["name"]]) if match else None
+
+
+@dataclass
+class _Collector:
+    """Sorts raw entries into data files and temps (same rules for local and remote)."""
+
+    patterns: Sequence[str]
+    files: dict[str, FileStat] = field(default_factory=dict)
+    temps: dict[str, FileStat] = field(default_factory=dict)
+
+    def add(self, relpath: str, entry: FileStat) -> None:
+        if entry.kind == "d":
+            return
+        name = relpath.rsplit("/", 1)[-1]
+        is_partial = any(part in PARTIAL_DIRS for part in relpath.split("/")[:-1])
+        if is_partial or name.startswith("."):
+            if entry.kind == "f" and temp_target(relpath) is not None:
+                self.temps[relpath] = entry
+            return
+        if any(fnmatchcase(name, pattern) for pattern in self.patterns):
+            self.files[relpath] = entry
+
+    def add_folder(self, folder: str, real: str, root_real: str) -> None:
+        if not (real == root_real or real.startswith(root_real.rstrip("/") + "/")):
+            self.files[folder] = FileStat(0, 0.0, "l", real)
+
+
+def list_files(
+    location: Location, folders: Iterable[str], patterns: Sequence[str], shell: Shell | None = None
+) -> Listing:
+    """List the data files in ``folders`` (relative to ``location``) matching ``patterns``.
+
+    Missing folders are simply empty; a missing root gives an empty listing with
+    ``root_exists=False``.  Remote: one ssh round trip; raises HostUnreachable or
+    RemoteCommandFailed.  Folder names must be safe relative paths (PathEscapeError).
+    """
+    folders = list(dict.fromkeys(folders))
+    for folder in folders:
+        if not is_safe_relpath(folder):
+            raise PathEscapeError(f"folder {folder!r} escapes its root", str(location))
+    collector = _Collector(patterns)
+    if location.is_remote:
+        return _list_remote(location, folders, collector, shell or Shell())
+    return _list_local(Path(location.path), folders, collector)
+
+
+def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listing:
+    now = time.time()
+    if not root.is_dir():
+        return Listing(root_exists=False, host_time=now)
+    root_real = os.path.realpath(root)
+    for folder in folders:
+        top = root / folder
+        if not (top.is_dir() or top.is_symlink()):
+            continue
+        collector.add_folder(folder, os.path.realpath(top), root_real)
+        if folder in collector.files or not top.is_dir():
+            continue
+        _walk(top, folder, collector)
+    return Listing(collector.files, host_time=now, temps=collector.temps)
+
+
+def _walk(top: Path, prefix: str, collector: _Collector) -> None:
+    try:
+        entries = list(os.scandir(top))
+    except OSError as err:
+        log.warning("cannot list %s: %s", top, err.strerror)
+        return
+    for entry in entries:
+        relpath = f"{prefix}/{entry.name}"
+        st = entry.stat(follow_symlinks=False)
+        kind = _kind(st.st_mode)
+        if kind == "d":
+            _walk(Path(entry.path), relpath, collector)
+            continue
+        target = os.readlink(entry.path) if kind == "l" else ""
+        collector.add(relpath, FileStat(st.st_size, st.st_mtime_ns / 1e9, kind, target))
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "f"
+    if stat.S_ISDIR(mode):
+        return "d"
+    if stat.S_ISLNK(mode):
+        return "l"
+    return "p" if stat.S_ISFIFO(mode) else "s" if stat.S_ISSOCK(mode) else "c"
+
+
+# One script, one round trip: host clock, real root, each existing folder's real path, then
+# every entry below them.  ``find -H`` follows a dated folder that is itself a symlink (its
+# real path is checked against the root first); entries below are never followed.
+_LIST_SCRIPT = """\
+cd -- {root} 2>/dev/null || {{ printf 'N\\0'; exit 0; }}
+printf 'T\\0%s\\0R\\0%s\\0' "$(date +%s.%N)" "$(pwd -P)"
+set --
+for d in {folders}; do
+  if [ -d "$d" ]; then
+    real=$(cd -- "$d" && pwd -P) && printf 'D\\0%s\\0%s\\0' "$d" "$real"
+    case "$real/" in "$(pwd -P)"/*) set -- "$@" "$d" ;; esac
+  elif [ -L "$d" ]; then
+    printf 'D\\0%s\\0%s\\0' "$d" "$(readlink -- "$d")"
+  fi
+done
+[ $# -gt 0 ] || exit 0
+exec find -H "$@" -mindepth 1 -printf 'F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0'
+"""
+
+
+def _list_remote(location: Location, folders: list[str], collector: _Collector, shell: Shell) -> Listing:
+    script = _LIST_SCRIPT.format(
+        root=shlex.quote(location.path), folders=" ".join(shlex.quote(f) for f in folders) or "''"
+    )
+    fields = shell.run(location, script).split(b"\0")
+    host_time, root_real, i = time.time(), "/", 0
+    while i < len(fields) and fields[i]:
+        tag = fields[i]
+        if tag == b"N":
+            return Listing(root_exists=False, host_time=host_time)
+        if tag == b"T":
+            host_time, i = float(fields[i + 1]), i + 2
+        elif tag == b"R":
+            root_real, i = os.fsdecode(fields[i + 1]), i + 2
+        elif tag == b"D":
+            collector.add_folder(os.fsdecode(fields[i + 1]), os.fsdecode(fields[i + 2]), root_real)
+            i += 3
+        elif tag == b"F":
+            relpath, size, mtime, kind, target = (os.fsdecode(f) for f in fields[i + 1 : i + 6])
+            collector.add(relpath, FileStat(int(size), _seconds(mtime), kind, target))
+            i += 6
+        else:
+            raise ValueError(f"unexpected listing record {tag!r}")
+    return Listing(collector.files, host_time=host_time, temps=collector.temps)
+
+
+def _seconds(text: str) -> float:
+    """find's ``%T@`` (``1700000000.1234567890``) as a float made the way ``st_mtime_ns / 1e9`` is,
+    so a local and a remote listing of the same file give the very same number."""
+    whole, _, frac = text.partition(".")
+    return (int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])) / 1e9
+
+
+def xxh128_file(path: Path) -> str:
+    """The xxh128 hex digest of a local file (what rsync's ``%C`` prints)."""
+    digest = xxhash.xxh128()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# Remote hashing with rsync itself: a dry run into an empty temp folder with --checksum makes
+# the sender hash every listed file and print it.  Files missing on the host are left out.
+_HASH_SCRIPT = """\
+cd -- {root} || exit 3
+empty=$(mktemp -d) || exit 3
+rsync --checksum --checksum-choice=xxh128 --dry-run --recursive --from0 --files-from=- \\
+  --out-format='%C %n' ./ "$empty/"
+rc=$?
+rmdir "$empty"
+[ $rc -eq 0 ] || [ $rc -eq 23 ] || [ $rc -eq 24 ] || exit $rc
+"""
+
+
+def hash_files(location: Location, paths: Iterable[str], shell: Shell | None = None) -> dict[str, str]:
+    """xxh128 of each of ``paths`` (relative to ``location``) that exists there, as hex.
+
+    Local: read with xxhash.  Remote: one ssh command running rsync's own hashing (see
+    the module docstring).  Unsafe paths raise PathEscapeError; missing files are absent
+    from the result.
+    """
+    paths = list(dict.fromkeys(paths))
+    for path in paths:
+        if not is_safe_relpath(path):
+            raise PathEscapeError(f"path {path!r} escapes its root", str(location))
+    if not paths:
+        return {}
+    if not location.is_remote:
+        root, hashes = Path(location.path), {}
+        for path in paths:
+            try:
+                hashes[path] = xxh128_file(root / path)
+            except (FileNotFoundError, IsADirectoryError):
+                continue
+        return hashes
+    script = _HASH_SCRIPT.format(root=shlex.quote(location.path))
+    out = (shell or Shell()).run(location, script, stdin=b"\0".join(os.fsencode(p) for p in paths) + b"\0")
+    wanted, hashes = set(paths), {}
+    for line in out.splitlines():
+        match = _HASH_LINE.match(line)
+        if match and os.fsdecode(match[2]) in wanted:
+            hashes[os.fsdecode(match[2])] = match[1].decode()
+    return hashes
+
+
+def folder_of(relpath: str) -> str:
+    """The folder part of a relative path (``2016/0907`` for ``2016/0907/x.fits``)."""
+    return str(PurePosixPath(relpath).parent)

@@ -1,0 +1,128 @@
+"""Deciding what a hop copies: the dated window and each file's fate.  Pure: no I/O.
+
+Every source file lands in exactly one bucket: ``copy``, ``present`` (same size and mtime at
+the destination), ``check`` (same size, other mtime: hashes decide), ``conflicts`` (the
+destination holds something else under that name: never overwritten), ``in_flight``
+(modified within the settle time, by the source host's own clock), ``locked`` (a path
+component names a live filler lock) or ``refused`` (not a regular file, or a path or
+symlink that leaves the root).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from obsflow.errors import UsageError
+from obsflow.transfer.listing import FileStat, is_safe_relpath
+
+__all__ = ["HopPlan", "Refusal", "dated_folders", "parse_date", "plan_copy", "window_dates"]
+
+_DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
+
+
+def parse_date(text: str) -> date:
+    """``YYYYMMDD`` or ``YYYY-MM-DD`` as a date; UsageError otherwise."""
+    match = _DATE.match(text.strip())
+    if match:
+        try:
+            return date(int(match[1]), int(match[2]), int(match[3]))
+        except ValueError:
+            pass
+    raise UsageError(f"not a date: {text!r} (use YYYYMMDD or YYYY-MM-DD)", "-d")
+
+
+def window_dates(end: date, days: int) -> list[date]:
+    """The ``days`` dates ending with ``end``, oldest first."""
+    if days < 1:
+        raise UsageError(f"--days must be at least 1, not {days}", "--days")
+    return [end - timedelta(days=back) for back in range(days - 1, -1, -1)]
+
+
+def dated_folders(layout: str, dates: list[date]) -> dict[str, date]:
+    """``{folder: date}`` for a layout such as ``{yyyy}/{mmdd}``."""
+    folders = {}
+    for day in dates:
+        folder = layout.format(
+            yyyy=f"{day.year:04d}", mm=f"{day.month:02d}", dd=f"{day.day:02d}",
+            mmdd=f"{day.month:02d}{day.day:02d}", yyyymmdd=f"{day.year:04d}{day.month:02d}{day.day:02d}",
+        )  # fmt: skip
+        folders[folder.strip("/")] = day
+    return folders
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A source entry that will not be copied, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class HopPlan:
+    """What to do with every source file of one hop and instrument (see the module docstring)."""
+
+    copy: dict[str, FileStat] = field(default_factory=dict)
+    present: list[str] = field(default_factory=list)
+    check: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+
+    @property
+    def copy_bytes(self) -> int:
+        return sum(st.size for st in self.copy.values())
+
+
+def plan_copy(
+    source: Mapping[str, FileStat],
+    dest: Mapping[str, FileStat],
+    *,
+    source_time: float,
+    settle_s: float,
+    locks: Collection[str] = (),
+) -> HopPlan:
+    """Sort every source file of one hop into the buckets of :class:`HopPlan`.
+
+    ``source_time`` is the source host's clock when it listed (so clock skew between
+    hosts cannot make a fresh file look settled); ``locks`` are live filler lock names.
+    """
+    plan = HopPlan()
+    for path in sorted(source):
+        st = source[path]
+        reason = _refusal(path, st)
+        if reason:
+            plan.refused.append(Refusal(path, reason))
+        elif locks and any(part in locks for part in path.split("/")):
+            plan.locked.append(path)
+        elif source_time - st.mtime < settle_s:
+            plan.in_flight.append(path)
+        elif path not in dest:
+            plan.copy[path] = st
+        elif not dest[path].is_regular or dest[path].size != st.size:
+            plan.conflicts.append(path)
+        elif int(dest[path].mtime) == int(st.mtime):
+            plan.present.append(path)
+        else:
+            plan.check.append(path)
+    return plan
+
+
+def _refusal(path: str, st: FileStat) -> str:
+    if not is_safe_relpath(path):
+        return "path escapes its root"
+    if st.kind == "l":
+        if posixpath.isabs(st.target):
+            return f"symlink to {st.target} (outside the root or absolute): not copied"
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), st.target))
+        if resolved == ".." or resolved.startswith("../"):
+            return f"symlink to {st.target} points outside the root"
+        return "symlink, not a regular file"
+    if not st.is_regular:
+        return "not a regular file"
+    return ""

@@ -1,0 +1,183 @@
+"""Copying a list of files with the system rsync (over ssh for remote ends); rsync exits -> errors.
+
+How rsync is run, and why:
+
+- ``--files-from`` with exactly the planned files (NUL-separated on stdin), one rsync per
+  hop and instrument: one connection, no per-file round trips;
+- ``--partial-dir=.rsync-partial``: an interrupted file waits hidden in that folder and the
+  next run resumes from it; never ``--partial`` alone or ``--inplace`` (a partial under the
+  final name); a completed file is renamed into place by rsync only after it verified it;
+- ``--ignore-existing``: a file that appeared at the destination since the listing is never
+  overwritten (the next run reports it as present or a conflict);
+- ``--checksum-choice=xxh128`` and ``--out-format`` with ``%C``: rsync already hashes every
+  file it sends and checks the receiver's copy against it, so its ``%C`` is the end-to-end
+  hash of source and destination without reading the data twice;
+- remote to remote: rsync cannot copy between two remote ends, so it is run *on the source
+  host* over ssh (``ssh src 'cd root && rsync … ./ dest:path/'``); the source host must reach
+  the destination with its own ssh setup (the ``[ssh] options`` are passed along and must make
+  sense there too).
+
+Exit codes (rsync(1) "EXIT VALUES"): 0 ok; 23/24 partial transfer: files missing from the
+output are per-file errors, not an exception; ssh failures (rsync's 255, or 12/5/10 with an
+ssh message) -> HostUnreachable; others -> TransportError.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+from functools import lru_cache
+
+from obsflow.config import Location
+from obsflow.errors import HostUnreachable, TransportError
+from obsflow.transfer.remote import ssh_argv, ssh_rsh
+
+__all__ = ["Copied", "RsyncResult", "has_rsync", "rsync_copy"]
+
+log = logging.getLogger(__name__)
+
+PARTIAL_DIR = ".rsync-partial"
+_OUT_FORMAT = "OBSFLOW\t%l\t%M\t%C\t%n"
+_ESCAPE = re.compile(r"\\#([0-7]{3})")
+_SSH_TROUBLE = ("ssh:", "Host key verification failed", "Permission denied", "Could not resolve", "Connection closed")
+_PARTIAL_EXITS = (23, 24)
+_HOST_EXITS = (255, 12, 5, 10, 35)
+
+
+@dataclass(frozen=True)
+class Copied:
+    """One file rsync reports as transferred: length, mtime as rsync printed it (%M) and xxh128."""
+
+    path: str
+    size: int
+    mtime_text: str  # "2016/09/07-21:30:05", local time of the host running rsync
+    xxh128: str
+
+
+@dataclass
+class RsyncResult:
+    """What one rsync run did: the files it copied and the errors it printed."""
+
+    copied: list[Copied] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    returncode: int = 0
+
+
+def has_rsync() -> bool:
+    """True if an ``rsync`` program is on PATH here."""
+    return shutil.which("rsync") is not None
+
+
+def rsync_argv(
+    source: Location, dest: Location, ssh_options: Sequence[str], extra: Sequence[str], control_dir: str | None = None
+) -> list[str]:
+    """The rsync command line copying the files named on stdin from ``source`` to ``dest``."""
+    argv = [
+        "rsync", "-a", "--from0", "--files-from=-", f"--partial-dir={PARTIAL_DIR}", "--ignore-existing",
+        "--mkpath", "--checksum-choice=xxh128", f"--out-format={_OUT_FORMAT}", *extra,
+    ]  # fmt: skip
+    if source.is_remote or dest.is_remote:
+        # remote to remote: that ssh runs on the source host, where our control folder is not
+        argv += ["-e", ssh_rsh(ssh_options, None if source.is_remote and dest.is_remote else control_dir)]
+    src = f"{source.ssh_target}:{source.path}/" if source.is_remote else f"{source.path}/"
+    dst = f"{dest.ssh_target}:{dest.path}/" if dest.is_remote else f"{dest.path}/"
+    if source.is_remote and dest.is_remote:
+        # rsync cannot copy remote to remote: run it on the source host, reading locally there.
+        inner = [*argv, "./", dst]
+        script = f"cd -- {shlex.quote(source.path)} && exec {shlex.join(inner)}"
+        return [*ssh_argv(ssh_options, control_dir), source.ssh_target, "sh -c " + shlex.quote(script)]
+    return [*argv, src, dst]
+
+
+def rsync_copy(
+    source: Location,
+    dest: Location,
+    paths: Sequence[str],
+    *,
+    ssh_options: Sequence[str] = (),
+    extra: Sequence[str] = (),
+    on_copied: Callable[[Copied], None] | None = None,
+    control_dir: str | None = None,
+) -> RsyncResult:
+    """Copy ``paths`` (relative, regular files) from ``source`` to ``dest``; report each as it lands.
+
+    Raises HostUnreachable when ssh cannot reach a host and TransportError when rsync fails
+    as a whole; per-file failures (exit 23/24) come back in ``RsyncResult.errors``.
+    """
+    result = RsyncResult()
+    if not paths:
+        return result
+    argv = rsync_argv(source, dest, ssh_options, extra, control_dir)
+    log.debug("running %s", shlex.join(argv))
+    started = time.monotonic()
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdin and proc.stdout and proc.stderr
+        # Feed the list and drain stderr in threads: rsync may block on either pipe while we read stdout.
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, paths), daemon=True)
+        errors: list[bytes] = []
+        drainer = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)  # type: ignore
+        feeder.start()
+        drainer.start()
+        for raw in proc.stdout:
+            copied = _parse_line(raw.decode(errors="replace").rstrip("\n"))
+            if copied is not None:
+                result.copied.append(copied)
+                if on_copied is not None:
+                    on_copied(copied)
+        result.returncode = proc.wait()
+        feeder.join()
+        drainer.join()
+    stderr = b"".join(errors).decode(errors="replace")
+    log.debug("rsync exit %d after %.2f s", result.returncode, time.monotonic() - started)
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    if result.returncode == 0:
+        return result
+    if result.returncode in _PARTIAL_EXITS:
+        result.errors = [ln for ln in lines if not ln.startswith("rsync error:")] or lines
+        return result
+    _raise_for(result.returncode, lines, source, dest)
+    return result
+
+
+def _feed(stdin: IO[bytes], paths: Sequence[str]) -> None:
+    try:
+        stdin.write(b"\0".join(p.encode() for p in paths) + b"\0")
+        stdin.close()
+    except BrokenPipeError:
+        pass  # rsync exited early; its exit status says why
+
+
+def _parse_line(line: str) -> Copied | None:
+    if not line.startswith("OBSFLOW\t"):
+        return None
+    _, length, mtime, checksum, name = line.split("\t", 4)
+    name = _ESCAPE.sub(lambda m: chr(int(m[1], 8)), name)
+    if name.endswith("/") or not checksum.strip():
+        return None  # a folder
+    return Copied(name, int(length), mtime, checksum.strip())
+
+
+@lru_cache(maxsize=4096)
+def rsync_time_text(mtime_s: int) -> str:
+    """An mtime as rsync's ``%M`` prints it, in this process's local time."""
+    return time.strftime("%Y/%m/%d-%H:%M:%S", time.localtime(mtime_s))
+
+
+def _raise_for(code: int, lines: list[str], source: Location, dest: Location) -> None:
+    message = next((ln for ln in lines if any(t in ln for t in _SSH_TROUBLE)), lines[-1] if lines else "")
+    remote = dest if dest.is_remote else source
+    if code in _HOST_EXITS and remote.is_remote and any(any(t in ln for t in _SSH_TROUBLE) for ln in lines):
+        raise HostUnreachable(f"cannot reach host: {message}", remote.ssh_target)
+    if code == 20:
+        raise TransportError(f"rsync was interrupted (exit 20): {message}", f"{source} -> {dest}")
+    if code == 30:
+        raise TransportError(f"rsync timed out (exit 30): {message}", f"{source} -> {dest}")
+    raise TransportError(f"rsync failed (exit {code}): {message}", f"{source} -> {dest}")

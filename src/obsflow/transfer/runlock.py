@@ -1,0 +1,43 @@
+"""One sync at a time: an ``flock`` on ``<state>/sync.lock``.
+
+The kernel drops an ``flock`` when its holder dies (even by SIGKILL), so a crashed run never
+leaves a stale lock.  A second run waits up to ``wait_s`` for the first, then refuses with
+LockError naming the holder: two runs never copy at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from obsflow.errors import LockError
+
+__all__ = ["sync_lock"]
+
+
+@contextmanager
+def sync_lock(state_dir: Path, wait_s: float = 0.0, poll_s: float = 0.2) -> Iterator[Path]:
+    """Hold ``<state_dir>/sync.lock`` for the block; LockError if another run keeps it past ``wait_s``."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "sync.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                    raise LockError(f"another sync is running (pid {holder}); waited {wait_s:g} s", path) from None
+                time.sleep(poll_s)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the flock

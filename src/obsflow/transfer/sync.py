@@ -1,0 +1,179 @@
+"""The nightly sync: every hop in order, every instrument, over the dated window.
+
+``run_sync`` takes the run lock (one sync at a time), reads the filler's live locks, warns
+about instruments whose last successful sync is older than the window (with the ``--days``
+that would cover the gap), then runs :func:`~obsflow.transfer.hop.run_hop` for each hop and
+instrument.  A host that cannot be reached fails only the hops that need it; the rest runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+from obsflow.config import INSTRUMENTS, Config, Hop, parse_location
+from obsflow.errors import ObsflowError, UsageError
+from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, live_locks
+from obsflow.transfer.catalog import Catalog
+from obsflow.transfer.hop import HopJob, HopSettings, run_hop
+from obsflow.transfer.plan import HopPlan, dated_folders, window_dates
+from obsflow.transfer.remote import Shell
+from obsflow.transfer.report import HopOutcome, Progress, SyncReport
+from obsflow.transfer.runlock import sync_lock
+
+__all__ = ["SyncRequest", "run_sync"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """What the command line asked for."""
+
+    date: date | None = None  # -d: one night (or the last night of --days)
+    days: int | None = None  # --days: window length (default: config window_days)
+    instrument: str | None = None  # -i
+    hop: str | None = None  # --hop FROM:TO
+    dry_run: bool = False
+    today: date | None = None  # for tests; default: today's local date
+
+    def dates(self, config: Config) -> list[date]:
+        end = self.date or self.today or date.today()
+        days = self.days if self.days is not None else (1 if self.date else config.window_days)
+        return window_dates(end, days)
+
+
+def run_sync(
+    config: Config,
+    request: SyncRequest,
+    progress: Progress | None = None,
+    on_outcome: Callable[[HopOutcome], None] | None = None,
+    before_copy: Callable[[HopPlan], None] | None = None,
+) -> SyncReport:
+    """Run the sync asked for; raise only when nothing can run (bad request, lock held)."""
+    instruments = _instruments(config, request.instrument)
+    hops = _hops(config, request.hop)
+    dates = request.dates(config)
+    report = SyncReport(dates=(dates[0].isoformat(), dates[-1].isoformat()))
+    with (
+        sync_lock(config.state_path, config.sync_wait_seconds),
+        Catalog(config.catalog_path) as catalog,
+        _control_dir(config.ssh_multiplex) as control_dir,
+    ):
+        shell = Shell(config.ssh_options, control_dir=control_dir)
+        if request.date is None and request.days is None:
+            report.warnings += missed_runs(catalog, config, instruments, request.today or date.today())
+        settings = HopSettings(
+            settle_s=config.settle_seconds,
+            locks=frozenset(filler_locks(config, shell)),
+            ssh_options=config.ssh_options,
+            rsync_options=config.rsync_options,
+            dry_run=request.dry_run,
+            shell=shell,
+        )
+        for hop in hops:
+            for name in instruments:
+                job = _job(config, hop.source, hop.dest, hop.label, name, dates)
+                outcome = run_hop(job, settings, catalog, progress, before_copy)
+                report.outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+    return report
+
+
+@contextmanager
+def _control_dir(multiplex: bool) -> Iterator[str | None]:
+    """A short private folder for ssh's shared-connection sockets (unix socket paths are short)."""
+    if not multiplex:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="obsflow-ssh-", dir="/tmp") as folder:
+        yield folder
+
+
+def _instruments(config: Config, wanted: str | None) -> list[str]:
+    if wanted is None:
+        return list(config.instruments)
+    if wanted not in config.instruments:
+        known = ", ".join(config.instruments) or "none configured"
+        raise UsageError(f"unknown instrument {wanted!r} (known: {known})", "-i")
+    return [wanted]
+
+
+def _hops(config: Config, wanted: str | None) -> list[Hop]:
+    if wanted is None:
+        return list(config.hops)
+    chosen = [hop for hop in config.hops if hop.label == wanted]
+    if not chosen:
+        known = ", ".join(hop.label for hop in config.hops) or "none configured"
+        raise UsageError(f"unknown hop {wanted!r} (known: {known})", "--hop")
+    return chosen
+
+
+def _job(config: Config, source: str, dest: str, label: str, name: str, dates: list[date]) -> HopJob:
+    inst = config.instruments[name]
+    source_loc = inst.source if source == INSTRUMENTS else config.archives[source].location.join(inst.path)
+    dest_loc = config.archives[dest].location.join(inst.path)
+    return HopJob(
+        hop=label, source_host=source, dest_host=dest, instrument=name, source=source_loc, dest=dest_loc,
+        folders=tuple(dated_folders(inst.layout, dates)), patterns=inst.patterns,
+    )  # fmt: skip
+
+
+def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today: date) -> list[str]:
+    """One warning per instrument whose last successful sync is older than the window."""
+    warnings = []
+    for name in instruments:
+        lasts = [t for hop in config.hops if (t := catalog.last_success(name, hop.label)) is not None]
+        if not lasts:
+            continue  # never synced: the first run covers the window
+        last_day = datetime.fromtimestamp(min(lasts)).date()
+        gap = (today - last_day).days
+        if gap >= config.window_days:
+            warnings.append(
+                f"{name}: last successful sync was {gap} days ago ({last_day.isoformat()}), older than the "
+                f"{config.window_days}-day window; run `obsflow sync -i {name} --days {gap + 1}` to cover the gap"
+            )
+    return warnings
+
+
+_REMOTE_LOCKS = """\
+cd -- {dir} 2>/dev/null || exit 0
+for f in *{suffix}; do [ -f "$f" ] || continue; printf '%s\\0' "$f"; cat -- "$f"; printf '\\0'; done
+"""
+
+
+def filler_locks(config: Config, shell: Shell) -> set[str]:
+    """Names of the live filler locks in every ``locks`` folder of the config (local or remote)."""
+    names: set[str] = set()
+    for entry in config.locks:
+        where = parse_location(entry)
+        if not where.is_remote:
+            names |= live_locks(Path(where.path))
+            continue
+        try:
+            out = shell.run(where, _REMOTE_LOCKS.format(dir=shlex.quote(where.path), suffix=LOCK_SUFFIX))
+        except ObsflowError as err:
+            log.warning("cannot read locks at %s: %s; treating nothing as locked there", entry, err.one_line())
+            continue
+        fields = out.split(b"\0")
+        for name, body in zip(fields[0::2], fields[1::2], strict=False):
+            if name and _remote_lock_live(body):
+                names.add(name.decode()[: -len(LOCK_SUFFIX)])
+    return names
+
+
+def _remote_lock_live(body: bytes) -> bool:
+    try:
+        info = LockInfo(**json.loads(body))
+    except (ValueError, TypeError):
+        return True  # being written right now: live
+    return not is_stale(info)
+

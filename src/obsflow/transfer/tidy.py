@@ -1,0 +1,81 @@
+"""Tidying a destination: rsync temp files left by a killed run, and copies that must not stay.
+
+A SIGKILLed rsync cannot clean up: it leaves ``.name.XXXXXX`` next to the final name.  Before
+copying, each such temp is moved into ``.rsync-partial/name`` (so the next rsync resumes from
+it; rsync checks the whole-file hash afterwards, so a bad prefix cannot survive) unless a
+longer partial is already there, and partials whose file is complete are removed.  Only
+hidden temp names are ever touched here, plus (``remove_copies``) files this very run just
+copied and then found to be stale; never a source, never any other file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+
+from obsflow.config import Location
+from obsflow.transfer.listing import FileStat, is_safe_relpath, temp_target
+from obsflow.transfer.remote import Shell
+from obsflow.transfer.rsync import PARTIAL_DIR
+
+__all__ = ["plan_tidy", "remove_copies", "tidy"]
+
+log = logging.getLogger(__name__)
+
+Op = tuple[str, str, str]  # ("mv", from, to) or ("rm", path, "")
+
+
+def plan_tidy(temps: Mapping[str, FileStat], present: Mapping[str, FileStat]) -> list[Op]:
+    """Moves and removals that turn leftover temps into resumable partials (pure)."""
+    ops: list[Op] = []
+    partial_sizes = {path: st.size for path, st in temps.items() if f"/{PARTIAL_DIR}/" in f"/{path}"}
+    for path, st in sorted(temps.items()):
+        target = temp_target(path)
+        if target is None or not is_safe_relpath(path):
+            continue
+        if target in present:
+            ops.append(("rm", path, ""))
+            continue
+        if path in partial_sizes or "/.~tmp~/" in f"/{path}":
+            continue  # already a partial: rsync resumes from it
+        folder, name = str(PurePosixPath(target).parent), PurePosixPath(target).name
+        partial = f"{folder}/{PARTIAL_DIR}/{name}" if folder != "." else f"{PARTIAL_DIR}/{name}"
+        if partial_sizes.get(partial, -1) >= st.size:
+            ops.append(("rm", path, ""))
+        else:
+            ops.append(("mv", path, partial))
+            partial_sizes[partial] = st.size
+    return ops
+
+
+def tidy(location: Location, ops: Sequence[Op], shell: Shell) -> None:
+    """Apply :func:`plan_tidy` operations at ``location`` (one round trip if remote)."""
+    if not ops:
+        return
+    for op, path, to in ops:
+        log.info("tidy %s: %s %s %s", location, op, path, to)
+    if location.is_remote:
+        lines = [f"cd -- {shlex.quote(location.path)} || exit 3"]
+        for op, path, to in ops:
+            if op == "mv":
+                parent = shlex.quote(str(PurePosixPath(to).parent))
+                lines.append(f"mkdir -p -- {parent} && mv -f -- {shlex.quote(path)} {shlex.quote(to)}")
+            else:
+                lines.append(f"rm -f -- {shlex.quote(path)}")
+        shell.run(location, "\n".join(lines))
+        return
+    root = Path(location.path)
+    for op, path, to in ops:
+        if op == "mv":
+            (root / to).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(root / path, root / to)
+        else:
+            (root / path).unlink(missing_ok=True)
+
+
+def remove_copies(location: Location, paths: Sequence[str], shell: Shell) -> None:
+    """Remove files this run copied to ``location`` and then found stale (source changed meanwhile)."""
+    tidy(location, [("rm", p, "") for p in paths if is_safe_relpath(p)], shell)

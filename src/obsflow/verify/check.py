@@ -1,0 +1,354 @@
+"""Running one verification: list both sides of every hop, compare, look again, hash, report.
+
+For each hop and instrument, A is the hop's source and B its destination.  The steps:
+
+1. list every (host, instrument) once, all at the same time: one round trip per side and
+   instrument (``transfer.listing.list_files``: one ``find`` over ssh), shared by the hops
+   that meet at a host (the site archive is B of the first hop and A of the second);
+2. compare (``verify.compare``): files younger than the settle time are in flight;
+3. only if something looks missing or different: list A again (after B was listed) and B
+   again, only in the dated folders holding suspects, and keep only what both looks agree on
+   (Rucio's rule), so a file copied or written while the check ran is never an alarm;
+4. with ``--checksum``: hashes of equal-size files come from the catalog while size and mtime
+   are unchanged, else are computed on the host holding the file (one command per side, the
+   data never cross the network) and recorded in the catalog.
+
+A host that cannot be reached makes its folders "not checked" (never "None").
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from obsflow.config import INSTRUMENTS, Config, Hop, Instrument, Location
+from obsflow.errors import TransportError, UsageError
+from obsflow.transfer.catalog import Catalog
+from obsflow.transfer.listing import FileStat, Listing, hash_files, list_files
+from obsflow.transfer.plan import dated_folders
+from obsflow.transfer.remote import Shell
+from obsflow.verify.compare import Comparison, HashDiff, compare_hashes, compare_listings, confirm, folders_of
+from obsflow.verify.findings import FolderResult, Report
+from obsflow.verify.period import Period
+
+__all__ = ["Pair", "Progress", "Side", "plan_pairs", "verify"]
+
+log = logging.getLogger(__name__)
+
+#: parallel listings/hashings (each is mostly waiting on ssh or the disk)
+MAX_WORKERS = 8
+
+#: told each step of a run (a spinner on a terminal, a log line in cron)
+Progress = Callable[[str], None]
+
+_Key = tuple[str, str]  # (host, instrument)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One end of a hop for one instrument: the endpoint name and where its files are."""
+
+    host: str  # "instruments" or an archive name (the catalog's host key)
+    instrument: str
+    location: Location
+
+    @property
+    def key(self) -> _Key:
+        return (self.host, self.instrument)
+
+    @property
+    def label(self) -> str:
+        """The name shown in report headings (the instrument's own name on the first hop)."""
+        return self.instrument if self.host == INSTRUMENTS else self.host
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One instrument on one hop: its two sides and the dated folders to compare."""
+
+    hop: Hop
+    instrument: Instrument
+    a: Side
+    b: Side
+    folders: tuple[str, ...]
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return self.instrument.patterns
+
+
+def plan_pairs(config: Config, period: Period, hops: Sequence[str] = (), instruments: Sequence[str] = ()) -> list[Pair]:
+    """The (hop, instrument) pairs to verify; ``hops`` as ``FROM:TO`` labels (empty: all).
+
+    Raises UsageError for an unknown hop or instrument.
+    """
+    known_hops = {hop.label: hop for hop in config.hops}
+    for label in hops:
+        if label not in known_hops:
+            choices = ", ".join(known_hops) or "none configured"
+            raise UsageError(f"unknown hop {label!r} (configured: {choices})", "--hop")
+    for name in instruments:
+        if name not in config.instruments:
+            choices = ", ".join(config.instruments) or "none configured"
+            raise UsageError(f"unknown instrument {name!r} (configured: {choices})", "-i")
+    chosen_hops = [known_hops[label] for label in dict.fromkeys(hops)] if hops else list(config.hops)
+    if not chosen_hops:
+        raise UsageError("no hops configured: nothing to verify", str(config.path))
+    pairs = []
+    dates = period.dates
+    for hop in chosen_hops:
+        sources = {inst.name: location for inst, location in config.host_root(hop.source)}
+        dests = {inst.name: location for inst, location in config.host_root(hop.dest)}
+        for inst in config.instruments.values():
+            if instruments and inst.name not in instruments:
+                continue
+            folders = tuple(dated_folders(inst.layout, dates))
+            a = Side(hop.source, inst.name, sources[inst.name])
+            b = Side(hop.dest, inst.name, dests[inst.name])
+            pairs.append(Pair(hop, inst, a, b, folders))
+    return pairs
+
+
+@dataclass(frozen=True)
+class _Looked:
+    """A side's listing, or why it could not be listed."""
+
+    listing: Listing | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _ListJob:
+    side: Side
+    folders: tuple[str, ...]
+    patterns: tuple[str, ...]
+
+
+def verify(
+    config: Config,
+    period: Period,
+    pairs: Sequence[Pair],
+    *,
+    checksum: bool = False,
+    rehash: bool = False,
+    catalog: Catalog | None = None,
+    shell: Shell | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Verify every pair and return the report (per-file findings are never raised).
+
+    ``catalog`` supplies and stores hashes with ``checksum``; ``rehash`` ignores the stored
+    ones (finds damage that kept size and mtime).  ``progress`` is told each step.
+    """
+    shell = shell or Shell(ssh_options=config.ssh_options)
+    say: Progress = progress or (lambda _step: None)
+    started = time.time()
+    jobs: dict[_Key, _ListJob] = {}
+    for pair in pairs:
+        for side in (pair.a, pair.b):
+            jobs.setdefault(side.key, _ListJob(side, pair.folders, pair.patterns))
+    say(f"listing {len(jobs)} folders")
+    first = _list_all(shell, list(jobs.values()))
+
+    comparisons: dict[int, Comparison] = {}
+    for index, pair in enumerate(pairs):
+        a, b = first[pair.a.key].listing, first[pair.b.key].listing
+        if a is not None and b is not None:
+            comparisons[index] = compare_listings(a, b, a_time=a.host_time, settle_s=config.settle_seconds)
+    comparisons = _look_again(shell, pairs, first, comparisons, say)
+
+    hashes: dict[_Key, dict[str, str]] = {}
+    hash_errors: dict[_Key, str] = {}
+    if checksum:
+        say("comparing contents")
+        hashes, hash_errors = _hash_sides(shell, pairs, first, comparisons, catalog, rehash)
+
+    folders = tuple(
+        _result(pair, first, comparisons.get(index), checksum, hashes, hash_errors) for index, pair in enumerate(pairs)
+    )
+    return Report(period, started, time.time(), config.settle_seconds, checksum, folders)
+
+
+def _list_all(shell: Shell, jobs: Sequence[_ListJob], *, processes: bool = True) -> dict[_Key, _Looked]:
+    """List each side's folders, all sides at once; a failure is kept as that side's error.
+
+    Walking a tree and parsing a remote listing are CPU-bound Python, so with ``processes``
+    every listing runs in its own forked worker (several cores, no GIL contention); without,
+    remote listings run in threads (they wait on ssh) and local ones one after the other.
+    """
+    pool = _process_pool(len(jobs)) if processes else None
+    if pool is not None:
+        with pool:
+            futures = [pool.submit(_list_one, shell, job) for job in jobs]
+            return {job.side.key: future.result() for job, future in zip(jobs, futures, strict=True)}
+    remote = [job for job in jobs if job.side.location.is_remote]
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(remote)))) as threads:
+        futures = [threads.submit(_list_one, shell, job) for job in remote]
+        results = {job.side.key: _list_one(shell, job) for job in jobs if not job.side.location.is_remote}
+        results.update((job.side.key, future.result()) for job, future in zip(remote, futures, strict=True))
+    return results
+
+
+def _process_pool(jobs: int) -> ProcessPoolExecutor | None:
+    """Forked workers for ``jobs`` listings, or None where one process is as good."""
+    if jobs < 2 or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    workers = min(os.cpu_count() or 1, jobs)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+
+
+def _list_one(shell: Shell, job: _ListJob) -> _Looked:
+    location = job.side.location
+    try:
+        listing = list_files(location, job.folders, job.patterns, shell)
+    except TransportError as err:
+        log.warning("cannot list %s: %s", location, err.one_line())
+        return _Looked(error=f"cannot list {location}: {err.one_line()}")
+    if not listing.root_exists:
+        return _Looked(error=f"{location} does not exist (disk not mounted?)")
+    log.info("listed %s: %d files", location, len(listing))
+    return _Looked(listing=listing)
+
+
+def _look_again(
+    shell: Shell,
+    pairs: Sequence[Pair],
+    first: dict[_Key, _Looked],
+    comparisons: dict[int, Comparison],
+    say: Progress,
+) -> dict[int, Comparison]:
+    """Confirm suspects with a second listing of both sides, only in the folders holding them."""
+    wanted: dict[_Key, tuple[Side, set[str], tuple[str, ...]]] = {}
+    for index, comparison in comparisons.items():
+        pair = pairs[index]
+        folders = folders_of(comparison.suspects, pair.folders)
+        for side in (pair.a, pair.b):
+            wanted.setdefault(side.key, (side, set(), pair.patterns))[1].update(folders)
+    jobs = [_ListJob(side, tuple(sorted(folders)), patterns) for side, folders, patterns in wanted.values() if folders]
+    if not jobs:
+        return comparisons
+    say(f"looking again at {sum(len(job.folders) for job in jobs)} folders with differences")
+    second = _list_all(shell, jobs, processes=False)  # a few folders: not worth forking
+    confirmed = {}
+    for index, comparison in comparisons.items():
+        pair = pairs[index]
+        a_before = first[pair.a.key].listing
+        a_after, b_after = second.get(pair.a.key, _Looked()).listing, second.get(pair.b.key, _Looked()).listing
+        if not comparison.suspects or a_before is None or a_after is None or b_after is None:
+            # Nothing to confirm, or a host went away between the looks: keep the first verdict.
+            confirmed[index] = comparison
+        else:
+            confirmed[index] = confirm(comparison, a_before, a_after, b_after)
+    return confirmed
+
+
+@dataclass(frozen=True)
+class _HashJob:
+    side: Side
+    todo: list[str]
+    stats: dict[str, FileStat]
+
+
+def _hash_sides(
+    shell: Shell,
+    pairs: Sequence[Pair],
+    first: dict[_Key, _Looked],
+    comparisons: dict[int, Comparison],
+    catalog: Catalog | None,
+    rehash: bool,
+) -> tuple[dict[_Key, dict[str, str]], dict[_Key, str]]:
+    """xxh128 of every equal-size file on each side: from the catalog, else computed where it lies."""
+    wanted: dict[_Key, tuple[Side, set[str]]] = {}
+    for index, comparison in comparisons.items():
+        pair = pairs[index]
+        for side in (pair.a, pair.b):
+            wanted.setdefault(side.key, (side, set()))[1].update(comparison.same_size)
+
+    known: dict[_Key, dict[str, str]] = {}
+    stored: dict[_Key, dict[str, str]] = {}
+    jobs = []
+    for key, (side, paths) in wanted.items():
+        listing = first[key].listing
+        assert listing is not None  # only listed sides have comparisons
+        stats = {path: listing[path] for path in paths}
+        stored[key] = catalog.known_hashes(side.host, side.instrument, stats) if catalog is not None else {}
+        known[key] = {} if rehash else dict(stored[key])
+        todo = sorted(path for path in paths if path not in known[key])
+        if todo:
+            jobs.append(_HashJob(side, todo, stats))
+
+    def one(job: _HashJob) -> tuple[dict[str, str], str | None]:
+        try:
+            return hash_files(job.side.location, job.todo, shell), None
+        except TransportError as err:
+            return {}, f"cannot compute checksums on {job.side.location}: {err.one_line()}"
+
+    errors: dict[_Key, str] = {}
+    if not jobs:
+        return known, errors
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(jobs))) as pool:
+        computed = list(pool.map(one, jobs))
+    for job, (fresh, error) in zip(jobs, computed, strict=True):
+        key = job.side.key
+        if error:
+            errors[key] = error
+        known[key].update(fresh)
+        log.info("hashed %d of %d files on %s", len(fresh), len(job.todo), job.side.location)
+        if catalog is not None:
+            news = {path: digest for path, digest in fresh.items() if stored[key].get(path) != digest}
+            _record_hashes(catalog, job.side, news, job.stats)
+    return known, errors
+
+
+def _record_hashes(catalog: Catalog, side: Side, fresh: dict[str, str], stats: dict[str, FileStat]) -> None:
+    # Stored with the size and mtime of the listing: the files compared here have settled.
+    for path, digest in fresh.items():
+        st = stats[path]
+        catalog.record_hash(side.host, side.instrument, path, st.size, st.mtime, digest)
+
+
+def _result(
+    pair: Pair,
+    first: dict[_Key, _Looked],
+    comparison: Comparison | None,
+    checksum: bool,
+    hashes: dict[_Key, dict[str, str]],
+    hash_errors: dict[_Key, str],
+) -> FolderResult:
+    ends = {
+        "hop": pair.hop.label,
+        "instrument": pair.instrument.name,
+        "source": pair.a.label,
+        "dest": pair.b.label,
+        "source_location": str(pair.a.location),
+        "dest_location": str(pair.b.location),
+    }
+    if comparison is None:
+        errors = [first[key].error for key in (pair.a.key, pair.b.key)]
+        return FolderResult(**ends, hash_checked=checksum, error="; ".join(e for e in errors if e))
+    hash_differs: tuple[HashDiff, ...] = ()
+    unhashed: tuple[str, ...] = ()
+    hash_error = None
+    matched = len(comparison.same_size)
+    if checksum:
+        hash_error = "; ".join(hash_errors[key] for key in (pair.a.key, pair.b.key) if key in hash_errors) or None
+        differs, missing_hash = compare_hashes(comparison.same_size, hashes[pair.a.key], hashes[pair.b.key])
+        hash_differs, unhashed = tuple(differs), tuple(missing_hash)
+        matched -= len(differs) + len(missing_hash)
+    return FolderResult(
+        **ends,
+        missing=tuple(comparison.missing),
+        size_differs=tuple(comparison.size_differs),
+        hash_differs=hash_differs,
+        unhashed=unhashed,
+        in_flight=tuple(comparison.in_flight),
+        skipped=tuple(comparison.skipped),
+        matched=matched,
+        hash_checked=checksum,
+        hash_error=hash_error,
+    )

@@ -1,0 +1,39 @@
+"""The result of the latest verification, kept for the status page: ``<state>/verify-last.json``.
+
+Written atomically after every run (the catalog has no table for verification runs yet),
+so a reader sees the previous complete result or the new one, never a prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from obsflow.atomic import write_atomic
+from obsflow.errors import OutputError
+from obsflow.verify.findings import Report
+from obsflow.verify.report import report_dict
+
+__all__ = ["LAST_NAME", "load_last", "save_last"]
+
+LAST_NAME = "verify-last.json"
+
+
+def save_last(report: Report, state_path: Path) -> Path:
+    """Store ``report`` (as its JSON) as the latest verification; return the file written."""
+    try:
+        state_path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create state folder: {err.strerror}", state_path) from err
+    path = state_path / LAST_NAME
+    write_atomic(path, json.dumps(report_dict(report), indent=1) + "\n")
+    return path
+
+
+def load_last(state_path: Path) -> dict[str, Any] | None:
+    """The latest verification as saved by :func:`save_last`, or None if there is none."""
+    try:
+        return json.loads((state_path / LAST_NAME).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,74 @@
+"""Mailing the verification report over SMTP (stdlib ``smtplib`` + ``email``).
+
+The subject says at a glance whether all is well (``OK: ...`` or ``FAILED: ...`` with the
+counts); the body is the text report, with the HTML page as the alternative part and the
+JSON as an attachment.  The password, if any, comes from an environment variable or a file
+(``MailConfig.password()``), never from the config file.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import socket
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from obsflow.config import MailConfig
+from obsflow.errors import ConfigError, TransportError
+from obsflow.verify.findings import Report
+from obsflow.verify.report import render_html, render_json, render_text
+
+__all__ = ["build_message", "send_message", "should_send"]
+
+log = logging.getLogger(__name__)
+
+SMTP_TIMEOUT_S = 60.0
+
+
+def should_send(report: Report, mail: MailConfig) -> bool:
+    """``when = "always"``, or ``"problems"`` and the report has some."""
+    return mail.when == "always" or report.has_problems
+
+
+def build_message(report: Report, mail: MailConfig) -> EmailMessage:
+    """The message: subject, text body, HTML alternative, JSON attachment."""
+    if not mail.to:
+        raise ConfigError("mail.to: no recipient configured", "mail.to")
+    message = EmailMessage()
+    message["Subject"] = f"{report.subject} [obsflow verify]"
+    message["From"] = mail.sender
+    message["To"] = ", ".join(mail.to)
+    message["Date"] = formatdate(report.ended, localtime=False)
+    message["Message-ID"] = make_msgid(domain=mail.sender.rpartition("@")[2] or None)
+    message["X-Obsflow-Status"] = report.status
+    message.set_content(render_text(report))
+    message.add_alternative(render_html(report), subtype="html")
+    message.add_attachment(
+        render_json(report).encode(), maintype="application", subtype="json", filename="verify-report.json"
+    )
+    return message
+
+
+def send_message(message: EmailMessage, mail: MailConfig, timeout_s: float = SMTP_TIMEOUT_S) -> None:
+    """Deliver ``message`` through the configured server; TransportError if it cannot."""
+    where = f"smtp {mail.server}"
+    try:
+        password = mail.password()
+    except OSError as err:
+        raise ConfigError(f"mail.password_file: cannot read: {err.strerror}", mail.password_file) from err
+    if mail.username and password is None:
+        raise ConfigError("mail.username is set but no password found (password_env or password_file)", "mail")
+    try:
+        with smtplib.SMTP(mail.host, mail.port, timeout=timeout_s) as smtp:
+            if mail.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if mail.username and password is not None:
+                smtp.login(mail.username, password)
+            refused = smtp.send_message(message)
+    except (smtplib.SMTPException, OSError, socket.timeout) as err:
+        raise TransportError(f"cannot send mail: {err}", where) from err
+    if refused:
+        raise TransportError(f"mail refused for {', '.join(sorted(refused))}", where)
+    log.info("mailed the report to %s", ", ".join(mail.to))

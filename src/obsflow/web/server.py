@@ -1,0 +1,149 @@
+"""The read-only HTTP server of ``obsflow serve`` (stdlib ``ThreadingHTTPServer``).
+
+Routes: the pages in :data:`obsflow.web.pages.PAGES`, a JSON document beside each
+(``/api/status.json``, ``/api/sync.json``, ``/api/verify.json``, ``/api/filler.json``), the plots
+(``/plots/bytes_per_day.png``, ``/plots/fill_latency.png``) and the filler's quick looks
+(``/quicklook/<PROJ>/scan_<N>.png``).  Only GET and HEAD; nothing is ever written.
+The status is gathered at most once per ``cache_s`` for all viewers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from obsflow.config import Config
+from obsflow.errors import UsageError
+from obsflow.web import plots, status
+from obsflow.web.pages import PAGES, render_page
+from obsflow.web.quicklook import quicklook_path
+
+__all__ = ["StatusServer", "make_server"]
+
+log = logging.getLogger(__name__)
+
+_QUICKLOOK = re.compile(r"^/quicklook/([A-Za-z0-9][A-Za-z0-9_.-]*)/scan_(\d{1,9})\.png$")
+_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+_API = {
+    "/api/status.json": lambda s: s,
+    "/api/sync.json": lambda s: {"generated": s["generated"], **s["sync"]},
+    "/api/verify.json": lambda s: {"generated": s["generated"], **s["verify"]},
+    "/api/filler.json": lambda s: {"generated": s["generated"], **s["filler"]},
+}
+
+
+class _Cache:
+    """Values computed at most once per ``ttl_s`` (the status reads the catalog; viewers may be many)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.RLock()  # a plot computes the status from inside get()
+        self._values: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            stamp, value = self._values.get(key, (0.0, None))
+            if time.monotonic() - stamp < self.ttl_s and value is not None:
+                return value
+            value = compute()
+            self._values[key] = (time.monotonic(), value)
+            return value
+
+
+class StatusServer(ThreadingHTTPServer):
+    """The status server for one config; ``url`` says where it listens."""
+
+    daemon_threads = True
+
+    def __init__(self, config: Config, host: str, port: int, refresh_s: int = 30, cache_s: float = 2.0) -> None:
+        self.config = config
+        self.refresh_s = refresh_s
+        self.cache = _Cache(cache_s)
+        self.filler_root = status.filler_layout(config).root
+        super().__init__((host, port), _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        shown = f"[{host}]" if ":" in str(host) else str(host)
+        return f"http://{shown}:{port}/"
+
+    def status(self) -> dict[str, Any]:
+        return self.cache.get("status", lambda: status.full_status(self.config))  # type: ignore[no-any-return]
+
+
+def make_server(config: Config, host: str, port: int, refresh_s: int = 30, cache_s: float = 2.0) -> StatusServer:
+    """Bind the status server (port 0: any free port); UsageError if the address cannot be used."""
+    try:
+        return StatusServer(config, host, port, refresh_s, cache_s)
+    except OSError as err:
+        raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}", "--host/--port") from err
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StatusServer
+    server_version = "obsflow"
+    sys_version = ""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._respond(send_body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._respond(send_body=False)
+
+    def _refuse(self) -> None:
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", b"read-only\n", True, allow="GET, HEAD")
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
+
+    def _respond(self, send_body: bool) -> None:
+        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        server = self.server
+        if path in PAGES:
+            page = render_page(path, server.status(), server.refresh_s)
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode(), send_body)
+        elif path in _API:
+            body = json.dumps(_API[path](server.status()), indent=1, default=str) + "\n"
+            self._send(HTTPStatus.OK, "application/json", body.encode(), send_body)
+        elif path == "/plots/bytes_per_day.png":
+            png = server.cache.get(path, lambda: plots.bytes_per_day_png(server.status()["sync"]["bytes_per_day"]))
+            self._send(HTTPStatus.OK, "image/png", png, send_body)
+        elif path == "/plots/fill_latency.png":
+            png = server.cache.get(path, lambda: plots.fill_latency_png(status.fill_history(server.config)))
+            self._send(HTTPStatus.OK, "image/png", png, send_body)
+        elif match := _QUICKLOOK.match(path):
+            self._send_quicklook(match[1], int(match[2]), send_body)
+        else:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n", send_body)
+
+    def _send_quicklook(self, project: str, scan: int, send_body: bool) -> None:
+        try:
+            png = quicklook_path(self.server.filler_root, project, scan).read_bytes()
+        except OSError:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"no quick look for that scan\n", send_body)
+            return
+        self._send(HTTPStatus.OK, "image/png", png, send_body)
+
+    def _send(self, code: HTTPStatus, content_type: str, body: bytes, send_body: bool, allow: str = "") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", _CSP)
+        self.send_header("Referrer-Policy", "no-referrer")
+        if allow:
+            self.send_header("Allow", allow)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+        log.info("%s %s", self.address_string(), format % args)

@@ -1,0 +1,349 @@
+"""What the status page shows, read from where obsflow records it; plain JSON-ready data, read-only.
+
+* sync: the catalog (``Config.catalog_path``): last run per hop and instrument, files of the window
+  on every host, bytes copied per day;
+* verification: ``<state>/verify-last.json`` (:func:`obsflow.verify.last.load_last`);
+* filler: the daemon's status JSON and fill logs under ``[filler] out_root``.
+
+Invariants: nothing here writes (a missing catalog is "no runs yet", never created); nothing from
+the config that could be secret leaves this module: no ssh or rsync options, no mail settings, no
+host locations; free text recorded by other parts (run messages, errors) goes through
+:meth:`Redactor.clean` first.  Times are UNIX seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from obsflow.config import INSTRUMENTS, Config
+from obsflow.errors import ObsflowError
+from obsflow.lock import is_locked
+from obsflow.online.daemon import DAEMON_LOCK
+from obsflow.online.layout import OutputLayout
+from obsflow.transfer.catalog import Catalog, RunRecord
+from obsflow.transfer.plan import dated_folders, window_dates
+from obsflow.verify.last import load_last
+from obsflow.web.quicklook import quicklook_path
+
+__all__ = [
+    "Redactor", "bytes_per_day", "fill_history", "filler_layout", "filler_status", "full_status", "sync_status",
+    "verify_status",
+]
+
+UNDONE_COUNTS = ("in_flight", "locked", "conflicts", "refused", "errors")
+RECENT_SHOWN = 20
+MISSING_SHOWN = 50
+_RUN_HISTORY = 5000  # runs read for the per-day bytes (a month of nightly runs is a few hundred)
+_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+@dataclass(frozen=True)
+class Redactor:
+    """Replaces every config value that could be secret in free text (messages recorded by other parts)."""
+
+    secrets: tuple[str, ...]
+
+    @classmethod
+    def for_config(cls, config: Config) -> Redactor:
+        mail = config.mail
+        values = [*config.ssh_options, *config.rsync_options, mail.username, mail.password_env, mail.password_file]
+        for option in config.ssh_options:  # "-oIdentityFile=/k" and "-i /k": the value alone too
+            values += re.split(r"[\s=]", option)[1:]
+        secrets = {v.strip() for v in values if v and len(v.strip()) >= 3}
+        return cls(tuple(sorted(secrets, key=len, reverse=True)))
+
+    def clean(self, text: object) -> str:
+        out = "" if text is None else str(text)
+        for secret in self.secrets:
+            out = out.replace(secret, "[hidden]")
+        return out
+
+
+# ---- sync (the catalog) ---------------------------------------------------------------------------
+
+
+def _run_dict(run: RunRecord, redactor: Redactor) -> dict[str, Any]:
+    undone = {key: getattr(run, key) for key in UNDONE_COUNTS}
+    return {
+        "id": run.id, "started": run.started, "ended": run.ended, "status": run.status,
+        "copied": run.copied, "bytes": run.bytes, "present": run.present,
+        "left_undone": sum(undone.values()), "undone": undone, "message": redactor.clean(run.message),
+    }  # fmt: skip
+
+
+def _hosts(config: Config) -> list[str]:
+    """``instruments`` then every archive, in the order the hops reach them."""
+    order = [INSTRUMENTS]
+    for hop in config.hops:
+        order += [name for name in (hop.source, hop.dest) if name not in order]
+    return order + [name for name in config.archives if name not in order]
+
+
+def _window(config: Config, today: date) -> list[date]:
+    return window_dates(today, config.window_days)
+
+
+def _holdings(catalog: Catalog, config: Config, dates: list[date]) -> list[dict[str, Any]]:
+    """Per instrument and host: files (and bytes) in the window's dated folders, as sync last saw them."""
+    holdings = []
+    for name, inst in config.instruments.items():
+        folders = set(dated_folders(inst.layout, dates))
+        depth = {folder.count("/") + 1 for folder in folders}
+        hosts = {}
+        for host in _hosts(config):
+            files = total = 0
+            for record in catalog.files(host, name):
+                parts = record.path.split("/")
+                if any("/".join(parts[:d]) in folders for d in depth if d < len(parts)):
+                    files, total = files + 1, total + record.size
+            hosts[host] = {"files": files, "bytes": total}
+        holdings.append({"instrument": name, "hosts": hosts})
+    return holdings
+
+
+def bytes_per_day(runs: Iterable[RunRecord], dates: list[date]) -> dict[str, dict[str, list[int]]]:
+    """``{hop: {instrument: [bytes copied on each date]}}`` from real (not dry) runs, by local start date."""
+    index = {day: i for i, day in enumerate(dates)}
+    out: dict[str, dict[str, list[int]]] = {}
+    for run in runs:
+        day = datetime.fromtimestamp(run.started).date()
+        if run.dry_run or day not in index:
+            continue
+        series = out.setdefault(run.hop, {}).setdefault(run.instrument, [0] * len(dates))
+        series[index[day]] += run.bytes
+    return out
+
+
+def sync_status(config: Config, now: float | None = None) -> dict[str, Any]:
+    """Last sync per hop and instrument, the window's files per host, bytes per day."""
+    now = time.time() if now is None else now
+    dates = _window(config, datetime.fromtimestamp(now).date())
+    redactor = Redactor.for_config(config)
+    out: dict[str, Any] = {
+        "window": {"days": config.window_days, "first": dates[0].isoformat(), "last": dates[-1].isoformat()},
+        "hosts": _hosts(config),
+        "has_runs": False,
+        "error": None,
+        "hops": [
+            {"hop": hop.label, "source": hop.source, "dest": hop.dest,
+             "instruments": [{"instrument": name, "last_run": None, "last_success": None}
+                             for name in config.instruments]}
+            for hop in config.hops
+        ],  # fmt: skip
+        "holdings": [],
+        "bytes_per_day": {"dates": [d.isoformat() for d in dates], "hops": {}},
+    }
+    if not config.catalog_path.is_file():
+        return out  # never synced: opening the catalog would create it
+    try:
+        with Catalog(config.catalog_path) as catalog:
+            _fill_sync(out, catalog, config, dates, redactor)
+    except (ObsflowError, sqlite3.Error) as err:
+        out["error"] = redactor.clean(f"cannot read the catalog: {err}")
+    return out
+
+
+def _fill_sync(out: dict[str, Any], catalog: Catalog, config: Config, dates: list[date], redactor: Redactor) -> None:
+    for hop in out["hops"]:
+        for entry in hop["instruments"]:
+            runs = [r for r in catalog.runs(limit=20, instrument=entry["instrument"], hop=hop["hop"]) if not r.dry_run]
+            if runs:
+                entry["last_run"] = _run_dict(runs[0], redactor)
+                out["has_runs"] = True
+            entry["last_success"] = catalog.last_success(entry["instrument"], hop["hop"])
+    out["holdings"] = _holdings(catalog, config, dates)
+    out["bytes_per_day"]["hops"] = bytes_per_day(catalog.runs(limit=_RUN_HISTORY), dates)
+
+
+# ---- verification ------------------------------------------------------------------------------------
+
+
+def verify_status(config: Config) -> dict[str, Any]:
+    """The latest ``obsflow verify`` result: overall status, counts, and per hop and instrument what is missing."""
+    redactor = Redactor.for_config(config)
+    try:
+        last = load_last(config.state_path)
+    except (OSError, ValueError) as err:
+        return {"has_run": False, "error": redactor.clean(f"cannot read the last verification: {err}")}
+    if last is None:
+        return {"has_run": False, "error": None}
+    folders = []
+    for folder in last.get("folders", []):
+        missing = list(folder.get("missing", []))
+        folders.append({
+            "hop": folder.get("hop"), "instrument": folder.get("instrument"),
+            "source": folder.get("source"), "dest": folder.get("dest"), "status": folder.get("status"),
+            "matched": folder.get("matched", 0), "missing_count": len(missing), "missing": missing[:MISSING_SHOWN],
+            "size_differs": [d.get("path") for d in folder.get("size_differs", [])][:MISSING_SHOWN],
+            "hash_differs": [d.get("path") for d in folder.get("hash_differs", [])][:MISSING_SHOWN],
+            "in_flight": len(folder.get("in_flight", [])), "checksum": folder.get("checksum", False),
+            "error": redactor.clean(folder["error"]) if folder.get("error") else None,
+            "hash_error": redactor.clean(folder["hash_error"]) if folder.get("hash_error") else None,
+        })  # fmt: skip
+    return {
+        "has_run": True, "error": None,
+        "status": last.get("status"), "subject": redactor.clean(last.get("subject", "")),
+        "started": last.get("started"), "ended": last.get("ended"), "period": last.get("period"),
+        "checksum": last.get("checksum", False), "counts": last.get("counts", {}),
+        "not_checked": [redactor.clean(line) for line in last.get("not_checked", [])], "folders": folders,
+    }  # fmt: skip
+
+
+# ---- filler ---------------------------------------------------------------------------------------------
+
+
+def filler_layout(config: Config) -> OutputLayout:
+    """The filler's output root, flags and locks (relative paths are relative to the config file)."""
+    base = config.path.parent if config.path else Path.cwd()
+
+    def resolve(text: str | None) -> Path | None:
+        return None if text is None else (base / Path(text).expanduser()).resolve()
+
+    root = resolve(config.filler.out_root)
+    assert root is not None
+    return OutputLayout(root, resolve(config.filler.flags_dir), resolve(config.filler.locks_dir))
+
+
+def _latency(record: dict[str, Any]) -> float | None:
+    """Seconds from the scan end being seen to the fill being done."""
+    filled, finished = record.get("filled_at"), record.get("finished_seen_at")
+    if isinstance(filled, (int, float)) and isinstance(finished, (int, float)):
+        return round(float(filled) - float(finished), 3)
+    return None
+
+
+def _quicklook_url(layout: OutputLayout, project: str, scan: object) -> str | None:
+    try:
+        if quicklook_path(layout.root, project, int(scan)).is_file():  # type: ignore[call-overload]
+            return f"/quicklook/{project}/scan_{int(scan)}.png"  # type: ignore[call-overload]
+    except (ObsflowError, TypeError, ValueError):
+        pass
+    return None
+
+
+def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
+    """The daemon: running or not, per project the last filled scan and its lag, recent fills, failures."""
+    now = time.time() if now is None else now
+    layout = filler_layout(config)
+    redactor = Redactor.for_config(config)
+    out: dict[str, Any] = {"out_root": str(layout.root), "has_run": False, "error": None, "running": False,
+                           "projects": [], "recent": [], "failures": []}  # fmt: skip
+    try:
+        data = json.loads(layout.status_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return out
+    except (OSError, ValueError) as err:
+        out["error"] = f"cannot read the daemon status: {err}"
+        return out
+    recent = [r for r in data.get("recent", []) if isinstance(r, dict)]
+    last_poll = data.get("last_poll")
+    out.update({
+        "has_run": True,
+        "running": data.get("activity") != "stopped" and is_locked(layout.locks_dir, DAEMON_LOCK),
+        "pid": data.get("pid"), "host": data.get("host"), "started": data.get("started"),
+        "activity": data.get("activity"), "active_project": data.get("active_project"), "last_poll": last_poll,
+        "last_poll_age_s": round(now - last_poll, 1) if isinstance(last_poll, (int, float)) else None,
+    })  # fmt: skip
+    for project, info in sorted((data.get("projects") or {}).items()):
+        last = next((r for r in recent if r.get("project") == project and r.get("scan") == info.get("last_scan")), {})
+        filled_at = info.get("last_filled_at")
+        out["projects"].append({
+            "project": project, "is_active": project == data.get("active_project"),
+            "last_scan": info.get("last_scan"), "last_timestamp": info.get("last_timestamp"),
+            "last_filled_at": filled_at,
+            "filled_age_s": round(now - filled_at, 1) if isinstance(filled_at, (int, float)) else None,
+            "pending": info.get("pending", 0), "latency_s": _latency(last),
+            "quicklook": _quicklook_url(layout, project, info.get("last_scan")),
+        })  # fmt: skip
+    for record in recent[:RECENT_SHOWN]:
+        out["recent"].append({
+            "project": record.get("project"), "scan": record.get("scan"), "timestamp": record.get("timestamp"),
+            "banks": record.get("banks", []), "rows": record.get("rows"), "seconds": record.get("seconds"),
+            "filled_at": record.get("filled_at"), "latency_s": _latency(record), "skipped": record.get("skipped"),
+            "quicklook": _quicklook_url(layout, str(record.get("project")), record.get("scan")),
+        })  # fmt: skip
+    for failure in data.get("failures", []):
+        out["failures"].append({
+            "project": failure.get("project"), "scan": failure.get("scan"), "timestamp": failure.get("timestamp"),
+            "attempts": failure.get("attempts"), "given_up": bool(failure.get("given_up")),
+            "retry_at": failure.get("retry_at"), "last_error": redactor.clean(failure.get("last_error")),
+        })  # fmt: skip
+    return out
+
+
+def fill_history(config: Config, days: int = 7, now: float | None = None) -> list[dict[str, Any]]:
+    """Every fill of the last ``days`` with its latency, oldest first: the fill logs, plus the daemon's recent list.
+
+    The fill logs hold the whole history (one ``key=value`` line per fill); the status JSON holds
+    the last few hundred, and is used alone when the logs are gone.
+    """
+    now = time.time() if now is None else now
+    layout = filler_layout(config)
+    since = now - days * 86400.0
+    fills: dict[tuple[object, object, object], dict[str, Any]] = {}
+    if layout.logs_dir.is_dir():
+        for log in sorted(layout.logs_dir.glob("*.fill.log")):
+            for record in _read_fill_log(log):
+                fills[(record.get("project"), record.get("scan"), record.get("filled_at"))] = record
+    try:
+        data = json.loads(layout.status_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    for record in data.get("recent", []):
+        if isinstance(record, dict):
+            fills.setdefault((record.get("project"), record.get("scan"), record.get("filled_at")), record)
+    history = []
+    for record in fills.values():
+        latency = _latency(record)
+        if latency is None or float(record["filled_at"]) < since:
+            continue
+        history.append({"project": record.get("project"), "scan": record.get("scan"),
+                        "filled_at": float(record["filled_at"]), "latency_s": latency,
+                        "seconds": record.get("seconds")})  # fmt: skip
+    return sorted(history, key=lambda r: r["filled_at"])
+
+
+def _read_fill_log(path: Path) -> Iterable[dict[str, Any]]:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        fields: dict[str, Any] = {}
+        for key, value in _FIELD.findall(line):
+            if value.startswith('"'):
+                try:
+                    fields[key] = json.loads(value)
+                except ValueError:
+                    fields[key] = value
+                continue
+            try:
+                fields[key] = int(value) if key == "scan" else float(value) if key in _FLOAT_FIELDS else value
+            except ValueError:
+                fields[key] = value
+        if "filled_at" in fields:
+            records.append(fields)
+    return records
+
+
+_FLOAT_FIELDS = {"filled_at", "finished_seen_at", "seconds"}
+
+
+def full_status(config: Config, now: float | None = None) -> dict[str, Any]:
+    """Everything the overview page shows: ``sync``, ``verify``, ``filler``."""
+    now = time.time() if now is None else now
+    return {
+        "generated": now,
+        "sync": sync_status(config, now),
+        "verify": verify_status(config),
+        "filler": filler_status(config, now),
+    }

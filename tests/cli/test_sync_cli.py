@@ -1,0 +1,97 @@
+"""``obsflow sync`` from the command line: output, --json, exit codes, the run lock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from obsflow.cli import main
+from obsflow.transfer.runlock import sync_lock
+from tests.transfer.conftest import make_site
+
+OBSFLOW = Path(sys.executable).parent / "obsflow"
+
+
+@pytest.fixture
+def small_site(tmp_path: Path, sshd):
+    return make_site(tmp_path, sshd, nights=3, frames=1)
+
+
+def test_sync_prints_a_table_and_exits_0_then_copies_nothing(small_site, capsys) -> None:
+    assert main(["sync", "-c", str(small_site.config_path)]) == 0
+    out = capsys.readouterr().out
+    assert "instruments:suth sha: copied 3" in out
+    assert "suth:cape" in out and "already there" in out
+    assert main(["sync", "-c", str(small_site.config_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["exit_code"] == 0
+    assert [(h["copied"], h["present"]) for h in data["hops"]] == [(0, 3)] * 6
+
+
+def test_date_accepts_both_spellings(small_site, capsys) -> None:
+    night = small_site.today - timedelta(days=1)
+    for text in (f"{night:%Y%m%d}", f"{night:%Y-%m-%d}"):
+        assert main(["sync", "-c", str(small_site.config_path), "-d", text, "-i", "shd", "-n", "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["window"] == {"first": night.isoformat(), "last": night.isoformat()}
+        # a dry run copies nothing, so the second hop has nothing to send on yet
+        name = f"{night:%Y}/{night:%m%d}/SHD_{night:%Y%m%d}.0001.fits"
+        assert [h["copied_files"] for h in data["hops"]] == [[name], []]
+    assert not any(small_site.suth.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-d", "2016-02-30"], "not a date: '2016-02-30'"),
+        (["-i", "nosuch"], "unknown instrument 'nosuch'"),
+        (["--hop", "suth:nowhere"], "unknown hop 'suth:nowhere'"),
+    ],
+)
+def test_bad_requests_are_one_line_and_exit_2(small_site, capsys, args, message) -> None:
+    assert main(["sync", "-c", str(small_site.config_path), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("obsflow: error: ") and message in err[0]
+    assert not any(small_site.suth.iterdir())
+
+
+def test_bad_config_exits_2(tmp_path: Path, capsys) -> None:
+    (tmp_path / "obsflow.toml").write_text("window_days = 'thirty'\n")
+    assert main(["sync", "-c", str(tmp_path / "obsflow.toml")]) == 2
+    assert "window_days: must be a int" in capsys.readouterr().err
+
+
+def test_unreachable_host_is_one_clear_line_and_the_rest_runs(tmp_path: Path, sshd) -> None:
+    hosts = {"sha": "down.test", "shd": "shd.test", "spupnic": "spupnic.test"}
+    site = make_site(tmp_path, sshd, nights=1, frames=1, hosts=hosts)
+    done = subprocess.run([str(OBSFLOW), "sync", "-c", str(site.config_path)], capture_output=True, text=True)
+    assert done.returncode == 2
+    failed = [ln for ln in done.stdout.splitlines() if "FAILED" in ln]
+    assert len(failed) == 1 and failed[0].startswith("instruments:suth sha: FAILED: cannot reach host")
+    assert "down.test" in failed[0]
+    assert "instruments:suth shd: copied 1" in done.stdout
+    assert "suth:cape spupnic: copied 1" in done.stdout
+
+
+def test_a_second_sync_refuses_while_one_runs(small_site, capsys) -> None:
+    with sync_lock(small_site.config.state_path):
+        assert main(["sync", "-c", str(small_site.config_path)]) == 2
+    assert "another sync is running" in capsys.readouterr().err
+    assert not any(small_site.suth.iterdir())
+
+
+def test_two_concurrent_syncs_never_both_copy(tmp_path: Path, sshd) -> None:
+    site = make_site(tmp_path, sshd, nights=2, frames=1, rsync_options='["--bwlimit=50"]')
+    command = [str(OBSFLOW), "sync", "-c", str(site.config_path), "--json"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in (first, second)]
+    codes = sorted(code for _, _, code in results)
+    assert codes == [0, 2]
+    refused = next(err for _, err, code in results if code == 2)
+    assert "another sync is running" in refused

@@ -1,0 +1,189 @@
+"""``obsflow verify`` end to end: loopback sshd, simulated nights, a real SMTP server, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from obsflow.cli import main
+from tests.verify.reading import parse_html, parse_text, paths_in
+from tests.verify.scenario import build_world
+from tests.verify.smtp_server import SmtpServer, running_smtpd
+from tests.verify.trees import alter, truncate
+
+TODAY = ["--today", "2026-11-23"]  # this,last = 2026-10-01 .. 2026-11-23, the scenario's period
+OBSFLOW = Path(sys.executable).with_name("obsflow")
+
+
+@pytest.fixture
+def smtpd() -> Iterator[SmtpServer]:
+    with running_smtpd() as server:
+        yield server
+
+
+def mail_table(server: SmtpServer, when: str = "always") -> str:
+    return (
+        f'[mail]\nserver = "{server.server}"\nsender = "obsflow@suth.test"\nto = ["ops@saao.test"]\nwhen = "{when}"\n'
+    )
+
+
+def damage(world):
+    """One deleted, one truncated, one altered file on suth (sha); one deleted on cape (shd)."""
+    sha, shd = world.files["sha"], world.files["shd"]
+    (world.suth("sha") / sha[0]).unlink()
+    truncate(world.suth("sha") / sha[4])
+    alter(world.suth("sha") / sha[8])
+    (world.cape("shd") / shd[2]).unlink()
+    return {
+        ("instruments:suth", "sha"): ([sha[0]], [sha[4]], [sha[8]]),
+        ("suth:cape", "sha"): ([], [sha[4]], [sha[8]]),
+        ("instruments:suth", "shd"): ([], [], []),
+        ("suth:cape", "shd"): ([shd[2]], [], []),
+    }
+
+
+def titles(hop: str, instrument: str) -> tuple[str, str, str, str]:
+    source, dest = hop.split(":")
+    a = (instrument if source == "instruments" else source).upper()
+    b = dest.upper()
+    return (
+        f"{instrument}: {a.lower()} -> {dest}  (hop {hop})",
+        f"FILES ON {a} THAT ARE NOT ON {b}",
+        f"FILES WHOSE SIZE DIFFERS BETWEEN {a} AND {b}",
+        f"FILES WHOSE CONTENT DIFFERS BETWEEN {a} AND {b}",
+    )
+
+
+def assert_sections_name(sections, expected):
+    for (hop, instrument), (missing, sizes, contents) in expected.items():
+        title, h_missing, h_size, h_content = titles(hop, instrument)
+        assert paths_in(sections[title][h_missing]) == missing, (hop, instrument)
+        assert paths_in(sections[title][h_size]) == sizes, (hop, instrument)
+        assert paths_in(sections[title][h_content]) == contents, (hop, instrument)
+
+
+def test_all_well_exits_0_and_says_ok(sshd, tmp_path, capsys):
+    world = build_world(tmp_path, sshd, per_night=2)
+    assert main(["verify", "-c", str(world.config_path), *TODAY]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("OK: 24 files present and equal (size), 2 hops x 2 instruments, 2026-10-01 .. 2026-11-23")
+    last = json.loads((tmp_path / "state" / "verify-last.json").read_text())
+    assert last["status"] == "ok" and last["counts"]["matched"] == 24
+
+
+def test_report_names_exactly_the_damaged_files_everywhere(sshd, tmp_path, capsys, smtpd):
+    world = build_world(tmp_path, sshd, mail=mail_table(smtpd))
+    expected = damage(world)
+    html_path = tmp_path / "out" / "verify.html"
+    html_path.parent.mkdir()
+    args = ["verify", "-c", str(world.config_path), *TODAY, "--checksum", "--mail", "--html", str(html_path)]
+
+    assert main(args) == 1
+    text = capsys.readouterr().out
+    assert text.startswith("FAILED: 2 missing, 2 size differs, 2 checksum differs, 0 not checked")
+    assert_sections_name(parse_text(text), expected)
+
+    html_sections, external = parse_html(html_path.read_text())
+    assert external == []
+    assert_sections_name(html_sections, expected)
+
+    (received,) = smtpd.received
+    assert received.message["Subject"].startswith("FAILED: 2 missing, 2 size differs, 2 checksum differs")
+    assert_sections_name(parse_text(received.message.get_body(("plain",)).get_content()), expected)
+    assert_sections_name(parse_html(received.message.get_body(("html",)).get_content())[0], expected)
+
+    assert main([*args[:-2], "--json"]) == 1  # without --html, still mailing
+    data = json.loads(capsys.readouterr().out)
+    for folder in data["folders"]:
+        missing, sizes, contents = expected[(folder["hop"], folder["instrument"])]
+        assert folder["missing"] == missing
+        assert [d["path"] for d in folder["size_differs"]] == sizes
+        assert [d["path"] for d in folder["hash_differs"]] == contents
+    assert data["exit_code"] == 1 and len(smtpd.received) == 2
+
+
+def test_unreachable_host_gets_its_own_section_and_exit_2(sshd, tmp_path, capsys, smtpd):
+    world = build_world(
+        tmp_path, sshd, per_night=1, extra=f'[archives.vault]\nlocation = "down.test:{tmp_path}/vault"\n',
+        mail=mail_table(smtpd, when="problems"),
+    )  # fmt: skip
+    with open(world.config_path, "a") as handle:
+        handle.write('[[hops]]\nfrom = "cape"\nto = "vault"\n')
+    assert main(["verify", "-c", str(world.config_path), *TODAY, "-i", "sha", "--mail"]) == 2
+    sections = parse_text(capsys.readouterr().out)
+    (line,) = sections[""]["COULD NOT BE CHECKED"]
+    assert line.startswith("sha on hop cape:vault: cannot list down.test:") and "cannot reach host" in line
+    vault = sections["sha: cape -> vault  (hop cape:vault)"]
+    assert all(lines[0].startswith("NOT CHECKED: ") for lines in vault.values())
+    assert sections["sha: suth -> cape  (hop suth:cape)"]["FILES ON SUTH THAT ARE NOT ON CAPE"] == ["None"]
+    assert smtpd.received[0].message["Subject"].startswith("FAILED: 0 missing, 0 size differs, 1 not checked")
+
+
+def test_mail_when_problems_stays_quiet_when_all_is_well(sshd, tmp_path, smtpd):
+    world = build_world(tmp_path, sshd, per_night=1, mail=mail_table(smtpd, when="problems"))
+    assert main(["verify", "-c", str(world.config_path), *TODAY, "--mail", "--hop", "suth:cape"]) == 0
+    assert smtpd.received == []
+
+
+def test_mail_server_down_still_prints_the_report_then_fails(sshd, tmp_path, capsys):
+    world = build_world(tmp_path, sshd, per_night=1, mail='[mail]\nserver = "127.0.0.1:1"\nto = ["ops@saao.test"]\n')
+    assert main(["verify", "-c", str(world.config_path), *TODAY, "--mail", "--hop", "suth:cape"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith("OK: ")
+    assert captured.err.startswith("obsflow: error: cannot send mail") and "(smtp 127.0.0.1:1)" in captured.err
+
+
+def test_dry_run_shows_the_plan_without_connecting(tmp_path, capsys):
+    config = tmp_path / "obsflow.toml"
+    config.write_text(
+        '[instruments.sha]\nsource = "down.test:/data/sha"\npath = "74in/sha"\n'
+        '[archives.suth]\nlocation = "down.test:/archive"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    args = ["verify", "-c", str(config), "--since", "2026-11-01", "--until", "2026-11-03", "--dry-run", "--json"]
+    assert main(args) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["checks"] == [
+        {"hop": "instruments:suth", "instrument": "sha", "source_location": "down.test:/data/sha",
+         "dest_location": "down.test:/archive/74in/sha", "folders": 3},
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--months", "this", "--since", "2026-11-01"], "give either --months or --since/--until"),
+        (["--since", "2026-13-01"], "not a date: '2026-13-01'"),
+        (["--until", "2026-11-01"], "--until needs --since"),
+        (["--hop", "suth:mars"], "unknown hop 'suth:mars'"),
+        (["-i", "spupnic"], "unknown instrument 'spupnic'"),
+        (["--rehash"], "--rehash only makes sense with --checksum"),
+        (["--months", "later"], "not a month: 'later'"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
+    config = tmp_path / "obsflow.toml"
+    config.write_text(
+        '[instruments.sha]\nsource = "/x"\n[archives.suth]\nlocation = "/y"\n'
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    assert main(["verify", "-c", str(config), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"obsflow: error: {message}") and err.count("\n") == 1
+
+
+def test_the_installed_command_exits_1_on_differences(sshd, tmp_path):
+    world = build_world(tmp_path, sshd, per_night=1)
+    (world.cape("sha") / world.files["sha"][0]).unlink()
+    done = subprocess.run(
+        [str(OBSFLOW), "verify", "-c", str(world.config_path), *TODAY, "--hop", "suth:cape", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["folders"][0]["missing"] == [world.files["sha"][0]]
+    help_text = subprocess.run([str(OBSFLOW), "verify", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "Examples:" in help_text and "--checksum" in help_text

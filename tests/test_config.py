@@ -1,0 +1,71 @@
+"""The TOML config and ``obsflow config check``: one line per problem (key, what, line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from obsflow.cli import main
+from obsflow.config import load_config, parse_location
+
+REPO = Path(__file__).resolve().parents[1]
+
+BAD = """\
+window_days = 0
+colour = "blue"
+[ssh]
+options = "-F cfg"
+[transfer]
+rsync_options = ["--inplace", "--bwlimit=1m"]
+[instruments.sha]
+layout = "{yy}/{mmdd}"
+[archives.suth]
+location = "/data"
+[[hops]]
+from = "instruments"
+to = "cape"
+"""
+
+
+def test_check_prints_one_line_per_problem_with_key_and_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD)
+    assert main(["config", "check", str(path)]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    expected = [
+        "colour: unknown key (line 2)",
+        "window_days: must be at least 1 (line 1)",
+        "ssh.options: must be a list, not str '-F cfg' (line 4)",
+        "transfer.rsync_options: '--inplace' would break obsflow's no-overwrite, no-partial rules (line 6)",
+        "instruments.sha.source: is required ([user@]host:path or a local path) (line 7)",
+        "instruments.sha.layout: unknown field {yy} (use {yyyy}, {mm}, {dd}, {mmdd}, {yyyymmdd}) (line 8)",
+        "hops[0].to: unknown archive 'cape' (line 13)",
+    ]
+    assert lines == [f"{path}: {line}" for line in expected]
+
+
+def test_check_accepts_the_saao_example(capsys) -> None:
+    example = REPO / "examples" / "saao.toml"
+    assert main(["config", "check", "-c", str(example)]) == 0
+    assert capsys.readouterr().out.strip() == f"{example}: ok"
+    config = load_config(example)
+    assert list(config.instruments) == ["sha", "shd", "spupnic"]
+    assert [h.label for h in config.hops] == ["instruments:suth", "suth:cape"]
+    assert config.archives["cape"].location.is_remote and not config.archives["suth"].location.is_remote
+    assert config.host_root("cape")[0][1] == parse_location("obsflow@astro.cape:/data/telescopedata/74in/sha")
+    assert config.rsync_options == ("--bwlimit=40m",) and config.ssh_multiplex
+
+
+def test_check_json(tmp_path: Path, capsys) -> None:
+    import json
+
+    path = tmp_path / "c.toml"
+    path.write_text("[transfer]\nwait_seconds = -1\n")
+    assert main(["config", "check", str(path), "--json"]) == 2
+    data = json.loads(capsys.readouterr().out)
+    assert data["problems"] == [{"key": "transfer.wait_seconds", "what": "must not be negative", "line": 2}]
+
+
+def test_locations() -> None:
+    assert parse_location("observer@shocnawe:/data/sha").ssh_target == "observer@shocnawe"
+    assert not parse_location("/data/telescopedata").is_remote
+    assert parse_location("./a:b").path.endswith("a:b")

@@ -1,0 +1,138 @@
+"""Copy mechanics: rsync's hidden partials, tidying a killed run's temps, the pure-Python fallback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from obsflow.config import parse_location
+from obsflow.errors import HostUnreachable
+from obsflow.transfer.listing import FileStat
+from obsflow.transfer.localcopy import python_copy
+from obsflow.transfer.remote import Shell
+from obsflow.transfer.rsync import rsync_copy
+from obsflow.transfer.tidy import plan_tidy, tidy
+
+
+def test_rsync_reports_the_xxh128_of_each_file(tmp_path: Path, sshd) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "2016" / "0907").mkdir(parents=True)
+    data = os.urandom(300_000)
+    (src / "2016" / "0907" / "a b.fits").write_bytes(data)
+    result = rsync_copy(parse_location(str(src)), parse_location(f"cape.test:{dst}"), ["2016/0907/a b.fits"],
+                        ssh_options=sshd.ssh_options)  # fmt: skip
+    assert [(c.path, c.size, c.xxh128) for c in result.copied] == [
+        ("2016/0907/a b.fits", 300_000, xxhash.xxh128(data).hexdigest())
+    ]
+    assert (dst / "2016" / "0907" / "a b.fits").read_bytes() == data
+
+
+def test_rsync_never_overwrites_an_existing_file(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "x.fits").write_bytes(b"new")
+    (dst / "x.fits").write_bytes(b"old data")
+    result = rsync_copy(parse_location(str(src)), parse_location(str(dst)), ["x.fits"])
+    assert result.copied == [] and (dst / "x.fits").read_bytes() == b"old data"
+
+
+def test_rsync_to_an_unreachable_host_raises_host_unreachable(tmp_path: Path, sshd) -> None:
+    (tmp_path / "x.fits").write_bytes(b"x")
+    with pytest.raises(HostUnreachable, match="down.test"):
+        rsync_copy(parse_location(str(tmp_path)), parse_location("down.test:/tmp/x"), ["x.fits"],
+                   ssh_options=sshd.ssh_options)  # fmt: skip
+
+
+def test_killed_temps_become_resumable_partials(tmp_path: Path, sshd) -> None:
+    temps = {
+        "n/.a.fits.AbC123": FileStat(100, 0.0),  # killed mid-file: keep as a partial
+        "n/.b.fits.XyZ789": FileStat(5, 0.0),  # b.fits completed meanwhile: remove
+        "n/.c.fits.Qqqqq1": FileStat(5, 0.0),  # a longer partial of c exists: remove
+        "n/.rsync-partial/c.fits": FileStat(50, 0.0),
+    }
+    ops = plan_tidy(temps, {"n/b.fits": FileStat(10, 0.0)})
+    assert ops == [
+        ("mv", "n/.a.fits.AbC123", "n/.rsync-partial/a.fits"),
+        ("rm", "n/.b.fits.XyZ789", ""),
+        ("rm", "n/.c.fits.Qqqqq1", ""),
+    ]
+    root = tmp_path / "archive"
+    (root / "n").mkdir(parents=True)
+    for path in ("n/.a.fits.AbC123", "n/.b.fits.XyZ789", "n/.c.fits.Qqqqq1", "n/b.fits"):
+        (root / path).write_bytes(b"x")
+    tidy(parse_location(f"cape.test:{root}"), ops, Shell(tuple(sshd.ssh_options)))
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        "n/.rsync-partial/a.fits", "n/b.fits"
+    ]
+
+
+def test_python_copy_resumes_a_partial_and_links_without_overwriting(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "n").mkdir(parents=True)
+    data = os.urandom(1 << 20)
+    (src / "n" / "a.fits").write_bytes(data)
+    (src / "n" / "b.fits").write_bytes(b"source b")
+    (dst / "n" / ".rsync-partial").mkdir(parents=True)
+    (dst / "n" / ".rsync-partial" / "a.fits").write_bytes(data[:1000])  # an interrupted copy
+    (dst / "n" / "b.fits").write_bytes(b"already here, different")
+    result = python_copy(src, dst, ["n/a.fits", "n/b.fits"])
+    assert [c.path for c in result.copied] == ["n/a.fits"]
+    assert result.copied[0].xxh128 == xxhash.xxh128(data).hexdigest()
+    assert (dst / "n" / "a.fits").read_bytes() == data
+    assert (dst / "n" / "b.fits").read_bytes() == b"already here, different"
+    assert len(result.errors) == 1 and "n/b.fits" in result.errors[0]
+    assert not (dst / "n" / ".rsync-partial").exists()
+    assert (dst / "n" / "a.fits").stat().st_mtime_ns == (src / "n" / "a.fits").stat().st_mtime_ns
+
+
+def test_python_copy_discards_a_corrupt_partial(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (dst / ".rsync-partial").mkdir(parents=True)
+    (src / "a.fits").write_bytes(b"A" * 5000)
+    (dst / ".rsync-partial" / "a.fits").write_bytes(b"B" * 100)  # not a prefix of the source
+    result = python_copy(src, dst, ["a.fits"])
+    assert result.copied == [] and not (dst / "a.fits").exists()
+    assert python_copy(src, dst, ["a.fits"]).copied[0].size == 5000  # the next run starts over
+    assert (dst / "a.fits").read_bytes() == b"A" * 5000
+
+
+def test_sync_without_rsync_uses_the_python_copy(tmp_path: Path, monkeypatch) -> None:
+    from datetime import date
+
+    from obsflow.config import load_config
+    from obsflow.simulate.instrument import simulate_instruments
+    from obsflow.transfer.sync import SyncRequest, run_sync
+
+    sim = simulate_instruments(tmp_path / "inst", ["sha"], 2, date(2016, 9, 8), frames=2)
+    (tmp_path / "c.toml").write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[instruments.sha]\nsource = "{tmp_path / "inst" / "sha"}"\n'
+        f'path = "74in/sha"\n[archives.a]\nlocation = "{tmp_path / "a"}"\n[[hops]]\nfrom = "instruments"\nto = "a"\n'
+    )
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no rsync (and nothing else) on PATH
+    report = run_sync(load_config(tmp_path / "c.toml"), SyncRequest(date=date(2016, 9, 8), days=2))
+    assert report.exit_code == 0 and len(report.outcomes[0].copied) == 4
+    for path in sim.files:
+        assert (tmp_path / "a" / "74in" / path.relative_to(tmp_path / "inst")).read_bytes() == path.read_bytes()
+
+
+def test_unknown_host_keys_are_refused_even_if_the_ssh_config_would_accept_them(tmp_path: Path, sshd) -> None:
+    known = sshd.ssh_config.parent / "known_hosts"
+    config = sshd.ssh_config.read_text().replace(str(known), str(tmp_path / "empty_known_hosts"))
+    config = config.replace("StrictHostKeyChecking yes", "StrictHostKeyChecking accept-new")
+    (tmp_path / "empty_known_hosts").write_text("")
+    (tmp_path / "ssh_config").write_text(config)
+    options = ("-F", str(tmp_path / "ssh_config"))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "x.fits").write_bytes(b"x")
+    with pytest.raises(HostUnreachable, match="Host key verification failed"):
+        rsync_copy(parse_location(str(tmp_path / "src")), parse_location(f"cape.test:{tmp_path / 'dst'}"), ["x.fits"],
+                   ssh_options=options)  # fmt: skip
+    with pytest.raises(HostUnreachable, match="Host key verification failed"):
+        Shell(options).run(parse_location(f"cape.test:{tmp_path}"), "true")
+    assert (tmp_path / "empty_known_hosts").read_text() == ""  # nothing was learnt silently
+    assert not (tmp_path / "dst").exists()

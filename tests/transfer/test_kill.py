@@ -1,0 +1,71 @@
+"""SIGKILL at random moments never leaves a partial file under its final name; the next run completes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from obsflow.transfer.catalog import Catalog
+from obsflow.transfer.sync import SyncRequest, run_sync
+from tests.transfer.conftest import INSTRUMENTS, TELESCOPE, make_site
+
+OBSFLOW = Path(sys.executable).parent / "obsflow"
+TRIALS = 20
+
+
+def _final_files(archive: Path) -> dict[str, Path]:
+    """Every file under a final (non-hidden) name below ``archive``."""
+    found = {}
+    for path in archive.rglob("*"):
+        rel = path.relative_to(archive)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            found[str(rel)] = path
+    return found
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_exposes_a_partial_file(tmp_path: Path, sshd) -> None:
+    site = make_site(tmp_path, sshd, nights=3, frames=2, rsync_options='["--bwlimit=6000"]')
+    night = site.inst / "sha" / f"{site.today:%Y}" / f"{site.today:%m%d}"
+    rng = random.Random(20260907)
+    old = time.time() - 3600
+    for i in range(3):  # a few big frames, so kills land mid-file
+        big = night / f"SHA_{site.today:%Y%m%d}.{100 + i:04d}.fits"
+        big.write_bytes(rng.randbytes(6 << 20))
+        os.utime(big, (old, old))
+    sources = {}
+    for inst in INSTRUMENTS:
+        base = site.inst / inst
+        sources |= {f"{TELESCOPE[inst]}/{inst}/{p.relative_to(base)}": p.read_bytes() for p in base.rglob("*.fits")}
+
+    command = [str(OBSFLOW), "sync", "-c", str(site.config_path)]
+    for _ in range(TRIALS):
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(rng.uniform(0.2, 3.0))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # obsflow, rsync and ssh of this run
+        proc.wait()
+        for archive in (site.suth, site.cape):
+            for rel, path in _final_files(archive).items():
+                assert path.read_bytes() == sources[rel], f"partial or wrong file under its final name: {path}"
+
+    report = run_sync(site.config, SyncRequest(today=site.today))
+    assert report.exit_code == 0, [o.to_json() for o in report.outcomes if o.status != "ok"]
+    for archive in (site.suth, site.cape):
+        assert {rel: p.read_bytes() for rel, p in _final_files(archive).items()} == sources
+        leftovers = [p for p in archive.rglob("*") if p.is_file() and p.name.startswith(".")]
+        assert leftovers == [] or all(".rsync-partial" in str(p) for p in leftovers)
+    with Catalog(site.config.catalog_path) as catalog:
+        for rel, content in sources.items():
+            telescope, inst, path = rel.split("/", 2)
+            for host in ("instruments", "suth", "cape"):
+                record = catalog.get(host, inst, path)
+                assert record is not None and record.xxh128 == xxhash.xxh128(content).hexdigest(), (host, rel)

@@ -1,0 +1,100 @@
+"""Listing a host's dated folders in one round trip, locally and over the real sshd, and hashing there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from obsflow.config import parse_location
+from obsflow.errors import HostUnreachable, PathEscapeError
+from obsflow.transfer.listing import hash_files, list_files, temp_target
+from obsflow.transfer.remote import Shell
+
+FOLDERS = ["2016/0907", "2016/0908", "2016/0909"]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    night = root / "2016" / "0907"
+    night.mkdir(parents=True)
+    (night / "SHA_20160907.0001.fits").write_bytes(b"a" * 1000)
+    (night / "SHA 20160907 with space.fits").write_bytes(b"b" * 10)
+    (night / "notes.txt").write_text("not data")
+    (night / ".SHA_20160907.0002.fits.Xy12Ab").write_bytes(b"partial")  # killed rsync's temp
+    (night / ".rsync-partial").mkdir()
+    (night / ".rsync-partial" / "SHA_20160907.0003.fits").write_bytes(b"resumable")
+    (night / "sub").mkdir()
+    (night / "sub" / "deep.fits").write_bytes(b"c")
+    os.symlink("/etc/passwd", night / "escape.fits")
+    (root / "2016" / "0908").mkdir()
+    os.symlink("/etc", root / "2016" / "0909")  # a dated folder that leaves the root
+    return root
+
+
+def _as_dict(listing):
+    return {path: (st.size, st.kind) for path, st in listing.items()}
+
+
+def test_local_listing_keeps_data_files_only(tree: Path) -> None:
+    listing = list_files(parse_location(str(tree)), FOLDERS, ["*.fits"])
+    assert _as_dict(listing) == {
+        "2016/0907/SHA_20160907.0001.fits": (1000, "f"),
+        "2016/0907/SHA 20160907 with space.fits": (10, "f"),
+        "2016/0907/sub/deep.fits": (1, "f"),
+        "2016/0907/escape.fits": (len("/etc/passwd"), "l"),
+        "2016/0909": (0, "l"),
+    }
+    assert listing["2016/0909"].target == "/etc"
+    assert set(listing.temps) == {
+        "2016/0907/.SHA_20160907.0002.fits.Xy12Ab",
+        "2016/0907/.rsync-partial/SHA_20160907.0003.fits",
+    }
+    assert listing.root_exists
+
+
+def test_remote_listing_equals_local_listing(tree: Path, sshd) -> None:
+    shell = Shell(tuple(sshd.ssh_options))
+    local = list_files(parse_location(str(tree)), FOLDERS, ["*.fits"], shell)
+    remote = list_files(parse_location(f"suth.test:{tree}"), FOLDERS, ["*.fits"], shell)
+    assert dict(remote) == dict(local)  # sizes, kinds, targets and mtimes to the nanosecond
+    assert set(remote.temps) == set(local.temps)
+    assert abs(remote.host_time - local.host_time) < 30
+
+
+def test_missing_root_and_folders_are_empty(tmp_path: Path, sshd) -> None:
+    shell = Shell(tuple(sshd.ssh_options))
+    for where in (str(tmp_path / "none"), f"suth.test:{tmp_path / 'none'}"):
+        listing = list_files(parse_location(where), FOLDERS, ["*.fits"], shell)
+        assert dict(listing) == {} and not listing.root_exists
+    (tmp_path / "empty").mkdir()
+    listing = list_files(parse_location(f"suth.test:{tmp_path / 'empty'}"), FOLDERS, ["*.fits"], shell)
+    assert dict(listing) == {} and listing.root_exists
+
+
+def test_unsafe_folder_is_refused(tree: Path) -> None:
+    with pytest.raises(PathEscapeError):
+        list_files(parse_location(str(tree)), ["../etc"], ["*"])
+
+
+def test_unreachable_host_is_one_clear_error(sshd) -> None:
+    with pytest.raises(HostUnreachable) as err:
+        list_files(parse_location("down.test:/data"), FOLDERS, ["*.fits"], Shell(tuple(sshd.ssh_options)))
+    assert "down.test" in err.value.one_line() and "\n" not in err.value.one_line()
+
+
+def test_hashes_are_xxh128_locally_and_remotely(tree: Path, sshd) -> None:
+    shell = Shell(tuple(sshd.ssh_options))
+    paths = ["2016/0907/SHA_20160907.0001.fits", "2016/0907/SHA 20160907 with space.fits", "2016/0907/missing.fits"]
+    expected = {p: xxhash.xxh128((tree / p).read_bytes()).hexdigest() for p in paths[:2]}
+    assert hash_files(parse_location(str(tree)), paths) == expected
+    assert hash_files(parse_location(f"suth.test:{tree}"), paths, shell) == expected
+
+
+def test_temp_target_names_the_final_file() -> None:
+    assert temp_target("2016/0907/.x.fits.AbC123") == "2016/0907/x.fits"
+    assert temp_target("2016/0907/.rsync-partial/x.fits") == "2016/0907/x.fits"
+    assert temp_target("2016/0907/x.fits") is None

@@ -1,0 +1,56 @@
+"""The pure planner: window, folders, and the bucket of every file."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from obsflow.errors import UsageError
+from obsflow.transfer.listing import FileStat
+from obsflow.transfer.plan import dated_folders, parse_date, plan_copy, window_dates
+
+NOW = 1_000_000.0
+
+
+def test_dates_and_folders() -> None:
+    assert parse_date("20160907") == parse_date("2016-09-07") == date(2016, 9, 7)
+    for bad in ("2016-13-01", "201609", "yesterday"):
+        with pytest.raises(UsageError):
+            parse_date(bad)
+    days = window_dates(date(2016, 3, 1), 3)
+    assert days == [date(2016, 2, 28), date(2016, 2, 29), date(2016, 3, 1)]
+    assert list(dated_folders("{yyyy}/{mmdd}", days)) == ["2016/0228", "2016/0229", "2016/0301"]
+    assert list(dated_folders("night{yyyymmdd}", days[:1])) == ["night20160228"]
+
+
+def test_every_file_lands_in_one_bucket() -> None:
+    old = NOW - 3600
+    source = {
+        "n/new.fits": FileStat(10, old),
+        "n/same.fits": FileStat(10, old),
+        "n/touched.fits": FileStat(10, old),
+        "n/differs.fits": FileStat(10, old),
+        "n/fresh.fits": FileStat(10, NOW - 5),
+        "AGBT26A_001_01/x.fits": FileStat(10, old),
+        "n/link.fits": FileStat(3, old, "l", "../../../etc/passwd"),
+        "n/inside.fits": FileStat(3, old, "l", "same.fits"),
+        "n/fifo.fits": FileStat(0, old, "p"),
+        "n/../../evil.fits": FileStat(1, old),
+    }
+    dest = {
+        "n/same.fits": FileStat(10, old + 0.4),
+        "n/touched.fits": FileStat(10, old + 60),
+        "n/differs.fits": FileStat(11, old),
+    }
+    plan = plan_copy(source, dest, source_time=NOW, settle_s=120, locks={"AGBT26A_001_01"})
+    assert list(plan.copy) == ["n/new.fits"]
+    assert plan.present == ["n/same.fits"]
+    assert plan.check == ["n/touched.fits"]
+    assert plan.conflicts == ["n/differs.fits"]
+    assert plan.in_flight == ["n/fresh.fits"]
+    assert plan.locked == ["AGBT26A_001_01/x.fits"]
+    reasons = {r.path: r.reason for r in plan.refused}
+    assert set(reasons) == {"n/link.fits", "n/inside.fits", "n/fifo.fits", "n/../../evil.fits"}
+    assert "outside" in reasons["n/link.fits"] and "escapes" in reasons["n/../../evil.fits"]
+    assert plan.copy_bytes == 10

@@ -1,0 +1,226 @@
+"""The two-hop sync end to end: real sshd, real rsync, simulated instruments, three hosts."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from obsflow.lock import held
+from obsflow.transfer.catalog import Catalog
+from obsflow.transfer.plan import HopPlan
+from obsflow.transfer.sync import SyncRequest, run_sync
+from tests.transfer.conftest import INSTRUMENTS, Site, make_site
+
+
+def night_of(relpath: str) -> date:
+    yyyy, mmdd = relpath.split("/")[:2]
+    return date(int(yyyy), int(mmdd[:2]), int(mmdd[2:]))
+
+
+def source_files(site: Site) -> dict[tuple[str, str], Path]:
+    """{(instrument, relpath): path} of every simulated frame."""
+    files = {}
+    for path in site.sim.files:
+        inst = path.relative_to(site.inst).parts[0]
+        files[(inst, str(path.relative_to(site.inst / inst)))] = path
+    return files
+
+
+def archive_files(site: Site, archive: Path) -> set[tuple[str, str]]:
+    found = set()
+    for inst in INSTRUMENTS:
+        base = site.archive_file(archive, inst, "")
+        if base.is_dir():
+            found |= {(inst, str(p.relative_to(base))) for p in base.rglob("*") if p.is_file()}
+    return found
+
+
+def digest(path: Path) -> str:
+    return xxhash.xxh128(path.read_bytes()).hexdigest()
+
+
+def test_default_window_copies_exactly_the_last_30_days_to_both_archives(site: Site) -> None:
+    report = run_sync(site.config, SyncRequest(today=site.today))
+    first = site.today - timedelta(days=29)
+    wanted = {key for key in source_files(site) if night_of(key[1]) >= first}
+    assert len(wanted) == 30 * 3 * 2
+    assert archive_files(site, site.suth) == wanted
+    assert archive_files(site, site.cape) == wanted
+    assert report.exit_code == 0
+    assert [(o.hop, o.instrument, len(o.copied)) for o in report.outcomes] == [
+        (hop, inst, 60) for hop in ("instruments:suth", "suth:cape") for inst in INSTRUMENTS
+    ]
+    sources = source_files(site)
+    with Catalog(site.config.catalog_path) as catalog:
+        for inst, rel in wanted:
+            expected = digest(sources[(inst, rel)])
+            for host, archive in (("suth", site.suth), ("cape", site.cape)):
+                assert digest(site.archive_file(archive, inst, rel)) == expected
+                record = catalog.get(host, inst, rel)
+                assert record is not None and record.xxh128 == expected and record.verified is not None
+            source_record = catalog.get("instruments", inst, rel)
+            assert source_record is not None and source_record.xxh128 == expected
+        assert {r.status for r in catalog.runs()} == {"ok"}
+
+    again = run_sync(site.config, SyncRequest(today=site.today))
+    assert again.exit_code == 0
+    assert [len(o.copied) for o in again.outcomes] == [0] * 6
+    assert [o.present for o in again.outcomes] == [60] * 6
+
+
+def test_one_date_and_one_instrument_select_exactly_that(site: Site) -> None:
+    night = site.today - timedelta(days=35)  # outside the default window
+    report = run_sync(site.config, SyncRequest(date=night, instrument="shd", today=site.today))
+    wanted = {k for k in source_files(site) if k[0] == "shd" and night_of(k[1]) == night}
+    assert len(wanted) == 2
+    assert archive_files(site, site.suth) == wanted == archive_files(site, site.cape)
+    assert [(o.hop, o.instrument) for o in report.outcomes] == [("instruments:suth", "shd"), ("suth:cape", "shd")]
+
+
+def test_a_file_still_being_written_is_skipped_then_copied_later(tmp_path: Path, sshd) -> None:
+    site = make_site(tmp_path, sshd, nights=2, growing=True)
+    growing = site.sim.growing
+    assert growing is not None
+    rel = str(growing.path.relative_to(site.inst / "spupnic"))
+    report = run_sync(site.config, SyncRequest(today=site.today))
+    first = report.outcomes[2]
+    assert first.in_flight == [rel] and report.exit_code == 1
+    assert not site.archive_file(site.suth, "spupnic", rel).exists()
+    assert not any(p.name.startswith(".") for p in site.suth.rglob("*"))
+
+    growing.finish(mtime=time.time() - 600)  # the camera finished ten minutes ago
+    report = run_sync(site.config, SyncRequest(today=site.today))
+    assert report.exit_code == 0
+    assert site.archive_file(site.cape, "spupnic", rel).read_bytes() == growing.content
+
+
+def test_a_file_that_changes_during_the_copy_is_not_kept(tmp_path: Path, sshd) -> None:
+    site = make_site(tmp_path, sshd, nights=1)
+    victim = sorted(p for p in site.sim.files if "/sha/" in str(p))[0]
+    rel = str(victim.relative_to(site.inst / "sha"))
+
+    def append_meanwhile(plan: HopPlan) -> None:
+        if rel in plan.copy:
+            with open(victim, "ab") as handle:  # the writer came back after the settle time
+                handle.write(b"\0" * 2880)
+
+    report = run_sync(site.config, SyncRequest(instrument="sha", today=site.today), before_copy=append_meanwhile)
+    assert report.outcomes[0].in_flight == [rel] and rel not in report.outcomes[0].copied
+    assert not site.archive_file(site.suth, "sha", rel).exists()
+    assert report.exit_code == 1
+    old = time.time() - 600
+    os.utime(victim, (old, old))
+    report = run_sync(site.config, SyncRequest(instrument="sha", today=site.today))
+    assert report.exit_code == 0
+    assert site.archive_file(site.cape, "sha", rel).read_bytes() == victim.read_bytes()
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local-locks", "remote-locks"])
+def test_a_locked_file_is_skipped(tmp_path: Path, sshd, remote: bool) -> None:
+    locks = tmp_path / "locks"
+    where = f"instruments.test:{locks}" if remote else str(locks)
+    site = make_site(tmp_path, sshd, nights=2, extra=f'locks = ["{where}"]')
+    night = f"{site.today:%m%d}"
+    with held(locks, night):  # a writer holds the lock named like tonight's folder
+        report = run_sync(site.config, SyncRequest(instrument="sha", today=site.today))
+    locked = report.outcomes[0].locked
+    assert len(locked) == 2 and all(f"/{night}/" in p for p in locked)
+    assert report.exit_code == 1
+    assert not any(site.archive_file(site.suth, "sha", p).exists() for p in locked)
+    report = run_sync(site.config, SyncRequest(instrument="sha", today=site.today))
+    assert report.exit_code == 0 and sorted(report.outcomes[0].copied) == sorted(locked)
+
+
+def test_a_conflicting_destination_file_is_kept_and_reported(tmp_path: Path, sshd) -> None:
+    site = make_site(tmp_path, sshd, nights=1)
+    sha = sorted(p for p in site.sim.files if "/sha/" in str(p))
+    rel0, rel1 = (str(p.relative_to(site.inst / "sha")) for p in sha[:2])
+    other_size = site.archive_file(site.suth, "sha", rel0)
+    other_size.parent.mkdir(parents=True)
+    other_size.write_bytes(b"someone else's data")
+    same_size = site.archive_file(site.suth, "sha", rel1)
+    same_size.write_bytes(b"X" * sha[1].stat().st_size)  # same size, other content, newer mtime
+    before = {p: p.read_bytes() for p in sha}
+    report = run_sync(site.config, SyncRequest(instrument="sha", hop="instruments:suth", today=site.today))
+    assert sorted(report.outcomes[0].conflicts) == sorted([rel0, rel1])
+    assert report.exit_code == 1
+    assert other_size.read_bytes() == b"someone else's data"
+    assert same_size.read_bytes() == b"X" * sha[1].stat().st_size
+    assert {p: p.read_bytes() for p in sha} == before  # the source is untouched
+
+
+def test_paths_escaping_the_root_are_refused(tmp_path: Path, sshd) -> None:
+    site = make_site(tmp_path, sshd, nights=1)
+    night = site.inst / "sha" / f"{site.today:%Y}" / f"{site.today:%m%d}"
+    secret = tmp_path / "secret.fits"
+    secret.write_bytes(b"outside")
+    os.symlink(secret, night / "escape.fits")
+    report = run_sync(site.config, SyncRequest(instrument="sha", today=site.today))
+    refused = report.outcomes[0].refused
+    assert [r.path.rsplit("/", 1)[-1] for r in refused] == ["escape.fits"]
+    assert not site.archive_file(site.suth, "sha", str(night.relative_to(site.inst / "sha")) + "/escape.fits").exists()
+    assert report.exit_code == 1
+
+
+def test_an_unreachable_instrument_does_not_stop_the_others(tmp_path: Path, sshd) -> None:
+    hosts = {"sha": "down.test", "shd": "shd.test", "spupnic": "spupnic.test"}
+    site = make_site(tmp_path, sshd, nights=1, hosts=hosts)
+    report = run_sync(site.config, SyncRequest(today=site.today))
+    by_key = {(o.hop, o.instrument): o for o in report.outcomes}
+    failure = by_key[("instruments:suth", "sha")].failure
+    assert failure is not None and "cannot reach host" in failure and "down.test" in failure
+    assert len(by_key[("instruments:suth", "shd")].copied) == 2
+    assert len(by_key[("suth:cape", "spupnic")].copied) == 2
+    assert report.exit_code == 2
+
+
+def test_remote_to_remote_hop_runs_rsync_on_the_source_host(tmp_path: Path, sshd) -> None:
+    site = make_site(tmp_path, sshd, nights=2)
+    text = site.config_path.read_text().replace(f'location = "{site.suth}"', f'location = "suth.test:{site.suth}"')
+    site.config_path.write_text(text)
+    report = run_sync(site.config, SyncRequest(today=site.today))
+    assert report.exit_code == 0
+    assert archive_files(site, site.cape) == set(source_files(site))
+
+
+def test_missed_runs_say_which_days_cover_the_gap(site: Site) -> None:
+    config = site.config
+    long_ago = datetime.combine(site.today - timedelta(days=45), datetime.min.time()).timestamp() + 3600
+    with Catalog(config.catalog_path) as catalog:
+        for hop in ("instruments:suth", "suth:cape"):
+            catalog.finish_run(catalog.start_run(hop, "sha", now=long_ago), "ok", {})
+    report = run_sync(config, SyncRequest(instrument="sha", today=site.today, dry_run=True))
+    assert len(report.warnings) == 1
+    assert "sha: last successful sync was 45 days ago" in report.warnings[0]
+    assert "--days 46" in report.warnings[0]
+    assert archive_files(site, site.suth) == set()  # dry run
+
+
+@pytest.mark.parametrize("hop", ["instruments:suth"])
+def test_dry_run_changes_nothing(site: Site, hop: str) -> None:
+    report = run_sync(site.config, SyncRequest(hop=hop, dry_run=True, today=site.today))
+    assert [len(o.copied) for o in report.outcomes] == [60, 60, 60]
+    assert not any(site.suth.iterdir())
+
+
+def test_many_files_go_in_parallel_streams_and_all_land_verified(tmp_path: Path, sshd) -> None:
+    from obsflow.simulate.instrument import simulate_instruments
+    from obsflow.transfer.hop import PARALLEL_MIN_FILES
+
+    site = make_site(tmp_path, sshd, nights=1, frames=1)
+    extra = simulate_instruments(site.inst, ["shd"], 3, site.today, frames=110, seed=9, image_size=8)
+    assert len(extra.files) >= PARALLEL_MIN_FILES
+    report = run_sync(site.config, SyncRequest(instrument="shd", days=3, today=site.today))
+    assert report.exit_code == 0
+    assert [len(o.copied) for o in report.outcomes] == [330, 330]
+    with Catalog(site.config.catalog_path) as catalog:
+        for path in extra.files:
+            rel = str(path.relative_to(site.inst / "shd"))
+            assert site.archive_file(site.cape, "shd", rel).read_bytes() == path.read_bytes()
+            record = catalog.get("cape", "shd", rel)
+            assert record is not None and record.xxh128 == digest(path) and record.verified

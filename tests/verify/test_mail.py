@@ -1,0 +1,89 @@
+"""Mailing the report through a real SMTP server (aiosmtpd) on loopback."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from obsflow.config import MailConfig
+from obsflow.errors import ConfigError, TransportError
+from obsflow.verify.compare import SizeDiff
+from obsflow.verify.findings import FolderResult, Report
+from obsflow.verify.mail import build_message, send_message, should_send
+from obsflow.verify.period import Period
+from tests.fixtures.sshd import free_port
+from tests.verify.reading import parse_text, paths_in
+from tests.verify.smtp_server import running_smtpd
+
+PERIOD = Period(date(2026, 10, 1), date(2026, 11, 23))
+
+
+def report(missing: tuple[str, ...] = ()) -> Report:
+    folder = FolderResult(
+        hop="suth:cape", instrument="sha", source="suth", dest="cape", source_location="/a", dest_location="c:/b",
+        missing=missing, size_differs=(SizeDiff("2026/1101/s.fits", 2, 1),) if missing else (), matched=3,
+    )  # fmt: skip
+    return Report(PERIOD, 0.0, 1.0, 60.0, False, (folder,))
+
+
+def test_the_received_message_names_the_missing_files(smtpd):
+    mail = MailConfig(server=smtpd.server, sender="obsflow@suth.test", to=("ops@saao.test", "night@saao.test"))
+    send_message(build_message(report(("2026/1101/x.fits",)), mail), mail)
+    (got,) = smtpd.received
+    assert got.mail_from == "obsflow@suth.test"
+    assert got.rcpt_tos == ["ops@saao.test", "night@saao.test"]
+    message = got.message
+    assert message["Subject"].startswith("FAILED: 1 missing, 1 size differs, 0 not checked")
+    text = message.get_body(("plain",)).get_content()
+    section = parse_text(text)["sha: suth -> cape  (hop suth:cape)"]
+    assert paths_in(section["FILES ON SUTH THAT ARE NOT ON CAPE"]) == ["2026/1101/x.fits"]
+    assert "2026/1101/x.fits" in message.get_body(("html",)).get_content()
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_filename() == "verify-report.json"
+    assert json.loads(attachment.get_content())["folders"][0]["missing"] == ["2026/1101/x.fits"]
+
+
+def test_ok_subject(smtpd):
+    mail = MailConfig(server=smtpd.server, to=("ops@saao.test",))
+    send_message(build_message(report(), mail), mail)
+    assert smtpd.received[0].message["Subject"].startswith("OK: 3 files present and equal")
+
+
+def test_when_problems_sends_only_on_problems():
+    problems = MailConfig(when="problems", to=("a@b",))
+    assert not should_send(report(), problems)
+    assert should_send(report(("x",)), problems)
+    assert should_send(report(), MailConfig(when="always", to=("a@b",)))
+
+
+def test_password_comes_from_the_environment(monkeypatch):
+    with running_smtpd(credentials=("obsflow", "s3cret")) as server:
+        mail = MailConfig(server.server, to=("ops@saao.test",), username="obsflow", password_env="OBSFLOW_SMTP_PW")
+        monkeypatch.setenv("OBSFLOW_SMTP_PW", "wrong")
+        with pytest.raises(TransportError, match="cannot send mail"):
+            send_message(build_message(report(), mail), mail)
+        monkeypatch.setenv("OBSFLOW_SMTP_PW", "s3cret")
+        send_message(build_message(report(), mail), mail)
+        assert server.logins == ["obsflow"]
+        assert len(server.received) == 1
+
+
+def test_password_from_a_file(tmp_path):
+    (tmp_path / "pw").write_text("s3cret\n")
+    with running_smtpd(credentials=("obsflow", "s3cret")) as server:
+        mail = MailConfig(server=server.server, to=("o@p",), username="obsflow", password_file=str(tmp_path / "pw"))
+        send_message(build_message(report(), mail), mail)
+        assert server.logins == ["obsflow"] and len(server.received) == 1
+
+
+def test_server_down_is_a_transport_error():
+    mail = MailConfig(server=f"127.0.0.1:{free_port()}", to=("ops@saao.test",))
+    with pytest.raises(TransportError, match=r"cannot send mail.*\(smtp 127.0.0.1:\d+\)"):
+        send_message(build_message(report(), mail), mail)
+
+
+def test_no_recipient_is_a_config_error():
+    with pytest.raises(ConfigError, match="mail.to"):
+        build_message(report(), MailConfig(to=()))

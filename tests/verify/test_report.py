@@ -1,0 +1,111 @@
+"""The three renderings of one Report carry the same content in the observatory's shape."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from obsflow.verify.compare import HashDiff, SizeDiff
+from obsflow.verify.findings import FolderResult, Report
+from obsflow.verify.period import Period
+from obsflow.verify.report import render_html, render_json, render_text
+from tests.verify.reading import parse_html, parse_text, paths_in
+
+PERIOD = Period(date(2026, 10, 1), date(2026, 11, 23))
+
+
+def folder(hop: str, instrument: str, **findings) -> FolderResult:
+    source, dest = hop.split(":")
+    return FolderResult(
+        hop=hop, instrument=instrument, source=instrument if source == "instruments" else source, dest=dest,
+        source_location=f"{source}.test:/data/{instrument}", dest_location=f"{dest}.test:/archive/{instrument}",
+        **{"hash_checked": True, **findings},
+    )  # fmt: skip
+
+
+def sample_report() -> Report:
+    return Report(
+        PERIOD, 1_795_000_000.0, 1_795_000_004.5, 120.0, True,
+        (
+            folder("instruments:suth", "sha", missing=("2026/1101/b.fits", "2026/1102/a.fits"), matched=7,
+                   in_flight=("2026/1123/new.fits",)),
+            folder("suth:cape", "sha", size_differs=(SizeDiff("2026/1101/c.fits", 5760, 2880),),
+                   hash_differs=(HashDiff("2026/1101/d.fits", "aa" * 16, "bb" * 16),), matched=6),
+            folder("suth:cape", "shd", error="cannot list cape.test:/archive/shd: cannot reach host: timeout"),
+        ),
+    )  # fmt: skip
+
+
+def test_text_has_ruled_sections_none_and_not_checked():
+    sections = parse_text(render_text(sample_report()))
+    hop1 = sections["sha: sha -> suth  (hop instruments:suth)"]
+    assert paths_in(hop1["FILES ON SHA THAT ARE NOT ON SUTH"]) == ["2026/1101/b.fits", "2026/1102/a.fits"]
+    assert hop1["FILES WHOSE SIZE DIFFERS BETWEEN SHA AND SUTH"] == ["None"]
+    assert hop1["FILES WHOSE CONTENT DIFFERS BETWEEN SHA AND SUTH"] == ["None"]
+    assert paths_in(hop1["FILES STILL IN FLIGHT (NOT ALARMS: CHANGING OR COPIED WHILE CHECKED)"]) == [
+        "2026/1123/new.fits"
+    ]
+    hop2 = sections["sha: suth -> cape  (hop suth:cape)"]
+    assert hop2["FILES ON SUTH THAT ARE NOT ON CAPE"] == ["None"]
+    sizes = hop2["FILES WHOSE SIZE DIFFERS BETWEEN SUTH AND CAPE"]
+    assert sizes == ["2026/1101/c.fits  (suth 5760 bytes, cape 2880 bytes)"]
+    assert paths_in(hop2["FILES WHOSE CONTENT DIFFERS BETWEEN SUTH AND CAPE"]) == ["2026/1101/d.fits"]
+    down = sections["shd: suth -> cape  (hop suth:cape)"]
+    for lines in down.values():  # an unreachable host is never "None"
+        assert lines == ["NOT CHECKED: cannot list cape.test:/archive/shd: cannot reach host: timeout"]
+    assert sections[""]["COULD NOT BE CHECKED"] == [
+        "shd on hop suth:cape: cannot list cape.test:/archive/shd: cannot reach host: timeout"
+    ]
+
+
+def test_first_line_is_the_verdict_with_counts():
+    first = render_text(sample_report()).splitlines()[0]
+    assert first == "FAILED: 2 missing, 1 size differs, 1 checksum differs, 1 not checked, 2026-10-01 .. 2026-11-23"
+
+
+def test_all_well_says_ok_and_none_everywhere():
+    report = Report(PERIOD, 0.0, 1.0, 120.0, False, (folder("suth:cape", "sha", matched=12, hash_checked=False),))
+    text = render_text(report)
+    assert text.startswith("OK: 12 files present and equal (size), 1 hops x 1 instruments")
+    sections = parse_text(text)
+    hop = sections["sha: suth -> cape  (hop suth:cape)"]
+    assert hop["FILES ON SUTH THAT ARE NOT ON CAPE"] == ["None"]
+    assert hop["FILES WHOSE CONTENT DIFFERS BETWEEN SUTH AND CAPE"] == ["NOT CHECKED: not compared (use --checksum)"]
+    assert sections[""]["COULD NOT BE CHECKED"] == ["None"]
+    assert report.exit_code == 0
+
+
+def test_json_carries_the_same_findings():
+    data = json.loads(render_json(sample_report()))
+    assert (data["status"], data["exit_code"]) == ("not checked", 2)
+    assert data["counts"] == {
+        "missing": 2, "size_differs": 1, "hash_differs": 1, "not_checked": 1, "matched": 13, "in_flight": 1,
+    }  # fmt: skip
+    first, second, third = data["folders"]
+    assert first["missing"] == ["2026/1101/b.fits", "2026/1102/a.fits"]
+    assert second["size_differs"] == [{"path": "2026/1101/c.fits", "size_a": 5760, "size_b": 2880, "kind_b": "f"}]
+    assert second["hash_differs"][0]["path"] == "2026/1101/d.fits"
+    assert third["status"] == "not checked" and "cannot reach host" in third["error"]
+
+
+def test_html_is_self_contained_and_carries_the_same_findings():
+    page = render_html(sample_report())
+    sections, external = parse_html(page)
+    assert external == []
+    hop1 = sections["sha: sha -> suth  (hop instruments:suth)"]
+    assert paths_in(hop1["FILES ON SHA THAT ARE NOT ON SUTH"]) == ["2026/1101/b.fits", "2026/1102/a.fits"]
+    assert hop1["FILES WHOSE SIZE DIFFERS BETWEEN SHA AND SUTH"] == ["None"]
+    hop2 = sections["sha: suth -> cape  (hop suth:cape)"]
+    assert paths_in(hop2["FILES WHOSE CONTENT DIFFERS BETWEEN SUTH AND CAPE"]) == ["2026/1101/d.fits"]
+    down = sections["shd: suth -> cape  (hop suth:cape)"]
+    assert all(lines[0].startswith("NOT CHECKED: ") for lines in down.values())
+    assert "FAILED: 2 missing" in page
+
+
+def test_names_are_escaped_in_html():
+    report = Report(PERIOD, 0.0, 1.0, 1.0, False, (folder("suth:cape", "sha", missing=("2026/1101/<b>&.fits",)),))
+    page = render_html(report)
+    assert "<b>&" not in page and "&lt;b&gt;&amp;.fits" in page
+    sections, _ = parse_html(page)
+    missing = sections["sha: suth -> cape  (hop suth:cape)"]["FILES ON SUTH THAT ARE NOT ON CAPE"]
+    assert missing == ["2026/1101/<b>&.fits"]

@@ -1,0 +1,55 @@
+"""``obsflow serve`` as users run it: the real command in a subprocess, and its errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from obsflow.cli import main
+from tests.web.conftest import Site
+
+OBSFLOW = Path(sys.executable).parent / "obsflow"
+
+
+def test_serve_answers_on_loopback_and_stops_on_ctrl_c(site: Site) -> None:
+    process = subprocess.Popen(
+        [str(OBSFLOW), "serve", "--config", str(site.config.path), "--port", "0", "--refresh", "5"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert line.startswith("obsflow: status page at http://127.0.0.1:"), line
+        url = line.split(" at ", 1)[1].split()[0]
+        with urllib.request.urlopen(url + "api/sync.json", timeout=30) as response:
+            assert b'"has_runs": true' in response.read()
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert b'content="5"' in response.read()
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+    assert code == 0
+
+
+def test_missing_config_is_a_one_line_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["serve", "--config", str(tmp_path / "nope.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("obsflow: error: config file not found") and err.count("\n") == 1
+
+
+def test_a_port_in_use_is_a_one_line_error(site: Site, capsys) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        assert main(["serve", "--config", str(site.config.path), "--port", str(port)]) == 2
+        assert time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert err.startswith(f"obsflow: error: cannot listen on 127.0.0.1:{port}")

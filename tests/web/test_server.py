@@ -1,0 +1,158 @@
+"""The status server against a real catalog, a saved verification and a daemon status file."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from obsflow.transfer.catalog import Catalog
+from obsflow.web.pages import human_bytes
+from obsflow.web.server import StatusServer
+from tests.web.conftest import Site
+from tests.web.reading import fetch, fetch_html, fetch_json, html_tables, table_with
+from tests.web.site import PROJECT, SECRETS
+
+ROUTES = ("/", "/sync", "/verify", "/filler", "/api/status.json", "/api/sync.json", "/api/verify.json",
+          "/api/filler.json")  # fmt: skip
+
+
+def _last_real_run(site: Site, hop: str, instrument: str):  # type: ignore[no-untyped-def]
+    with Catalog(site.config.catalog_path) as catalog:
+        return next(r for r in catalog.runs(instrument=instrument, hop=hop) if not r.dry_run)
+
+
+def test_sync_table_shows_the_last_real_run_of_each_hop_and_instrument(site: Site, server: StatusServer) -> None:
+    page = fetch_html(server, "/sync")
+    first_hop, second_hop = [t for t in html_tables(page) if t[0][:3] == ["Instrument", "Last sync", "Status"]]
+    rows = {row[0]: row for row in first_hop[1:]}
+    sha = _last_real_run(site, "instruments:suth", "sha")
+    assert sha.copied == 3 and sha.bytes == 3_000_006  # the dry run recorded after it is not "the last sync"
+    assert rows["sha"][2:6] == ["incomplete", "3", "3.0 MB", "2 (1 in flight, 1 locked)"]
+    assert f'title="{sha.bytes} bytes"' in page
+    shoc = _last_real_run(site, "instruments:suth", "shoc")
+    assert rows["shoc"][2:6] == ["ok", str(shoc.copied), human_bytes(shoc.bytes), "0"]
+    second = {row[0]: row for row in second_hop[1:]}
+    assert second["sha"][2] == "failed" and "connection refused" in second["sha"][6]
+    assert second["shoc"][1] == "no runs yet"
+
+
+def test_sync_json_matches_the_catalog(site: Site, server: StatusServer) -> None:
+    sync = fetch_json(server, "/api/sync.json")
+    assert sync["has_runs"] and sync["error"] is None
+    by_hop = {hop["hop"]: {i["instrument"]: i for i in hop["instruments"]} for hop in sync["hops"]}
+    for hop, instruments in by_hop.items():
+        for name, entry in instruments.items():
+            with Catalog(site.config.catalog_path) as catalog:
+                real = [r for r in catalog.runs(instrument=name, hop=hop) if not r.dry_run]
+                success = catalog.last_success(name, hop)
+            if not real:
+                assert entry["last_run"] is None
+                continue
+            run = entry["last_run"]
+            assert (run["id"], run["copied"], run["bytes"], run["status"]) == (real[0].id, real[0].copied,
+                                                                               real[0].bytes, real[0].status)
+            assert run["left_undone"] == sum(getattr(real[0], k) for k in ("in_flight", "locked", "conflicts",
+                                                                             "refused", "errors"))
+            assert entry["last_success"] == success
+    # bytes per day: today's sha run and yesterday's, the dry run left out
+    per_day = sync["bytes_per_day"]
+    assert per_day["dates"][-1] == date.today().isoformat() and len(per_day["dates"]) == 10
+    assert per_day["hops"]["instruments:suth"]["sha"][-2:] == [1_000_000, 3_000_006]
+    assert per_day["hops"]["instruments:suth"]["shoc"][-1] == 5_000_000
+
+
+def test_files_in_the_window_per_host_come_from_the_catalog(site: Site, server: StatusServer) -> None:
+    sync = fetch_json(server, "/api/sync.json")
+    first = (date.today() - timedelta(days=9)).strftime("%Y/%m%d")
+    holdings = {h["instrument"]: h["hosts"] for h in sync["holdings"]}
+    with Catalog(site.config.catalog_path) as catalog:
+        for name, hosts in holdings.items():
+            for host, seen in hosts.items():
+                files = [f for f in catalog.files(host, name) if f.path[:9] >= first]
+                assert seen == {"files": len(files), "bytes": sum(f.size for f in files)}, (name, host)
+    assert holdings["sha"]["instruments"]["files"] == 4  # the 40-night-old file is outside the window
+    assert [holdings["sha"][h]["files"] for h in ("suth", "cape")] == [3, 1]
+    table = [t for t in html_tables(fetch_html(server, "/")) if t[0] == ["Instrument", "instruments", "suth", "cape"]]
+    sha_row = next(row for row in table[0] if row[0] == "sha")
+    assert sha_row[1:] == ["4 files / 4.0 MB", "3 files / 3.0 MB", "1 files / 1.0 MB"]
+
+
+def test_verification_shows_what_is_missing_and_none_when_all_present(site: Site, server: StatusServer) -> None:
+    page = fetch_html(server, "/verify")
+    rows = table_with(page, "Hop")
+    assert rows[1][:5] == ["instruments:suth", "sha", "differences", "3", "1"]
+    assert rows[2][:5] == ["instruments:suth", "shoc", "ok", "2", "None"]
+    assert rows[3][:5] == ["suth:cape", "sha", "differences", "1", "2"]
+    night = (date.today() - timedelta(days=1)).strftime("%Y/%m%d")
+    assert f"{night}/SHA_3.fits" in page and f"{night}/SHA_1.fits" in page
+    verify = fetch_json(server, "/api/verify.json")
+    assert verify["status"] == "differences" and verify["counts"]["missing"] == 3
+    assert verify["subject"].startswith("FAILED: 3 missing")
+
+
+def test_filler_projects_lag_fills_and_errors(site: Site, server: StatusServer) -> None:
+    filler = fetch_json(server, "/api/filler.json")
+    assert filler["running"] and filler["active_project"] == PROJECT
+    (project,) = filler["projects"]
+    newest = site.filler.fills[0]
+    assert (project["last_scan"], project["pending"]) == (3, 2)
+    assert project["latency_s"] == round(newest["filled_at"] - newest["finished_seen_at"], 3)  # type: ignore[operator]
+    assert project["quicklook"] == f"/quicklook/{PROJECT}/scan_3.png"
+    assert [r["scan"] for r in filler["recent"]] == [3, 2, 1]
+    assert filler["failures"][0]["given_up"] and "bank C truncated" in filler["failures"][0]["last_error"]
+    page = fetch_html(server, "/filler")
+    row = table_with(page, "Project")[1]
+    assert row[0] == f"{PROJECT} (active)" and row[1] == "3" and row[4] == "2 scans behind"
+    assert row[5] == f"{project['latency_s']:.1f} s after scan end"
+    assert "skipped" in page and "bank C truncated" in page
+    recent = table_with(page, "Filled")
+    assert [r[2] for r in recent[1:]] == ["3", "2", "1"] and recent[1][5] == f"{newest['seconds']:.2f}"
+    code, kind, png = fetch(server, project["quicklook"])
+    assert code == 200 and kind == "image/png" and png.startswith(b"\x89PNG")
+
+
+def test_a_stopped_daemon_reads_not_running(site: Site, server: StatusServer) -> None:
+    from obsflow.online.daemon import DAEMON_LOCK
+    from obsflow.lock import lock_path, release_lock
+    from obsflow.web.status import filler_layout
+
+    release_lock(lock_path(filler_layout(site.config).locks_dir, DAEMON_LOCK))
+    assert not fetch_json(server, "/api/filler.json")["running"]
+    assert "not running" in fetch_html(server, "/")
+
+
+def test_empty_site_says_no_runs_yet_and_creates_nothing(empty_site: Site, empty_server: StatusServer) -> None:
+    page = fetch_html(empty_server, "/")
+    assert "no runs yet" in page and "no verification yet" in page and "has not run on" in page
+    sync = fetch_json(empty_server, "/api/sync.json")
+    assert not sync["has_runs"] and sync["error"] is None and sync["holdings"] == []
+    assert not fetch_json(empty_server, "/api/verify.json")["has_run"]
+    assert not fetch_json(empty_server, "/api/filler.json")["has_run"]
+    code, kind, body = fetch(empty_server, "/plots/bytes_per_day.png")
+    assert code == 200 and body.startswith(b"\x89PNG")
+    assert not empty_site.config.catalog_path.exists() and not empty_site.config.state_path.exists()
+
+
+def test_no_secret_from_the_config_ever_appears(site: Site, server: StatusServer) -> None:
+    bodies = {route: fetch(server, route)[2].decode() for route in ROUTES}
+    for route, body in bodies.items():
+        for secret in SECRETS:
+            assert secret not in body, (route, secret)
+        assert "cape.invalid:/" not in body and "smtp.invalid" not in body, route
+    assert "[hidden]" in bodies["/api/sync.json"]  # the run message was redacted, not dropped
+
+
+def test_only_get_and_head_and_only_known_paths(server: StatusServer) -> None:
+    assert fetch(server, "/", method="POST")[0] == 405
+    assert fetch(server, "/api/status.json", method="DELETE")[0] == 405
+    code, _, body = fetch(server, "/", method="HEAD")
+    assert code == 200 and body == b""
+    assert fetch(server, "/nothing-here")[0] == 404
+    assert fetch(server, "/quicklook/../../obsflow.toml")[0] == 404
+    assert fetch(server, f"/quicklook/{PROJECT}/scan_99.png")[0] == 404
+
+
+def test_pages_refresh_themselves_and_link_their_json(server: StatusServer) -> None:
+    for path, api in (("/", "/api/status.json"), ("/sync", "/api/sync.json"), ("/filler", "/api/filler.json")):
+        page = fetch_html(server, path)
+        assert '<meta http-equiv="refresh" content="30">' in page and f'href="{api}"' in page
+        assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
