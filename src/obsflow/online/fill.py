@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from obsflow.errors import InputError, ObsflowError, OutputError
+from obsflow.errors import InputError, IntegrityError, ObsflowError, OutputError
 from obsflow.lock import held
 from obsflow.online import raw
 from obsflow.online.events import LoggedScan, ScanKey
@@ -149,11 +149,11 @@ def _fill_locked(
         n_rows = len(rows["SCAN"])
         if fits_path.exists():
             state = writer.read_state(fits_path)
-            if (scan.number, scan.timestamp) in writer.scans_in_file(fits_path):
+            if (scan.number, scan.timestamp) in _SCANS.keys_in(state):
                 log.info("%s scan %d is already in %s: skipped", project, scan.number, fits_path.name)
                 fills.append(BankFill(bank, fits_path, n_rows, state.nrows, skipped=True))
                 continue
-            _check_index_agrees(fits_path)
+            _check_index_agrees(fits_path, state.nrows)
             first_row = state.nrows
             journal.record(FileUndo(str(fits_path), state.file_size, writer.undo_patches(state)))
             journal.record(undo_for(index.index_path_for(fits_path), [(0, INDEX_HEADER_BYTES)]))
@@ -180,23 +180,48 @@ def _fill_locked(
             raise OutputError(f"fill failed and was rolled back: {err.strerror or err}", err.filename) from err
         raise
     journal.commit()
+    for _bank, fits_path, rows, _header, _first in work:
+        _SCANS.appended(fits_path, (scan.number, scan.timestamp))
     return tuple(fills)
+
+
+class _ScanKeys:
+    """(SCAN, TIMESTAMP) pairs per bank file, re-read only when the file changed behind our back.
+
+    Reading them from the file costs O(rows); the cache is valid while the file's size
+    is the size our own last append left, which keeps each fill O(scan).
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[int, set[tuple[int, str]]]] = {}
+
+    def keys_in(self, state: writer.SdfitsState) -> set[tuple[int, str]]:
+        cached = self._known.get(state.path)
+        if cached is None or cached[0] != state.file_size:
+            cached = (state.file_size, writer.scans_in_file(state.path))
+            self._known[state.path] = cached
+        return cached[1]
+
+    def appended(self, path: Path, key: tuple[int, str]) -> None:
+        cached = self._known.get(path)
+        keys = cached[1] if cached else set()
+        self._known[path] = (path.stat().st_size, keys | {key})
+
+
+_SCANS = _ScanKeys()
 
 
 def _exists(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
-def _check_index_agrees(fits_path: Path) -> None:
+def _check_index_agrees(fits_path: Path, expected: int) -> None:
     """A bank index that disagrees with its FITS file would mislead GBTIDL and dysh: refuse to append."""
     index_path = index.index_path_for(fits_path)
     if not index_path.exists():
         return  # rebuilt from the FITS file below
-    expected = writer.read_state(fits_path).nrows
     have = index.next_index(index_path)
     if have != expected:
-        from obsflow.errors import IntegrityError
-
         raise IntegrityError(
             f"index has {have} rows but its FITS file has {expected}; rebuild it with 'obsflow index'", index_path
         )
