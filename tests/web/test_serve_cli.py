@@ -34,6 +34,8 @@ def test_serve_answers_on_loopback_and_stops_on_ctrl_c(site: Site) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=30)
+        if process.stderr is not None:
+            process.stderr.close()
     assert code == 0
 
 

@@ -85,7 +85,8 @@ def fill_latency_png(history: list[dict[str, Any]]) -> bytes:
         ax.plot([t for t, _ in seconds], [s for _, s in seconds], "s", markersize=2.5, color="#999",
                 label="writing the fill (s)")  # fmt: skip
     ax.xaxis.set_major_locator(AutoDateLocator())
-    ax.xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M"))
+    span_s = history[-1]["filled_at"] - history[0]["filled_at"]
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M:%S" if span_s < 3600 else "%m-%d %H:%M"))
     ax.tick_params(labelsize=8)
     ax.set_ylabel("seconds", fontsize=9)
     ax.set_ylim(bottom=0)

@@ -105,6 +105,7 @@ def _table(path: Path, wanted: tuple[str, ...]) -> np.ndarray:
     astropy reads the header; the rows are mapped with numpy directly, because building astropy's
     table object for the 74 SDFITS columns costs more than the whole quick look may take.  The
     row count is NAXIS2, so rows a running fill has written but not yet committed are never read.
+    Scaled columns (TSCALn/TZEROn; the GBT filler writes none) are refused, not misread.
     """
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
@@ -115,15 +116,15 @@ def _table(path: Path, wanted: tuple[str, ...]) -> np.ndarray:
     if header.get("XTENSION") != "BINTABLE":
         raise InputError("not an SDFITS file (HDU 1 is not a binary table)", path)
     names, formats, offsets, position = [], [], [], 0
-    for number in range(1, int(header["TFIELDS"]) + 1):
+    for number in range(1, int(header.get("TFIELDS", 0)) + 1):
         name = str(header.get(f"TTYPE{number}", "")).strip().upper()
         match = _TFORM.match(str(header.get(f"TFORM{number}", "")))
         if match is None:
             raise InputError(f"unsupported TFORM{number} {header.get(f'TFORM{number}')!r}", path)
         repeat, code = int(match[1] or 1), match[2]
         if name in wanted:
-            if code in "XPQ":
-                raise InputError(f"column {name} has unsupported format {code}", path)
+            if code in "XPQ" or f"TSCAL{number}" in header or f"TZERO{number}" in header:
+                raise InputError(f"column {name} has an unsupported format or scaling", path)
             base = f"S{repeat}" if code == "A" else _DTYPES[code]
             names.append(name)
             formats.append((base, (repeat,)) if code != "A" and repeat != 1 else base)
@@ -154,7 +155,10 @@ def _scan_rows(table: np.ndarray, scan: int, timestamp: str | None) -> np.ndarra
     return rows[stamps == wanted]
 
 
-def _group_means(bank: str, timestamp: str, data: np.ndarray, columns: dict[str, np.ndarray], objects: np.ndarray) -> list[Spectrum]:
+def _group_means(
+    bank: str, timestamp: str, data: np.ndarray, columns: dict[str, np.ndarray], objects: np.ndarray
+) -> list[Spectrum]:
+    """One mean spectrum per (PLNUM, FDNUM) of the scan's rows in one bank."""
     spectra = []
     nchan = data.shape[1]
     pairs = sorted({(int(p), int(f)) for p, f in zip(columns["PLNUM"], columns["FDNUM"], strict=True)})
