@@ -83,6 +83,10 @@ def test_daemon_fills_each_scan_seconds_after_it_ends(tmp_path):
         assert index.index_mismatch(index.index_path_for(fits_path), fits_path) is None
     log = OutputLayout(out).fill_log(PROJECT).read_text().splitlines()
     assert len(log) == 4 and all("rows=" in line for line in log)
+    # A quick-look plot per filled scan, for the status page.
+    plots = sorted((out / ".obsflow" / "quicklook" / PROJECT).glob("scan_*.png"))
+    assert [p.name for p in plots] == [f"scan_{n}.png" for n in (1, 2, 3, 4)]
+    assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 10_000 for p in plots)
 
 
 def test_second_daemon_on_same_root_refuses(tmp_path):

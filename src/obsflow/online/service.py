@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from obsflow.errors import InputError
+from obsflow.errors import InputError, ObsflowError
 from obsflow.online import raw
 from obsflow.online.daemon import Daemon, FillOutcome
 from obsflow.online.engine import FillAction
@@ -26,6 +26,17 @@ def _find_scan(raw_root: Path, action: FillAction) -> raw.Scan:
     raise InputError(f"scan {action.key.scan} ({action.key.timestamp}) is not in the scan log", raw_root / action.project)
 
 
+def _quicklook(layout: OutputLayout, result: ScanFill) -> None:
+    """The scan's spectra as a PNG for the status page (as GBTIDL's online display); never fails a fill."""
+    from obsflow.web.quicklook import quicklook_path, quicklook_png
+
+    try:
+        quicklook_png([b.fits_path for b in result.banks], result.scan, result.timestamp,
+                      quicklook_path(layout.root, result.project, result.scan))  # fmt: skip
+    except (ObsflowError, OSError, ValueError) as err:
+        log.warning("no quick-look plot for %s scan %d: %s", result.project, result.scan, err)
+
+
 def build_daemon(
     raw_root: Path,
     out_root: Path,
@@ -38,6 +49,7 @@ def build_daemon(
     backoff_s: float = 2.0,
     source: ScanEventSource | None = None,
     on_filled: Callable[[ScanFill], None] | None = None,
+    quicklook: bool = True,
 ) -> Daemon:
     """A daemon following ``raw_root`` (or ``source``) and filling into ``out_root``."""
     raw_root, out_root = Path(raw_root), Path(out_root)
@@ -46,6 +58,8 @@ def build_daemon(
     def fill(action: FillAction) -> FillOutcome:
         scan = _find_scan(raw_root, action)
         result = fill_scan(scan, layout, lock_timeout_s=lock_timeout_s, project=action.project, on_written=on_filled)
+        if quicklook and not result.skipped:
+            _quicklook(layout, result)
         note = "already filled" if result.skipped else ""
         return FillOutcome(result.rows, tuple(b.bank for b in result.banks), result.skipped, note)
 
