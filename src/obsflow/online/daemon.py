@@ -79,8 +79,10 @@ class Daemon:
         poll_s: float = 1.0,
         retry_limit: int = 5,
         backoff_s: float = 2.0,
+        after_fill: Callable[[FillAction, FillOutcome], None] | None = None,
     ) -> None:
         self.source = source
+        self.after_fill = after_fill
         self.fill = fill
         self.layout = layout
         self.filled_scans = filled_scans
@@ -193,6 +195,9 @@ class Daemon:
         }
         self.layout.append_fill_log(action.project, record)
         self._service_log("filled", **record)
+        self._save_status()  # the fill is on record before any extra work such as plots
+        if self.after_fill is not None and not outcome.skipped:
+            self.after_fill(action, outcome)
 
     def _record_failure(self, action: FillAction, failure: Failure) -> None:
         what = "gave up on" if failure.given_up else "will retry"

@@ -26,15 +26,15 @@ def _find_scan(raw_root: Path, action: FillAction) -> raw.Scan:
     raise InputError(f"scan {action.key.scan} ({action.key.timestamp}) is not in the scan log", raw_root / action.project)
 
 
-def _quicklook(layout: OutputLayout, result: ScanFill) -> None:
+def _quicklook(layout: OutputLayout, action: FillAction, outcome: FillOutcome) -> None:
     """The scan's spectra as a PNG for the status page (as GBTIDL's online display); never fails a fill."""
     from obsflow.web.quicklook import quicklook_path, quicklook_png
 
     try:
-        quicklook_png([b.fits_path for b in result.banks], result.scan, result.timestamp,
-                      quicklook_path(layout.root, result.project, result.scan))  # fmt: skip
+        quicklook_png([layout.bank_fits(action.project, bank) for bank in outcome.banks], action.key.scan,
+                      action.key.timestamp, quicklook_path(layout.root, action.project, action.key.scan))  # fmt: skip
     except (ObsflowError, OSError, ValueError) as err:
-        log.warning("no quick-look plot for %s scan %d: %s", result.project, result.scan, err)
+        log.warning("no quick-look plot for %s scan %d: %s", action.project, action.key.scan, err)
 
 
 def build_daemon(
@@ -58,8 +58,6 @@ def build_daemon(
     def fill(action: FillAction) -> FillOutcome:
         scan = _find_scan(raw_root, action)
         result = fill_scan(scan, layout, lock_timeout_s=lock_timeout_s, project=action.project, on_written=on_filled)
-        if quicklook and not result.skipped:
-            _quicklook(layout, result)
         note = "already filled" if result.skipped else ""
         return FillOutcome(result.rows, tuple(b.bank for b in result.banks), result.skipped, note)
 
@@ -72,6 +70,7 @@ def build_daemon(
         poll_s=poll_s,
         retry_limit=retry_limit,
         backoff_s=backoff_s,
+        after_fill=(lambda action, outcome: _quicklook(layout, action, outcome)) if quicklook else None,
     )
 
 

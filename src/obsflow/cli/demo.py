@@ -1,0 +1,77 @@
+"""``obsflow demo``: the main job on an embedded default, a whole simulated night."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+EXAMPLES = """\b
+Examples:
+  obsflow demo                       # everything in ./demo-work, then serve the status page
+  obsflow demo --workdir /tmp/night --no-serve
+  obsflow demo --scans 8 --speed 50
+"""
+
+
+@click.command("demo", epilog=EXAMPLES)
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default="demo-work", show_default=True,
+              help="Fresh folder for the night (a previous demo's is replaced).")
+@click.option("--scans", type=click.IntRange(2, 40), default=4, show_default=True, help="OnOff scans (pairs) to observe.")
+@click.option("--speed", type=click.FloatRange(1, 1000), default=20.0, show_default=True,
+              help="Telescope runs this many times faster than real time.")
+@click.option("--port", type=int, default=0, help="Status page port (default: any free port).")
+@click.option("--local", "use_local", is_flag=True, help="Use local folders instead of a loopback ssh server.")
+@click.option("--serve/--no-serve", default=None,
+              help="Keep serving the status page until Enter/Ctrl-C (default: only on a terminal).")
+def command(workdir: Path, scans: int, speed: float, port: int, use_local: bool, serve: bool | None) -> int:
+    """Run a whole simulated night: telescope, online filler, two-hop sync, verification, status page.
+
+    A simulated GBT writes an OnOff project while the online daemon fills it into
+    SDFITS (+ GBTIDL index and flag files); three simulated instruments write CCD
+    frames over 30 nights; the sync carries them to a site archive and on to a
+    remote archive (over a loopback OpenSSH server); a few files then go missing
+    and the verification names them.  Everything runs from a real obsflow.toml
+    written into the work folder, so every step can be repeated by hand.
+    """
+    from obsflow.config import load_config
+    from obsflow.simulate.night import run_night
+    from obsflow.web.server import make_server
+
+    started = time.monotonic()
+    scans += scans % 2  # OnOff scans come in pairs
+
+    def say(text: str) -> None:
+        click.echo(text)
+
+    result = run_night(workdir, say, scans=scans, speed=speed, use_ssh=not use_local)
+    config = load_config(result.config)
+    server = make_server(config, "127.0.0.1", port)
+    import threading
+
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = result.workdir
+    click.echo("")
+    click.echo(f"done in {time.monotonic() - started:.0f} s. What to look at:")
+    click.echo(f"  config            {result.config}")
+    click.echo(f"  SDFITS products   {out / 'sdfits' / 'AGBT26B_042_01'}   (GBTIDL/dysh read these)")
+    click.echo(f"  archives          {out / 'archive' / 'suth'}  and  {out / 'archive' / 'cape'}")
+    click.echo(f"  verify report     {result.report_html}  (exit {result.verify_exit}: the missing files are named)")
+    click.echo(f"  status page       {server.url}")
+    click.echo(f"  again by hand     obsflow sync -c {result.config}; obsflow verify -c {result.config}")
+    click.echo(f"                    obsflow serve -c {result.config}")
+    if serve is None:
+        serve = sys.stdin.isatty() and sys.stdout.isatty()
+    try:
+        if serve:
+            click.echo("serving the status page: press Enter (or Ctrl-C) to stop")
+            sys.stdin.readline()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
+    ok = result.filled_scans == scans and result.sync_exit == 0 and result.verify_exit == 1
+    return 0 if ok else 1
