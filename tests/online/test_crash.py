@@ -132,7 +132,7 @@ def test_failure_midway_rolls_back_every_file(raw_project, tmp_path, monkeypatch
 
     def fail_on_second_bank(fd, data, offset):  # the seam: bank A is written, bank B hits an I/O error
         calls["n"] += 1
-        if calls["n"] > 2:
+        if calls["n"] > 3:  # bank A: rows, padding, NAXIS2; then bank B fails
             raise OSError(5, "Input/output error")
         real_write(fd, data, offset)
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -233,6 +237,43 @@ def test_the_journal_restores_an_append_from_undo_patches(real, two_scans, tmp_p
     assert two_scans.read_bytes() == before
 
 
+_APPEND_THEN_DIE = """
+import os, signal, sys
+import numpy as np
+from obsflow.sdfits import writer
+path, rows_file, die_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+calls = []
+def write_then_die(fd, data, offset):
+    writer._pwrite_all(fd, data, offset)
+    calls.append(offset)
+    if len(calls) == die_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+writer.write_at = write_then_die
+writer.append_rows(path, dict(np.load(rows_file)))
+"""
+
+
+@pytest.mark.parametrize("die_after", [1, 2, 3], ids=["after-rows", "after-padding", "after-naxis2"])
+def test_a_killed_append_shows_readers_old_or_new_rows_and_rolls_back(real, two_scans, tmp_path, die_after):
+    """SIGKILL the writer after each of its writes: readers see a complete table, and rollback restores the bytes."""
+    _, rows, keywords = real
+    before = two_scans.read_bytes()
+    state = writer.read_state(two_scans)
+    undo = writer.undo_patches(state)
+    rows_file = tmp_path / "rows.npz"
+    np.savez(rows_file, **_scans(rows, SECOND))
+    child = subprocess.run([sys.executable, "-c", _APPEND_THEN_DIE, str(two_scans), str(rows_file), str(die_after)],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy notes the bytes past the table before NAXIS2 moves
+        with fits.open(two_scans) as hdus:
+            scans = set(hdus[1].data["SCAN"])
+    assert scans == (set(FIRST) | set(SECOND) if die_after == 3 else set(FIRST))
+    writer.rollback(two_scans, state.file_size, undo)
+    assert two_scans.read_bytes() == before
+
+
 # ----------------------------------------------------------------------------- full disk
 
 
@@ -360,10 +401,11 @@ def test_rows_of_another_project_are_refused(real, two_scans):
         (lambda r: r.update(DATA=r["DATA"].astype(np.float64)), "DATA must be a (rows, channels) float32"),
         (lambda r: r.update(SCAN=r["SCAN"][:3]), "SCAN has"),
         (lambda r: r.update(OBJECT=np.full(len(r["SCAN"]), "Ω Cen")), "OBJECT holds a non-ASCII string"),
+        (lambda r: r.update(OBSID=np.full(len(r["SCAN"]), b"\xe9t\xe9")), "OBSID holds a non-ASCII string"),
         (lambda r: r.update(FEED=r["FEED"].astype(np.int32) + 70000), "FEED has a value out of range"),
         (lambda r: r.update(SCAN=r["SCAN"].astype(float)), "SCAN must hold integers"),
     ],
-    ids=["missing", "extra", "tdim7", "float64", "short", "non-ascii", "overflow", "float-int"],
+    ids=["missing", "extra", "tdim7", "float64", "short", "non-ascii", "non-ascii-bytes", "overflow", "float-int"],
 )
 def test_bad_rows_are_one_line_input_errors(real, two_scans, change, message):
     _, rows, keywords = real
@@ -416,3 +458,33 @@ def test_rollback_refuses_a_file_shorter_than_before(two_scans):
 
 def test_state_paths_are_paths(two_scans):
     assert isinstance(writer.read_state(str(two_scans)).path, Path)
+
+
+def test_every_real_bank_file_reads_as_sdfits(samples):
+    banks = sorted((samples / "testdata/AGBT22A_325_23/AGBT22A_325_23.raw.vegas").glob("*.fits"))
+    assert len(banks) == 8
+    for path in banks:
+        state = writer.read_state(path)
+        with fits.open(path) as hdus:
+            table = hdus[1]
+            assert (state.nrows, state.row_bytes) == (table.header["NAXIS2"], table.header["NAXIS1"])
+            expected = {(int(s), str(t)) for s, t in zip(table.data["SCAN"], table.data["TIMESTAMP"], strict=True)}
+        assert writer.scans_in_file(path) == expected
+        assert state.keywords["PROJID"] == "AGBT22A_325_23"
+
+
+def test_a_file_the_real_filler_wrote_can_be_continued(real, tmp_path):
+    path, rows, keywords = real
+    copy = tmp_path / path.name
+    shutil.copyfile(path, copy)
+    again = {name: values[:8] for name, values in rows.items()}
+    assert writer.append_rows(copy, again, _ours(keywords)) == 32
+    original = path.read_bytes()
+    grown = copy.read_bytes()
+    state = writer.read_state(path)
+    assert grown[: state.naxis2_offset] == original[: state.naxis2_offset]
+    assert grown[state.naxis2_offset + CARD : state.data_end] == original[state.naxis2_offset + CARD : state.data_end]
+    with fits.open(copy) as hdus:
+        hdus.verify("exception")
+        assert len(hdus[1].data) == 40
+        assert np.array_equal(hdus[1].data["DATA"][32:], rows["DATA"][:8])

@@ -253,21 +253,19 @@ def header_keywords(values: Mapping[str, object], now: datetime | None = None) -
 
 
 def card(name: str, value: object = None, comment: str | None = None) -> bytes:
-    """One 80-byte header card in FITS fixed format, as the filler (cfitsio) writes it."""
+    """One 80-byte header card in FITS fixed format, as the filler (cfitsio) writes it; a long comment is cut."""
     if name == "COMMENT":
-        text = f"COMMENT {value}"
+        head, tail = f"COMMENT {value}", ""
     else:
-        text = f"{name:<8}= {_value_field(name, value):>20}" if not isinstance(value, str) else (
-            f"{name:<8}= {_value_field(name, value):<20}"
-        )
-        if comment is not None:
-            text += f" / {comment}"
-    if len(text) > CARD and (name == "COMMENT" or len(text.split(" / ")[0]) > CARD):
+        field = _value_field(name, value)
+        head = f"{name:<8}= " + (f"{field:<20}" if isinstance(value, str) else f"{field:>20}")
+        tail = "" if comment is None else f" / {comment}"
+    if len(head) > CARD:
         raise InputError(f"header value too long for one FITS card: {name} = {value!r}")
-    encoded = text[:CARD].ljust(CARD)
-    if not encoded.isascii() or not encoded.isprintable():
+    text = (head + tail)[:CARD].ljust(CARD)
+    if not text.isascii() or not text.isprintable():
         raise InputError(f"header card must be printable ASCII: {name} = {value!r}")
-    return encoded.encode("ascii")
+    return text.encode("ascii")
 
 
 def _value_field(name: str, value: object) -> str:
@@ -277,7 +275,7 @@ def _value_field(name: str, value: object) -> str:
         return "'" + value.replace("'", "''").ljust(8) + "'"
     if isinstance(value, int | np.integer):
         return str(int(value))
-    if isinstance(value, float | np.floating):
+    if isinstance(value, float | np.floating) and np.isfinite(value):
         return f"{float(value):.6E}" if name in _FLOAT_KEYWORDS else repr(float(value)).upper()
     raise InputError(f"cannot write {name} = {value!r} ({type(value).__name__}) as a FITS keyword")
 

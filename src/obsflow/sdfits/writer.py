@@ -2,7 +2,8 @@
 
 The ``SINGLE DISH`` table is the file's last HDU, so new rows go right after the
 old end of data: write the rows and the zero padding to the 2880-byte block,
-fsync, and only *then* rewrite the 80-byte NAXIS2 card in place and fsync again.
+flush them to disk (fdatasync), and only *then* rewrite the 80-byte NAXIS2 card
+in place and flush again.
 Nothing before the old end of data changes except that card, so an append costs
 the scan's bytes, whatever the file's size.  A new file is written whole through
 a temp file and a rename.
@@ -10,7 +11,7 @@ a temp file and a rename.
 Invariants:
 
 * a reader never sees a row count that points at bytes not yet written; between
-  the two fsyncs it sees the old rows (plus bytes past them it does not count);
+  the two flushes it sees the old rows (plus bytes past them it does not count);
 * an append either completes or, on any write error, is rolled back so the file
   is byte for byte as before; a crash in between is undone by the caller's
   journal with :func:`undo_patches` / :func:`rollback` (old size + saved bytes).
@@ -25,12 +26,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -169,24 +170,24 @@ def read_state(path: Path) -> SdfitsState:
     )  # fmt: skip
 
 
-def _walk_hdus(handle: Any, size: int, path: Path) -> tuple[list[str], tuple[int, list[str]], int, int]:
+def _walk_hdus(handle: BinaryIO, size: int, path: Path) -> tuple[list[str], tuple[int, list[str]], int, int]:
     """(primary cards, (last HDU's header offset, its cards), its data start, where its padded data ends)."""
     if handle.read(9) != b"SIMPLE  =":
         raise InputError("not a FITS file", path)
     primary, offset = _read_header(handle, 0, size, path)
-    offset += padded(_data_size(_values(primary), primary=True))
+    offset += padded(_data_size(_values(primary), primary=True, path=path))
     if offset >= size:
         raise InputError(f"not an SDFITS file: no '{EXTNAME}' binary table", path)
     while True:
         cards, data_start = _read_header(handle, offset, size, path)
-        end = data_start + padded(_data_size(_values(cards), primary=False))
+        end = data_start + padded(_data_size(_values(cards), primary=False, path=path))
         handle.seek(end)
         if end >= size or handle.read(8) != b"XTENSION":
             return primary, (offset, cards), data_start, end
         offset = end
 
 
-def _read_header(handle: Any, start: int, size: int, path: Path) -> tuple[list[str], int]:
+def _read_header(handle: BinaryIO, start: int, size: int, path: Path) -> tuple[list[str], int]:
     """The cards of the header at ``start`` and the offset after its last block."""
     handle.seek(start)
     cards: list[str] = []
@@ -237,19 +238,23 @@ def _parse_value(field: str) -> object:
     return token
 
 
-def _data_size(values: Mapping[str, object], primary: bool) -> int:
+def _data_size(values: Mapping[str, object], primary: bool, path: Path) -> int:
     """Bytes of an HDU's data (unpadded), from its mandatory keywords."""
-    try:
-        naxis = int(values.get("NAXIS", 0))  # type: ignore[call-overload]
-        count = 1 if naxis else 0
-        for n in range(1, naxis + 1):
-            count *= int(values[f"NAXIS{n}"])  # type: ignore[call-overload]
-        bytes_per = abs(int(values["BITPIX"])) // 8  # type: ignore[call-overload]
-        if primary:
-            return bytes_per * count
-        return bytes_per * int(values.get("GCOUNT", 1)) * (int(values.get("PCOUNT", 0)) + count)  # type: ignore[call-overload]
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"not a FITS file: bad mandatory keyword ({err})") from err
+
+    def number(name: str, default: int | None = None) -> int:
+        value = values.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InputError(f"not a FITS file: bad or missing {name} ({value!r})", path)
+        return value
+
+    naxis = number("NAXIS")
+    count = 1 if naxis else 0
+    for n in range(1, naxis + 1):
+        count *= number(f"NAXIS{n}")
+    bytes_per = abs(number("BITPIX")) // 8
+    if primary:
+        return bytes_per * count
+    return bytes_per * number("GCOUNT", 1) * (number("PCOUNT", 0) + count)
 
 
 def _check_table(cards: list[str], path: Path) -> tuple[int, int, int]:
@@ -260,7 +265,8 @@ def _check_table(cards: list[str], path: Path) -> tuple[int, int, int]:
     names = [values.get(f"TTYPE{n}") for n in range(1, len(COLUMNS) + 1)]
     if values.get("TFIELDS") != len(COLUMNS) or tuple(names) != COLUMN_NAMES:
         raise InputError(
-            f"not the GBT filler's SDFITS layout: {values.get('TFIELDS')} columns, not the {len(COLUMNS)} expected", path
+            f"not the GBT filler's SDFITS layout: {values.get('TFIELDS')} columns, not the {len(COLUMNS)} expected",
+            path,
         )
     data_form = str(values.get("TFORM7", ""))
     if not (data_form.endswith("E") and data_form[:-1].isdigit() and int(data_form[:-1]) > 0):
@@ -276,7 +282,8 @@ def _check_table(cards: list[str], path: Path) -> tuple[int, int, int]:
     if not isinstance(nrows, int) or nrows < 0:
         raise IntegrityError(f"SDFITS table has a bad NAXIS2 ({nrows!r})", path)
     if row_bytes != row_dtype(nchan).itemsize:
-        raise IntegrityError(f"NAXIS1 is {row_bytes} but {nchan}-channel rows are {row_dtype(nchan).itemsize} bytes", path)
+        width = row_dtype(nchan).itemsize
+        raise IntegrityError(f"NAXIS1 is {row_bytes} but {nchan}-channel rows are {width} bytes", path)
     return nrows, row_bytes, nchan
 
 
@@ -287,8 +294,9 @@ def scans_in_file(path: Path) -> set[tuple[int, str]]:
         return set()
     full = row_dtype(state.nchan)
     fields = ("SCAN", "TIMESTAMP")
-    only = np.dtype({"names": list(fields), "formats": [full[f] for f in fields],
-                     "offsets": [full.fields[f][1] for f in fields], "itemsize": full.itemsize})  # type: ignore[index]  # fmt: skip
+    offsets = [full.fields[f][1] for f in fields]  # type: ignore[index]
+    only = np.dtype({"names": list(fields), "formats": [full[f] for f in fields], "offsets": offsets,
+                     "itemsize": full.itemsize})  # fmt: skip
     table = np.memmap(state.path, dtype=only, mode="r", offset=state.data_start, shape=(state.nrows,))
     try:
         scan = np.array(table["SCAN"], dtype=np.int64)
@@ -313,7 +321,8 @@ def encode_rows(rows: Mapping[str, Any], nchan: int | None = None) -> np.ndarray
     missing = [name for name in COLUMN_NAMES if name not in rows]
     extra = sorted(set(rows) - set(COLUMN_NAMES))
     if missing or extra:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(extra)}"] if extra else [])
+        parts = [f"missing {', '.join(missing)}"] if missing else []
+        parts += [f"unknown {', '.join(extra)}"] if extra else []
         raise InputError(f"SDFITS rows do not have the 74 filler columns: {'; '.join(parts)}")
     data = np.asarray(rows["DATA"])
     if data.ndim != 2 or data.dtype.kind != "f" or data.dtype.itemsize != 4:
@@ -342,7 +351,9 @@ def _ascii(values: np.ndarray, width: int, name: str) -> np.ndarray:
         return np.zeros(values.shape, f"S{width}")  # numpy's ljust fails on empty arrays
     try:
         encoded = np.char.encode(values, "ascii") if values.dtype.kind == "U" else values
-    except UnicodeEncodeError as err:
+        if values.dtype.kind == "S":
+            np.char.decode(values, "ascii")  # only to refuse non-ASCII bytes
+    except UnicodeError as err:
         raise InputError(f"SDFITS column {name} holds a non-ASCII string") from err
     if encoded.dtype.itemsize > width and np.any(np.char.str_len(encoded) > width):
         log.warning("SDFITS column %s: strings longer than %d characters are cut", name, width)
@@ -415,21 +426,25 @@ def plan_append(path: Path, rows: Mapping[str, Any], keywords: Mapping[str, obje
         table = encode_rows(rows, state.nchan)
     except InputError as err:
         raise InputError(err.what, state.path) from err
-    new_nrows = state.nrows + len(table)
-    new_data_end = state.data_end + table.nbytes
+    table_bytes = state.nrows * state.row_bytes + table.nbytes
+    undo = undo_patches(state)
+    naxis2_old = undo[0][1]
     return AppendPlan(
-        path=state.path, old_size=state.file_size, old_nrows=state.nrows, new_nrows=new_nrows,
-        data_offset=state.data_end, rows=table, pad_bytes=padded(new_data_end - state.data_start)
-        - (new_data_end - state.data_start), naxis2_offset=state.naxis2_offset, naxis2_card=_new_naxis2(state, new_nrows),
-        undo=tuple(undo_patches(state)),
-    )  # fmt: skip
+        path=state.path,
+        old_size=state.file_size,
+        old_nrows=state.nrows,
+        new_nrows=state.nrows + len(table),
+        data_offset=state.data_end,
+        rows=table,
+        pad_bytes=padded(table_bytes) - table_bytes,
+        naxis2_offset=state.naxis2_offset,
+        naxis2_card=_new_naxis2(naxis2_old, state.nrows + len(table)),
+        undo=tuple(undo),
+    )
 
 
-def _new_naxis2(state: SdfitsState, nrows: int) -> bytes:
+def _new_naxis2(old: bytes, nrows: int) -> bytes:
     """The NAXIS2 card with ``nrows``, keeping the old card's comment (only the value field changes)."""
-    with open(state.path, "rb") as handle:
-        handle.seek(state.naxis2_offset)
-        old = handle.read(CARD)
     value = f"{nrows:>20}".encode()
     if len(value) == 20 and old[10:30].strip().isdigit():
         return old[:10] + value + old[30:]
@@ -437,7 +452,7 @@ def _new_naxis2(state: SdfitsState, nrows: int) -> bytes:
 
 
 def apply_append(plan: AppendPlan) -> None:
-    """Do ``plan``: rows + padding after the old end of data, fsync, then the NAXIS2 card, fsync.
+    """Do ``plan``: rows + padding after the old end of data, flush, then the NAXIS2 card, flush.
 
     On any write error the file is rolled back to exactly its old bytes and
     :class:`OutputError` is raised.  If the file changed since the plan was made,
@@ -452,9 +467,9 @@ def apply_append(plan: AppendPlan) -> None:
         try:
             write_at(fd, plan.rows.view(np.uint8), plan.data_offset)
             write_at(fd, bytes(plan.pad_bytes), plan.data_offset + plan.rows.nbytes)
-            os.fsync(fd)
+            os.fdatasync(fd)  # the data and the new size; the mtime need not be durable
             write_at(fd, plan.naxis2_card, plan.naxis2_offset)
-            os.fsync(fd)
+            os.fdatasync(fd)
         except OSError as err:
             _rollback_fd(fd, plan.path, plan.old_size, plan.undo)
             what = "disk full" if err.errno == errno.ENOSPC else f"cannot write: {err.strerror or err}"
@@ -473,8 +488,8 @@ def _check_unchanged(fd: int, plan: AppendPlan) -> None:
                              f"planned for {plan.old_size}): another writer?", plan.path)  # fmt: skip
 
 
-def rollback(path: Path, old_size: int, undo: tuple[tuple[int, bytes], ...] | list[tuple[int, bytes]]) -> None:
-    """Put an appended-to file back: restore the saved bytes, fsync, cut to ``old_size``, fsync. Idempotent.
+def rollback(path: Path, old_size: int, undo: Sequence[tuple[int, bytes]]) -> None:
+    """Put an appended-to file back: restore the saved bytes, flush, cut to ``old_size``, flush. Idempotent.
 
     The header bytes go back first, so no reader ever sees a row count beyond the file's end.
     """
@@ -489,16 +504,16 @@ def rollback(path: Path, old_size: int, undo: tuple[tuple[int, bytes], ...] | li
         os.close(fd)
 
 
-def _rollback_fd(fd: int, path: Path, old_size: int, undo: tuple[tuple[int, bytes], ...] | list[tuple[int, bytes]]) -> None:
+def _rollback_fd(fd: int, path: Path, old_size: int, undo: Sequence[tuple[int, bytes]]) -> None:
     size = os.fstat(fd).st_size
     if size < old_size:
         raise IntegrityError(f"SDFITS file is shorter ({size} bytes) than before the append ({old_size})", path)
     try:
         for offset, data in undo:
             _pwrite_all(fd, data, offset)
-        os.fsync(fd)
+        os.fdatasync(fd)
         os.ftruncate(fd, old_size)
-        os.fsync(fd)
+        os.fdatasync(fd)
     except OSError as err:
         raise IntegrityError(f"rollback failed ({err.strerror}); the journal must restore it", path) from err
     log.warning("rolled back %s to %d bytes", path, old_size)
