@@ -66,8 +66,8 @@ def test_frequency_pointing_and_calibration_values(scans: list[raw.Scan]) -> Non
     assert labels == ("RA", "DEC", "RADI-OBS", "Rcvr1_2")
     assert np.all((rows["ELEVATIO"] > 0) & (rows["ELEVATIO"] < 90)) and np.all(rows["LST"] >= 0)
     assert rows["FEEDXOFF"][4] == 0.05 and rows["FEEDXOFF"][0] == 0.0
-    assert rows["TRGTLONG"][0] == SPEC.ra_deg and rows["CRVAL2"][0] != SPEC.ra_deg  # OFF scan points away
-    assert scan_rows(scans[1], "A")["CRVAL2"][0] == pytest.approx(SPEC.ra_deg)
+    assert rows["TRGTLONG"][0] == SPEC.source_ra_deg and rows["CRVAL2"][0] != SPEC.source_ra_deg  # OFF scan points away
+    assert scan_rows(scans[1], "A")["CRVAL2"][0] == pytest.approx(SPEC.source_ra_deg)
     header = scan_header(scans[0], "A")
     assert (header["PROJID"], header["BACKEND"], header["TELESCOP"]) == ("TROWS_01", "VEGAS", "NRAO_GBT")
     assert header["SITELONG"] == pytest.approx(-79.8398, abs=1e-3)
