@@ -8,7 +8,6 @@ into the one-line ``obsflow: error: <what> (<where>)`` and its exit code.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import sys
 
@@ -19,19 +18,21 @@ from obsflow.errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, ObsflowError
 
 __all__ = ["main", "obsflow"]
 
-# Subcommand modules, in the order ``obsflow --help`` lists them.
-COMMAND_MODULES = (
-    "demo",
-    "simulate",
-    "simulate_instruments",
-    "fill",
-    "index",
-    "online",
-    "sync",
-    "verify",
-    "serve",
-    "config",
-)
+# Subcommands: name -> (module, one-line help), in the order ``obsflow --help`` lists them.
+# Modules are imported only when their command runs, so ``obsflow sync`` does not pay
+# for astropy and matplotlib (start-up time matters for a nightly no-op sync).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "Run a whole simulated night: telescope, filler, two-hop sync, verification."),
+    "simulate": ("simulate", "Write a simulated GBT raw project, scan by scan."),
+    "simulate-instruments": ("simulate_instruments", "Write simulated instrument frames into dated folders."),
+    "fill": ("fill", "Fill raw scans into SDFITS files with GBTIDL index and flag files."),
+    "index": ("index", "(Re)build or check the GBTIDL index of SDFITS files."),
+    "online": ("online", "The online filler daemon; 'online status' shows what it does."),
+    "sync": ("sync", "Copy the last N nights along every hop (instruments -> site -> remote)."),
+    "verify": ("verify", "Check every file of this and last month is on every hop; report, mail."),
+    "serve": ("serve", "Serve the read-only status page and its JSON API."),
+    "config": ("config", "Check a configuration file."),
+}
 
 EPILOG = """\b
 Examples:
@@ -43,14 +44,26 @@ Examples:
 """
 
 
-class _Group(click.Group):
-    """Keeps subcommands in registration order in ``--help``."""
+class _LazyGroup(click.Group):
+    """Lists subcommands from :data:`COMMANDS` and imports a command's module only to run it."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"obsflow.cli.{COMMANDS[name][0]}")
+        command: click.Command = module.command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_text) for name, (_, help_text) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
-@click.group(cls=_Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="obsflow")
 @click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
@@ -63,18 +76,6 @@ def obsflow(verbose: int, quiet: bool) -> None:
     """
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-def _register_commands() -> None:
-    for name in COMMAND_MODULES:
-        module_name = f"obsflow.cli.{name}"
-        if importlib.util.find_spec(module_name) is None:
-            continue  # not built yet
-        module = importlib.import_module(module_name)
-        obsflow.add_command(module.command)
-
-
-_register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
