@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from obsflow.cli._options import emit_json, is_terminal, json_option
-from obsflow.errors import EXIT_FINDINGS, ObsflowError, UsageError
+from obsflow.errors import EXIT_FINDINGS, InputError, LockError, OutputError, UsageError
 
 EXAMPLES = """\b
 Examples:
@@ -77,21 +77,27 @@ def command(
         if missing:
             raise UsageError(f"--scans: not in the scan log: {', '.join(map(str, sorted(missing)))}", raw_project)
     layout = OutputLayout(output_root, flags_dir, locks_dir)
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the output folder: {err.strerror}", layout.root) from err
     project = raw_project.name.split(":")[0]
     results, problems = [], []
     progress = _progress(len(scans), quiet=as_json)
-    for scan in scans:
-        progress.describe(f"scan {scan.number}")
-        if not scan.is_finished:
-            problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": "scan has not finished"})
-        else:
-            try:
-                results.append(fill_scan(scan, layout, lock_timeout_s=lock_timeout, write_spurs=not no_spurs,
-                                         project=project))  # fmt: skip
-            except ObsflowError as err:
-                problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": err.one_line()})
-        progress.advance()
-    progress.close()
+    try:
+        for scan in scans:
+            progress.describe(f"scan {scan.number}")
+            if not scan.is_finished:
+                problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": "scan has not finished"})
+            else:
+                try:
+                    results.append(fill_scan(scan, layout, lock_timeout_s=lock_timeout, write_spurs=not no_spurs,
+                                             project=project))  # fmt: skip
+                except (InputError, LockError) as err:  # this scan only: go on with the others
+                    problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": err.one_line()})
+            progress.advance()
+    finally:
+        progress.close()
     summary = {
         "project": project,
         "output": str(layout.product_dir(project)),

@@ -1,0 +1,130 @@
+"""``obsflow fill``: chosen scans, no duplicates, JSON, and bad input that damages nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from obsflow.cli import main
+from obsflow.cli.fill import parse_scan_list
+from obsflow.errors import UsageError
+from obsflow.online.layout import OutputLayout
+from obsflow.sdfits import index
+from obsflow.simulate.telescope import TelescopeSpec, simulate_project
+
+PROJECT = "AGBT26A_500_01"
+
+
+@pytest.fixture(scope="module")
+def raw_project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("raw")
+    spec = TelescopeSpec(project=PROJECT, scans=6, procedure="OnOff", banks=2, pols=1, channels=1024,
+                         integrations=3, seed=2, start=datetime(2026, 11, 20, 6, 0, tzinfo=UTC))  # fmt: skip
+    simulate_project(spec, root)
+    return root / PROJECT
+
+
+def _snapshot(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_scan_list_syntax():
+    assert parse_scan_list("1,3,5-9") == {1, 3, 5, 6, 7, 8, 9}
+    with pytest.raises(UsageError):
+        parse_scan_list("3-1")
+    with pytest.raises(UsageError):
+        parse_scan_list("x")
+
+
+def test_fills_chosen_scans_then_skips_duplicates_with_a_note(raw_project, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["fill", str(raw_project), str(out), "--scans", "1,3-4", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [f["scan"] for f in summary["filled"]] == [1, 3, 4]
+    assert all(f["banks"] == ["A", "B"] for f in summary["filled"])
+    assert main(["fill", str(raw_project), str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "filled 3 scans" in captured.out and "skipped 3" in captured.out
+    assert captured.err.count("already in the SDFITS files: skipped") == 3
+    layout = OutputLayout(out)
+    for fits_path in layout.bank_files(PROJECT):
+        assert index.index_mismatch(index.index_path_for(fits_path), fits_path) is None
+        scans = index.read_sdfits_tables(fits_path)[0].columns["SCAN"]
+        assert sorted(set(int(s) for s in scans)) == [1, 2, 3, 4, 5, 6]
+        assert len(scans) == 6 * 3 * 2  # never a duplicate row: 6 scans x 3 integrations x cal on/off
+
+
+def test_unknown_scan_is_a_usage_error(raw_project, tmp_path, capsys):
+    assert main(["fill", str(raw_project), str(tmp_path / "out"), "--scans", "99"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not in the scan log: 99" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_sdfits_file_is_refused_and_left_alone(raw_project, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["fill", str(raw_project), str(out), "--scans", "1"]) == 0
+    bank_a = OutputLayout(out).bank_fits(PROJECT, "A")
+    bank_a.write_bytes(bank_a.read_bytes()[:-3000])  # cut inside the rows
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(["fill", str(raw_project), str(out), "--scans", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("obsflow: error: ") and bank_a.name in err[0]
+    assert _snapshot(out) == before
+
+
+def test_index_that_disagrees_with_its_fits_file_is_refused(raw_project, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["fill", str(raw_project), str(out), "--scans", "1-2"]) == 0
+    bank_index = index.index_path_for(OutputLayout(out).bank_fits(PROJECT, "B"))
+    text = bank_index.read_text()
+    bank_index.write_text(text[: text.rindex("\n", 0, len(text) - 1) + 1])  # one row short
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(["fill", str(raw_project), str(out), "--scans", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "index has" in err and "obsflow index" in err and len(err.splitlines()) == 1
+    assert _snapshot(out) == before
+    # The advice works: rebuild, then fill.
+    assert main(["index", str(bank_index.with_suffix(".fits"))]) == 0
+    assert main(["fill", str(raw_project), str(out), "--scans", "3"]) == 0
+
+
+def test_read_only_output_is_one_line_and_nothing_written(raw_project, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        result = subprocess.run(["obsflow", "fill", str(raw_project), str(ro / "out")], capture_output=True,
+                                text=True, env=_env())  # fmt: skip
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Read-only file system" in lines[0] and str(ro / "out") in lines[0]
+        assert not any(ro.iterdir())
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+
+
+def test_raw_source_is_never_modified(raw_project, tmp_path):
+    copy = tmp_path / PROJECT
+    shutil.copytree(raw_project, copy)
+    before = _snapshot(copy)
+    assert main(["fill", str(copy), str(tmp_path / "out")]) == 0
+    assert _snapshot(copy) == before
+
+
+def _env() -> dict[str, str]:
+    import os
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
