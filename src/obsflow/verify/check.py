@@ -195,10 +195,15 @@ def _list_all(shell: Shell, jobs: Sequence[_ListJob], *, processes: bool = True)
 
 
 def _process_pool(jobs: int) -> ProcessPoolExecutor | None:
-    """Forked workers for ``jobs`` listings, or None where one process is as good."""
-    if jobs < 2 or (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    """Forked workers for ``jobs`` listings, or None where one process is as good.
+
+    Workers pay for shipping each listing back (pickling), so they are used only when
+    cores are idle (``make -l`` style): on a busy host one process does less work in all.
+    """
+    idle_cores = (os.cpu_count() or 1) - os.getloadavg()[0]
+    if jobs < 2 or idle_cores < 1 or "fork" not in multiprocessing.get_all_start_methods():
         return None
-    workers = min(os.cpu_count() or 1, jobs)
+    workers = min(int(idle_cores) + 1, jobs)
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
 
 
