@@ -63,3 +63,30 @@ def test_lock_from_another_host_is_stale_only_by_age(tmp_path):
     record["started"] = time.time() - 7 * 3600
     path.write_text(json.dumps(record))
     assert not is_locked(tmp_path, "P")
+
+
+def test_a_killed_taker_never_leaves_a_half_written_lock(tmp_path):
+    # Many takers killed at random instants: every lock left behind is whole and stale.
+    import random
+
+    rng = random.Random(5)
+    code = "import sys; from obsflow.lock import take_lock\nwhile True:\n take_lock(sys.argv[1], 'P', timeout_s=60)\n import os; os.unlink(sys.argv[1] + '/P.lock')"
+    for _ in range(15):
+        child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+        time.sleep(rng.uniform(0.3, 0.6))
+        child.kill()
+        child.wait()
+        info = read_lock(lock_path(tmp_path, "P"))
+        assert info is None or info.purpose != "unreadable"
+        assert not is_locked(tmp_path, "P")
+    take_lock(tmp_path, "P", timeout_s=5)  # the next taker also clears temp files the dead left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["P.lock"]
+
+
+def test_foreign_garbage_lock_is_live_then_stale_by_age(tmp_path):
+    path = lock_path(tmp_path, "P")
+    path.write_text("not json")
+    assert is_locked(tmp_path, "P")
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    assert not is_locked(tmp_path, "P")

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
 DEFAULT_STALE_AFTER_S = 6 * 3600.0
+UNREADABLE_STALE_AFTER_S = 60.0  # a lock file that is not ours and not JSON
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,12 @@ def read_lock(path: Path) -> LockInfo | None:
         data = json.loads(text)
         return LockInfo(**data)
     except (ValueError, TypeError):
-        # Half-written by a holder that is creating it right now: treat as live and fresh.
-        return LockInfo(pid=-1, host="?", user="?", started=time.time(), purpose="unreadable")
+        # Not written by obsflow (ours are linked into place whole): live until it is old.
+        try:
+            started = path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        return LockInfo(pid=-1, host="?", user="?", started=started, purpose="unreadable")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -79,7 +84,7 @@ def _pid_alive(pid: int) -> bool:
 def is_stale(info: LockInfo, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> bool:
     """Stale: on this host with its process gone, or older than ``stale_after_s``."""
     if info.purpose == "unreadable":
-        return False
+        return time.time() - info.started > UNREADABLE_STALE_AFTER_S
     if time.time() - info.started > stale_after_s:
         return True
     return info.host == socket.gethostname() and not _pid_alive(info.pid)
@@ -106,14 +111,24 @@ def live_locks(locks_dir: Path, stale_after_s: float = DEFAULT_STALE_AFTER_S) ->
 
 
 def _try_create(path: Path, info: LockInfo) -> bool:
+    """Create the lock whole or not at all: write a temp file, then hard-link it to the lock name.
+
+    ``link`` fails if the name exists, like ``O_EXCL``, but the lock never exists half-written,
+    so a writer killed at any instant leaves no unreadable lock behind.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(asdict(info)))
-        handle.flush()
-        os.fsync(handle.fileno())
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(asdict(info)))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
     return True
 
@@ -134,6 +149,7 @@ def take_lock(
     locks_dir.mkdir(parents=True, exist_ok=True)
     path = lock_path(locks_dir, name)
     me = LockInfo(os.getpid(), socket.gethostname(), _user(), time.time(), purpose)
+    _remove_dead_temps(path)
     deadline = time.monotonic() + timeout_s
     while True:
         if _try_create(path, me):
@@ -147,6 +163,14 @@ def take_lock(
             who = holder.describe() if holder else "unknown holder"
             raise LockError(f"lock held by {who}; gave up after {timeout_s:g} s", path)
         time.sleep(poll_s)
+
+
+def _remove_dead_temps(path: Path) -> None:
+    """Temp files of takers killed before they linked their lock (``.<name>.lock.<pid>.<ns>``)."""
+    for tmp in path.parent.glob(f".{path.name}.*"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 def _remove_if_same(path: Path, expected: LockInfo) -> None:

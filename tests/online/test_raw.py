@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from astropy.io import fits
 
 from obsflow.errors import InputError
 from obsflow.online import raw
+from obsflow.simulate.gbt_files import write_receiver
 
 PROJECT_17A = "AGBT17A_996_01:1:Rcvr2_3"
 
@@ -149,3 +152,106 @@ def test_malformed_fits_and_bad_directories(tmp_path: Path) -> None:
         raw.read_project(project / "ScanLog.fits")
     with pytest.raises(InputError, match="not found"):
         raw.read_project(tmp_path / "absent")
+
+
+def _astropy_values(hdu: Any) -> dict[str, Any]:
+    return {key: hdu.header[key] for key in hdu.header if key not in ("", "COMMENT", "HISTORY")}
+
+
+def _assert_reads_like_astropy(path: Path) -> int:
+    """Every header value (type and order too) and every table column of ``path`` as astropy reads them."""
+    ours = raw.open_fits(path)
+    compared = 0
+    with fits.open(path) as theirs:
+        assert [hdu.name for hdu in ours] == [hdu.name for hdu in theirs]
+        for mine, ref in zip(ours, theirs, strict=True):
+            expected = _astropy_values(ref)
+            assert list(mine.header.items()) == list(expected.items())
+            assert [type(v) for v in mine.header.values()] == [type(v) for v in expected.values()]
+            if not isinstance(ref, fits.BinTableHDU):
+                continue
+            assert mine.table is not None and mine.table.names == tuple(ref.columns.names)
+            for name in ref.columns.names:
+                want, got = np.asarray(ref.data[name]), mine.table.column(name)
+                if want.dtype.kind == "U":
+                    want = np.char.rstrip(want)  # astropy strips trailing blanks on element access
+                assert (got.shape, got.dtype) == (want.shape, want.dtype), name
+                if want.dtype == object:  # variable-length arrays
+                    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True)), name
+                else:
+                    assert np.array_equal(got, want, equal_nan=want.dtype.kind in "fc"), name
+                compared += 1
+    return compared
+
+
+def test_fits_reader_gives_astropys_values_for_every_real_sample(samples: Path) -> None:
+    files = sorted(samples.rglob("*.fits"))
+    assert len(files) >= 15
+    assert sum(_assert_reads_like_astropy(path) for path in files) > 900
+
+
+def test_fits_reader_hands_odd_cards_and_columns_to_astropy(tmp_path: Path) -> None:
+    n = 3
+    columns = [
+        fits.Column(name="U16", format="I", bzero=32768, array=np.array([0, 40000, 65535], dtype=np.uint16)),
+        fits.Column(name="SCALED", format="E", bscale=2.0, array=np.array([1.0, 2.0, 3.0])),
+        fits.Column(name="BITS", format="12X", array=np.eye(n, 12, dtype=bool)),
+        fits.Column(name="VLA", format="PE()", array=np.array([np.arange(k + 1, dtype="f4") for k in range(n)],
+                                                               dtype=object)),
+        fits.Column(name="FLAGS", format="2L", array=np.array([[True, False]] * n)),
+        fits.Column(name="CPLX", format="C", array=np.full(n, 1 + 2j, dtype="c8")),
+        fits.Column(name="WORDS", format="6A", dim="(3,2)", array=np.array([["ab", "cd"]] * n)),
+        fits.Column(name="cube", format="6D", dim="(3,2)", array=np.arange(18.0).reshape(n, 2, 3)),
+        fits.Column(name="BIG", format="K", array=np.array([1, -2, 2**40])),
+    ]  # fmt: skip
+    primary = fits.PrimaryHDU()
+    primary.header["LONGSTR"] = "x" * 100  # CONTINUE cards
+    primary.header["HIERARCH ESO DET"] = 3
+    primary.header["QUOTED"] = "it's  "
+    primary.header["SMALL"] = 1.5e-30
+    primary.header["FLAG"] = False
+    path = tmp_path / "odd.fits"
+    fits.HDUList([primary, fits.BinTableHDU.from_columns(columns, name="odd")]).writeto(path)
+    assert _assert_reads_like_astropy(path) == len(columns)
+    assert raw.open_fits(path).find("ODD") is not None  # names match case-insensitively, as in astropy
+
+
+def test_truncated_or_padded_device_file_is_input_error(project_17a: Path, tmp_path: Path) -> None:
+    payload = (project_17a / "Antenna" / "2017_03_08_21:41:02.fits").read_bytes()
+    path = tmp_path / "Antenna.fits"
+    path.write_bytes(payload[:-2880])  # a whole number of blocks, but the table runs past the end
+    with pytest.raises(InputError, match="truncated FITS file") as err:
+        raw.read_antenna(path)
+    assert "Antenna.fits" in str(err.value) and "\n" not in str(err.value)
+    path.write_bytes(payload + bytes(2880))
+    with pytest.raises(InputError, match="extra padding"):
+        raw.read_antenna(path)
+    path.write_bytes(payload + b" " * 2880)
+    with pytest.raises(InputError, match="malformed FITS file"):
+        raw.read_antenna(path)
+
+
+def test_receiver_cache_follows_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "Rcvr1_2" / "2020_01_01_00:00:00.fits"
+    freq_hz = np.linspace(1.0e9, 2.0e9, 9)
+    write_receiver(path, "Rcvr1_2", [("R1", 1, "X")], freq_hz, tcal_k=1.5)
+    first = raw.read_receiver(path)
+    assert raw.read_receiver(path) is first  # unchanged: not read again
+    assert first.tcal("R1", "X", 1.5e9) == pytest.approx(1.5)
+    assert not first.tables[0].low_cal_k.flags.writeable  # shared values cannot be changed by a caller
+
+    write_receiver(path, "Rcvr1_2", [("R1", 1, "X")], np.linspace(1.0e9, 2.0e9, 50), tcal_k=2.0)  # a new size
+    assert raw.read_receiver(path).tcal("R1", "X", 1.5e9) == pytest.approx(2.0)
+
+    # the same size rewritten in place (same inode), a later modification time
+    scratch = tmp_path / "scratch.fits"
+    write_receiver(scratch, "Rcvr1_2", [("R1", 1, "X")], np.linspace(1.0e9, 2.0e9, 50), tcal_k=3.0)
+    before = path.stat()
+    path.write_bytes(scratch.read_bytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000))
+    assert path.stat().st_size == before.st_size and path.stat().st_ino == before.st_ino
+    assert raw.read_receiver(path).tcal("R1", "X", 1.5e9) == pytest.approx(3.0)
+
+    path.unlink()
+    with pytest.raises(InputError, match="missing"):
+        raw.read_receiver(path)

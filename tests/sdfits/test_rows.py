@@ -101,3 +101,17 @@ def test_bad_scans_are_input_errors(scans: list[raw.Scan], tmp_path: Path) -> No
         assert vegas.name in str(err.value)
     finally:
         vegas.write_bytes(payload)
+
+
+def test_device_file_changed_after_a_fill_is_read_again(scans: list[raw.Scan]) -> None:
+    assert len(scan_rows(scans[0], "A")["DATA"]) == 64  # Antenna, GO, LO1, IF and receiver now remembered
+    antenna = scans[0].device_file("Antenna")
+    payload = antenna.read_bytes()
+    try:
+        antenna.write_bytes(payload[:-2880])
+        with pytest.raises(InputError, match="truncated") as err:
+            scan_rows(scans[0], "B")
+        assert antenna.name in str(err.value)
+    finally:
+        antenna.write_bytes(payload)
+    assert len(scan_rows(scans[0], "B")["DATA"]) == 64

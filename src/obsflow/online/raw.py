@@ -3,7 +3,8 @@
 A project directory holds ``ScanLog.fits`` and one folder per device (``GO``,
 ``Antenna``, ``LO1A``, ``IF``, ``Rcvr*``, backends such as ``VEGAS`` and ``DCR``).
 :func:`read_project` turns the scan log into :class:`Scan` values, in log order;
-the ``read_*`` functions read one device file each into a typed value.
+the ``read_*`` functions (from :mod:`obsflow.online.devices`, re-exported here)
+read one device file each into a typed value.
 
 Invariant: nothing here writes; every problem with the input (a truncated or
 malformed FITS file, a log naming a file that is not there, an unreadable
@@ -14,9 +15,7 @@ an ``InputError`` too and the caller simply reads again later.
 
 from __future__ import annotations
 
-import io
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,10 +24,32 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
-from astropy.io import fits
-from astropy.io.fits.verify import VerifyError
 
 from obsflow.errors import InputError, PathEscapeError
+from obsflow.online.devices import (
+    AntennaFile,
+    CalTable,
+    DcrFile,
+    FitsTable,
+    GoFile,
+    IfPath,
+    IfWindow,
+    Lo1File,
+    ReceiverFile,
+    VegasBank,
+    VegasSampler,
+    _column,
+    _strings,
+    _table,
+    open_fits,
+    read_antenna,
+    read_dcr,
+    read_go,
+    read_if,
+    read_lo1,
+    read_receiver,
+    read_vegas_bank,
+)
 
 __all__ = [
     "BACKEND_DEVICES",
@@ -60,7 +81,6 @@ __all__ = [
 ]
 
 SCANLOG = "ScanLog.fits"
-FITS_BLOCK = 2880
 MJD_EPOCH = datetime(1858, 11, 17, tzinfo=UTC)
 
 #: device folders that hold backend (science) data
@@ -72,71 +92,6 @@ _MARKER = re.compile(r"^SCAN (STARTING|FINISHED)(?: AT (\d+)\s+(\d{1,2}):(\d{2})
 _BANK_FILE = re.compile(r"^(\d{4}_\d{2}_\d{2}_\d{2}:\d{2}:\d{2})([A-H])\.fits$")
 
 ScanState = Literal["started", "finished"]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# FITS access
-
-
-def open_fits(path: Path) -> fits.HDUList:
-    """Read a whole FITS file into memory, checking that every HDU is complete.
-
-    Raises
-    ------
-    InputError
-        The file is missing, unreadable, truncated (e.g. being rewritten) or not FITS.
-    """
-    path = Path(path)
-    try:
-        payload = path.read_bytes()
-    except FileNotFoundError as err:
-        raise InputError("file named in the scan log is missing", path) from err
-    except OSError as err:
-        raise InputError(f"cannot read FITS file: {err.strerror}", path) from err
-    if not payload or len(payload) % FITS_BLOCK:
-        raise InputError(f"truncated FITS file ({len(payload)} bytes, not a multiple of {FITS_BLOCK})", path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            hdus = fits.open(io.BytesIO(payload), lazy_load_hdus=False, memmap=False)
-            for hdu in hdus:
-                info = hdu.fileinfo()
-                if info is not None and info["datLoc"] + hdu._data_size > len(payload):
-                    raise InputError("truncated FITS file (an HDU runs past the end)", path)
-    except InputError:
-        raise
-    except (OSError, ValueError, VerifyError, TypeError, IndexError, KeyError, Warning) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"malformed FITS file: {reason[:120]}", path) from err
-    return hdus
-
-
-def _table(hdus: fits.HDUList, name: str, path: Path) -> Any:
-    try:
-        data = hdus[name].data
-    except KeyError as err:
-        raise InputError(f"FITS file has no {name} table", path) from err
-    if data is None:
-        raise InputError(f"{name} table is empty", path)
-    return data
-
-
-def _column(table: Any, name: str, path: Path) -> np.ndarray:
-    try:
-        return np.asarray(table[name])
-    except KeyError as err:
-        raise InputError(f"table has no {name} column", path) from err
-
-
-def _strings(values: Any) -> tuple[str, ...]:
-    return tuple(str(v).strip().rstrip("\x00") for v in np.atleast_1d(values))
-
-
-def _header(hdu: Any) -> Mapping[str, Any]:
-    """A read-only copy of a header's keyword values (COMMENT/HISTORY dropped, last value wins)."""
-    return MappingProxyType(
-        {key: hdu.header[key] for key in hdu.header if key and key not in ("COMMENT", "HISTORY")}
-    )
 
 
 def mjd_to_datetime(mjd: float) -> datetime:
@@ -238,7 +193,7 @@ def read_project(project_dir: Path, with_go: bool = True) -> list[Scan]:
     if not log_path.exists():
         raise InputError("no ScanLog.fits in raw project directory", project_dir)
     hdus = open_fits(log_path)
-    project = str(hdus[0].header.get("PROJID", "")).strip() or project_dir.name.split(":")[0]
+    project = str(hdus.primary.header.get("PROJID", "")).strip() or project_dir.name.split(":")[0]
     table = _table(hdus, "ScanLog", log_path)
     building = _group_log_rows(table, project_dir, log_path)
     scans = []
@@ -268,8 +223,8 @@ def read_project(project_dir: Path, with_go: bool = True) -> list[Scan]:
     return scans
 
 
-def _group_log_rows(table: Any, project_dir: Path, log_path: Path) -> list[_Building]:
-    names = [name.upper() for name in table.columns.names]
+def _group_log_rows(table: FitsTable, project_dir: Path, log_path: Path) -> list[_Building]:
+    names = [name.upper() for name in table.names]
     numbers = _column(table, "SCAN", log_path).astype(int)
     filepaths = _strings(_column(table, "FILEPATH", log_path))
     if "DATE-OBS" in names:
@@ -358,399 +313,3 @@ def bank_file(scan: Scan, bank: str) -> Path:
         if match and match.group(2) == bank:
             return path
     raise InputError(f"scan {scan.number} has no VEGAS bank {bank} file", scan.project_dir / SCANLOG)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Device files
-
-
-@dataclass(frozen=True)
-class IfWindow:
-    """One row of the GO ``IFWINDOWS`` table: a spectral window on a backend input."""
-
-    bank: str
-    port: int
-    ifnum: int
-    feed: int
-    pol: str
-    restfreq_hz: float
-    nchan: int
-    bandwidth_hz: float
-    subband: int
-
-
-@dataclass(frozen=True)
-class GoFile:
-    """The GO file: scan metadata in its primary header, spectral windows in ``IFWINDOWS``."""
-
-    path: Path
-    header: Mapping[str, Any] = field(hash=False, compare=False)
-    windows: tuple[IfWindow, ...] = ()
-
-
-def read_go(path: Path) -> GoFile:
-    """Read a GO file."""
-    hdus = open_fits(path)
-    windows: list[IfWindow] = []
-    if "IFWINDOWS" in hdus and hdus["IFWINDOWS"].data is not None:
-        t = hdus["IFWINDOWS"].data
-        for row in t:
-            windows.append(
-                IfWindow(
-                    bank=str(row["BANK_A"]).strip(),
-                    port=int(row["PORT_A"]),
-                    ifnum=int(row["IFNUM"]),
-                    feed=int(row["FEED"]),
-                    pol=str(row["POL"]).strip(),
-                    restfreq_hz=float(row["RESTFREQ"]),
-                    nchan=int(row["NCHANS"]),
-                    bandwidth_hz=float(row["BANDWIDTH"]),
-                    subband=int(row["SUBBAND"]) if "SUBBAND" in t.columns.names else 0,
-                )
-            )
-    return GoFile(path=Path(path), header=_header(hdus[0]), windows=tuple(windows))
-
-
-@dataclass(frozen=True)
-class AntennaFile:
-    """Antenna pointing versus time (``ANTPOSGR``), site, weather and beam offsets."""
-
-    path: Path
-    header: Mapping[str, Any] = field(hash=False, compare=False)
-    dmjd: np.ndarray = field(hash=False, compare=False)
-    ra_deg: np.ndarray = field(hash=False, compare=False)
-    dec_deg: np.ndarray = field(hash=False, compare=False)
-    az_deg: np.ndarray = field(hash=False, compare=False)
-    el_deg: np.ndarray = field(hash=False, compare=False)
-    beam_offsets: Mapping[str, tuple[float, float]] = field(hash=False, compare=False)  # name -> (xel, el) deg
-
-    def at(self, dmjd: np.ndarray) -> dict[str, np.ndarray]:
-        """Pointing linearly interpolated at ``dmjd`` (azimuth unwrapped first)."""
-        az = np.degrees(np.unwrap(np.radians(self.az_deg)))
-        ra = np.degrees(np.unwrap(np.radians(self.ra_deg)))
-        return {
-            "ra": np.interp(dmjd, self.dmjd, ra) % 360.0,
-            "dec": np.interp(dmjd, self.dmjd, self.dec_deg),
-            "az": np.interp(dmjd, self.dmjd, az) % 360.0,
-            "el": np.interp(dmjd, self.dmjd, self.el_deg),
-        }
-
-
-def read_antenna(path: Path) -> AntennaFile:
-    """Read an Antenna file (observed az/el: ``OBSC_AZ``/``OBSC_EL``, else ``MNT_AZ``/``MNT_EL``)."""
-    path = Path(path)
-    hdus = open_fits(path)
-    table = _table(hdus, "ANTPOSGR", path)
-    names = table.columns.names
-    az_name, el_name = ("OBSC_AZ", "OBSC_EL") if "OBSC_AZ" in names else ("MNT_AZ", "MNT_EL")
-    dmjd = _column(table, "DMJD", path).astype(float)
-    if dmjd.size == 0:
-        raise InputError("Antenna file has no pointing samples", path)
-    offsets: dict[str, tuple[float, float]] = {}
-    if "BEAM_OFFSETS" in hdus and hdus["BEAM_OFFSETS"].data is not None:
-        for row in hdus["BEAM_OFFSETS"].data:
-            offsets[str(row["NAME"]).strip()] = (float(row["BEAMXELOFFSET"]), float(row["BEAMELOFFSET"]))
-    return AntennaFile(
-        path=path,
-        header=_header(hdus[0]),
-        dmjd=dmjd,
-        ra_deg=_column(table, "RAJ2000", path).astype(float),
-        dec_deg=_column(table, "DECJ2000", path).astype(float),
-        az_deg=_column(table, az_name, path).astype(float),
-        el_deg=_column(table, el_name, path).astype(float),
-        beam_offsets=MappingProxyType(offsets),
-    )
-
-
-@dataclass(frozen=True)
-class Lo1File:
-    """The first LO: Doppler setup in the header, ``LO1TBL`` (LO1 frequency, VFRAME, RVSYS) versus time."""
-
-    path: Path
-    header: Mapping[str, Any] = field(hash=False, compare=False)
-    dmjd: np.ndarray = field(hash=False, compare=False)
-    lo1freq_hz: np.ndarray = field(hash=False, compare=False)
-    vframe_ms: np.ndarray = field(hash=False, compare=False)
-    rvsys_ms: np.ndarray = field(hash=False, compare=False)
-
-    def at(self, dmjd: np.ndarray) -> dict[str, np.ndarray]:
-        """The LO1 table at ``dmjd`` (nearest earlier row: the LO steps, it does not glide)."""
-        index = np.clip(np.searchsorted(self.dmjd, dmjd, side="right") - 1, 0, self.dmjd.size - 1)
-        return {"lo1": self.lo1freq_hz[index], "vframe": self.vframe_ms[index], "rvsys": self.rvsys_ms[index]}
-
-
-def read_lo1(path: Path) -> Lo1File:
-    """Read an LO1A/LO1B file."""
-    path = Path(path)
-    hdus = open_fits(path)
-    table = _table(hdus, "LO1TBL", path)
-    dmjd = _column(table, "DMJD", path).astype(float)
-    if dmjd.size == 0:
-        raise InputError("LO1 file has an empty LO1TBL", path)
-    order = np.argsort(dmjd, kind="stable")
-    return Lo1File(
-        path=path,
-        header=_header(hdus[0]),
-        dmjd=dmjd[order],
-        lo1freq_hz=_column(table, "LO1FREQ", path).astype(float)[order],
-        vframe_ms=_column(table, "VFRAME", path).astype(float)[order],
-        rvsys_ms=_column(table, "RVSYS", path).astype(float)[order],
-    )
-
-
-@dataclass(frozen=True)
-class IfPath:
-    """One IF-manager row: a path from a receiver feed/receptor to a backend bank/port."""
-
-    backend: str
-    bank: str
-    port: int
-    receiver: str
-    feed: int
-    srfeed1: int
-    receptor: str
-    polarize: str
-    sideband: str
-    center_if_hz: float
-    center_sky_hz: float
-    bandwidth_hz: float
-    high_cal: int
-    sff_multiplier: float
-    sff_sideband: float
-    sff_offset_hz: float
-
-    def sky_hz(self, if_hz: np.ndarray | float, lo1_hz: np.ndarray | float) -> np.ndarray:
-        """The sky frequency formula: sky = SFF_SIDEBAND*IF + SFF_MULTIPLIER*LO1 + SFF_OFFSET."""
-        return np.asarray(self.sff_sideband * np.asarray(if_hz) + self.sff_multiplier * np.asarray(lo1_hz)
-                          + self.sff_offset_hz)  # fmt: skip
-
-
-def read_if(path: Path) -> tuple[IfPath, ...]:
-    """Read an IF file (one :class:`IfPath` per row of the ``IF`` table)."""
-    path = Path(path)
-    hdus = open_fits(path)
-    table = _table(hdus, "IF", path)
-    rows = []
-    for row in table:
-        rows.append(
-            IfPath(
-                backend=str(row["BACKEND"]).strip(),
-                bank=str(row["BANK"]).strip(),
-                port=int(row["PORT"]),
-                receiver=str(row["RECEIVER"]).strip(),
-                feed=int(row["FEED"]),
-                srfeed1=int(row["SRFEED1"]),
-                receptor=str(row["RECEPTOR"]).strip(),
-                polarize=str(row["POLARIZE"]).strip(),
-                sideband=str(row["SIDEBAND"]).strip(),
-                center_if_hz=float(row["CENTER_IF"]),
-                center_sky_hz=float(row["CENTER_SKY"]),
-                bandwidth_hz=float(row["BANDWDTH"]),
-                high_cal=int(row["HIGH_CAL"]),
-                sff_multiplier=float(row["SFF_MULTIPLIER"]),
-                sff_sideband=float(row["SFF_SIDEBAND"]),
-                sff_offset_hz=float(row["SFF_OFFSET"]),
-            )
-        )
-    return tuple(rows)
-
-
-@dataclass(frozen=True)
-class CalTable:
-    """One ``RX_CAL_INFO`` table of a receiver file: noise-diode temperature versus frequency."""
-
-    receptor: str
-    feed: int
-    polarize: str
-    testdate: str
-    freq_hz: np.ndarray = field(hash=False, compare=False)
-    low_cal_k: np.ndarray = field(hash=False, compare=False)
-    high_cal_k: np.ndarray = field(hash=False, compare=False)
-
-
-@dataclass(frozen=True)
-class ReceiverFile:
-    """A receiver's calibration file: TCAL tables per receptor and polarization."""
-
-    path: Path
-    receiver: str
-    tables: tuple[CalTable, ...]
-
-    def tcal(self, receptor: str, polarize: str, freq_hz: float, high: bool = False, feed: int | None = None) -> float:
-        """TCAL (K) at ``freq_hz``, interpolated in the newest table for this receptor and polarization.
-
-        A table whose POLARIZE matches wins over one for the same receptor with another
-        polarization label; among those, the newest TESTDATE.
-        """
-        candidates = [t for t in self.tables if t.receptor == receptor and (feed is None or t.feed == feed)]
-        if not candidates:
-            raise InputError(f"receiver file has no TCAL table for receptor {receptor!r}", self.path)
-        matching = [t for t in candidates if t.polarize == polarize] or candidates
-        table = max(matching, key=lambda t: t.testdate)
-        values = table.high_cal_k if high else table.low_cal_k
-        order = np.argsort(table.freq_hz)
-        return float(np.interp(freq_hz, table.freq_hz[order], values[order]))
-
-
-def read_receiver(path: Path) -> ReceiverFile:
-    """Read a receiver (``Rcvr*``) file's ``RX_CAL_INFO`` tables."""
-    path = Path(path)
-    hdus = open_fits(path)
-    tables = []
-    for hdu in hdus[1:]:
-        if hdu.name != "RX_CAL_INFO" or hdu.data is None:
-            continue
-        h = hdu.header
-        tables.append(
-            CalTable(
-                receptor=str(h.get("RECEPTOR", "")).strip(),
-                feed=int(h.get("FEED", 0)),
-                polarize=str(h.get("POLARIZE", "")).strip(),
-                testdate=str(h.get("TESTDATE", "")).strip(),
-                freq_hz=_column(hdu.data, "FREQUENCY", path).astype(float),
-                low_cal_k=_column(hdu.data, "LOW_CAL_TEMP", path).astype(float),
-                high_cal_k=_column(hdu.data, "HIGH_CAL_TEMP", path).astype(float),
-            )
-        )
-    if not tables:
-        raise InputError("receiver file has no RX_CAL_INFO tables", path)
-    receiver = str(hdus[0].header.get("RECEIVER", path.parent.name)).strip()
-    return ReceiverFile(path=path, receiver=receiver, tables=tuple(tables))
-
-
-@dataclass(frozen=True)
-class VegasSampler:
-    """One row of a VEGAS bank's ``SAMPLER`` table: an input (pair) and its IF frequency axis."""
-
-    bank_a: str
-    port_a: int
-    bank_b: str
-    port_b: int
-    subband: int
-    crval1_hz: float  # IF frequency at CRPIX1
-    cdelt1_hz: float
-    freqres_hz: float
-
-    @property
-    def name(self) -> str:
-        """The SDFITS SAMPLER name: ``A1_0``, or ``A1xA2_0`` for a cross product."""
-        first = f"{self.bank_a}{self.port_a}"
-        is_auto = (self.bank_a, self.port_a) == (self.bank_b, self.port_b)
-        pair = first if is_auto else f"{first}x{self.bank_b}{self.port_b}"
-        return f"{pair}_{self.subband}"
-
-
-@dataclass(frozen=True)
-class VegasBank:
-    """One VEGAS bank file: setup, samplers, switching states and the spectra.
-
-    ``data`` has shape (integrations, samplers, states, channels); ``integrat_s``
-    (integrations, states) is the exposure of each state; ``dmjd`` is the middle
-    of each integration.
-    """
-
-    path: Path
-    header: Mapping[str, Any] = field(hash=False, compare=False)
-    bank: str
-    nchan: int
-    crpix1: float
-    adcsampf_hz: float
-    samplers: tuple[VegasSampler, ...]
-    sigref: tuple[int, ...]  # per state: 0 = signal, 1 = reference
-    cal: tuple[int, ...]  # per state: 1 = noise diode on
-    blanktim_s: tuple[float, ...]
-    phasetim_s: tuple[float, ...]
-    dmjd: np.ndarray = field(hash=False, compare=False)
-    integrat_s: np.ndarray = field(hash=False, compare=False)
-    data: np.ndarray = field(hash=False, compare=False)
-
-    @property
-    def integrations(self) -> int:
-        return int(self.dmjd.size)
-
-
-def read_vegas_bank(path: Path) -> VegasBank:
-    """Read one VEGAS bank file (``<timestamp><A-H>.fits``)."""
-    path = Path(path)
-    hdus = open_fits(path)
-    primary = hdus[0].header
-    sampler_hdu = hdus["SAMPLER"] if "SAMPLER" in hdus else None
-    if sampler_hdu is None or sampler_hdu.data is None:
-        raise InputError("VEGAS file has no SAMPLER table", path)
-    samplers = tuple(
-        VegasSampler(
-            bank_a=str(r["BANK_A"]).strip(),
-            port_a=int(r["PORT_A"]),
-            bank_b=str(r["BANK_B"]).strip(),
-            port_b=int(r["PORT_B"]),
-            subband=int(r["SUBBAND"]),
-            crval1_hz=float(r["CRVAL1"]),
-            cdelt1_hz=float(r["CDELT1"]),
-            freqres_hz=float(r["FREQRES"]),
-        )
-        for r in sampler_hdu.data
-    )
-    state = _table(hdus, "STATE", path)
-    table = _table(hdus, "DATA", path)
-    nchan = int(primary.get("NCHAN", 0))
-    data = _column(table, "DATA", path).astype(np.float32, copy=False)
-    nstate = len(state)
-    expected = (len(table), len(samplers), nstate, nchan)
-    if data.shape != expected:
-        raise InputError(f"VEGAS DATA has shape {data.shape}, expected {expected} (rows, samplers, states, chans)", path)
-    integrat = _column(table, "INTEGRAT", path).astype(float).reshape(len(table), -1)
-    if integrat.shape[1] == 1 and nstate > 1:
-        integrat = np.repeat(integrat, nstate, axis=1)
-    return VegasBank(
-        path=path,
-        header=_header(hdus[0]),
-        bank=str(primary.get("BANK", path.stem[-1])).strip(),
-        nchan=nchan,
-        crpix1=float(sampler_hdu.header.get("CRPIX1", nchan // 2 + 1)),
-        adcsampf_hz=float(primary.get("ADCSAMPF", np.nan)),
-        samplers=samplers,
-        sigref=tuple(int(v) for v in _column(state, "SIGREF", path)),
-        cal=tuple(int(v) for v in _column(state, "CAL", path)),
-        blanktim_s=tuple(float(v) for v in _column(state, "BLANKTIM", path)),
-        phasetim_s=tuple(float(v) for v in _column(state, "PHASETIM", path)),
-        dmjd=_column(table, "DMJD", path).astype(float),
-        integrat_s=integrat,
-        data=data,
-    )
-
-
-@dataclass(frozen=True)
-class DcrFile:
-    """A DCR (continuum) file: states, receiver channels and counts (rows, receivers, states)."""
-
-    path: Path
-    header: Mapping[str, Any] = field(hash=False, compare=False)
-    sigref: tuple[int, ...]
-    cal: tuple[int, ...]
-    phasetim_s: tuple[float, ...]
-    channel_ids: tuple[int, ...]
-    timetag_dmjd: np.ndarray = field(hash=False, compare=False)
-    data: np.ndarray = field(hash=False, compare=False)
-
-
-def read_dcr(path: Path) -> DcrFile:
-    """Read a DCR file."""
-    path = Path(path)
-    hdus = open_fits(path)
-    state = _table(hdus, "STATE", path)
-    receiver = _table(hdus, "RECEIVER", path)
-    table = _table(hdus, "DATA", path)
-    data = _column(table, "DATA", path)
-    nstate, nrcvr = len(state), len(receiver)
-    if data.ndim != 3 or data.shape[1:] != (nrcvr, nstate):
-        raise InputError(f"DCR DATA has shape {data.shape}, expected (rows, {nrcvr}, {nstate})", path)
-    return DcrFile(
-        path=path,
-        header=_header(hdus[0]),
-        sigref=tuple(int(v) for v in _column(state, "SIGREF", path)),
-        cal=tuple(int(v) for v in _column(state, "CAL", path)),
-        phasetim_s=tuple(float(v) for v in _column(state, "PHASETIM", path)),
-        channel_ids=tuple(int(v) for v in _column(receiver, "CHANNELID", path)),
-        timetag_dmjd=_column(table, "TIMETAG", path).astype(float),
-        data=np.asarray(data),
-    )

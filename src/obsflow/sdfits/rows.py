@@ -136,15 +136,16 @@ def _rows(
     )  # (nint, nstate)
     int_len_s = state_len.sum(axis=1)
     start_dmjd = vegas.dmjd - int_len_s / 2.0 / 86400.0
-    date_obs = np.array([_iso(d) for d in start_dmjd])
+    date_obs = _iso(start_dmjd)
 
     # frequency axis on the sky, per integration and sampler
     lo = lo1.at(vegas.dmjd)
     crval_if = np.array([s.crval1_hz for s in vegas.samplers])
     cdelt_if = np.array([s.cdelt1_hz for s in vegas.samplers])
     sideband = np.array([p.sff_sideband for p in paths])
-    crval1 = np.array([[p.sky_hz(s.crval1_hz, lo["lo1"][i]) for p, s in zip(paths, vegas.samplers, strict=True)]
-                       for i in range(nint)])  # fmt: skip
+    multiplier = np.array([p.sff_multiplier for p in paths])
+    offset = np.array([p.sff_offset_hz for p in paths])
+    crval1 = sideband * crval_if + multiplier * lo["lo1"][:, None] + offset  # (nint, nsamp): IfPath.sky_hz
     cdelt1 = sideband * cdelt_if
 
     # pointing at each integration's middle, with feed offsets
@@ -275,16 +276,13 @@ def _str(header: Any, key: str) -> str:
     return str(header.get(key, "")).strip()
 
 
-def _iso(dmjd: float) -> str:
-    days = int(np.floor(dmjd))
-    centi = int(round((dmjd - days) * 8_640_000))
-    if centi >= 8_640_000:
-        days, centi = days + 1, centi - 8_640_000
-    date = np.datetime64("1858-11-17") + np.timedelta64(days, "D")
-    seconds, cs = divmod(centi, 100)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{date}T{h:02d}:{m:02d}:{s:02d}.{cs:02d}"
+def _iso(dmjd: np.ndarray) -> np.ndarray:
+    """MJDs as ``YYYY-MM-DDThh:mm:ss.ss`` strings, rounded to the centisecond (half to even) within each day."""
+    days = np.floor(dmjd)
+    centi = np.round((dmjd - days) * 8_640_000).astype(np.int64)
+    since_epoch = (days.astype(np.int64) * 8_640_000 + centi) * 10
+    stamps = np.datetime64("1858-11-17T00:00:00.000", "ms") + since_epoch.astype("timedelta64[ms]")
+    return np.array([text[:-1] for text in np.datetime_as_string(stamps, unit="ms").tolist()])
 
 
 def _veldef(go_veldef: str) -> str:
