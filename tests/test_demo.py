@@ -1,37 +1,113 @@
-"""The README's first command: a whole simulated night, in under 2 minutes, from a real config."""
+"""The README's first command: a whole simulated night, in under 2 minutes, from a real config;
+then its status page in a real headless Chromium, checked against the catalog and the files on disk."""
 
+from __future__ import annotations
+
+import base64
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from obsflow.config import load_config
+from obsflow.online.layout import OutputLayout
+from obsflow.sdfits import writer
+from obsflow.transfer.catalog import Catalog
+from obsflow.web.pages import human_bytes
+from obsflow.web.server import make_server
+from tests.web.test_browser import browser  # noqa: F401  (the headless Chromium fixture)
+
+PROJECT = "AGBT26B_042_01"
 
 
-def test_demo_runs_a_whole_night(tmp_path):
-    work = tmp_path / "night"
+@pytest.fixture(scope="module")
+def night(tmp_path_factory) -> tuple[Path, str, float]:
+    work = tmp_path_factory.mktemp("demo") / "night"
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "obsflow", "demo", "--workdir", str(work), "--no-serve"],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work, result.stdout, time.monotonic() - start
+
+
+def _removed(out: str) -> list[str]:
+    removed = [line.split("go missing: ", 1)[1] for line in out.splitlines() if "go missing: " in line][0]
+    return [item.split(": ", 1)[1] for item in removed.split("; ")]
+
+
+def test_demo_runs_a_whole_night(night):
+    work, out, elapsed = night
     assert elapsed < 120
-    out = result.stdout
     assert "loopback OpenSSH server" in out
     # The filler filled every scan, with index and flag files beside the FITS files.
-    product = work / "sdfits" / "AGBT26B_042_01" / "AGBT26B_042_01.raw.vegas"
+    product = OutputLayout(work / "sdfits").product_dir(PROJECT)
     names = sorted(p.name for p in product.iterdir())
-    assert "AGBT26B_042_01.raw.vegas.A.fits" in names and "AGBT26B_042_01.raw.vegas.A.index" in names
-    assert (product / "AGBT26B_042_01.raw.vegas.A.flag").is_symlink()
+    assert f"{PROJECT}.raw.vegas.A.fits" in names and f"{PROJECT}.raw.vegas.A.index" in names
+    assert (product / f"{PROJECT}.raw.vegas.A.flag").is_symlink()
     # Both archives hold the 30 nights but for the files the demo removed, which verify names.
-    removed = [line.split("go missing: ", 1)[1] for line in out.splitlines() if "go missing: " in line][0]
-    removed_paths = [item.split(": ", 1)[1] for item in removed.split("; ")]
-    assert len(removed_paths) == 3
-    for path in removed_paths:
-        assert path.split("/", 2)[2] in out  # named in the verification report
+    removed = _removed(out)
+    assert len(removed) == 3
+    for path in removed:
+        assert path.split("/", 2)[2] in out
     config = load_config(work / "obsflow.toml")
     assert config.window_days == 30 and [h.label for h in config.hops] == ["instruments:suth", "suth:cape"]
     html = (work / "verify-report.html").read_text()
-    assert all(Path(p).name in html for p in removed_paths)
-    assert config.catalog_path.exists()
+    assert all(Path(p).name in html for p in removed)
     assert "status page       http://127.0.0.1:" in out
+
+
+def test_status_page_of_the_night_in_chromium(night, browser, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    work, _, _ = night
+    config = load_config(work / "obsflow.toml")
+    server = make_server(config, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser.get(server.url)
+        text = browser.find_element(By.TAG_NAME, "body").text
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Per instrument: the files the catalog holds for each host, as the page shows them.
+    with Catalog(config.catalog_path) as catalog:
+        for inst in config.instruments:
+            for host in ("instruments", "suth", "cape"):
+                records = list(catalog.files(host, inst))
+                shown = f"{len(records)} files / {human_bytes(sum(r.size for r in records))}"
+                assert shown in text, (inst, host, shown)
+            runs = catalog.runs(instrument=inst)
+            assert {r.copied for r in runs} == {90}
+    # The verification: the missing files, by name.
+    assert "FAILED: 3 missing" in text
+    missing = _removed_from_disk(work)
+    assert len(missing) == 3
+    for path in missing:
+        assert path.split("/", 2)[2] in text
+    # The filler: its last scan is the last scan in the FITS files on disk.
+    layout = OutputLayout(work / "sdfits")
+    on_disk = max(s for s, _ in writer.scans_in_file(layout.bank_fits(PROJECT, "A")))
+    assert f"{PROJECT} (active)" in text and f" {on_disk} " in text
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    png = tmp_path / "night-status.png"
+    png.write_bytes(base64.b64decode(shot["data"]))
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 30_000
+
+
+def _removed_from_disk(work: Path) -> list[str]:
+    """Files the instruments have that an archive lacks: what the demo removed, found from the disks."""
+    config = load_config(work / "obsflow.toml")
+    missing = []
+    for archive in ("suth", "cape"):
+        for inst in config.instruments.values():
+            source = Path(inst.source.path)
+            dest = Path(config.archives[archive].location.path) / inst.path
+            for path in source.rglob("*.fits"):
+                rel = path.relative_to(source)
+                upstream_has_it = archive == "suth" or (work / "archive" / "suth" / inst.path / rel).exists()
+                if upstream_has_it and not (dest / rel).exists():
+                    missing.append(f"{inst.path}/{rel}")
+    return missing
