@@ -26,7 +26,8 @@ from pathlib import Path
 from obsflow.online import raw
 from obsflow.online.fill import fill_scan
 from obsflow.online.layout import OutputLayout
-from obsflow.sdfits import index, writer
+from obsflow.sdfits import writer
+from obsflow.sdfits import index_fits
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 
 PROJECT = "AGBT26A_900_01"
@@ -116,7 +117,7 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     shutil.copy(fits_path, bare / fits_path.name)
     ours, theirs = [], []
     for _ in range(args.repeats):
-        ours.append(_timed(lambda: index.build_index_for_fits(bare / fits_path.name)))
+        ours.append(_timed(lambda: index_fits.build_index_for_fits(bare / fits_path.name)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             exec(import_dysh, globals())

@@ -14,7 +14,7 @@ from obsflow.cli import main
 from obsflow.cli.fill import parse_scan_list
 from obsflow.errors import UsageError
 from obsflow.online.layout import OutputLayout
-from obsflow.sdfits import index
+from obsflow.sdfits import index_fits
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 
 PROJECT = "AGBT26A_500_01"
@@ -53,8 +53,8 @@ def test_fills_chosen_scans_then_skips_duplicates_with_a_note(raw_project, tmp_p
     assert captured.err.count("already in the SDFITS files: skipped") == 3
     layout = OutputLayout(out)
     for fits_path in layout.bank_files(PROJECT):
-        assert index.index_mismatch(index.index_path_for(fits_path), fits_path) is None
-        scans = index.read_sdfits_tables(fits_path)[0].columns["SCAN"]
+        assert index_fits.index_mismatch(index_fits.index_path_for(fits_path), fits_path) is None
+        scans = index_fits.read_sdfits_tables(fits_path)[0].columns["SCAN"]
         assert sorted(set(int(s) for s in scans)) == [1, 2, 3, 4, 5, 6]
         assert len(scans) == 6 * 3 * 2  # never a duplicate row: 6 scans x 3 integrations x cal on/off
 
@@ -82,7 +82,7 @@ def test_corrupt_sdfits_file_is_refused_and_left_alone(raw_project, tmp_path, ca
 def test_index_that_disagrees_with_its_fits_file_is_refused(raw_project, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["fill", str(raw_project), str(out), "--scans", "1-2"]) == 0
-    bank_index = index.index_path_for(OutputLayout(out).bank_fits(PROJECT, "B"))
+    bank_index = index_fits.index_path_for(OutputLayout(out).bank_fits(PROJECT, "B"))
     text = bank_index.read_text()
     bank_index.write_text(text[: text.rindex("\n", 0, len(text) - 1) + 1])  # one row short
     before = _snapshot(out)

@@ -26,7 +26,8 @@ from obsflow.errors import OutputError
 from obsflow.online import raw as rawmod
 from obsflow.online.fill import fill_scan, filled_scans
 from obsflow.online.layout import OutputLayout
-from obsflow.sdfits import index, writer
+from obsflow.sdfits import writer
+from obsflow.sdfits import index_fits
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 
 PROJECT = "AGBT26A_400_01"
@@ -66,12 +67,12 @@ def check_consistent(out: Path, expected_scans: set[int] | None = None) -> set[i
             rows_per_key[key] = rows_per_key.get(key, 0) + 1
         assert len(set(rows_per_key.values())) <= 1, "a scan is in the file twice or partly"
         present |= {int(k[0]) for k in rows_per_key}
-        index_path = index.index_path_for(fits_path)
-        assert index.index_mismatch(index_path, fits_path) is None
-        assert _rows(index_path.read_text()) == _rows(index.build_index_for_fits(fits_path))
+        index_path = index_fits.index_path_for(fits_path)
+        assert index_fits.index_mismatch(index_path, fits_path) is None
+        assert _rows(index_path.read_text()) == _rows(index_fits.build_index_for_fits(fits_path))
     combined = layout.combined_index(PROJECT)
     if banks:
-        assert index.index_mismatch(combined, *banks) is None
+        assert index_fits.index_mismatch(combined, *banks) is None
         link = banks[0].with_suffix(".flag")
         assert link.is_symlink() and "[flags]" in link.read_text()
     if expected_scans is not None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ from obsflow.online.daemon import read_status
 from obsflow.online.layout import OutputLayout
 from obsflow.online.service import build_daemon
 from obsflow.sdfits import index
+from obsflow.sdfits import index_fits
 from obsflow.simulate.telescope import TelescopeSimulator, TelescopeSpec
 
 OBSFLOW = [sys.executable, "-m", "obsflow"]
@@ -80,7 +79,7 @@ def test_daemon_fills_each_scan_seconds_after_it_ends(tmp_path):
         daemon.wait(timeout=30)
     assert daemon.returncode == 0, daemon.stderr.read()
     for fits_path in OutputLayout(out).bank_files(PROJECT):
-        assert index.index_mismatch(index.index_path_for(fits_path), fits_path) is None
+        assert index_fits.index_mismatch(index_fits.index_path_for(fits_path), fits_path) is None
     log = OutputLayout(out).fill_log(PROJECT).read_text().splitlines()
     assert len(log) == 4 and all("rows=" in line for line in log)
     # A quick-look plot per filled scan, for the status page.
@@ -125,7 +124,7 @@ def test_catches_up_after_restart_in_order_never_twice(tmp_path):
     assert filled == [1, 2, 3, 4, 5]
     layout = OutputLayout(out)
     for fits_path in layout.bank_files(PROJECT):
-        table = index.read_sdfits_tables(fits_path)[0]
+        table = index_fits.read_sdfits_tables(fits_path)[0]
         scans = list(dict.fromkeys(int(s) for s in table.columns["SCAN"]))
         assert scans == [1, 2, 3, 4, 5]
 
@@ -156,4 +155,4 @@ def test_incomplete_scan_is_retried_then_skipped_not_fatal(tmp_path):
     # ... so it stays skipped until an operator fills it by hand:
     assert main(["fill", str(raw / PROJECT), str(out), "--scans", "2"]) == 0
     for fits_path in OutputLayout(out).bank_files(PROJECT):
-        assert index.index_mismatch(index.index_path_for(fits_path), fits_path) is None
+        assert index_fits.index_mismatch(index_fits.index_path_for(fits_path), fits_path) is None

@@ -46,7 +46,7 @@ def test_recover_after_sigkill_mid_write(tmp_path):
     old = b"H" * 2880 + b"D" * 2880
     data.write_bytes(old)
     journal_path = tmp_path / "j.json"
-    code = f"""
+    code = """
 import sys, time
 from obsflow.online.journal import Journal, undo_for
 j = Journal(sys.argv[2]); j.record(undo_for(sys.argv[1], [(0, 2880)])); j.save()

@@ -12,7 +12,7 @@ import numpy as np
 from astropy.io import fits
 
 from obsflow.sdfits import flag
-from obsflow.sdfits.index import read_sdfits_tables
+from obsflow.sdfits.index_fits import read_sdfits_tables
 
 AGBT15 = "testdata/AGBT22A_325_15/AGBT22A_325_15.raw.vegas.A"
 

@@ -13,6 +13,7 @@ from astropy.io import fits
 
 from obsflow.errors import IntegrityError
 from obsflow.sdfits import index as ix
+from obsflow.sdfits import index_fits as ixf
 from obsflow.sdfits.flag import ensure_flag_file
 
 AGBT15 = "testdata/AGBT22A_325_15/AGBT22A_325_15.raw.vegas.A"
@@ -47,7 +48,7 @@ def _columns(fits_path: Path) -> tuple[dict[str, np.ndarray], str]:
 
 def test_rebuild_reproduces_the_real_filler_index(samples: Path, tmp_path: Path) -> None:
     fits_copy = _copy_fits(samples, AGBT15, tmp_path)
-    text = ix.build_index_for_fits(fits_copy)
+    text = ixf.build_index_for_fits(fits_copy)
     real = (samples / f"{AGBT15}.index").read_text()
 
     assert _rows_part(text) == _rows_part(real)  # the column row and all 32 rows, character for character
@@ -65,7 +66,7 @@ def test_rebuild_matches_gbtidl_keep_indexes_except_dateobs_and_centfreq(samples
     """GBTIDL keep files index spectra from memory: DATEOBS is the date only and CENTFREQ is one
     channel off (its data container's centre convention).  Every other column, including INT
     and NSAVE taken from the keep file's own columns, is identical."""
-    ours = _rows_part(ix.build_index_for_fits(samples / f"{stem}.fits"))
+    ours = _rows_part(ixf.build_index_for_fits(samples / f"{stem}.fits"))
     real = _rows_part((samples / f"{stem}.index").read_text())
     assert ours[:2] == real[:2] and len(ours) == len(real) and len(ours) > 3
     for mine, theirs in zip(ours[2:-1], real[2:-1], strict=True):
@@ -138,7 +139,7 @@ def fortran_read(line: str, fmt: str) -> list[object]:
 
 def test_index_reads_back_with_an_independent_fortran_format_reader(samples: Path, tmp_path: Path) -> None:
     fits_copy = _copy_fits(samples, AGBT15, tmp_path)
-    text = ix.build_index_for_fits(fits_copy)
+    text = ixf.build_index_for_fits(fits_copy)
     lines = text.split("\n")
     assert lines[0] == "[header]" and lines[9] == "[rows]" and lines[-1] == ""
     assert all(len(line) == 256 for line in lines[1:9])
@@ -213,24 +214,24 @@ def test_append_keeps_old_bytes_and_rewrites_only_last_modified(samples: Path, t
 
 def test_index_mismatch_names_what_disagrees(samples: Path, tmp_path: Path) -> None:
     fits_copy = _copy_fits(samples, AGBT15, tmp_path)
-    index_path = ix.index_path_for(fits_copy)
+    index_path = ixf.index_path_for(fits_copy)
     columns, projid = _columns(fits_copy)
     ix.write_index(index_path, ix.IndexHeader.new(), ix.build_index_rows(columns, projid=projid,
                                                                           file_name=fits_copy.name))  # fmt: skip
-    assert ix.index_matches_fits(index_path, fits_copy)
-    ix.require_index_matches_fits(index_path, fits_copy)
+    assert ixf.index_matches_fits(index_path, fits_copy)
+    ixf.require_index_matches_fits(index_path, fits_copy)
 
     ix.write_index(index_path, ix.IndexHeader.new(),
                    ix.build_index_rows({k: v[:30] for k, v in columns.items()}, projid=projid,
                                        file_name=fits_copy.name))  # fmt: skip
-    assert not ix.index_matches_fits(index_path, fits_copy)
+    assert not ixf.index_matches_fits(index_path, fits_copy)
     with pytest.raises(IntegrityError) as caught:
-        ix.require_index_matches_fits(index_path, fits_copy)
+        ixf.require_index_matches_fits(index_path, fits_copy)
     message = caught.value.one_line()
     assert "\n" not in message and "30 rows" in message and "has 32" in message and str(index_path) in message
 
     ix.write_index(index_path, ix.IndexHeader.new(), ix.build_index_rows(columns, projid=projid, file_name="other.fits"))
-    assert "other.fits" in (ix.index_mismatch(index_path, fits_copy) or "")
+    assert "other.fits" in (ixf.index_mismatch(index_path, fits_copy) or "")
 
 
 def test_multi_extension_file_gets_one_row_per_row_of_each_bintable(samples: Path, tmp_path: Path) -> None:
@@ -240,13 +241,13 @@ def test_multi_extension_file_gets_one_row_per_row_of_each_bintable(samples: Pat
         second = fits.BinTableHDU(data=table.data[8:], header=table.header)
         two = tmp_path / "two.fits"
         fits.HDUList([fits.PrimaryHDU(header=hdul[0].header), first, second]).writeto(two)
-    text = ix.build_index_for_fits(two)
-    ix.write_index_text(ix.index_path_for(two), text)
-    entries = ix.read_index(ix.index_path_for(two)).rows
+    text = ixf.build_index_for_fits(two)
+    ix.write_index_text(ixf.index_path_for(two), text)
+    entries = ix.read_index(ixf.index_path_for(two)).rows
     assert [(e.index, e.ext, e.row) for e in entries] == [(i, 1, i) for i in range(8)] + [
         (8 + i, 2, i) for i in range(24)
     ]
-    assert ix.index_matches_fits(ix.index_path_for(two), two)
+    assert ixf.index_matches_fits(ixf.index_path_for(two), two)
     real = _rows_part((samples / f"{AGBT15}.index").read_text())[2:-1]
     for ours, theirs in zip(_rows_part(text)[2:-1], real, strict=True):
         a, b = ix.parse_index_row(ours), ix.parse_index_row(theirs)
@@ -261,14 +262,14 @@ def test_combined_index_over_bank_files(samples: Path, tmp_path: Path) -> None:
     for letter in "ABC":
         banks.append(folder / f"AGBT22A_325_23.raw.vegas.{letter}.fits")
         shutil.copyfile(source / banks[-1].name, banks[-1])
-    combined = ix.combined_index_path(folder)
+    combined = ixf.combined_index_path(folder)
     assert combined.name == "AGBT22A_325_23.raw.vegas.index"
-    ix.write_index_text(combined, ix.build_combined_index(banks))
+    ix.write_index_text(combined, ixf.build_combined_index(banks))
 
     entries = ix.read_index(combined).rows
     assert [e.index for e in entries] == list(range(len(entries)))
-    assert ix.index_matches_fits(combined, *banks)
-    assert not ix.index_matches_fits(combined, *banks[:2])
+    assert ixf.index_matches_fits(combined, *banks)
+    assert not ixf.index_matches_fits(combined, *banks[:2])
     # scan by scan, then bank by bank, as the online filler appends them
     timestamps = [e.timestamp for e in entries]
     assert timestamps == sorted(timestamps)
@@ -276,7 +277,7 @@ def test_combined_index_over_bank_files(samples: Path, tmp_path: Path) -> None:
     assert first_scan == sorted(first_scan) and set(first_scan) == set("ABC")
     # each bank's rows are its own index rows, only INDEX differs
     for bank in banks:
-        own = _rows_part(ix.build_index_for_fits(bank))[2:-1]
+        own = _rows_part(ixf.build_index_for_fits(bank))[2:-1]
         mine = [line for line in _rows_part(combined.read_text())[2:-1] if ix.parse_index_row(line)["FILE"] == bank.name]
         rows = sorted(mine, key=lambda line: int(ix.parse_index_row(line)["ROW"]))
         assert [line[7:] for line in rows] == [line[7:] for line in own]
@@ -291,7 +292,7 @@ def test_dysh_loads_our_index_and_honours_a_user_flag(samples: Path, tmp_path: P
     data = tmp_path / "AGBT22A_325_15"
     data.mkdir()
     fits_copy = _copy_fits(samples, AGBT15, data)
-    ix.write_index_text(ix.index_path_for(fits_copy), ix.build_index_for_fits(fits_copy))
+    ix.write_index_text(ixf.index_path_for(fits_copy), ixf.build_index_for_fits(fits_copy))
     flag_file = ensure_flag_file(fits_copy, tmp_path / "flags" / "AGBT22A_325_15" / "AGBT22A_325_15.raw.vegas.A.flag")
 
     sdf = GBTFITSLoad(fits_copy)

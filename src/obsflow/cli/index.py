@@ -9,13 +9,8 @@ import click
 
 from obsflow.cli._options import emit_json, json_option
 from obsflow.errors import EXIT_FINDINGS, EXIT_OK, InputError
-from obsflow.sdfits.index import (
-    build_combined_index,
-    build_index_for_fits,
-    combined_index_path,
-    index_path_for,
-    write_index_text,
-)
+from obsflow.sdfits.index import write_index_text
+from obsflow.sdfits.index_fits import build_combined_index, build_index_for_fits, combined_index_path, index_path_for
 
 __all__ = ["command"]
 

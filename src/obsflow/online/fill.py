@@ -33,6 +33,7 @@ from obsflow.online.events import LoggedScan, ScanKey
 from obsflow.online.journal import FileUndo, Journal, recover, undo_for
 from obsflow.online.layout import OutputLayout
 from obsflow.sdfits import flag, index, status, writer
+from obsflow.sdfits import index_fits
 from obsflow.sdfits.rows import scan_header, scan_rows
 
 __all__ = ["BankFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans"]
@@ -156,11 +157,11 @@ def _fill_locked(
             _check_index_agrees(fits_path, state.nrows)
             first_row = state.nrows
             journal.record(FileUndo(str(fits_path), state.file_size, writer.undo_patches(state)))
-            journal.record(undo_for(index.index_path_for(fits_path), [(0, INDEX_HEADER_BYTES)]))
+            journal.record(undo_for(index_fits.index_path_for(fits_path), [(0, INDEX_HEADER_BYTES)]))
         else:
             first_row = 0
             journal.record(FileUndo(str(fits_path), None))
-            journal.record(FileUndo(str(index.index_path_for(fits_path)), None))
+            journal.record(FileUndo(str(index_fits.index_path_for(fits_path)), None))
         journal.record(undo_for(layout.flag_target(fits_path, project)))
         link = fits_path.with_suffix(".flag")
         if not _exists(link):
@@ -217,7 +218,7 @@ def _exists(path: Path) -> bool:
 
 def _check_index_agrees(fits_path: Path, expected: int) -> None:
     """A bank index that disagrees with its FITS file would mislead GBTIDL and dysh: refuse to append."""
-    index_path = index.index_path_for(fits_path)
+    index_path = index_fits.index_path_for(fits_path)
     if not index_path.exists():
         return  # rebuilt from the FITS file below
     have = index.next_index(index_path)
@@ -239,14 +240,14 @@ def _write_all(
     first_combined = index.next_index(combined) if combined.exists() else 0
     for bank, fits_path, rows, header, first_row in work:
         writer.append_rows(fits_path, rows, header)
-        bank_index = index.index_path_for(fits_path)
+        bank_index = index_fits.index_path_for(fits_path)
         projid = str(header.get("PROJID", project))
         if bank_index.exists():
             new_rows = index.build_index_rows(rows, projid=projid, file_name=fits_path.name, first_row=first_row,
                                               first_index=index.next_index(bank_index))  # fmt: skip
             index.append_index_rows(bank_index, new_rows, now=now)
         else:
-            index.write_index_text(bank_index, index.build_index_for_fits(fits_path, now=now))
+            index.write_index_text(bank_index, index_fits.build_index_for_fits(fits_path, now=now))
         combined_rows += index.build_index_rows(
             rows, projid=projid, file_name=fits_path.name, first_row=first_row,
             first_index=first_combined + len(combined_rows),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
-from astropy.utils.exceptions import AstropyWarning
 
 from obsflow.atomic import write_atomic
 from obsflow.errors import InputError, IntegrityError, OutputError
@@ -45,20 +42,14 @@ __all__ = [
     "IndexHeader",
     "append_index_rows",
     "asctime",
-    "build_combined_index",
-    "build_index_for_fits",
     "build_index_rows",
-    "combined_index_path",
-    "index_matches_fits",
-    "index_mismatch",
-    "index_path_for",
     "index_text",
     "next_index",
     "parse_index_row",
+    "int_values",
     "read_index",
-    "read_index_header",
-    "read_sdfits_tables",
-    "require_index_matches_fits",
+    "row_count",
+    "str_values",
     "write_index",
     "write_index_text",
 ]
@@ -254,7 +245,7 @@ def build_index_rows(
     there is none), unless the file has an INT column.  It depends only on the run's own rows,
     so rows built for a scan appended later are the same as in a full rebuild.
     """
-    n = _row_count(columns)
+    n = row_count(columns)
     if n == 0:
         return []
     if first_row < 0 or first_index < 0:
@@ -267,14 +258,14 @@ def build_index_rows(
     return ["".join(parts) for parts in zip(*formatted, strict=True)]
 
 
-def _row_count(columns: Mapping[str, Any]) -> int:
+def row_count(columns: Mapping[str, Any]) -> int:
     for name in ("SCAN", "DATE-OBS"):
         if name in columns:
             return len(columns[name])
     raise InputError("SDFITS rows need SCAN and DATE-OBS columns")
 
 
-def _strings(columns: Mapping[str, Any], name: str, n: int, default: str) -> list[str]:
+def str_values(columns: Mapping[str, Any], name: str, n: int, default: str) -> list[str]:
     if name not in columns:
         return [default] * n
     return [(v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)).strip() for v in columns[name]]
@@ -286,7 +277,7 @@ def _floats(columns: Mapping[str, Any], name: str, n: int, default: float = 0.0)
     return [float(v) for v in np.asarray(columns[name], dtype=float).reshape(n)]
 
 
-def _ints(columns: Mapping[str, Any], name: str, n: int, default: int) -> list[int]:
+def int_values(columns: Mapping[str, Any], name: str, n: int, default: int) -> list[int]:
     if name not in columns:
         return [default] * n
     return [int(v) for v in np.rint(np.asarray(columns[name], dtype=float)).astype(np.int64).reshape(n)]
@@ -297,7 +288,7 @@ def _index_cells(
     first_index: int,
 ) -> dict[str, list[Any]]:
     """Column name -> the n values of that index column (GBTIDL defaults for missing columns)."""
-    project = [projid.strip()] * n if projid is not None else _strings(columns, "PROJID", n, "unknown")
+    project = [projid.strip()] * n if projid is not None else str_values(columns, "PROJID", n, "unknown")
     numchn = _channel_counts(columns, n)
     crval1, crpix1, cdelt1 = (_floats(columns, name, n) for name in ("CRVAL1", "CRPIX1", "CDELT1"))
     return {
@@ -306,29 +297,29 @@ def _index_cells(
         "FILE": [file_name] * n,
         "EXT": [ext] * n,
         "ROW": list(range(first_row, first_row + n)),
-        "SOURCE": _strings(columns, "OBJECT", n, "source"),
-        "PROCEDURE": [mode.split(":")[0] for mode in _strings(columns, "OBSMODE", n, "proc")],
-        "OBSID": _strings(columns, "OBSID", n, ""),
+        "SOURCE": str_values(columns, "OBJECT", n, "source"),
+        "PROCEDURE": [mode.split(":")[0] for mode in str_values(columns, "OBSMODE", n, "proc")],
+        "OBSID": str_values(columns, "OBSID", n, ""),
         "E2ESC": [0] * n,
-        "PROCS": _ints(columns, "PROCSEQN", n, 0),
-        "SCAN": _ints(columns, "SCAN", n, -1),
-        "POL": [_POLARIZATIONS.get(code, "?") for code in _ints(columns, "CRVAL4", n, 0)],
-        "PLNUM": _ints(columns, "PLNUM", n, 0),
-        "IFNUM": _ints(columns, "IFNUM", n, 0),
-        "FEED": _ints(columns, "FEED", n, -1),
-        "FDNUM": _ints(columns, "FDNUM", n, 0),
-        "INT": _ints(columns, "INT", n, 0) if "INT" in columns else _integration_numbers(columns, n),
+        "PROCS": int_values(columns, "PROCSEQN", n, 0),
+        "SCAN": int_values(columns, "SCAN", n, -1),
+        "POL": [_POLARIZATIONS.get(code, "?") for code in int_values(columns, "CRVAL4", n, 0)],
+        "PLNUM": int_values(columns, "PLNUM", n, 0),
+        "IFNUM": int_values(columns, "IFNUM", n, 0),
+        "FEED": int_values(columns, "FEED", n, -1),
+        "FDNUM": int_values(columns, "FDNUM", n, 0),
+        "INT": int_values(columns, "INT", n, 0) if "INT" in columns else _integration_numbers(columns, n),
         "NUMCHN": numchn,
-        "SIG": _strings(columns, "SIG", n, "T"),
-        "CAL": _strings(columns, "CAL", n, "T"),
-        "SAMPLER": _strings(columns, "SAMPLER", n, "??"),
+        "SIG": str_values(columns, "SIG", n, "T"),
+        "CAL": str_values(columns, "CAL", n, "T"),
+        "SAMPLER": str_values(columns, "SAMPLER", n, "??"),
         "AZIMUTH": _floats(columns, "AZIMUTH", n),
         "ELEVATION": _floats(columns, "ELEVATIO", n),
         "LONGITUDE": _floats(columns, "CRVAL2", n),
         "LATITUDE": _floats(columns, "CRVAL3", n),
         "TRGTLONG": _floats(columns, "TRGTLONG", n),
         "TRGTLAT": _floats(columns, "TRGTLAT", n),
-        "SUB": _ints(columns, "SUBREF_STATE", n, 0),
+        "SUB": int_values(columns, "SUBREF_STATE", n, 0),
         "LST": _floats(columns, "LST", n),
         # GBTIDL LINE_INDEX::get_center_frequency: the frequency of the middle of the band
         "CENTFREQ": [((c / 2.0 - 0.5) - p) * d + v for c, p, d, v in zip(numchn, crpix1, cdelt1, crval1, strict=True)],
@@ -336,15 +327,15 @@ def _index_cells(
         "VELOCITY": _floats(columns, "VELOCITY", n),
         "FREQINT": cdelt1,
         "FREQRES": [abs(v) for v in _floats(columns, "FREQRES", n)],
-        "DATEOBS": _strings(columns, "DATE-OBS", n, ""),
-        "TIMESTAMP": _strings(columns, "TIMESTAMP", n, ""),
+        "DATEOBS": str_values(columns, "DATE-OBS", n, ""),
+        "TIMESTAMP": str_values(columns, "TIMESTAMP", n, ""),
         "BANDWIDTH": _floats(columns, "BANDWID", n),
         "EXPOSURE": _floats(columns, "EXPOSURE", n),
         "TSYS": _floats(columns, "TSYS", n),
-        "NSAVE": _ints(columns, "NSAVE", n, -1),
-        "PROCSCAN": _strings(columns, "PROCSCAN", n, "Unknown"),
-        "PROCTYPE": _strings(columns, "PROCTYPE", n, "Unknown"),
-        "WCALPOS": _strings(columns, "CALPOSITION", n, "Unknown"),
+        "NSAVE": int_values(columns, "NSAVE", n, -1),
+        "PROCSCAN": str_values(columns, "PROCSCAN", n, "Unknown"),
+        "PROCTYPE": str_values(columns, "PROCTYPE", n, "Unknown"),
+        "WCALPOS": str_values(columns, "CALPOSITION", n, "Unknown"),
     }
 
 
@@ -356,7 +347,7 @@ def _channel_counts(columns: Mapping[str, Any], n: int) -> list[int]:
     for name in ("TDIM7", "TDIM6"):
         if name in columns:
             counts = []
-            for text in _strings(columns, name, n, ""):
+            for text in str_values(columns, name, n, ""):
                 match = _TDIM.match(text)
                 counts.append(int(match.group(1)) if match else 0)
             return counts
@@ -368,8 +359,8 @@ def _channel_counts(columns: Mapping[str, Any], n: int) -> list[int]:
 
 def _integration_numbers(columns: Mapping[str, Any], n: int) -> list[int]:
     """Dense rank of DATE-OBS within each run of equal TIMESTAMP (or SCAN), as GBTIDL numbers INT."""
-    ids: list[Any] = _strings(columns, "TIMESTAMP", n, "") if "TIMESTAMP" in columns else _ints(columns, "SCAN", n, -1)
-    dates = _strings(columns, "DATE-OBS", n, "")
+    ids: list[Any] = str_values(columns, "TIMESTAMP", n, "") if "TIMESTAMP" in columns else int_values(columns, "SCAN", n, -1)
+    dates = str_values(columns, "DATE-OBS", n, "")
     numbers = [0] * n
     start = 0
     while start < n:
@@ -590,259 +581,3 @@ def _entry(line: str, where: str) -> IndexEntry:
                           scan=int(cell("SCAN")), intnum=int(cell("INT")), timestamp=cell("TIMESTAMP"))  # fmt: skip
     except ValueError as err:
         raise InputError(f"unreadable index row: {err}", where) from err
-
-
-# --------------------------------------------------------------------------------------------
-# SDFITS files
-
-
-@dataclass(frozen=True)
-class SdfitsTable:
-    """The index-relevant columns of one non-empty BINTABLE of an SDFITS file."""
-
-    file_name: str
-    ext: int
-    projid: str | None
-    columns: dict[str, np.ndarray]
-
-    @property
-    def n_rows(self) -> int:
-        """NAXIS2."""
-        return _row_count(self.columns)
-
-
-_REQUIRED = ("SCAN", "DATE-OBS", "IFNUM", "PLNUM", "FDNUM")
-_WANTED = frozenset(
-    "OBJECT OBSMODE OBSID PROCSEQN SCAN CRVAL4 PLNUM IFNUM FEED FDNUM INT TDIM7 TDIM6 SIG CAL SAMPLER AZIMUTH "
-    "ELEVATIO CRVAL2 CRVAL3 TRGTLONG TRGTLAT SUBREF_STATE LST CRVAL1 CRPIX1 CDELT1 RESTFREQ VELOCITY FREQRES "
-    "DATE-OBS TIMESTAMP BANDWID EXPOSURE TSYS NSAVE PROCSCAN PROCTYPE CALPOSITION PROJID OBSERVER BACKEND "
-    "VSPDELT VSPRVAL VSPRPIX".split()
-)
-
-
-def read_sdfits_tables(fits_path: Path, extra_columns: Iterable[str] = ()) -> list[SdfitsTable]:
-    """Read the index-relevant columns (never DATA) of every non-empty BINTABLE of an SDFITS file.
-
-    Raises :class:`InputError` for a file that is not FITS, is truncated, or is not SDFITS.
-    """
-    path = Path(fits_path)
-    wanted = _WANTED | set(extra_columns)
-    tables = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        hdul = _open_fits(path)
-        try:
-            _check_complete(hdul, path)
-            primary_projid = hdul[0].header.get("PROJID")
-            for number, hdu in enumerate(hdul):
-                if not isinstance(hdu, fits.BinTableHDU) or not hdu.header.get("NAXIS2", 0):
-                    continue
-                names = set(hdu.columns.names)
-                missing = [name for name in _REQUIRED if name not in names]
-                if missing:
-                    raise InputError(f"not an SDFITS file: HDU {number} has no {', '.join(missing)} column", path)
-                try:
-                    columns = {name: np.array(hdu.data[name]) for name in wanted & names}
-                except (TypeError, ValueError, OSError) as err:
-                    raise InputError(f"unreadable FITS table in HDU {number}: {err}", path) from err
-                if not names & {"TDIM7", "TDIM6"} and "DATA" in names:
-                    width = int(hdu.columns["DATA"].format.repeat)
-                    columns["TDIM7"] = np.array([f"({width},1,1,1)"] * hdu.header["NAXIS2"])
-                projid = hdu.header.get("PROJID", None if "PROJID" in names else primary_projid)
-                backend = hdu.header.get("BACKEND") or hdul[0].header.get("INSTRUME")
-                if backend and "BACKEND" not in columns:
-                    columns["BACKEND"] = np.array([str(backend)] * hdu.header["NAXIS2"])
-                tables.append(SdfitsTable(path.name, number, None if projid is None else str(projid), columns))
-            if not any(isinstance(hdu, fits.BinTableHDU) for hdu in hdul):
-                raise InputError("not an SDFITS file: no binary table", path)
-        finally:
-            hdul.close()
-    return tables
-
-
-def _open_fits(path: Path) -> fits.HDUList:
-    try:
-        return fits.open(path, memmap=True, lazy_load_hdus=False)
-    except FileNotFoundError as err:
-        raise InputError("file not found", path) from err
-    except IsADirectoryError as err:
-        raise InputError("is a directory, not a FITS file", path) from err
-    except (OSError, ValueError, TypeError, IndexError) as err:
-        raise InputError("not a FITS file", path) from err
-
-
-def _check_complete(hdul: fits.HDUList, path: Path) -> None:
-    """A FITS file must end exactly where its last HDU's padded data ends."""
-    size = path.stat().st_size
-    info = hdul.fileinfo(len(hdul) - 1)
-    end = info["datLoc"] + info["datSpan"]
-    if end != size:
-        raise InputError(f"truncated or corrupt FITS file: HDUs end at byte {end}, file has {size}", path)
-
-
-def index_path_for(fits_path: Path) -> Path:
-    """``X.fits`` -> ``X.index`` beside it."""
-    return Path(fits_path).with_suffix(".index")
-
-
-def combined_index_path(vegas_dir: Path) -> Path:
-    """``<PROJ>.raw.vegas/<PROJ>.raw.vegas.index``: the index over all bank files that GBTIDL opens online."""
-    return Path(vegas_dir) / f"{Path(vegas_dir).name}.index"
-
-
-def _header_for(tables: Sequence[SdfitsTable], existing_index: Path | None, now: datetime | None) -> IndexHeader:
-    """A fresh header; keeps ``created`` of an index being rebuilt, fills observer/backend from the data."""
-    created = None
-    if existing_index is not None and existing_index.is_file():
-        try:
-            created = read_index_header(existing_index).get("created")
-        except InputError:
-            created = None
-    observer = backend = "Unknown"
-    for table in tables:
-        observer = _strings(table.columns, "OBSERVER", 1, "Unknown")[0] or "Unknown"
-        backend = _strings(table.columns, "BACKEND", 1, "Unknown")[0] or "Unknown"
-        break
-    return IndexHeader.new(observer=observer, backend=backend, now=now, created=created)
-
-
-def read_index_header(path: Path) -> dict[str, str]:
-    """Only the header keys of an index (cheap; reads the first few KiB)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16 * 1024).decode("ascii", "replace")
-    except OSError as err:
-        raise InputError(f"cannot read index: {err.strerror}", path) from err
-    lines = head.split("\n")
-    if lines[0] != "[header]":
-        raise InputError("not an index file: first line is not [header]", path)
-    header = {}
-    for line in lines[1:]:
-        if line.startswith("[rows]"):
-            break
-        key, sep, value = line.partition("=")
-        if sep:
-            header[key.strip().lower()] = value.strip()
-    return header
-
-
-def build_index_for_fits(fits_path: Path, header: IndexHeader | None = None, now: datetime | None = None) -> str:
-    """The text of the index for any SDFITS file (ours, the GBT filler's, GBTIDL's).
-
-    One row per row of each non-empty BINTABLE, EXT = HDU number, INDEX continuous from 0.
-    Without ``header`` the header keeps ``created`` of an existing ``.index`` beside the file.
-    """
-    path = Path(fits_path)
-    tables = read_sdfits_tables(path)
-    header = header or _header_for(tables, index_path_for(path), now)
-    rows: list[str] = []
-    for table in tables:
-        rows.extend(build_index_rows(table.columns, projid=table.projid, file_name=table.file_name, ext=table.ext,
-                                     first_row=0, first_index=len(rows)))  # fmt: skip
-    return index_text(header, rows)
-
-
-def _scan_runs(table: SdfitsTable) -> list[tuple[str, int, int]]:
-    """(TIMESTAMP or scan, start, stop) for each run of equal TIMESTAMP in a table."""
-    n = table.n_rows
-    if "TIMESTAMP" in table.columns:
-        ids = _strings(table.columns, "TIMESTAMP", n, "")
-    else:
-        ids = [f"{scan:010d}" for scan in _ints(table.columns, "SCAN", n, -1)]
-    runs = []
-    start = 0
-    while start < n:
-        stop = start
-        while stop < n and ids[stop] == ids[start]:
-            stop += 1
-        runs.append((ids[start], start, stop))
-        start = stop
-    return runs
-
-
-def build_combined_index(
-    fits_paths: Sequence[Path], header: IndexHeader | None = None, now: datetime | None = None,
-    existing_index: Path | None = None,
-) -> str:
-    """The text of ``<PROJ>.raw.<backend>.index`` over several bank files.
-
-    Rows are ordered scan by scan (runs of equal TIMESTAMP, in TIMESTAMP order), and within a
-    scan bank file by bank file in the order given, INDEX continuous: the order in which the
-    online filler appends them (scan N: bank A rows, bank B rows, ...).  FILE names each row's
-    bank file.
-    """
-    chunks = []
-    all_tables: list[SdfitsTable] = []
-    for file_order, fits_path in enumerate(fits_paths):
-        tables = read_sdfits_tables(Path(fits_path))
-        all_tables.extend(tables)
-        for table in tables:
-            for run_id, start, stop in _scan_runs(table):
-                chunks.append(((run_id, file_order, table.ext, start), table, start, stop))
-    chunks.sort(key=lambda chunk: chunk[0])
-    header = header or _header_for(all_tables, existing_index, now)
-    rows: list[str] = []
-    for _, table, start, stop in chunks:
-        part = {name: values[start:stop] for name, values in table.columns.items()}
-        rows.extend(build_index_rows(part, projid=table.projid, file_name=table.file_name, ext=table.ext,
-                                     first_row=start, first_index=len(rows)))  # fmt: skip
-    return index_text(header, rows)
-
-
-# --------------------------------------------------------------------------------------------
-# agreement between an index and its FITS files
-
-
-def _fits_row_counts(fits_path: Path) -> dict[tuple[str, int], int]:
-    path = Path(fits_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        hdul = _open_fits(path)
-        try:
-            _check_complete(hdul, path)
-            return {
-                (path.name, number): int(hdu.header.get("NAXIS2", 0))
-                for number, hdu in enumerate(hdul)
-                if isinstance(hdu, fits.BinTableHDU) and hdu.header.get("NAXIS2", 0)
-            }
-        finally:
-            hdul.close()
-
-
-def index_mismatch(index_path: Path, *fits_paths: Path) -> str | None:
-    """Why an index disagrees with its FITS file(s), or ``None`` when it agrees.
-
-    It agrees when INDEX runs 0..n-1 and, for every non-empty extension of every given file,
-    its rows list ROW 0..NAXIS2-1 in order, and no row names another file or extension
-    (GBTIDL's ``check_file_properties`` compares the same row counts).
-    """
-    contents = read_index(Path(index_path))
-    expected: dict[tuple[str, int], int] = {}
-    for fits_path in fits_paths:
-        expected.update(_fits_row_counts(Path(fits_path)))
-    seen: dict[tuple[str, int], int] = {}
-    for position, entry in enumerate(contents.rows):
-        if entry.index != position:
-            return f"index row {position} has INDEX {entry.index}"
-        key = (entry.file, entry.ext)
-        if key not in expected:
-            return f"index row {position} names {entry.file} HDU {entry.ext}, which is not in the FITS file"
-        if entry.row != seen.get(key, 0):
-            return f"index row {position} points at ROW {entry.row} of {entry.file}, expected {seen.get(key, 0)}"
-        seen[key] = entry.row + 1
-    for (name, ext), n_rows in expected.items():
-        if seen.get((name, ext), 0) != n_rows:
-            return f"index lists {seen.get((name, ext), 0)} rows of {name} HDU {ext}, the FITS file has {n_rows}"
-    return None
-
-
-def index_matches_fits(index_path: Path, *fits_paths: Path) -> bool:
-    """True when the index rows agree with the FITS row counts and positions."""
-    return index_mismatch(index_path, *fits_paths) is None
-
-
-def require_index_matches_fits(index_path: Path, *fits_paths: Path) -> None:
-    """Raise :class:`IntegrityError` (one line: what disagrees, where) unless the index agrees."""
-    reason = index_mismatch(index_path, *fits_paths)
-    if reason is not None:
-        raise IntegrityError(f"index disagrees with its FITS file: {reason}", index_path)

@@ -99,7 +99,7 @@ def start_sshd(workdir: Path) -> SshServer:
     user = os.environ.get("USER") or "root"
     common = [
         "  HostName 127.0.0.1",
-        f"  Port {{port}}",
+        "  Port {port}",
         f"  User {user}",
         f"  IdentityFile {client_key}",
         "  IdentitiesOnly yes",
