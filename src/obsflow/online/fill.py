@@ -32,8 +32,7 @@ from obsflow.online import raw
 from obsflow.online.events import LoggedScan, ScanKey
 from obsflow.online.journal import FileUndo, Journal, recover, undo_for
 from obsflow.online.layout import OutputLayout
-from obsflow.sdfits import flag, index, status, writer
-from obsflow.sdfits import index_fits
+from obsflow.sdfits import flag, index, index_fits, status, writer
 from obsflow.sdfits.rows import scan_header, scan_rows
 
 __all__ = ["BankFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans"]

@@ -38,9 +38,6 @@ from obsflow.online.devices import (
     ReceiverFile,
     VegasBank,
     VegasSampler,
-    _column,
-    _strings,
-    _table,
     open_fits,
     read_antenna,
     read_dcr,
@@ -50,6 +47,9 @@ from obsflow.online.devices import (
     read_receiver,
     read_vegas_bank,
 )
+from obsflow.online.fitsfile import as_strings as _strings
+from obsflow.online.fitsfile import find_table as _table
+from obsflow.online.fitsfile import table_column as _column
 
 __all__ = [
     "BACKEND_DEVICES",
