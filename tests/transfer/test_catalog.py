@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import FileStat
 
@@ -56,3 +58,62 @@ def test_runs_and_last_success(tmp_path: Path) -> None:
             ("ok", 0, 0, ""), ("failed", 0, 0, "cannot reach host"), ("ok", 3, 30, "")
         ]
         assert runs[0].dry_run and runs[2].ended is not None
+
+
+def _writes(cat: Catalog) -> int:
+    return cat._db.total_changes
+
+
+def test_observe_writes_only_new_and_changed_files_and_returns_valid_hashes(tmp_path: Path) -> None:
+    files = {f"2016/0907/f{i}.fits": FileStat(i, 100.0) for i in range(50)}
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        assert cat.observe("suth", "sha", files, now=1.0, folders=["2016/0907"]) == {}
+        cat.record_hashes("suth", "sha", [("2016/0907/f1.fits", 1, 100.0, "11" * 16),
+                                          ("2016/0907/f2.fits", 2, 100.0, "22" * 16)])  # fmt: skip
+        before = _writes(cat)
+        hashes = cat.observe("suth", "sha", files, now=2.0, folders=["2016/0907"])
+        assert _writes(cat) == before  # a no-op run writes nothing
+        assert hashes == {"2016/0907/f1.fits": "11" * 16, "2016/0907/f2.fits": "22" * 16}
+        changed = {**files, "2016/0907/f1.fits": FileStat(1, 200.0), "2016/0907/new.fits": FileStat(7, 100.0)}
+        hashes = cat.observe("suth", "sha", changed, now=3.0, folders=["2016/0907"])
+        assert _writes(cat) == before + 2
+        assert hashes == {"2016/0907/f2.fits": "22" * 16}
+        assert cat.get("suth", "sha", "2016/0907/f1.fits").xxh128 is None  # type: ignore[union-attr]
+        assert cat.get("suth", "sha", "2016/0907/new.fits").first_seen == 3.0  # type: ignore[union-attr]
+
+
+def test_reads_are_limited_to_the_folders_asked_for(tmp_path: Path) -> None:
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        for folder in ("2016/0906", "2016/0907", "2016/09070", "2016/0908"):
+            cat.record_hashes("suth", "sha", [(f"{folder}/x.fits", 1, 1.0, "ab" * 16)])
+        assert set(cat.stored("suth", "sha", ["2016/0907"])) == {"2016/0907/x.fits"}
+        assert len(cat.stored("suth", "sha")) == 4
+        listing = {f"{f}/x.fits": FileStat(1, 1.0) for f in ("2016/0906", "2016/0907")}
+        assert set(cat.known_hashes("suth", "sha", listing, folders=["2016/0907"])) == {"2016/0907/x.fits"}
+
+
+def test_record_hashes_is_one_transaction_and_keeps_marks_only_for_the_same_file(tmp_path: Path) -> None:
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        cat.record_copy("instruments", "suth", "sha", [("a.fits", 5, 1.0, "11" * 16, "11" * 16)])
+        assert cat.record_hashes("suth", "sha", [("a.fits", 5, 1.0, "11" * 16), ("b.fits", 6, 1.0, "33" * 16)]) == 2
+        assert cat.get("suth", "sha", "a.fits").verified is not None  # type: ignore[union-attr]
+        cat.record_hashes("suth", "sha", [("a.fits", 5, 9.0, "44" * 16)])  # another mtime: another file
+        rec = cat.get("suth", "sha", "a.fits")
+        assert rec is not None and rec.verified is None and rec.copied is None and rec.xxh128 == "44" * 16
+        with pytest.raises(sqlite3.Error):  # a bad row rolls the whole batch back
+            cat.record_hashes("suth", "sha", [("c.fits", 1, 1.0, "55" * 16), ("d.fits", None, 1.0, "66" * 16)])
+        assert cat.get("suth", "sha", "c.fits") is None
+
+
+def test_verification_runs_and_the_latest(tmp_path: Path) -> None:
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        assert cat.last_verification() is None
+        cat.record_verification(started=10.0, ended=11.0, first_night="2026-10-01", last_night="2026-11-23",
+                                checksum=True, status="ok", counts={"matched": 7}, report='{"status": "ok"}')  # fmt: skip
+        cat.record_verification(started=20.0, ended=21.0, first_night="2026-10-01", last_night="2026-11-23",
+                                checksum=False, status="differences", counts={"missing": 2, "matched": 5})  # fmt: skip
+        last = cat.last_verification()
+        assert last is not None and (last.status, last.missing, last.matched, last.checksum) == (
+            "differences", 2, 5, False)  # fmt: skip
+        content = cat.last_verification(checksum=True)
+        assert content is not None and (content.started, content.report) == (10.0, '{"status": "ok"}')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,18 @@ def test_temp_target_names_the_final_file() -> None:
     assert temp_target("2016/0907/.x.fits.AbC123") == "2016/0907/x.fits"
     assert temp_target("2016/0907/.rsync-partial/x.fits") == "2016/0907/x.fits"
     assert temp_target("2016/0907/x.fits") is None
+
+
+def test_several_patterns_match_as_fnmatchcase_does_locally_and_remotely(tmp_path: Path, sshd) -> None:
+    night = tmp_path / "root" / "2016" / "0907"
+    (night / ".hidden").mkdir(parents=True)
+    names = ["a.fits", "A.FITS", "b.fits.fz", "SHA_1.fz", "SHA_x.fz", "[x].fits", "c.fitsx", "nl\nname.fits"]
+    for name in names:
+        (night / name).write_bytes(b"1")
+    (night / ".hidden" / "in_dot_folder.fits").write_bytes(b"1")  # not a dot-file itself: data
+    patterns = ["*.fits", "SHA_[0-9]*.fz"]
+    expected = {f"2016/0907/{n}" for n in names if any(fnmatchcase(n, p) for p in patterns)}
+    expected.add("2016/0907/.hidden/in_dot_folder.fits")
+    shell = Shell(tuple(sshd.ssh_options))
+    for where in (str(tmp_path / "root"), f"suth.test:{tmp_path / 'root'}"):
+        assert set(list_files(parse_location(where), FOLDERS, patterns, shell)) == expected, where

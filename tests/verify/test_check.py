@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -97,6 +98,19 @@ def test_without_checksum_contents_are_not_compared(sshd, tmp_path):
     assert folder.hash_differs == () and report.exit_code == 0
 
 
+def test_a_size_only_run_is_kept_in_the_configs_catalog(sshd, tmp_path):
+    world = build_world(tmp_path, sshd)
+    (world.cape("sha") / world.files["sha"][0]).unlink()
+    config = world.config
+    report = verify(config, PERIOD, plan_pairs(config, PERIOD, hops=["suth:cape"], instruments=["sha"]))
+    with Catalog(config.catalog_path) as catalog:
+        run = catalog.last_verification()
+    assert run is not None and (run.checksum, run.status, run.missing) == (False, "differences", 1)
+    assert (run.first_night, run.last_night) == (PERIOD.first.isoformat(), PERIOD.last.isoformat())
+    assert json.loads(run.report)["folders"][0]["missing"] == [world.files["sha"][0]]
+    assert report.exit_code == 1
+
+
 def test_unreachable_host_and_missing_root_are_not_checked(sshd, tmp_path):
     world = build_world(tmp_path, sshd, extra=f'[archives.vault]\nlocation = "down.test:{tmp_path}/vault"\n')
     with open(world.config_path, "a") as handle:
@@ -154,12 +168,18 @@ def test_checksum_hashes_come_from_the_catalog_while_size_and_mtime_hold(sshd, t
         record = catalog.get("cape", "sha", path)
         assert record is not None and record.xxh128 == xxh128_file(world.cape("sha") / path)
         assert record.mtime == os.stat(world.cape("sha") / path).st_mtime
+        assert record.verified is not None  # found equal to suth's copy
+        run = catalog.last_verification()
+        assert run is not None and (run.checksum, run.status, run.matched) == (True, "ok", len(world.files["sha"]))
 
         alter(world.cape("sha") / path, keep_mtime=True)  # bit rot: same size, same mtime
         assert verify(config, PERIOD, pairs, checksum=True, catalog=catalog).exit_code == 0  # trusted the catalog
         report = verify(config, PERIOD, pairs, checksum=True, catalog=catalog, rehash=True)
         assert [d.path for d in report.folders[0].hash_differs] == [path]
-        assert catalog.get("cape", "sha", path).xxh128 == xxh128_file(world.cape("sha") / path)
+        rotted = catalog.get("cape", "sha", path)
+        assert rotted is not None and rotted.xxh128 == xxh128_file(world.cape("sha") / path)
+        assert rotted.verified is None  # no longer equal to the source
+        assert json.loads(catalog.last_verification().report)["counts"]["hash_differs"] == 1
 
         alter(world.cape("sha") / world.files["sha"][3])  # an ordinary change moves the mtime: rehashed
         report = verify(config, PERIOD, pairs, checksum=True, catalog=catalog)

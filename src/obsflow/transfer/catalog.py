@@ -1,7 +1,8 @@
 """The SQLite catalog: every file seen on every host, its xxh128, and every sync run.
 
 One file (``Config.catalog_path``), WAL mode so the status page and ``verify`` can read
-while a sync writes.  Shared by sync and verify.
+while a sync writes.  Shared by sync and verify; ``verify`` also records each of its runs
+(``verifications``: period, verdict, counts and the JSON report).
 
 Files are keyed by ``(host, instrument, path)``: ``host`` is the hop endpoint name
 (``"instruments"`` or an archive name from the config), ``instrument`` the instrument name,
@@ -21,10 +22,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from obsflow.errors import OutputError
 
-__all__ = ["Catalog", "FileRecord", "RunRecord"]
+if TYPE_CHECKING:
+    from obsflow.transfer.listing import FileStat
+
+__all__ = ["Catalog", "FileRecord", "RunRecord", "VerificationRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -58,15 +63,41 @@ CREATE TABLE IF NOT EXISTS runs (
     message TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS runs_by_instrument ON runs (instrument, hop, started);
+CREATE TABLE IF NOT EXISTS verifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    ended REAL NOT NULL,
+    first_night TEXT NOT NULL,
+    last_night TEXT NOT NULL,
+    checksum INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    missing INTEGER NOT NULL DEFAULT 0,
+    size_differs INTEGER NOT NULL DEFAULT 0,
+    hash_differs INTEGER NOT NULL DEFAULT 0,
+    not_checked INTEGER NOT NULL DEFAULT 0,
+    matched INTEGER NOT NULL DEFAULT 0,
+    in_flight INTEGER NOT NULL DEFAULT 0,
+    report TEXT NOT NULL DEFAULT ''
+);
 """
 
-# Store a hash with the size and mtime it describes; copied/verified survive only if those match.
+# Store a hash with the size and mtime it describes; copied survives only if those match, verified
+# only if the hash is also the same (same size and mtime with another hash: the content rotted).
 _UPSERT_HASH = """
 INSERT INTO files (host, instrument, path, size, mtime, xxh128, first_seen) VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (host, instrument, path) DO UPDATE SET
   copied = CASE WHEN size = excluded.size AND mtime = excluded.mtime THEN copied END,
-  verified = CASE WHEN size = excluded.size AND mtime = excluded.mtime THEN verified END,
+  verified = CASE WHEN size = excluded.size AND mtime = excluded.mtime AND xxh128 IS excluded.xxh128
+                  THEN verified END,
   size = excluded.size, mtime = excluded.mtime, xxh128 = excluded.xxh128
+"""
+
+# A listing's file: new rows get first_seen; a changed size or mtime drops the hash and the marks.
+_OBSERVE = """
+INSERT INTO files (host, instrument, path, size, mtime, first_seen) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (host, instrument, path) DO UPDATE SET
+  size = excluded.size, mtime = excluded.mtime, xxh128 = NULL, copied = NULL, verified = NULL
+WHERE size != excluded.size OR mtime != excluded.mtime
 """
 
 #: run statuses: "ok" everything done, "incomplete" something left for a later run,
@@ -112,6 +143,33 @@ class RunRecord:
     message: str
 
 
+#: what the catalog holds of one file for ``observe``: size, mtime, xxh128 (None if not known)
+StoredFile = tuple[int, float, "str | None"]
+
+#: counts a verification run stores (the keys of ``verify.findings.Report.counts``)
+VERIFY_COUNTS = ("missing", "size_differs", "hash_differs", "not_checked", "matched", "in_flight")
+
+
+@dataclass(frozen=True)
+class VerificationRecord:
+    """One ``obsflow verify`` run: when, which nights, how, its verdict and counts, its JSON report."""
+
+    id: int
+    started: float
+    ended: float
+    first_night: str  # YYYY-MM-DD
+    last_night: str
+    checksum: bool
+    status: str  # "ok", "differences" or "not checked"
+    missing: int
+    size_differs: int
+    hash_differs: int
+    not_checked: int
+    matched: int
+    in_flight: int
+    report: str  # the report as JSON (``verify.report.report_dict``), "" if not kept
+
+
 class Catalog:
     """The catalog database; use as a context manager (``with Catalog(path) as cat:``)."""
 
@@ -138,40 +196,77 @@ class Catalog:
 
     # ---- files -------------------------------------------------------------------------------
 
-    def observe(self, host: str, instrument: str, files: Mapping[str, object], now: float | None = None) -> None:
+    def observe(
+        self,
+        host: str,
+        instrument: str,
+        files: Mapping[str, FileStat],
+        now: float | None = None,
+        folders: Iterable[str] | None = None,
+        stored: Mapping[str, StoredFile] | None = None,
+    ) -> dict[str, str]:
         """Record that ``host`` holds ``files`` (``{path: FileStat}``) as listed now.
 
         New files get ``first_seen``; a file whose size or mtime changed loses its hash and
         its copied/verified marks (they described the old content).  Unchanged files are
-        not written, so a no-op run costs one read.
+        not written, so a no-op run costs one read and no write.  ``folders`` (the dated
+        folders the listing covered) limits that read to them instead of the instrument's
+        whole history.  Returns the stored hashes of ``files`` that still hold (what
+        :meth:`known_hashes` would return), from the same read.  ``stored``: that read, made
+        beforehand with :meth:`stored` (e.g. while the listing was under way).
         """
         now = time.time() if now is None else now
-        known = {
-            path: (size, mtime)
-            for path, size, mtime in self._db.execute(
-                "SELECT path, size, mtime FROM files WHERE host = ? AND instrument = ?", (host, instrument)
-            )
-        }
-        rows = []
+        if stored is None:
+            stored = self.stored(host, instrument, folders)
+        hashes, rows, known = {}, [], stored.get
         for path, st in files.items():
-            seen = (st.size, st.mtime)  # type: ignore[attr-defined]
-            if known.get(path) != seen:
-                rows.append((host, instrument, path, *seen, now))
-        if not rows:
+            row = known(path)
+            if row is None or row[0] != st[0] or row[1] != st[1]:
+                rows.append((host, instrument, path, st[0], st[1], now))
+            elif row[2] is not None:
+                hashes[path] = row[2]
+        if rows:
+            with self._transaction():
+                self._db.executemany(_OBSERVE, rows)
+        return hashes
+
+    def _stored(
+        self, host: str, instrument: str, folders: Iterable[str] | None
+    ) -> Iterator[tuple[str, int, float, str | None]]:
+        """``(path, size, mtime, xxh128)`` rows of one host and instrument, within ``folders`` if given.
+
+        A folder is read as a range of the primary key (``folder`` up to ``folder0``, ``0``
+        being the character after ``/``), so the cost follows the window, not the history.
+        """
+        query = "SELECT path, size, mtime, xxh128 FROM files WHERE host = ? AND instrument = ?"
+        if folders is None:
+            yield from self._db.execute(query, (host, instrument))
             return
-        with self._transaction():
-            self._db.executemany(
-                """INSERT INTO files (host, instrument, path, size, mtime, first_seen) VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (host, instrument, path) DO UPDATE SET
-                     size = excluded.size, mtime = excluded.mtime, xxh128 = NULL, copied = NULL, verified = NULL""",
-                rows,
-            )
+        for folder in sorted(set(folders)):
+            yield from self._db.execute(query + " AND path >= ? AND path < ?", (host, instrument, folder, folder + "0"))
+
+    def stored(self, host: str, instrument: str, folders: Iterable[str] | None = None) -> dict[str, StoredFile]:
+        """``{path: (size, mtime, xxh128 or None)}`` as recorded for one host and instrument (within ``folders``)."""
+        return {path: (size, mtime, xxh) for path, size, mtime, xxh in self._stored(host, instrument, folders)}
 
     def record_hash(self, host: str, instrument: str, path: str, size: int, mtime: float, xxh128: str) -> None:
         """Store the hash of a file as it is now (size and mtime it was computed for)."""
-        now = time.time()
-        with self._transaction():
-            self._upsert_hash(host, instrument, path, size, mtime, xxh128, now)
+        self.record_hashes(host, instrument, [(path, size, mtime, xxh128)])
+
+    def record_hashes(
+        self, host: str, instrument: str, rows: Iterable[tuple[str, int, float, str]], now: float | None = None
+    ) -> int:
+        """Store many hashes ``(path, size, mtime, xxh128)`` in one transaction; return how many.
+
+        Each is stored with the size and mtime it was computed for; a row whose stored size
+        or mtime differs loses its copied/verified marks (see ``_UPSERT_HASH``).
+        """
+        now = time.time() if now is None else now
+        values = [(host, instrument, path, size, mtime, xxh, now) for path, size, mtime, xxh in rows]
+        if values:
+            with self._transaction():
+                self._db.executemany(_UPSERT_HASH, values)
+        return len(values)
 
     def record_copy(
         self,
@@ -207,10 +302,6 @@ class Catalog:
                 [(now, host, instrument, path) for path in paths],
             )
 
-    def _upsert_hash(self, host: str, instrument: str, path: str, size: int, mtime: float, xxh: str,
-                     now: float) -> None:  # fmt: skip
-        self._db.execute(_UPSERT_HASH, (host, instrument, path, size, mtime, xxh, now))
-
     def get(self, host: str, instrument: str, path: str) -> FileRecord | None:
         """The record of one file, or None if never seen."""
         row = self._db.execute(
@@ -231,16 +322,17 @@ class Catalog:
         for row in self._db.execute(query + " ORDER BY instrument, path", args):
             yield FileRecord(*row)
 
-    def known_hashes(self, host: str, instrument: str, files: Mapping[str, object]) -> dict[str, str]:
-        """Stored hashes of ``files`` (``{path: FileStat}``) whose size and mtime still match."""
+    def known_hashes(
+        self, host: str, instrument: str, files: Mapping[str, FileStat], folders: Iterable[str] | None = None
+    ) -> dict[str, str]:
+        """Stored hashes of ``files`` (``{path: FileStat}``) whose size and mtime still match.
+
+        ``folders`` limits the read to those dated folders (see :meth:`observe`).
+        """
         known = {}
-        rows = self._db.execute(
-            "SELECT path, size, mtime, xxh128 FROM files WHERE host = ? AND instrument = ? AND xxh128 IS NOT NULL",
-            (host, instrument),
-        )
-        for path, size, mtime, xxh in rows:
+        for path, size, mtime, xxh in self._stored(host, instrument, folders):
             st = files.get(path)
-            if st is not None and st.size == size and st.mtime == mtime:  # type: ignore[attr-defined]
+            if xxh is not None and st is not None and st.size == size and st.mtime == mtime:
                 known[path] = xxh
         return known
 
@@ -285,6 +377,37 @@ class Catalog:
             args.append(hop)
         row = self._db.execute(query, args).fetchone()
         return row[0] if row and row[0] is not None else None
+
+    # ---- verifications -----------------------------------------------------------------------
+
+    def record_verification(
+        self,
+        *,
+        started: float,
+        ended: float,
+        first_night: str,
+        last_night: str,
+        checksum: bool,
+        status: str,
+        counts: Mapping[str, int],
+        report: str = "",
+    ) -> int:
+        """Store one verification run (counts keyed as VERIFY_COUNTS); return its id."""
+        values = [counts.get(key, 0) for key in VERIFY_COUNTS]
+        cursor = self._db.execute(
+            f"INSERT INTO verifications (started, ended, first_night, last_night, checksum, status, "
+            f"{', '.join(VERIFY_COUNTS)}, report) VALUES ({', '.join('?' * (7 + len(VERIFY_COUNTS)))})",
+            [started, ended, first_night, last_night, int(checksum), status, *values, report],
+        )
+        return int(cursor.lastrowid or 0)
+
+    def last_verification(self, checksum: bool | None = None) -> VerificationRecord | None:
+        """The latest verification run (only content-checked ones with ``checksum=True``), or None."""
+        query, args = "SELECT * FROM verifications", []
+        if checksum is not None:
+            query, args = query + " WHERE checksum = ?", [int(checksum)]
+        row = self._db.execute(query + " ORDER BY started DESC, id DESC LIMIT 1", args).fetchone()
+        return VerificationRecord(*row[:5], bool(row[5]), *row[6:]) if row else None
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -38,7 +38,7 @@ __all__ = ["HopJob", "HopSettings", "run_hop"]
 log = logging.getLogger(__name__)
 
 #: many small files go in this many parallel rsync streams (see _copy)
-PARALLEL_STREAMS = 2
+PARALLEL_STREAMS = 3
 PARALLEL_MIN_FILES = 256
 #: files modified less than this long before the listing are stat'ed again after their copy
 RECHECK_AFTER_S = 3600.0
@@ -103,14 +103,21 @@ def _run(
     progress: Progress | None,
     before_copy: Callable[[HopPlan], None] | None,
 ) -> None:
-    source, dest = _list_both(job, settings.shell)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # Both listings at once (one round trip per side); the catalog is read meanwhile.
+        listings = [pool.submit(list_files, where, job.folders, job.patterns, settings.shell)
+                    for where in (job.source, job.dest)]  # fmt: skip
+        src_stored = catalog.stored(job.source_host, job.instrument, job.folders)
+        dst_stored = catalog.stored(job.dest_host, job.instrument, job.folders)
+        source, dest = (future.result() for future in listings)
     if not source.root_exists and job.source_host == "instruments":
         outcome.failure = f"source folder missing (instrument disk not mounted?) ({job.source})"
         return
-    catalog.observe(job.source_host, job.instrument, source)
-    catalog.observe(job.dest_host, job.instrument, dest)
+    src_known = catalog.observe(job.source_host, job.instrument, source, folders=job.folders, stored=src_stored)
+    dst_known = catalog.observe(job.dest_host, job.instrument, dest, folders=job.folders, stored=dst_stored)
     plan = plan_copy(source, dest, source_time=source.host_time, settle_s=settings.settle_s, locks=settings.locks)
-    _hash_checks(job, plan, source, dest, catalog, settings.shell, verify_present=not settings.dry_run)
+    _hash_checks(job, plan, (source, src_known), (dest, dst_known), catalog, settings.shell,
+                 verify_present=not settings.dry_run)  # fmt: skip
     outcome.present = len(plan.present)
     outcome.in_flight, outcome.locked = list(plan.in_flight), list(plan.locked)
     outcome.conflicts, outcome.refused = list(plan.conflicts), list(plan.refused)
@@ -134,16 +141,14 @@ def _run(
     _accept(job, settings, catalog, plan, result, outcome, source.host_time)
 
 
-def _list_both(job: HopJob, shell: Shell) -> tuple[Listing, Listing]:
-    """Both listings at once: one round trip per side, in parallel."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        src = pool.submit(list_files, job.source, job.folders, job.patterns, shell)
-        dst = pool.submit(list_files, job.dest, job.folders, job.patterns, shell)
-        return src.result(), dst.result()
-
-
 def _hash_checks(
-    job: HopJob, plan: HopPlan, source: Listing, dest: Listing, catalog: Catalog, shell: Shell, verify_present: bool
+    job: HopJob,
+    plan: HopPlan,
+    source_side: tuple[Listing, dict[str, str]],
+    dest_side: tuple[Listing, dict[str, str]],
+    catalog: Catalog,
+    shell: Shell,
+    verify_present: bool,
 ) -> None:
     """Let hashes decide where size and mtime cannot.
 
@@ -151,19 +156,20 @@ def _hash_checks(
     ``verify_present``, present files are compared too unless the catalog already holds equal
     hashes for both sides (computed once per file, e.g. by a copy that was killed before it
     was recorded, or an archive filled by other means); a mismatch is a conflict.
+    Each side comes with the catalog's still-valid hashes of its files (``Catalog.observe``).
     """
-    src_known = catalog.known_hashes(job.source_host, job.instrument, source)
-    dst_known = catalog.known_hashes(job.dest_host, job.instrument, dest)
+    (source, src_known), (dest, dst_known) = source_side, dest_side
     present = plan.present if verify_present else []
-    unproven = [p for p in present if src_known.get(p) is None or src_known.get(p) != dst_known.get(p)]
+    src_get, dst_get = src_known.get, dst_known.get
+    unproven = [p for p in present if (h := src_get(p)) is None or h != dst_get(p)]
     todo = plan.check + unproven
     if not todo:
         return
     src_new = hash_files(job.source, [p for p in todo if p not in src_known], shell)
     dst_new = hash_files(job.dest, [p for p in todo if p not in dst_known], shell)
     for host, listing, new in ((job.source_host, source, src_new), (job.dest_host, dest, dst_new)):
-        for path, xxh in new.items():
-            catalog.record_hash(host, job.instrument, path, listing[path].size, listing[path].mtime, xxh)
+        rows = [(path, listing[path].size, listing[path].mtime, xxh) for path, xxh in new.items()]
+        catalog.record_hashes(host, job.instrument, rows)
     src_known.update(src_new)
     dst_known.update(dst_new)
     same = [p for p in todo if p in src_known and src_known[p] == dst_known.get(p)]
@@ -197,7 +203,7 @@ def _copy(job: HopJob, settings: HopSettings, plan: HopPlan, progress: Progress 
 
     if len(paths) < PARALLEL_MIN_FILES:
         return run(paths)
-    # rsync --files-from builds its whole list before sending (no pipelining); two streams
+    # rsync --files-from builds its whole list before sending (no incremental recursion); parallel streams
     # over the shared connection hide that latency for many small files.
     with ThreadPoolExecutor(max_workers=PARALLEL_STREAMS) as pool:
         results = list(pool.map(run, _balanced(plan, PARALLEL_STREAMS)))

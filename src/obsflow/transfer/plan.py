@@ -93,6 +93,8 @@ def plan_copy(
     hosts cannot make a fresh file look settled); ``locks`` are live filler lock names.
     """
     plan = HopPlan()
+    settled_before = source_time - settle_s
+    dest_get = dest.get
     for path in sorted(source):
         st = source[path]
         reason = _refusal(path, st)
@@ -100,13 +102,13 @@ def plan_copy(
             plan.refused.append(Refusal(path, reason))
         elif locks and any(part in locks for part in path.split("/")):
             plan.locked.append(path)
-        elif source_time - st.mtime < settle_s:
+        elif st.mtime > settled_before:
             plan.in_flight.append(path)
-        elif path not in dest:
+        elif (other := dest_get(path)) is None:
             plan.copy[path] = st
-        elif not dest[path].is_regular or dest[path].size != st.size:
+        elif other.kind != "f" or other.size != st.size:
             plan.conflicts.append(path)
-        elif int(dest[path].mtime) == int(st.mtime):
+        elif int(other.mtime) == int(st.mtime):
             plan.present.append(path)
         else:
             plan.check.append(path)
@@ -114,6 +116,8 @@ def plan_copy(
 
 
 def _refusal(path: str, st: FileStat) -> str:
+    if st.kind == "f" and is_safe_relpath(path):
+        return ""  # the common case, decided first
     if not is_safe_relpath(path):
         return "path escapes its root"
     if st.kind == "l":

@@ -1,7 +1,8 @@
 """The result of the latest verification, kept for the status page: ``<state>/verify-last.json``.
 
-Written atomically after every run (the catalog has no table for verification runs yet),
-so a reader sees the previous complete result or the new one, never a prefix.
+Written atomically after every run, so a reader sees the previous complete result or the
+new one, never a prefix.  The catalog keeps every run too (``verifications`` table, see
+``Catalog.last_verification``); this file stays the status page's source.
 """
 
 from __future__ import annotations
