@@ -2,12 +2,14 @@
 .PHONY: demo test setup bench
 
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh test
 
-demo: setup
+demo:
+	@bash scripts/setup.sh demo
 	.venv/bin/obsflow demo
 
-test: setup
+test:
+	@bash scripts/setup.sh test
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

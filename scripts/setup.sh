@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Set up everything obsflow needs on a fresh Debian machine (run as root):
-# system tools (rsync, OpenSSH client and server) and a virtualenv in .venv.
+# Set up what obsflow needs on a fresh Debian machine (run as root), in .venv.
+#   scripts/setup.sh demo   rsync, OpenSSH, and obsflow with its runtime dependencies
+#   scripts/setup.sh test   the same, plus the test tools: dysh, aiosmtpd, selenium, chromium, rclone
 set -euo pipefail
 cd "$(dirname "$0")/.."
+what=${1:-test}
 
 need=()
 command -v rsync >/dev/null || need+=(rsync)
 command -v ssh >/dev/null || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
-[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || need+=(chromium chromium-driver)  # browser test
-command -v rclone >/dev/null || need+=(rclone)  # the peer in benchmarks/verify.py
+if [ "$what" = test ]; then
+    [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || need+=(chromium chromium-driver)  # browser tests
+    command -v rclone >/dev/null || need+=(rclone)  # the peer in benchmarks/verify.py
+fi
 if [ "${#need[@]}" -gt 0 ]; then
     echo "setup: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
@@ -21,10 +25,12 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-stamp=.venv/.obsflow-installed
+extras=""
+[ "$what" = test ] && extras="[test]"
+stamp=.venv/.obsflow-installed-$what
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing Python packages into .venv (log: .venv/pip-install.log)" >&2
-    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test]"; } \
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".$extras"; } \
             > .venv/pip-install.log 2>&1; then
         tail -30 .venv/pip-install.log >&2
         echo "setup: pip install failed (see .venv/pip-install.log)" >&2
