@@ -161,7 +161,7 @@ def _fill_locked(
             first_row = 0
             journal.record(FileUndo(str(fits_path), None))
             journal.record(FileUndo(str(index_fits.index_path_for(fits_path)), None))
-        journal.record(undo_for(layout.flag_target(fits_path, project)))
+        journal.record(undo_for(layout.flag_target(fits_path)))
         link = fits_path.with_suffix(".flag")
         if not _exists(link):
             journal.record(FileUndo(str(link), None))  # the link beside the FITS file is new: remove on rollback
@@ -252,7 +252,7 @@ def _write_all(
             first_index=first_combined + len(combined_rows),
         )  # fmt: skip
         spur_rows = flag.vegas_spur_rows(rows) if write_spurs else []
-        flag.ensure_flag_file(fits_path, layout.flag_target(fits_path, project), rows=spur_rows)
+        flag.ensure_flag_file(fits_path, layout.flag_target(fits_path), rows=spur_rows)
     if combined.exists():
         index.append_index_rows(combined, combined_rows, now=now)
     else:

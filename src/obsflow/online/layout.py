@@ -3,9 +3,9 @@
     <root>/sdfitsStatus.txt                                  GBTIDL's online status file
     <root>/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.A.fits   one SDFITS file per VEGAS bank
     <root>/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.A.index  its GBTIDL index
-    <root>/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.A.flag   -> <flags>/<PROJ>/<PROJ>.raw.vegas.A.flag
+    <root>/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.A.flag   -> <flags>/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.A.flag
     <root>/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.index    combined index over all banks
-    <flags>/<PROJ>/...flag                                   user-writable flag files (default <root>/flags)
+    <flags>/<PROJ>/<PROJ>.raw.vegas/...flag                  user-writable flag files (default <root>/flags)
     <locks>/<PROJ>.lock                                      held while a fill writes (default <root>/locks)
     <root>/.obsflow/journal/<PROJ>.json                      undo journal of a fill in progress
     <root>/.obsflow/online-status.json                       the daemon's state (``obsflow online status``)
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from obsflow.online.journal import recover
+from obsflow.sdfits.flag import flag_target_path
 
 __all__ = ["OutputLayout"]
 
@@ -70,9 +71,9 @@ class OutputLayout:
     def combined_index(self, project: str, backend: str = "vegas") -> Path:
         return self.product_dir(project, backend) / f"{project}.raw.{backend}.index"
 
-    def flag_target(self, fits_path: Path, project: str) -> Path:
+    def flag_target(self, fits_path: Path) -> Path:
         """Where the real flag file of ``fits_path`` lives (the link beside the FITS file points here)."""
-        return self.flags_dir / project / fits_path.with_suffix(".flag").name
+        return flag_target_path(fits_path, self.root, self.flags_dir)
 
     def journal_path(self, project: str) -> Path:
         return self.journal_dir / f"{project}.json"
