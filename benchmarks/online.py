@@ -24,6 +24,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from obsflow.errors import IntegrityError
 from obsflow.online import raw
 from obsflow.online.fill import fill_scan
 from obsflow.online.layout import OutputLayout
@@ -40,8 +41,12 @@ def _spec(scans: int) -> TelescopeSpec:
 
 
 def _rows(out: Path) -> int:
+    """Rows in the combined index; -1 while the daemon is in the middle of appending them."""
     combined = OutputLayout(out).combined_index(PROJECT)
-    return index.next_index(combined) if combined.exists() else 0
+    try:
+        return index.next_index(combined) if combined.exists() else 0
+    except IntegrityError:  # polled inside the append's write: look again
+        return -1
 
 
 def latency(work: Path, scans: int) -> list[float]:

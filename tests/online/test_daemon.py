@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from obsflow.cli import main
+from obsflow.errors import IntegrityError
 from obsflow.online.daemon import read_status
 from obsflow.online.layout import OutputLayout
 from obsflow.online.service import build_daemon
@@ -31,8 +32,12 @@ def _spec(scans: int, **kw) -> TelescopeSpec:
 
 
 def _index_rows(out: Path) -> int:
+    """Rows in the combined index; -1 while the daemon is in the middle of appending them."""
     combined = OutputLayout(out).combined_index(PROJECT)
-    return index.next_index(combined) if combined.exists() else 0
+    try:
+        return index.next_index(combined) if combined.exists() else 0
+    except IntegrityError:  # a poll that lands inside the append's write: look again
+        return -1
 
 
 def _wait_for(predicate, timeout: float = 30.0, step: float = 0.005) -> float:
