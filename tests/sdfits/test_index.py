@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from obsflow.errors import IntegrityError
+from obsflow.errors import IntegrityError, OutputError
 from obsflow.sdfits import index as ix
 from obsflow.sdfits import index_fits as ixf
 from obsflow.sdfits.flag import ensure_flag_file
@@ -167,6 +167,19 @@ def test_index_and_row_switch_to_seven_digits_at_one_million(samples: Path) -> N
     assert [r[0] for r in short + long] == [999_998, 999_999, 1_000_000, 1_000_001]
     assert [r[4] for r in short + long] == [999_998, 999_999, 1_000_000, 1_000_001]
     assert {len(line) for line in near} == {ix.ROW_WIDTH} == {632}
+
+
+@pytest.mark.parametrize("first_index", [0, 17, 999_998, 9_999_996])
+def test_renumbered_rows_equal_rows_built_with_that_index(samples: Path, first_index: int) -> None:
+    columns, projid = _columns(samples / f"{AGBT15}.fits")
+    part = {name: values[:4] for name, values in columns.items()}
+    built = ix.build_index_rows(part, projid=projid, file_name="f.fits", first_row=3, first_index=5)
+    expected = ix.build_index_rows(part, projid=projid, file_name="f.fits", first_row=3, first_index=first_index)
+    assert ix.renumbered(built, first_index) == expected
+    assert [ix.parse_index_row(line)["ROW"] for line in expected] == ["3", "4", "5", "6"]
+    assert [int(line[:7]) for line in expected] == list(range(first_index, first_index + 4))
+    with pytest.raises(OutputError):
+        ix.renumbered(built, 9_999_997)
 
 
 # -------------------------------------------------------------------------------- appending

@@ -34,7 +34,7 @@ def test_columns_match_the_real_filler_file(samples: Path, scans: list[raw.Scan]
     assert tuple(rows) == COLUMN_NAMES
     nrows = 8 * 4 * 2  # integrations x samplers (2 feeds x 2 pols) x cal states
     assert all(len(values) == nrows for values in rows.values())
-    assert rows["DATA"].shape == (nrows, 1024) and rows["DATA"].dtype == np.float32
+    assert rows["DATA"].shape == (nrows, 1024) and rows["DATA"].dtype == np.dtype(">f4")
     assert rows["OBJECT"].dtype.kind == "U" and rows["SCAN"].dtype == np.int32
 
 

@@ -450,7 +450,9 @@ def read_vegas_bank(path: Path) -> VegasBank:
         phasetim_s=tuple(table_column(state, "PHASETIM", path).astype(float).tolist()),
         dmjd=table_column(table, "DMJD", path).astype(float),
         integrat_s=integrat,
-        data=data.astype(np.float32),  # native byte order, one pass over the spectra
+        # big-endian as in the file, no copy: the SDFITS DATA column is big-endian float32 too,
+        # so the spectra are copied once on their way out and never byte-swapped
+        data=data.astype(">f4", copy=False),
     )
 
 

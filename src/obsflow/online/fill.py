@@ -16,6 +16,7 @@ Order of work, under the project's lock:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -142,7 +143,7 @@ def _fill_locked(
         raise OutputError(f"cannot create output folder: {err.strerror}", product_dir) from err
     combined = layout.combined_index(project, BACKEND)
     journal = Journal(layout.journal_path(project))
-    work: list[tuple[str, Path, dict[str, np.ndarray], dict[str, Any], int]] = []
+    work: list[_BankWork] = []
     fills: list[BankFill] = []
     for bank, (rows, header) in converted.items():
         fits_path = layout.bank_fits(project, bank, BACKEND)
@@ -154,19 +155,19 @@ def _fill_locked(
                 fills.append(BankFill(bank, fits_path, n_rows, state.nrows, skipped=True))
                 continue
             _check_index_agrees(fits_path, state.nrows)
-            first_row = state.nrows
-            journal.record(FileUndo(str(fits_path), state.file_size, writer.undo_patches(state)))
+            plan = writer.plan_append(fits_path, rows, header, state=state)
+            journal.record(FileUndo(str(fits_path), plan.old_size, list(plan.undo)))
             journal.record(undo_for(index_fits.index_path_for(fits_path), [(0, INDEX_HEADER_BYTES)]))
+            work.append(_BankWork(fits_path, rows, header, state.nrows, plan))
         else:
-            first_row = 0
             journal.record(FileUndo(str(fits_path), None))
             journal.record(FileUndo(str(index_fits.index_path_for(fits_path)), None))
+            work.append(_BankWork(fits_path, rows, header, 0, None))
         journal.record(undo_for(layout.flag_target(fits_path)))
         link = fits_path.with_suffix(".flag")
         if not _exists(link):
             journal.record(FileUndo(str(link), None))  # the link beside the FITS file is new: remove on rollback
-        work.append((bank, fits_path, rows, header, first_row))
-        fills.append(BankFill(bank, fits_path, n_rows, first_row))
+        fills.append(BankFill(bank, fits_path, n_rows, work[-1].first_row))
     if not work:
         return tuple(fills)
     journal.record(undo_for(combined, [(0, INDEX_HEADER_BYTES)]) if combined.exists() else FileUndo(str(combined), None))
@@ -180,9 +181,24 @@ def _fill_locked(
             raise OutputError(f"fill failed and was rolled back: {err.strerror or err}", err.filename) from err
         raise
     journal.commit()
-    for _bank, fits_path, rows, _header, _first in work:
-        _SCANS.appended(fits_path, (scan.number, scan.timestamp))
+    for item in work:
+        _SCANS.appended(item.fits_path, (scan.number, scan.timestamp))
     return tuple(fills)
+
+
+@dataclass(frozen=True)
+class _BankWork:
+    """One bank file's share of a fill: its rows and, for an existing file, the planned append."""
+
+    fits_path: Path
+    rows: dict[str, np.ndarray]
+    header: dict[str, Any]
+    first_row: int
+    plan: writer.AppendPlan | None  # None: the file is created
+
+    @property
+    def projid(self) -> str:
+        return str(self.header.get("PROJID", ""))
 
 
 class _ScanKeys:
@@ -228,37 +244,44 @@ def _check_index_agrees(fits_path: Path, expected: int) -> None:
 
 
 def _write_all(
-    project: str,
-    work: Sequence[tuple[str, Path, dict[str, np.ndarray], dict[str, Any], int]],
-    layout: OutputLayout,
-    combined: Path,
-    write_spurs: bool,
+    project: str, work: Sequence[_BankWork], layout: OutputLayout, combined: Path, write_spurs: bool
 ) -> None:
+    """FITS rows first (their index and spur rows are formatted while the disk flushes them), then indexes, flags."""
     now = datetime.now(UTC)
-    combined_rows: list[str] = []
-    first_combined = index.next_index(combined) if combined.exists() else 0
-    for bank, fits_path, rows, header, first_row in work:
-        writer.append_rows(fits_path, rows, header)
-        bank_index = index_fits.index_path_for(fits_path)
-        projid = str(header.get("PROJID", project))
-        if bank_index.exists():
-            new_rows = index.build_index_rows(rows, projid=projid, file_name=fits_path.name, first_row=first_row,
-                                              first_index=index.next_index(bank_index))  # fmt: skip
-            index.append_index_rows(bank_index, new_rows, now=now)
+    formatted: list[tuple[list[str], list[str]]] = []  # (bank index rows, spur flag rows) per bank
+
+    def format_rows(item: _BankWork) -> None:
+        spurs = flag.vegas_spur_rows(item.rows) if write_spurs else []
+        formatted.append((_index_rows(item, project), spurs))
+
+    for item in work:
+        if item.plan is None:
+            writer.create_file(item.fits_path, item.rows, item.header)
+            format_rows(item)
         else:
-            index.write_index_text(bank_index, index_fits.build_index_for_fits(fits_path, now=now))
-        combined_rows += index.build_index_rows(
-            rows, projid=projid, file_name=fits_path.name, first_row=first_row,
-            first_index=first_combined + len(combined_rows),
-        )  # fmt: skip
-        spur_rows = flag.vegas_spur_rows(rows) if write_spurs else []
-        flag.ensure_flag_file(fits_path, layout.flag_target(fits_path), rows=spur_rows)
+            writer.apply_append(item.plan, while_flushing=functools.partial(format_rows, item))
+    first_combined = index.next_index(combined) if combined.exists() else 0
+    combined_rows: list[str] = []
+    for item, (rows, spurs) in zip(work, formatted, strict=True):
+        bank_index = index_fits.index_path_for(item.fits_path)
+        if bank_index.exists():
+            index.append_index_rows(bank_index, rows, now=now)
+        else:
+            index.write_index_text(bank_index, index_fits.build_index_for_fits(item.fits_path, now=now))
+        combined_rows += index.renumbered(rows, first_combined + len(combined_rows))
+        flag.ensure_flag_file(item.fits_path, layout.flag_target(item.fits_path), rows=spurs)
     if combined.exists():
         index.append_index_rows(combined, combined_rows, now=now)
     else:
-        observer = str(work[0][2]["OBSERVER"][0]) if "OBSERVER" in work[0][2] else "Unknown"
+        observer = str(work[0].rows["OBSERVER"][0]) if "OBSERVER" in work[0].rows else "Unknown"
         header = index.IndexHeader.new(observer=observer, backend="VEGAS", now=now)
         index.write_index(combined, header, combined_rows)
+
+
+def _index_rows(item: _BankWork, project: str) -> list[str]:
+    """The bank index rows of ``item``'s scan (INDEX = ROW: a bank index agrees with its file, checked above)."""
+    return index.build_index_rows(item.rows, projid=item.projid or project, file_name=item.fits_path.name,
+                                  first_row=item.first_row, first_index=item.first_row)  # fmt: skip
 
 
 def _update_status(layout: OutputLayout, result: ScanFill) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "index_text",
     "next_index",
     "parse_index_row",
+    "renumbered",
     "int_values",
     "read_index",
     "row_count",
@@ -374,11 +375,27 @@ def _integration_numbers(columns: Mapping[str, Any], n: int) -> list[int]:
     return numbers
 
 
+def _key_cell(value: int) -> str:
+    """An INDEX or ROW cell: left of a trailing space up to 999,999, all 7 characters above."""
+    return f"{value:6d} " if value < 1_000_000 else f"{value:7d}"
+
+
+def renumbered(rows: Sequence[str], first_index: int) -> list[str]:
+    """The same index rows with INDEX counting from ``first_index`` (a bank's rows in the combined index).
+
+    Only the INDEX field changes, so rows are formatted once and numbered for each index file.
+    """
+    if rows and first_index + len(rows) > _KEY_LIMIT:
+        raise OutputError("more than 9,999,999 rows do not fit the GBTIDL index format")
+    start, stop = _SPANS["#INDEX#"]
+    return [row[:start] + _key_cell(first_index + i) + row[stop:] for i, row in enumerate(rows)]
+
+
 def _format_column(column: IndexColumn, values: list[Any]) -> list[str]:
     lead = " " if column.spaced else ""
     width = column.width
     if column.kind == "key":
-        return [lead + (f"{v:6d} " if v < 1_000_000 else f"{v:7d}") for v in values]
+        return [lead + _key_cell(v) for v in values]
     if column.kind == "a":
         return [lead + f"{v:>{width}.{width}}" for v in values]
     if column.kind == "i":

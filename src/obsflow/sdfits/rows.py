@@ -92,7 +92,7 @@ def scan_header(scan: Scan, bank: str = "A", backend: str = "VEGAS") -> dict[str
 def scan_rows(scan: Scan, bank: str) -> dict[str, np.ndarray]:
     """The SDFITS column values of one VEGAS bank of ``scan`` (74 columns, one array each).
 
-    ``DATA`` has shape (rows, channels), float32; string columns are numpy ``str`` arrays.
+    ``DATA`` has shape (rows, channels), big-endian float32; string columns are numpy ``str`` arrays.
 
     Raises
     ------
@@ -171,7 +171,8 @@ def _rows(
     spacing = vegas.adcsampf_hz / 64.0
     vspdelt = spacing / np.abs(cdelt_if)
     vsprval = crval_if / spacing
-    data = vegas.data.reshape(nrows, nchan).copy()
+    # one copy, contiguous and writable (the centre spur is smoothed in place); the raw column is strided
+    data = np.array(vegas.data, order="C").reshape(nrows, nchan)
     _smooth_centre_spur(data, vsprval[s_idx], vegas.crpix1)
 
     obsfreq = crval1[i_idx, s_idx]  # CRPIX1 is the centre channel
@@ -193,7 +194,7 @@ def _rows(
         "DURATION": state_len[i_idx, k_idx],
         "EXPOSURE": vegas.integrat_s[i_idx, k_idx],
         "TSYS": const(1.0),
-        "DATA": data.astype(np.float32, copy=False),
+        "DATA": data,  # float32, in the raw file's byte order (big-endian): written without a swap
         "TDIM7": const(f"({nchan},1,1,1)"),
         "TUNIT7": const("Counts"),
         "CTYPE1": const("FREQ-OBS"),

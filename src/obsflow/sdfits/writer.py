@@ -27,6 +27,7 @@ import errno
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from obsflow.atomic import write_atomic
+from obsflow.atomic import WRITE_CHUNK, write_atomic
 from obsflow.errors import InputError, IntegrityError, OutputError
 from obsflow.sdfits.columns import (
     BLOCK,
@@ -75,10 +76,10 @@ FITS_MODE = 0o644  # the filler appends in place; users only read
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (``os.pwrite`` may write less than asked)."""
+    """Write all of ``data`` at ``offset``, in WRITE_CHUNK pieces (``os.pwrite`` may write less than asked)."""
     view = memoryview(data).cast("B")
     while view:
-        written = os.pwrite(fd, view, offset)
+        written = os.pwrite(fd, view[:WRITE_CHUNK], offset)
         view, offset = view[written:], offset + written
 
 
@@ -405,10 +406,14 @@ def undo_patches(state: SdfitsState) -> list[tuple[int, bytes]]:
     return [(state.naxis2_offset, card), (state.data_end, tail)]
 
 
-def plan_append(path: Path, rows: Mapping[str, Any], keywords: Mapping[str, object] | None = None) -> AppendPlan:
+def plan_append(
+    path: Path, rows: Mapping[str, Any], keywords: Mapping[str, object] | None = None, state: SdfitsState | None = None
+) -> AppendPlan:
     """Decide an append of ``rows`` to the existing file ``path``; nothing is written.
 
     ``keywords``, if given, must agree with the file on PROJID, BACKEND and TELESCOP.
+    ``state``: the file's :func:`read_state`, when the caller has just read it (saves a header parse);
+    :func:`apply_append` still refuses to write if the file changed since.
 
     Raises
     ------
@@ -417,7 +422,7 @@ def plan_append(path: Path, rows: Mapping[str, Any], keywords: Mapping[str, obje
     IntegrityError
         The file is damaged or an earlier append was interrupted (see :func:`read_state`).
     """
-    state = read_state(path)
+    state = state if state is not None and state.path == Path(path) else read_state(path)
     for name in IDENTITY_KEYWORDS:
         if keywords and name in keywords and str(keywords[name]).strip() != str(state.keywords.get(name, "")):
             raise InputError(f"rows are for {name}={keywords[name]!r} but the file holds {state.keywords.get(name)!r}",
@@ -451,8 +456,12 @@ def _new_naxis2(old: bytes, nrows: int) -> bytes:
     return naxis2_card(nrows)
 
 
-def apply_append(plan: AppendPlan) -> None:
+def apply_append(plan: AppendPlan, while_flushing: Callable[[], object] | None = None) -> None:
     """Do ``plan``: rows + padding after the old end of data, flush, then the NAXIS2 card, flush.
+
+    ``while_flushing`` runs while the rows go to disk (the first flush waits on the disk, not
+    the CPU: a filler formats its index rows meanwhile); an exception from it is re-raised
+    after the flush, before NAXIS2 changes.
 
     On any write error the file is rolled back to exactly its old bytes and
     :class:`OutputError` is raised.  If the file changed since the plan was made,
@@ -467,7 +476,7 @@ def apply_append(plan: AppendPlan) -> None:
         try:
             write_at(fd, plan.rows.view(np.uint8), plan.data_offset)
             write_at(fd, bytes(plan.pad_bytes), plan.data_offset + plan.rows.nbytes)
-            os.fdatasync(fd)  # the data and the new size; the mtime need not be durable
+            _fdatasync_while(fd, while_flushing)  # the data and the new size; the mtime need not be durable
             write_at(fd, plan.naxis2_card, plan.naxis2_offset)
             os.fdatasync(fd)
         except OSError as err:
@@ -478,6 +487,18 @@ def apply_append(plan: AppendPlan) -> None:
     finally:
         os.close(fd)
     log.info("appended %d rows to %s (%d rows now)", len(plan.rows), plan.path, plan.new_nrows)
+
+
+def _fdatasync_while(fd: int, work: Callable[[], object] | None) -> None:
+    if work is None:
+        os.fdatasync(fd)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fdatasync") as pool:
+        flushed = pool.submit(os.fdatasync, fd)  # releases the GIL for the whole wait
+        try:
+            work()
+        finally:
+            flushed.result()
 
 
 def _check_unchanged(fd: int, plan: AppendPlan) -> None:
