@@ -5,15 +5,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from obsflow.cli._options import config_option, dry_run_option, emit_json, is_terminal, json_option
 from obsflow.config import load_config
-from obsflow.transfer.plan import parse_date
-from obsflow.transfer.report import HopOutcome, SyncReport
-from obsflow.transfer.sync import SyncRequest, run_sync
+from obsflow.transfer.remote import remote_targets, shared_connections
+
+if TYPE_CHECKING:
+    from obsflow.transfer.report import HopOutcome, SyncReport
 
 __all__ = ["command"]
 
@@ -50,14 +51,19 @@ def command(
     differing at the destination are left alone and listed.
     """
     config = load_config(config_path)
-    request = SyncRequest(
-        date=parse_date(date_text) if date_text else None, days=days, instrument=instrument, hop=hop,
-        dry_run=dry_run,
-    )  # fmt: skip
-    fancy = is_terminal() and not as_json
-    progress = _RichProgress() if fancy else (None if as_json else _LineProgress())
-    echo_outcome = None if as_json or fancy else _print_outcome
-    report = run_sync(config, request, progress=progress, on_outcome=echo_outcome)
+    # The ssh handshakes start now and run while the rest of the sync machinery is imported.
+    with shared_connections(config, remote_targets(config, hop, instrument)) as connections:
+        from obsflow.transfer.plan import parse_date
+        from obsflow.transfer.sync import SyncRequest, run_sync
+
+        request = SyncRequest(
+            date=parse_date(date_text) if date_text else None, days=days, instrument=instrument, hop=hop,
+            dry_run=dry_run,
+        )  # fmt: skip
+        fancy = is_terminal() and not as_json
+        progress = _RichProgress() if fancy else (None if as_json else _LineProgress())
+        echo_outcome = None if as_json or fancy else _print_outcome
+        report = run_sync(config, request, progress=progress, on_outcome=echo_outcome, shell=connections)
     if as_json:
         emit_json(report.to_json())
         return report.exit_code

@@ -11,20 +11,25 @@ becomes :class:`RemoteCommandFailed`.
 Within one sync, connections to a host are shared (OpenSSH ``ControlMaster``, sockets in a
 private temp folder, ``ControlPersist`` of a few seconds), so listing, rsync and the checks
 after it pay one ssh handshake per host instead of one each (``[ssh] multiplex = false``
-turns this off).
+turns this off).  :func:`shared_connections` opens them as soon as the config is read, so the
+handshakes (a third of a second each here) run while the rest of the program loads and the
+catalog is read; the first command for a host waits for its connection.
 """
 
 from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
-from obsflow.config import Location
+from obsflow.config import INSTRUMENTS, Config, Location, parse_location
 from obsflow.errors import HostUnreachable, RemoteCommandFailed
 
-__all__ = ["FORCED_SSH_OPTIONS", "Shell", "ssh_argv", "ssh_rsh"]
+__all__ = ["FORCED_SSH_OPTIONS", "Shell", "remote_targets", "shared_connections", "ssh_argv", "ssh_rsh"]
 
 #: put before the user's options: ssh keeps the first value it sees for each option
 FORCED_SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes")
@@ -54,6 +59,34 @@ class Shell:
     ssh_options: tuple[str, ...] = ()
     timeout_s: float = 3600.0
     control_dir: str | None = None  # share one connection per host (see the module docstring)
+    _opening: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, compare=False, repr=False)
+    _unreachable: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    def open_early(self, targets: Iterable[str]) -> None:
+        """Start the shared connection to each ``[user@]host`` now, without waiting for it."""
+        if self.control_dir is None:
+            return
+        for target in targets:
+            if target not in self._opening:
+                # -f -N: authenticate, then leave the shared connection in the background (no remote command)
+                argv = [*ssh_argv(self.ssh_options, self.control_dir), "-f", "-N", target]
+                self._opening[target] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                         stderr=subprocess.PIPE)  # fmt: skip
+
+    def wait_connected(self, target: str) -> None:
+        """Wait until the connection opened early to ``target`` is up; raise HostUnreachable if it failed.
+
+        A host that failed once fails at once for the rest of the run (one timeout, not one per command).
+        """
+        with self._lock:
+            opening = self._opening.pop(target, None)
+            if opening is not None:
+                _, stderr = opening.communicate()
+                if opening.returncode == SSH_FAILED:
+                    self._unreachable[target] = _last_line(stderr) or "ssh failed"
+            if target in self._unreachable:
+                raise HostUnreachable(f"cannot reach host: {self._unreachable[target]}", target)
 
     def run(self, location: Location, script: str, stdin: bytes = b"") -> bytes:
         """Run ``script`` with ``sh`` where ``location`` lives; return its stdout.
@@ -62,6 +95,7 @@ class Shell:
         the script exits non-zero.
         """
         if location.is_remote:
+            self.wait_connected(location.ssh_target)
             # The login shell may be csh or fish: always hand the script to sh.
             argv = [*ssh_argv(self.ssh_options, self.control_dir), location.ssh_target, "sh -c " + shlex.quote(script)]
         else:
@@ -76,6 +110,34 @@ class Shell:
         if location.is_remote and done.returncode == SSH_FAILED:
             raise HostUnreachable(f"cannot reach host: {message or 'ssh failed'}", location.ssh_target)
         raise RemoteCommandFailed(f"command failed (exit {done.returncode}): {message}", _where(location))
+
+
+@contextmanager
+def shared_connections(config: Config, targets: Iterable[str] = ()) -> Iterator[Shell]:
+    """A Shell whose connections are shared for the run (``[ssh] multiplex``), ``targets`` opened at once."""
+    if not config.ssh_multiplex:
+        yield Shell(config.ssh_options)
+        return
+    # A short private folder for ssh's shared-connection sockets (unix socket paths are short).
+    with tempfile.TemporaryDirectory(prefix="obsflow-ssh-", dir="/tmp") as folder:
+        shell = Shell(config.ssh_options, control_dir=folder)
+        shell.open_early(targets)
+        try:
+            yield shell
+        finally:
+            for target in list(shell._opening):
+                shell._opening.pop(target).wait()
+
+
+def remote_targets(config: Config, hop: str | None = None, instrument: str | None = None) -> list[str]:
+    """The ``[user@]host`` of every remote end a sync of ``hop`` and ``instrument`` (None: all) will reach."""
+    hops = [h for h in config.hops if hop is None or h.label == hop]
+    names = [n for n in config.instruments if instrument is None or n == instrument]
+    locations = [config.instruments[n].source for h in hops if h.source == INSTRUMENTS for n in names]
+    locations += [config.archives[end].location for h in hops for end in (h.source, h.dest) if end in config.archives]
+    locations += [parse_location(entry) for entry in config.locks]
+    targets = [loc.ssh_target for loc in locations if loc.is_remote]
+    return list(dict.fromkeys(targets))
 
 
 def _where(location: Location) -> str:

@@ -33,8 +33,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO
 from functools import lru_cache
+from typing import IO
 
 from obsflow.config import Location
 from obsflow.errors import HostUnreachable, TransportError

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, live_locks
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
 from obsflow.transfer.plan import HopPlan, dated_folders, window_dates
-from obsflow.transfer.remote import Shell
+from obsflow.transfer.remote import Shell, remote_targets, shared_connections
 from obsflow.transfer.report import HopOutcome, Progress, SyncReport
 from obsflow.transfer.runlock import sync_lock
 
@@ -56,27 +55,31 @@ def run_sync(
     progress: Progress | None = None,
     on_outcome: Callable[[HopOutcome], None] | None = None,
     before_copy: Callable[[HopPlan], None] | None = None,
+    shell: Shell | None = None,
 ) -> SyncReport:
-    """Run the sync asked for; raise only when nothing can run (bad request, lock held)."""
+    """Run the sync asked for; raise only when nothing can run (bad request, lock held).
+
+    ``shell``: the run's shared connections, if the caller opened them early (see
+    :func:`~obsflow.transfer.remote.shared_connections`); by default they are opened here.
+    """
     instruments = _instruments(config, request.instrument)
     hops = _hops(config, request.hop)
     dates = request.dates(config)
     report = SyncReport(dates=(dates[0].isoformat(), dates[-1].isoformat()))
     with (
         sync_lock(config.state_path, config.sync_wait_seconds),
+        _connections(config, request, shell) as connections,  # handshakes run while the catalog is read
         Catalog(config.catalog_path) as catalog,
-        _control_dir(config.ssh_multiplex) as control_dir,
     ):
-        shell = Shell(config.ssh_options, control_dir=control_dir)
         if request.date is None and request.days is None:
             report.warnings += missed_runs(catalog, config, instruments, request.today or date.today())
         settings = HopSettings(
             settle_s=config.settle_seconds,
-            locks=frozenset(filler_locks(config, shell)),
+            locks=frozenset(filler_locks(config, connections)),
             ssh_options=config.ssh_options,
             rsync_options=config.rsync_options,
             dry_run=request.dry_run,
-            shell=shell,
+            shell=connections,
         )
         for hop in hops:
             for name in instruments:
@@ -89,13 +92,12 @@ def run_sync(
 
 
 @contextmanager
-def _control_dir(multiplex: bool) -> Iterator[str | None]:
-    """A short private folder for ssh's shared-connection sockets (unix socket paths are short)."""
-    if not multiplex:
-        yield None
+def _connections(config: Config, request: SyncRequest, shell: Shell | None) -> Iterator[Shell]:
+    if shell is not None:
+        yield shell
         return
-    with tempfile.TemporaryDirectory(prefix="obsflow-ssh-", dir="/tmp") as folder:
-        yield folder
+    with shared_connections(config, remote_targets(config, request.hop, request.instrument)) as opened:
+        yield opened
 
 
 def _instruments(config: Config, wanted: str | None) -> list[str]:

@@ -1,0 +1,64 @@
+"""Shared ssh connections, opened as soon as the config is read (real sshd on loopback)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from obsflow.config import Config, load_config, parse_location
+from obsflow.errors import HostUnreachable
+from obsflow.transfer.remote import Shell, remote_targets, shared_connections
+from tests.transfer.conftest import write_config
+
+WHO_AM_I = 'printf %s "$SSH_CONNECTION"'  # client address and port: the same for one TCP connection
+
+
+@pytest.fixture
+def config(tmp_path: Path, sshd) -> Config:
+    path = tmp_path / "obsflow.toml"
+    write_config(path, sshd, tmp_path / "inst", tmp_path / "suth", tmp_path / "cape")
+    return load_config(path)
+
+
+def test_commands_share_the_connection_opened_early(config: Config) -> None:
+    cape = parse_location("cape.test:/")
+    with shared_connections(config, ["cape.test"]) as shell:
+        assert shell.control_dir is not None and list(Path(shell.control_dir).iterdir()) == []  # not waited for yet
+        first, second = shell.run(cape, WHO_AM_I), shell.run(cape, WHO_AM_I)
+        assert len(list(Path(shell.control_dir).iterdir())) == 1  # one master socket
+    assert first == second and first.count(b" ") == 3
+
+
+def test_without_multiplex_every_command_connects_anew(config: Config) -> None:
+    cape = parse_location("cape.test:/")
+    with shared_connections(dataclasses.replace(config, ssh_multiplex=False), ["cape.test"]) as shell:
+        assert shell.control_dir is None
+        assert shell.run(cape, WHO_AM_I) != shell.run(cape, WHO_AM_I)  # two TCP connections, two client ports
+
+
+def test_a_host_that_cannot_be_reached_fails_every_command_with_one_line(config: Config) -> None:
+    down = parse_location("down.test:/data")
+    with shared_connections(config, ["down.test", "cape.test"]) as shell:
+        errors = []
+        for _ in range(2):
+            with pytest.raises(HostUnreachable) as err:
+                shell.run(down, "true")
+            errors.append(err.value.one_line())
+        assert shell.run(parse_location("cape.test:/"), "printf ok") == b"ok"  # the other host still works
+    assert errors[0] == errors[1] and "down.test" in errors[0] and "refused" in errors[0] and "\n" not in errors[0]
+
+
+def test_a_plain_shell_opens_nothing_early() -> None:
+    shell = Shell()
+    shell.open_early(["cape.test"])  # no control folder: nothing to share, nothing started
+    assert shell.run(parse_location("/"), "printf ok") == b"ok"
+
+
+def test_remote_targets_are_the_hosts_the_chosen_hops_reach(config: Config) -> None:
+    assert remote_targets(config) == ["sha.test", "shd.test", "spupnic.test", "cape.test"]
+    assert remote_targets(config, hop="suth:cape") == ["cape.test"]
+    assert remote_targets(config, hop="instruments:suth", instrument="shd") == ["shd.test"]
+    with_locks = dataclasses.replace(config, locks=("filler.test:/home/sdfits-locks", "/local/locks"))
+    assert remote_targets(with_locks, hop="suth:cape") == ["cape.test", "filler.test"]
