@@ -62,3 +62,13 @@ def test_remote_targets_are_the_hosts_the_chosen_hops_reach(config: Config) -> N
     assert remote_targets(config, hop="instruments:suth", instrument="shd") == ["shd.test"]
     with_locks = dataclasses.replace(config, locks=("filler.test:/home/sdfits-locks", "/local/locks"))
     assert remote_targets(with_locks, hop="suth:cape") == ["cape.test", "filler.test"]
+
+
+def test_aliases_of_one_host_get_a_master_each(config: Config) -> None:
+    """sha.test, shd.test and cape.test all resolve to this sshd: one socket each, none left without."""
+    targets = ["sha.test", "shd.test", "cape.test"]
+    with shared_connections(config, targets) as shell:
+        replies = {t: shell.run(parse_location(f"{t}:/"), WHO_AM_I) for t in targets}
+        assert shell.control_dir is not None and len(list(Path(shell.control_dir).iterdir())) == 3
+        assert replies == {t: shell.run(parse_location(f"{t}:/"), WHO_AM_I) for t in targets}  # each kept its own
+    assert len(set(replies.values())) == 3

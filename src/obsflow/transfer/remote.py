@@ -18,6 +18,7 @@ catalog is read; the first command for a host waits for its connection.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import subprocess
 import tempfile
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from obsflow.config import INSTRUMENTS, Config, Location, parse_location
 from obsflow.errors import HostUnreachable, RemoteCommandFailed
 
-__all__ = ["FORCED_SSH_OPTIONS", "Shell", "remote_targets", "shared_connections", "ssh_argv", "ssh_rsh"]
+__all__ = ["FORCED_SSH_OPTIONS", "Shell", "control_path", "remote_targets", "shared_connections", "ssh_argv", "ssh_rsh"]
 
 #: put before the user's options: ssh keeps the first value it sees for each option
 FORCED_SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes")
@@ -38,18 +39,51 @@ DEFAULT_SSH_OPTIONS = ("-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15"
 SSH_FAILED = 255
 
 
-def ssh_argv(options: Sequence[str], control_dir: str | None = None) -> list[str]:
+def ssh_argv(options: Sequence[str], control_dir: str | None = None, target: str = "") -> list[str]:
     """``ssh`` with obsflow's forced options, the config's ``[ssh] options``, then defaults.
 
-    With ``control_dir``, connections are shared through sockets in that folder.
+    With ``control_dir``, connections to ``target`` are shared through a socket in that folder.
     """
-    shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/%C", "-o", "ControlPersist=5"]
-    return ["ssh", *FORCED_SSH_OPTIONS, *options, *(shared if control_dir else ()), *DEFAULT_SSH_OPTIONS]
+    shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_path(control_dir, target)}",
+              "-o", "ControlPersist=5"] if control_dir else []  # fmt: skip
+    return ["ssh", *FORCED_SSH_OPTIONS, *options, *shared, *DEFAULT_SSH_OPTIONS]
 
 
-def ssh_rsh(options: Sequence[str], control_dir: str | None = None) -> str:
+def ssh_rsh(options: Sequence[str], control_dir: str | None = None, target: str = "") -> str:
     """The same ssh command as one string, for ``rsync -e``."""
-    return shlex.join(ssh_argv(options, control_dir))
+    return shlex.join(ssh_argv(options, control_dir, target))
+
+
+def control_path(control_dir: str | None, target: str) -> str:
+    """The shared-connection socket for one ``[user@]host`` as written in the config.
+
+    Not ssh's ``%C``: that hashes the resolved address, so two aliases of one host would get one
+    socket, the second master could not bind it and would stay behind as a plain connection.
+    """
+    return f"{control_dir}/{hashlib.sha1(target.encode()).hexdigest()[:16]}"
+
+
+class _EarlyConnections:
+    """The connections a Shell opened early and the hosts found unreachable (one per run, shared by copies).
+
+    A Shell sent to another process (verify's listing pool) arrives without them: it connects anew.
+    """
+
+    def __init__(self) -> None:
+        self.opening: dict[str, subprocess.Popen[bytes]] = {}
+        self.unreachable: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def wait_all(self) -> None:
+        with self.lock:
+            for target in list(self.opening):
+                self.opening.pop(target).wait()
+
+    def __getstate__(self) -> dict[str, object]:
+        return {}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__()  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -59,19 +93,17 @@ class Shell:
     ssh_options: tuple[str, ...] = ()
     timeout_s: float = 3600.0
     control_dir: str | None = None  # share one connection per host (see the module docstring)
-    _opening: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, compare=False, repr=False)
-    _unreachable: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    _early: _EarlyConnections = field(default_factory=lambda: _EarlyConnections(), compare=False, repr=False)
 
     def open_early(self, targets: Iterable[str]) -> None:
         """Start the shared connection to each ``[user@]host`` now, without waiting for it."""
         if self.control_dir is None:
             return
         for target in targets:
-            if target not in self._opening:
+            if target not in self._early.opening:
                 # -f -N: authenticate, then leave the shared connection in the background (no remote command)
-                argv = [*ssh_argv(self.ssh_options, self.control_dir), "-f", "-N", target]
-                self._opening[target] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                argv = [*ssh_argv(self.ssh_options, self.control_dir, target), "-f", "-N", target]
+                self._early.opening[target] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                          stderr=subprocess.PIPE)  # fmt: skip
 
     def wait_connected(self, target: str) -> None:
@@ -79,14 +111,15 @@ class Shell:
 
         A host that failed once fails at once for the rest of the run (one timeout, not one per command).
         """
-        with self._lock:
-            opening = self._opening.pop(target, None)
+        early = self._early
+        with early.lock:
+            opening = early.opening.pop(target, None)
             if opening is not None:
                 _, stderr = opening.communicate()
                 if opening.returncode == SSH_FAILED:
-                    self._unreachable[target] = _last_line(stderr) or "ssh failed"
-            if target in self._unreachable:
-                raise HostUnreachable(f"cannot reach host: {self._unreachable[target]}", target)
+                    early.unreachable[target] = _last_line(stderr) or "ssh failed"
+            if target in early.unreachable:
+                raise HostUnreachable(f"cannot reach host: {early.unreachable[target]}", target)
 
     def run(self, location: Location, script: str, stdin: bytes = b"") -> bytes:
         """Run ``script`` with ``sh`` where ``location`` lives; return its stdout.
@@ -97,7 +130,8 @@ class Shell:
         if location.is_remote:
             self.wait_connected(location.ssh_target)
             # The login shell may be csh or fish: always hand the script to sh.
-            argv = [*ssh_argv(self.ssh_options, self.control_dir), location.ssh_target, "sh -c " + shlex.quote(script)]
+            target = location.ssh_target
+            argv = [*ssh_argv(self.ssh_options, self.control_dir, target), target, "sh -c " + shlex.quote(script)]
         else:
             argv = ["sh", "-c", script]
         try:
@@ -125,8 +159,7 @@ def shared_connections(config: Config, targets: Iterable[str] = ()) -> Iterator[
         try:
             yield shell
         finally:
-            for target in list(shell._opening):
-                shell._opening.pop(target).wait()
+            shell._early.wait_all()
 
 
 def remote_targets(config: Config, hop: str | None = None, instrument: str | None = None) -> list[str]:

@@ -86,14 +86,15 @@ def rsync_argv(
     ]  # fmt: skip
     if source.is_remote or dest.is_remote:
         # remote to remote: that ssh runs on the source host, where our control folder is not
-        argv += ["-e", ssh_rsh(ssh_options, None if source.is_remote and dest.is_remote else control_dir)]
+        remote = dest if dest.is_remote else source
+        argv += ["-e", ssh_rsh(ssh_options, None if source.is_remote and dest.is_remote else control_dir, remote.ssh_target)]
     src = f"{source.ssh_target}:{source.path}/" if source.is_remote else f"{source.path}/"
     dst = f"{dest.ssh_target}:{dest.path}/" if dest.is_remote else f"{dest.path}/"
     if source.is_remote and dest.is_remote:
         # rsync cannot copy remote to remote: run it on the source host, reading locally there.
         inner = [*argv, "./", dst]
         script = f"cd -- {shlex.quote(source.path)} && exec {shlex.join(inner)}"
-        return [*ssh_argv(ssh_options, control_dir), source.ssh_target, "sh -c " + shlex.quote(script)]
+        return [*ssh_argv(ssh_options, control_dir, source.ssh_target), source.ssh_target, "sh -c " + shlex.quote(script)]
     return [*argv, src, dst]
 
 
