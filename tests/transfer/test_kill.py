@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -69,3 +70,40 @@ def test_sigkill_at_random_moments_never_exposes_a_partial_file(tmp_path: Path, 
             for host in ("instruments", "suth", "cape"):
                 record = catalog.get(host, inst, path)
                 assert record is not None and record.xxh128 == xxhash.xxh128(content).hexdigest(), (host, rel)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_an_interrupted_big_file_resumes_instead_of_restarting(tmp_path: Path, sshd, sig: signal.Signals) -> None:
+    """Over ssh, a big file cut off midway is sent on from its hidden partial, not from byte 0."""
+    site = make_site(tmp_path, sshd, nights=1, frames=1, rsync_options='["--bwlimit=5000"]')  # ~5 MB/s
+    rel = f"{site.today:%Y}/{site.today:%m%d}/SHA_{site.today:%Y%m%d}.0100.fits"
+    big = site.source_file("sha", rel)
+    big.write_bytes(random.Random(7).randbytes(24 << 20))
+    old = time.time() - 3600
+    os.utime(big, (old, old))
+    dest = site.archive_file(site.suth, "sha", rel)
+    command = [str(OBSFLOW), "sync", "-c", str(site.config_path), "-i", "sha", "--hop", "instruments:suth", "--json"]
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while _received(dest) < 8 << 20:  # a third of the file has arrived (in rsync's hidden temp file)
+        assert proc.poll() is None and time.monotonic() < deadline, "the copy ended before it could be interrupted"
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)
+    proc.wait()
+    assert not dest.exists()  # nothing under the final name
+    cut_at = _received(dest)
+    assert 8 << 20 <= cut_at < 24 << 20
+
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    outcome = next(o for o in json.loads(done.stdout)["hops"] if rel in o["copied_files"])
+    assert dest.read_bytes() == big.read_bytes()
+    assert outcome["bytes"] >= 24 << 20 and outcome["sent_bytes"] < (24 << 20) - cut_at + (2 << 20), outcome
+    assert not list(dest.parent.glob(".*")) or all(not p.is_file() for p in dest.parent.glob(".rsync-partial/*"))
+
+
+def _received(dest: Path) -> int:
+    """Bytes of ``dest`` held in rsync's temp file (``.name.XXXXXX``) or its partial folder."""
+    hidden = [*dest.parent.glob(f".{dest.name}.*"), dest.parent / ".rsync-partial" / dest.name]
+    return max((p.stat().st_size for p in hidden if p.is_file()), default=0)

@@ -266,6 +266,7 @@ def _accept(
     )  # fmt: skip
     outcome.copied = [c.path for c in good]
     outcome.copied_bytes = sum(c.size for c in good)
+    outcome.sent_bytes = sum(c.sent if c.sent >= 0 else c.size for c in good)
     missing = [p for p in plan.copy if p not in copied]
     if missing:
         detail = "; ".join(result.errors[:3]) or "not reported by rsync"

@@ -36,6 +36,7 @@ class HopOutcome:
     dry_run: bool = False
     copied: list[str] = field(default_factory=list)
     copied_bytes: int = 0
+    sent_bytes: int = 0  # what went over the wire: less than copied_bytes when rsync resumed a partial file
     present: int = 0
     in_flight: list[str] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)
@@ -67,7 +68,8 @@ class HopOutcome:
     def to_json(self) -> dict[str, Any]:
         return {
             "hop": self.hop, "instrument": self.instrument, "source": self.source, "dest": self.dest,
-            "status": self.status, "dry_run": self.dry_run, **self.counts(), "seconds": round(self.seconds, 3),
+            "status": self.status, "dry_run": self.dry_run, **self.counts(), "sent_bytes": self.sent_bytes,
+            "seconds": round(self.seconds, 3),
             "copied_files": self.copied, "in_flight_files": self.in_flight, "locked_files": self.locked,
             "conflict_files": self.conflicts,
             "refused_files": [{"path": r.path, "reason": r.reason} for r in self.refused],

@@ -45,7 +45,7 @@ __all__ = ["Copied", "RsyncResult", "has_rsync", "rsync_copy"]
 log = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".rsync-partial"
-_OUT_FORMAT = "OBSFLOW\t%l\t%M\t%C\t%n"
+_OUT_FORMAT = "OBSFLOW\t%l\t%b\t%M\t%C\t%n"
 _ESCAPE = re.compile(r"\\#([0-7]{3})")
 _SSH_TROUBLE = ("ssh:", "Host key verification failed", "Permission denied", "Could not resolve", "Connection closed")
 _PARTIAL_EXITS = (23, 24)
@@ -60,6 +60,7 @@ class Copied:
     size: int
     mtime_text: str  # "2016/09/07-21:30:05", local time of the host running rsync
     xxh128: str
+    sent: int = -1  # bytes over the wire (%b): below size when a partial file was resumed; -1 unknown
 
 
 @dataclass
@@ -159,11 +160,11 @@ def _feed(stdin: IO[bytes], paths: Sequence[str]) -> None:
 def _parse_line(line: str) -> Copied | None:
     if not line.startswith("OBSFLOW\t"):
         return None
-    _, length, mtime, checksum, name = line.split("\t", 4)
+    _, length, sent, mtime, checksum, name = line.split("\t", 5)
     name = _ESCAPE.sub(lambda m: chr(int(m[1], 8)), name)
     if name.endswith("/") or not checksum.strip():
         return None  # a folder
-    return Copied(name, int(length), mtime, checksum.strip())
+    return Copied(name, int(length), mtime, checksum.strip(), int(sent))
 
 
 @lru_cache(maxsize=4096)
