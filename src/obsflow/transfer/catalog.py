@@ -92,6 +92,16 @@ ON CONFLICT (host, instrument, path) DO UPDATE SET
   size = excluded.size, mtime = excluded.mtime, xxh128 = excluded.xxh128
 """
 
+# A copy landed: the destination's row takes its hash and, when it equals the source's, the copied and
+# verified marks, in one statement (a first sync records 10,000s of rows).
+_UPSERT_COPY = """
+INSERT INTO files (host, instrument, path, size, mtime, xxh128, first_seen, copied, verified)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (host, instrument, path) DO UPDATE SET
+  size = excluded.size, mtime = excluded.mtime, xxh128 = excluded.xxh128,
+  copied = excluded.copied, verified = excluded.verified
+"""
+
 # A listing's file: new rows get first_seen; a changed size or mtime drops the hash and the marks.
 _OBSERVE = """
 INSERT INTO files (host, instrument, path, size, mtime, first_seen) VALUES (?, ?, ?, ?, ?, ?)
@@ -286,12 +296,10 @@ class Catalog:
         with self._transaction():
             self._db.executemany(_UPSERT_HASH, [(source, instrument, p, size, mtime, sh, now)
                                                 for p, size, mtime, sh, _ in copies])  # fmt: skip
-            self._db.executemany(_UPSERT_HASH, [(dest, instrument, p, size, mtime, dh, now)
-                                                for p, size, mtime, _, dh in copies])  # fmt: skip
-            self._db.executemany(
-                "UPDATE files SET copied = ?, verified = ? WHERE host = ? AND instrument = ? AND path = ?",
-                [(now, now, dest, instrument, p) for p, _, _, sh, dh in copies if sh == dh],
-            )
+            self._db.executemany(_UPSERT_COPY, [
+                (dest, instrument, p, size, mtime, dh, now, *((now, now) if sh == dh else (None, None)))
+                for p, size, mtime, sh, dh in copies
+            ])  # fmt: skip
 
     def mark_verified(self, host: str, instrument: str, paths: Iterable[str], now: float | None = None) -> None:
         """Mark files on ``host`` as verified (their hash was found equal to the source's)."""
