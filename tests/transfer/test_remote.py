@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,16 @@ def test_aliases_of_one_host_get_a_master_each(config: Config) -> None:
         assert shell.control_dir is not None and len(list(Path(shell.control_dir).iterdir())) == 3
         assert replies == {t: shell.run(parse_location(f"{t}:/"), WHO_AM_I) for t in targets}  # each kept its own
     assert len(set(replies.values())) == 3
+
+
+def test_an_unused_connection_still_opening_is_stopped_at_the_end(config: Config, sshd) -> None:
+    """A run that ends (or is interrupted) before using a host does not wait for, or leave, its connection."""
+    with socket.socket() as silent:  # accepts nothing: ssh waits for its ConnectTimeout (10 s)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        options = (*config.ssh_options, "-o", f"Port={silent.getsockname()[1]}")
+        started = time.monotonic()
+        with shared_connections(dataclasses.replace(config, ssh_options=options), ["cape.test"]) as shell:
+            opening = shell._early.opening["cape.test"]
+        assert time.monotonic() - started < 5 and opening.poll() is not None
+

@@ -74,10 +74,13 @@ class _EarlyConnections:
         self.unreachable: dict[str, str] = {}
         self.lock = threading.Lock()
 
-    def wait_all(self) -> None:
+    def stop_pending(self) -> None:
+        """At the end of a run: stop connections still being opened (never used, or the run was interrupted)."""
         with self.lock:
             for target in list(self.opening):
-                self.opening.pop(target).wait()
+                opening = self.opening.pop(target)
+                opening.kill()  # a master that is up has already left for the background: not this process
+                opening.communicate()
 
     def __getstate__(self) -> dict[str, object]:
         return {}
@@ -103,8 +106,9 @@ class Shell:
             if target not in self._early.opening:
                 # -f -N: authenticate, then leave the shared connection in the background (no remote command)
                 argv = [*ssh_argv(self.ssh_options, self.control_dir, target), "-f", "-N", target]
-                self._early.opening[target] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                         stderr=subprocess.PIPE)  # fmt: skip
+                self._early.opening[target] = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                )
 
     def wait_connected(self, target: str) -> None:
         """Wait until the connection opened early to ``target`` is up; raise HostUnreachable if it failed.
@@ -159,7 +163,7 @@ def shared_connections(config: Config, targets: Iterable[str] = ()) -> Iterator[
         try:
             yield shell
         finally:
-            shell._early.wait_all()
+            shell._early.stop_pending()
 
 
 def remote_targets(config: Config, hop: str | None = None, instrument: str | None = None) -> list[str]:
