@@ -211,6 +211,37 @@ def test_rows_are_durable_before_the_row_count_names_them(real, two_scans, monke
     assert writer.read_state(two_scans).nrows == plan.new_nrows == 32
 
 
+def test_work_done_while_flushing_sees_the_rows_written_and_the_old_count(real, two_scans):
+    _, rows, keywords = real
+    plan = writer.plan_append(two_scans, _scans(rows, SECOND), _ours(keywords))
+    seen = []
+    writer.apply_append(plan, while_flushing=lambda: seen.append((two_scans.stat().st_size, _naxis2(plan))))
+    assert seen == [(plan.new_size, plan.old_nrows)] and writer.read_state(two_scans).nrows == plan.new_nrows
+
+
+def test_a_failure_while_flushing_leaves_the_row_count_alone(real, two_scans):
+    _, rows, keywords = real
+    plan = writer.plan_append(two_scans, _scans(rows, SECOND), _ours(keywords))
+
+    def fail() -> None:
+        raise OutputError("index rows do not fit", two_scans)
+
+    with pytest.raises(OutputError, match="do not fit"):
+        writer.apply_append(plan, while_flushing=fail)
+    assert _naxis2(plan) == plan.old_nrows and two_scans.stat().st_size == plan.new_size  # rows there, not counted
+    writer.rollback(two_scans, plan.old_size, plan.undo)
+    assert writer.read_state(two_scans).nrows == plan.old_nrows and two_scans.stat().st_size == plan.old_size
+
+
+def _naxis2(plan: writer.AppendPlan) -> int:
+    """The row count as the file says it now (read_state refuses a file in the middle of an append)."""
+    with open(plan.path, "rb") as handle:
+        handle.seek(plan.naxis2_offset)
+        card = handle.read(CARD)
+    assert card.startswith(b"NAXIS2  = ")
+    return int(card[10:30])
+
+
 def test_rollback_restores_the_exact_old_bytes_and_is_idempotent(real, two_scans):
     _, rows, keywords = real
     before = two_scans.read_bytes()
