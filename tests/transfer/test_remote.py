@@ -87,3 +87,12 @@ def test_an_unused_connection_still_opening_is_stopped_at_the_end(config: Config
             opening = shell._early.opening["cape.test"]
         assert time.monotonic() - started < 5 and opening.poll() is not None
 
+
+
+def test_a_verbose_ssh_does_not_hold_up_the_run(config: Config) -> None:
+    """With -v the background master keeps stderr open: waiting for it to close would take ControlPersist."""
+    verbose = dataclasses.replace(config, ssh_options=(*config.ssh_options, "-v"))
+    started = time.monotonic()
+    with shared_connections(verbose, ["cape.test"]) as shell:
+        assert shell.run(parse_location("cape.test:/"), "printf ok") == b"ok"
+    assert time.monotonic() - started < 3

@@ -80,13 +80,26 @@ class _EarlyConnections:
             for target in list(self.opening):
                 opening = self.opening.pop(target)
                 opening.kill()  # a master that is up has already left for the background: not this process
-                opening.communicate()
+                _finished(opening)
 
     def __getstate__(self) -> dict[str, object]:
         return {}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__init__()  # type: ignore[misc]
+
+
+def _finished(opening: subprocess.Popen[bytes]) -> tuple[int, bytes]:
+    """Exit status and (on failure) stderr of an ``ssh -f -N``.
+
+    Waits for the process itself, not for the end of its stderr: with ``-v`` in the user's
+    options the master it leaves in the background keeps stderr open until it exits.
+    """
+    returncode = opening.wait()
+    assert opening.stderr is not None
+    stderr = opening.stderr.read() if returncode != 0 else b""
+    opening.stderr.close()
+    return returncode, stderr
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,8 @@ class Shell:
         with early.lock:
             opening = early.opening.pop(target, None)
             if opening is not None:
-                _, stderr = opening.communicate()
-                if opening.returncode == SSH_FAILED:
+                returncode, stderr = _finished(opening)
+                if returncode == SSH_FAILED:
                     early.unreachable[target] = _last_line(stderr) or "ssh failed"
             if target in early.unreachable:
                 raise HostUnreachable(f"cannot reach host: {early.unreachable[target]}", target)
