@@ -203,8 +203,8 @@ def _copy(job: HopJob, settings: HopSettings, plan: HopPlan, progress: Progress 
 
     if len(paths) < PARALLEL_MIN_FILES:
         return run(paths)
-    # rsync --files-from builds its whole list before sending (no incremental recursion); parallel streams
-    # over the shared connection hide that latency for many small files.
+    # rsync takes a --files-from list in one byte per read() (strace: 330,148 reads for 10,000 names) and
+    # builds its whole file list before sending; parallel streams over the shared connection hide that.
     with ThreadPoolExecutor(max_workers=PARALLEL_STREAMS) as pool:
         results = list(pool.map(run, _balanced(plan, PARALLEL_STREAMS)))
     merged = RsyncResult(returncode=max(r.returncode for r in results))
