@@ -146,28 +146,12 @@ def _fill_locked(
     work: list[_BankWork] = []
     fills: list[BankFill] = []
     for bank, (rows, header) in converted.items():
-        fits_path = layout.bank_fits(project, bank, BACKEND)
-        n_rows = len(rows["SCAN"])
-        if fits_path.exists():
-            state = writer.read_state(fits_path)
-            if (scan.number, scan.timestamp) in _SCANS.keys_in(state):
-                log.info("%s scan %d is already in %s: skipped", project, scan.number, fits_path.name)
-                fills.append(BankFill(bank, fits_path, n_rows, state.nrows, skipped=True))
-                continue
-            _check_index_agrees(fits_path, state.nrows)
-            plan = writer.plan_append(fits_path, rows, header, state=state)
-            journal.record(FileUndo(str(fits_path), plan.old_size, list(plan.undo)))
-            journal.record(undo_for(index_fits.index_path_for(fits_path), [(0, INDEX_HEADER_BYTES)]))
-            work.append(_BankWork(fits_path, rows, header, state.nrows, plan))
-        else:
-            journal.record(FileUndo(str(fits_path), None))
-            journal.record(FileUndo(str(index_fits.index_path_for(fits_path)), None))
-            work.append(_BankWork(fits_path, rows, header, 0, None))
-        journal.record(undo_for(layout.flag_target(fits_path)))
-        link = fits_path.with_suffix(".flag")
-        if not _exists(link):
-            journal.record(FileUndo(str(link), None))  # the link beside the FITS file is new: remove on rollback
-        fills.append(BankFill(bank, fits_path, n_rows, work[-1].first_row))
+        item = _prepare_bank(scan, project, bank, rows, header, journal, layout)
+        if isinstance(item, BankFill):
+            fills.append(item)  # already in the file
+            continue
+        work.append(item)
+        fills.append(BankFill(bank, item.fits_path, len(rows["SCAN"]), item.first_row))
     if not work:
         return tuple(fills)
     journal.record(undo_for(combined, [(0, INDEX_HEADER_BYTES)]) if combined.exists() else FileUndo(str(combined), None))
@@ -184,6 +168,33 @@ def _fill_locked(
     for item in work:
         _SCANS.appended(item.fits_path, (scan.number, scan.timestamp))
     return tuple(fills)
+
+
+def _prepare_bank(
+    scan: raw.Scan, project: str, bank: str, rows: dict[str, np.ndarray], header: dict[str, Any], journal: Journal,
+    layout: OutputLayout,
+) -> _BankWork | BankFill:
+    """Plan one bank file's share and journal how to undo it; a BankFill(skipped) if the scan is already there."""
+    fits_path = layout.bank_fits(project, bank, BACKEND)
+    if fits_path.exists():
+        state = writer.read_state(fits_path)
+        if (scan.number, scan.timestamp) in _SCANS.keys_in(state):
+            log.info("%s scan %d is already in %s: skipped", project, scan.number, fits_path.name)
+            return BankFill(bank, fits_path, len(rows["SCAN"]), state.nrows, skipped=True)
+        _check_index_agrees(fits_path, state.nrows)
+        plan = writer.plan_append(fits_path, rows, header, state=state)
+        journal.record(FileUndo(str(fits_path), plan.old_size, list(plan.undo)))
+        journal.record(undo_for(index_fits.index_path_for(fits_path), [(0, INDEX_HEADER_BYTES)]))
+        item = _BankWork(fits_path, rows, header, state.nrows, plan)
+    else:
+        journal.record(FileUndo(str(fits_path), None))
+        journal.record(FileUndo(str(index_fits.index_path_for(fits_path)), None))
+        item = _BankWork(fits_path, rows, header, 0, None)
+    journal.record(undo_for(layout.flag_target(fits_path)))
+    link = fits_path.with_suffix(".flag")
+    if not _exists(link):
+        journal.record(FileUndo(str(link), None))  # the link beside the FITS file is new: remove on rollback
+    return item
 
 
 @dataclass(frozen=True)
