@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from obsflow.errors import UsageError
-from obsflow.transfer.listing import FileStat
+from obsflow.transfer.listing import FileStat, is_safe_relpath, unsafe_relpaths
 from obsflow.transfer.plan import dated_folders, parse_date, plan_copy, window_dates
 
 NOW = 1_000_000.0
@@ -54,3 +54,20 @@ def test_every_file_lands_in_one_bucket() -> None:
     assert set(reasons) == {"n/link.fits", "n/inside.fits", "n/fifo.fits", "n/../../evil.fits"}
     assert "outside" in reasons["n/link.fits"] and "escapes" in reasons["n/../../evil.fits"]
     assert plan.copy_bytes == 10
+
+
+SAFE = ["2016/0907/a.fits", "a", "2016/0907/..a.fits", "2016/0907/a..", ".hidden/x", "a/.b", "a/...", "a b/c d"]
+UNSAFE = ["../x", "2016/../x", "2016/..", "..", ".", "./a", "a/./b", "/abs", "a/", "a//b", "", "a\\b", "a/b\0c"]
+
+
+@pytest.mark.parametrize("unsafe", UNSAFE)
+def test_one_unsafe_path_among_many_is_found_and_refused(unsafe: str) -> None:
+    paths = [*SAFE, unsafe, *SAFE[::-1]]
+    assert unsafe_relpaths(paths) == {unsafe} == {p for p in paths if not is_safe_relpath(p)}
+    plan = plan_copy({p: FileStat(1, 0.0) for p in paths}, {}, source_time=1e9, settle_s=120)
+    assert [(r.path, r.reason) for r in plan.refused] == [(unsafe, "path escapes its root")]
+    assert sorted(plan.copy) == sorted(set(SAFE))
+
+
+def test_safe_paths_are_all_safe() -> None:
+    assert unsafe_relpaths(SAFE) == set() and all(is_safe_relpath(p) for p in SAFE)

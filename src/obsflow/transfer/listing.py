@@ -39,7 +39,7 @@ from obsflow.config import Location
 from obsflow.errors import PathEscapeError
 from obsflow.transfer.remote import Shell
 
-__all__ = ["FileStat", "Listing", "hash_files", "is_safe_relpath", "list_files", "xxh128_file"]
+__all__ = ["FileStat", "Listing", "hash_files", "is_safe_relpath", "list_files", "unsafe_relpaths", "xxh128_file"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,20 @@ _UNSAFE_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|[\0\\]")
 def is_safe_relpath(path: str) -> bool:
     """True for a relative POSIX path with no ``..``, no empty or ``.`` parts, no NUL."""
     return _UNSAFE_PATH.search(path) is None
+
+
+# The same rule for many paths at once: joined by NUL (and framed by it), a path is unsafe exactly where
+# a separator-or-end, zero to two dots and a separator-or-end meet, or a backslash appears.
+_UNSAFE_IN_JOINED = tuple(f"{a}{dots}{b}" for a in "/\0" for dots in ("", ".", "..") for b in "/\0") + ("\\",)
+
+
+def unsafe_relpaths(paths: Iterable[str]) -> set[str]:
+    """The paths that :func:`is_safe_relpath` refuses; usually none, found with a few substring searches."""
+    paths = list(paths)
+    joined = "\0" + "\0".join(paths) + "\0"
+    if joined.count("\0") == len(paths) + 1 and not any(bad in joined for bad in _UNSAFE_IN_JOINED):
+        return set()  # no NUL inside a name (it would pass for a separator) and nothing unsafe
+    return {path for path in paths if not is_safe_relpath(path)}
 
 
 def temp_target(relpath: str) -> str | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from obsflow.errors import UsageError
-from obsflow.transfer.listing import FileStat, is_safe_relpath
+from obsflow.transfer.listing import FileStat, unsafe_relpaths
 
 __all__ = ["HopPlan", "Refusal", "dated_folders", "parse_date", "plan_copy", "window_dates"]
 
@@ -95,9 +95,10 @@ def plan_copy(
     plan = HopPlan()
     settled_before = source_time - settle_s
     dest_get = dest.get
+    unsafe = unsafe_relpaths(source)
     for path in sorted(source):
         st = source[path]
-        reason = _refusal(path, st)
+        reason = _refusal(path, st, path in unsafe)
         if reason:
             plan.refused.append(Refusal(path, reason))
         elif locks and any(part in locks for part in path.split("/")):
@@ -115,10 +116,10 @@ def plan_copy(
     return plan
 
 
-def _refusal(path: str, st: FileStat) -> str:
-    if st.kind == "f" and is_safe_relpath(path):
+def _refusal(path: str, st: FileStat, unsafe: bool) -> str:
+    if st.kind == "f" and not unsafe:
         return ""  # the common case, decided first
-    if not is_safe_relpath(path):
+    if unsafe:
         return "path escapes its root"
     if st.kind == "l":
         if posixpath.isabs(st.target):
