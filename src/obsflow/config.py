@@ -176,10 +176,11 @@ class Config:
 
     def host_root(self, name: str) -> list[tuple[Instrument, Location]]:
         """For ``instruments`` or an archive: each instrument and the folder holding its dated folders."""
-        if name == INSTRUMENTS:
-            return [(inst, inst.source) for inst in self.instruments.values()]
-        archive = self.archives[name]
-        return [(inst, archive.location.join(inst.path)) for inst in self.instruments.values()]
+        return [(inst, self.instrument_root(name, inst)) for inst in self.instruments.values()]
+
+    def instrument_root(self, name: str, inst: Instrument) -> Location:
+        """The folder holding ``inst``'s dated folders on hop end ``name`` (``instruments`` or an archive)."""
+        return inst.source if name == INSTRUMENTS else self.archives[name].location.join(inst.path)
 
 
 @dataclass(frozen=True)

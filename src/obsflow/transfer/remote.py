@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from obsflow.config import INSTRUMENTS, Config, Location, parse_location
+from obsflow.config import Config, Location, parse_location
 from obsflow.errors import HostUnreachable, RemoteCommandFailed
 
 __all__ = ["FORCED_SSH_OPTIONS", "Shell", "control_path", "remote_targets", "shared_connections", "ssh_argv", "ssh_rsh"]
@@ -182,9 +182,8 @@ def shared_connections(config: Config, targets: Iterable[str] = ()) -> Iterator[
 def remote_targets(config: Config, hop: str | None = None, instrument: str | None = None) -> list[str]:
     """The ``[user@]host`` of every remote end a sync of ``hop`` and ``instrument`` (None: all) will reach."""
     hops = [h for h in config.hops if hop is None or h.label == hop]
-    names = [n for n in config.instruments if instrument is None or n == instrument]
-    locations = [config.instruments[n].source for h in hops if h.source == INSTRUMENTS for n in names]
-    locations += [config.archives[end].location for h in hops for end in (h.source, h.dest) if end in config.archives]
+    insts = [inst for inst in config.instruments.values() if instrument is None or inst.name == instrument]
+    locations = [config.instrument_root(end, inst) for h in hops for end in (h.source, h.dest) for inst in insts]
     locations += [parse_location(entry) for entry in config.locks]
     targets = [loc.ssh_target for loc in locations if loc.is_remote]
     return list(dict.fromkeys(targets))

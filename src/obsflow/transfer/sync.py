@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from obsflow.config import INSTRUMENTS, Config, Hop, parse_location
+from obsflow.config import Config, Hop, parse_location
 from obsflow.errors import ObsflowError, UsageError
 from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, live_locks
 from obsflow.transfer.catalog import Catalog
@@ -121,10 +121,9 @@ def _hops(config: Config, wanted: str | None) -> list[Hop]:
 
 def _job(config: Config, source: str, dest: str, label: str, name: str, dates: list[date]) -> HopJob:
     inst = config.instruments[name]
-    source_loc = inst.source if source == INSTRUMENTS else config.archives[source].location.join(inst.path)
-    dest_loc = config.archives[dest].location.join(inst.path)
     return HopJob(
-        hop=label, source_host=source, dest_host=dest, instrument=name, source=source_loc, dest=dest_loc,
+        hop=label, source_host=source, dest_host=dest, instrument=name, source=config.instrument_root(source, inst),
+        dest=config.instrument_root(dest, inst),
         folders=tuple(dated_folders(inst.layout, dates)), patterns=inst.patterns,
     )  # fmt: skip
 
