@@ -207,10 +207,6 @@ class _BankWork:
     first_row: int
     plan: writer.AppendPlan | None  # None: the file is created
 
-    @property
-    def projid(self) -> str:
-        return str(self.header.get("PROJID", ""))
-
 
 class _ScanKeys:
     """(SCAN, TIMESTAMP) pairs per bank file, re-read only when the file changed behind our back.
@@ -291,7 +287,7 @@ def _write_all(
 
 def _index_rows(item: _BankWork, project: str) -> list[str]:
     """The bank index rows of ``item``'s scan (INDEX = ROW: a bank index agrees with its file, checked above)."""
-    return index.build_index_rows(item.rows, projid=item.projid or project, file_name=item.fits_path.name,
+    return index.build_index_rows(item.rows, projid=str(item.header.get("PROJID", project)), file_name=item.fits_path.name,
                                   first_row=item.first_row, first_index=item.first_row)  # fmt: skip
 
 
