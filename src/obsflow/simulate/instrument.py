@@ -144,9 +144,9 @@ def simulate_instruments(
             night = end_date - timedelta(days=back)
             folder = Path(root) / name / f"{night:%Y}" / f"{night:%m%d}"
             folder.mkdir(parents=True, exist_ok=True)
-            start = datetime(night.year, night.month, night.day, 18, 30, tzinfo=UTC)
+            start = _night_start(night, frames)
             for number in range(1, frames + 1):
-                exptime = float(rng.choice([1.0, 10.0, 30.0, 60.0, 120.0]))
+                exptime = float(rng.choice(_EXPTIMES_S))
                 image = rng.poisson(1000.0, size=(image_size, image_size)).clip(0, 65535)
                 content = fits_frame(spec, start, exptime, str(rng.choice(_OBJECTS)), image)
                 path = folder / frame_name(spec, night, number)
@@ -159,6 +159,22 @@ def simulate_instruments(
                     end = (start + timedelta(seconds=exptime)).timestamp()
                     os.utime(path, (end, end))
                 sim.files.append(path)
-                start += timedelta(seconds=exptime + 15.0)
+                start += timedelta(seconds=exptime + _READOUT_S)
     return sim
+
+
+_EXPTIMES_S = (1.0, 10.0, 30.0, 60.0, 120.0)
+_READOUT_S = 15.0
+
+
+def _night_start(night: date, frames: int) -> datetime:
+    """18:30 UTC on the night's date, or earlier if that is still to come.
+
+    The frames are written now, so their times (and mtimes) must already have passed, by an
+    hour at least (older than any settle time): before 18:30 UTC, "tonight" would otherwise be
+    a night of files from the future, which the sync rightly counts as still being written.
+    """
+    evening = datetime(night.year, night.month, night.day, 18, 30, tzinfo=UTC)
+    longest = frames * timedelta(seconds=max(_EXPTIMES_S) + _READOUT_S)
+    return min(evening, datetime.now(UTC) - timedelta(hours=1) - longest)
 
