@@ -9,6 +9,7 @@ exactly as obsflow's ``[ssh] options`` would in production.
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import subprocess
 import time
@@ -53,20 +54,30 @@ class SshServer:
             self.process.kill()
 
 
+def _current_user() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
 def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sshd(workdir: Path) -> SshServer:
-    """Start sshd on a free loopback port with keys under ``workdir``; return when it accepts."""
+def start_sshd(workdir: Path, user: str | None = None) -> SshServer:
+    """Start sshd on a free loopback port with keys under ``workdir``; return when it accepts.
+
+    Clients log in as ``user`` (default: whoever runs this).  sshd reads the authorized keys
+    with the user's rights, so for another account they are made readable to it.
+    """
+    own = user in (None, _current_user())
+    user = user or _current_user()
     workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o700)
+    os.chmod(workdir, 0o700 if own else 0o711)
     host_key, client_key = workdir / "host_ed25519", workdir / "client_ed25519"
     for key in (host_key, client_key):
         if not key.exists():
             _keygen(key)
     (workdir / "authorized_keys").write_text((workdir / "client_ed25519.pub").read_text())
-    os.chmod(workdir / "authorized_keys", 0o600)
+    os.chmod(workdir / "authorized_keys", 0o600 if own else 0o644)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation folder
 
     port = free_port()
@@ -96,7 +107,6 @@ def start_sshd(workdir: Path) -> SshServer:
     host_pub = (workdir / "host_ed25519.pub").read_text().split()
     known_hosts = workdir / "known_hosts"
     known_hosts.write_text(f"obsflow-test-sshd {host_pub[0]} {host_pub[1]}\n")
-    user = os.environ.get("USER") or "root"
     common = [
         "  HostName 127.0.0.1",
         "  Port {port}",
