@@ -9,11 +9,12 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from obsflow.errors import OutputError
 
-__all__ = ["WRITE_CHUNK", "fsync_dir", "write_atomic"]
+__all__ = ["WRITE_CHUNK", "fsync_dir", "write_atomic", "write_atomic_with"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -32,20 +33,35 @@ WRITE_CHUNK = 256 * 1024
 
 def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder, fsync, rename."""
-    path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
+
+    def write(fd: int) -> None:
+        view = memoryview(payload)
+        for start in range(0, len(view), WRITE_CHUNK):
+            part = view[start : start + WRITE_CHUNK]
+            while part:
+                part = part[os.write(fd, part) :]
+
+    write_atomic_with(path, write, mode)
+
+
+def write_atomic_with(path: Path, write: Callable[[int], None], mode: int = 0o644) -> None:
+    """``write(fd)`` fills a temp file in the same folder; then fsync, rename to ``path``.
+
+    If ``write`` raises, the temp file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
         raise OutputError(f"cannot write: {err.strerror}", path.parent) from err
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            view = memoryview(payload)
-            for start in range(0, len(view), WRITE_CHUNK):
-                handle.write(view[start : start + WRITE_CHUNK])
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            write(fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
         fsync_dir(path.parent)
@@ -53,3 +69,6 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
         tmp.unlink(missing_ok=True)
         what = "disk full" if err.errno == errno.ENOSPC else f"cannot write: {err.strerror}"
         raise OutputError(what, path) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -33,6 +33,7 @@ from obsflow.online.fitsfile import (
     find_table,
     float_column,
     open_fits,
+    read_cells,
     read_only,
     table_column,
 )
@@ -380,11 +381,13 @@ class VegasSampler:
 
 @dataclass(frozen=True)
 class VegasBank:
-    """One VEGAS bank file: setup, samplers, switching states and the spectra.
+    """One VEGAS bank file: setup, samplers, switching states and where the spectra are.
 
-    ``data`` has shape (integrations, samplers, states, channels); ``integrat_s``
-    (integrations, states) is the exposure of each state; ``dmjd`` is the middle
-    of each integration.
+    The spectra are not read: ``data_offsets`` says where each integration's DATA cell
+    (samplers, states, channels; big-endian float32) starts in the file, and :attr:`data`
+    reads them all, shaped (integrations, samplers, states, channels).  ``integrat_s``
+    (integrations, states) is the exposure of each state; ``dmjd`` is the middle of each
+    integration.
     """
 
     path: Path
@@ -400,11 +403,22 @@ class VegasBank:
     phasetim_s: tuple[float, ...]
     dmjd: np.ndarray = field(hash=False, compare=False)
     integrat_s: np.ndarray = field(hash=False, compare=False)
-    data: np.ndarray = field(hash=False, compare=False)
+    data_offsets: np.ndarray = field(hash=False, compare=False)
 
     @property
     def integrations(self) -> int:
         return int(self.dmjd.size)
+
+    @property
+    def data_shape(self) -> tuple[int, int, int, int]:
+        """(integrations, samplers, states, channels)."""
+        return self.integrations, len(self.samplers), len(self.sigref), self.nchan
+
+    @property
+    def data(self) -> np.ndarray:
+        """All spectra, read from the file now: (integrations, samplers, states, channels), big-endian float32."""
+        cell = np.dtype((">f4", self.data_shape[1:]))
+        return read_cells(self.path, self.data_offsets, cell)
 
 
 _SAMPLER_COLUMNS = (("BANK_A", str), ("PORT_A", int), ("BANK_B", str), ("PORT_B", int), ("SUBBAND", int),
@@ -414,7 +428,8 @@ _SAMPLER_COLUMNS = (("BANK_A", str), ("PORT_A", int), ("BANK_B", str), ("PORT_B"
 def read_vegas_bank(path: Path) -> VegasBank:
     """Read one VEGAS bank file (``<timestamp><A-H>.fits``)."""
     path = Path(path)
-    hdus = open_fits(path)
+    # the spectra stay in the file: they go to the SDFITS file inside the kernel (sdfits.spectra)
+    hdus = open_fits(path, unread=("DATA",))
     primary = hdus.primary.header
     sampler_hdu = hdus.find("SAMPLER")
     if sampler_hdu is None or sampler_hdu.table is None or not sampler_hdu.table.names:
@@ -427,12 +442,12 @@ def read_vegas_bank(path: Path) -> VegasBank:
     state = find_table(hdus, "STATE", path)
     table = find_table(hdus, "DATA", path)
     nchan = int(primary.get("NCHAN", 0))
-    data = table_column(table, "DATA", path)
+    data_offsets, cell = _data_cells(table, path)
     nstate = len(state)
     expected = (len(table), len(samplers), nstate, nchan)
-    if data.shape != expected:
-        what = f"VEGAS DATA has shape {data.shape}, expected {expected} (rows, samplers, states, chans)"
-        raise InputError(what, path)
+    if (len(table), *cell.shape) != expected or cell.base != np.dtype(">f4"):
+        what = f"VEGAS DATA has shape {(len(table), *cell.shape)} {cell.base}, expected {expected} float32"
+        raise InputError(f"{what} (rows, samplers, states, chans)", path)
     integrat = table_column(table, "INTEGRAT", path).astype(float).reshape(len(table), -1)
     if integrat.shape[1] == 1 and nstate > 1:
         integrat = np.repeat(integrat, nstate, axis=1)
@@ -450,10 +465,18 @@ def read_vegas_bank(path: Path) -> VegasBank:
         phasetim_s=tuple(table_column(state, "PHASETIM", path).astype(float).tolist()),
         dmjd=table_column(table, "DMJD", path).astype(float),
         integrat_s=integrat,
-        # big-endian as in the file, no copy: the SDFITS DATA column is big-endian float32 too,
-        # so the spectra are copied once on their way out and never byte-swapped
-        data=data.astype(">f4", copy=False),
+        data_offsets=data_offsets,
     )
+
+
+def _data_cells(table: FitsTable, path: Path) -> tuple[np.ndarray, np.dtype]:
+    try:
+        offsets, cell = table.cell_offsets("DATA")
+    except KeyError as err:
+        raise InputError("table has no DATA column", path) from err
+    except ValueError as err:
+        raise InputError("VEGAS DATA is not a plain float32 array", path) from err
+    return offsets, cell if cell.shape else np.dtype((cell.base, (1, 1, 1)))
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import functools
 import io
+import mmap
+import os
 import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from astropy.io import fits
@@ -35,6 +37,7 @@ __all__ = [
     "find_table",
     "float_column",
     "open_fits",
+    "read_cells",
     "read_only",
     "table_column",
 ]
@@ -70,15 +73,21 @@ class _ColumnSpec:
     name: str
     field: str | None  # the numpy field holding it, None when astropy must decode it
     code: str  # TFORM letter
+    offset: int = 0  # first byte of the cell within a row
+    dtype: Any = None  # numpy dtype of one cell (None: left to astropy)
+    unread: bool = False  # left in the file (open_fits(unread=...)): see FitsTable.cell_offsets
 
 
 class FitsTable:
     """A binary table's rows, viewed in place; :meth:`column` decodes one column."""
 
-    def __init__(self, records: np.ndarray, specs: tuple[_ColumnSpec, ...], decode_slowly: Callable[[str], Any]):
+    def __init__(
+        self, records: np.ndarray, specs: tuple[_ColumnSpec, ...], decode_slowly: Callable[[str], Any], data_at: int = 0
+    ):
         self._records = records
         self._specs = {spec.name.upper(): spec for spec in reversed(specs)}  # first of a repeated name wins
         self._decode_slowly = decode_slowly
+        self._data_at = data_at
         self.names: tuple[str, ...] = tuple(spec.name for spec in specs)
 
     def __len__(self) -> int:
@@ -87,6 +96,8 @@ class FitsTable:
     def column(self, name: str) -> np.ndarray:
         """One column (case-insensitive name), as astropy gives it; a KeyError if there is none."""
         spec = self._specs[name.upper()]
+        if spec.unread:
+            raise ValueError(f"column {name} was left in the file: use cell_offsets()")
         if spec.field is None:
             return np.asarray(self._decode_slowly(spec.name))
         values = self._records[spec.field]
@@ -98,6 +109,18 @@ class FitsTable:
             except UnicodeDecodeError:
                 return np.asarray(self._decode_slowly(spec.name))
         return values
+
+    def cell_offsets(self, name: str) -> tuple[np.ndarray, np.dtype]:
+        """Where each row's ``name`` cell starts in the file (bytes), and the cell's dtype; a KeyError if no such column.
+
+        For columns read with ``open_fits(unread=...)``: their bytes stay in the file until
+        someone copies or reads them from there.
+        """
+        spec = self._specs[name.upper()]
+        if spec.dtype is None:
+            raise ValueError(f"column {name} is not a plain numeric array")
+        rows = np.arange(len(self._records), dtype=np.int64)
+        return self._data_at + rows * self._records.dtype.itemsize + spec.offset, np.dtype(spec.dtype)
 
 
 @dataclass(frozen=True)
@@ -132,8 +155,12 @@ class FitsFile:
         return next((hdu for hdu in self.hdus if hdu.name.upper() == wanted), None)
 
 
-def open_fits(path: Path) -> FitsFile:
-    """Read a whole FITS file into memory, checking that every HDU is complete.
+def open_fits(path: Path, unread: Collection[str] = ()) -> FitsFile:
+    """Read a FITS file into memory, checking that every HDU is complete.
+
+    Binary-table columns named in ``unread`` are not read (their bytes stay in the file, see
+    :meth:`FitsTable.cell_offsets`): a VEGAS file's spectra go from the raw file to the SDFITS
+    file inside the kernel, so reading them here would be a copy for nothing.
 
     Raises
     ------
@@ -141,22 +168,105 @@ def open_fits(path: Path) -> FitsFile:
         The file is missing, unreadable, truncated (e.g. being rewritten) or not FITS.
     """
     path = Path(path)
-    payload = _read_bytes(path)
-    if not payload or len(payload) % FITS_BLOCK:
+    source = _SparseFile(path, unread) if unread else _WholeFile(path)
+    payload = source.payload
+    if not len(payload) or len(payload) % FITS_BLOCK:
         raise InputError(f"truncated FITS file ({len(payload)} bytes, not a multiple of {FITS_BLOCK})", path)
     hdus: list[FitsHdu] = []
     offset = 0
-    while offset < len(payload):
-        is_extension = payload[offset : offset + 9] == b"XTENSION="
-        if hdus and not is_extension and payload.count(b"\0", offset) == len(payload) - offset:
-            raise InputError("malformed FITS file: unexpected extra padding at the end of the file", path)
-        header, data_at = _parse_header(payload, offset, path, is_primary=not hdus)
-        size = _data_bytes(header, path)
-        if data_at + size > len(payload):
-            raise InputError("truncated FITS file (an HDU runs past the end)", path)
-        hdus.append(_hdu(payload, len(hdus), header, data_at, path))
-        offset = data_at + -(-size // FITS_BLOCK) * FITS_BLOCK
+    with source:
+        while offset < len(payload):
+            source.load_header(offset)
+            is_extension = payload[offset : offset + 9] == b"XTENSION="
+            if hdus and not is_extension and payload[offset:].count(b"\0") == len(payload) - offset:
+                raise InputError("malformed FITS file: unexpected extra padding at the end of the file", path)
+            header, data_at = _parse_header(payload, offset, path, is_primary=not hdus)
+            size = _data_bytes(header, path)
+            if data_at + size > len(payload):
+                raise InputError("truncated FITS file (an HDU runs past the end)", path)
+            specs = _column_specs(header, path, source.unread) if _is_bintable(header) else ()
+            source.load_data(data_at, size, header, specs)
+            hdus.append(_hdu(payload, len(hdus), header, data_at, specs, path))
+            offset = data_at + -(-size // FITS_BLOCK) * FITS_BLOCK
     return FitsFile(path=path, hdus=tuple(hdus))
+
+
+class _WholeFile:
+    """The whole file, read at once (every FITS file but the big VEGAS ones)."""
+
+    unread: frozenset[str] = frozenset()
+
+    def __init__(self, path: Path) -> None:
+        self.payload: bytes = _read_bytes(path)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def load_header(self, offset: int) -> None:
+        pass
+
+    def load_data(self, data_at: int, size: int, header: Mapping[str, Any], specs: Sequence[_ColumnSpec]) -> None:
+        pass
+
+
+class _SparseFile:
+    """The file in a zero-filled anonymous map of its size, loaded piece by piece, skipping unread columns."""
+
+    def __init__(self, path: Path, unread: Collection[str]) -> None:
+        self.path = path
+        self.unread = frozenset(name.upper() for name in unread)
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError as err:
+            raise InputError("file named in the scan log is missing", path) from err
+        except OSError as err:
+            raise InputError(f"cannot read FITS file: {err.strerror}", path) from err
+        size = os.fstat(self._fd).st_size
+        # untouched pages of an anonymous map cost nothing: the unread cells are never paid for
+        self.payload = mmap.mmap(-1, size) if size else b""
+        self._view = memoryview(self.payload) if size else memoryview(b"")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
+
+    def _load(self, start: int, stop: int) -> None:
+        while start < stop:
+            got = os.preadv(self._fd, [self._view[start:stop]], start)
+            if got == 0:
+                raise InputError("truncated FITS file (it shrank while being read)", self.path)
+            start += got
+
+    def load_header(self, offset: int) -> None:
+        """The header blocks from ``offset`` up to its END card (or the end of the file)."""
+        size = len(self.payload)
+        while offset < size:
+            self._load(offset, min(offset + FITS_BLOCK, size))
+            block = self.payload[offset : offset + FITS_BLOCK]
+            offset += FITS_BLOCK
+            if any(block[i : i + 8] == b"END     " for i in range(0, len(block), CARD_BYTES)):
+                return
+
+    def load_data(self, data_at: int, size: int, header: Mapping[str, Any], specs: Sequence[_ColumnSpec]) -> None:
+        skipped = [spec for spec in specs if spec.unread]
+        if not skipped:
+            self._load(data_at, data_at + size)
+            return
+        # Read the bytes between unread cells: within a row, and from one row's last to the next row's first.
+        row_bytes, nrows = int(header["NAXIS1"]), int(header["NAXIS2"])
+        holes = sorted((spec.offset, spec.offset + np.dtype(spec.dtype).itemsize) for spec in skipped)
+        position = data_at
+        for row in range(nrows):
+            base = data_at + row * row_bytes
+            for start, stop in holes:
+                self._load(position, base + start)
+                position = base + stop
+        self._load(position, data_at + size)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -247,21 +357,24 @@ def _data_bytes(header: Mapping[str, Any], path: Path) -> int:
     return bitpix // 8 * _int_card(header, "GCOUNT", path, 1) * (_int_card(header, "PCOUNT", path, 0) + count)
 
 
-def _hdu(payload: bytes, index: int, header: Mapping[str, Any], data_at: int, path: Path) -> FitsHdu:
+def _is_bintable(header: Mapping[str, Any]) -> bool:
+    return str(header.get("XTENSION", "")).strip() == "BINTABLE"
+
+
+def _hdu(
+    payload: bytes, index: int, header: Mapping[str, Any], data_at: int, specs: Sequence[_ColumnSpec], path: Path
+) -> FitsHdu:
     name = str(header.get("EXTNAME", "PRIMARY" if index == 0 else "")).strip()
-    table = None
-    if str(header.get("XTENSION", "")).strip() == "BINTABLE":
-        table = _bintable(payload, index, header, data_at, path)
+    table = _bintable(payload, index, header, data_at, specs, path) if _is_bintable(header) else None
     return FitsHdu(name=name, header=header, table=table)
 
 
-def _bintable(payload: bytes, index: int, header: Mapping[str, Any], data_at: int, path: Path) -> FitsTable:
-    """The rows of a binary table as a structured view; columns numpy cannot hold exactly are left to astropy."""
+def _column_specs(header: Mapping[str, Any], path: Path, unread: frozenset[str] = frozenset()) -> tuple[_ColumnSpec, ...]:
+    """Each column of a binary table: its numpy field (if numpy can hold it exactly) and where it sits in a row.
+
+    A column named in ``unread`` is marked so, if it is a plain numeric array (anything else is read).
+    """
     row_bytes = _int_card(header, "NAXIS1", path)
-    nrows = _int_card(header, "NAXIS2", path)
-    names: list[str] = []
-    formats: list[Any] = []
-    offsets: list[int] = []
     specs: list[_ColumnSpec] = []
     offset = 0
     for number in range(1, _int_card(header, "TFIELDS", path, 0) + 1):
@@ -272,22 +385,31 @@ def _bintable(payload: bytes, index: int, header: Mapping[str, Any], data_at: in
         repeat, code = int(form.group(1) or 1), form.group(2)
         width = (repeat + 7) // 8 if code == "X" else repeat * _FIELD_BYTES[code]
         dtype = _field_dtype(code, repeat, header, number)
-        field_name = None
-        if dtype is not None:
-            field_name = f"c{number}"
-            names.append(field_name)
-            formats.append(dtype)
-            offsets.append(offset)
-        specs.append(_ColumnSpec(name=name, field=field_name, code=code))
+        skip = name.upper() in unread and dtype is not None and code not in "AL"
+        specs.append(_ColumnSpec(name=name, field=None if dtype is None else f"c{number}", code=code, offset=offset,
+                                 dtype=dtype, unread=skip))  # fmt: skip
         offset += width
     if offset > row_bytes:
         raise InputError(f"malformed FITS file: columns need {offset} bytes, NAXIS1 is {row_bytes}", path)
+    return tuple(specs)
+
+
+def _bintable(
+    payload: bytes, index: int, header: Mapping[str, Any], data_at: int, specs: Sequence[_ColumnSpec], path: Path
+) -> FitsTable:
+    """The rows of a binary table as a structured view; columns numpy cannot hold exactly are left to astropy."""
+    row_bytes = _int_card(header, "NAXIS1", path)
+    nrows = _int_card(header, "NAXIS2", path)
+    fields = [spec for spec in specs if spec.field is not None and not spec.unread]
+    names = [spec.field for spec in fields]
+    formats = [spec.dtype for spec in fields]
+    offsets = [spec.offset for spec in fields]
     try:
         dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": row_bytes})
         records = np.frombuffer(payload, dtype=dtype, count=nrows, offset=data_at) if row_bytes else np.empty(0, dtype)
     except (ValueError, TypeError) as err:
         raise _malformed(err, path) from err
-    return FitsTable(records, tuple(specs), functools.partial(_astropy_column, payload, index, path))
+    return FitsTable(records, tuple(specs), functools.partial(_astropy_column, payload, index, path), data_at)
 
 
 def _field_dtype(code: str, repeat: int, header: Mapping[str, Any], number: int) -> Any:
@@ -317,6 +439,21 @@ def _astropy_column(payload: bytes, index: int, path: Path, name: str) -> Any:
                 return np.array(hdus[index].data[name])
     except _MALFORMED as err:
         raise _malformed(err, path) from err
+
+
+def read_cells(path: Path, offsets: np.ndarray, cell: np.dtype) -> np.ndarray:
+    """The cells of a column left in the file (:meth:`FitsTable.cell_offsets`), read now: shape (rows, *cell.shape)."""
+    out = np.empty(len(offsets), dtype=cell)  # numpy unfolds the cell: shape (rows, *cell.shape)
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            for row, offset in enumerate(offsets.tolist()):
+                part = view[row * cell.itemsize : (row + 1) * cell.itemsize]
+                if os.preadv(handle.fileno(), [part], offset) != cell.itemsize:
+                    raise InputError("truncated FITS file (it shrank while being read)", path)
+    except OSError as err:
+        raise InputError(f"cannot read FITS file: {err.strerror}", path) from err
+    return out
 
 
 def find_table(hdus: FitsFile, name: str, path: Path) -> FitsTable:

@@ -45,6 +45,7 @@ from obsflow.online.raw import (
     read_vegas_bank,
     require_files,
 )
+from obsflow.sdfits import spectra
 
 __all__ = ["COLUMN_NAMES", "POLARIZATION_CODES", "scan_header", "scan_rows"]
 
@@ -114,7 +115,7 @@ def scan_rows(scan: Scan, bank: str) -> dict[str, np.ndarray]:
 def _rows(
     scan: Scan, go: GoFile, antenna: AntennaFile, lo1: Lo1File, if_rows: Sequence[IfPath], vegas: VegasBank
 ) -> dict[str, np.ndarray]:
-    nint, nsamp, nstate, nchan = vegas.data.shape
+    nint, nsamp, nstate, nchan = vegas.data_shape
     if nint == 0:
         raise InputError("VEGAS bank file has no integrations", vegas.path)
     vegas_ifs = [row for row in if_rows if row.backend == "VEGAS"]
@@ -171,9 +172,9 @@ def _rows(
     spacing = vegas.adcsampf_hz / 64.0
     vspdelt = spacing / np.abs(cdelt_if)
     vsprval = crval_if / spacing
-    # one copy, contiguous and writable (the centre spur is smoothed in place); the raw column is strided
-    data = np.array(vegas.data, order="C").reshape(nrows, nchan)
-    _smooth_centre_spur(data, vsprval[s_idx], vegas.crpix1)
+    # the spectra stay in the raw file until the writer copies them (row order: integration, sampler, state)
+    cell = vegas.data_offsets[i_idx] + (s_idx * nstate + k_idx) * nchan * spectra.DTYPE.itemsize
+    data = _smooth_centre_spur(spectra.SpectraInFile(vegas.path, cell, nchan), vsprval[s_idx], vegas.crpix1)
 
     obsfreq = crval1[i_idx, s_idx]  # CRPIX1 is the centre channel
     tcal = _tcal(scan, paths, float(np.mean(crval1[0])))
@@ -194,7 +195,7 @@ def _rows(
         "DURATION": state_len[i_idx, k_idx],
         "EXPOSURE": vegas.integrat_s[i_idx, k_idx],
         "TSYS": const(1.0),
-        "DATA": data,  # float32, in the raw file's byte order (big-endian): written without a swap
+        "DATA": data,  # big-endian float32 as in the raw file: copied there, never read or swapped
         "TDIM7": const(f"({nchan},1,1,1)"),
         "TUNIT7": const("Counts"),
         "CTYPE1": const("FREQ-OBS"),
@@ -341,13 +342,16 @@ def _tcal(scan: Scan, paths: Sequence[IfPath], freq_hz: float) -> list[float]:
     raise errors[0]
 
 
-def _smooth_centre_spur(data: np.ndarray, vsprval: np.ndarray, crpix1: float) -> None:
+def _smooth_centre_spur(data: spectra.SpectraInFile, vsprval: np.ndarray, crpix1: float) -> spectra.SpectraInFile:
     """Replace the centre spur channel with the mean of its neighbours when a spur sits there (as sdfits does)."""
     channel = int(round(crpix1)) - 1
-    if not 0 < channel < data.shape[1] - 1:
-        return
-    has_spur = np.isclose(vsprval, np.round(vsprval)) & (vsprval >= 0) & (vsprval <= 32)
-    data[has_spur, channel] = 0.5 * (data[has_spur, channel - 1] + data[has_spur, channel + 1])
+    if not 0 < channel < data.nchan - 1:
+        return data
+    rows = np.flatnonzero(np.isclose(vsprval, np.round(vsprval)) & (vsprval >= 0) & (vsprval <= 32))
+    if not rows.size:
+        return data
+    mean = 0.5 * (data.channels(rows, channel - 1) + data.channels(rows, channel + 1))  # float32, as the filler
+    return data.with_channel_set(rows, channel, mean)
 
 
 def _galactic(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

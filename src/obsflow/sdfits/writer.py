@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from obsflow.atomic import WRITE_CHUNK, write_atomic
+from obsflow.atomic import WRITE_CHUNK, write_atomic, write_atomic_with
 from obsflow.errors import InputError, IntegrityError, OutputError
 from obsflow.sdfits.columns import (
     BLOCK,
@@ -54,6 +54,7 @@ from obsflow.sdfits.columns import (
     row_dtype,
     tforms,
 )
+from obsflow.sdfits.spectra import SpectraInFile
 
 __all__ = [
     "AppendPlan",
@@ -119,6 +120,7 @@ class AppendPlan:
     data_offset: int  # the old end of data
     rows: np.ndarray  # encoded rows (structured, big-endian)
     pad_bytes: int  # zeros after the rows, to the block
+    spectra: SpectraInFile | None  # DATA still in the raw file (rows["DATA"] unset), else None
     naxis2_offset: int
     naxis2_card: bytes  # the new card
     undo: tuple[tuple[int, bytes], ...]  # (offset, old bytes) this append overwrites below old_size
@@ -325,7 +327,7 @@ def encode_rows(rows: Mapping[str, Any], nchan: int | None = None) -> np.ndarray
         parts = [f"missing {', '.join(missing)}"] if missing else []
         parts += [f"unknown {', '.join(extra)}"] if extra else []
         raise InputError(f"SDFITS rows do not have the 74 filler columns: {'; '.join(parts)}")
-    data = np.asarray(rows["DATA"])
+    data = rows["DATA"] if isinstance(rows["DATA"], SpectraInFile) else np.asarray(rows["DATA"])
     if data.ndim != 2 or data.dtype.kind != "f" or data.dtype.itemsize != 4:
         raise InputError(f"SDFITS DATA must be a (rows, channels) float32 array, not {data.dtype} {data.shape}")
     nrows, width = data.shape
@@ -333,6 +335,8 @@ def encode_rows(rows: Mapping[str, Any], nchan: int | None = None) -> np.ndarray
         raise InputError(f"rows have {width} channels but the file holds {nchan}-channel spectra")
     table = np.empty(nrows, dtype=row_dtype(width))
     for column in COLUMNS:
+        if column.name == "DATA" and isinstance(data, SpectraInFile):
+            continue  # copied from the raw file by _write_rows; never written from this table
         values = np.asarray(rows[column.name])
         if values.shape[:1] != (nrows,):
             raise InputError(f"SDFITS column {column.name} has {values.shape[:1] or 'no'} rows, DATA has {nrows}")
@@ -391,9 +395,20 @@ def create_file(
     nchan = table.dtype["DATA"].shape[0]
     values = header_keywords(keywords, now)
     header = primary_header(values) + extension_header(nchan, len(table), values)
-    body = table.tobytes()
-    write_atomic(path, header + body + bytes(padded(len(body)) - len(body)), mode=FITS_MODE)
+    spectra = _spectra(rows)
+    if spectra is None:
+        body = table.tobytes()
+        write_atomic(path, header + body + bytes(padded(len(body)) - len(body)), mode=FITS_MODE)
+    else:
+        tail = bytes(padded(table.nbytes) - table.nbytes)
+        write_atomic_with(path, lambda fd: _write_new(fd, header, table, spectra, tail), mode=FITS_MODE)
     log.info("created %s with %d rows of %d channels", path, len(table), nchan)
+
+
+def _write_new(fd: int, header: bytes, table: np.ndarray, spectra: SpectraInFile, tail: bytes) -> None:
+    _pwrite_all(fd, header, 0)
+    _write_rows(fd, table, spectra, len(header))
+    _pwrite_all(fd, tail, len(header) + table.nbytes)
 
 
 def undo_patches(state: SdfitsState) -> list[tuple[int, bytes]]:
@@ -442,6 +457,7 @@ def plan_append(
         data_offset=state.data_end,
         rows=table,
         pad_bytes=padded(table_bytes) - table_bytes,
+        spectra=_spectra(rows),
         naxis2_offset=state.naxis2_offset,
         naxis2_card=_new_naxis2(naxis2_old, state.nrows + len(table)),
         undo=tuple(undo),
@@ -474,11 +490,14 @@ def apply_append(plan: AppendPlan, while_flushing: Callable[[], object] | None =
     try:
         _check_unchanged(fd, plan)
         try:
-            write_at(fd, plan.rows.view(np.uint8), plan.data_offset)
+            _write_rows(fd, plan.rows, plan.spectra, plan.data_offset)
             write_at(fd, bytes(plan.pad_bytes), plan.data_offset + plan.rows.nbytes)
             _fdatasync_while(fd, while_flushing)  # the data and the new size; the mtime need not be durable
             write_at(fd, plan.naxis2_card, plan.naxis2_offset)
             os.fdatasync(fd)
+        except InputError:
+            _rollback_fd(fd, plan.path, plan.old_size, plan.undo)  # the raw file went away under us
+            raise
         except OSError as err:
             _rollback_fd(fd, plan.path, plan.old_size, plan.undo)
             what = "disk full" if err.errno == errno.ENOSPC else f"cannot write: {err.strerror or err}"
@@ -487,6 +506,30 @@ def apply_append(plan: AppendPlan, while_flushing: Callable[[], object] | None =
     finally:
         os.close(fd)
     log.info("appended %d rows to %s (%d rows now)", len(plan.rows), plan.path, plan.new_nrows)
+
+
+def _spectra(rows: Mapping[str, Any]) -> SpectraInFile | None:
+    return rows["DATA"] if isinstance(rows["DATA"], SpectraInFile) else None
+
+
+def _write_rows(fd: int, table: np.ndarray, spectra: SpectraInFile | None, offset: int) -> None:
+    """The encoded rows at ``offset``; with ``spectra``, their DATA cells are copied from the raw file instead.
+
+    The bytes between two DATA cells (one row's last columns, the next row's first) are
+    contiguous in the table and in the file: one write each.
+    """
+    raw = table.view(np.uint8)
+    if spectra is None:
+        write_at(fd, raw, offset)
+        return
+    cell_at, cell_bytes, row_bytes = table.dtype.fields["DATA"][1], spectra.nbytes // max(len(table), 1), table.dtype.itemsize
+    starts = np.arange(len(table), dtype=np.int64) * row_bytes + cell_at
+    position = 0
+    for start in starts.tolist():
+        write_at(fd, raw[position:start], offset + position)
+        position = start + cell_bytes
+    write_at(fd, raw[position:], offset + position)
+    spectra.copy_into(fd, starts + offset, write_at)
 
 
 def _fdatasync_while(fd: int, work: Callable[[], object] | None) -> None:
