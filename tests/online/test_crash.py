@@ -128,18 +128,20 @@ def test_failure_midway_rolls_back_every_file(raw_project, tmp_path, monkeypatch
     for scan in scans[:2]:
         fill_scan(scan, layout, project=PROJECT)
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".obsflow" not in p.parts}
-    calls = {"n": 0}
     real_write = writer.write_at
+    written: set[str] = set()
 
     def fail_on_second_bank(fd, data, offset):  # the seam: bank A is written, bank B hits an I/O error
-        calls["n"] += 1
-        if calls["n"] > 3:  # bank A: rows, padding, NAXIS2; then bank B fails
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        written.add(Path(name).name)
+        if name.endswith(".B.fits"):
             raise OSError(5, "Input/output error")
         real_write(fd, data, offset)
 
     monkeypatch.setattr(writer, "write_at", fail_on_second_bank)
     with pytest.raises(OutputError):
         fill_scan(scans[2], layout, project=PROJECT)
+    assert written == {f"{PROJECT}.raw.vegas.A.fits", f"{PROJECT}.raw.vegas.B.fits"}  # A was appended to, then B failed
     after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".obsflow" not in p.parts}
     assert after == before
     check_consistent(out, {1, 2})

@@ -1,0 +1,154 @@
+"""VEGAS spectra left in the raw file and copied by the kernel: same values, same bytes, same guarantees."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from obsflow.errors import InputError, OutputError
+from obsflow.online import raw
+from obsflow.online.fitsfile import open_fits, read_cells
+from obsflow.sdfits import writer
+from obsflow.sdfits.rows import scan_header, scan_rows
+from obsflow.sdfits.spectra import SpectraInFile
+from obsflow.simulate.telescope import TelescopeSpec, simulate_project
+
+SPEC = TelescopeSpec(project="TSPEC_01", scans=2, procedure="Track", banks=2, pols=2, channels=1024, integrations=4,
+                     seed=3)  # fmt: skip
+NOW = writer.datetime(2026, 11, 24, 1, 2, 3)
+
+
+@pytest.fixture()
+def scans(tmp_path: Path) -> list[raw.Scan]:
+    simulate_project(SPEC, tmp_path / "raw")
+    return raw.read_project(tmp_path / "raw" / SPEC.project)
+
+
+def _in_memory(rows: dict) -> dict:
+    """The same rows with the spectra read into an array (the path every other caller of the writer takes)."""
+    return {**rows, "DATA": np.asarray(rows["DATA"])}
+
+
+def _fill(path: Path, scans: list[raw.Scan], in_memory: bool) -> bytes:
+    for scan in scans:
+        rows = scan_rows(scan, "A")
+        rows = _in_memory(rows) if in_memory else rows
+        if path.exists():
+            writer.apply_append(writer.plan_append(path, rows, scan_header(scan, "A")))
+        else:
+            writer.create_file(path, rows, scan_header(scan, "A"), now=NOW)
+    return path.read_bytes()
+
+
+def test_a_bank_file_read_without_its_spectra_has_every_other_value(scans: list[raw.Scan]) -> None:
+    path = raw.bank_file(scans[0], "A")
+    whole, sparse = open_fits(path), open_fits(path, unread=("DATA",))
+    assert [dict(h.header) for h in whole] == [dict(h.header) for h in sparse]
+    for full, lazy in zip(whole, sparse, strict=True):
+        if full.table is None:
+            continue
+        for name in full.table.names:
+            if name == "DATA":
+                offsets, cell = lazy.table.cell_offsets(name)
+                assert np.array_equal(read_cells(path, offsets, cell), full.table.column(name))
+                with pytest.raises(ValueError, match="left in the file"):
+                    lazy.table.column(name)
+            else:
+                assert np.array_equal(lazy.table.column(name), full.table.column(name)), name
+
+
+def test_sdfits_spectra_are_the_raw_ones_with_the_centre_spur_smoothed(scans: list[raw.Scan]) -> None:
+    rows = scan_rows(scans[0], "B")
+    spectra = rows["DATA"]
+    assert isinstance(spectra, SpectraInFile) and spectra.changed  # the simulator puts a spur at the centre
+    vegas = raw.read_vegas_bank(raw.bank_file(scans[0], "B"))
+    expected = np.array(vegas.data).reshape(-1, vegas.nchan)  # rows: integration, sampler, state
+    centre = int(vegas.crpix1) - 1
+    expected[:, centre] = 0.5 * (expected[:, centre - 1] + expected[:, centre + 1])  # every row has VSPRVAL 16
+    got = spectra.read()
+    assert got.dtype == np.dtype(">f4") and got.tobytes() == expected.tobytes()
+    assert np.array_equal(spectra[3:5], expected[3:5])
+
+
+def test_the_file_is_the_same_whether_spectra_are_copied_by_the_kernel_read_and_written_or_held(
+    scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel = _fill(tmp_path / "kernel.fits", scans, in_memory=False)
+    held = _fill(tmp_path / "held.fits", scans, in_memory=True)
+
+    def no_kernel_copy(*args: object) -> int:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))  # e.g. raw and output on different file systems
+
+    monkeypatch.setattr(os, "copy_file_range", no_kernel_copy)
+    fallback = _fill(tmp_path / "fallback.fits", scans, in_memory=False)
+    assert kernel == held == fallback
+    assert writer.read_state(tmp_path / "kernel.fits").nrows == 2 * 4 * 2 * 2  # scans x ints x pols x cal
+
+
+def test_a_raw_file_cut_short_during_the_copy_leaves_the_sdfits_file_as_it_was(
+    scans: list[raw.Scan], tmp_path: Path
+) -> None:
+    out = tmp_path / "out.fits"
+    _fill(out, scans[:1], in_memory=False)
+    before = out.read_bytes()
+    plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
+    bank = raw.bank_file(scans[1], "A")
+    with open(bank, "r+b") as handle:  # rewritten under us after it was read: the spectra are gone
+        handle.truncate(bank.stat().st_size // 2)
+    with pytest.raises(InputError, match="shorter than its spectra") as err:
+        writer.apply_append(plan)
+    assert str(bank) in err.value.one_line()
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["writing-columns", "copying-spectra"])
+def test_a_full_disk_while_spectra_are_copied_leaves_the_file_as_it_was(
+    scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    out = tmp_path / "out.fits"
+    _fill(out, scans[:1], in_memory=False)
+    before = out.read_bytes()
+    plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
+    if where == "writing-columns":
+        written = [0]
+
+        def full_after_some_rows(fd: int, data, offset: int) -> None:
+            if written[0] > 5 * plan.rows.dtype.itemsize // 4:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written[0] += len(memoryview(data).cast("B"))
+            writer._pwrite_all(fd, data, offset)
+
+        monkeypatch.setattr(writer, "write_at", full_after_some_rows)
+    else:
+        real_copy, copies = os.copy_file_range, [0]
+
+        def full_after_some_spectra(*args: int) -> int:
+            copies[0] += 1
+            if copies[0] > 5:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_copy(*args)
+
+        monkeypatch.setattr(os, "copy_file_range", full_after_some_spectra)
+    with pytest.raises(OutputError, match="^disk full while appending 16 rows"):
+        writer.apply_append(plan)
+    assert out.read_bytes() == before
+
+
+def test_a_new_file_from_spectra_in_a_raw_file_that_vanished_leaves_nothing(
+    scans: list[raw.Scan], tmp_path: Path
+) -> None:
+    rows = scan_rows(scans[0], "A")
+    moved = tmp_path / "moved.fits"
+    shutil.move(raw.bank_file(scans[0], "A"), moved)
+    with pytest.raises(InputError, match="cannot read VEGAS spectra"):
+        writer.create_file(tmp_path / "new.fits", rows, scan_header(scans[0], "A"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moved.fits", "raw"]
+    rows["DATA"] = dataclasses.replace(rows["DATA"], path=moved)
+    writer.create_file(tmp_path / "new.fits", rows, scan_header(scans[0], "A"))
+    assert writer.read_state(tmp_path / "new.fits").nrows == 16
