@@ -108,10 +108,22 @@ def _bytes_cell(size: int) -> str:
 # ---- sections ------------------------------------------------------------------------------------------
 
 
+def _opening(anchor: str, title: str, part: dict[str, Any]) -> list[str]:
+    """A section's heading and, when its data could not all be read, what went wrong."""
+    out = [f'<section id="{anchor}"><h2>{title}</h2>']
+    if part.get("error"):
+        out.append(f'<p class="bad">{_e(part["error"])}</p>')
+    return out
+
+
+def _closed_empty(out: list[str], message: str) -> str:
+    """The section so far, ended with ``message`` (HTML) saying there is nothing to show yet."""
+    out.append(f'<p class="empty">{message}</p></section>')
+    return "\n".join(out)
+
+
 def sync_section(sync: dict[str, Any], now: float, with_plot: bool = True) -> str:
-    out = ['<section id="sync"><h2>Sync</h2>']
-    if sync.get("error"):
-        out.append(f'<p class="bad">{_e(sync["error"])}</p>')
+    out = _opening("sync", "Sync", sync)
     if not sync["hops"]:
         out.append('<p class="empty">no hops configured</p>')
     elif not sync["has_runs"]:
@@ -159,12 +171,9 @@ def sync_section(sync: dict[str, Any], now: float, with_plot: bool = True) -> st
 
 
 def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> str:
-    out = ['<section id="verify"><h2>Last verification</h2>']
-    if verify.get("error"):
-        out.append(f'<p class="bad">{_e(verify["error"])}</p>')
+    out = _opening("verify", "Last verification", verify)
     if not verify["has_run"]:
-        out.append('<p class="empty">no verification yet</p></section>')
-        return "\n".join(out)
+        return _closed_empty(out, "no verification yet")
     period = verify.get("period") or {}
     out.append(f'<p>{_badge(verify["status"])} <strong>{_e(verify["subject"])}</strong></p>')
     out.append(f'<p class="muted">checked {_e(verify["started"])} .. {_e(verify["ended"])}; nights '
@@ -196,12 +205,9 @@ def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> st
 
 
 def filler_section(filler: dict[str, Any], now: float, with_gallery: bool = False) -> str:
-    out = ['<section id="filler"><h2>Online filler</h2>']
-    if filler.get("error"):
-        out.append(f'<p class="bad">{_e(filler["error"])}</p>')
+    out = _opening("filler", "Online filler", filler)
     if not filler["has_run"]:
-        out.append(f'<p class="empty">the filler daemon has not run on {_e(filler["out_root"])}</p></section>')
-        return "\n".join(out)
+        return _closed_empty(out, f"the filler daemon has not run on {_e(filler['out_root'])}")
     state = _badge("ok", "running") if filler["running"] else _badge("failed", "not running")
     out.append(f'<p>{state} {_e(filler.get("activity"))}; active project <strong>'
                f'{_e(filler.get("active_project") or "none")}</strong>; last poll '
