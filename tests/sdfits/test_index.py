@@ -61,6 +61,16 @@ def test_rebuild_reproduces_the_real_filler_index(samples: Path, tmp_path: Path)
     assert re.fullmatch(r"created = \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4} *", ours_header[0])
 
 
+def test_header_dates_keep_the_space_padded_day_of_days_1_to_9() -> None:
+    early = ix.IndexHeader.new(now=datetime(2026, 12, 1, 20, 42, 22, tzinfo=UTC))
+    created, modified = early.lines()[:2]
+    assert created == "created = Tue Dec  1 20:42:22 2026".ljust(256)
+    assert modified == "last_modified = Tue Dec  1 20:42:22 2026".ljust(256)
+    late = ix.IndexHeader.new(now=datetime(2026, 12, 10, 1, 2, 3, tzinfo=UTC))
+    assert late.lines()[0] == "created = Thu Dec 10 01:02:03 2026".ljust(256)
+    assert ix.IndexHeader.new(observer="A\nB").lines()[3].startswith("observer = A B ")
+
+
 @pytest.mark.parametrize("stem", GBTIDL_FILES)
 def test_rebuild_matches_gbtidl_keep_indexes_except_dateobs_and_centfreq(samples: Path, stem: str) -> None:
     """GBTIDL keep files index spectra from memory: DATEOBS is the date only and CENTFREQ is one

@@ -211,8 +211,12 @@ class IndexHeader:
         return [_header_line(key, value) for key, value in self.items()]
 
 
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
 def _header_line(key: str, value: str) -> str:
-    text = f"{key} = {' '.join(str(value).split())}"  # no newlines inside a header line
+    # No line breaks inside a header line; other spaces stay (asctime pads days 1-9: "Dec  1").
+    text = f"{key} = {_LINE_BREAKS.sub(' ', str(value))}"
     return text[:HEADER_WIDTH].ljust(HEADER_WIDTH)
 
 
