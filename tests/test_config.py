@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from obsflow.cli import main
-from obsflow.config import load_config, parse_location
+from obsflow.config import check_config, load_config, parse_location
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,3 +69,15 @@ def test_locations() -> None:
     assert parse_location("observer@shocnawe:/data/sha").ssh_target == "observer@shocnawe"
     assert not parse_location("/data/telescopedata").is_remote
     assert parse_location("./a:b").path.endswith("a:b")
+
+
+def test_an_undated_layout_and_an_instruments_own_settle_time_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "obsflow.toml"
+    path.write_text(
+        '[instruments.gbt]\nsource = "/home/sdfits"\nlayout = "*"\nsettle_seconds = 3600\n'
+        '[instruments.bad]\nsource = "/data"\nlayout = "flat"\nsettle_seconds = -1\n'
+        '[archives.suth]\nlocation = "/archive"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    problems = {p.key: p.what for p in check_config(path)}
+    assert set(problems) == {"instruments.bad.layout", "instruments.bad.settle_seconds"}
+    assert '"*"' in problems["instruments.bad.layout"]

@@ -36,6 +36,8 @@ __all__ = [
 
 INSTRUMENTS = "instruments"  # the ``from`` of the first hop: every instrument's source
 LAYOUT_FIELDS = ("yyyy", "mm", "dd", "mmdd", "yyyymmdd")
+UNDATED = "*"  # a layout: no dated folders; every file under the source, chosen by its modification time
+WHOLE_ROOT = "."  # the one folder an undated layout lists: the whole root
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -68,13 +70,23 @@ class Location:
 
 @dataclass(frozen=True)
 class Instrument:
-    """An instrument computer writing FITS files into dated folders under ``source``."""
+    """An instrument computer writing FITS files into dated folders under ``source``.
+
+    Or, with the layout ``*`` (:data:`UNDATED`), any tree whose folders are not dated, such as
+    the online filler's SDFITS products (``<PROJ>/<PROJ>.raw.vegas/...``): the window then
+    picks files by their modification time.
+    """
 
     name: str
     source: Location
-    layout: str  # e.g. "{yyyy}/{mmdd}"
+    layout: str  # e.g. "{yyyy}/{mmdd}", or "*"
     path: str  # where its files go inside every archive, e.g. "74in/sha"
     patterns: tuple[str, ...]
+    settle_seconds: float | None = None  # this source's own settle time; None: the config's
+
+    @property
+    def is_dated(self) -> bool:
+        return self.layout != UNDATED
 
 
 @dataclass(frozen=True)
@@ -367,12 +379,15 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
         if not isinstance(spec, dict):
             r.problem(f"instruments.{name}", "must be a table")
             continue
-        r.unknown(spec, {"source", "layout", "path", "patterns"}, prefix)
+        r.unknown(spec, {"source", "layout", "path", "patterns", "settle_seconds"}, prefix)
         source = r.get(spec, "source", prefix + "source", str, "")
         if not source:
             r.problem(prefix + "source", "is required ([user@]host:path or a local path)")
         layout = r.get(spec, "layout", prefix + "layout", str, "{yyyy}/{mmdd}")
         _check_layout(r, layout, prefix + "layout")
+        settle = r.get(spec, "settle_seconds", prefix + "settle_seconds", float, None)
+        if settle is not None and settle < 0:
+            r.problem(prefix + "settle_seconds", "must not be negative")
         sub = r.get(spec, "path", prefix + "path", str, name)
         if sub.startswith("/") or ".." in PurePosixPath(sub).parts:
             r.problem(prefix + "path", f"must be a relative path inside the archive, not {sub!r}")
@@ -382,17 +397,20 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
             layout=layout,
             path=sub,
             patterns=r.strings(spec, "patterns", prefix + "patterns", patterns),
+            settle_seconds=settle,
         )
     return instruments
 
 
 def _check_layout(r: _Reader, layout: str, key: str) -> None:
+    if layout == UNDATED:
+        return
     fields = re.findall(r"\{(\w+)\}", layout)
     unknown = [f for f in fields if f not in LAYOUT_FIELDS]
     if unknown:
         r.problem(key, f"unknown field {{{unknown[0]}}} (use {', '.join('{' + f + '}' for f in LAYOUT_FIELDS)})")
     elif not fields:
-        r.problem(key, "must name the date, e.g. \"{yyyy}/{mmdd}\"")
+        r.problem(key, "must name the date, e.g. \"{yyyy}/{mmdd}\", or be \"*\" for a tree that is not dated")
 
 
 def _parse_archives(r: _Reader, table: dict[str, Any]) -> dict[str, Archive]:

@@ -11,7 +11,7 @@ import xxhash
 
 from obsflow.config import parse_location
 from obsflow.errors import HostUnreachable, PathEscapeError
-from obsflow.transfer.listing import hash_files, list_files, temp_target
+from obsflow.transfer.listing import WHOLE_ROOT, hash_files, list_files, temp_target
 from obsflow.transfer.remote import Shell
 
 FOLDERS = ["2016/0907", "2016/0908", "2016/0909"]
@@ -114,3 +114,27 @@ def test_several_patterns_match_as_fnmatchcase_does_locally_and_remotely(tmp_pat
     shell = Shell(tuple(sshd.ssh_options))
     for where in (str(tmp_path / "root"), f"suth.test:{tmp_path / 'root'}"):
         assert set(list_files(parse_location(where), FOLDERS, patterns, shell)) == expected, where
+
+
+def test_whole_root_lists_every_file_below_it_locally_and_remotely(tree: Path, sshd) -> None:
+    (tree / "top.fits").write_bytes(b"t" * 3)
+    (tree / "PROJ" / "PROJ.raw.vegas").mkdir(parents=True)
+    (tree / "PROJ" / "PROJ.raw.vegas" / "PROJ.raw.vegas.A.fits").write_bytes(b"p" * 7)
+    (tree / "PROJ" / "PROJ.raw.vegas" / "PROJ.raw.vegas.A.index").write_text("[header]\n")
+    shell = Shell(tuple(sshd.ssh_options))
+    local = list_files(parse_location(str(tree)), [WHOLE_ROOT], ["*.fits", "*.index"])
+    remote = list_files(parse_location(f"suth.test:{tree}"), [WHOLE_ROOT], ["*.fits", "*.index"], shell)
+    assert _as_dict(local) == {
+        "top.fits": (3, "f"),
+        "PROJ/PROJ.raw.vegas/PROJ.raw.vegas.A.fits": (7, "f"),
+        "PROJ/PROJ.raw.vegas/PROJ.raw.vegas.A.index": (9, "f"),
+        "2016/0907/SHA_20160907.0001.fits": (1000, "f"),
+        "2016/0907/SHA 20160907 with space.fits": (10, "f"),
+        "2016/0907/sub/deep.fits": (1, "f"),
+        "2016/0907/escape.fits": (len("/etc/passwd"), "l"),  # listed, so that the planner refuses it
+    }  # the symlinked folder 2016/0909 is not followed, and its name matches no pattern
+    assert dict(remote) == dict(local)
+    assert set(remote.temps) == set(local.temps) == {
+        "2016/0907/.SHA_20160907.0002.fits.Xy12Ab",
+        "2016/0907/.rsync-partial/SHA_20160907.0003.fits",
+    }

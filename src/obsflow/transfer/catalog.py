@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from obsflow.config import WHOLE_ROOT
 from obsflow.errors import OutputError
 
 if TYPE_CHECKING:
@@ -249,10 +250,11 @@ class Catalog:
         being the character after ``/``), so the cost follows the window, not the history.
         """
         query = "SELECT path, size, mtime, xxh128 FROM files WHERE host = ? AND instrument = ?"
-        if folders is None:
+        folders = None if folders is None else set(folders)
+        if folders is None or WHOLE_ROOT in folders:
             yield from self._db.execute(query, (host, instrument))
             return
-        for folder in sorted(set(folders)):
+        for folder in sorted(folders):
             yield from self._db.execute(query + " AND path >= ? AND path < ?", (host, instrument, folder, folder + "0"))
 
     def stored(self, host: str, instrument: str, folders: Iterable[str] | None = None) -> dict[str, StoredFile]:

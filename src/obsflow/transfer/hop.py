@@ -25,7 +25,7 @@ from pathlib import Path
 from obsflow.config import Location
 from obsflow.errors import HostUnreachable, PathEscapeError, TransportError
 from obsflow.transfer.catalog import Catalog
-from obsflow.transfer.listing import Listing, folder_of, hash_files, list_files
+from obsflow.transfer.listing import FileStat, Listing, folder_of, hash_files, list_files
 from obsflow.transfer.localcopy import python_copy
 from obsflow.transfer.plan import HopPlan, plan_copy
 from obsflow.transfer.remote import Shell
@@ -46,7 +46,12 @@ RECHECK_AFTER_S = 3600.0
 
 @dataclass(frozen=True)
 class HopJob:
-    """One instrument over one hop: where from, where to, which dated folders."""
+    """One instrument over one hop: where from, where to, which dated folders.
+
+    ``modified``: for an undated tree (folders = the whole root), the window as unix seconds
+    ``[since, until)``: only source files modified within it are planned.  ``settle_s``: the
+    instrument's own settle time, if it has one.
+    """
 
     hop: str  # "instruments:suth"
     source_host: str  # "instruments" or an archive name (catalog key)
@@ -56,6 +61,8 @@ class HopJob:
     dest: Location
     folders: tuple[str, ...]
     patterns: tuple[str, ...]
+    modified: tuple[float, float] | None = None
+    settle_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,8 @@ def _run(
         return
     src_known = catalog.observe(job.source_host, job.instrument, source, folders=job.folders, stored=src_stored)
     dst_known = catalog.observe(job.dest_host, job.instrument, dest, folders=job.folders, stored=dst_stored)
-    plan = plan_copy(source, dest, source_time=source.host_time, settle_s=settings.settle_s, locks=settings.locks)
+    planned = source if job.modified is None else _modified_within(source, job.modified)
+    plan = plan_copy(planned, dest, source_time=source.host_time, settle_s=_settle_s(job, settings), locks=settings.locks)
     _hash_checks(job, plan, (source, src_known), (dest, dst_known), catalog, settings.shell,
                  verify_present=not settings.dry_run)  # fmt: skip
     outcome.present = len(plan.present)
@@ -139,6 +147,15 @@ def _run(
         if progress is not None:
             progress.stop()
     _accept(job, settings, catalog, plan, result, outcome, source.host_time)
+
+
+def _settle_s(job: HopJob, settings: HopSettings) -> float:
+    return settings.settle_s if job.settle_s is None else job.settle_s
+
+
+def _modified_within(listing: Listing, window: tuple[float, float]) -> dict[str, FileStat]:
+    since, until = window
+    return {path: st for path, st in listing.items() if since <= st.mtime < until}
 
 
 def _hash_checks(
@@ -243,7 +260,7 @@ def _accept(
     """
     copied = {c.path: c for c in result.copied if c.path in plan.copy}
     same_clock = not (job.source.is_remote and job.dest.is_remote)  # %M is printed in our time zone
-    horizon = max(RECHECK_AFTER_S, 10 * settings.settle_s)
+    horizon = max(RECHECK_AFTER_S, 10 * _settle_s(job, settings))
     stale = [
         p for p, c in copied.items()
         if c.size != plan.copy[p].size or (same_clock and c.mtime_text != rsync_time_text(int(plan.copy[p].mtime)))

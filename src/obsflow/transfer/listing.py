@@ -4,7 +4,8 @@ Shared by the sync (``hop.py``) and ``verify``.  Invariants:
 
 - one round trip per call: a local ``os.scandir`` walk, or *one* ``ssh host sh -c …``
   running ``find -printf`` (GNU find) with NUL-separated fields, never one command per file;
-- only the dated folders asked for are read, and only names matching the patterns are kept;
+- only the dated folders asked for are read (or, for :data:`WHOLE_ROOT`, everything under the
+  root), and only names matching the patterns are kept;
 - rsync's temp files (``.name.XXXXXX`` from a killed rsync, anything under ``.rsync-partial/``
   or ``.~tmp~/``) and other dot-files are never counted as data: temps are listed apart in
   :attr:`Listing.temps` so the sync can clean them up;
@@ -35,11 +36,13 @@ from typing import NamedTuple
 
 import xxhash
 
-from obsflow.config import Location
+from obsflow.config import WHOLE_ROOT, Location
 from obsflow.errors import PathEscapeError
 from obsflow.transfer.remote import Shell
 
-__all__ = ["FileStat", "Listing", "hash_files", "is_safe_relpath", "list_files", "unsafe_relpaths", "xxh128_file"]
+__all__ = [
+    "WHOLE_ROOT", "FileStat", "Listing", "hash_files", "is_safe_relpath", "list_files", "unsafe_relpaths", "xxh128_file",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +176,7 @@ def list_files(
     """
     folders = list(dict.fromkeys(folders))
     for folder in folders:
-        if not is_safe_relpath(folder):
+        if folder != WHOLE_ROOT and not is_safe_relpath(folder):
             raise PathEscapeError(f"folder {folder!r} escapes its root", str(location))
     collector = _Collector(patterns)
     if location.is_remote:
@@ -186,6 +189,9 @@ def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listin
     if not root.is_dir():
         return Listing(root_exists=False, host_time=now)
     root_real = os.path.realpath(root)
+    if WHOLE_ROOT in folders:
+        _walk(root, "", collector)
+        return Listing(collector.files, host_time=now, temps=collector.temps)
     for folder in folders:
         top = root / folder
         if not (top.is_dir() or top.is_symlink()):
@@ -208,9 +214,10 @@ def _walk(top: Path | str, prefix: str, collector: _Collector, in_partial: bool 
         log.warning("cannot list %s: %s", top, err.strerror)
         return
     files, matches = collector.files, collector.matches
+    lead = f"{prefix}/" if prefix else ""
     for entry in entries:
         name = entry.name
-        relpath = f"{prefix}/{name}"
+        relpath = lead + name
         try:
             if entry.is_dir(follow_symlinks=False):
                 _walk(entry.path, relpath, collector, in_partial or name in PARTIAL_DIRS)
@@ -267,6 +274,8 @@ exec find -H "$@" -mindepth 1 -printf 'F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0'
 
 
 def _list_remote(location: Location, folders: list[str], collector: _Collector, shell: Shell) -> Listing:
+    if WHOLE_ROOT in folders:
+        folders = [WHOLE_ROOT]  # find prints ./a/b: the prefix is cut while parsing
     script = _LIST_SCRIPT.format(
         root=shlex.quote(location.path), folders=" ".join(shlex.quote(f) for f in folders) or "''"
     )
@@ -286,18 +295,20 @@ def _list_remote(location: Location, folders: list[str], collector: _Collector, 
             i += 3
         else:
             raise ValueError(f"unexpected listing record {tag!r}")
-    _add_found(fields, i, collector)
+    _add_found(fields, i, collector, cut=2 if folders == [WHOLE_ROOT] else 0)
     return Listing(collector.files, host_time=host_time, temps=collector.temps)
 
 
-def _add_found(fields: list[str], start: int, collector: _Collector) -> None:
-    """The ``F`` records of find (6 fields each) from ``start`` on; the hot loop of a remote listing."""
+def _add_found(fields: list[str], start: int, collector: _Collector, cut: int = 0) -> None:
+    """The ``F`` records of find (6 fields each) from ``start`` on; the hot loop of a remote listing.
+
+    ``cut``: characters to drop from each path (2 for the ``./`` of a whole-root listing)."""
     files, matches, add = collector.files, collector.matches, collector.add
     end = len(fields) - 5
     for i in range(start, end, 6):
         if fields[i] != "F":
             raise ValueError(f"unexpected listing record {fields[i]!r}")
-        relpath, size, mtime, kind = fields[i + 1], fields[i + 2], fields[i + 3], fields[i + 4]
+        relpath, size, mtime, kind = fields[i + 1][cut:], fields[i + 2], fields[i + 3], fields[i + 4]
         if kind == "f":
             slash = relpath.rfind("/")
             if not relpath.startswith(".", slash + 1) and matches(relpath, slash + 1) and not _in_partial_dir(relpath):

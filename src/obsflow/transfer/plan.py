@@ -14,12 +14,13 @@ import posixpath
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
+from obsflow.config import UNDATED, WHOLE_ROOT
 from obsflow.errors import UsageError
 from obsflow.transfer.listing import FileStat, unsafe_relpaths
 
-__all__ = ["HopPlan", "Refusal", "dated_folders", "parse_date", "plan_copy", "window_dates"]
+__all__ = ["HopPlan", "Refusal", "dated_folders", "modified_between", "parse_date", "plan_copy", "window_dates"]
 
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 
@@ -43,7 +44,9 @@ def window_dates(end: date, days: int) -> list[date]:
 
 
 def dated_folders(layout: str, dates: list[date]) -> dict[str, date]:
-    """``{folder: date}`` for a layout such as ``{yyyy}/{mmdd}``."""
+    """``{folder: date}`` for a layout such as ``{yyyy}/{mmdd}``; the whole root for an undated one."""
+    if layout == UNDATED:
+        return {WHOLE_ROOT: dates[0]}
     folders = {}
     for day in dates:
         folder = layout.format(
@@ -52,6 +55,14 @@ def dated_folders(layout: str, dates: list[date]) -> dict[str, date]:
         )  # fmt: skip
         folders[folder.strip("/")] = day
     return folders
+
+
+def modified_between(dates: list[date]) -> tuple[float, float]:
+    """The window of an undated tree: unix seconds from the first day's midnight to the midnight
+    after the last day, in this host's time zone (as dated folders are named by local date)."""
+    first = datetime.combine(dates[0], datetime.min.time())
+    after = datetime.combine(dates[-1] + timedelta(days=1), datetime.min.time())
+    return first.timestamp(), after.timestamp()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from obsflow.errors import ObsflowError, UsageError
 from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, live_locks
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
-from obsflow.transfer.plan import HopPlan, dated_folders, window_dates
+from obsflow.transfer.plan import HopPlan, dated_folders, modified_between, window_dates
 from obsflow.transfer.remote import Shell, remote_targets, shared_connections
 from obsflow.transfer.report import HopOutcome, Progress, SyncReport
 from obsflow.transfer.runlock import sync_lock
@@ -125,6 +125,7 @@ def _job(config: Config, source: str, dest: str, label: str, name: str, dates: l
         hop=label, source_host=source, dest_host=dest, instrument=name, source=config.instrument_root(source, inst),
         dest=config.instrument_root(dest, inst),
         folders=tuple(dated_folders(inst.layout, dates)), patterns=inst.patterns,
+        modified=None if inst.is_dated else modified_between(dates), settle_s=inst.settle_seconds,
     )  # fmt: skip
 
 

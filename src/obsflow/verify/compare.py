@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from obsflow.config import WHOLE_ROOT
 from obsflow.transfer.listing import FileStat
 
 __all__ = ["Comparison", "HashDiff", "SizeDiff", "compare_hashes", "compare_listings", "confirm", "folders_of"]
@@ -132,6 +133,8 @@ def compare_hashes(
 
 def folders_of(paths: Iterable[str], dated_folders: Iterable[str]) -> list[str]:
     """The dated folders (of ``dated_folders``) that hold any of ``paths``, sorted."""
+    if WHOLE_ROOT in dated_folders:
+        return [WHOLE_ROOT] if any(True for _ in paths) else []
     folders = sorted(dated_folders, key=len, reverse=True)
     found = set()
     for path in paths:

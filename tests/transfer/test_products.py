@@ -1,0 +1,110 @@
+"""The online filler's SDFITS products ride the same two hops as the instruments' frames.
+
+Real parts: the telescope simulator's raw scans, filled by the real filler into its GBT layout
+(``<PROJ>/<PROJ>.raw.vegas/...``, flag links, locks, status file); the loopback sshd serves the
+products host and the remote archive.  The products are an undated tree (``layout = "*"``): the
+window picks files by modification time, and a project the filler is writing is locked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import date
+from pathlib import Path
+
+from obsflow.config import load_config
+from obsflow.lock import held
+from obsflow.online import raw
+from obsflow.online.fill import fill_scan
+from obsflow.online.layout import OutputLayout
+from obsflow.simulate.telescope import TelescopeSpec, simulate_project
+from obsflow.transfer.sync import SyncRequest, run_sync
+from obsflow.verify.check import plan_pairs, verify
+from obsflow.verify.period import months_period
+
+FRESH, LOCKED, OLD = "AGBT26A_001_01", "AGBT26A_002_01", "AGBT25B_003_01"
+
+
+def _filled(raw_root: Path, out: OutputLayout, project: str, scans: int = 2) -> list[raw.Scan]:
+    spec = TelescopeSpec(project=project, scans=scans, channels=1024, integrations=2, procedure="Track", seed=3)
+    simulate_project(spec, raw_root)
+    done = raw.read_project(raw_root / project)
+    for scan in done[:1]:
+        fill_scan(scan, out)
+    return done
+
+
+def _products(root: Path, project: str) -> dict[str, bytes]:
+    tree = root / project
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file() and
+            not p.is_symlink() and p.suffix in (".fits", ".index")}  # fmt: skip
+
+
+def _config(tmp_path: Path, sshd, out: Path, settle: str) -> Path:
+    suth, cape = tmp_path / "suth", tmp_path / "cape"
+    suth.mkdir()
+    cape.mkdir()
+    path = tmp_path / "obsflow.toml"
+    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
+    path.write_text(
+        f'window_days = 30\nsettle_seconds = 120\nstate_dir = "{tmp_path / "state"}"\n'
+        f'locks = ["instruments.test:{out / "locks"}"]\n[ssh]\noptions = [{options}]\n'
+        f'[instruments.gbt]\nsource = "instruments.test:{out}"\nlayout = "*"\npath = "gbt/sdfits"\n'
+        f'patterns = ["*.fits", "*.index"]\n{settle}\n'
+        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n'
+    )
+    return path
+
+
+def test_filled_products_reach_both_archives_locked_and_old_projects_do_not(tmp_path: Path, sshd) -> None:
+    out = OutputLayout(tmp_path / "sdfits")
+    raw_root = tmp_path / "gbtdata"
+    fresh = _filled(raw_root, out, FRESH)
+    _filled(raw_root, out, LOCKED)
+    _filled(raw_root, out, OLD)
+    long_ago = time.time() - 70 * 86400  # before the sync's window and verify's two months
+    for path in (out.root / OLD).rglob("*"):
+        os.utime(path, (long_ago, long_ago), follow_symlinks=False)
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0"))
+    source_before = _products(out.root, FRESH)
+    assert len(source_before) == 3  # bank file, its index, the combined index
+
+    with held(out.locks_dir, LOCKED, purpose="a fill in progress"):
+        report = run_sync(config, SyncRequest())
+    suth, cape = tmp_path / "suth" / "gbt/sdfits", tmp_path / "cape" / "gbt/sdfits"
+    assert _products(suth, FRESH) == _products(cape, FRESH) == source_before
+    first_hop = report.outcomes[0]
+    assert sorted(first_hop.copied) == sorted(source_before)  # no flags, locks, logs or status file
+    assert sorted(first_hop.locked) == sorted(_products(out.root, LOCKED))
+    assert not (suth / LOCKED).exists() and not (suth / OLD).exists()  # locked; older than the window
+    assert report.exit_code == 1  # the locked project is left for later, and said so
+
+    again = run_sync(config, SyncRequest())
+    assert [o.copied for o in again.outcomes] == [sorted(_products(out.root, LOCKED))] * 2
+    assert again.exit_code == 0
+
+    # verify: every product of the two months is on both archives; then one goes missing at cape.
+    period = months_period(["this", "last"], date.today())
+    assert [r.missing for r in verify(config, period, plan_pairs(config, period), record=False).folders] == [(), ()]
+    gone = sorted(_products(out.root, FRESH))[0]
+    (cape / gone).unlink()
+    report = verify(config, period, plan_pairs(config, period), record=False)
+    assert [(r.hop, r.missing) for r in report.folders] == [("instruments:suth", ()), ("suth:cape", (gone,))]
+
+    # The next scan grows the project's files: the archive's copies now differ and are kept as they are.
+    fill_scan(fresh[1], out)
+    later = run_sync(config, SyncRequest(hop="instruments:suth"))
+    assert sorted(later.outcomes[0].conflicts) == sorted(source_before)
+    assert _products(suth, FRESH) == source_before
+    assert later.exit_code == 1
+
+
+def test_products_written_within_the_settle_time_wait(tmp_path: Path, sshd) -> None:
+    out = OutputLayout(tmp_path / "sdfits")
+    _filled(tmp_path / "gbtdata", out, FRESH)
+    config = load_config(_config(tmp_path, sshd, out.root, ""))  # the config's 120 s
+    report = run_sync(config, SyncRequest(hop="instruments:suth"))
+    assert sorted(report.outcomes[0].in_flight) == sorted(_products(out.root, FRESH))
+    assert report.outcomes[0].copied == [] and report.exit_code == 1
