@@ -31,8 +31,8 @@ def command(workdir: Path, scans: int, speed: float, port: int, use_local: bool,
 
     A simulated GBT writes an OnOff project while the online daemon fills it into
     SDFITS (+ GBTIDL index and flag files); three simulated instruments write CCD
-    frames over 30 nights; the sync carries them to a site archive and on to a
-    remote archive (over a loopback OpenSSH server); a few files then go missing
+    frames over 30 nights; the sync carries them and the SDFITS products to a site
+    archive and on to a remote archive (over a loopback OpenSSH server); a few files then go missing
     and the verification names them.  Everything runs from a real obsflow.toml
     written into the work folder, so every step can be repeated by hand.
     """

@@ -2,6 +2,7 @@
 
     telescope simulator --raw scans--> online filler --SDFITS, index, flags-->  out/
     3 instruments --CCD frames, 30 nights--> sync hop 1 --> site archive --> hop 2 --> remote archive
+    out/ (SDFITS products, honouring the filler's locks) ----^
     some files go missing --> verify names them --> status page shows it all
 
 Nothing here is hard-wired that a real configuration would set: the night writes
@@ -84,6 +85,13 @@ def _config_text(work: Path, ssh_config: Path | None, port: int) -> str:
             "",
         ]
     lines += [
+        "[instruments.gbt]         # the online filler's SDFITS products (step 1): folders not dated,",
+        f'source = "{where("instruments.test", work / "sdfits")}"',
+        'layout = "*"              # so the window picks files by modification time',
+        'path = "gbt/sdfits"',
+        'patterns = ["*.fits", "*.index"]',
+        "settle_seconds = 1        # a real site: the longest pause between two scans of a session",
+        "",
         "[archives.suth]           # the site archive: the host this job runs on",
         f'location = "{work / "archive" / "suth"}"',
         "[archives.cape]           # the remote archive, over ssh",
@@ -193,7 +201,7 @@ def run_night(
         result.filled_scans = _observe_and_fill(work, say, scans, speed)
         say(f"2/5 instruments: {', '.join(INSTRUMENTS)} write CCD frames over {nights} nights")
         simulate_instruments(work / "instruments", list(INSTRUMENTS), nights=nights, end_date=date.today(), frames=3)
-        say("3/5 sync: the last 30 nights, instruments -> suth -> cape")
+        say("3/5 sync: the last 30 nights and the SDFITS products, instruments -> suth -> cape")
         result.sync_exit = obsflow_main(["sync", "--config", str(config)])
         result.removed = _make_files_go_missing(work, ssh_config is not None)
         say(f"4/5 some files go missing: {'; '.join(result.removed)}")
