@@ -81,3 +81,12 @@ def test_an_undated_layout_and_an_instruments_own_settle_time_are_accepted(tmp_p
     problems = {p.key: p.what for p in check_config(path)}
     assert set(problems) == {"instruments.bad.layout", "instruments.bad.settle_seconds"}
     assert '"*"' in problems["instruments.bad.layout"]
+
+
+def test_every_example_config_is_valid() -> None:
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
+    assert {p.name for p in examples} >= {"saao.toml", "gbt-products.toml"}
+    for path in examples:
+        assert check_config(path) == [], path
+    gbt = load_config(Path(__file__).parents[1] / "examples" / "gbt-products.toml").instruments["gbt"]
+    assert not gbt.is_dated and gbt.settle_seconds == 14400
