@@ -108,3 +108,17 @@ def test_products_written_within_the_settle_time_wait(tmp_path: Path, sshd) -> N
     report = run_sync(config, SyncRequest(hop="instruments:suth"))
     assert sorted(report.outcomes[0].in_flight) == sorted(_products(out.root, FRESH))
     assert report.outcomes[0].copied == [] and report.exit_code == 1
+
+
+def test_one_date_takes_the_products_modified_that_day(tmp_path: Path, sshd) -> None:
+    out = OutputLayout(tmp_path / "sdfits")
+    _filled(tmp_path / "gbtdata", out, FRESH)
+    _filled(tmp_path / "gbtdata", out, LOCKED)
+    three_days_ago = time.time() - 3 * 86400
+    for path in (out.root / LOCKED).rglob("*"):
+        os.utime(path, (three_days_ago, three_days_ago), follow_symlinks=False)
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0"))
+    day = date.fromtimestamp(three_days_ago)
+    report = run_sync(config, SyncRequest(date=day, hop="instruments:suth"))
+    assert sorted(report.outcomes[0].copied) == sorted(_products(out.root, LOCKED))
+    assert report.exit_code == 0

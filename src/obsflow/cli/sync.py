@@ -48,7 +48,9 @@ def command(
     For each hop in order and each instrument: list the dated folders of the window on
     both sides (one round trip each), copy what is missing with rsync, record every
     file's xxh128 in the catalog.  Files still being written, locked by the filler, or
-    differing at the destination are left alone and listed.
+    differing at the destination are left alone and listed.  A source whose layout is
+    "*" (the filler's SDFITS products) is listed whole and its files modified within the
+    window are taken.
     """
     config = load_config(config_path)
     # The ssh handshakes start now and run while the rest of the sync machinery is imported.
