@@ -75,11 +75,11 @@ def test_an_undated_layout_and_an_instruments_own_settle_time_are_accepted(tmp_p
     path = tmp_path / "obsflow.toml"
     path.write_text(
         '[instruments.gbt]\nsource = "/home/sdfits"\nlayout = "*"\nsettle_seconds = 3600\n'
-        '[instruments.bad]\nsource = "/data"\nlayout = "flat"\nsettle_seconds = -1\n'
+        '[instruments.bad]\nsource = "/data"\nlayout = "flat"\nsettle_seconds = -1\ngrows = "yes"\n'
         '[archives.suth]\nlocation = "/archive"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
     )
     problems = {p.key: p.what for p in check_config(path)}
-    assert set(problems) == {"instruments.bad.layout", "instruments.bad.settle_seconds"}
+    assert set(problems) == {"instruments.bad.layout", "instruments.bad.settle_seconds", "instruments.bad.grows"}
     assert '"*"' in problems["instruments.bad.layout"]
 
 
@@ -89,4 +89,4 @@ def test_every_example_config_is_valid() -> None:
     for path in examples:
         assert check_config(path) == [], path
     gbt = load_config(Path(__file__).parents[1] / "examples" / "gbt-products.toml").instruments["gbt"]
-    assert not gbt.is_dated and gbt.settle_seconds == 14400
+    assert not gbt.is_dated and gbt.settle_seconds == 600 and gbt.grows

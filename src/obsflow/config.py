@@ -83,6 +83,7 @@ class Instrument:
     path: str  # where its files go inside every archive, e.g. "74in/sha"
     patterns: tuple[str, ...]
     settle_seconds: float | None = None  # this source's own settle time; None: the config's
+    grows: bool = False  # files grow by appending (SDFITS products): a grown file replaces our own copy
 
     @property
     def is_dated(self) -> bool:
@@ -379,7 +380,7 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
         if not isinstance(spec, dict):
             r.problem(f"instruments.{name}", "must be a table")
             continue
-        r.unknown(spec, {"source", "layout", "path", "patterns", "settle_seconds"}, prefix)
+        r.unknown(spec, {"source", "layout", "path", "patterns", "settle_seconds", "grows"}, prefix)
         source = r.get(spec, "source", prefix + "source", str, "")
         if not source:
             r.problem(prefix + "source", "is required ([user@]host:path or a local path)")
@@ -398,6 +399,7 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
             path=sub,
             patterns=r.strings(spec, "patterns", prefix + "patterns", patterns),
             settle_seconds=settle,
+            grows=r.get(spec, "grows", prefix + "grows", bool, False),
         )
     return instruments
 

@@ -121,6 +121,9 @@ def test_whole_root_lists_every_file_below_it_locally_and_remotely(tree: Path, s
     (tree / "PROJ" / "PROJ.raw.vegas").mkdir(parents=True)
     (tree / "PROJ" / "PROJ.raw.vegas" / "PROJ.raw.vegas.A.fits").write_bytes(b"p" * 7)
     (tree / "PROJ" / "PROJ.raw.vegas" / "PROJ.raw.vegas.A.index").write_text("[header]\n")
+    kept = tree / ".obsflow-superseded" / "20261201T000000" / "PROJ"  # older copies the sync moved aside
+    kept.mkdir(parents=True)
+    (kept / "PROJ.raw.vegas.A.fits").write_bytes(b"old")
     shell = Shell(tuple(sshd.ssh_options))
     local = list_files(parse_location(str(tree)), [WHOLE_ROOT], ["*.fits", "*.index"])
     remote = list_files(parse_location(f"suth.test:{tree}"), [WHOLE_ROOT], ["*.fits", "*.index"], shell)

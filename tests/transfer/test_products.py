@@ -122,3 +122,38 @@ def test_one_date_takes_the_products_modified_that_day(tmp_path: Path, sshd) -> 
     report = run_sync(config, SyncRequest(date=day, hop="instruments:suth"))
     assert sorted(report.outcomes[0].copied) == sorted(_products(out.root, LOCKED))
     assert report.exit_code == 0
+
+
+def test_a_grown_product_replaces_our_own_copy_and_the_older_copy_is_kept(tmp_path: Path, sshd) -> None:
+    out = OutputLayout(tmp_path / "sdfits")
+    scans = _filled(tmp_path / "gbtdata", out, FRESH, scans=3)
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0\ngrows = true"))
+    suth, cape = tmp_path / "suth" / "gbt/sdfits", tmp_path / "cape" / "gbt/sdfits"
+    assert run_sync(config, SyncRequest()).exit_code == 0
+    first = _products(out.root, FRESH)
+
+    time.sleep(1.1)  # the next fill's mtimes are whole seconds later
+    fill_scan(scans[1], out)
+    second = _products(out.root, FRESH)
+    report = run_sync(config, SyncRequest())
+    assert report.exit_code == 0
+    assert [sorted(o.updated) for o in report.outcomes] == [sorted(second)] * 2
+    assert _products(suth, FRESH) == _products(cape, FRESH) == second
+    for archive in (suth, cape):  # the older copies, moved aside whole
+        (kept,) = (archive / ".obsflow-superseded").iterdir()
+        assert _products(kept, FRESH) == first
+    period = months_period(["this", "last"], date.today())
+    checked = verify(config, period, plan_pairs(config, period), checksum=True, record=False)
+    counts = checked.counts
+    assert counts["missing"] == counts["size_differs"] == counts["hash_differs"] == 0 and counts["matched"] == 6
+
+    # A copy someone changed at the archive is not ours any more: the next growth is a conflict there.
+    fits = next(p for p in second if p.endswith(".A.fits"))
+    with open(suth / fits, "ab") as handle:
+        handle.write(b"\0" * 2880)
+    time.sleep(1.1)
+    fill_scan(scans[2], out)
+    report = run_sync(config, SyncRequest(hop="instruments:suth"))
+    assert report.outcomes[0].conflicts == [fits] and fits not in report.outcomes[0].updated
+    assert (suth / fits).read_bytes() == second[fits] + b"\0" * 2880
+    assert report.exit_code == 1

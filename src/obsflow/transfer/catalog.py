@@ -303,6 +303,14 @@ class Catalog:
                 for p, size, mtime, sh, dh in copies
             ])  # fmt: skip
 
+    def copied_here(self, host: str, instrument: str, paths: Iterable[str]) -> set[str]:
+        """Those of ``paths`` on ``host`` that a sync copied there and that have not changed since.
+
+        (:meth:`observe` clears the mark of a file whose size or mtime changed.)
+        """
+        query = "SELECT 1 FROM files WHERE host = ? AND instrument = ? AND path = ? AND copied IS NOT NULL"
+        return {path for path in paths if self._db.execute(query, (host, instrument, path)).fetchone()}
+
     def mark_verified(self, host: str, instrument: str, paths: Iterable[str], now: float | None = None) -> None:
         """Mark files on ``host`` as verified (their hash was found equal to the source's)."""
         now = time.time() if now is None else now

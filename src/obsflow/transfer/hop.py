@@ -3,7 +3,11 @@
 Invariants kept here (see also plan.py, rsync.py, tidy.py):
 
 - the source is only ever read;
-- a destination file that differs is never overwritten (plan: conflict; rsync: ``--ignore-existing``);
+- a destination file that differs is never overwritten (plan: conflict; rsync: ``--ignore-existing``),
+  with one exception for a source whose files only grow (``grows = true``, SDFITS products): a
+  larger, newer source file replaces the destination's copy when that copy is one a sync made
+  and nobody changed since, and the older copy is first moved whole into
+  ``.obsflow-superseded/<time>/`` (rsync ``--backup-dir``): nothing is lost;
 - a copy counts only when rsync's end-to-end xxh128 (``%C``, checked by the receiver against
   the sender's) is recorded and the size and mtime rsync saw equal the listing (and, for files
   modified within RECHECK_AFTER_S, a second listing after the copy still agrees): a file that
@@ -25,9 +29,9 @@ from pathlib import Path
 from obsflow.config import Location
 from obsflow.errors import HostUnreachable, PathEscapeError, TransportError
 from obsflow.transfer.catalog import Catalog
-from obsflow.transfer.listing import FileStat, Listing, folder_of, hash_files, list_files
+from obsflow.transfer.listing import SUPERSEDED_DIR, FileStat, Listing, folder_of, hash_files, list_files
 from obsflow.transfer.localcopy import python_copy
-from obsflow.transfer.plan import HopPlan, plan_copy
+from obsflow.transfer.plan import HopPlan, plan_copy, take_grown
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.report import HopOutcome, Progress
 from obsflow.transfer.rsync import Copied, RsyncResult, has_rsync, rsync_copy, rsync_time_text
@@ -63,6 +67,7 @@ class HopJob:
     patterns: tuple[str, ...]
     modified: tuple[float, float] | None = None
     settle_s: float | None = None
+    grows: bool = False  # a grown file may replace our own older copy (see plan.take_grown)
 
 
 @dataclass(frozen=True)
@@ -126,27 +131,40 @@ def _run(
     plan = plan_copy(planned, dest, source_time=source.host_time, settle_s=_settle_s(job, settings), locks=settings.locks)
     _hash_checks(job, plan, (source, src_known), (dest, dst_known), catalog, settings.shell,
                  verify_present=not settings.dry_run)  # fmt: skip
+    if job.grows and plan.conflicts:
+        take_grown(plan, planned, dest, catalog.copied_here(job.dest_host, job.instrument, plan.conflicts))
     outcome.present = len(plan.present)
     outcome.in_flight, outcome.locked = list(plan.in_flight), list(plan.locked)
     outcome.conflicts, outcome.refused = list(plan.conflicts), list(plan.refused)
     for path in plan.conflicts:
         log.warning("conflict: %s differs at %s; both kept", path, job.dest)
     if settings.dry_run:
-        outcome.copied, outcome.copied_bytes = list(plan.copy), plan.copy_bytes
+        outcome.copied = [*plan.copy, *plan.update]
+        outcome.copied_bytes = plan.copy_bytes + sum(st.size for st in plan.update.values())
+        outcome.updated = list(plan.update)
         return
     tidy(job.dest, plan_tidy(dest.temps, dest), settings.shell)
     if before_copy is not None:
         before_copy(plan)
-    if not plan.copy:
+    if not plan.copy and not plan.update:
         return
     if progress is not None:
-        progress.start(f"{job.hop} {job.instrument}", len(plan.copy), plan.copy_bytes)
+        total = plan.copy_bytes + sum(st.size for st in plan.update.values())
+        progress.start(f"{job.hop} {job.instrument}", len(plan.copy) + len(plan.update), total)
     try:
-        result = _copy(job, settings, plan, progress)
+        copied = _copy(job, settings, plan.copy, progress)
+        # Grown files replace our own older copies, each first moved aside into a dated folder: nothing is lost.
+        superseded = f"{SUPERSEDED_DIR}/{time.strftime('%Y%m%dT%H%M%S')}"
+        replaced = _copy(job, settings, plan.update, progress, backup_dir=superseded)
     finally:
         if progress is not None:
             progress.stop()
-    _accept(job, settings, catalog, plan, result, outcome, source.host_time)
+    _accept(job, settings, catalog, plan.copy, copied, outcome, source.host_time)
+    _accept(job, settings, catalog, plan.update, replaced, outcome, source.host_time)
+    outcome.updated = [path for path in outcome.copied if path in plan.update]
+    if outcome.updated:
+        log.warning("%d grown file(s) replaced at %s; the older copies are in %s/", len(outcome.updated), job.dest,
+                    superseded)  # fmt: skip
 
 
 def _settle_s(job: HopJob, settings: HopSettings) -> float:
@@ -197,7 +215,12 @@ def _hash_checks(
     plan.check.clear()
 
 
-def _copy(job: HopJob, settings: HopSettings, plan: HopPlan, progress: Progress | None) -> RsyncResult:
+def _copy(
+    job: HopJob, settings: HopSettings, files: dict[str, FileStat], progress: Progress | None,
+    backup_dir: str | None = None,
+) -> RsyncResult:
+    if not files:
+        return RsyncResult()
     lock = threading.Lock()
 
     def landed(copied: Copied) -> None:
@@ -205,17 +228,19 @@ def _copy(job: HopJob, settings: HopSettings, plan: HopPlan, progress: Progress 
             with lock:
                 progress.advance(copied.size)
 
-    paths = list(plan.copy)
+    paths = list(files)
     if not has_rsync():
         if job.source.is_remote or job.dest.is_remote:
             raise TransportError("rsync is not installed here; it is needed to copy over ssh", "PATH")
+        if backup_dir is not None:
+            raise TransportError("rsync is not installed here; it is needed to replace grown files", "PATH")
         log.warning("rsync not found: copying with the slower pure-Python copy")
         return python_copy(Path(job.source.path), Path(job.dest.path), paths, landed)
 
     def run(part: Sequence[str]) -> RsyncResult:
         return rsync_copy(
             job.source, job.dest, part, ssh_options=settings.ssh_options, extra=settings.rsync_options,
-            on_copied=landed, control_dir=settings.shell.control_dir,
+            on_copied=landed, control_dir=settings.shell.control_dir, backup_dir=backup_dir,
         )  # fmt: skip
 
     if len(paths) < PARALLEL_MIN_FILES:
@@ -223,7 +248,7 @@ def _copy(job: HopJob, settings: HopSettings, plan: HopPlan, progress: Progress 
     # rsync takes a --files-from list in one byte per read() (strace: 330,148 reads for 10,000 names) and
     # builds its whole file list before sending; parallel streams over the shared connection hide that.
     with ThreadPoolExecutor(max_workers=PARALLEL_STREAMS) as pool:
-        results = list(pool.map(run, _balanced(plan, PARALLEL_STREAMS)))
+        results = list(pool.map(run, _balanced(files, PARALLEL_STREAMS)))
     merged = RsyncResult(returncode=max(r.returncode for r in results))
     for part in results:
         merged.copied += part.copied
@@ -231,11 +256,11 @@ def _copy(job: HopJob, settings: HopSettings, plan: HopPlan, progress: Progress 
     return merged
 
 
-def _balanced(plan: HopPlan, streams: int) -> list[list[str]]:
+def _balanced(files: dict[str, FileStat], streams: int) -> list[list[str]]:
     """Split the files into ``streams`` lists of about equal bytes (largest first, greedy)."""
     parts: list[list[str]] = [[] for _ in range(streams)]
     loads = [0] * streams
-    for path, st in sorted(plan.copy.items(), key=lambda item: -item[1].size):
+    for path, st in sorted(files.items(), key=lambda item: -item[1].size):
         i = loads.index(min(loads))
         parts[i].append(path)
         loads[i] += st.size
@@ -246,7 +271,7 @@ def _accept(
     job: HopJob,
     settings: HopSettings,
     catalog: Catalog,
-    plan: HopPlan,
+    planned: dict[str, FileStat],
     result: RsyncResult,
     outcome: HopOutcome,
     source_time: float,
@@ -258,19 +283,19 @@ def _accept(
     recent when listed (modified within RECHECK_AFTER_S) is also stat'ed again after the
     copy, to catch a writer that came back during the copy itself.
     """
-    copied = {c.path: c for c in result.copied if c.path in plan.copy}
+    copied = {c.path: c for c in result.copied if c.path in planned}
     same_clock = not (job.source.is_remote and job.dest.is_remote)  # %M is printed in our time zone
     horizon = max(RECHECK_AFTER_S, 10 * _settle_s(job, settings))
     stale = [
         p for p, c in copied.items()
-        if c.size != plan.copy[p].size or (same_clock and c.mtime_text != rsync_time_text(int(plan.copy[p].mtime)))
+        if c.size != planned[p].size or (same_clock and c.mtime_text != rsync_time_text(int(planned[p].mtime)))
     ]  # fmt: skip
-    recheck = [p for p in copied if p not in stale and (not same_clock or source_time - plan.copy[p].mtime < horizon)]
+    recheck = [p for p in copied if p not in stale and (not same_clock or source_time - planned[p].mtime < horizon)]
     if recheck:
         after = _relist(job, recheck, settings.shell)
         for path in recheck:
-            now, planned = after.get(path), plan.copy[path]
-            if now is None or (now.size, now.mtime) != (planned.size, planned.mtime):
+            now, expected = after.get(path), planned[path]
+            if now is None or (now.size, now.mtime) != (expected.size, expected.mtime):
                 stale.append(path)
     if stale:
         log.warning("%d file(s) changed while being copied; removed the copies, will retry later", len(stale))
@@ -279,12 +304,12 @@ def _accept(
     good = [c for p, c in copied.items() if p not in set(stale)]
     catalog.record_copy(
         job.source_host, job.dest_host, job.instrument,
-        [(c.path, plan.copy[c.path].size, plan.copy[c.path].mtime, c.xxh128, c.xxh128) for c in good],
+        [(c.path, planned[c.path].size, planned[c.path].mtime, c.xxh128, c.xxh128) for c in good],
     )  # fmt: skip
-    outcome.copied = [c.path for c in good]
-    outcome.copied_bytes = sum(c.size for c in good)
-    outcome.sent_bytes = sum(c.sent if c.sent >= 0 else c.size for c in good)
-    missing = [p for p in plan.copy if p not in copied]
+    outcome.copied += [c.path for c in good]
+    outcome.copied_bytes += sum(c.size for c in good)
+    outcome.sent_bytes += sum(c.sent if c.sent >= 0 else c.size for c in good)
+    missing = [p for p in planned if p not in copied]
     if missing:
         detail = "; ".join(result.errors[:3]) or "not reported by rsync"
         outcome.errors.extend(f"{p}: not copied ({detail})" for p in missing)

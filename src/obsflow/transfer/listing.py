@@ -8,7 +8,8 @@ Shared by the sync (``hop.py``) and ``verify``.  Invariants:
   root), and only names matching the patterns are kept;
 - rsync's temp files (``.name.XXXXXX`` from a killed rsync, anything under ``.rsync-partial/``
   or ``.~tmp~/``) and other dot-files are never counted as data: temps are listed apart in
-  :attr:`Listing.temps` so the sync can clean them up;
+  :attr:`Listing.temps` so the sync can clean them up; ``.obsflow-superseded/`` (older copies
+  of grown files the sync replaced) is not read at all;
 - symlinks are listed with ``kind="l"`` and their target, so callers can refuse them; a dated
   folder that resolves outside the root is listed as a ``kind="l"`` entry whose target is its
   real path (the planner refuses it).
@@ -47,6 +48,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PARTIAL_DIRS = (".rsync-partial", ".~tmp~")
+SUPERSEDED_DIR = ".obsflow-superseded"  # older copies of grown files, kept by the sync: not data, not temps
 _RSYNC_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9]{6}$")
 _PARTIAL_PART = re.compile("(?:^|/)(?:" + "|".join(re.escape(d) for d in PARTIAL_DIRS) + ")/")
 _HASH_LINE = re.compile(rb"^([0-9a-f]{32}) (.+)$")
@@ -220,7 +222,8 @@ def _walk(top: Path | str, prefix: str, collector: _Collector, in_partial: bool 
         relpath = lead + name
         try:
             if entry.is_dir(follow_symlinks=False):
-                _walk(entry.path, relpath, collector, in_partial or name in PARTIAL_DIRS)
+                if name != SUPERSEDED_DIR:
+                    _walk(entry.path, relpath, collector, in_partial or name in PARTIAL_DIRS)
                 continue
             if not (in_partial or name.startswith(".")):
                 if not matches(name):
@@ -269,7 +272,7 @@ for d in {folders}; do
   fi
 done
 [ $# -gt 0 ] || exit 0
-exec find -H "$@" -mindepth 1 -printf 'F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0'
+exec find -H "$@" -mindepth 1 -name {superseded} -prune -o -printf 'F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0'
 """
 
 
@@ -277,7 +280,8 @@ def _list_remote(location: Location, folders: list[str], collector: _Collector, 
     if WHOLE_ROOT in folders:
         folders = [WHOLE_ROOT]  # find prints ./a/b: the prefix is cut while parsing
     script = _LIST_SCRIPT.format(
-        root=shlex.quote(location.path), folders=" ".join(shlex.quote(f) for f in folders) or "''"
+        root=shlex.quote(location.path), folders=" ".join(shlex.quote(f) for f in folders) or "''",
+        superseded=shlex.quote(SUPERSEDED_DIR),
     )
     # Decoded once as a whole (os.fsdecode's rules: undecodable bytes survive as surrogates).
     fields = shell.run(location, script).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")

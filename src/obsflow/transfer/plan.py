@@ -20,7 +20,9 @@ from obsflow.config import UNDATED, WHOLE_ROOT
 from obsflow.errors import UsageError
 from obsflow.transfer.listing import FileStat, unsafe_relpaths
 
-__all__ = ["HopPlan", "Refusal", "dated_folders", "modified_between", "parse_date", "plan_copy", "window_dates"]
+__all__ = [
+    "HopPlan", "Refusal", "dated_folders", "modified_between", "parse_date", "plan_copy", "take_grown", "window_dates",
+]  # fmt: skip
 
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 
@@ -78,6 +80,7 @@ class HopPlan:
     """What to do with every source file of one hop and instrument (see the module docstring)."""
 
     copy: dict[str, FileStat] = field(default_factory=dict)
+    update: dict[str, FileStat] = field(default_factory=dict)  # grown files replacing our own older copy
     present: list[str] = field(default_factory=list)
     check: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
@@ -125,6 +128,24 @@ def plan_copy(
         else:
             plan.check.append(path)
     return plan
+
+
+def take_grown(plan: HopPlan, source: Mapping[str, FileStat], dest: Mapping[str, FileStat], ours: Collection[str]) -> None:
+    """Move the conflicts that are a grown file over our own older copy of it into ``plan.update``.
+
+    For a source whose files only grow (SDFITS products gain rows): the source is larger and
+    newer than the destination's copy, and that copy is one a sync made and nobody changed
+    since (``ours``, from the catalog).  Anything else stays a conflict.
+    """
+    kept = []
+    for path in plan.conflicts:
+        st, other = source.get(path), dest.get(path)
+        if (st is not None and other is not None and other.kind == "f" and path in ours
+                and st.size > other.size and st.mtime > other.mtime):  # fmt: skip
+            plan.update[path] = st
+        else:
+            kept.append(path)
+    plan.conflicts = kept
 
 
 def _refusal(path: str, st: FileStat, unsafe: bool) -> str:

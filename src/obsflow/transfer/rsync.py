@@ -78,11 +78,17 @@ def has_rsync() -> bool:
 
 
 def rsync_argv(
-    source: Location, dest: Location, ssh_options: Sequence[str], extra: Sequence[str], control_dir: str | None = None
+    source: Location, dest: Location, ssh_options: Sequence[str], extra: Sequence[str], control_dir: str | None = None,
+    backup_dir: str | None = None,
 ) -> list[str]:
-    """The rsync command line copying the files named on stdin from ``source`` to ``dest``."""
+    """The rsync command line copying the files named on stdin from ``source`` to ``dest``.
+
+    With ``backup_dir`` (relative to ``dest``) existing files are replaced, each older copy
+    first moved into that folder; without it an existing file is never touched.
+    """
+    keep = ["--ignore-existing"] if backup_dir is None else ["--backup", f"--backup-dir={backup_dir}"]
     argv = [
-        "rsync", "-a", "--from0", "--files-from=-", f"--partial-dir={PARTIAL_DIR}", "--ignore-existing",
+        "rsync", "-a", "--from0", "--files-from=-", f"--partial-dir={PARTIAL_DIR}", *keep,
         "--mkpath", "--checksum-choice=xxh128", f"--out-format={_OUT_FORMAT}", *extra,
     ]  # fmt: skip
     if source.is_remote or dest.is_remote:
@@ -108,6 +114,7 @@ def rsync_copy(
     extra: Sequence[str] = (),
     on_copied: Callable[[Copied], None] | None = None,
     control_dir: str | None = None,
+    backup_dir: str | None = None,
 ) -> RsyncResult:
     """Copy ``paths`` (relative, regular files) from ``source`` to ``dest``; report each as it lands.
 
@@ -117,7 +124,7 @@ def rsync_copy(
     result = RsyncResult()
     if not paths:
         return result
-    argv = rsync_argv(source, dest, ssh_options, extra, control_dir)
+    argv = rsync_argv(source, dest, ssh_options, extra, control_dir, backup_dir)
     log.debug("running %s", shlex.join(argv))
     started = time.monotonic()
     with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:

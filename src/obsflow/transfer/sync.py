@@ -125,7 +125,7 @@ def _job(config: Config, source: str, dest: str, label: str, name: str, dates: l
         hop=label, source_host=source, dest_host=dest, instrument=name, source=config.instrument_root(source, inst),
         dest=config.instrument_root(dest, inst),
         folders=tuple(dated_folders(inst.layout, dates)), patterns=inst.patterns,
-        modified=None if inst.is_dated else modified_between(dates), settle_s=inst.settle_seconds,
+        modified=None if inst.is_dated else modified_between(dates), settle_s=inst.settle_seconds, grows=inst.grows,
     )  # fmt: skip
 
 
