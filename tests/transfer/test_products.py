@@ -8,11 +8,13 @@ window picks files by modification time, and a project the filler is writing is 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import date
 from pathlib import Path
 
+from obsflow.cli import main
 from obsflow.config import load_config
 from obsflow.lock import held
 from obsflow.online import raw
@@ -124,7 +126,7 @@ def test_one_date_takes_the_products_modified_that_day(tmp_path: Path, sshd) -> 
     assert report.exit_code == 0
 
 
-def test_a_grown_product_replaces_our_own_copy_and_the_older_copy_is_kept(tmp_path: Path, sshd) -> None:
+def test_a_grown_product_replaces_our_own_copy_and_the_older_copy_is_kept(tmp_path: Path, sshd, capsys) -> None:
     out = OutputLayout(tmp_path / "sdfits")
     scans = _filled(tmp_path / "gbtdata", out, FRESH, scans=3)
     config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0\ngrows = true"))
@@ -135,9 +137,13 @@ def test_a_grown_product_replaces_our_own_copy_and_the_older_copy_is_kept(tmp_pa
     time.sleep(1.1)  # the next fill's mtimes are whole seconds later
     fill_scan(scans[1], out)
     second = _products(out.root, FRESH)
-    report = run_sync(config, SyncRequest())
-    assert report.exit_code == 0
-    assert [sorted(o.updated) for o in report.outcomes] == [sorted(second)] * 2
+    dry = run_sync(config, SyncRequest(dry_run=True))
+    assert [sorted(o.updated) for o in dry.outcomes] == [sorted(second), []]  # hop 2 cannot know yet
+    assert _products(suth, FRESH) == first
+    assert main(["sync", "-c", str(config.path), "--json"]) == 0
+    hops = json.loads(capsys.readouterr().out)["hops"]
+    assert [sorted(h["updated_files"]) for h in hops] == [sorted(second)] * 2
+    assert [sorted(h["copied_files"]) for h in hops] == [sorted(second)] * 2
     assert _products(suth, FRESH) == _products(cape, FRESH) == second
     for archive in (suth, cape):  # the older copies, moved aside whole
         (kept,) = (archive / ".obsflow-superseded").iterdir()

@@ -87,8 +87,9 @@ def _print_outcome(outcome: HopOutcome) -> None:
         click.echo(f"{outcome.hop} {outcome.instrument}: FAILED: {outcome.failure}")
         return
     verb = "would copy" if outcome.dry_run else "copied"
+    grown = f" of which {len(outcome.updated)} grown, older copies kept" if outcome.updated else ""
     click.echo(
-        f"{outcome.hop} {outcome.instrument}: {verb} {c['copied']} ({_size(c['bytes'])}), "
+        f"{outcome.hop} {outcome.instrument}: {verb} {c['copied']} ({_size(c['bytes'])}){grown}, "
         f"already there {c['present']}, "
         f"still being written {c['in_flight']}, locked {c['locked']}, conflicts {c['conflicts']}, "
         f"refused {c['refused']}, errors {c['errors']}"
@@ -102,6 +103,8 @@ def _print_details(outcome: HopOutcome) -> None:
     for key, label in UNDONE:
         for path in getattr(outcome, key):
             click.echo(f"  {label}: {outcome.source}/{path}")
+    for path in outcome.updated:
+        click.echo(f"  grown, replaced (older copy in .obsflow-superseded/): {outcome.dest}/{path}")
     for refusal in outcome.refused:
         click.echo(f"  refused: {outcome.source}/{refusal.path}: {refusal.reason}")
     for error in outcome.errors:
