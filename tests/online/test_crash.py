@@ -8,13 +8,16 @@ and every scan present is present exactly once.  Then the restarted filler catch
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import warnings
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -193,3 +196,32 @@ def test_full_disk_leaves_files_as_they_were(raw_project, small_disk):
     assert len(str(failure).splitlines()) == 1
     check_consistent(out, set(filled_ok))
     assert {k.scan for k in filled_scans(layout, PROJECT)} == set(filled_ok)
+
+
+def test_recovery_leaves_a_running_fill_alone_and_clears_a_dead_fillers_lock(raw_project: Path, tmp_path: Path) -> None:
+    from obsflow.lock import LockInfo, held, live_locks, lock_path
+    from obsflow.online.journal import Journal, undo_for
+
+    layout = OutputLayout(tmp_path / "out")
+    fill_scan(rawmod.read_project(raw_project)[0], layout, project=PROJECT)
+    fits_path = layout.bank_fits(PROJECT, "A")
+    before = fits_path.read_bytes()
+    # A fill under way: its journal is saved, and rows are being written past the old end.
+    journal = Journal(layout.journal_path(PROJECT))
+    journal.record(undo_for(fits_path, [(0, 2880)]))
+    journal.save()
+    with open(fits_path, "ab") as handle:
+        handle.write(b"\0" * 28800)
+    with held(layout.locks_dir, PROJECT, purpose="an offline fill in another process"):
+        assert layout.recover_all() == []  # a live holder: its fill is left alone
+        assert fits_path.stat().st_size == len(before) + 28800 and layout.journal_path(PROJECT).exists()
+    # The filler dies holding the lock: its lock file stays behind with a pid that is gone.
+    dead = multiprocessing.get_context("fork").Process(target=lambda: None)
+    dead.start()
+    dead.join()
+    lock = lock_path(layout.locks_dir, PROJECT)
+    lock.write_text(json.dumps(asdict(LockInfo(dead.pid, socket.gethostname(), "obs", 0.0, "fill"))))
+    assert layout.recover_all() == [str(fits_path)]
+    assert fits_path.read_bytes() == before
+    assert not lock.exists() and PROJECT not in live_locks(layout.locks_dir)
+    assert not layout.journal_path(PROJECT).exists()

@@ -15,12 +15,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from obsflow.errors import LockError
+from obsflow.lock import held
 from obsflow.online.journal import recover
 from obsflow.sdfits.flag import flag_target_path
+
+log = logging.getLogger(__name__)
 
 __all__ = ["OutputLayout"]
 
@@ -86,11 +91,20 @@ class OutputLayout:
         return sorted(self.product_dir(project, backend).glob(f"{project}.raw.{backend}.*.fits"))
 
     def recover_all(self) -> list[str]:
-        """Roll back every interrupted fill under this root; return the files restored."""
+        """Roll back every interrupted fill under this root; return the files restored.
+
+        Each under its project's lock: a fill still running in another process (an offline
+        ``obsflow fill``) holds it and is left alone, and the lock a dead filler left behind is
+        cleared on the way, so consumers such as the sync stop treating the project as busy.
+        """
         restored: list[str] = []
         if self.journal_dir.is_dir():
             for journal in sorted(self.journal_dir.glob("*.json")):
-                restored += recover(journal)
+                try:
+                    with held(self.locks_dir, journal.stem, timeout_s=0, purpose="roll back an interrupted fill"):
+                        restored += recover(journal)
+                except LockError as err:
+                    log.info("not rolling back %s: its fill is still running (%s)", journal.stem, err.one_line())
         return restored
 
     def append_fill_log(self, project: str, record: dict[str, object]) -> None:
