@@ -139,28 +139,33 @@ def _run(
     for path in plan.conflicts:
         log.warning("conflict: %s differs at %s; both kept", path, job.dest)
     if settings.dry_run:
-        outcome.copied = [*plan.copy, *plan.update]
-        outcome.copied_bytes = plan.copy_bytes + sum(st.size for st in plan.update.values())
-        outcome.updated = list(plan.update)
+        outcome.copied, outcome.updated = [*plan.copy, *plan.update], list(plan.update)
+        outcome.copied_bytes = plan.copy_bytes + plan.update_bytes
         return
     tidy(job.dest, plan_tidy(dest.temps, dest), settings.shell)
     if before_copy is not None:
         before_copy(plan)
-    if not plan.copy and not plan.update:
-        return
+    if plan.copy or plan.update:
+        _copy_and_accept(job, settings, catalog, plan, outcome, progress, source.host_time)
+
+
+def _copy_and_accept(
+    job: HopJob, settings: HopSettings, catalog: Catalog, plan: HopPlan, outcome: HopOutcome,
+    progress: Progress | None, source_time: float,
+) -> None:
+    """New files, then grown files over our own older copies (each first moved aside whole: nothing is lost)."""
     if progress is not None:
-        total = plan.copy_bytes + sum(st.size for st in plan.update.values())
-        progress.start(f"{job.hop} {job.instrument}", len(plan.copy) + len(plan.update), total)
+        progress.start(f"{job.hop} {job.instrument}", len(plan.copy) + len(plan.update),
+                       plan.copy_bytes + plan.update_bytes)  # fmt: skip
+    superseded = f"{SUPERSEDED_DIR}/{time.strftime('%Y%m%dT%H%M%S')}"
     try:
         copied = _copy(job, settings, plan.copy, progress)
-        # Grown files replace our own older copies, each first moved aside into a dated folder: nothing is lost.
-        superseded = f"{SUPERSEDED_DIR}/{time.strftime('%Y%m%dT%H%M%S')}"
         replaced = _copy(job, settings, plan.update, progress, backup_dir=superseded)
     finally:
         if progress is not None:
             progress.stop()
-    _accept(job, settings, catalog, plan.copy, copied, outcome, source.host_time)
-    _accept(job, settings, catalog, plan.update, replaced, outcome, source.host_time)
+    _accept(job, settings, catalog, plan.copy, copied, outcome, source_time)
+    _accept(job, settings, catalog, plan.update, replaced, outcome, source_time)
     outcome.updated = [path for path in outcome.copied if path in plan.update]
     if outcome.updated:
         log.warning("%d grown file(s) replaced at %s; the older copies are in %s/", len(outcome.updated), job.dest,

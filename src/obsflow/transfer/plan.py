@@ -92,6 +92,10 @@ class HopPlan:
     def copy_bytes(self) -> int:
         return sum(st.size for st in self.copy.values())
 
+    @property
+    def update_bytes(self) -> int:
+        return sum(st.size for st in self.update.values())
+
 
 def plan_copy(
     source: Mapping[str, FileStat],
