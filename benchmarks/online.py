@@ -112,7 +112,7 @@ def growth(work: Path, template: raw.Scan, bank_file: Path, scans: int) -> tuple
     for i in range(scans):
         scan = _numbered(template, i + 1)
         # Alternate which of the two O(scan) writers goes first, so neither always follows the backup.
-        for step in ((0, 1) if i % 2 else (1, 0)):
+        for step in (0, 1) if i % 2 else (1, 0):
             t0 = time.perf_counter()
             if step == 0:
                 fill_scan(scan, ours_layout, project=PROJECT)
@@ -143,7 +143,7 @@ def big_vs_small(work: Path, template: raw.Scan, scans: int, repeats: int) -> tu
     os.sync()
     on_big, on_small = [], []
     for r in range(repeats):
-        for target in (("big", "small") if r % 2 else ("small", "big")):
+        for target in ("big", "small") if r % 2 else ("small", "big"):
             t0 = time.perf_counter()
             if target == "big":
                 fill_scan(_numbered(template, scans + 1 + r), big, project=PROJECT)

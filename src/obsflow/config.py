@@ -412,7 +412,7 @@ def _check_layout(r: _Reader, layout: str, key: str) -> None:
     if unknown:
         r.problem(key, f"unknown field {{{unknown[0]}}} (use {', '.join('{' + f + '}' for f in LAYOUT_FIELDS)})")
     elif not fields:
-        r.problem(key, "must name the date, e.g. \"{yyyy}/{mmdd}\", or be \"*\" for a tree that is not dated")
+        r.problem(key, 'must name the date, e.g. "{yyyy}/{mmdd}", or be "*" for a tree that is not dated')
 
 
 def _parse_archives(r: _Reader, table: dict[str, Any]) -> dict[str, Archive]:

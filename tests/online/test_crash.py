@@ -29,8 +29,7 @@ from obsflow.errors import OutputError
 from obsflow.online import raw as rawmod
 from obsflow.online.fill import fill_scan, filled_scans
 from obsflow.online.layout import OutputLayout
-from obsflow.sdfits import writer
-from obsflow.sdfits import index_fits
+from obsflow.sdfits import index_fits, writer
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 
 PROJECT = "AGBT26A_400_01"

@@ -90,7 +90,7 @@ def test_filled_products_reach_both_archives_locked_and_old_projects_do_not(tmp_
     # verify: every product of the two months is on both archives; then one goes missing at cape.
     period = months_period(["this", "last"], date.today())
     assert [r.missing for r in verify(config, period, plan_pairs(config, period), record=False).folders] == [(), ()]
-    gone = sorted(_products(out.root, FRESH))[0]
+    gone = min(_products(out.root, FRESH))
     (cape / gone).unlink()
     report = verify(config, period, plan_pairs(config, period), record=False)
     assert [(r.hop, r.missing) for r in report.folders] == [("instruments:suth", ()), ("suth:cape", (gone,))]

@@ -128,7 +128,9 @@ def _run(
     src_known = catalog.observe(job.source_host, job.instrument, source, folders=job.folders, stored=src_stored)
     dst_known = catalog.observe(job.dest_host, job.instrument, dest, folders=job.folders, stored=dst_stored)
     planned = source if job.modified is None else _modified_within(source, job.modified)
-    plan = plan_copy(planned, dest, source_time=source.host_time, settle_s=_settle_s(job, settings), locks=settings.locks)
+    plan = plan_copy(
+        planned, dest, source_time=source.host_time, settle_s=_settle_s(job, settings), locks=settings.locks
+    )
     _hash_checks(job, plan, (source, src_known), (dest, dst_known), catalog, settings.shell,
                  verify_present=not settings.dry_run)  # fmt: skip
     if job.grows and plan.conflicts:
@@ -150,8 +152,13 @@ def _run(
 
 
 def _copy_and_accept(
-    job: HopJob, settings: HopSettings, catalog: Catalog, plan: HopPlan, outcome: HopOutcome,
-    progress: Progress | None, source_time: float,
+    job: HopJob,
+    settings: HopSettings,
+    catalog: Catalog,
+    plan: HopPlan,
+    outcome: HopOutcome,
+    progress: Progress | None,
+    source_time: float,
 ) -> None:
     """New files, then grown files over our own older copies (each first moved aside whole: nothing is lost)."""
     if progress is not None:
@@ -221,7 +228,10 @@ def _hash_checks(
 
 
 def _copy(
-    job: HopJob, settings: HopSettings, files: dict[str, FileStat], progress: Progress | None,
+    job: HopJob,
+    settings: HopSettings,
+    files: dict[str, FileStat],
+    progress: Progress | None,
     backup_dir: str | None = None,
 ) -> RsyncResult:
     if not files:

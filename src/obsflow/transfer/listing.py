@@ -280,7 +280,8 @@ def _list_remote(location: Location, folders: list[str], collector: _Collector, 
     if WHOLE_ROOT in folders:
         folders = [WHOLE_ROOT]  # find prints ./a/b: the prefix is cut while parsing
     script = _LIST_SCRIPT.format(
-        root=shlex.quote(location.path), folders=" ".join(shlex.quote(f) for f in folders) or "''",
+        root=shlex.quote(location.path),
+        folders=" ".join(shlex.quote(f) for f in folders) or "''",
         superseded=shlex.quote(SUPERSEDED_DIR),
     )
     # Decoded once as a whole (os.fsdecode's rules: undecodable bytes survive as surrogates).

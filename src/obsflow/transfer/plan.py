@@ -134,7 +134,9 @@ def plan_copy(
     return plan
 
 
-def take_grown(plan: HopPlan, source: Mapping[str, FileStat], dest: Mapping[str, FileStat], ours: Collection[str]) -> None:
+def take_grown(
+    plan: HopPlan, source: Mapping[str, FileStat], dest: Mapping[str, FileStat], ours: Collection[str]
+) -> None:
     """Move the conflicts that are a grown file over our own older copy of it into ``plan.update``.
 
     For a source whose files only grow (SDFITS products gain rows): the source is larger and

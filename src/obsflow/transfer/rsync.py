@@ -78,7 +78,11 @@ def has_rsync() -> bool:
 
 
 def rsync_argv(
-    source: Location, dest: Location, ssh_options: Sequence[str], extra: Sequence[str], control_dir: str | None = None,
+    source: Location,
+    dest: Location,
+    ssh_options: Sequence[str],
+    extra: Sequence[str],
+    control_dir: str | None = None,
     backup_dir: str | None = None,
 ) -> list[str]:
     """The rsync command line copying the files named on stdin from ``source`` to ``dest``.
@@ -94,14 +98,21 @@ def rsync_argv(
     if source.is_remote or dest.is_remote:
         # remote to remote: that ssh runs on the source host, where our control folder is not
         remote = dest if dest.is_remote else source
-        argv += ["-e", ssh_rsh(ssh_options, None if source.is_remote and dest.is_remote else control_dir, remote.ssh_target)]
+        argv += [
+            "-e",
+            ssh_rsh(ssh_options, None if source.is_remote and dest.is_remote else control_dir, remote.ssh_target),
+        ]
     src = f"{source.ssh_target}:{source.path}/" if source.is_remote else f"{source.path}/"
     dst = f"{dest.ssh_target}:{dest.path}/" if dest.is_remote else f"{dest.path}/"
     if source.is_remote and dest.is_remote:
         # rsync cannot copy remote to remote: run it on the source host, reading locally there.
         inner = [*argv, "./", dst]
         script = f"cd -- {shlex.quote(source.path)} && exec {shlex.join(inner)}"
-        return [*ssh_argv(ssh_options, control_dir, source.ssh_target), source.ssh_target, "sh -c " + shlex.quote(script)]
+        return [
+            *ssh_argv(ssh_options, control_dir, source.ssh_target),
+            source.ssh_target,
+            "sh -c " + shlex.quote(script),
+        ]
     return [*argv, src, dst]
 
 

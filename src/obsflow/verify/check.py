@@ -181,7 +181,9 @@ def verify(
     for index, pair in enumerate(pairs):
         a, b = first[pair.a.key].listing, first[pair.b.key].listing
         if a is not None and b is not None:
-            comparisons[index] = compare_listings(pair.a_files(a), b, a_time=a.host_time, settle_s=pair.settle_s(config))
+            comparisons[index] = compare_listings(
+                pair.a_files(a), b, a_time=a.host_time, settle_s=pair.settle_s(config)
+            )
     comparisons = _look_again(shell, pairs, first, comparisons, say)
 
     hashes: dict[_Key, dict[str, str]] = {}
