@@ -9,16 +9,20 @@ window picks files by modification time, and a project the filler is writing is 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import socket
 import time
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 
 from obsflow.cli import main
 from obsflow.config import load_config
-from obsflow.lock import held
+from obsflow.lock import LockInfo, held, lock_path
 from obsflow.online import raw
 from obsflow.online.fill import fill_scan
+from obsflow.online.journal import Journal, undo_for
 from obsflow.online.layout import OutputLayout
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 from obsflow.transfer.sync import SyncRequest, run_sync
@@ -43,7 +47,8 @@ def _products(root: Path, project: str) -> dict[str, bytes]:
             not p.is_symlink() and p.suffix in (".fits", ".index")}  # fmt: skip
 
 
-def _config(tmp_path: Path, sshd, out: Path, settle: str) -> Path:
+def _config(tmp_path: Path, sshd, out: Path, settle: str, locks: str | None = None) -> Path:
+    locks = locks or f"instruments.test:{out / 'locks'}"
     suth, cape = tmp_path / "suth", tmp_path / "cape"
     suth.mkdir()
     cape.mkdir()
@@ -51,7 +56,7 @@ def _config(tmp_path: Path, sshd, out: Path, settle: str) -> Path:
     options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
     path.write_text(
         f'window_days = 30\nsettle_seconds = 120\nstate_dir = "{tmp_path / "state"}"\n'
-        f'locks = ["instruments.test:{out / "locks"}"]\n[ssh]\noptions = [{options}]\n'
+        f'locks = ["{locks}"]\n[ssh]\noptions = [{options}]\n'
         f'[instruments.gbt]\nsource = "instruments.test:{out}"\nlayout = "*"\npath = "gbt/sdfits"\n'
         f'patterns = ["*.fits", "*.index"]\n{settle}\n'
         f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
@@ -163,3 +168,35 @@ def test_a_grown_product_replaces_our_own_copy_and_the_older_copy_is_kept(tmp_pa
     assert report.outcomes[0].conflicts == [fits] and fits not in report.outcomes[0].updated
     assert (suth / fits).read_bytes() == second[fits] + b"\0" * 2880
     assert report.exit_code == 1
+
+
+def test_a_fill_cut_off_by_a_crash_keeps_its_project_locked_until_the_filler_rolls_it_back(
+    tmp_path: Path, sshd, caplog
+) -> None:
+    out = OutputLayout(tmp_path / "sdfits")
+    _filled(tmp_path / "gbtdata", out, FRESH)
+    complete = _products(out.root, FRESH)
+    # The filler died mid-fill: its journal, a half-written scan past NAXIS2, and its lock stay behind.
+    fits_path = out.bank_fits(FRESH, "A")
+    journal = Journal(out.journal_path(FRESH))
+    journal.record(undo_for(fits_path, [(0, 2880)]))
+    journal.save()
+    with open(fits_path, "ab") as handle:
+        handle.write(b"\1" * 28800)
+    dead = multiprocessing.get_context("fork").Process(target=time.sleep, args=(0,))
+    dead.start()
+    dead.join()
+    lock = lock_path(out.locks_dir, FRESH)
+    lock.write_text(json.dumps(asdict(LockInfo(dead.pid, socket.gethostname(), "sdfits", time.time(), "fill"))))
+    for site, locks in (("ssh", f"instruments.test:{out.locks_dir}"), ("local", str(out.locks_dir))):
+        (tmp_path / site).mkdir()
+        config = load_config(_config(tmp_path / site, sshd, out.root, "settle_seconds = 0", locks=locks))
+        caplog.clear()
+        report = run_sync(config, SyncRequest(hop="instruments:suth"))
+        assert sorted(report.outcomes[0].locked) == sorted(complete) and report.outcomes[0].copied == []
+        assert "left by a filler that is gone" in caplog.text
+    # The filler starts again: it rolls the fill back under the lock and clears the lock; now it is copied.
+    assert out.recover_all() == [str(fits_path)]
+    report = run_sync(config, SyncRequest(hop="instruments:suth"))
+    assert sorted(report.outcomes[0].copied) == sorted(complete) and report.exit_code == 0
+    assert _products(tmp_path / "local" / "suth" / "gbt/sdfits", FRESH) == complete

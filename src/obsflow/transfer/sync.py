@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from obsflow.config import Config, Hop, parse_location
+from obsflow.config import Config, Hop, Location, parse_location
 from obsflow.errors import ObsflowError, UsageError
-from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, live_locks
+from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, read_lock
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
 from obsflow.transfer.plan import HopPlan, dated_folders, modified_between, window_dates
@@ -153,29 +153,43 @@ for f in *{suffix}; do [ -f "$f" ] || continue; printf '%s\\0' "$f"; cat -- "$f"
 
 
 def filler_locks(config: Config, shell: Shell) -> set[str]:
-    """Names of the live filler locks in every ``locks`` folder of the config (local or remote)."""
+    """Names of the filler locks in every ``locks`` folder of the config (local or remote).
+
+    Stale locks count too: a lock whose holder died marks a fill that was cut off and not yet
+    rolled back (its files may hold a half-written scan); the filler clears it when it next
+    starts or fills that project.
+    """
     names: set[str] = set()
     for entry in config.locks:
         where = parse_location(entry)
-        if not where.is_remote:
-            names |= live_locks(Path(where.path))
-            continue
-        try:
-            out = shell.run(where, _REMOTE_LOCKS.format(dir=shlex.quote(where.path), suffix=LOCK_SUFFIX))
-        except ObsflowError as err:
-            log.warning("cannot read locks at %s: %s; treating nothing as locked there", entry, err.one_line())
-            continue
-        fields = out.split(b"\0")
-        for name, body in zip(fields[0::2], fields[1::2], strict=False):
-            if name and _remote_lock_live(body):
-                names.add(name.decode()[: -len(LOCK_SUFFIX)])
+        if where.is_remote:
+            found = _remote_locks(entry, where, shell)
+        else:
+            found = {
+                path.name[: -len(LOCK_SUFFIX)]: read_lock(path) for path in Path(where.path).glob(f"*{LOCK_SUFFIX}")
+            }
+        for name, info in found.items():
+            if info is not None and is_stale(info):
+                log.warning("lock %s at %s was left by a filler that is gone (%s): %s is skipped until the filler "
+                            "restarts and rolls back its interrupted fill", name, entry, info.describe(), name)  # fmt: skip
+        names |= set(found)
     return names
 
 
-def _remote_lock_live(body: bytes) -> bool:
+def _remote_locks(entry: str, where: Location, shell: Shell) -> dict[str, LockInfo | None]:
+    """``{name: holder}`` of the locks in a remote folder, in one ssh command (holder None: unreadable)."""
     try:
-        info = LockInfo(**json.loads(body))
-    except (ValueError, TypeError):
-        return True  # being written right now: live
-    return not is_stale(info)
+        out = shell.run(where, _REMOTE_LOCKS.format(dir=shlex.quote(where.path), suffix=LOCK_SUFFIX))
+    except ObsflowError as err:
+        log.warning("cannot read locks at %s: %s; treating nothing as locked there", entry, err.one_line())
+        return {}
+    fields = out.split(b"\0")
+    return {name.decode()[: -len(LOCK_SUFFIX)]: _lock_info(body)
+            for name, body in zip(fields[0::2], fields[1::2], strict=False) if name}  # fmt: skip
 
+
+def _lock_info(body: bytes) -> LockInfo | None:
+    try:
+        return LockInfo(**json.loads(body))
+    except (ValueError, TypeError):
+        return None  # being written right now, or not ours: a lock all the same
