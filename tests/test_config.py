@@ -89,4 +89,4 @@ def test_every_example_config_is_valid() -> None:
     for path in examples:
         assert check_config(path) == [], path
     gbt = load_config(Path(__file__).parents[1] / "examples" / "gbt-products.toml").instruments["gbt"]
-    assert not gbt.is_dated and gbt.settle_seconds == 600 and gbt.grows
+    assert gbt.layout == "*" and gbt.settle_seconds == 600 and gbt.grows

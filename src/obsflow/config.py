@@ -85,10 +85,6 @@ class Instrument:
     settle_seconds: float | None = None  # this source's own settle time; None: the config's
     grows: bool = False  # files grow by appending (SDFITS products): a grown file replaces our own copy
 
-    @property
-    def is_dated(self) -> bool:
-        return self.layout != UNDATED
-
 
 @dataclass(frozen=True)
 class Archive:
@@ -190,6 +186,10 @@ class Config:
     def host_root(self, name: str) -> list[tuple[Instrument, Location]]:
         """For ``instruments`` or an archive: each instrument and the folder holding its dated folders."""
         return [(inst, self.instrument_root(name, inst)) for inst in self.instruments.values()]
+
+    def settle_seconds_for(self, inst: Instrument) -> float:
+        """How long ``inst``'s files must be left alone before they count as written: its own, else the config's."""
+        return self.settle_seconds if inst.settle_seconds is None else inst.settle_seconds
 
     def instrument_root(self, name: str, inst: Instrument) -> Location:
         """The folder holding ``inst``'s dated folders on hop end ``name`` (``instruments`` or an archive)."""

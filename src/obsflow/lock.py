@@ -22,7 +22,7 @@ from pathlib import Path
 from obsflow.atomic import fsync_dir
 from obsflow.errors import LockError
 
-__all__ = ["LockInfo", "held", "is_locked", "live_locks", "read_lock", "take_lock"]
+__all__ = ["LockInfo", "held", "is_locked", "live_locks", "locks_in", "read_lock", "take_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -96,18 +96,19 @@ def is_locked(locks_dir: Path, name: str, stale_after_s: float = DEFAULT_STALE_A
     return info is not None and not is_stale(info, stale_after_s)
 
 
-def live_locks(locks_dir: Path, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> set[str]:
-    """Names of every live lock in ``locks_dir`` (for consumers such as the sync)."""
-    names = set()
+def locks_in(locks_dir: Path) -> dict[str, LockInfo]:
+    """``{name: holder}`` of every lock in ``locks_dir``, live or stale (for consumers such as the sync)."""
     try:
         entries = list(Path(locks_dir).glob(f"*{LOCK_SUFFIX}"))
     except OSError:
-        return names
-    for path in entries:
-        info = read_lock(path)
-        if info is not None and not is_stale(info, stale_after_s):
-            names.add(path.name[: -len(LOCK_SUFFIX)])
-    return names
+        return {}
+    held_now = {path.name[: -len(LOCK_SUFFIX)]: read_lock(path) for path in entries}
+    return {name: info for name, info in held_now.items() if info is not None}  # None: released meanwhile
+
+
+def live_locks(locks_dir: Path, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> set[str]:
+    """Names of every live lock in ``locks_dir``."""
+    return {name for name, info in locks_in(locks_dir).items() if not is_stale(info, stale_after_s)}
 
 
 def _try_create(path: Path, info: LockInfo) -> bool:

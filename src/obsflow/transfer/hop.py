@@ -31,7 +31,7 @@ from obsflow.errors import HostUnreachable, PathEscapeError, TransportError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import SUPERSEDED_DIR, FileStat, Listing, folder_of, hash_files, list_files
 from obsflow.transfer.localcopy import python_copy
-from obsflow.transfer.plan import HopPlan, plan_copy, take_grown
+from obsflow.transfer.plan import HopPlan, modified_within, plan_copy, take_grown
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.report import HopOutcome, Progress
 from obsflow.transfer.rsync import Copied, RsyncResult, has_rsync, rsync_copy, rsync_time_text
@@ -53,8 +53,8 @@ class HopJob:
     """One instrument over one hop: where from, where to, which dated folders.
 
     ``modified``: for an undated tree (folders = the whole root), the window as unix seconds
-    ``[since, until)``: only source files modified within it are planned.  ``settle_s``: the
-    instrument's own settle time, if it has one.
+    ``[since, until)``: only source files modified within it are planned.  ``settle_s``: a file
+    modified more recently (by the source host's clock) is still being written.
     """
 
     hop: str  # "instruments:suth"
@@ -66,7 +66,7 @@ class HopJob:
     folders: tuple[str, ...]
     patterns: tuple[str, ...]
     modified: tuple[float, float] | None = None
-    settle_s: float | None = None
+    settle_s: float = 120.0
     grows: bool = False  # a grown file may replace our own older copy (see plan.take_grown)
 
 
@@ -74,7 +74,6 @@ class HopJob:
 class HopSettings:
     """How hops run (from the config and the command line)."""
 
-    settle_s: float = 120.0
     locks: frozenset[str] = frozenset()
     ssh_options: tuple[str, ...] = ()
     rsync_options: tuple[str, ...] = ()
@@ -127,10 +126,8 @@ def _run(
         return
     src_known = catalog.observe(job.source_host, job.instrument, source, folders=job.folders, stored=src_stored)
     dst_known = catalog.observe(job.dest_host, job.instrument, dest, folders=job.folders, stored=dst_stored)
-    planned = source if job.modified is None else _modified_within(source, job.modified)
-    plan = plan_copy(
-        planned, dest, source_time=source.host_time, settle_s=_settle_s(job, settings), locks=settings.locks
-    )
+    planned = modified_within(source, job.modified)
+    plan = plan_copy(planned, dest, source_time=source.host_time, settle_s=job.settle_s, locks=settings.locks)
     _hash_checks(job, plan, (source, src_known), (dest, dst_known), catalog, settings.shell,
                  verify_present=not settings.dry_run)  # fmt: skip
     if job.grows and plan.conflicts:
@@ -177,15 +174,6 @@ def _copy_and_accept(
     if outcome.updated:
         log.warning("%d grown file(s) replaced at %s; the older copies are in %s/", len(outcome.updated), job.dest,
                     superseded)  # fmt: skip
-
-
-def _settle_s(job: HopJob, settings: HopSettings) -> float:
-    return settings.settle_s if job.settle_s is None else job.settle_s
-
-
-def _modified_within(listing: Listing, window: tuple[float, float]) -> dict[str, FileStat]:
-    since, until = window
-    return {path: st for path, st in listing.items() if since <= st.mtime < until}
 
 
 def _hash_checks(
@@ -300,7 +288,7 @@ def _accept(
     """
     copied = {c.path: c for c in result.copied if c.path in planned}
     same_clock = not (job.source.is_remote and job.dest.is_remote)  # %M is printed in our time zone
-    horizon = max(RECHECK_AFTER_S, 10 * _settle_s(job, settings))
+    horizon = max(RECHECK_AFTER_S, 10 * job.settle_s)
     stale = [
         p for p, c in copied.items()
         if c.size != planned[p].size or (same_clock and c.mtime_text != rsync_time_text(int(planned[p].mtime)))

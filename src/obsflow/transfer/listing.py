@@ -6,8 +6,9 @@ Shared by the sync (``hop.py``) and ``verify``.  Invariants:
   running ``find -printf`` (GNU find) with NUL-separated fields, never one command per file;
 - only the dated folders asked for are read (or, for :data:`WHOLE_ROOT`, everything under the
   root), and only names matching the patterns are kept;
-- rsync's temp files (``.name.XXXXXX`` from a killed rsync, anything under ``.rsync-partial/``
-  or ``.~tmp~/``) and other dot-files are never counted as data: temps are listed apart in
+- rsync's temp files (``.<name>.<6 random characters>``, e.g. ``.SHA_0001.fits.a1B2c3``, from a
+  killed rsync; anything under ``.rsync-partial/`` or ``.~tmp~/``) and other dot-files are
+  never counted as data: temps are listed apart in
   :attr:`Listing.temps` so the sync can clean them up; ``.obsflow-superseded/`` (older copies
   of grown files the sync replaced) is not read at all;
 - symlinks are listed with ``kind="l"`` and their target, so callers can refuse them; a dated

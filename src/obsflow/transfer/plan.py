@@ -21,7 +21,8 @@ from obsflow.errors import UsageError
 from obsflow.transfer.listing import FileStat, unsafe_relpaths
 
 __all__ = [
-    "HopPlan", "Refusal", "dated_folders", "modified_between", "parse_date", "plan_copy", "take_grown", "window_dates",
+    "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within", "parse_date", "plan_copy", "take_grown",
+    "window_dates",
 ]  # fmt: skip
 
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
@@ -59,12 +60,23 @@ def dated_folders(layout: str, dates: list[date]) -> dict[str, date]:
     return folders
 
 
-def modified_between(dates: list[date]) -> tuple[float, float]:
-    """The window of an undated tree: unix seconds from the first day's midnight to the midnight
-    after the last day, in this host's time zone (as dated folders are named by local date)."""
+def modified_window(layout: str, dates: list[date]) -> tuple[float, float] | None:
+    """For an undated layout, the window as unix seconds ``[since, until)``: from the first day's
+    midnight to the midnight after the last day, in this host's time zone (as dated folders are
+    named by local date).  None for a dated layout: its folders are the window."""
+    if layout != UNDATED:
+        return None
     first = datetime.combine(dates[0], datetime.min.time())
     after = datetime.combine(dates[-1] + timedelta(days=1), datetime.min.time())
     return first.timestamp(), after.timestamp()
+
+
+def modified_within(files: Mapping[str, FileStat], window: tuple[float, float] | None) -> Mapping[str, FileStat]:
+    """The files modified within ``window`` (all of them for None)."""
+    if window is None:
+        return files
+    since, until = window
+    return {path: st for path, st in files.items() if since <= st.mtime < until}
 
 
 @dataclass(frozen=True)

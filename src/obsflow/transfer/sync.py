@@ -19,10 +19,10 @@ from pathlib import Path
 
 from obsflow.config import Config, Hop, Location, parse_location
 from obsflow.errors import ObsflowError, UsageError
-from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, read_lock
+from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, locks_in
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
-from obsflow.transfer.plan import HopPlan, dated_folders, modified_between, window_dates
+from obsflow.transfer.plan import HopPlan, dated_folders, modified_window, window_dates
 from obsflow.transfer.remote import Shell, remote_targets, shared_connections
 from obsflow.transfer.report import HopOutcome, Progress, SyncReport
 from obsflow.transfer.runlock import sync_lock
@@ -74,7 +74,6 @@ def run_sync(
         if request.date is None and request.days is None:
             report.warnings += missed_runs(catalog, config, instruments, request.today or date.today())
         settings = HopSettings(
-            settle_s=config.settle_seconds,
             locks=frozenset(filler_locks(config, connections)),
             ssh_options=config.ssh_options,
             rsync_options=config.rsync_options,
@@ -125,7 +124,7 @@ def _job(config: Config, source: str, dest: str, label: str, name: str, dates: l
         hop=label, source_host=source, dest_host=dest, instrument=name, source=config.instrument_root(source, inst),
         dest=config.instrument_root(dest, inst),
         folders=tuple(dated_folders(inst.layout, dates)), patterns=inst.patterns,
-        modified=None if inst.is_dated else modified_between(dates), settle_s=inst.settle_seconds, grows=inst.grows,
+        modified=modified_window(inst.layout, dates), settle_s=config.settle_seconds_for(inst), grows=inst.grows,
     )  # fmt: skip
 
 
@@ -162,12 +161,7 @@ def filler_locks(config: Config, shell: Shell) -> set[str]:
     names: set[str] = set()
     for entry in config.locks:
         where = parse_location(entry)
-        if where.is_remote:
-            found = _remote_locks(entry, where, shell)
-        else:
-            found = {
-                path.name[: -len(LOCK_SUFFIX)]: read_lock(path) for path in Path(where.path).glob(f"*{LOCK_SUFFIX}")
-            }
+        found = _remote_locks(entry, where, shell) if where.is_remote else locks_in(Path(where.path))
         for name, info in found.items():
             if info is not None and is_stale(info):
                 log.warning("lock %s at %s was left by a filler that is gone (%s): %s is skipped until the filler "

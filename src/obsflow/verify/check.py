@@ -27,7 +27,7 @@ import multiprocessing
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -35,7 +35,7 @@ from obsflow.config import INSTRUMENTS, Config, Hop, Instrument, Location
 from obsflow.errors import OutputError, TransportError, UsageError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import FileStat, Listing, hash_files, list_files
-from obsflow.transfer.plan import dated_folders, modified_between
+from obsflow.transfer.plan import dated_folders, modified_window, modified_within
 from obsflow.transfer.remote import Shell
 from obsflow.verify.compare import Comparison, HashDiff, compare_hashes, compare_listings, confirm, folders_of
 from obsflow.verify.findings import FolderResult, Report
@@ -88,17 +88,6 @@ class Pair:
     def patterns(self) -> tuple[str, ...]:
         return self.instrument.patterns
 
-    def a_files(self, listing: Listing) -> Mapping[str, FileStat]:
-        """What of A's listing is checked: all of it, or for an undated tree what changed in the period."""
-        if self.modified is None:
-            return listing
-        since, until = self.modified
-        return {path: st for path, st in listing.items() if since <= st.mtime < until}
-
-    def settle_s(self, config: Config) -> float:
-        own = self.instrument.settle_seconds
-        return config.settle_seconds if own is None else own
-
 
 def plan_pairs(config: Config, period: Period, hops: Sequence[str] = (), instruments: Sequence[str] = ()) -> list[Pair]:
     """The (hop, instrument) pairs to verify; ``hops`` as ``FROM:TO`` labels (empty: all).
@@ -128,8 +117,7 @@ def plan_pairs(config: Config, period: Period, hops: Sequence[str] = (), instrum
             folders = tuple(dated_folders(inst.layout, dates))
             a = Side(hop.source, inst.name, sources[inst.name])
             b = Side(hop.dest, inst.name, dests[inst.name])
-            modified = None if inst.is_dated else modified_between(dates)
-            pairs.append(Pair(hop, inst, a, b, folders, modified))
+            pairs.append(Pair(hop, inst, a, b, folders, modified_window(inst.layout, dates)))
     return pairs
 
 
@@ -181,8 +169,9 @@ def verify(
     for index, pair in enumerate(pairs):
         a, b = first[pair.a.key].listing, first[pair.b.key].listing
         if a is not None and b is not None:
+            a_files = modified_within(a, pair.modified)
             comparisons[index] = compare_listings(
-                pair.a_files(a), b, a_time=a.host_time, settle_s=pair.settle_s(config)
+                a_files, b, a_time=a.host_time, settle_s=config.settle_seconds_for(pair.instrument)
             )
     comparisons = _look_again(shell, pairs, first, comparisons, say)
 

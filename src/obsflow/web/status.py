@@ -29,7 +29,7 @@ from obsflow.lock import is_locked
 from obsflow.online.daemon import DAEMON_LOCK
 from obsflow.online.layout import OutputLayout
 from obsflow.transfer.catalog import Catalog, FileRecord, RunRecord
-from obsflow.transfer.plan import dated_folders, modified_between, window_dates
+from obsflow.transfer.plan import dated_folders, modified_window, window_dates
 from obsflow.verify.last import load_last
 from obsflow.web.quicklook import quicklook_path
 
@@ -109,8 +109,9 @@ def _holdings(catalog: Catalog, config: Config, dates: list[date]) -> list[dict[
 
 def _in_window(inst: Instrument, dates: list[date]) -> Callable[[FileRecord], bool]:
     """Whether a catalog record lies in the window: in a dated folder of it, or modified within it."""
-    if not inst.is_dated:
-        since, until = modified_between(dates)
+    window = modified_window(inst.layout, dates)
+    if window is not None:
+        since, until = window
         return lambda record: since <= record.mtime < until
     folders = set(dated_folders(inst.layout, dates))
     depth = {folder.count("/") + 1 for folder in folders}
