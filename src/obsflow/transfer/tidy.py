@@ -3,9 +3,10 @@
 A SIGKILLed rsync cannot clean up: it leaves its temp file ``.<name>.<6 random characters>``
 (e.g. ``.SHA_0001.fits.a1B2c3``) next to the final name.  Before copying, each such temp is
 moved into ``.rsync-partial/name`` (so the next rsync resumes from it; rsync checks the
-whole-file hash afterwards, so a bad prefix cannot survive) unless a longer partial is already there, and partials whose file is complete are removed.  Only
-hidden temp names are ever touched here, plus (``remove_copies``) files this very run just
-copied and then found to be stale; never a source, never any other file.
+whole-file hash afterwards, so a bad prefix cannot survive) unless a longer partial is already
+there, and partials whose file is complete are removed.  Only hidden temp names are ever
+touched here, plus (``remove_copies``) files this very run just copied and then found to be
+stale; never a source, never any other file.
 """
 
 from __future__ import annotations
