@@ -76,11 +76,16 @@ def test_an_undated_layout_and_an_instruments_own_settle_time_are_accepted(tmp_p
     path.write_text(
         '[instruments.gbt]\nsource = "/home/sdfits"\nlayout = "*"\nsettle_seconds = 3600\n'
         '[instruments.bad]\nsource = "/data"\nlayout = "flat"\nsettle_seconds = -1\ngrows = "yes"\n'
+        'keep_superseded_days = 7\n'
+        '[instruments.worse]\nsource = "/data"\ngrows = true\nkeep_superseded_days = -1\n'
         '[archives.suth]\nlocation = "/archive"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
     )
     problems = {p.key: p.what for p in check_config(path)}
-    assert set(problems) == {"instruments.bad.layout", "instruments.bad.settle_seconds", "instruments.bad.grows"}
+    assert set(problems) == {"instruments.bad.layout", "instruments.bad.settle_seconds", "instruments.bad.grows",
+                             "instruments.bad.keep_superseded_days", "instruments.worse.keep_superseded_days"}
     assert '"*"' in problems["instruments.bad.layout"]
+    assert "grows = true" in problems["instruments.bad.keep_superseded_days"]
+    assert "negative" in problems["instruments.worse.keep_superseded_days"]
 
 
 def test_every_example_config_is_valid() -> None:

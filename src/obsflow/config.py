@@ -84,6 +84,7 @@ class Instrument:
     patterns: tuple[str, ...]
     settle_seconds: float | None = None  # this source's own settle time; None: the config's
     grows: bool = False  # files grow by appending (SDFITS products): a grown file replaces our own copy
+    keep_superseded_days: float | None = None  # with grows: remove replaced copies this old; None: keep all
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,8 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
         if not isinstance(spec, dict):
             r.problem(f"instruments.{name}", "must be a table")
             continue
-        r.unknown(spec, {"source", "layout", "path", "patterns", "settle_seconds", "grows"}, prefix)
+        r.unknown(spec, {"source", "layout", "path", "patterns", "settle_seconds", "grows", "keep_superseded_days"},
+                  prefix)
         source = r.get(spec, "source", prefix + "source", str, "")
         if not source:
             r.problem(prefix + "source", "is required ([user@]host:path or a local path)")
@@ -389,6 +391,12 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
         settle = r.get(spec, "settle_seconds", prefix + "settle_seconds", float, None)
         if settle is not None and settle < 0:
             r.problem(prefix + "settle_seconds", "must not be negative")
+        grows = r.get(spec, "grows", prefix + "grows", bool, False)
+        keep = r.get(spec, "keep_superseded_days", prefix + "keep_superseded_days", float, None)
+        if keep is not None and keep < 0:
+            r.problem(prefix + "keep_superseded_days", "must not be negative")
+        elif keep is not None and not grows:
+            r.problem(prefix + "keep_superseded_days", "only grown files are superseded: it needs grows = true")
         sub = r.get(spec, "path", prefix + "path", str, name)
         if sub.startswith("/") or ".." in PurePosixPath(sub).parts:
             r.problem(prefix + "path", f"must be a relative path inside the archive, not {sub!r}")
@@ -399,7 +407,8 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
             path=sub,
             patterns=r.strings(spec, "patterns", prefix + "patterns", patterns),
             settle_seconds=settle,
-            grows=r.get(spec, "grows", prefix + "grows", bool, False),
+            grows=grows,
+            keep_superseded_days=keep,
         )
     return instruments
 

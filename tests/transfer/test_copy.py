@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from obsflow.transfer.listing import FileStat
 from obsflow.transfer.localcopy import python_copy
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.rsync import rsync_copy
-from obsflow.transfer.tidy import plan_tidy, tidy
+from obsflow.transfer.tidy import plan_prune, plan_tidy, tidy
 
 
 def test_rsync_reports_the_xxh128_of_each_file(tmp_path: Path, sshd) -> None:
@@ -68,6 +69,20 @@ def test_killed_temps_become_resumable_partials(tmp_path: Path, sshd) -> None:
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
         "n/.rsync-partial/a.fits", "n/b.fits"
     ]
+
+
+def test_only_the_syncs_own_superseded_versions_older_than_the_limit_are_pruned() -> None:
+    now = time.mktime((2026, 12, 1, 12, 0, 0, 0, 0, -1))
+    versions = [
+        "20261120T115959",  # 11 days and 1 second old
+        "20261124T120001",  # just under 7 days
+        "20261124T115959",  # just over 7 days
+        "20261301T000000",  # month 13: not a time the sync wrote
+        "20261101T000000-mine", "old", "2026112T0000000",  # not the sync's names
+    ]
+    assert plan_prune(versions, 7, now) == ["20261120T115959", "20261124T115959"]
+    assert plan_prune(versions, 30, now) == []
+    assert plan_prune(versions, 0, now) == ["20261120T115959", "20261124T120001", "20261124T115959"]
 
 
 def test_python_copy_resumes_a_partial_and_links_without_overwriting(tmp_path: Path) -> None:

@@ -124,6 +124,8 @@ def test_whole_root_lists_every_file_below_it_locally_and_remotely(tree: Path, s
     kept = tree / ".obsflow-superseded" / "20261201T000000" / "PROJ"  # older copies the sync moved aside
     kept.mkdir(parents=True)
     (kept / "PROJ.raw.vegas.A.fits").write_bytes(b"old")
+    (tree / ".obsflow-superseded" / "20200101T000000").symlink_to(tree / "2016")  # not a folder of ours
+    (tree / ".obsflow-superseded" / "note.txt").write_text("not a folder")
     shell = Shell(tuple(sshd.ssh_options))
     local = list_files(parse_location(str(tree)), [WHOLE_ROOT], ["*.fits", "*.index"])
     remote = list_files(parse_location(f"suth.test:{tree}"), [WHOLE_ROOT], ["*.fits", "*.index"], shell)
@@ -141,3 +143,4 @@ def test_whole_root_lists_every_file_below_it_locally_and_remotely(tree: Path, s
         "2016/0907/.SHA_20160907.0002.fits.Xy12Ab",
         "2016/0907/.rsync-partial/SHA_20160907.0003.fits",
     }
+    assert remote.superseded == local.superseded == ("20261201T000000",)  # names only, real folders only

@@ -25,6 +25,7 @@ from obsflow.online.fill import fill_scan
 from obsflow.online.journal import Journal, undo_for
 from obsflow.online.layout import OutputLayout
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
+from obsflow.transfer.listing import SUPERSEDED_VERSION
 from obsflow.transfer.sync import SyncRequest, run_sync
 from obsflow.verify.check import plan_pairs, verify
 from obsflow.verify.period import months_period
@@ -168,6 +169,42 @@ def test_a_grown_product_replaces_our_own_copy_and_the_older_copy_is_kept(tmp_pa
     assert report.outcomes[0].conflicts == [fits] and fits not in report.outcomes[0].updated
     assert (suth / fits).read_bytes() == second[fits] + b"\0" * 2880
     assert report.exit_code == 1
+
+
+def test_superseded_copies_older_than_keep_days_are_removed_at_both_archives(tmp_path: Path, sshd, capsys) -> None:
+    out = OutputLayout(tmp_path / "sdfits")
+    _filled(tmp_path / "gbtdata", out, FRESH)
+    keep = "settle_seconds = 0\ngrows = true\nkeep_superseded_days = 7"
+    config = load_config(_config(tmp_path, sshd, out.root, keep))
+    archives = [tmp_path / "suth" / "gbt/sdfits", tmp_path / "cape" / "gbt/sdfits"]
+    now = time.time()
+    old, recent = (time.strftime(SUPERSEDED_VERSION, time.localtime(now - days * 86400)) for days in (10, 1))
+    for archive in archives:
+        for name in (old, recent, "kept-by-hand"):
+            version = archive / ".obsflow-superseded" / name / FRESH
+            version.mkdir(parents=True)
+            (version / "x.fits").write_bytes(b"older")
+
+    dry = run_sync(config, SyncRequest(dry_run=True))
+    assert [o.pruned for o in dry.outcomes] == [[old], [old]]
+    assert all((a / ".obsflow-superseded" / old).is_dir() for a in archives)
+    assert main(["sync", "-c", str(config.path), "--json"]) == 0
+    hops = json.loads(capsys.readouterr().out)["hops"]
+    assert [h["pruned_superseded"] for h in hops] == [[old], [old]]
+    for archive in archives:  # the second over ssh
+        assert sorted(p.name for p in (archive / ".obsflow-superseded").iterdir()) == sorted([recent, "kept-by-hand"])
+    assert [o.pruned for o in run_sync(config, SyncRequest()).outcomes] == [[], []]
+
+    # A .obsflow-superseded that is a symlink is not the sync's folder: nothing in it goes, one error says why.
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / old).mkdir(parents=True)
+    for archive in archives:
+        os.rename(archive / ".obsflow-superseded", archive / "moved")
+        (archive / ".obsflow-superseded").symlink_to(elsewhere)
+    report = run_sync(config, SyncRequest())
+    assert [o.pruned for o in report.outcomes] == [[], []]
+    assert all(len(o.errors) == 1 and "symlink" in o.errors[0] for o in report.outcomes), report.outcomes
+    assert (elsewhere / old).is_dir() and report.exit_code == 1
 
 
 def test_a_fill_cut_off_by_a_crash_keeps_its_project_locked_until_the_filler_rolls_it_back(

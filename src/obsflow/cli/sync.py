@@ -105,6 +105,9 @@ def _print_details(outcome: HopOutcome) -> None:
             click.echo(f"  {label}: {outcome.source}/{path}")
     for path in outcome.updated:
         click.echo(f"  grown, replaced (older copy in .obsflow-superseded/): {outcome.dest}/{path}")
+    verb = "would remove" if outcome.dry_run else "removed"
+    for version in outcome.pruned:
+        click.echo(f"  {verb} old superseded copies: {outcome.dest}/.obsflow-superseded/{version}/")
     for refusal in outcome.refused:
         click.echo(f"  refused: {outcome.source}/{refusal.path}: {refusal.reason}")
     for error in outcome.errors:

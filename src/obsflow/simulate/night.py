@@ -92,6 +92,7 @@ def _config_text(work: Path, ssh_config: Path | None, port: int) -> str:
         'patterns = ["*.fits", "*.index"]',
         "settle_seconds = 1        # a real site: minutes (see docs/transfer.md)",
         "grows = true              # a grown file replaces our own older copy, kept in .obsflow-superseded/",
+        "keep_superseded_days = 14 # ... for two weeks",
         "",
         "[archives.suth]           # the site archive: the host this job runs on",
         f'location = "{work / "archive" / "suth"}"',

@@ -7,7 +7,8 @@ Invariants kept here (see also plan.py, rsync.py, tidy.py):
   with one exception for a source whose files only grow (``grows = true``, SDFITS products): a
   larger, newer source file replaces the destination's copy when that copy is one a sync made
   and nobody changed since, and the older copy is first moved whole into
-  ``.obsflow-superseded/<time>/`` (rsync ``--backup-dir``): nothing is lost;
+  ``.obsflow-superseded/<time>/`` (rsync ``--backup-dir``): nothing is lost; such folders are
+  removed only once older than the instrument's ``keep_superseded_days`` (if it has one);
 - a copy counts only when rsync's end-to-end xxh128 (``%C``, checked by the receiver against
   the sender's) is recorded and the size and mtime rsync saw equal the listing (and, for files
   modified within RECHECK_AFTER_S, a second listing after the copy still agrees): a file that
@@ -27,15 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obsflow.config import Location
-from obsflow.errors import HostUnreachable, PathEscapeError, TransportError
+from obsflow.errors import HostUnreachable, PathEscapeError, RemoteCommandFailed, TransportError
 from obsflow.transfer.catalog import Catalog
-from obsflow.transfer.listing import SUPERSEDED_DIR, FileStat, Listing, folder_of, hash_files, list_files
+from obsflow.transfer.listing import (
+    SUPERSEDED_DIR,
+    SUPERSEDED_VERSION,
+    FileStat,
+    Listing,
+    folder_of,
+    hash_files,
+    list_files,
+)
 from obsflow.transfer.localcopy import python_copy
 from obsflow.transfer.plan import HopPlan, modified_within, plan_copy, take_grown
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.report import HopOutcome, Progress
 from obsflow.transfer.rsync import Copied, RsyncResult, has_rsync, rsync_copy, rsync_time_text
-from obsflow.transfer.tidy import plan_tidy, remove_copies, tidy
+from obsflow.transfer.tidy import plan_prune, plan_tidy, prune_superseded, remove_copies, tidy
 
 __all__ = ["HopJob", "HopSettings", "run_hop"]
 
@@ -68,6 +77,7 @@ class HopJob:
     modified: tuple[float, float] | None = None
     settle_s: float = 120.0
     grows: bool = False  # a grown file may replace our own older copy (see plan.take_grown)
+    keep_superseded_days: float | None = None  # older copies kept longer are removed; None: kept forever
 
 
 @dataclass(frozen=True)
@@ -140,12 +150,35 @@ def _run(
     if settings.dry_run:
         outcome.copied, outcome.updated = [*plan.copy, *plan.update], list(plan.update)
         outcome.copied_bytes = plan.copy_bytes + plan.update_bytes
+        outcome.pruned = _old_versions(job, dest)
         return
     tidy(job.dest, plan_tidy(dest.temps, dest), settings.shell)
     if before_copy is not None:
         before_copy(plan)
     if plan.copy or plan.update:
         _copy_and_accept(job, settings, catalog, plan, outcome, progress, source.host_time)
+    _prune(job, dest, outcome, settings.shell)
+
+
+def _old_versions(job: HopJob, dest: Listing) -> list[str]:
+    """The destination's superseded versions older than the instrument keeps them."""
+    if job.keep_superseded_days is None:
+        return []
+    return plan_prune(dest.superseded, job.keep_superseded_days, time.time())
+
+
+def _prune(job: HopJob, dest: Listing, outcome: HopOutcome, shell: Shell) -> None:
+    old = _old_versions(job, dest)
+    if not old:
+        return
+    try:
+        prune_superseded(job.dest, old, shell)
+    except (OSError, RemoteCommandFailed) as err:
+        outcome.errors.append(f"{SUPERSEDED_DIR}: old versions not removed ({err})")
+        return
+    outcome.pruned = old
+    log.info("removed %d superseded version(s) older than %g days at %s", len(old), job.keep_superseded_days,
+             job.dest)  # fmt: skip
 
 
 def _copy_and_accept(
@@ -161,7 +194,7 @@ def _copy_and_accept(
     if progress is not None:
         progress.start(f"{job.hop} {job.instrument}", len(plan.copy) + len(plan.update),
                        plan.copy_bytes + plan.update_bytes)  # fmt: skip
-    superseded = f"{SUPERSEDED_DIR}/{time.strftime('%Y%m%dT%H%M%S')}"
+    superseded = f"{SUPERSEDED_DIR}/{time.strftime(SUPERSEDED_VERSION)}"
     try:
         copied = _copy(job, settings, plan.copy, progress)
         replaced = _copy(job, settings, plan.update, progress, backup_dir=superseded)

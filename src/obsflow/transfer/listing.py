@@ -10,7 +10,8 @@ Shared by the sync (``hop.py``) and ``verify``.  Invariants:
   killed rsync; anything under ``.rsync-partial/`` or ``.~tmp~/``) and other dot-files are
   never counted as data: temps are listed apart in
   :attr:`Listing.temps` so the sync can clean them up; ``.obsflow-superseded/`` (older copies
-  of grown files the sync replaced) is not read at all;
+  of grown files the sync replaced) is not read, only the names of its folders are listed
+  (:attr:`Listing.superseded`, for pruning old versions);
 - symlinks are listed with ``kind="l"`` and their target, so callers can refuse them; a dated
   folder that resolves outside the root is listed as a ``kind="l"`` entry whose target is its
   real path (the planner refuses it).
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 PARTIAL_DIRS = (".rsync-partial", ".~tmp~")
 SUPERSEDED_DIR = ".obsflow-superseded"  # older copies of grown files, kept by the sync: not data, not temps
+SUPERSEDED_VERSION = "%Y%m%dT%H%M%S"  # one folder per run that replaced files: when (local time of the sync)
 _RSYNC_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9]{6}$")
 _PARTIAL_PART = re.compile("(?:^|/)(?:" + "|".join(re.escape(d) for d in PARTIAL_DIRS) + ")/")
 _HASH_LINE = re.compile(rb"^([0-9a-f]{32}) (.+)$")
@@ -82,14 +84,18 @@ class Listing(dict[str, FileStat]):
     root_exists: False when the root folder itself is missing (unmounted disk, new archive).
     host_time: the host's own clock when it listed (compare mtimes with it, not with ours).
     temps: rsync temp files and partials found in the folders (never data).
+    superseded: the names of the folders in the root's ``.obsflow-superseded/`` (one per run
+      that replaced grown files, e.g. ``20261201T031500``); their contents are not read.
     """
 
     def __init__(self, files: dict[str, FileStat] | None = None, *, root_exists: bool = True,
-                 host_time: float | None = None, temps: dict[str, FileStat] | None = None) -> None:  # fmt: skip
+                 host_time: float | None = None, temps: dict[str, FileStat] | None = None,
+                 superseded: Sequence[str] = ()) -> None:  # fmt: skip
         super().__init__(files or {})
         self.root_exists = root_exists
         self.host_time = time.time() if host_time is None else host_time
         self.temps: dict[str, FileStat] = temps or {}
+        self.superseded: tuple[str, ...] = tuple(sorted(superseded))
 
 
 # An empty, "." or ".." part (which also catches "", a leading or trailing "/"), a NUL or a backslash.
@@ -192,9 +198,10 @@ def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listin
     if not root.is_dir():
         return Listing(root_exists=False, host_time=now)
     root_real = os.path.realpath(root)
+    superseded = _folders_in(root / SUPERSEDED_DIR)
     if WHOLE_ROOT in folders:
         _walk(root, "", collector)
-        return Listing(collector.files, host_time=now, temps=collector.temps)
+        return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded)
     for folder in folders:
         top = root / folder
         if not (top.is_dir() or top.is_symlink()):
@@ -203,7 +210,16 @@ def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listin
         if folder in collector.files or not top.is_dir():
             continue
         _walk(top, folder, collector)
-    return Listing(collector.files, host_time=now, temps=collector.temps)
+    return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded)
+
+
+def _folders_in(folder: Path) -> list[str]:
+    """The names of the real folders (not symlinks) directly in ``folder``; none if it is missing."""
+    try:
+        with os.scandir(folder) as it:
+            return [entry.name for entry in it if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def _walk(top: Path | str, prefix: str, collector: _Collector, in_partial: bool = False) -> None:
@@ -260,6 +276,9 @@ _LIST_SCRIPT = """\
 cd -P -- {root} 2>/dev/null || {{ printf 'N\\0'; exit 0; }}
 root=$PWD
 printf 'T\\0%s\\0R\\0%s\\0' "$(date +%s.%N)" "$root"
+for v in {superseded}/*; do
+  [ -d "$v" ] && [ ! -L "$v" ] && printf 'V\\0%s\\0' "${{v#{superseded}/}}"
+done
 set --
 for d in {folders}; do
   if [ -d "$d" ]; then
@@ -287,7 +306,7 @@ def _list_remote(location: Location, folders: list[str], collector: _Collector, 
     )
     # Decoded once as a whole (os.fsdecode's rules: undecodable bytes survive as surrogates).
     fields = shell.run(location, script).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
-    host_time, root_real, i = time.time(), "/", 0
+    host_time, root_real, superseded, i = time.time(), "/", [], 0
     while i < len(fields) and fields[i] and fields[i] != "F":
         tag = fields[i]
         if tag == "N":
@@ -299,10 +318,13 @@ def _list_remote(location: Location, folders: list[str], collector: _Collector, 
         elif tag == "D":
             collector.add_folder(fields[i + 1], fields[i + 2], root_real)
             i += 3
+        elif tag == "V":
+            superseded.append(fields[i + 1])
+            i += 2
         else:
             raise ValueError(f"unexpected listing record {tag!r}")
     _add_found(fields, i, collector, cut=2 if folders == [WHOLE_ROOT] else 0)
-    return Listing(collector.files, host_time=host_time, temps=collector.temps)
+    return Listing(collector.files, host_time=host_time, temps=collector.temps, superseded=superseded)
 
 
 def _add_found(fields: list[str], start: int, collector: _Collector, cut: int = 0) -> None:

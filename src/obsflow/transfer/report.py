@@ -36,6 +36,7 @@ class HopOutcome:
     dry_run: bool = False
     copied: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)  # of ``copied``: grown files that replaced our older copy
+    pruned: list[str] = field(default_factory=list)  # superseded versions removed (keep_superseded_days)
     copied_bytes: int = 0
     sent_bytes: int = 0  # what went over the wire: less than copied_bytes when rsync resumed a partial file
     present: int = 0
@@ -71,7 +72,8 @@ class HopOutcome:
             "hop": self.hop, "instrument": self.instrument, "source": self.source, "dest": self.dest,
             "status": self.status, "dry_run": self.dry_run, **self.counts(), "sent_bytes": self.sent_bytes,
             "seconds": round(self.seconds, 3),
-            "copied_files": self.copied, "updated_files": self.updated, "in_flight_files": self.in_flight, "locked_files": self.locked,
+            "copied_files": self.copied, "updated_files": self.updated,
+            "pruned_superseded": self.pruned, "in_flight_files": self.in_flight, "locked_files": self.locked,
             "conflict_files": self.conflicts,
             "refused_files": [{"path": r.path, "reason": r.reason} for r in self.refused],
             "error_messages": self.errors, "failure": self.failure,

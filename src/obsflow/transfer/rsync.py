@@ -143,9 +143,10 @@ def rsync_copy(
     started = time.monotonic()
     # rsync prints one line per file into a file, not a pipe: a pipe wakes this process once per
     # file, and on a two-core machine that alone made 10,000 small files 6 % slower (measured).
-    with tempfile.TemporaryFile() as report, subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=report, stderr=subprocess.PIPE
-    ) as proc:
+    with (
+        tempfile.TemporaryFile() as report,
+        subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=report, stderr=subprocess.PIPE) as proc,
+    ):
         assert proc.stdin and proc.stderr
         # Feed the list and drain stderr in threads: rsync may block on either pipe.
         feeder = threading.Thread(target=_feed, args=(proc.stdin, paths), daemon=True)

@@ -125,6 +125,7 @@ def _job(config: Config, source: str, dest: str, label: str, name: str, dates: l
         dest=config.instrument_root(dest, inst),
         folders=tuple(dated_folders(inst.layout, dates)), patterns=inst.patterns,
         modified=modified_window(inst.layout, dates), settle_s=config.settle_seconds_for(inst), grows=inst.grows,
+        keep_superseded_days=inst.keep_superseded_days,
     )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""Tidying a destination: rsync temp files left by a killed run, and copies that must not stay.
+"""Tidying a destination: rsync temp files left by a killed run, copies that must not stay, and
+old versions of grown files.
 
 A SIGKILLed rsync cannot clean up: it leaves its temp file ``.<name>.<6 random characters>``
 (e.g. ``.SHA_0001.fits.a1B2c3``) next to the final name.  Before copying, each such temp is
@@ -6,27 +7,33 @@ moved into ``.rsync-partial/name`` (so the next rsync resumes from it; rsync che
 whole-file hash afterwards, so a bad prefix cannot survive) unless a longer partial is already
 there, and partials whose file is complete are removed.  Only hidden temp names are ever
 touched here, plus (``remove_copies``) files this very run just copied and then found to be
-stale; never a source, never any other file.
+stale, plus (``prune_superseded``) the sync's own ``.obsflow-superseded/<time>/`` folders once
+they are older than the instrument's ``keep_superseded_days``; never a source, never any
+other file.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
+import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from obsflow.config import Location
-from obsflow.transfer.listing import FileStat, is_safe_relpath, temp_target
+from obsflow.transfer.listing import SUPERSEDED_DIR, SUPERSEDED_VERSION, FileStat, is_safe_relpath, temp_target
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.rsync import PARTIAL_DIR
 
-__all__ = ["plan_tidy", "remove_copies", "tidy"]
+__all__ = ["plan_prune", "plan_tidy", "prune_superseded", "remove_copies", "tidy"]
 
 log = logging.getLogger(__name__)
 
 Op = tuple[str, str, str]  # ("mv", from, to) or ("rm", path, "")
+_VERSION_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}$")  # what SUPERSEDED_VERSION writes; nothing else is touched
 
 
 def plan_tidy(temps: Mapping[str, FileStat], present: Mapping[str, FileStat]) -> list[Op]:
@@ -80,3 +87,46 @@ def tidy(location: Location, ops: Sequence[Op], shell: Shell) -> None:
 def remove_copies(location: Location, paths: Sequence[str], shell: Shell) -> None:
     """Remove files this run copied to ``location`` and then found stale (source changed meanwhile)."""
     tidy(location, [("rm", p, "") for p in paths if is_safe_relpath(p)], shell)
+
+
+def plan_prune(versions: Sequence[str], keep_days: float, now: float) -> list[str]:
+    """The superseded versions (folder names) made more than ``keep_days`` before ``now`` (pure).
+
+    A version's age is the time in its name (when the sync replaced those files, in the local
+    time of the host running the sync, as :data:`SUPERSEDED_VERSION` wrote it); a folder
+    whose name is not such a time is not ours and is never chosen.
+    """
+    cutoff = now - keep_days * 86400
+    old = []
+    for name in versions:
+        if not _VERSION_NAME.match(name):
+            continue
+        try:
+            made = time.mktime(time.strptime(name, SUPERSEDED_VERSION))
+        except ValueError:
+            continue  # e.g. month 13: not a name the sync wrote
+        if made < cutoff:
+            old.append(name)
+    return old
+
+
+def prune_superseded(location: Location, versions: Sequence[str], shell: Shell) -> None:
+    """Remove the superseded version folders ``versions`` at ``location`` (one round trip if remote).
+
+    Raises OSError (here) or RemoteCommandFailed (there) when they cannot be removed.
+    """
+    names = [name for name in versions if _VERSION_NAME.match(name)]
+    if not names:
+        return
+    log.info("prune %s: %s/%s", location, SUPERSEDED_DIR, ", ".join(names))
+    # A .obsflow-superseded that is a symlink is not the sync's own folder: nothing in it is removed.
+    if location.is_remote:
+        folder = shlex.quote(str(PurePosixPath(location.path, SUPERSEDED_DIR)))
+        shell.run(location, f"if [ -L {folder} ]; then echo {folder} is a symlink >&2; exit 4; fi\n"
+                            f"cd -- {folder} && rm -rf -- {shlex.join(names)}")  # fmt: skip
+        return
+    folder = Path(location.path, SUPERSEDED_DIR)
+    if folder.is_symlink():
+        raise NotADirectoryError(f"{folder} is a symlink")
+    for name in names:
+        shutil.rmtree(folder / name)
