@@ -195,18 +195,32 @@ def _copy_and_accept(
         progress.start(f"{job.hop} {job.instrument}", len(plan.copy) + len(plan.update),
                        plan.copy_bytes + plan.update_bytes)  # fmt: skip
     superseded = f"{SUPERSEDED_DIR}/{time.strftime(SUPERSEDED_VERSION)}"
+    landed_new: list[Copied] = []
+    landed_grown: list[Copied] = []
+    copied = replaced = stopped = None
     try:
-        copied = _copy(job, settings, plan.copy, progress)
-        replaced = _copy(job, settings, plan.update, progress, backup_dir=superseded)
+        copied = _copy(job, settings, plan.copy, progress, landed_new)
+        replaced = _copy(job, settings, plan.update, progress, landed_grown, backup_dir=superseded)
+    except TransportError as err:
+        # rsync stopped partway (a full disk, a lost connection): every file it reported before
+        # is complete and checked, so it is counted; the hop still fails with rsync's reason.
+        stopped = err
     finally:
         if progress is not None:
             progress.stop()
-    _accept(job, settings, catalog, plan.copy, copied, outcome, source_time)
-    _accept(job, settings, catalog, plan.update, replaced, outcome, source_time)
+    stopped_code = -1  # rsync did not finish: what it reported must be checked at the destination
+    copied = copied if copied is not None else RsyncResult(copied=landed_new, returncode=stopped_code)
+    replaced = replaced if replaced is not None else RsyncResult(copied=landed_grown, returncode=stopped_code)
+    copied = _confirmed(job, plan.copy, copied, settings.shell)
+    replaced = _confirmed(job, plan.update, replaced, settings.shell)
+    _accept(job, settings, catalog, plan.copy, copied, outcome, source_time, report_missing=stopped is None)
+    _accept(job, settings, catalog, plan.update, replaced, outcome, source_time, report_missing=stopped is None)
     outcome.updated = [path for path in outcome.copied if path in plan.update]
     if outcome.updated:
         log.warning("%d grown file(s) replaced at %s; the older copies are in %s/", len(outcome.updated), job.dest,
                     superseded)  # fmt: skip
+    if stopped is not None:
+        raise stopped
 
 
 def _hash_checks(
@@ -253,15 +267,19 @@ def _copy(
     settings: HopSettings,
     files: dict[str, FileStat],
     progress: Progress | None,
+    landed_into: list[Copied],
     backup_dir: str | None = None,
 ) -> RsyncResult:
+    """Copy ``files``; each file rsync reports complete is also appended to ``landed_into`` at once
+    (so that the caller keeps them if rsync then stops partway)."""
     if not files:
         return RsyncResult()
     lock = threading.Lock()
 
     def landed(copied: Copied) -> None:
-        if progress is not None:
-            with lock:
+        with lock:
+            landed_into.append(copied)
+            if progress is not None:
                 progress.advance(copied.size)
 
     paths = list(files)
@@ -311,6 +329,7 @@ def _accept(
     result: RsyncResult,
     outcome: HopOutcome,
     source_time: float,
+    report_missing: bool = True,
 ) -> None:
     """Count a copy only if the source still is what was planned; undo our own stale copies.
 
@@ -346,11 +365,38 @@ def _accept(
     outcome.copied_bytes += sum(c.size for c in good)
     outcome.sent_bytes += sum(c.sent if c.sent >= 0 else c.size for c in good)
     missing = [p for p in planned if p not in copied]
-    if missing:
+    if missing and report_missing:  # else the hop fails as a whole, with rsync's reason
         detail = "; ".join(result.errors[:3]) or "not reported by rsync"
         outcome.errors.extend(f"{p}: not copied ({detail})" for p in missing)
 
 
-def _relist(job: HopJob, copied: Collection[str], shell: Shell) -> Listing:
+def _relist(job: HopJob, copied: Collection[str], shell: Shell, where: Location | None = None) -> Listing:
+    """The folders holding ``copied``, listed again at the source (or at ``where``)."""
     folders = sorted({folder_of(p) for p in copied})
-    return list_files(job.source, folders, job.patterns, shell)
+    return list_files(where or job.source, folders, job.patterns, shell)
+
+
+def _confirmed(job: HopJob, planned: dict[str, FileStat], result: RsyncResult, shell: Shell) -> RsyncResult:
+    """After an rsync that failed, only the reported copies that really reached their final name.
+
+    rsync prints a file's report line as soon as its data went through, before the receiver
+    has checked it and renamed it into place: after a failure (a full disk, a lost
+    connection, a file that failed its check twice) a reported file may be missing or lie
+    hidden as a partial.  Its final name holding the planned size and mtime is proof: rsync
+    writes into a hidden temp name and sets the mtime when it renames a checked file.
+    """
+    if result.returncode == 0 or not result.copied:
+        return result
+    try:
+        there = _relist(job, [c.path for c in result.copied], shell, where=job.dest)
+    except TransportError as err:  # e.g. the connection is gone: nothing is proven, the next run sees
+        log.warning("cannot check what reached %s: %s", job.dest, err.one_line())
+        there = Listing()
+    real = [
+        c for c in result.copied
+        if (st := there.get(c.path)) is not None and st.kind == "f" and st.size == c.size == planned[c.path].size
+        and abs(st.mtime - planned[c.path].mtime) < 1
+    ]  # fmt: skip
+    if len(real) < len(result.copied):
+        log.warning("%d file(s) reported by rsync did not reach %s", len(result.copied) - len(real), job.dest)
+    return RsyncResult(copied=real, errors=result.errors, returncode=result.returncode)

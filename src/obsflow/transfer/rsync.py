@@ -51,6 +51,7 @@ _OUT_FORMAT = "OBSFLOW\t%l\t%b\t%M\t%C\t%n"
 _ESCAPE = re.compile(r"\\#([0-7]{3})")
 _SSH_TROUBLE = ("ssh:", "Host key verification failed", "Permission denied", "Could not resolve", "Connection closed")
 _PARTIAL_EXITS = (23, 24)
+_DISK_FULL = "No space left on device"
 REPORT_POLL_S = 0.1  # how often the lines rsync printed are read (progress, recording)
 _HOST_EXITS = (255, 12, 5, 10, 35)
 
@@ -224,10 +225,16 @@ def rsync_time_text(mtime_s: int) -> str:
 
 
 def _raise_for(code: int, lines: list[str], source: Location, dest: Location) -> None:
-    message = next((ln for ln in lines if any(t in ln for t in _SSH_TROUBLE)), lines[-1] if lines else "")
+    ssh_trouble = next((ln for ln in lines if any(t in ln for t in _SSH_TROUBLE)), None)
     remote = dest if dest.is_remote else source
-    if code in _HOST_EXITS and remote.is_remote and any(any(t in ln for t in _SSH_TROUBLE) for ln in lines):
-        raise HostUnreachable(f"cannot reach host: {message}", remote.ssh_target)
+    if code in _HOST_EXITS and remote.is_remote and ssh_trouble is not None:
+        raise HostUnreachable(f"cannot reach host: {ssh_trouble}", remote.ssh_target)
+    full = next((ln for ln in lines if _DISK_FULL in ln), None)
+    if full is not None:
+        raise TransportError(f"destination disk full: {full}", str(dest))
+    # The first error rsync printed is the cause; later ones follow from it (the sender's
+    # "Broken pipe" once the receiver has died).
+    message = next((ln for ln in lines if not ln.startswith("rsync error:")), lines[-1] if lines else "")
     if code == 20:
         raise TransportError(f"rsync was interrupted (exit 20): {message}", f"{source} -> {dest}")
     if code == 30:

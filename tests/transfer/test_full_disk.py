@@ -1,0 +1,95 @@
+"""An archive disk that fills up during a sync: one clear line, the finished files counted, nothing
+half-written under a final name, and the next run (after space is freed) completes the copy.
+
+Real parts: a 1 MiB tmpfs as the archive's disk (mounted by the test; the suite runs as root), real
+rsync, and for the remote archive the loopback sshd (rsync pushes, so the files are reported by
+the sending side before the receiver has checked and renamed them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from obsflow.cli import main
+from obsflow.config import load_config
+from obsflow.transfer.catalog import Catalog
+
+KiB = 1024
+
+
+@pytest.fixture
+def small_archive(tmp_path: Path):
+    """A real 1 MiB filesystem for the archive; grown to 8 MiB by ``remount(size)``."""
+    mount = tmp_path / "archive"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs for the full-disk test: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def _night(root: Path) -> dict[str, bytes]:
+    """Five settled 300 KiB frames of tonight: 1.5 MiB, more than the archive holds."""
+    today = date.today()
+    folder = root / f"{today:%Y}" / f"{today:%m%d}"
+    folder.mkdir(parents=True)
+    settled = time.time() - 3600
+    frames = {}
+    for i in range(1, 6):
+        path = folder / f"SHA_{today:%Y%m%d}.{i:04d}.fits"
+        path.write_bytes(os.urandom(300 * KiB))
+        os.utime(path, (settled, settled))
+        frames[str(path.relative_to(root))] = path.read_bytes()
+    return frames
+
+
+def _files_under(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path (hidden partials included)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("archive_host", ["local", "ssh"])
+def test_a_full_archive_disk_stops_the_hop_with_one_line_and_counts_only_finished_files(
+    tmp_path: Path, sshd, small_archive: Path, capsys, archive_host: str
+) -> None:
+    source = tmp_path / "sha"
+    frames = _night(source)
+    location = str(small_archive) if archive_host == "local" else f"cape.test:{small_archive}"
+    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
+    config_path = tmp_path / "obsflow.toml"
+    config_path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n'
+        f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
+        f'[archives.cape]\nlocation = "{location}"\n[[hops]]\nfrom = "instruments"\nto = "cape"\n'
+    )
+    copies = small_archive / "sha"
+
+    assert main(["sync", "-c", str(config_path), "--json"]) == 2  # could not finish: the disk is full
+    (hop,) = json.loads(capsys.readouterr().out)["hops"]
+    assert hop["failure"].startswith("destination disk full: ") and "No space left on device" in hop["failure"]
+    assert "\n" not in hop["failure"]
+    there = _files_under(copies)
+    finished = {path: data for path, data in there.items() if "/." not in f"/{path}"}  # final names only
+    assert 1 <= len(finished) < len(frames)
+    assert all(frames[path] == data for path, data in finished.items())  # whole and equal, never partial
+    assert sorted(hop["copied_files"]) == sorted(finished)  # reported == really there
+    with Catalog(load_config(config_path).catalog_path) as catalog:
+        assert sorted(catalog.copied_here("cape", "sha", list(frames))) == sorted(finished)
+    assert _files_under(source) == frames  # the source untouched
+
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_archive)], check=True)  # space freed
+    assert main(["sync", "-c", str(config_path), "--json"]) == 0
+    (hop,) = json.loads(capsys.readouterr().out)["hops"]
+    assert sorted(hop["copied_files"]) == sorted(set(frames) - set(finished))
+    finals = {p: d for p, d in _files_under(copies).items() if "/." not in f"/{p}"}
+    assert finals == frames  # byte for byte
