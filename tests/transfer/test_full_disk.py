@@ -24,18 +24,26 @@ from obsflow.transfer.catalog import Catalog
 KiB = 1024
 
 
-@pytest.fixture
-def small_archive(tmp_path: Path):
-    """A real 1 MiB filesystem for the archive; grown to 8 MiB by ``remount(size)``."""
-    mount = tmp_path / "archive"
+def _tmpfs(mount: Path, size: str):
     mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, check=False
-    )
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True,
+                            check=False)  # fmt: skip
     if result.returncode != 0:
         pytest.fail(f"cannot mount a small tmpfs for the full-disk test: {result.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_archive(tmp_path: Path):
+    """A real 1 MiB filesystem for the archive; the test grows it with ``mount -o remount``."""
+    yield from _tmpfs(tmp_path / "archive", "1m")
+
+
+@pytest.fixture
+def small_state(tmp_path: Path):
+    """A real 160 KiB filesystem for the sync's state folder (its catalog)."""
+    yield from _tmpfs(tmp_path / "state", "160k")
 
 
 def _night(root: Path) -> dict[str, bytes]:
@@ -93,3 +101,21 @@ def test_a_full_archive_disk_stops_the_hop_with_one_line_and_counts_only_finishe
     assert sorted(hop["copied_files"]) == sorted(set(frames) - set(finished))
     finals = {p: d for p, d in _files_under(copies).items() if "/." not in f"/{p}"}
     assert finals == frames  # byte for byte
+
+
+def test_a_full_state_disk_is_one_line_and_exit_2(tmp_path: Path, small_state: Path, capsys) -> None:
+    source = tmp_path / "sha"
+    night = source / f"{date.today():%Y}" / f"{date.today():%m%d}"
+    night.mkdir(parents=True)
+    settled = time.time() - 3600
+    for i in range(3000):  # more catalog rows than 160 KiB hold
+        (night / f"SHA_{i:05d}.fits").write_bytes(b"x")
+        os.utime(night / f"SHA_{i:05d}.fits", (settled, settled))
+    config_path = tmp_path / "obsflow.toml"
+    config_path.write_text(
+        f'state_dir = "{small_state}"\n[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    assert main(["sync", "-c", str(config_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"obsflow: error: cannot write catalog: database or disk is full ({small_state / 'catalog.sqlite'})"]

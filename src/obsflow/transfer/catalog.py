@@ -428,17 +428,37 @@ class Catalog:
         return VerificationRecord(*row[:5], bool(row[5]), *row[6:]) if row else None
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    A write SQLite cannot make (``OperationalError``: a full disk, a read-only state folder)
+    becomes one OutputError line; other errors (a row breaking a constraint) are bugs and stay.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
+        self._path = path
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as err:
+            raise self._cannot_write(err) from err
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as failed:
+                err = failed
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        if isinstance(err, sqlite3.OperationalError):
+            raise self._cannot_write(err) from err
+
+    def _cannot_write(self, err: sqlite3.Error) -> OutputError:
+        return OutputError(f"cannot write catalog: {err}", str(self._path))
