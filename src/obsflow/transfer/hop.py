@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 #: many small files go in this many parallel rsync streams (see _copy)
 PARALLEL_STREAMS = 3
 PARALLEL_MIN_FILES = 256
+STOPPED = -1  # RsyncResult.returncode of an rsync that did not finish
 #: files modified less than this long before the listing are stat'ed again after their copy
 RECHECK_AFTER_S = 3600.0
 
@@ -195,26 +196,23 @@ def _copy_and_accept(
         progress.start(f"{job.hop} {job.instrument}", len(plan.copy) + len(plan.update),
                        plan.copy_bytes + plan.update_bytes)  # fmt: skip
     superseded = f"{SUPERSEDED_DIR}/{time.strftime(SUPERSEDED_VERSION)}"
-    landed_new: list[Copied] = []
-    landed_grown: list[Copied] = []
-    copied = replaced = stopped = None
+    stopped: TransportError | None = None
     try:
-        copied = _copy(job, settings, plan.copy, progress, landed_new)
-        replaced = _copy(job, settings, plan.update, progress, landed_grown, backup_dir=superseded)
-    except TransportError as err:
-        # rsync stopped partway (a full disk, a lost connection): every file it reported before
-        # is complete and checked, so it is counted; the hop still fails with rsync's reason.
-        stopped = err
+        for planned, backup_dir in ((plan.copy, None), (plan.update, superseded)):
+            if stopped is not None:
+                break
+            landed: list[Copied] = []
+            try:
+                result = _copy(job, settings, planned, progress, landed, backup_dir)
+            except TransportError as err:
+                # rsync stopped partway (a full disk, a lost connection): what it reported so far
+                # is checked at the destination and counted; the hop then fails with rsync's reason.
+                stopped, result = err, RsyncResult(copied=landed, returncode=STOPPED)
+            result = _confirmed(job, planned, result, settings.shell)
+            _accept(job, settings, catalog, planned, result, outcome, source_time, report_missing=stopped is None)
     finally:
         if progress is not None:
             progress.stop()
-    stopped_code = -1  # rsync did not finish: what it reported must be checked at the destination
-    copied = copied if copied is not None else RsyncResult(copied=landed_new, returncode=stopped_code)
-    replaced = replaced if replaced is not None else RsyncResult(copied=landed_grown, returncode=stopped_code)
-    copied = _confirmed(job, plan.copy, copied, settings.shell)
-    replaced = _confirmed(job, plan.update, replaced, settings.shell)
-    _accept(job, settings, catalog, plan.copy, copied, outcome, source_time, report_missing=stopped is None)
-    _accept(job, settings, catalog, plan.update, replaced, outcome, source_time, report_missing=stopped is None)
     outcome.updated = [path for path in outcome.copied if path in plan.update]
     if outcome.updated:
         log.warning("%d grown file(s) replaced at %s; the older copies are in %s/", len(outcome.updated), job.dest,
@@ -270,8 +268,8 @@ def _copy(
     landed_into: list[Copied],
     backup_dir: str | None = None,
 ) -> RsyncResult:
-    """Copy ``files``; each file rsync reports complete is also appended to ``landed_into`` at once
-    (so that the caller keeps them if rsync then stops partway)."""
+    """Copy ``files``; each file rsync reports is also appended to ``landed_into`` at once (so that
+    the caller still has the reports if rsync then stops partway)."""
     if not files:
         return RsyncResult()
     lock = threading.Lock()
