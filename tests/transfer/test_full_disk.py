@@ -1,5 +1,6 @@
-"""An archive disk that fills up during a sync: one clear line, the finished files counted, nothing
+"""Full disks during a sync.  The archive's: one clear line, the finished files counted, nothing
 half-written under a final name, and the next run (after space is freed) completes the copy.
+The state folder's (the catalog): one line, exit 2.  The temp folder's: no effect.
 
 Real parts: a 1 MiB tmpfs as the archive's disk (mounted by the test; the suite runs as root), real
 rsync, and for the remote archive the loopback sshd (rsync pushes, so the files are reported by
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -38,6 +40,14 @@ def _tmpfs(mount: Path, size: str):
 def small_archive(tmp_path: Path):
     """A real 1 MiB filesystem for the archive; the test grows it with ``mount -o remount``."""
     yield from _tmpfs(tmp_path / "archive", "1m")
+
+
+@pytest.fixture
+def nearly_full_tmp(tmp_path: Path):
+    """A real 64 KiB filesystem with 16 KiB left, as the temp folder."""
+    for mount in _tmpfs(tmp_path / "tmp", "64k"):
+        (mount / "filler").write_bytes(bytes(48 * KiB))
+        yield mount
 
 
 @pytest.fixture
@@ -103,19 +113,33 @@ def test_a_full_archive_disk_stops_the_hop_with_one_line_and_counts_only_finishe
     assert finals == frames  # byte for byte
 
 
-def test_a_full_state_disk_is_one_line_and_exit_2(tmp_path: Path, small_state: Path, capsys) -> None:
+def test_a_nearly_full_temp_folder_does_not_stop_a_sync(tmp_path: Path, nearly_full_tmp: Path, monkeypatch) -> None:
+    # rsync's report (a line per file, ~250 KiB here) is kept in memory, not in a temp file.
+    monkeypatch.setattr(tempfile, "tempdir", str(nearly_full_tmp))
+    config_path = _many_tiny_files(tmp_path, tmp_path / "state")
+    assert main(["sync", "-c", str(config_path)]) == 0
+    assert len(list((tmp_path / "suth" / "sha").rglob("*.fits"))) == 3000
+
+
+def _many_tiny_files(tmp_path: Path, state: Path) -> Path:
+    """3000 settled one-byte frames of tonight and a config syncing them to a local archive."""
     source = tmp_path / "sha"
     night = source / f"{date.today():%Y}" / f"{date.today():%m%d}"
     night.mkdir(parents=True)
     settled = time.time() - 3600
-    for i in range(3000):  # more catalog rows than 160 KiB hold
+    for i in range(3000):
         (night / f"SHA_{i:05d}.fits").write_bytes(b"x")
         os.utime(night / f"SHA_{i:05d}.fits", (settled, settled))
     config_path = tmp_path / "obsflow.toml"
     config_path.write_text(
-        f'state_dir = "{small_state}"\n[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
+        f'state_dir = "{state}"\n[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
         f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
     )
+    return config_path
+
+
+def test_a_full_state_disk_is_one_line_and_exit_2(tmp_path: Path, small_state: Path, capsys) -> None:
+    config_path = _many_tiny_files(tmp_path, small_state)  # more catalog rows than 160 KiB hold
     assert main(["sync", "-c", str(config_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"obsflow: error: cannot write catalog: database or disk is full ({small_state / 'catalog.sqlite'})"]
