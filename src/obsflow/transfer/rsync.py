@@ -11,7 +11,8 @@ How rsync is run, and why:
   overwritten (the next run reports it as present or a conflict);
 - ``--checksum-choice=xxh128`` and ``--out-format`` with ``%C``: rsync already hashes every
   file it sends and checks the receiver's copy against it, so its ``%C`` is the end-to-end
-  hash of source and destination without reading the data twice;
+  hash of source and destination without reading the data twice.  The lines go to a file in
+  memory, read every REPORT_POLL_S (a pipe would wake this process once per file);
 - remote to remote: rsync cannot copy between two remote ends, so it is run *on the source
   host* over ssh (``ssh src 'cd root && rsync … ./ dest:path/'``); the source host must reach
   the destination with its own ssh setup (the ``[ssh] options`` are passed along and must make
@@ -131,10 +132,13 @@ def rsync_copy(
     control_dir: str | None = None,
     backup_dir: str | None = None,
 ) -> RsyncResult:
-    """Copy ``paths`` (relative, regular files) from ``source`` to ``dest``; report each as it lands.
+    """Copy ``paths`` (relative, regular files) from ``source`` to ``dest``; report each as rsync does.
 
-    Raises HostUnreachable when ssh cannot reach a host and TransportError when rsync fails
-    as a whole; per-file failures (exit 23/24) come back in ``RsyncResult.errors``.
+    rsync reports a file (``on_copied``, within REPORT_POLL_S) once its data went through: when
+    rsync exits 0 every reported file is checked and in place; after a failure a reported file
+    may not be (see ``hop._confirmed``).  Raises HostUnreachable when ssh cannot reach a host
+    and TransportError when rsync fails as a whole; per-file failures (exit 23/24) come back in
+    ``RsyncResult.errors``.
     """
     result = RsyncResult()
     if not paths:
