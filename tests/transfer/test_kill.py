@@ -107,3 +107,50 @@ def _received(dest: Path) -> int:
     """Bytes of ``dest`` held in rsync's temp file (``.name.XXXXXX``) or its partial folder."""
     hidden = [*dest.parent.glob(f".{dest.name}.*"), dest.parent / ".rsync-partial" / dest.name]
     return max((p.stat().st_size for p in hidden if p.is_file()), default=0)
+
+
+@pytest.mark.slow
+def test_a_connection_lost_mid_copy_counts_only_the_files_that_reached_the_archive(tmp_path: Path, sshd) -> None:
+    """rsync pushing to a remote archive reports each file once it has sent it, before the far
+    end has checked it and renamed it into place; the far end is killed mid-copy."""
+    source, cape = tmp_path / "sha", tmp_path / "cape"
+    night = source / "2026" / "1201"
+    night.mkdir(parents=True)
+    rng = random.Random(5)
+    old = time.time() - 3600
+    frames = {}
+    for i in range(300):
+        path = night / f"SHA_20261201.{i:04d}.fits"
+        path.write_bytes(rng.randbytes(64 << 10))
+        os.utime(path, (old, old))
+        frames[f"2026/1201/{path.name}"] = path.read_bytes()
+    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
+    config = tmp_path / "obsflow.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n'
+        '[transfer]\nrsync_options = ["--bwlimit=2000"]\n'  # ~2 MB/s: 20 MB take ~10 s
+        f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
+        f'[archives.cape]\nlocation = "cape.test:{cape}"\n[[hops]]\nfrom = "instruments"\nto = "cape"\n'
+    )
+    command = [str(OBSFLOW), "sync", "-c", str(config), "-d", "2026-12-01", "--json"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(_final_files(cape)) < 20:
+        assert proc.poll() is None and time.monotonic() < deadline, "the copy ended before it could be cut"
+        time.sleep(0.05)
+    subprocess.run(["pkill", "-f", f"rsync --server .* {cape}/sha"], check=True)  # the far end dies
+    out, _ = proc.communicate(timeout=60)
+
+    assert proc.returncode == 2
+    (hop,) = json.loads(out)["hops"]
+    landed = {rel: p.read_bytes() for rel, p in _final_files(cape / "sha").items()}
+    assert 20 <= len(landed) < len(frames) and all(frames[rel] == data for rel, data in landed.items())
+    assert sorted(hop["copied_files"]) == sorted(landed)  # not the files sent but never renamed into place
+    assert hop["failure"] and "\n" not in hop["failure"]
+    with Catalog(tmp_path / "state" / "catalog.sqlite") as catalog:
+        assert catalog.copied_here("cape", "sha", list(frames)) == set(landed)
+
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout
+    assert sorted(json.loads(done.stdout)["hops"][0]["copied_files"]) == sorted(set(frames) - set(landed))
+    assert {rel: p.read_bytes() for rel, p in _final_files(cape / "sha").items()} == frames
