@@ -88,6 +88,21 @@ def test_an_undated_layout_and_an_instruments_own_settle_time_are_accepted(tmp_p
     assert "negative" in problems["instruments.worse.keep_superseded_days"]
 
 
+def test_two_instruments_cannot_share_a_folder_in_the_archives(tmp_path: Path) -> None:
+    path = tmp_path / "obsflow.toml"
+    path.write_text(
+        '[instruments.sha]\nsource = "/a"\npath = "74in/sha"\n'
+        '[instruments.shd]\nsource = "/b"\npath = "74in/sha"\n'  # the same folder
+        '[instruments.spupnic]\nsource = "/d"\npath = "74in/spupnic"\n'  # apart from sha: fine
+        '[instruments.shax]\nsource = "/e"\npath = "74in/sha2"\n'  # a longer name, not a subfolder: fine
+        '[instruments.all74]\nsource = "/c"\npath = "74in"\n'  # the others' folders are inside it
+        '[archives.suth]\nlocation = "/archive"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    problems = {p.key: p.what for p in check_config(path)}
+    assert set(problems) == {"instruments.shd.path", "instruments.all74.path"}
+    assert "instruments.sha.path" in problems["instruments.shd.path"]
+
+
 def test_every_example_config_is_valid() -> None:
     examples = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
     assert {p.name for p in examples} >= {"saao.toml", "gbt-products.toml"}

@@ -344,6 +344,7 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
         r.problem("transfer.wait_seconds", "must not be negative")
 
     instruments = _parse_instruments(r, r.get(data, "instruments", "instruments", dict, {}), patterns)
+    _check_paths_apart(r, instruments)
     archives = _parse_archives(r, r.get(data, "archives", "archives", dict, {}))
     hops = _parse_hops(r, r.get(data, "hops", "hops", list, []), archives)
     mail = _parse_mail(r, r.get(data, "mail", "mail", dict, {}))
@@ -411,6 +412,21 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
             keep_superseded_days=keep,
         )
     return instruments
+
+
+def _check_paths_apart(r: _Reader, instruments: dict[str, Instrument]) -> None:
+    """Each instrument needs a folder of its own in the archives: two sharing one (or one inside
+    the other) would each take the other's files for its own, and its housekeeping too."""
+    seen: dict[str, tuple[str, ...]] = {}
+    for name, inst in instruments.items():
+        parts = PurePosixPath(inst.path).parts
+        for other, other_parts in seen.items():
+            common = min(len(parts), len(other_parts))
+            if parts[:common] == other_parts[:common]:
+                r.problem(f"instruments.{name}.path", f"{inst.path!r} overlaps instruments.{other}.path "
+                          f"{instruments[other].path!r}: each instrument needs its own folder in the archives")  # fmt: skip
+                break
+        seen[name] = parts
 
 
 def _check_layout(r: _Reader, layout: str, key: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import os
 import time
 from pathlib import Path
@@ -67,22 +68,27 @@ def test_killed_temps_become_resumable_partials(tmp_path: Path, sshd) -> None:
         (root / path).write_bytes(b"x")
     tidy(parse_location(f"cape.test:{root}"), ops, Shell(tuple(sshd.ssh_options)))
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
-        "n/.rsync-partial/a.fits", "n/b.fits"
+        "n/.rsync-partial/a.fits",
+        "n/b.fits",
     ]
 
 
 def test_only_the_syncs_own_superseded_versions_older_than_the_limit_are_pruned() -> None:
-    now = time.mktime((2026, 12, 1, 12, 0, 0, 0, 0, -1))
+    now = calendar.timegm((2026, 12, 1, 12, 0, 0, 0, 0, 0))
     versions = [
-        "20261120T115959",  # 11 days and 1 second old
-        "20261124T120001",  # just under 7 days
-        "20261124T115959",  # just over 7 days
-        "20261301T000000",  # month 13: not a time the sync wrote
-        "20261101T000000-mine", "old", "2026112T0000000",  # not the sync's names
-    ]
-    assert plan_prune(versions, 7, now) == ["20261120T115959", "20261124T115959"]
+        "20261120T115959Z",  # 11 days and 1 second old (UTC, as the sync names them)
+        "20261124T120001Z",  # just under 7 days
+        "20261124T115959Z",  # just over 7 days
+        "20261301T000000Z",  # month 13: not a time the sync wrote
+        "20261101T000000-mine", "old", "2026112T0000000Z", "20261101T000000z",  # not the sync's names
+    ]  # fmt: skip
+    assert plan_prune(versions, 7, now) == ["20261120T115959Z", "20261124T115959Z"]
     assert plan_prune(versions, 30, now) == []
-    assert plan_prune(versions, 0, now) == ["20261120T115959", "20261124T120001", "20261124T115959"]
+    assert plan_prune(versions, 0, now) == ["20261120T115959Z", "20261124T120001Z", "20261124T115959Z"]
+    # a name without "Z" (written before in local time) is read in local time
+    local_8_days = time.strftime("%Y%m%dT%H%M%S", time.localtime(now - 8 * 86400))
+    local_6_days = time.strftime("%Y%m%dT%H%M%S", time.localtime(now - 6 * 86400))
+    assert plan_prune([local_8_days, local_6_days], 7, now) == [local_8_days]
 
 
 def test_python_copy_resumes_a_partial_and_links_without_overwriting(tmp_path: Path) -> None:

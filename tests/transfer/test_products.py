@@ -178,7 +178,7 @@ def test_superseded_copies_older_than_keep_days_are_removed_at_both_archives(tmp
     config = load_config(_config(tmp_path, sshd, out.root, keep))
     archives = [tmp_path / "suth" / "gbt/sdfits", tmp_path / "cape" / "gbt/sdfits"]
     now = time.time()
-    old, recent = (time.strftime(SUPERSEDED_VERSION, time.localtime(now - days * 86400)) for days in (10, 1))
+    old, recent = (time.strftime(SUPERSEDED_VERSION, time.gmtime(now - days * 86400)) for days in (10, 1))
     for archive in archives:
         for name in (old, recent, "kept-by-hand"):
             version = archive / ".obsflow-superseded" / name / FRESH

@@ -120,6 +120,29 @@ def test_a_file_that_changes_during_the_copy_is_not_kept(tmp_path: Path, sshd) -
     assert site.archive_file(site.cape, "sha", rel).read_bytes() == victim.read_bytes()
 
 
+def test_a_file_that_changes_while_another_vanishes_is_still_not_kept(tmp_path: Path, sshd) -> None:
+    """The same, when rsync also fails on a file (a planned file vanished: exit 23): its reports are
+    checked at the destination first, and a changed file's copy that did land must still be found
+    stale and removed."""
+    site = make_site(tmp_path, sshd, nights=1)
+    victim, gone = sorted(p for p in site.sim.files if "/sha/" in str(p))[:2]
+    rel = str(victim.relative_to(site.inst / "sha"))
+
+    def change_and_remove(plan: HopPlan) -> None:
+        if rel in plan.copy:
+            with open(victim, "ab") as handle:
+                handle.write(b"\0" * 2880)
+            gone.unlink()  # rsync cannot find it: exit 23
+
+    report = run_sync(site.config, SyncRequest(instrument="sha", hop="instruments:suth", today=site.today),
+                      before_copy=change_and_remove)  # fmt: skip
+    (outcome,) = report.outcomes
+    assert outcome.in_flight == [rel] and rel not in outcome.copied
+    assert not site.archive_file(site.suth, "sha", rel).exists()
+    gone_rel = str(gone.relative_to(site.inst / "sha"))
+    assert len(outcome.errors) == 1 and outcome.errors[0].startswith(f"{gone_rel}: not copied")
+
+
 @pytest.mark.parametrize("remote", [False, True], ids=["local-locks", "remote-locks"])
 def test_a_locked_file_is_skipped(tmp_path: Path, sshd, remote: bool) -> None:
     locks = tmp_path / "locks"

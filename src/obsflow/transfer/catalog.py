@@ -456,7 +456,10 @@ class _Transaction:
             except sqlite3.OperationalError as failed:
                 err = failed
         if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.OperationalError as failed:  # the disk went away under it: say the first error
+                err = err if err is not None else failed
         if isinstance(err, sqlite3.OperationalError):
             raise self._cannot_write(err) from err
 

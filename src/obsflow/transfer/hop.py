@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obsflow.config import Location
-from obsflow.errors import HostUnreachable, PathEscapeError, RemoteCommandFailed, TransportError
+from obsflow.errors import HostUnreachable, PathEscapeError, TransportError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import (
     SUPERSEDED_DIR,
@@ -174,7 +174,7 @@ def _prune(job: HopJob, dest: Listing, outcome: HopOutcome, shell: Shell) -> Non
         return
     try:
         prune_superseded(job.dest, old, shell)
-    except (OSError, RemoteCommandFailed) as err:
+    except (OSError, TransportError) as err:
         outcome.errors.append(f"{SUPERSEDED_DIR}: old versions not removed ({err})")
         return
     outcome.pruned = old
@@ -195,7 +195,7 @@ def _copy_and_accept(
     if progress is not None:
         progress.start(f"{job.hop} {job.instrument}", len(plan.copy) + len(plan.update),
                        plan.copy_bytes + plan.update_bytes)  # fmt: skip
-    superseded = f"{SUPERSEDED_DIR}/{time.strftime(SUPERSEDED_VERSION)}"
+    superseded = f"{SUPERSEDED_DIR}/{time.strftime(SUPERSEDED_VERSION, time.gmtime())}"  # UTC: never repeats
     stopped: TransportError | None = None
     try:
         for planned, backup_dir in ((plan.copy, None), (plan.update, superseded)):
@@ -208,7 +208,7 @@ def _copy_and_accept(
                 # rsync stopped partway (a full disk, a lost connection): what it reported so far
                 # is checked at the destination and counted; the hop then fails with rsync's reason.
                 stopped, result = err, RsyncResult(copied=landed, returncode=STOPPED)
-            result = _confirmed(job, planned, result, settings.shell)
+            result = _confirmed(job, result, settings.shell)
             _accept(job, settings, catalog, planned, result, outcome, source_time, report_missing=stopped is None)
     finally:
         if progress is not None:
@@ -337,7 +337,7 @@ def _accept(
     copy, to catch a writer that came back during the copy itself.
     """
     copied = {c.path: c for c in result.copied if c.path in planned}
-    same_clock = not (job.source.is_remote and job.dest.is_remote)  # %M is printed in our time zone
+    same_clock = _prints_our_time(job)
     horizon = max(RECHECK_AFTER_S, 10 * job.settle_s)
     stale = [
         p for p, c in copied.items()
@@ -368,20 +368,26 @@ def _accept(
         outcome.errors.extend(f"{p}: not copied ({detail})" for p in missing)
 
 
+def _prints_our_time(job: HopJob) -> bool:
+    """True when rsync's ``%M`` is in this host's time zone (rsync runs here, not on a remote source)."""
+    return not (job.source.is_remote and job.dest.is_remote)
+
+
 def _relist(job: HopJob, copied: Collection[str], shell: Shell, where: Location | None = None) -> Listing:
     """The folders holding ``copied``, listed again at the source (or at ``where``)."""
     folders = sorted({folder_of(p) for p in copied})
     return list_files(where or job.source, folders, job.patterns, shell)
 
 
-def _confirmed(job: HopJob, planned: dict[str, FileStat], result: RsyncResult, shell: Shell) -> RsyncResult:
+def _confirmed(job: HopJob, result: RsyncResult, shell: Shell) -> RsyncResult:
     """After an rsync that failed, only the reported copies that really reached their final name.
 
     rsync prints a file's report line as soon as its data went through, before the receiver
     has checked it and renamed it into place: after a failure (a full disk, a lost
     connection, a file that failed its check twice) a reported file may be missing or lie
-    hidden as a partial.  Its final name holding the planned size and mtime is proof: rsync
-    writes into a hidden temp name and sets the mtime when it renames a checked file.
+    hidden as a partial.  Its final name holding the size and mtime rsync reported is proof:
+    rsync writes into a hidden temp name and sets the mtime when it renames a checked file.
+    (Whether the copy is still what was planned is :func:`_accept`'s to decide.)
     """
     if result.returncode == 0 or not result.copied:
         return result
@@ -390,10 +396,11 @@ def _confirmed(job: HopJob, planned: dict[str, FileStat], result: RsyncResult, s
     except TransportError as err:  # e.g. the connection is gone: nothing is proven, the next run sees
         log.warning("cannot check what reached %s: %s", job.dest, err.one_line())
         there = Listing()
+    same_clock = _prints_our_time(job)
     real = [
         c for c in result.copied
-        if (st := there.get(c.path)) is not None and st.kind == "f" and st.size == c.size == planned[c.path].size
-        and abs(st.mtime - planned[c.path].mtime) < 1
+        if (st := there.get(c.path)) is not None and st.kind == "f" and st.size == c.size
+        and (not same_clock or rsync_time_text(int(st.mtime)) == c.mtime_text)
     ]  # fmt: skip
     if len(real) < len(result.copied):
         log.warning("%d file(s) reported by rsync did not reach %s", len(result.copied) - len(real), job.dest)

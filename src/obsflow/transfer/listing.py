@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 PARTIAL_DIRS = (".rsync-partial", ".~tmp~")
 SUPERSEDED_DIR = ".obsflow-superseded"  # older copies of grown files, kept by the sync: not data, not temps
-SUPERSEDED_VERSION = "%Y%m%dT%H%M%S"  # one folder per run that replaced files: when (local time of the sync)
+SUPERSEDED_VERSION = "%Y%m%dT%H%M%SZ"  # one folder per run that replaced files: when, in UTC
 _RSYNC_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9]{6}$")
 _PARTIAL_PART = re.compile("(?:^|/)(?:" + "|".join(re.escape(d) for d in PARTIAL_DIRS) + ")/")
 _HASH_LINE = re.compile(rb"^([0-9a-f]{32}) (.+)$")

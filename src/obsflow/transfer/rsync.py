@@ -189,9 +189,10 @@ def rsync_copy(
 
 def _report_file() -> IO[bytes]:
     """A file for rsync's report lines: in memory where Linux offers it (a full /tmp cannot stop a sync)."""
-    if hasattr(os, "memfd_create"):
+    try:
         return os.fdopen(os.memfd_create("obsflow-rsync-report", os.MFD_CLOEXEC), "w+b")
-    return tempfile.TemporaryFile()
+    except (AttributeError, OSError):  # not Linux, or refused (a sandbox, no file descriptors left)
+        return tempfile.TemporaryFile()
 
 
 class _LineTail:
@@ -244,8 +245,9 @@ def _raise_for(code: int, lines: list[str], source: Location, dest: Location) ->
     if full is not None:
         raise TransportError(f"destination disk full: {full}", str(dest))
     # The first error rsync printed is the cause; later ones follow from it (the sender's
-    # "Broken pipe" once the receiver has died).
-    message = next((ln for ln in lines if not ln.startswith("rsync error:")), lines[-1] if lines else "")
+    # "Broken pipe" once the receiver has died).  ssh's warnings and banners come before it.
+    own = [ln for ln in lines if ln.startswith(("rsync:", "ERROR:")) and not ln.startswith("rsync error:")]
+    message = own[0] if own else (lines[-1] if lines else "")
     if code == 20:
         raise TransportError(f"rsync was interrupted (exit 20): {message}", f"{source} -> {dest}")
     if code == 30:

@@ -14,6 +14,7 @@ other file.
 
 from __future__ import annotations
 
+import calendar
 import logging
 import os
 import re
@@ -33,7 +34,8 @@ __all__ = ["plan_prune", "plan_tidy", "prune_superseded", "remove_copies", "tidy
 log = logging.getLogger(__name__)
 
 Op = tuple[str, str, str]  # ("mv", from, to) or ("rm", path, "")
-_VERSION_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}$")  # what SUPERSEDED_VERSION writes; nothing else is touched
+# What SUPERSEDED_VERSION writes (UTC, "Z"), or wrote before in local time (no "Z"); nothing else is touched.
+_VERSION_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}Z?$")
 
 
 def plan_tidy(temps: Mapping[str, FileStat], present: Mapping[str, FileStat]) -> list[Op]:
@@ -92,9 +94,10 @@ def remove_copies(location: Location, paths: Sequence[str], shell: Shell) -> Non
 def plan_prune(versions: Sequence[str], keep_days: float, now: float) -> list[str]:
     """The superseded versions (folder names) made more than ``keep_days`` before ``now`` (pure).
 
-    A version's age is the time in its name (when the sync replaced those files, in the local
-    time of the host running the sync, as :data:`SUPERSEDED_VERSION` wrote it); a folder
-    whose name is not such a time is not ours and is never chosen.
+    A version's age is the time in its name (when the sync replaced those files, in UTC as
+    :data:`SUPERSEDED_VERSION` writes it; a name without the "Z" is in the local time of the
+    host running the sync, as earlier versions wrote it); a folder whose name is not such a
+    time is not ours and is never chosen.
     """
     cutoff = now - keep_days * 86400
     old = []
@@ -102,9 +105,10 @@ def plan_prune(versions: Sequence[str], keep_days: float, now: float) -> list[st
         if not _VERSION_NAME.match(name):
             continue
         try:
-            made = time.mktime(time.strptime(name, SUPERSEDED_VERSION))
+            fields = time.strptime(name.removesuffix("Z"), SUPERSEDED_VERSION.removesuffix("Z"))
         except ValueError:
             continue  # e.g. month 13: not a name the sync wrote
+        made = calendar.timegm(fields) if name.endswith("Z") else time.mktime(fields)
         if made < cutoff:
             old.append(name)
     return old
