@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from obsflow.config import WHOLE_ROOT
 from obsflow.errors import OutputError
+from obsflow.transfer.listing import is_utf8_name
 
 if TYPE_CHECKING:
     from obsflow.transfer.listing import FileStat
@@ -231,6 +232,8 @@ class Catalog:
             stored = self.stored(host, instrument, folders)
         hashes, rows, known = {}, [], stored.get
         for path, st in files.items():
+            if not is_utf8_name(path):
+                continue  # cannot be stored as text; the plan refuses it
             row = known(path)
             if row is None or row[0] != st[0] or row[1] != st[1]:
                 rows.append((host, instrument, path, st[0], st[1], now))
@@ -274,7 +277,8 @@ class Catalog:
         or mtime differs loses its copied/verified marks (see ``_UPSERT_HASH``).
         """
         now = time.time() if now is None else now
-        values = [(host, instrument, path, size, mtime, xxh, now) for path, size, mtime, xxh in rows]
+        values = [(host, instrument, path, size, mtime, xxh, now) for path, size, mtime, xxh in rows
+                  if is_utf8_name(path)]  # fmt: skip
         if values:
             with self._transaction():
                 self._db.executemany(_UPSERT_HASH, values)
@@ -317,7 +321,7 @@ class Catalog:
         with self._transaction():
             self._db.executemany(
                 "UPDATE files SET verified = ? WHERE host = ? AND instrument = ? AND path = ? AND verified IS NULL",
-                [(now, host, instrument, path) for path in paths],
+                [(now, host, instrument, path) for path in paths if is_utf8_name(path)],
             )
 
     def get(self, host: str, instrument: str, path: str) -> FileRecord | None:

@@ -44,7 +44,8 @@ from obsflow.errors import PathEscapeError
 from obsflow.transfer.remote import Shell
 
 __all__ = [
-    "WHOLE_ROOT", "FileStat", "Listing", "hash_files", "is_safe_relpath", "list_files", "unsafe_relpaths", "xxh128_file",
+    "WHOLE_ROOT", "FileStat", "Listing", "hash_files", "is_safe_relpath", "is_utf8_name", "list_files", "printable_name",
+    "unsafe_relpaths", "xxh128_file",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,22 @@ def unsafe_relpaths(paths: Iterable[str]) -> set[str]:
     if joined.count("\0") == len(paths) + 1 and not any(bad in joined for bad in _UNSAFE_IN_JOINED):
         return set()  # no NUL inside a name (it would pass for a separator) and nothing unsafe
     return {path for path in paths if not is_safe_relpath(path)}
+
+
+def is_utf8_name(path: str) -> bool:
+    """False for a name whose bytes are not UTF-8 (listed with surrogate escapes, as ``os.fsdecode`` does)."""
+    if path.isascii():
+        return True  # the common case, decided at C speed
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_name(path: str) -> str:
+    """``path`` as text that can be printed and stored: undecodable bytes as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def temp_target(relpath: str) -> str | None:

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 
 from obsflow.config import UNDATED, WHOLE_ROOT
 from obsflow.errors import UsageError
-from obsflow.transfer.listing import FileStat, unsafe_relpaths
+from obsflow.transfer.listing import FileStat, is_utf8_name, printable_name, unsafe_relpaths
 
 __all__ = [
     "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within", "parse_date", "plan_copy", "take_grown",
@@ -129,6 +129,9 @@ def plan_copy(
     for path in sorted(source):
         st = source[path]
         reason = _refusal(path, st, path in unsafe)
+        if not reason and not is_utf8_name(path):
+            # rsync would copy it, but it cannot be recorded, printed or verified as text
+            reason, path = "name is not valid UTF-8: not copied (rename it at the source)", printable_name(path)
         if reason:
             plan.refused.append(Refusal(path, reason))
         elif locks and any(part in locks for part in path.split("/")):

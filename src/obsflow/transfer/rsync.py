@@ -214,7 +214,7 @@ class _LineTail:
 
 def _feed(stdin: IO[bytes], paths: Sequence[str]) -> None:
     try:
-        stdin.write(b"\0".join(p.encode() for p in paths) + b"\0")
+        stdin.write(b"\0".join(os.fsencode(p) for p in paths) + b"\0")  # the bytes the listing read
         stdin.close()
     except BrokenPipeError:
         pass  # rsync exited early; its exit status says why

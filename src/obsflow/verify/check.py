@@ -21,20 +21,21 @@ A host that cannot be reached makes its folders "not checked" (never "None").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import multiprocessing
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from obsflow.config import INSTRUMENTS, Config, Hop, Instrument, Location
 from obsflow.errors import OutputError, TransportError, UsageError
 from obsflow.transfer.catalog import Catalog
-from obsflow.transfer.listing import FileStat, Listing, hash_files, list_files
+from obsflow.transfer.listing import FileStat, Listing, hash_files, list_files, printable_name
 from obsflow.transfer.plan import dated_folders, modified_window, modified_within
 from obsflow.transfer.remote import Shell
 from obsflow.verify.compare import Comparison, HashDiff, compare_hashes, compare_listings, confirm, folders_of
@@ -339,6 +340,11 @@ def _hash_sides(
     return known, errors, fresh_paths
 
 
+def _shown(paths: Iterable[str]) -> tuple[str, ...]:
+    """Paths as the report shows them: a name whose bytes are not UTF-8 with ``\\xff`` escapes."""
+    return tuple(printable_name(path) for path in paths)
+
+
 def _record_hashes(catalog: Catalog, side: Side, fresh: dict[str, str], stats: dict[str, FileStat]) -> None:
     # Stored with the size and mtime of the listing (the files compared here have settled), in one transaction.
     rows = [(path, stats[path].size, stats[path].mtime, digest) for path, digest in fresh.items()]
@@ -406,12 +412,12 @@ def _result(
         matched -= len(differs) + len(missing_hash)
     return FolderResult(
         **ends,
-        missing=tuple(comparison.missing),
-        size_differs=tuple(comparison.size_differs),
-        hash_differs=hash_differs,
-        unhashed=unhashed,
-        in_flight=tuple(comparison.in_flight),
-        skipped=tuple(comparison.skipped),
+        missing=_shown(comparison.missing),
+        size_differs=tuple(dataclasses.replace(d, path=printable_name(d.path)) for d in comparison.size_differs),
+        hash_differs=tuple(dataclasses.replace(d, path=printable_name(d.path)) for d in hash_differs),
+        unhashed=_shown(unhashed),
+        in_flight=_shown(comparison.in_flight),
+        skipped=_shown(comparison.skipped),
         matched=matched,
         hash_checked=checksum,
         hash_error=hash_error,

@@ -1,0 +1,54 @@
+"""A file name whose bytes are not UTF-8 (written by a tool in another locale) is refused with a
+readable line, never a traceback or a hang; the other files are copied; verify names it too."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from obsflow.cli import main
+
+BAD = b"SHA_\xff.fits"  # Latin-1 'ÿ', not UTF-8
+
+
+@pytest.mark.parametrize("source_host", ["local", "ssh"])
+def test_a_name_that_is_not_utf8_is_refused_with_one_readable_line(
+    tmp_path: Path, sshd, capsys, source_host: str
+) -> None:
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    folder = tmp_path / "sha" / night
+    folder.mkdir(parents=True)
+    settled = time.time() - 3600
+    for name in (BAD, b"SHA_0001.fits"):
+        path = os.path.join(os.fsencode(folder), name)
+        with open(path, "wb") as handle:
+            handle.write(b"frame")
+        os.utime(path, (settled, settled))
+    source = str(tmp_path / "sha") if source_host == "local" else f"sha.test:{tmp_path / 'sha'}"
+    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
+    config = tmp_path / "obsflow.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n'
+        f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    shown = f"{night}/SHA_\\xff.fits"
+
+    assert main(["sync", "-c", str(config), "--json"]) == 1  # something left for a person
+    (hop,) = json.loads(capsys.readouterr().out)["hops"]
+    assert hop["copied_files"] == [f"{night}/SHA_0001.fits"]
+    assert hop["refused_files"] == [{"path": shown, "reason": "name is not valid UTF-8: not copied (rename it at "
+                                                               "the source)"}]  # fmt: skip
+    assert os.listdir(os.fsencode(tmp_path / "suth" / "sha" / night)) == [b"SHA_0001.fits"]
+
+    assert main(["sync", "-c", str(config)]) == 1
+    assert f"refused: {source}/{shown}: name is not valid UTF-8" in capsys.readouterr().out
+
+    report = tmp_path / "verify.html"
+    assert main(["verify", "-c", str(config), "--html", str(report)]) == 1  # it is missing at suth
+    assert shown in capsys.readouterr().out and shown in report.read_text()
