@@ -52,3 +52,36 @@ def test_a_name_that_is_not_utf8_is_refused_with_one_readable_line(
     report = tmp_path / "verify.html"
     assert main(["verify", "-c", str(config), "--html", str(report)]) == 1  # it is missing at suth
     assert shown in capsys.readouterr().out and shown in report.read_text()
+
+
+def test_an_accented_name_is_copied_and_hashed_under_the_c_locale_of_cron(tmp_path: Path, sshd, monkeypatch,
+                                                                          capsys) -> None:  # fmt: skip
+    """Under LC_ALL=C rsync prints every byte of 'é' as an escape (\\#303\\#251): the name must still
+    be recognised, in rsync's copy reports and in its remote hashing."""
+    monkeypatch.setenv("LC_ALL", "C")
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    folder = tmp_path / "sha" / night
+    folder.mkdir(parents=True)
+    settled = time.time() - 3600
+    frame = folder / "SHA_é.fits"
+    frame.write_bytes(b"frame")
+    os.utime(frame, (settled, settled))
+    suth, cape = tmp_path / "suth", tmp_path / "cape"
+    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
+    config = tmp_path / "obsflow.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n'
+        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n'
+    )
+    rel = f"{night}/SHA_é.fits"
+
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    assert [h["copied_files"] for h in json.loads(capsys.readouterr().out)["hops"]] == [[rel], [rel]]
+    # cape's copy gets another mtime: same size, so the next run compares hashes (cape's by its rsync)
+    os.utime(cape / "sha" / rel, (settled + 60, settled + 60))
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    hops = json.loads(capsys.readouterr().out)["hops"]
+    assert [(h["copied_files"], h["conflict_files"], h["present"]) for h in hops] == [([], [], 1), ([], [], 1)]
+    assert main(["verify", "-c", str(config), "--checksum", "--rehash"]) == 0

@@ -42,6 +42,7 @@ import xxhash
 from obsflow.config import WHOLE_ROOT, Location
 from obsflow.errors import PathEscapeError
 from obsflow.transfer.remote import Shell
+from obsflow.transfer.rsync import printed_name
 
 __all__ = [
     "WHOLE_ROOT", "FileStat", "Listing", "hash_files", "is_safe_relpath", "is_utf8_name", "list_files", "printable_name",
@@ -420,8 +421,8 @@ def hash_files(location: Location, paths: Iterable[str], shell: Shell | None = N
     wanted, hashes = set(paths), {}
     for line in out.splitlines():
         match = _HASH_LINE.match(line)
-        if match and os.fsdecode(match[2]) in wanted:
-            hashes[os.fsdecode(match[2])] = match[1].decode()
+        if match and (name := printed_name(match[2])) in wanted:
+            hashes[name] = match[1].decode()
     return hashes
 
 

@@ -43,13 +43,13 @@ from obsflow.config import Location
 from obsflow.errors import HostUnreachable, TransportError
 from obsflow.transfer.remote import ssh_argv, ssh_rsh
 
-__all__ = ["Copied", "RsyncResult", "has_rsync", "rsync_copy"]
+__all__ = ["Copied", "RsyncResult", "has_rsync", "printed_name", "rsync_copy"]
 
 log = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".rsync-partial"
 _OUT_FORMAT = "OBSFLOW\t%l\t%b\t%M\t%C\t%n"
-_ESCAPE = re.compile(r"\\#([0-7]{3})")
+_ESCAPE = re.compile(rb"\\#([0-7]{3})")  # rsync's escape for a byte it will not print in this locale
 _SSH_TROUBLE = ("ssh:", "Host key verification failed", "Permission denied", "Could not resolve", "Connection closed")
 _PARTIAL_EXITS = (23, 24)
 _DISK_FULL = "No space left on device"
@@ -209,7 +209,7 @@ class _LineTail:
             chunks.append(chunk)
             self._offset += len(chunk)
         *complete, self._partial = b"".join(chunks).split(b"\n")
-        return [line.decode(errors="replace") for line in complete]
+        return [os.fsdecode(line) for line in complete]  # names keep their bytes (surrogate escapes)
 
 
 def _feed(stdin: IO[bytes], paths: Sequence[str]) -> None:
@@ -224,10 +224,20 @@ def _parse_line(line: str) -> Copied | None:
     if not line.startswith("OBSFLOW\t"):
         return None
     _, length, sent, mtime, checksum, name = line.split("\t", 5)
-    name = _ESCAPE.sub(lambda m: chr(int(m[1], 8)), name)
     if name.endswith("/") or not checksum.strip():
         return None  # a folder
-    return Copied(name, int(length), mtime, checksum.strip(), int(sent))
+    return Copied(printed_name(os.fsencode(name)), int(length), mtime, checksum.strip(), int(sent))
+
+
+def printed_name(raw: bytes) -> str:
+    """A name as rsync's ``%n`` printed it, back to the name itself (``os.fsdecode`` of its bytes).
+
+    rsync writes each byte it will not print in the current locale as ``\\#ooo`` (octal): under
+    the C locale of a cron job, every byte of ``é`` in UTF-8.
+    """
+    if b"\\#" in raw:
+        raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 8)]), raw)
+    return os.fsdecode(raw)
 
 
 @lru_cache(maxsize=4096)
