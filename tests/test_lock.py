@@ -65,6 +65,28 @@ def test_lock_from_another_host_is_stale_only_by_age(tmp_path):
     assert not is_locked(tmp_path, "P")
 
 
+def test_a_lock_on_this_host_lives_as_long_as_the_process_that_took_it(tmp_path):
+    # The filler daemon holds its lock for weeks: age alone must not free it on its own host.
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        path = lock_path(tmp_path, "daemon")
+        record = {"pid": holder.pid, "host": socket.gethostname(), "user": "x", "started": time.time(),
+                  "purpose": "the filler daemon"}  # fmt: skip
+        path.write_text(json.dumps(record))
+        time.sleep(1.5)
+        assert is_locked(tmp_path, "daemon", stale_after_s=1.0)  # older than the limit, its process alive
+        record["started"] = time.time() - 3600  # "taken" an hour before its pid's process began: a reused pid
+        path.write_text(json.dumps(record))
+        assert not is_locked(tmp_path, "daemon", stale_after_s=1e9)
+    finally:
+        holder.kill()
+        holder.wait()
+    record["started"] = time.time()
+    path.write_text(json.dumps(record))
+    assert not is_locked(tmp_path, "daemon")  # its process is gone
+
+
 def test_a_killed_taker_never_leaves_a_half_written_lock(tmp_path):
     # Many takers killed at random instants: every lock left behind is whole and stale.
     import random

@@ -82,12 +82,33 @@ def _pid_alive(pid: int) -> bool:
 
 
 def is_stale(info: LockInfo, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> bool:
-    """Stale: on this host with its process gone, or older than ``stale_after_s``."""
+    """Stale: on this host, when its process is gone (however old: the filler daemon holds its
+    lock for weeks); from another host, whose processes cannot be seen, when older than
+    ``stale_after_s``."""
     if info.purpose == "unreadable":
         return time.time() - info.started > UNREADABLE_STALE_AFTER_S
-    if time.time() - info.started > stale_after_s:
-        return True
-    return info.host == socket.gethostname() and not _pid_alive(info.pid)
+    if info.host == socket.gethostname():
+        return not _holder_alive(info)
+    return time.time() - info.started > stale_after_s
+
+
+def _holder_alive(info: LockInfo) -> bool:
+    """The lock's process is running, and is the one that took it (not a later one given its pid)."""
+    if not _pid_alive(info.pid):
+        return False
+    started = _process_start(info.pid)
+    return started is None or started <= info.started + 2.0  # /proc/stat btime has whole seconds
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (unix seconds), from /proc; None where that cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))  # fmt: skip
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def is_locked(locks_dir: Path, name: str, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> bool:

@@ -224,3 +224,79 @@ def test_recovery_leaves_a_running_fill_alone_and_clears_a_dead_fillers_lock(raw
     assert fits_path.read_bytes() == before
     assert not lock.exists() and PROJECT not in live_locks(layout.locks_dir)
     assert not layout.journal_path(PROJECT).exists()
+
+
+def _crash_at_naxis2(raw_project: Path, layout: OutputLayout, scan_index: int) -> None:
+    """Fill one more scan in a forked filler that dies (os._exit) just before its NAXIS2 write."""
+
+    def child() -> None:
+        real = writer.write_at
+
+        def die_at_naxis2(fd, data, offset):  # the rows are written and flushed; the count is not
+            if len(data) == 80 and bytes(data).startswith(b"NAXIS2"):
+                os._exit(9)
+            real(fd, data, offset)
+
+        writer.write_at = die_at_naxis2
+        fill_scan(rawmod.read_project(raw_project)[scan_index], layout, project=PROJECT)
+        os._exit(0)
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join()
+    assert proc.exitcode == 9 and layout.journal_path(PROJECT).exists()
+
+
+def test_recovery_after_a_crash_leaves_the_observers_flag_edits_alone(raw_project: Path, tmp_path: Path) -> None:
+    layout = OutputLayout(tmp_path / "out")
+    fill_scan(rawmod.read_project(raw_project)[0], layout, project=PROJECT)
+    products = {p: p.read_bytes() for p in layout.bank_files(PROJECT)}
+    _crash_at_naxis2(raw_project, layout, 1)
+    # Between the crash and the filler's restart, an observer flags a channel range in bank A's
+    # file and removes bank B's spur rows (the file gets shorter).
+    flag_a, flag_b = (layout.flag_target(p) for p in layout.bank_files(PROJECT))
+    with open(flag_a, "a") as handle:
+        handle.write("1|2026-12-01 22:00:00.000|observer|1|*|*|*|100:200|RFI\n")
+    flag_b.write_text(flag_b.read_text().split("\n", 2)[0] + "\n")
+    edited = {flag_a: flag_a.read_bytes(), flag_b: flag_b.read_bytes()}
+    assert layout.recover_all()  # the fill is rolled back ...
+    assert {p: p.read_bytes() for p in layout.bank_files(PROJECT)} == products
+    assert {p: p.read_bytes() for p in edited} == edited  # ... the observer's edits are not
+    check_consistent(layout.root, {1})
+
+
+def test_reading_which_scans_are_filled_waits_for_the_fill_that_holds_the_lock(raw_project: Path,
+                                                                               tmp_path: Path) -> None:  # fmt: skip
+    from obsflow.errors import LockError
+    from obsflow.lock import held
+
+    layout = OutputLayout(tmp_path / "out")
+    fill_scan(rawmod.read_project(raw_project)[0], layout, project=PROJECT)
+    _crash_at_naxis2(raw_project, layout, 1)  # a journal, as a fill under way leaves it
+    fits_path = layout.bank_fits(PROJECT, "A")
+    mid_fill = fits_path.read_bytes()
+    with held(layout.locks_dir, PROJECT, purpose="an offline fill in another process"):
+        with pytest.raises(LockError):
+            filled_scans(layout, PROJECT, lock_timeout_s=0.3)
+        assert fits_path.read_bytes() == mid_fill and layout.journal_path(PROJECT).exists()  # not rolled back
+    assert {k.scan for k in filled_scans(layout, PROJECT)} == {1}  # the lock is free: rolled back, then read
+    check_consistent(layout.root, {1})
+
+
+def test_ctrl_c_during_a_fill_rolls_it_back(raw_project: Path, tmp_path: Path, monkeypatch) -> None:
+    layout = OutputLayout(tmp_path / "out")
+    scans = rawmod.read_project(raw_project)
+    fill_scan(scans[0], layout, project=PROJECT)
+    before = {p: p.read_bytes() for p in sorted(layout.root.rglob("*")) if p.is_file() and ".obsflow" not in p.parts}
+    real = writer.write_at
+
+    def interrupted(fd, data, offset):
+        if len(data) == 80 and bytes(data).startswith(b"NAXIS2"):
+            raise KeyboardInterrupt
+        real(fd, data, offset)
+
+    monkeypatch.setattr(writer, "write_at", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fill_scan(scans[1], layout, project=PROJECT)
+    after = {p: p.read_bytes() for p in sorted(layout.root.rglob("*")) if p.is_file() and ".obsflow" not in p.parts}
+    assert after == before and not layout.journal_path(PROJECT).exists()

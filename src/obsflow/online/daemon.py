@@ -153,8 +153,11 @@ class Daemon:
         self.status.last_poll = time.time()
         for event in self.source.poll():
             if event.project not in self._known_projects:
-                self._known_projects.add(event.project)
-                self.engine.already_filled(event.project, self.filled_scans(event.project))
+                try:
+                    self.engine.already_filled(event.project, self.filled_scans(event.project))
+                    self._known_projects.add(event.project)
+                except ObsflowError as err:  # its lock is busy, a file is damaged: ask again next poll
+                    log.error("cannot read which scans of %s are filled: %s", event.project, err.one_line())
             self.engine.observe(event)
             if event.kind == "project":
                 self._service_log("project", project=event.project)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from obsflow.errors import InputError, IntegrityError, ObsflowError, OutputError
+from obsflow.errors import InputError, IntegrityError, OutputError
 from obsflow.lock import held
 from obsflow.online import raw
 from obsflow.online.events import LoggedScan, ScanKey
@@ -83,12 +83,17 @@ def logged_scans(project_dir: Path) -> list[LoggedScan]:
     ]
 
 
-def filled_scans(layout: OutputLayout, project: str) -> set[ScanKey]:
-    """Scans already in any of the project's bank files (the state survives restarts: it is the files)."""
-    recover(layout.journal_path(project))
-    keys: set[ScanKey] = set()
-    for path in layout.bank_files(project, BACKEND):
-        keys |= {ScanKey(int(s), str(t)) for s, t in writer.scans_in_file(path)}
+def filled_scans(layout: OutputLayout, project: str, lock_timeout_s: float = 60.0) -> set[ScanKey]:
+    """Scans already in any of the project's bank files (the state survives restarts: it is the files).
+
+    Read under the project's lock: a fill running in another process (an offline ``obsflow
+    fill``) finishes first, and only then is an interrupted fill's journal rolled back.
+    """
+    with held(layout.locks_dir, project, timeout_s=lock_timeout_s, purpose="read which scans are filled"):
+        recover(layout.journal_path(project))
+        keys: set[ScanKey] = set()
+        for path in layout.bank_files(project, BACKEND):
+            keys |= {ScanKey(int(s), str(t)) for s, t in writer.scans_in_file(path)}
     return keys
 
 
@@ -158,8 +163,8 @@ def _fill_locked(
     journal.save()
     try:
         _write_all(project, work, layout, combined, write_spurs)
-    except (ObsflowError, OSError) as err:
-        log.error("fill of %s scan %d failed, rolling back: %s", project, scan.number, err)
+    except BaseException as err:  # Ctrl-C and bugs too: never leave a half fill behind the lock
+        log.error("fill of %s scan %d failed, rolling back: %s", project, scan.number, err or type(err).__name__)
         journal.rollback()
         if isinstance(err, OSError):
             raise OutputError(f"fill failed and was rolled back: {err.strerror or err}", err.filename) from err
@@ -190,7 +195,8 @@ def _prepare_bank(
         journal.record(FileUndo(str(fits_path), None))
         journal.record(FileUndo(str(index_fits.index_path_for(fits_path)), None))
         item = _BankWork(fits_path, rows, header, 0, None)
-    journal.record(undo_for(layout.flag_target(fits_path)))
+    # The flag file is not journaled: it is the observers' (a rollback must not undo their
+    # edits), and what the fill adds to it (an empty header, spur rows) is idempotent.
     link = fits_path.with_suffix(".flag")
     if not _exists(link):
         journal.record(FileUndo(str(link), None))  # the link beside the FITS file is new: remove on rollback

@@ -72,6 +72,7 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.entries: dict[str, FileUndo] = {}
+        self._saved = 0  # how many entries the journal on disk holds
 
     def record(self, undo: FileUndo) -> None:
         """Remember how to undo one file (the first record of a file wins: it is the oldest state)."""
@@ -82,18 +83,22 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"files": [u.to_json() for u in self.entries.values()]})
         write_atomic(self.path, payload)
+        self._saved = len(self.entries)
 
     def commit(self) -> None:
         """The fill is complete and durable: forget how to undo it."""
         self.path.unlink(missing_ok=True)
         fsync_dir(self.path.parent)
         self.entries.clear()
+        self._saved = 0
 
     def rollback(self) -> None:
         """Undo this fill now (the files go back to their recorded state)."""
-        self.save()
+        if self._saved != len(self.entries):  # saved already: saving again could fail on a full disk
+            self.save()
         recover(self.path)
         self.entries.clear()
+        self._saved = 0
 
 
 def _restore(undo: FileUndo) -> None:

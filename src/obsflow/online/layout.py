@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from obsflow.errors import LockError
+from obsflow.errors import LockError, ObsflowError
 from obsflow.lock import held
 from obsflow.online.journal import recover
 from obsflow.sdfits.flag import flag_target_path
@@ -105,6 +105,8 @@ class OutputLayout:
                         restored += recover(journal)
                 except LockError as err:
                     log.info("not rolling back %s: its fill is still running (%s)", journal.stem, err.one_line())
+                except ObsflowError as err:  # one damaged project must not keep the filler from starting
+                    log.error("cannot roll back %s: %s", journal.stem, err.one_line())
         return restored
 
     def append_fill_log(self, project: str, record: dict[str, object]) -> None:
