@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -144,3 +145,34 @@ def test_whole_root_lists_every_file_below_it_locally_and_remotely(tree: Path, s
         "2016/0907/.rsync-partial/SHA_20160907.0003.fits",
     }
     assert remote.superseded == local.superseded == ("20261201T000000",)  # names only, real folders only
+
+
+def test_a_remote_listing_survives_files_vanishing_while_it_runs(tmp_path: Path, sshd) -> None:
+    # A writer replaces files by writing a temp file and renaming it into place, and removes old
+    # ones: find reads a name, then the file is gone when it looks at it.
+    root = tmp_path / "products"
+    folder = root / "2026" / "1201"
+    folder.mkdir(parents=True)
+    for i in range(5000):
+        (folder / f"F{i:05d}.fits").touch()
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            tmp = folder / f".tmp{i % 200}"
+            tmp.touch()
+            tmp.rename(folder / f"N{i % 200}.fits")
+            (folder / f"N{(i + 100) % 200}.fits").unlink(missing_ok=True)
+            i += 1
+
+    writer = threading.Thread(target=churn)
+    writer.start()
+    try:
+        shell = Shell(tuple(sshd.ssh_options))
+        for _ in range(10):
+            listing = list_files(parse_location(f"suth.test:{root}"), ["2026/1201"], ["F*.fits"], shell)
+            assert len(listing) == 5000
+    finally:
+        stop.set()
+        writer.join()

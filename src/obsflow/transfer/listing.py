@@ -289,7 +289,8 @@ def _kind(mode: int) -> str:
 # One script, one round trip: host clock, real root, each existing folder's real path, then
 # every entry below them.  ``find -H`` follows a dated folder that is itself a symlink (its
 # real path is checked against the root first); entries below are never followed.  Real
-# paths come from ``cd -P`` and ``$PWD`` (shell builtins: no process per folder).
+# paths come from ``cd -P`` and ``$PWD`` (shell builtins: no process per folder).  A file that
+# vanishes while find reads its folder (a writer's temp file renamed into place) is no error.
 _LIST_SCRIPT = """\
 cd -P -- {root} 2>/dev/null || {{ printf 'N\\0'; exit 0; }}
 root=$PWD
@@ -310,7 +311,7 @@ for d in {folders}; do
   fi
 done
 [ $# -gt 0 ] || exit 0
-exec find -H "$@" -mindepth 1 -name {superseded} -prune -o -printf 'F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0'
+exec find -H "$@" -mindepth 1 -ignore_readdir_race -name {superseded} -prune -o -printf 'F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0'
 """
 
 
