@@ -103,6 +103,18 @@ def test_two_instruments_cannot_share_a_folder_in_the_archives(tmp_path: Path) -
     assert "instruments.sha.path" in problems["instruments.shd.path"]
 
 
+def test_only_rsync_options_that_tune_the_transfer_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "obsflow.toml"
+    refused = ["--remove-sent-files", "-T/tmp/x", "--keep-dirlinks", "--delete-missing-args", "-h", "--info=name0",
+               "-zW", "--backup"]  # fmt: skip
+    accepted = ["--bwlimit=40m", "--timeout=600", "-z", "--rsync-path=/opt/rsync/bin/rsync", "--chmod=Fu+w", "-W"]
+    for option in refused + accepted:
+        path.write_text(f'[transfer]\nrsync_options = ["{option}"]\n[archives.a]\nlocation = "/a"\n')
+        problems = [p for p in check_config(path) if p.key == "transfer.rsync_options"]
+        assert (problems != []) == (option in refused), (option, problems)
+        assert all(repr(option) in p.what for p in problems)
+
+
 def test_every_example_config_is_valid() -> None:
     examples = sorted((Path(__file__).parents[1] / "examples").glob("*.toml"))
     assert {p.name for p in examples} >= {"saao.toml", "gbt-products.toml"}

@@ -304,10 +304,21 @@ _TOP_KEYS = {
 
 
 # rsync options that would let a partial or a replacement appear under a final name
+# rsync options a site may add: they tune how bytes travel, never what is copied, where, or how
+# it lands (an allowlist: an alias such as --remove-sent-files must not slip through a list of
+# forbidden names).  Options that change rsync's report lines (-h, --info, -q, --protocol) are out.
+_ALLOWED_RSYNC_OPTIONS = {
+    "--bwlimit", "--timeout", "--contimeout", "-z", "--compress", "--compress-choice", "--zc", "--compress-level",
+    "--zl", "--skip-compress", "--rsync-path", "--address", "--port", "--sockopts", "--blocking-io",
+    "--no-blocking-io", "-4", "--ipv4", "-6", "--ipv6", "-W", "--whole-file", "--no-whole-file", "--numeric-ids",
+    "--no-perms", "--no-owner", "--no-group", "--chmod", "--outbuf", "--max-alloc",
+}  # fmt: skip
+# ... and the refusal says why for those a site is most likely to try
 _UNSAFE_RSYNC_OPTIONS = {
-    "--partial", "-P", "--inplace", "--append", "--append-verify", "--remove-source-files", "--partial-dir",
-    "--delete", "--delete-before", "--delete-during", "--delete-delay", "--delete-after", "--delete-excluded",
-    "--temp-dir", "-T", "--checksum-choice", "--cc", "--out-format", "--files-from",
+    "--partial", "-P", "--inplace", "--append", "--append-verify", "--remove-source-files", "--remove-sent-files",
+    "--partial-dir", "--delete", "--delete-before", "--delete-during", "--delete-delay", "--delete-after",
+    "--delete-excluded", "--delete-missing-args", "--temp-dir", "-T", "--checksum-choice", "--cc", "--out-format",
+    "--files-from", "--keep-dirlinks", "-K",
 }  # fmt: skip
 
 
@@ -337,8 +348,13 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     r.unknown(transfer, {"rsync_options", "wait_seconds"}, "transfer.")
     rsync_options = r.strings(transfer, "rsync_options", "transfer.rsync_options", ())
     for option in rsync_options:
-        if option.split("=", 1)[0] in _UNSAFE_RSYNC_OPTIONS:
+        name = option.split("=", 1)[0]
+        if name in _UNSAFE_RSYNC_OPTIONS or name[:2] in _UNSAFE_RSYNC_OPTIONS:  # -T/tmp: -T with its value
             r.problem("transfer.rsync_options", f"{option!r} would break obsflow's no-overwrite, no-partial rules")
+        elif name not in _ALLOWED_RSYNC_OPTIONS:
+            r.problem("transfer.rsync_options", f"{option!r} is not an option obsflow passes to rsync (allowed: "
+                      "--bwlimit, --timeout, --contimeout, -z, --rsync-path, --chmod, -W and the like; "
+                      "one option per string)")  # fmt: skip
     sync_wait = r.get(transfer, "wait_seconds", "transfer.wait_seconds", float, 0.0)
     if sync_wait < 0:
         r.problem("transfer.wait_seconds", "must not be negative")
