@@ -8,6 +8,7 @@ window picks files by modification time, and a project the filler is writing is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ from obsflow.transfer.listing import SUPERSEDED_VERSION
 from obsflow.transfer.sync import SyncRequest, run_sync
 from obsflow.verify.check import plan_pairs, verify
 from obsflow.verify.period import months_period
+from tests.fixtures.sshd import DOWN_ALIAS
 
 FRESH, LOCKED, OLD = "AGBT26A_001_01", "AGBT26A_002_01", "AGBT25B_003_01"
 
@@ -107,6 +109,35 @@ def test_filled_products_reach_both_archives_locked_and_old_projects_do_not(tmp_
     assert sorted(later.outcomes[0].conflicts) == sorted(source_before)
     assert _products(suth, FRESH) == source_before
     assert later.exit_code == 1
+
+
+def test_a_fill_that_starts_during_the_run_locks_its_project_for_the_hops_after(tmp_path: Path, sshd) -> None:
+    out = OutputLayout(tmp_path / "sdfits")
+    _filled(tmp_path / "gbtdata", out, FRESH)
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0"))
+    taken: list[object] = []
+    with contextlib.ExitStack() as fills:
+
+        def fill_starts(plan) -> None:  # the filler takes the project's lock while hop 1 copies
+            if not taken:
+                taken.append(fills.enter_context(held(out.locks_dir, FRESH, purpose="a fill started meanwhile")))
+
+        report = run_sync(config, SyncRequest(), before_copy=fill_starts)
+    first, second = report.outcomes
+    assert sorted(first.copied) == sorted(_products(out.root, FRESH))  # planned before the lock was taken
+    assert second.copied == [] and sorted(second.locked) == sorted(_products(out.root, FRESH))
+    assert not (tmp_path / "cape" / "gbt/sdfits" / FRESH).exists()
+
+
+def test_filler_locks_that_cannot_be_read_stop_the_hops_they_guard(tmp_path: Path, sshd, capsys) -> None:
+    out = OutputLayout(tmp_path / "sdfits")
+    _filled(tmp_path / "gbtdata", out, FRESH)
+    path = _config(tmp_path, sshd, out.root, "settle_seconds = 0", locks=f"{DOWN_ALIAS}:{out.root / 'locks'}")
+    assert main(["sync", "-c", str(path), "--json"]) == 2
+    hops = json.loads(capsys.readouterr().out)["hops"]
+    assert [h["copied_files"] for h in hops] == [[], []]
+    assert all(h["failure"].startswith("cannot read the filler's locks") for h in hops), hops
+    assert not (tmp_path / "suth" / "gbt/sdfits" / FRESH).exists()
 
 
 def test_products_written_within_the_settle_time_wait(tmp_path: Path, sshd) -> None:

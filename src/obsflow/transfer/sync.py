@@ -13,12 +13,12 @@ import logging
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 
 from obsflow.config import Config, Hop, Location, parse_location
-from obsflow.errors import ObsflowError, UsageError
+from obsflow.errors import ObsflowError, TransportError, UsageError
 from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, locks_in
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
@@ -74,16 +74,22 @@ def run_sync(
         if request.date is None and request.days is None:
             report.warnings += missed_runs(catalog, config, instruments, request.today or date.today())
         settings = HopSettings(
-            locks=frozenset(filler_locks(config, connections)),
             ssh_options=config.ssh_options,
             rsync_options=config.rsync_options,
             dry_run=request.dry_run,
             shell=connections,
         )
+        warned: set[tuple[str, str]] = set()
         for hop in hops:
             for name in instruments:
                 job = _job(config, hop.source, hop.dest, hop.label, name, dates)
-                outcome = run_hop(job, settings, catalog, progress, before_copy)
+                try:  # read just before each hop: a fill may have started during the one before
+                    locks = filler_locks(config, connections, warned)
+                except TransportError as err:
+                    outcome = HopOutcome(job.hop, job.instrument, str(job.source), str(job.dest),
+                                         dry_run=request.dry_run, failure=err.one_line())  # fmt: skip
+                else:
+                    outcome = run_hop(job, replace(settings, locks=frozenset(locks)), catalog, progress, before_copy)
                 report.outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
@@ -152,19 +158,22 @@ for f in *{suffix}; do [ -f "$f" ] || continue; printf '%s\\0' "$f"; cat -- "$f"
 """
 
 
-def filler_locks(config: Config, shell: Shell) -> set[str]:
+def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | None = None) -> set[str]:
     """Names of the filler locks in every ``locks`` folder of the config (local or remote).
 
     Stale locks count too: a lock whose holder died marks a fill that was cut off and not yet
     rolled back (its files may hold a half-written scan); the filler clears it when it next
-    starts or fills that project.
+    starts or fills that project (one warning per lock and run, ``warned`` remembers them).
+    A lock folder that cannot be read raises TransportError: nothing is copied as if unlocked.
     """
     names: set[str] = set()
+    warned = set() if warned is None else warned
     for entry in config.locks:
         where = parse_location(entry)
         found = _remote_locks(entry, where, shell) if where.is_remote else locks_in(Path(where.path))
         for name, info in found.items():
-            if info is not None and is_stale(info):
+            if info is not None and is_stale(info) and (entry, name) not in warned:
+                warned.add((entry, name))
                 log.warning("lock %s at %s was left by a filler that is gone (%s): %s is skipped until the filler "
                             "restarts and rolls back its interrupted fill", name, entry, info.describe(), name)  # fmt: skip
         names |= set(found)
@@ -176,8 +185,8 @@ def _remote_locks(entry: str, where: Location, shell: Shell) -> dict[str, LockIn
     try:
         out = shell.run(where, _REMOTE_LOCKS.format(dir=shlex.quote(where.path), suffix=LOCK_SUFFIX))
     except ObsflowError as err:
-        log.warning("cannot read locks at %s: %s; treating nothing as locked there", entry, err.one_line())
-        return {}
+        raise TransportError(f"cannot read the filler's locks: {err.what}; not copying what they may guard",
+                             entry) from err  # fmt: skip
     fields = out.split(b"\0")
     return {name.decode()[: -len(LOCK_SUFFIX)]: _lock_info(body)
             for name, body in zip(fields[0::2], fields[1::2], strict=False) if name}  # fmt: skip
