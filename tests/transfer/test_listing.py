@@ -127,6 +127,7 @@ def test_whole_root_lists_every_file_below_it_locally_and_remotely(tree: Path, s
     (kept / "PROJ.raw.vegas.A.fits").write_bytes(b"old")
     (tree / ".obsflow-superseded" / "20200101T000000").symlink_to(tree / "2016")  # not a folder of ours
     (tree / ".obsflow-superseded" / "note.txt").write_text("not a folder")
+    (tree / "2016" / "0907" / ".notes.txt.backup").write_text("an observer's, named like an rsync temp")
     shell = Shell(tuple(sshd.ssh_options))
     local = list_files(parse_location(str(tree)), [WHOLE_ROOT], ["*.fits", "*.index"])
     remote = list_files(parse_location(f"suth.test:{tree}"), [WHOLE_ROOT], ["*.fits", "*.index"], shell)

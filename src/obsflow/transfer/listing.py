@@ -172,8 +172,10 @@ class _Collector:
             self.files[relpath] = entry
 
     def add_hidden(self, relpath: str, entry: FileStat) -> None:
-        """A dot-file or a file under a partial folder: never data; kept apart if an rsync temp."""
-        if entry.kind == "f" and temp_target(relpath) is not None:
+        """A dot-file or a file under a partial folder: never data; kept apart if an rsync temp
+        (named like one, of a file the patterns would copy: rsync makes temps of nothing else)."""
+        target = temp_target(relpath) if entry.kind == "f" else None
+        if target is not None and self.matches(target.rsplit("/", 1)[-1]):
             self.temps[relpath] = entry
 
     def add_folder(self, folder: str, real: str, root_real: str) -> None:
