@@ -154,3 +154,38 @@ def test_a_connection_lost_mid_copy_counts_only_the_files_that_reached_the_archi
     assert done.returncode == 0, done.stdout
     assert sorted(json.loads(done.stdout)["hops"][0]["copied_files"]) == sorted(set(frames) - set(landed))
     assert {rel: p.read_bytes() for rel, p in _final_files(cape / "sha").items()} == frames
+
+
+@pytest.mark.slow
+def test_a_run_killed_on_its_own_keeps_the_run_lock_while_its_rsync_still_copies(tmp_path: Path) -> None:
+    """kill (or cron's timeout, or the OOM killer) may stop obsflow and not its rsync: a second run must
+    not start copying beside that rsync."""
+    night = tmp_path / "sha" / "2026" / "1201"
+    night.mkdir(parents=True)
+    frame = night / "SHA_20261201.0001.fits"
+    frame.write_bytes(random.Random(3).randbytes(8 << 20))
+    old = time.time() - 3600
+    os.utime(frame, (old, old))
+    config = tmp_path / "obsflow.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[transfer]\nrsync_options = ["--bwlimit=2000"]\n'  # ~4 s
+        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    command = [str(OBSFLOW), "sync", "-c", str(config), "-d", "2026-12-01"]
+    dest = tmp_path / "suth" / "sha" / "2026" / "1201" / frame.name
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while _received(dest) < 1 << 20:
+        assert first.poll() is None and time.monotonic() < deadline, "the copy ended before it could be cut"
+        time.sleep(0.02)
+    first.kill()  # obsflow alone: its rsync goes on
+    first.wait()
+    second = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert second.returncode == 2 and "another sync is running" in second.stderr, second.stderr
+    while subprocess.run(["pgrep", "-f", f"rsync .*{tmp_path / 'suth'}"], capture_output=True, check=False).stdout:
+        assert time.monotonic() < deadline + 30, "the orphaned rsync never ended"
+        time.sleep(0.1)
+    third = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert dest.read_bytes() == frame.read_bytes()

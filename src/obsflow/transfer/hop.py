@@ -90,6 +90,7 @@ class HopSettings:
     rsync_options: tuple[str, ...] = ()
     dry_run: bool = False
     shell: Shell = field(default_factory=Shell)
+    keep_open: tuple[int, ...] = ()  # descriptors rsync inherits (the run lock: see runlock.RunLock)
 
 
 def run_hop(
@@ -293,6 +294,7 @@ def _copy(
         return rsync_copy(
             job.source, job.dest, part, ssh_options=settings.ssh_options, extra=settings.rsync_options,
             on_copied=landed, control_dir=settings.shell.control_dir, backup_dir=backup_dir,
+            pass_fds=settings.keep_open,
         )  # fmt: skip
 
     if len(paths) < PARALLEL_MIN_FILES:

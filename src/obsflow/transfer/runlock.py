@@ -12,15 +12,29 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from obsflow.errors import LockError
 
-__all__ = ["sync_lock"]
+__all__ = ["RunLock", "sync_lock"]
+
+
+@dataclass(frozen=True)
+class RunLock:
+    """The held run lock: its file, and the descriptor whose flock it is.
+
+    A child given ``fd`` (rsync, through ``pass_fds``) keeps the lock held while it runs, so a
+    run killed on its own (``kill``, cron's ``timeout``, the OOM killer) does not let a second
+    run copy beside its still-running rsync.
+    """
+
+    path: Path
+    fd: int
 
 
 @contextmanager
-def sync_lock(state_dir: Path, wait_s: float = 0.0, poll_s: float = 0.2) -> Iterator[Path]:
+def sync_lock(state_dir: Path, wait_s: float = 0.0, poll_s: float = 0.2) -> Iterator[RunLock]:
     """Hold ``<state_dir>/sync.lock`` for the block; LockError if another run keeps it past ``wait_s``."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / "sync.lock"
@@ -38,6 +52,6 @@ def sync_lock(state_dir: Path, wait_s: float = 0.0, poll_s: float = 0.2) -> Iter
                 time.sleep(poll_s)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield path
+        yield RunLock(path, fd)
     finally:
         os.close(fd)  # releases the flock

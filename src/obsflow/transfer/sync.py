@@ -67,7 +67,7 @@ def run_sync(
     dates = request.dates(config)
     report = SyncReport(dates=(dates[0].isoformat(), dates[-1].isoformat()))
     with (
-        sync_lock(config.state_path, config.sync_wait_seconds),
+        sync_lock(config.state_path, config.sync_wait_seconds) as run_lock,
         _connections(config, request, shell) as connections,  # handshakes run while the catalog is read
         Catalog(config.catalog_path) as catalog,
     ):
@@ -78,6 +78,7 @@ def run_sync(
             rsync_options=config.rsync_options,
             dry_run=request.dry_run,
             shell=connections,
+            keep_open=(run_lock.fd,),  # an rsync outliving a killed run keeps the run lock
         )
         warned: set[tuple[str, str]] = set()
         for hop in hops:
