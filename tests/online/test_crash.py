@@ -300,3 +300,14 @@ def test_ctrl_c_during_a_fill_rolls_it_back(raw_project: Path, tmp_path: Path, m
         fill_scan(scans[1], layout, project=PROJECT)
     after = {p: p.read_bytes() for p in sorted(layout.root.rglob("*")) if p.is_file() and ".obsflow" not in p.parts}
     assert after == before and not layout.journal_path(PROJECT).exists()
+
+
+def test_a_status_file_that_cannot_be_read_does_not_fail_a_fill(raw_project: Path, tmp_path: Path, caplog) -> None:
+    layout = OutputLayout(tmp_path / "out")
+    scans = rawmod.read_project(raw_project)
+    fill_scan(scans[0], layout, project=PROJECT)
+    (layout.root / "sdfitsStatus.txt").write_text("not, a, status, line\n")  # damaged from outside
+    result = fill_scan(scans[1], layout, project=PROJECT)  # the scan goes in; the status is reported
+    assert not result.skipped and {k.scan for k in filled_scans(layout, PROJECT)} == {1, 2}
+    assert any("was not updated" in r.getMessage() for r in caplog.records)
+    check_consistent(layout.root, {1, 2})

@@ -53,3 +53,22 @@ def test_bad_status_lines_and_fields_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown backend"):
         status.write_status(tmp_path, [_entry("P", 1, 0, datetime(2025, 1, 1), backend="gbt")])
     assert status.read_status(tmp_path / "missing") == []
+
+
+def _update_many(root: str, project: str, times: int) -> None:
+    for scan in range(times):
+        status.update_status(Path(root), _entry(project, scan, scan, datetime(2026, 12, 1, 22, 0, 0)))
+
+
+def test_two_fillers_updating_at_once_never_drop_each_others_line(tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_update_many, args=(str(tmp_path), f"AGBT26A_00{i}_01", 150)) for i in (1, 2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+        assert writer.exitcode == 0
+    assert {(e.project, e.scan) for e in status.read_status(tmp_path)} == {("AGBT26A_001_01", 149),
+                                                                          ("AGBT26A_002_01", 149)}  # fmt: skip

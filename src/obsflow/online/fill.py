@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from obsflow.errors import InputError, IntegrityError, OutputError
+from obsflow.errors import InputError, IntegrityError, ObsflowError, OutputError
 from obsflow.lock import held
 from obsflow.online import raw
 from obsflow.online.events import LoggedScan, ScanKey
@@ -125,10 +125,10 @@ def fill_scan(
     project = project or scan.project
     with held(layout.locks_dir, project, timeout_s=lock_timeout_s, purpose=f"fill scan {scan.number}"):
         recover(layout.journal_path(project))
-        result = _fill_locked(scan, project, converted, layout, write_spurs)
-    result = ScanFill(project, scan.number, scan.timestamp, result, time.perf_counter() - started)
-    if not result.skipped:
-        _update_status(layout, result)
+        banks = _fill_locked(scan, project, converted, layout, write_spurs)
+        result = ScanFill(project, scan.number, scan.timestamp, banks, time.perf_counter() - started)
+        if not result.skipped:
+            _update_status(layout, result)  # under the lock: the index it names is this fill's
     if on_written is not None:
         on_written(result)
     return result
@@ -309,4 +309,8 @@ def _update_status(layout: OutputLayout, result: ScanFill) -> None:
         file=layout.product_dir(result.project, BACKEND).name,
         index=last_index,
     )
-    status.update_status(layout.root, entry)
+    try:
+        status.update_status(layout.root, entry)
+    except (ObsflowError, OSError) as err:  # the scan is in the files already: say so, do not fail it
+        log.error("scan %d of %s is filled, but %s was not updated: %s", result.scan, result.project,
+                  status.STATUS_FILE_NAME, err)  # fmt: skip

@@ -15,6 +15,8 @@ lines of other (backend, project) pairs are kept as they were.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -100,8 +102,18 @@ def write_status(root: Path, entries: list[StatusEntry]) -> None:
 
 
 def update_status(root: Path, entry: StatusEntry) -> list[StatusEntry]:
-    """Set the line of ``entry``'s (backend, project), keeping every other line; return all entries."""
-    others = [e for e in read_status(root) if (e.backend, e.project) != (entry.backend, entry.project)]
-    entries = [*others, entry]
-    write_status(root, entries)
+    """Set the line of ``entry``'s (backend, project), keeping every other line; return all entries.
+
+    Read, change and write under an flock of ``.sdfitsStatus.lock`` in ``root``: fillers of two
+    projects update the one file, and neither may drop the other's line.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".sdfitsStatus.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        others = [e for e in read_status(root) if (e.backend, e.project) != (entry.backend, entry.project)]
+        entries = [*others, entry]
+        write_status(root, entries)
+    finally:
+        os.close(fd)  # releases the flock
     return entries
