@@ -112,3 +112,32 @@ def test_foreign_garbage_lock_is_live_then_stale_by_age(tmp_path):
     old = time.time() - 120
     os.utime(path, (old, old))
     assert not is_locked(tmp_path, "P")
+
+
+def test_two_takers_clearing_the_same_stale_lock_never_both_hold_it(tmp_path, monkeypatch):
+    import threading
+
+    from obsflow import lock as lockmod
+
+    path = lock_path(tmp_path, "P")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "user": "x", "started": time.time(),
+                                "purpose": "a filler that died"}))  # fmt: skip
+    stale = read_lock(path)
+    real_read = lockmod.read_lock
+
+    def slow_for_the_first(p):  # the first clearer is slow between reading the lock and removing it
+        info = real_read(p)
+        if threading.current_thread().name == "first":
+            time.sleep(0.4)
+        return info
+
+    monkeypatch.setattr(lockmod, "read_lock", slow_for_the_first)
+    first = threading.Thread(target=lockmod._remove_if_same, args=(path, stale), name="first")
+    first.start()
+    time.sleep(0.1)
+    taken = take_lock(tmp_path, "P", timeout_s=3, purpose="the second taker")  # finds the same stale lock
+    first.join()
+    holder = real_read(taken)
+    assert holder is not None and holder.purpose == "the second taker"  # its fresh lock was not removed

@@ -9,6 +9,7 @@ cleared; a live one is waited on up to a timeout, then :class:`LockError`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -196,9 +197,19 @@ def _remove_dead_temps(path: Path) -> None:
 
 
 def _remove_if_same(path: Path, expected: LockInfo) -> None:
-    """Remove a stale lock unless someone replaced it meanwhile."""
-    if read_lock(path) == expected:
-        path.unlink(missing_ok=True)
+    """Remove a stale lock unless someone replaced it meanwhile.
+
+    Compare and remove under an flock of a side file (``.<name>.lock.break``), taken by every
+    process that clears this lock: two that found the same stale lock never both clear it
+    (the second would remove the fresh lock the first took just after).
+    """
+    fd = os.open(path.parent / f".{path.name}.break", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if read_lock(path) == expected:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def release_lock(path: Path) -> None:
