@@ -143,3 +143,22 @@ def test_a_full_state_disk_is_one_line_and_exit_2(tmp_path: Path, small_state: P
     assert main(["sync", "-c", str(config_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"obsflow: error: cannot write catalog: database or disk is full ({small_state / 'catalog.sqlite'})"]
+
+
+def test_an_archive_source_whose_folder_is_missing_fails_its_hop(tmp_path: Path, sshd, capsys) -> None:
+    # suth's disk is not mounted: its folder is not there; the hop must not report an empty archive as ok.
+    suth, cape = tmp_path / "suth", tmp_path / "cape"
+    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
+    config = tmp_path / "obsflow.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n'
+        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "sha.test:{suth}"\n[archives.cape]\nlocation = "{cape}"\n'
+        '[[hops]]\nfrom = "suth"\nto = "cape"\n'
+    )
+    assert main(["sync", "-c", str(config), "--json"]) == 2
+    (hop,) = json.loads(capsys.readouterr().out)["hops"]
+    assert hop["failure"] == f"archive folder missing (disk not mounted?) (sha.test:{suth})"
+    suth.mkdir()  # mounted, and nothing of sha copied there yet: fine
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    capsys.readouterr()

@@ -20,6 +20,7 @@ Invariants kept here (see also plan.py, rsync.py, tidy.py):
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obsflow.config import Location
-from obsflow.errors import HostUnreachable, PathEscapeError, TransportError
+from obsflow.errors import HostUnreachable, PathEscapeError, RemoteCommandFailed, TransportError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import (
     SUPERSEDED_DIR,
@@ -79,6 +80,7 @@ class HopJob:
     settle_s: float = 120.0
     grows: bool = False  # a grown file may replace our own older copy (see plan.take_grown)
     keep_superseded_days: float | None = None  # older copies kept longer are removed; None: kept forever
+    source_archive: Location | None = None  # the archive's own folder, when the source is an archive
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,12 @@ def _run(
         source, dest = (future.result() for future in listings)
     if not source.root_exists and job.source_host == "instruments":
         outcome.failure = f"source folder missing (instrument disk not mounted?) ({job.source})"
+        return
+    # An instrument's folder may be missing in a source archive (nothing copied there yet); the
+    # archive's own folder may not: an unmounted disk would pass for an empty archive.
+    if not source.root_exists and job.source_archive is not None and not _is_folder(job.source_archive,
+                                                                                     settings.shell):  # fmt: skip
+        outcome.failure = f"archive folder missing (disk not mounted?) ({job.source_archive})"
         return
     src_known = catalog.observe(job.source_host, job.instrument, source, folders=job.folders, stored=src_stored)
     dst_known = catalog.observe(job.dest_host, job.instrument, dest, folders=job.folders, stored=dst_stored)
@@ -368,6 +376,17 @@ def _accept(
     if missing and report_missing:  # else the hop fails as a whole, with rsync's reason
         detail = "; ".join(result.errors[:3]) or "not reported by rsync"
         outcome.errors.extend(f"{p}: not copied ({detail})" for p in missing)
+
+
+def _is_folder(location: Location, shell: Shell) -> bool:
+    """True if ``location`` is a folder (one round trip if remote)."""
+    if not location.is_remote:
+        return Path(location.path).is_dir()
+    try:
+        shell.run(location, f"test -d {shlex.quote(location.path)}")
+    except RemoteCommandFailed:
+        return False
+    return True
 
 
 def _prints_our_time(job: HopJob) -> bool:

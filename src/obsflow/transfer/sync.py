@@ -133,6 +133,7 @@ def _job(config: Config, source: str, dest: str, label: str, name: str, dates: l
         folders=tuple(dated_folders(inst.layout, dates)), patterns=inst.patterns,
         modified=modified_window(inst.layout, dates), settle_s=config.settle_seconds_for(inst), grows=inst.grows,
         keep_superseded_days=inst.keep_superseded_days,
+        source_archive=config.archives[source].location if source in config.archives else None,
     )  # fmt: skip
 
 
