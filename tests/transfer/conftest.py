@@ -87,3 +87,11 @@ def make_site(tmp_path: Path, sshd: SshServer, nights: int = 40, frames: int = 2
 def site(tmp_path: Path, sshd: SshServer) -> Site:
     """40 nights x 3 instruments x 2 frames on the instrument host, empty archives."""
     return make_site(tmp_path, sshd)
+
+
+def ssh_config(tmp_path: Path, sshd: SshServer, body: str) -> Path:
+    """``<tmp_path>/obsflow.toml``: the state folder in ``tmp_path``, the loopback sshd's client options, then ``body``."""
+    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
+    path = tmp_path / "obsflow.toml"
+    path.write_text(f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n{body}')
+    return path

@@ -22,6 +22,7 @@ import pytest
 from obsflow.cli import main
 from obsflow.config import load_config
 from obsflow.transfer.catalog import Catalog
+from tests.transfer.conftest import ssh_config
 
 KiB = 1024
 
@@ -83,12 +84,11 @@ def test_a_full_archive_disk_stops_the_hop_with_one_line_and_counts_only_finishe
     source = tmp_path / "sha"
     frames = _night(source)
     location = str(small_archive) if archive_host == "local" else f"cape.test:{small_archive}"
-    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
-    config_path = tmp_path / "obsflow.toml"
-    config_path.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n'
+    config_path = ssh_config(
+        tmp_path,
+        sshd,
         f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
-        f'[archives.cape]\nlocation = "{location}"\n[[hops]]\nfrom = "instruments"\nto = "cape"\n'
+        f'[archives.cape]\nlocation = "{location}"\n[[hops]]\nfrom = "instruments"\nto = "cape"\n',
     )
     copies = small_archive / "sha"
 
@@ -148,13 +148,12 @@ def test_a_full_state_disk_is_one_line_and_exit_2(tmp_path: Path, small_state: P
 def test_an_archive_source_whose_folder_is_missing_fails_its_hop(tmp_path: Path, sshd, capsys) -> None:
     # suth's disk is not mounted: its folder is not there; the hop must not report an empty archive as ok.
     suth, cape = tmp_path / "suth", tmp_path / "cape"
-    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
-    config = tmp_path / "obsflow.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n'
+    config = ssh_config(
+        tmp_path,
+        sshd,
         f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
         f'[archives.suth]\nlocation = "sha.test:{suth}"\n[archives.cape]\nlocation = "{cape}"\n'
-        '[[hops]]\nfrom = "suth"\nto = "cape"\n'
+        '[[hops]]\nfrom = "suth"\nto = "cape"\n',
     )
     assert main(["sync", "-c", str(config), "--json"]) == 2
     (hop,) = json.loads(capsys.readouterr().out)["hops"]

@@ -16,7 +16,7 @@ import xxhash
 
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.sync import SyncRequest, run_sync
-from tests.transfer.conftest import INSTRUMENTS, TELESCOPE, make_site
+from tests.transfer.conftest import INSTRUMENTS, TELESCOPE, make_site, ssh_config
 
 OBSFLOW = Path(sys.executable).parent / "obsflow"
 TRIALS = 20
@@ -124,13 +124,12 @@ def test_a_connection_lost_mid_copy_counts_only_the_files_that_reached_the_archi
         path.write_bytes(rng.randbytes(64 << 10))
         os.utime(path, (old, old))
         frames[f"2026/1201/{path.name}"] = path.read_bytes()
-    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
-    config = tmp_path / "obsflow.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n'
+    config = ssh_config(
+        tmp_path,
+        sshd,
         '[transfer]\nrsync_options = ["--bwlimit=2000"]\n'  # ~2 MB/s: 20 MB take ~10 s
         f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
-        f'[archives.cape]\nlocation = "cape.test:{cape}"\n[[hops]]\nfrom = "instruments"\nto = "cape"\n'
+        f'[archives.cape]\nlocation = "cape.test:{cape}"\n[[hops]]\nfrom = "instruments"\nto = "cape"\n',
     )
     command = [str(OBSFLOW), "sync", "-c", str(config), "-d", "2026-12-01", "--json"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from obsflow.cli import main
+from tests.transfer.conftest import ssh_config
 
 BAD = b"SHA_\xff.fits"  # Latin-1 'ÿ', not UTF-8
 
@@ -30,12 +31,11 @@ def test_a_name_that_is_not_utf8_is_refused_with_one_readable_line(
             handle.write(b"frame")
         os.utime(path, (settled, settled))
     source = str(tmp_path / "sha") if source_host == "local" else f"sha.test:{tmp_path / 'sha'}"
-    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
-    config = tmp_path / "obsflow.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n'
+    config = ssh_config(
+        tmp_path,
+        sshd,
         f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
-        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n',
     )
     shown = f"{night}/SHA_\\xff.fits"
 
@@ -67,13 +67,12 @@ def test_an_accented_name_is_copied_and_hashed_under_the_c_locale_of_cron(tmp_pa
     frame.write_bytes(b"frame")
     os.utime(frame, (settled, settled))
     suth, cape = tmp_path / "suth", tmp_path / "cape"
-    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
-    config = tmp_path / "obsflow.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n'
+    config = ssh_config(
+        tmp_path,
+        sshd,
         f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
         f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
-        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n'
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
     )
     rel = f"{night}/SHA_é.fits"
 
