@@ -23,7 +23,7 @@ from pathlib import Path
 from obsflow.atomic import fsync_dir
 from obsflow.errors import LockError
 
-__all__ = ["LockInfo", "held", "is_locked", "live_locks", "locks_in", "read_lock", "take_lock"]
+__all__ = ["LockInfo", "flocked", "held", "is_locked", "live_locks", "locks_in", "read_lock", "take_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -203,13 +203,9 @@ def _remove_if_same(path: Path, expected: LockInfo) -> None:
     process that clears this lock: two that found the same stale lock never both clear it
     (the second would remove the fresh lock the first took just after).
     """
-    fd = os.open(path.parent / f".{path.name}.break", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with flocked(path.parent / f".{path.name}.break"):
         if read_lock(path) == expected:
             path.unlink(missing_ok=True)
-    finally:
-        os.close(fd)  # releases the flock
 
 
 def release_lock(path: Path) -> None:
@@ -218,6 +214,21 @@ def release_lock(path: Path) -> None:
     if info is not None and info.pid == os.getpid() and info.host == socket.gethostname():
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
+
+
+@contextmanager
+def flocked(side_file: Path) -> Iterator[None]:
+    """Run the block under an exclusive flock of ``side_file`` (created if missing, kept afterwards).
+
+    For short read-change-write sections that every process doing them enters this way; the
+    kernel releases the flock if the process dies inside.
+    """
+    fd = os.open(side_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 @contextmanager

@@ -15,14 +15,13 @@ lines of other (backend, project) pairs are kept as they were.
 
 from __future__ import annotations
 
-import fcntl
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from obsflow.atomic import write_atomic
 from obsflow.errors import InputError
+from obsflow.lock import flocked
 from obsflow.sdfits.index import asctime
 
 __all__ = ["BACKENDS", "STATUS_FILE_NAME", "StatusEntry", "read_status", "status_path", "update_status", "write_status"]
@@ -108,12 +107,8 @@ def update_status(root: Path, entry: StatusEntry) -> list[StatusEntry]:
     projects update the one file, and neither may drop the other's line.
     """
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / ".sdfitsStatus.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with flocked(root / ".sdfitsStatus.lock"):
         others = [e for e in read_status(root) if (e.backend, e.project) != (entry.backend, entry.project)]
         entries = [*others, entry]
         write_status(root, entries)
-    finally:
-        os.close(fd)  # releases the flock
     return entries
