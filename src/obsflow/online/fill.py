@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 
 from obsflow.errors import InputError, IntegrityError, ObsflowError, OutputError
-from obsflow.lock import held
 from obsflow.online import raw
 from obsflow.online.events import LoggedScan, ScanKey
-from obsflow.online.journal import FileUndo, Journal, recover, undo_for
+from obsflow.online.journal import FileUndo, Journal, undo_for
 from obsflow.online.layout import OutputLayout
 from obsflow.sdfits import flag, index, index_fits, status, writer
 from obsflow.sdfits.rows import scan_header, scan_rows
@@ -89,8 +88,7 @@ def filled_scans(layout: OutputLayout, project: str, lock_timeout_s: float = 60.
     Read under the project's lock: a fill running in another process (an offline ``obsflow
     fill``) finishes first, and only then is an interrupted fill's journal rolled back.
     """
-    with held(layout.locks_dir, project, timeout_s=lock_timeout_s, purpose="read which scans are filled"):
-        recover(layout.journal_path(project))
+    with layout.project_held(project, lock_timeout_s, "read which scans are filled"):
         keys: set[ScanKey] = set()
         for path in layout.bank_files(project, BACKEND):
             keys |= {ScanKey(int(s), str(t)) for s, t in writer.scans_in_file(path)}
@@ -123,8 +121,7 @@ def fill_scan(
         raise InputError(f"scan {scan.number} has not finished yet", scan.project_dir / raw.SCANLOG)
     converted = _convert(scan)
     project = project or scan.project
-    with held(layout.locks_dir, project, timeout_s=lock_timeout_s, purpose=f"fill scan {scan.number}"):
-        recover(layout.journal_path(project))
+    with layout.project_held(project, lock_timeout_s, f"fill scan {scan.number}"):
         banks = _fill_locked(scan, project, converted, layout, write_spurs)
         result = ScanFill(project, scan.number, scan.timestamp, banks, time.perf_counter() - started)
         if not result.skipped:

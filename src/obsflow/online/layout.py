@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +92,13 @@ class OutputLayout:
         """The bank SDFITS files that exist for ``project``, in bank order."""
         return sorted(self.product_dir(project, backend).glob(f"{project}.raw.{backend}.*.fits"))
 
+    @contextmanager
+    def project_held(self, project: str, timeout_s: float, purpose: str) -> Iterator[list[str]]:
+        """Hold ``project``'s lock for the block, its interrupted fill (if any) rolled back first;
+        yields the files that were restored."""
+        with held(self.locks_dir, project, timeout_s=timeout_s, purpose=purpose):
+            yield recover(self.journal_path(project))
+
     def recover_all(self) -> list[str]:
         """Roll back every interrupted fill under this root; return the files restored.
 
@@ -101,8 +110,8 @@ class OutputLayout:
         if self.journal_dir.is_dir():
             for journal in sorted(self.journal_dir.glob("*.json")):
                 try:
-                    with held(self.locks_dir, journal.stem, timeout_s=0, purpose="roll back an interrupted fill"):
-                        restored += recover(journal)
+                    with self.project_held(journal.stem, 0, "roll back an interrupted fill") as files:
+                        restored += files
                 except LockError as err:
                     log.info("not rolling back %s: its fill is still running (%s)", journal.stem, err.one_line())
                 except ObsflowError as err:  # one damaged project must not keep the filler from starting
