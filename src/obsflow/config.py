@@ -303,7 +303,6 @@ _TOP_KEYS = {
 }  # fmt: skip
 
 
-# rsync options that would let a partial or a replacement appear under a final name
 # rsync options a site may add: they tune how bytes travel, never what is copied, where, or how
 # it lands (an allowlist: an alias such as --remove-sent-files must not slip through a list of
 # forbidden names).  Options that change rsync's report lines (-h, --info, -q, --protocol) are out.
@@ -313,7 +312,7 @@ _ALLOWED_RSYNC_OPTIONS = {
     "--no-blocking-io", "-4", "--ipv4", "-6", "--ipv6", "-W", "--whole-file", "--no-whole-file", "--numeric-ids",
     "--no-perms", "--no-owner", "--no-group", "--chmod", "--outbuf", "--max-alloc",
 }  # fmt: skip
-# ... and the refusal says why for those a site is most likely to try
+# ... and those that would let a partial, a replacement or a deletion through: refused with the reason
 _UNSAFE_RSYNC_OPTIONS = {
     "--partial", "-P", "--inplace", "--append", "--append-verify", "--remove-source-files", "--remove-sent-files",
     "--partial-dir", "--delete", "--delete-before", "--delete-during", "--delete-delay", "--delete-after",

@@ -87,7 +87,7 @@ class Listing(dict[str, FileStat]):
     host_time: the host's own clock when it listed (compare mtimes with it, not with ours).
     temps: rsync temp files and partials found in the folders (never data).
     superseded: the names of the folders in the root's ``.obsflow-superseded/`` (one per run
-      that replaced grown files, e.g. ``20261201T031500``); their contents are not read.
+      that replaced grown files, e.g. ``20261201T031500Z``); their contents are not read.
     """
 
     def __init__(self, files: dict[str, FileStat] | None = None, *, root_exists: bool = True,
