@@ -20,6 +20,7 @@ rsync_options = ["--inplace", "--bwlimit=1m"]
 layout = "{yy}/{mmdd}"
 [archives.suth]
 location = "/data"
+require_marker = "yes"
 [[hops]]
 from = "instruments"
 to = "cape"
@@ -38,7 +39,8 @@ def test_check_prints_one_line_per_problem_with_key_and_line(tmp_path: Path, cap
         "transfer.rsync_options: '--inplace' would break obsflow's no-overwrite, no-partial rules (line 6)",
         "instruments.sha.source: is required ([user@]host:path or a local path) (line 7)",
         "instruments.sha.layout: unknown field {yy} (use {yyyy}, {mm}, {dd}, {mmdd}, {yyyymmdd}) (line 8)",
-        "hops[0].to: unknown archive 'cape' (line 13)",
+        "archives.suth.require_marker: must be a bool, not str 'yes' (line 11)",
+        "hops[0].to: unknown archive 'cape' (line 14)",
     ]
     assert lines == [f"{path}: {line}" for line in expected]
 
@@ -53,6 +55,7 @@ def test_check_accepts_the_saao_example(capsys) -> None:
     assert config.archives["cape"].location.is_remote and not config.archives["suth"].location.is_remote
     assert config.host_root("cape")[0][1] == parse_location("obsflow@astro.cape:/data/telescopedata/74in/sha")
     assert config.rsync_options == ("--bwlimit=40m",) and config.ssh_multiplex
+    assert config.archives["suth"].marker == "/data/telescopedata/.obsflow-archive"
 
 
 def test_check_json(tmp_path: Path, capsys) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from obsflow.errors import ConfigError
 
 __all__ = [
+    "ARCHIVE_MARKER",
     "Archive",
     "Config",
     "FillerConfig",
@@ -87,12 +88,27 @@ class Instrument:
     keep_superseded_days: float | None = None  # with grows: remove replaced copies this old; None: keep all
 
 
+#: the file whose presence in an archive's folder says "this is the archive's disk, mounted"
+ARCHIVE_MARKER = ".obsflow-archive"
+
+
 @dataclass(frozen=True)
 class Archive:
-    """A site or remote archive holding every instrument under ``location/<instrument.path>``."""
+    """A site or remote archive holding every instrument under ``location/<instrument.path>``.
+
+    ``require_marker``: the sync reads and writes the archive only while ``location`` holds
+    :data:`ARCHIVE_MARKER`; an unmounted disk leaves its mount point as an empty folder, which
+    would otherwise pass for an empty archive (and be written beneath, on the wrong disk).
+    """
 
     name: str
     location: Location
+    require_marker: bool = False
+
+    @property
+    def marker(self) -> str | None:
+        """The path (on the archive's host) of the marker file it must hold, if it must hold one."""
+        return self.location.join(ARCHIVE_MARKER).path if self.require_marker else None
 
 
 @dataclass(frozen=True)
@@ -464,11 +480,12 @@ def _parse_archives(r: _Reader, table: dict[str, Any]) -> dict[str, Archive]:
         if not isinstance(spec, dict):
             r.problem(f"archives.{name}", "must be a table")
             continue
-        r.unknown(spec, {"location"}, prefix)
+        r.unknown(spec, {"location", "require_marker"}, prefix)
         location = r.get(spec, "location", prefix + "location", str, "")
         if not location:
             r.problem(prefix + "location", "is required ([user@]host:path or a local path)")
-        archives[name] = Archive(name=name, location=parse_location(location or "."))
+        require_marker = r.get(spec, "require_marker", prefix + "require_marker", bool, False)
+        archives[name] = Archive(name=name, location=parse_location(location or "."), require_marker=require_marker)
     return archives
 
 

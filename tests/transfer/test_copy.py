@@ -134,6 +134,7 @@ def test_sync_without_rsync_uses_the_python_copy(tmp_path: Path, monkeypatch) ->
         f'state_dir = "{tmp_path / "state"}"\n[instruments.sha]\nsource = "{tmp_path / "inst" / "sha"}"\n'
         f'path = "74in/sha"\n[archives.a]\nlocation = "{tmp_path / "a"}"\n[[hops]]\nfrom = "instruments"\nto = "a"\n'
     )
+    (tmp_path / "a").mkdir()  # the archive's folder (the sync never creates it)
     monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no rsync (and nothing else) on PATH
     report = run_sync(load_config(tmp_path / "c.toml"), SyncRequest(date=date(2016, 9, 8), days=2))
     assert report.exit_code == 0 and len(report.outcomes[0].copied) == 4

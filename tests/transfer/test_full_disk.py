@@ -130,6 +130,7 @@ def _many_tiny_files(tmp_path: Path, state: Path) -> Path:
     for i in range(3000):
         (night / f"SHA_{i:05d}.fits").write_bytes(b"x")
         os.utime(night / f"SHA_{i:05d}.fits", (settled, settled))
+    (tmp_path / "suth").mkdir()
     config_path = tmp_path / "obsflow.toml"
     config_path.write_text(
         f'state_dir = "{state}"\n[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
@@ -148,6 +149,7 @@ def test_a_full_state_disk_is_one_line_and_exit_2(tmp_path: Path, small_state: P
 def test_an_archive_source_whose_folder_is_missing_fails_its_hop(tmp_path: Path, sshd, capsys) -> None:
     # suth's disk is not mounted: its folder is not there; the hop must not report an empty archive as ok.
     suth, cape = tmp_path / "suth", tmp_path / "cape"
+    cape.mkdir()
     config = ssh_config(
         tmp_path,
         sshd,

@@ -124,6 +124,7 @@ def test_a_connection_lost_mid_copy_counts_only_the_files_that_reached_the_archi
         path.write_bytes(rng.randbytes(64 << 10))
         os.utime(path, (old, old))
         frames[f"2026/1201/{path.name}"] = path.read_bytes()
+    cape.mkdir(exist_ok=True)
     config = ssh_config(
         tmp_path,
         sshd,
@@ -165,6 +166,7 @@ def test_a_run_killed_on_its_own_keeps_the_run_lock_while_its_rsync_still_copies
     frame.write_bytes(random.Random(3).randbytes(8 << 20))
     old = time.time() - 3600
     os.utime(frame, (old, old))
+    (tmp_path / "suth").mkdir()
     config = tmp_path / "obsflow.toml"
     config.write_text(
         f'state_dir = "{tmp_path / "state"}"\n[transfer]\nrsync_options = ["--bwlimit=2000"]\n'  # ~4 s

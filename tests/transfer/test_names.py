@@ -31,6 +31,7 @@ def test_a_name_that_is_not_utf8_is_refused_with_one_readable_line(
             handle.write(b"frame")
         os.utime(path, (settled, settled))
     source = str(tmp_path / "sha") if source_host == "local" else f"sha.test:{tmp_path / 'sha'}"
+    (tmp_path / "suth").mkdir()
     config = ssh_config(
         tmp_path,
         sshd,
@@ -67,6 +68,7 @@ def test_an_accented_name_is_copied_and_hashed_under_the_c_locale_of_cron(tmp_pa
     frame.write_bytes(b"frame")
     os.utime(frame, (settled, settled))
     suth, cape = tmp_path / "suth", tmp_path / "cape"
+    suth.mkdir(), cape.mkdir()
     config = ssh_config(
         tmp_path,
         sshd,

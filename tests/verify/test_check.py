@@ -111,26 +111,53 @@ def test_a_size_only_run_is_kept_in_the_configs_catalog(sshd, tmp_path):
     assert report.exit_code == 1
 
 
-def test_unreachable_host_and_missing_root_are_not_checked(sshd, tmp_path):
+def test_unreachable_host_and_missing_archive_are_not_checked(sshd, tmp_path):
     world = build_world(tmp_path, sshd, extra=f'[archives.vault]\nlocation = "down.test:{tmp_path}/vault"\n')
     with open(world.config_path, "a") as handle:
         handle.write('[[hops]]\nfrom = "cape"\nto = "vault"\n')
-    shutil.rmtree(world.cape("shd"))  # an archive disk not mounted
+    (tmp_path / "cape").rename(tmp_path / "cape-disk")  # the archive's disk not mounted: its folder gone
     config = world.config
     started = time.monotonic()
     report = verify(config, PERIOD, plan_pairs(config, PERIOD))
     assert time.monotonic() - started < 30
     found = by_folder(report)
+    missing_cape = f"archive folder missing (disk not mounted?) (cape.test:{tmp_path}/cape)"
     for name in ("sha", "shd"):
         vault = found[("cape:vault", name)]
         assert not vault.is_checked and "down.test" in vault.error and "cannot reach host" in vault.error
+        assert missing_cape in vault.error  # both of its problems are named
         assert vault.missing == ()
-    assert "does not exist" in found[("suth:cape", "shd")].error
-    assert "does not exist" in found[("cape:vault", "shd")].error  # both of its problems are named
-    assert found[("suth:cape", "sha")].status == "ok"
-    assert report.counts["not_checked"] == 3
+        assert found[("suth:cape", name)].error == missing_cape
+        assert found[("instruments:suth", name)].status == "ok"
+    assert report.counts["not_checked"] == 4
     assert report.exit_code == 2
-    assert report.subject.startswith("FAILED: 0 missing, 0 size differs, 3 not checked")
+    assert report.subject.startswith("FAILED: 0 missing, 0 size differs, 4 not checked")
+
+
+def test_an_instruments_folder_not_yet_in_an_archive_is_all_missing_there(sshd, tmp_path):
+    world = build_world(tmp_path, sshd)
+    shutil.rmtree(world.cape("shd"))  # cape is there; nothing of shd copied to it yet
+    report = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["suth:cape"]))
+    found = by_folder(report)
+    assert found[("suth:cape", "shd")].is_checked
+    assert sorted(found[("suth:cape", "shd")].missing) == sorted(world.files["shd"])
+    assert found[("suth:cape", "sha")].status == "ok"
+    assert report.exit_code == 1
+
+
+def test_an_archive_without_its_required_marker_is_not_checked(sshd, tmp_path):
+    world = build_world(tmp_path, sshd)
+    text = world.config_path.read_text().replace('\nlocation = "', '\nrequire_marker = true\nlocation = "')
+    world.config_path.write_text(text)
+    (tmp_path / "suth" / ".obsflow-archive").write_text("")
+    report = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["suth:cape"], instruments=["sha"]))
+    (folder,) = report.folders
+    marker = tmp_path / "cape" / ".obsflow-archive"
+    assert folder.error == f"archive marker file {marker} missing (disk not mounted?) (cape.test:{world.cape('sha')})"
+    assert report.exit_code == 2
+    marker.write_text("")
+    report = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["suth:cape"], instruments=["sha"]))
+    assert report.exit_code == 0
 
 
 def test_a_file_copied_or_rewritten_while_checking_is_not_an_alarm(sshd, tmp_path):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from obsflow.config import ARCHIVE_MARKER
 from obsflow.errors import UsageError
 
 __all__ = ["NightResult", "run_night"]
@@ -96,8 +97,10 @@ def _config_text(work: Path, ssh_config: Path | None, port: int) -> str:
         "",
         "[archives.suth]           # the site archive: the host this job runs on",
         f'location = "{work / "archive" / "suth"}"',
+        "require_marker = true     # written only while it holds .obsflow-archive (its disk is mounted)",
         "[archives.cape]           # the remote archive, over ssh",
         f'location = "{where("cape.test", work / "archive" / "cape")}"',
+        "require_marker = true",
         "",
         "[[hops]]",
         'from = "instruments"',
@@ -197,6 +200,9 @@ def run_night(
         say("hosts: local folders")
     config = work / "obsflow.toml"
     config.write_text(_config_text(work, ssh_config, port))
+    for archive in ("suth", "cape"):  # an operator makes each archive's folder and marker once
+        (work / "archive" / archive).mkdir(parents=True)
+        (work / "archive" / archive / ARCHIVE_MARKER).write_text("obsflow archive: the sync writes here\n")
     result = NightResult(workdir=work, config=config, over_ssh=ssh_config is not None)
     try:
         say(f"1/5 telescope + online filler: {scans} OnOff scans of project {PROJECT}, {speed:g}x real time")

@@ -20,7 +20,6 @@ Invariants kept here (see also plan.py, rsync.py, tidy.py):
 from __future__ import annotations
 
 import logging
-import shlex
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obsflow.config import Location
-from obsflow.errors import HostUnreachable, PathEscapeError, RemoteCommandFailed, TransportError
+from obsflow.errors import HostUnreachable, PathEscapeError, TransportError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import (
     SUPERSEDED_DIR,
@@ -39,6 +38,7 @@ from obsflow.transfer.listing import (
     folder_of,
     hash_files,
     list_files,
+    missing_disk,
 )
 from obsflow.transfer.localcopy import python_copy
 from obsflow.transfer.plan import HopPlan, modified_within, plan_copy, take_grown
@@ -81,6 +81,9 @@ class HopJob:
     grows: bool = False  # a grown file may replace our own older copy (see plan.take_grown)
     keep_superseded_days: float | None = None  # older copies kept longer are removed; None: kept forever
     source_archive: Location | None = None  # the archive's own folder, when the source is an archive
+    dest_archive: Location | None = None  # the archive's own folder (never created by the sync)
+    source_marker: str | None = None  # a file that must exist on the source host (config.ARCHIVE_MARKER)
+    dest_marker: str | None = None  # the same on the destination host
 
 
 @dataclass(frozen=True)
@@ -130,19 +133,13 @@ def _run(
 ) -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         # Both listings at once (one round trip per side); the catalog is read meanwhile.
-        listings = [pool.submit(list_files, where, job.folders, job.patterns, settings.shell)
-                    for where in (job.source, job.dest)]  # fmt: skip
+        listings = [pool.submit(list_files, where, job.folders, job.patterns, settings.shell, marker)
+                    for where, marker in ((job.source, job.source_marker), (job.dest, job.dest_marker))]  # fmt: skip
         src_stored = catalog.stored(job.source_host, job.instrument, job.folders)
         dst_stored = catalog.stored(job.dest_host, job.instrument, job.folders)
         source, dest = (future.result() for future in listings)
-    if not source.root_exists and job.source_host == "instruments":
-        outcome.failure = f"source folder missing (instrument disk not mounted?) ({job.source})"
-        return
-    # An instrument's folder may be missing in a source archive (nothing copied there yet); the
-    # archive's own folder may not: an unmounted disk would pass for an empty archive.
-    if not source.root_exists and job.source_archive is not None and not _is_folder(job.source_archive,
-                                                                                     settings.shell):  # fmt: skip
-        outcome.failure = f"archive folder missing (disk not mounted?) ({job.source_archive})"
+    outcome.failure = _unmounted(job, source, dest, settings.shell)
+    if outcome.failure:
         return
     src_known = catalog.observe(job.source_host, job.instrument, source, folders=job.folders, stored=src_stored)
     dst_known = catalog.observe(job.dest_host, job.instrument, dest, folders=job.folders, stored=dst_stored)
@@ -378,15 +375,11 @@ def _accept(
         outcome.errors.extend(f"{p}: not copied ({detail})" for p in missing)
 
 
-def _is_folder(location: Location, shell: Shell) -> bool:
-    """True if ``location`` is a folder (one round trip if remote)."""
-    if not location.is_remote:
-        return Path(location.path).is_dir()
-    try:
-        shell.run(location, f"test -d {shlex.quote(location.path)}")
-    except RemoteCommandFailed:
-        return False
-    return True
+def _unmounted(job: HopJob, source: Listing, dest: Listing, shell: Shell) -> str | None:
+    """Why the hop must not run because a disk looks unmounted (either side), or None."""
+    return missing_disk(source, job.source, job.source_archive, job.source_marker, shell) or missing_disk(
+        dest, job.dest, job.dest_archive, job.dest_marker, shell
+    )
 
 
 def _prints_our_time(job: HopJob) -> bool:

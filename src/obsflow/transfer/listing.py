@@ -40,13 +40,13 @@ from typing import NamedTuple
 import xxhash
 
 from obsflow.config import WHOLE_ROOT, Location
-from obsflow.errors import PathEscapeError
+from obsflow.errors import PathEscapeError, RemoteCommandFailed
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.rsync import printed_name
 
 __all__ = [
-    "WHOLE_ROOT", "FileStat", "Listing", "hash_files", "is_safe_relpath", "is_utf8_name", "list_files", "printable_name",
-    "unsafe_relpaths", "xxh128_file",
+    "WHOLE_ROOT", "FileStat", "Listing", "hash_files", "is_folder", "is_safe_relpath", "is_utf8_name", "list_files",
+    "missing_disk", "printable_name", "unsafe_relpaths", "xxh128_file",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -88,13 +88,15 @@ class Listing(dict[str, FileStat]):
     temps: rsync temp files and partials found in the folders (never data).
     superseded: the names of the folders in the root's ``.obsflow-superseded/`` (one per run
       that replaced grown files, e.g. ``20261201T031500Z``); their contents are not read.
+    marker_present: whether the ``marker`` file asked for exists on the host (None: not asked).
     """
 
     def __init__(self, files: dict[str, FileStat] | None = None, *, root_exists: bool = True,
                  host_time: float | None = None, temps: dict[str, FileStat] | None = None,
-                 superseded: Sequence[str] = ()) -> None:  # fmt: skip
+                 superseded: Sequence[str] = (), marker_present: bool | None = None) -> None:  # fmt: skip
         super().__init__(files or {})
         self.root_exists = root_exists
+        self.marker_present = marker_present
         self.host_time = time.time() if host_time is None else host_time
         self.temps: dict[str, FileStat] = temps or {}
         self.superseded: tuple[str, ...] = tuple(sorted(superseded))
@@ -195,13 +197,19 @@ def _in_partial_dir(relpath: str) -> bool:
 
 
 def list_files(
-    location: Location, folders: Iterable[str], patterns: Sequence[str], shell: Shell | None = None
+    location: Location,
+    folders: Iterable[str],
+    patterns: Sequence[str],
+    shell: Shell | None = None,
+    marker: str | None = None,
 ) -> Listing:
     """List the data files in ``folders`` (relative to ``location``) matching ``patterns``.
 
     Missing folders are simply empty; a missing root gives an empty listing with
-    ``root_exists=False``.  Remote: one ssh round trip; raises HostUnreachable or
-    RemoteCommandFailed.  Folder names must be safe relative paths (PathEscapeError).
+    ``root_exists=False``.  ``marker``: an absolute path on the same host whose existence
+    the listing reports (``Listing.marker_present``), in the same round trip.  Remote: one
+    ssh round trip; raises HostUnreachable or RemoteCommandFailed.  Folder names must be
+    safe relative paths (PathEscapeError).
     """
     folders = list(dict.fromkeys(folders))
     for folder in folders:
@@ -209,8 +217,45 @@ def list_files(
             raise PathEscapeError(f"folder {folder!r} escapes its root", str(location))
     collector = _Collector(patterns)
     if location.is_remote:
-        return _list_remote(location, folders, collector, shell or Shell())
-    return _list_local(Path(location.path), folders, collector)
+        listing = _list_remote(location, folders, collector, shell or Shell(), marker)
+    else:
+        listing = _list_local(Path(location.path), folders, collector)
+        listing.marker_present = None if marker is None else os.path.exists(marker)
+    return listing
+
+
+def missing_disk(
+    listing: Listing, where: Location, archive: Location | None, marker: str | None, shell: Shell
+) -> str | None:
+    """Why ``listing`` (of ``where``) must not be trusted because a disk looks unmounted, or None.
+
+    ``archive``: the archive's own folder when ``where`` is an instrument's folder in an
+    archive (None: ``where`` is an instrument's source); ``marker``: the file the archive must
+    hold (``require_marker``), asked for in the listing.  An instrument's folder may be missing
+    in an archive (nothing copied there yet); a source's folder or the archive's may not: an
+    unmounted disk would pass for an empty one and, as a destination, be written beneath.  A
+    mount point left as an empty folder is caught only by the marker.
+    """
+    if marker is not None and not listing.marker_present:
+        return f"archive marker file {marker} missing (disk not mounted?) ({where})"
+    if listing.root_exists:
+        return None
+    if archive is None:
+        return f"source folder missing (instrument disk not mounted?) ({where})"
+    if not is_folder(archive, shell):
+        return f"archive folder missing (disk not mounted?) ({archive})"
+    return None
+
+
+def is_folder(location: Location, shell: Shell) -> bool:
+    """True if ``location`` is a folder (one round trip if remote)."""
+    if not location.is_remote:
+        return Path(location.path).is_dir()
+    try:
+        shell.run(location, f"test -d {shlex.quote(location.path)}")
+    except RemoteCommandFailed:
+        return False
+    return True
 
 
 def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listing:
@@ -288,12 +333,13 @@ def _kind(mode: int) -> str:
     return "p" if stat.S_ISFIFO(mode) else "s" if stat.S_ISSOCK(mode) else "c"
 
 
-# One script, one round trip: host clock, real root, each existing folder's real path, then
+# One script, one round trip: whether the marker file asked for exists, host clock, real root, each existing folder's real path, then
 # every entry below them.  ``find -H`` follows a dated folder that is itself a symlink (its
 # real path is checked against the root first); entries below are never followed.  Real
 # paths come from ``cd -P`` and ``$PWD`` (shell builtins: no process per folder).  A file that
 # vanishes while find reads its folder (a writer's temp file renamed into place) is no error.
 _LIST_SCRIPT = """\
+{marker_test}
 cd -P -- {root} 2>/dev/null || {{ printf 'N\\0'; exit 0; }}
 root=$PWD
 printf 'T\\0%s\\0R\\0%s\\0' "$(date +%s.%N)" "$root"
@@ -317,10 +363,13 @@ exec find -H "$@" -mindepth 1 -ignore_readdir_race -name {superseded} -prune -o 
 """
 
 
-def _list_remote(location: Location, folders: list[str], collector: _Collector, shell: Shell) -> Listing:
+def _list_remote(
+    location: Location, folders: list[str], collector: _Collector, shell: Shell, marker: str | None
+) -> Listing:
     if WHOLE_ROOT in folders:
         folders = [WHOLE_ROOT]  # find prints ./a/b: the prefix is cut while parsing
     script = _LIST_SCRIPT.format(
+        marker_test=f"[ ! -e {shlex.quote(marker)} ] || printf 'M\\0'" if marker else ":",
         root=shlex.quote(location.path),
         folders=" ".join(shlex.quote(f) for f in folders) or "''",
         superseded=shlex.quote(SUPERSEDED_DIR),
@@ -328,11 +377,14 @@ def _list_remote(location: Location, folders: list[str], collector: _Collector, 
     # Decoded once as a whole (os.fsdecode's rules: undecodable bytes survive as surrogates).
     fields = shell.run(location, script).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
     host_time, root_real, superseded, i = time.time(), "/", [], 0
+    marker_present = False if marker else None
     while i < len(fields) and fields[i] and fields[i] != "F":
         tag = fields[i]
         if tag == "N":
-            return Listing(root_exists=False, host_time=host_time)
-        if tag == "T":
+            return Listing(root_exists=False, host_time=host_time, marker_present=marker_present)
+        if tag == "M":
+            marker_present, i = True, i + 1
+        elif tag == "T":
             host_time, i = float(fields[i + 1]), i + 2
         elif tag == "R":
             root_real, i = fields[i + 1], i + 2
@@ -345,7 +397,8 @@ def _list_remote(location: Location, folders: list[str], collector: _Collector, 
         else:
             raise ValueError(f"unexpected listing record {tag!r}")
     _add_found(fields, i, collector, cut=2 if folders == [WHOLE_ROOT] else 0)
-    return Listing(collector.files, host_time=host_time, temps=collector.temps, superseded=superseded)
+    return Listing(collector.files, host_time=host_time, temps=collector.temps, superseded=superseded,
+                   marker_present=marker_present)  # fmt: skip
 
 
 def _add_found(fields: list[str], start: int, collector: _Collector, cut: int = 0) -> None:

@@ -134,6 +134,9 @@ def _job(config: Config, source: str, dest: str, label: str, name: str, dates: l
         modified=modified_window(inst.layout, dates), settle_s=config.settle_seconds_for(inst), grows=inst.grows,
         keep_superseded_days=inst.keep_superseded_days,
         source_archive=config.archives[source].location if source in config.archives else None,
+        dest_archive=config.archives[dest].location,
+        source_marker=config.archives[source].marker if source in config.archives else None,
+        dest_marker=config.archives[dest].marker,
     )  # fmt: skip
 
 

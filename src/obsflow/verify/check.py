@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from obsflow.config import INSTRUMENTS, Config, Hop, Instrument, Location
 from obsflow.errors import OutputError, TransportError, UsageError
 from obsflow.transfer.catalog import Catalog
-from obsflow.transfer.listing import FileStat, Listing, hash_files, list_files, printable_name
+from obsflow.transfer.listing import FileStat, Listing, hash_files, list_files, missing_disk, printable_name
 from obsflow.transfer.plan import dated_folders, modified_window, modified_within
 from obsflow.transfer.remote import Shell
 from obsflow.verify.compare import Comparison, HashDiff, compare_hashes, compare_listings, confirm, folders_of
@@ -63,6 +63,8 @@ class Side:
     host: str  # "instruments" or an archive name (the catalog's host key)
     instrument: str
     location: Location
+    archive: Location | None = None  # the archive's own folder (None: an instrument's source)
+    marker: str | None = None  # the file the archive must hold (``require_marker``)
 
     @property
     def key(self) -> _Key:
@@ -116,10 +118,17 @@ def plan_pairs(config: Config, period: Period, hops: Sequence[str] = (), instrum
             if instruments and inst.name not in instruments:
                 continue
             folders = tuple(dated_folders(inst.layout, dates))
-            a = Side(hop.source, inst.name, sources[inst.name])
-            b = Side(hop.dest, inst.name, dests[inst.name])
+            a = _side(config, hop.source, inst.name, sources[inst.name])
+            b = _side(config, hop.dest, inst.name, dests[inst.name])
             pairs.append(Pair(hop, inst, a, b, folders, modified_window(inst.layout, dates)))
     return pairs
+
+
+def _side(config: Config, host: str, instrument: str, location: Location) -> Side:
+    archive = config.archives.get(host)
+    if archive is None:
+        return Side(host, instrument, location)
+    return Side(host, instrument, location, archive.location, archive.marker)
 
 
 @dataclass(frozen=True)
@@ -228,14 +237,16 @@ def _process_pool(jobs: int) -> ProcessPoolExecutor | None:
 
 
 def _list_one(shell: Shell, job: _ListJob) -> _Looked:
-    location = job.side.location
+    side = job.side
     try:
-        listing = list_files(location, job.folders, job.patterns, shell)
+        listing = list_files(side.location, job.folders, job.patterns, shell, side.marker)
+        unmounted = missing_disk(listing, side.location, side.archive, side.marker, shell)
     except TransportError as err:
-        log.warning("cannot list %s: %s", location, err.one_line())
-        return _Looked(error=f"cannot list {location}: {err.one_line()}")
-    if not listing.root_exists:
-        return _Looked(error=f"{location} does not exist (disk not mounted?)")
+        log.warning("cannot list %s: %s", side.location, err.one_line())
+        return _Looked(error=f"cannot list {side.location}: {err.one_line()}")
+    if unmounted:
+        return _Looked(error=unmounted)  # an instrument's folder not yet in an archive is merely empty
+    location = side.location
     log.info("listed %s: %d files", location, len(listing))
     return _Looked(listing=listing)
 
