@@ -125,3 +125,80 @@ def test_every_example_config_is_valid() -> None:
         assert check_config(path) == [], path
     gbt = load_config(Path(__file__).parents[1] / "examples" / "gbt-products.toml").instruments["gbt"]
     assert gbt.layout == "*" and gbt.settle_seconds == 600 and gbt.grows
+
+
+def test_numbers_out_of_range_are_problems(tmp_path: Path) -> None:
+    path = tmp_path / "obsflow.toml"
+    path.write_text(
+        "settle_seconds = nan\nwindow_days = 1000000\n"  # nan compares false with everything: no settle time
+        "[instruments.sha]\nsource = \"/a\"\nsettle_seconds = inf\n"
+        "[filler]\npoll_seconds = -5.0\nretry_limit = 0\nlock_timeout_seconds = -1\n"
+        "[web]\nport = 70000\nhost = \"\"\n"
+    )
+    problems = {p.key: (p.what, p.line) for p in check_config(path)}
+    assert problems == {
+        "settle_seconds": ("must be a finite number, not nan", 1),
+        "window_days": ("must be at most 3660", 2),
+        "instruments.sha.settle_seconds": ("must be a finite number, not inf", 5),
+        "filler.poll_seconds": ("must be at least 0.01", 7),
+        "filler.retry_limit": ("must be at least 1", 8),
+        "filler.lock_timeout_seconds": ("must be at least 0", 9),
+        "web.port": ("must be at most 65535", 11),
+        "web.host": ("must not be empty (an empty host listens on every address)", 12),
+    }
+
+
+def test_two_archives_in_one_folder_are_refused(tmp_path: Path) -> None:
+    # One folder named twice would make one copy count as two (and verify say so).
+    path = tmp_path / "obsflow.toml"
+    path.write_text(
+        '[archives.site]\nlocation = "/data/archive"\n'
+        '[archives.remote]\nlocation = "/data/archive/"\n'  # the same folder
+        '[archives.inner]\nlocation = "/data/archive/deep"\n'  # inside it
+        '[archives.cape]\nlocation = "cape:/data/archive"\n'  # the same path on another host: fine
+        '[archives.cape2]\nlocation = "obsflow@cape:/data/archive"\n'  # the same host as cape
+        '[archives.apart]\nlocation = "/data/archive2"\n'  # a longer name, not inside: fine
+    )
+    problems = {p.key: p.what for p in check_config(path)}
+    assert set(problems) == {"archives.remote.location", "archives.inner.location", "archives.cape2.location"}
+    assert "archives.site" in problems["archives.remote.location"]
+
+
+def test_relative_local_paths_start_at_the_config_files_folder(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "obsflow.toml"
+    path.write_text(
+        'locks = ["locks", "host:/l"]\n[instruments.sha]\nsource = "inst/sha"\n'
+        '[archives.suth]\nlocation = "../archive"\n[archives.cape]\nlocation = "cape:rel"\n'
+        '[filler]\nout_root = "sdfits"\nraw_root = "/abs/raw"\n'
+    )
+    monkeypatch.chdir("/")  # cron starts elsewhere
+    config = load_config(path)
+    assert config.instruments["sha"].source.path == str(tmp_path / "conf" / "inst" / "sha")
+    assert config.archives["suth"].location.path == str(tmp_path / "conf" / ".." / "archive")
+    assert config.archives["cape"].location.path == "rel"  # remote: relative to the login's home, as in rsync
+    assert config.locks == (str(tmp_path / "conf" / "locks"), "host:/l")
+    assert (config.filler.out_root, config.filler.raw_root) == (str(tmp_path / "conf" / "sdfits"), "/abs/raw")
+
+
+def test_a_config_that_is_not_utf8_is_one_problem_with_its_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "obsflow.toml"
+    path.write_bytes(b"window_days = 3\n# caf\xe9\n")
+    assert [str(p) for p in check_config(path)] == ["(file): not UTF-8 text (byte 0xe9) (line 2)"]
+    assert main(["sync", "-c", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == f"obsflow: error: config: (file): not UTF-8 text (byte 0xe9) (line 2) ({path})"
+
+
+def test_problem_lines_point_into_the_right_table(tmp_path: Path) -> None:
+    path = tmp_path / "obsflow.toml"
+    path.write_text(
+        "[instruments.a]\n"  # 1: no source here
+        'layout = "{yyyy}"\n'  # 2
+        "[instruments.b]\n"  # 3
+        'source = "/b"\n'  # 4
+        '[archives.s]\nlocation = "/s"\n'  # 5, 6
+        '[[hops]]\nfrom = "instruments"\nto = "s"\n'  # 7-9
+        '[[hops]]   # the second\nfrom = "nowhere"\nto = "s"\n'  # 10-12
+    )
+    problems = {p.key: p.line for p in check_config(path)}
+    assert problems == {"instruments.a.source": 1, "hops[1].from": 11}

@@ -10,7 +10,9 @@ a local path; as in rsync, a ``:`` before the first ``/`` makes it remote.
 
 from __future__ import annotations
 
+import math
 import os
+import posixpath
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ __all__ = [
 
 INSTRUMENTS = "instruments"  # the ``from`` of the first hop: every instrument's source
 LAYOUT_FIELDS = ("yyyy", "mm", "dd", "mmdd", "yyyymmdd")
+MAX_WINDOW_DAYS = 3660  # ten years: a longer window is a typo (and past year 9999, a crash)
 UNDATED = "*"  # a layout: no dated folders; every file under the source, chosen by its modification time
 WHOLE_ROOT = "."  # the one folder an undated layout lists: the whole root
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -226,25 +229,36 @@ class Problem:
         return f"{self.key}: {self.what}{where}"
 
 
-def parse_location(text: str) -> Location:
-    """``[user@]host:path`` (a ``:`` before the first ``/``) or a local path."""
+def parse_location(text: str, base: Path | None = None) -> Location:
+    """``[user@]host:path`` (a ``:`` before the first ``/``) or a local path.
+
+    A relative local path is taken from ``base`` (the config file's folder), so a sync does
+    not depend on the folder it was started from (cron's is not yours).
+    """
     colon, slash = text.find(":"), text.find("/")
     if colon > 0 and (slash == -1 or colon < slash):
         target, path = text[:colon], text[colon + 1 :]
         user, _, host = target.rpartition("@")
         return Location(path=path or ".", host=host, user=user or None)
-    return Location(path=str(Path(text).expanduser()))
+    return Location(path=str(_local_path(text, base)))
+
+
+def _local_path(text: str, base: Path | None) -> Path:
+    path = Path(text).expanduser()
+    return base / path if base is not None and not path.is_absolute() else path
 
 
 def load_config(path: Path | str) -> Config:
     """Read and validate the TOML file at ``path``; raise ConfigError on the first problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
     except FileNotFoundError as err:
         raise ConfigError("config file not found (use --config or OBSFLOW_CONFIG)", path) from err
     except OSError as err:
         raise ConfigError(f"cannot read config: {err.strerror}", path) from err
+    except _NotText as err:
+        raise ConfigError(f"config: {err.problem}", path) from err
     config, problems = parse_config(text, path)
     if problems:
         raise ConfigError(f"config: {problems[0]}", path)
@@ -256,10 +270,30 @@ def check_config(path: Path | str) -> list[Problem]:
     """Every problem in the config file at ``path`` (empty when it is valid)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
     except OSError as err:
         return [Problem("(file)", f"cannot read: {err.strerror}")]
+    except _NotText as err:
+        return [err.problem]
     return parse_config(text, path)[1]
+
+
+class _NotText(Exception):
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; _NotText (with the line) when it is not UTF-8, as TOML requires."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise _NotText(Problem("(file)", f"not UTF-8 text (byte 0x{data[err.start]:02x})", line)) from None
+
+
+_TABLE_HEADER = re.compile(r"^\s*\[")
 
 
 class _Reader:
@@ -268,20 +302,38 @@ class _Reader:
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
         self.problems: list[Problem] = []
+        self.base: Path | None = None  # the config's folder: relative local paths start there
 
     def line_of(self, key: str) -> int | None:
-        """Best-effort line number of a dotted key such as ``instruments.sha.source``."""
-        *tables, leaf = key.replace("]", "").replace("[", ".").split(".")
-        tables = [t for t in tables if not t.isdigit()]
-        start = 0
-        if tables:
-            header = re.compile(r"^\s*\[\[?\s*" + r"\s*\.\s*".join(map(re.escape, tables)) + r"\s*\]\]?")
-            start = next((i for i, ln in enumerate(self.lines) if header.match(ln)), 0)
-        pattern = re.compile(r"^\s*" + re.escape(leaf) + r"\s*=")
-        for i in range(start, len(self.lines)):
-            if pattern.match(self.lines[i]):
-                return i + 1
-        return start + 1 if tables else None
+        """Best-effort line number of a dotted key such as ``instruments.sha.source`` or ``hops[1].from``.
+
+        The key's line within its table; a key that is missing there: the table's header line;
+        a table itself (``archives.suth``): its header.
+        """
+        parts = re.findall(r"\[\d+\]|[^.\[\]]+", key)
+        if (header := self._header_line(parts)) is not None:
+            return header + 1
+        *table, leaf = parts
+        start = self._header_line(table) if table else -1
+        if start is None:
+            return None
+        end = next((i for i in range(start + 1, len(self.lines)) if _TABLE_HEADER.match(self.lines[i])),
+                   len(self.lines))  # fmt: skip
+        assignment = re.compile(r"^\s*" + re.escape(leaf) + r"\s*=")
+        found = next((i for i in range(start + 1, end) if assignment.match(self.lines[i])), None)
+        if found is not None:
+            return found + 1
+        return start + 1 if table else None
+
+    def _header_line(self, parts: list[str]) -> int | None:
+        """The index of the line opening table ``parts`` (``[a.b]``; the n-th ``[[a]]`` for ``a``, ``[n]``)."""
+        names = [part for part in parts if not part.startswith("[")]
+        nth = next((int(part[1:-1]) for part in parts if part.startswith("[")), 0)
+        if not names:
+            return None
+        header = re.compile(r"^\s*\[\[?\s*" + r"\s*\.\s*".join(map(re.escape, names)) + r"\s*\]\]?\s*(#.*)?$")
+        found = [i for i, line in enumerate(self.lines) if header.match(line)]
+        return found[nth] if nth < len(found) else None
 
     def problem(self, key: str, what: str) -> None:
         self.problems.append(Problem(key, what, self.line_of(key)))
@@ -296,6 +348,19 @@ class _Reader:
             name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             self.problem(dotted, f"must be a {name}, not {type(value).__name__} {value!r}")
             return default
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problem(dotted, f"must be a finite number, not {value!r}")  # nan compares false: no settle time
+            return default
+        return value
+
+    def number_in(self, table: dict[str, Any], key: str, dotted: str, kind: type, default: Any,
+                  low: float, high: float | None = None) -> Any:  # fmt: skip
+        """``get``, and a problem when the value is below ``low`` or above ``high``."""
+        value = self.get(table, key, dotted, kind, default)
+        if value < low:
+            self.problem(dotted, f"must be at least {low:g}")
+        elif high is not None and value > high:
+            self.problem(dotted, f"must be at most {high:g}")
         return value
 
     def strings(self, table: dict[str, Any], key: str, dotted: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -346,14 +411,14 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
         return None, [Problem("(syntax)", f"not valid TOML: {err}", int(line.group(1)) if line else None)]
     r = _Reader(text)
     r.unknown(data, _TOP_KEYS, "")
-    window_days = r.get(data, "window_days", "window_days", int, 30)
-    if window_days < 1:
-        r.problem("window_days", "must be at least 1")
+    window_days = r.number_in(data, "window_days", "window_days", int, 30, 1, MAX_WINDOW_DAYS)
     settle = r.get(data, "settle_seconds", "settle_seconds", float, 120.0)
     if settle < 0:
         r.problem("settle_seconds", "must not be negative")
     patterns = r.strings(data, "patterns", "patterns", ("*.fits",))
-    locks = r.strings(data, "locks", "locks", ())
+    base = path.resolve().parent if path else None
+    r.base = base
+    locks = tuple(str(parse_location(entry, base)) for entry in r.strings(data, "locks", "locks", ()))
     state_dir = r.get(data, "state_dir", "state_dir", str, "~/.local/state/obsflow")
     ssh = r.get(data, "ssh", "ssh", dict, {})
     r.unknown(ssh, {"options", "multiplex"}, "ssh.")
@@ -398,10 +463,17 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
         hops=hops,
         mail=mail,
         filler=filler,
-        web_host=r.get(web, "host", "web.host", str, "127.0.0.1"),
-        web_port=r.get(web, "port", "web.port", int, 8080),
+        web_host=_web_host(r, web),
+        web_port=r.number_in(web, "port", "web.port", int, 8080, 0, 65535),
     )
     return config, r.problems
+
+
+def _web_host(r: _Reader, web: dict[str, Any]) -> str:
+    host = r.get(web, "host", "web.host", str, "127.0.0.1")
+    if not host.strip():
+        r.problem("web.host", "must not be empty (an empty host listens on every address)")
+    return host
 
 
 def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, ...]) -> dict[str, Instrument]:
@@ -434,7 +506,7 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
             r.problem(prefix + "path", f"must be a relative path inside the archive, not {sub!r}")
         instruments[name] = Instrument(
             name=name,
-            source=parse_location(source or "."),
+            source=parse_location(source or ".", r.base),
             layout=layout,
             path=sub,
             patterns=r.strings(spec, "patterns", prefix + "patterns", patterns),
@@ -485,8 +557,26 @@ def _parse_archives(r: _Reader, table: dict[str, Any]) -> dict[str, Archive]:
         if not location:
             r.problem(prefix + "location", "is required ([user@]host:path or a local path)")
         require_marker = r.get(spec, "require_marker", prefix + "require_marker", bool, False)
-        archives[name] = Archive(name=name, location=parse_location(location or "."), require_marker=require_marker)
+        archives[name] = Archive(name=name, location=parse_location(location or ".", r.base),
+                                 require_marker=require_marker)  # fmt: skip
+    _check_archives_apart(r, archives)
     return archives
+
+
+def _check_archives_apart(r: _Reader, archives: dict[str, Archive]) -> None:
+    """Two archives in one folder (or one inside the other) would count one copy as two."""
+    seen: list[tuple[str, Location]] = []
+    for name, archive in archives.items():
+        here = archive.location
+        for other, there in seen:
+            if here.host == there.host and _nested(here.path, there.path):
+                r.problem(f"archives.{name}.location", f"same folder as (or nested with) archives.{other} ({there})")
+        seen.append((name, here))
+
+
+def _nested(a: str, b: str) -> bool:
+    a, b = posixpath.normpath(a), posixpath.normpath(b)
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
 
 
 def _parse_hops(r: _Reader, items: list[Any], archives: dict[str, Archive]) -> tuple[Hop, ...]:
@@ -539,16 +629,24 @@ def _parse_filler(r: _Reader, table: dict[str, Any]) -> FillerConfig:
     }  # fmt: skip
     r.unknown(table, known, "filler.")
     default = FillerConfig()
+    backends = r.strings(table, "backends", "filler.backends", default.backends)
+    if {b.lower() for b in backends} - {"vegas"}:
+        r.problem("filler.backends", f"only 'vegas' can be filled, not {list(backends)!r}")
     return FillerConfig(
-        raw_root=r.get(table, "raw_root", "filler.raw_root", str, default.raw_root),
-        out_root=r.get(table, "out_root", "filler.out_root", str, default.out_root),
-        flags_dir=r.get(table, "flags_dir", "filler.flags_dir", str, None),
-        locks_dir=r.get(table, "locks_dir", "filler.locks_dir", str, None),
-        backends=r.strings(table, "backends", "filler.backends", default.backends),
+        raw_root=_folder(r, table, "raw_root", default.raw_root),
+        out_root=_folder(r, table, "out_root", default.out_root),
+        flags_dir=_folder(r, table, "flags_dir", None),
+        locks_dir=_folder(r, table, "locks_dir", None),
+        backends=backends,
         projects=r.strings(table, "projects", "filler.projects", ()),
-        poll_seconds=r.get(table, "poll_seconds", "filler.poll_seconds", float, default.poll_seconds),
-        lock_timeout_seconds=r.get(
-            table, "lock_timeout_seconds", "filler.lock_timeout_seconds", float, default.lock_timeout_seconds
-        ),
-        retry_limit=r.get(table, "retry_limit", "filler.retry_limit", int, default.retry_limit),
+        poll_seconds=r.number_in(table, "poll_seconds", "filler.poll_seconds", float, default.poll_seconds, 0.01),
+        lock_timeout_seconds=r.number_in(table, "lock_timeout_seconds", "filler.lock_timeout_seconds", float,
+                                         default.lock_timeout_seconds, 0),  # fmt: skip
+        retry_limit=r.number_in(table, "retry_limit", "filler.retry_limit", int, default.retry_limit, 1),
     )
+
+
+def _folder(r: _Reader, table: dict[str, Any], key: str, default: str | None) -> str | None:
+    """A local folder of the filler's, relative to the config's folder unless absolute."""
+    value = r.get(table, key, f"filler.{key}", str, default)
+    return None if value is None else str(_local_path(value, r.base))

@@ -95,3 +95,37 @@ def test_two_concurrent_syncs_never_both_copy(tmp_path: Path, sshd) -> None:
     assert codes == [0, 2]
     refused = next(err for _, err, code in results if code == 2)
     assert "another sync is running" in refused
+
+
+def test_json_output_is_one_document_even_when_the_command_cannot_run(tmp_path, capsys) -> None:
+    import json
+
+    from obsflow.cli import main
+
+    assert main(["sync", "-c", str(tmp_path / "missing.toml"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {
+        "error": f"config file not found (use --config or OBSFLOW_CONFIG) ({tmp_path / 'missing.toml'})",
+        "exit_code": 2,
+    }
+    assert captured.err.strip().startswith("obsflow: error: config file not found")
+    assert main(["index", "--json", str(tmp_path / "not-there.fits")]) == 2
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 2
+
+
+def test_an_unexpected_exception_is_a_bug_report_and_exit_2_not_1(tmp_path, capsys, monkeypatch) -> None:
+    # 1 means "something left undone" to cron wrappers; a crash is "could not run".  The bug is injected.
+    import json
+
+    import obsflow.cli.config
+    from obsflow.cli import main
+
+    def broken(path):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(obsflow.cli.config, "check_config", broken)
+    assert main(["config", "check", str(tmp_path / "c.toml"), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" in captured.err and "RuntimeError: injected" in captured.err
+    assert captured.err.strip().splitlines()[-1].startswith("obsflow: internal error: RuntimeError: injected")
+    assert json.loads(captured.out)["exit_code"] == 2

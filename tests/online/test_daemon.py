@@ -161,3 +161,32 @@ def test_incomplete_scan_is_retried_then_skipped_not_fatal(tmp_path):
     assert main(["fill", str(raw / PROJECT), str(out), "--scans", "2"]) == 0
     for fits_path in OutputLayout(out).bank_files(PROJECT):
         assert index_fits.index_mismatch(index_fits.index_path_for(fits_path), fits_path) is None
+
+
+def test_the_daemon_takes_its_settings_from_the_configs_filler_table(tmp_path, monkeypatch, capsys):
+    # Relative folders start at the config's folder; options on the command line win.
+    sim = TelescopeSimulator(_spec(2, project="AGBT26A_301_01"), tmp_path / "raw")
+    other = TelescopeSimulator(_spec(1), tmp_path / "raw")
+    for simulator in (sim, other):
+        for plan in simulator.plans:
+            simulator.start_scan(plan)
+            simulator.finish_scan(plan)
+    config = tmp_path / "obsflow.toml"
+    config.write_text('[filler]\nraw_root = "raw"\nout_root = "sdfits"\nprojects = ["AGBT26A_301_01"]\n'
+                      'poll_seconds = 0.01\n')  # fmt: skip
+    monkeypatch.chdir("/")
+    assert main(["online", "--config", str(config), "--until-idle"]) == 0
+    layout = OutputLayout(tmp_path / "sdfits")
+    assert index.next_index(layout.combined_index("AGBT26A_301_01")) > 0
+    assert not layout.combined_index(PROJECT).exists()  # not in [filler] projects
+    assert main(["online", "--config", str(config), "--projects", PROJECT, "--until-idle"]) == 0
+    assert index.next_index(layout.combined_index(PROJECT)) > 0
+    assert main(["online", "status", "--config", str(config)]) == 2  # status takes the group's options
+    capsys.readouterr()
+    assert main(["online", "--config", str(config), "status", "--json"]) == 0
+    assert '"out_root": "' + str(tmp_path / "sdfits") in capsys.readouterr().out
+
+    config.write_text("[filler]\nretry_limit = 0\n")
+    assert main(["online", "--config", str(config), "--until-idle"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"obsflow: error: config: filler.retry_limit: must be at least 1 (line 2) ({config})")

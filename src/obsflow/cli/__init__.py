@@ -10,10 +10,12 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import traceback
 
 import click
 
 from obsflow import __version__
+from obsflow.cli._options import emit_json, json_emitted
 from obsflow.errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, ObsflowError
 
 __all__ = ["main", "obsflow"]
@@ -79,21 +81,38 @@ def obsflow(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``obsflow`` command and return its exit code."""
+    """Run the ``obsflow`` command and return its exit code.
+
+    With ``--json``, an error that stops the command before its JSON is printed still gives
+    one JSON document on stdout, ``{"error": ..., "exit_code": ...}``, so ``| jq`` gets input.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    json_emitted(reset=True)
     try:
         result = obsflow.main(args=argv, prog_name="obsflow", standalone_mode=False)
     except ObsflowError as err:
         click.echo(f"obsflow: error: {err.one_line()}", err=True)
-        return err.exit_code
+        return _failed(args, err.exit_code, err.one_line())
     except click.exceptions.Abort:
         click.echo("obsflow: interrupted", err=True)
-        return EXIT_INTERRUPTED
+        return _failed(args, EXIT_INTERRUPTED, "interrupted")
     except click.ClickException as err:
         err.show()
-        return EXIT_CANNOT_RUN if err.exit_code not in (0, 1) else err.exit_code
+        return _failed(args, EXIT_CANNOT_RUN if err.exit_code not in (0, 1) else err.exit_code, err.format_message())
     except KeyboardInterrupt:
         click.echo("obsflow: interrupted", err=True)
-        return EXIT_INTERRUPTED
+        return _failed(args, EXIT_INTERRUPTED, "interrupted")
+    except Exception as err:  # a bug: its traceback for the report, and "could not run" (1 means "left undone")
+        traceback.print_exc()
+        message = f"internal error: {type(err).__name__}: {err} (a bug: please report it with the traceback above)"
+        click.echo(f"obsflow: {message}", err=True)
+        return _failed(args, EXIT_CANNOT_RUN, message)
     if isinstance(result, int):
         return result
     return 0
+
+
+def _failed(args: list[str], exit_code: int, message: str) -> int:
+    if "--json" in args and not json_emitted():
+        emit_json({"error": message, "exit_code": exit_code})
+    return exit_code

@@ -39,9 +39,24 @@ def dry_run_option(func: F) -> F:
     return click.option("-n", "--dry-run", is_flag=True, help="Show what would be done; change nothing.")(func)
 
 
+_emitted = False  # whether this run printed its JSON document (see json_emitted)
+
+
 def emit_json(data: Any) -> None:
     """Write ``data`` as indented JSON to stdout (paths and dates become strings)."""
+    global _emitted
     click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
+    _emitted = True
+
+
+def json_emitted(reset: bool = False) -> bool:
+    """True once a command printed its JSON: an error after it must not print a second document.
+
+    ``reset``: forget it (a new command starts; tests run several in one process).
+    """
+    global _emitted
+    emitted, _emitted = _emitted, _emitted and not reset
+    return emitted
 
 
 def is_terminal() -> bool:

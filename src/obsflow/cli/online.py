@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import click
 
+from obsflow.config import FillerConfig
 from obsflow.cli._options import emit_json, json_option
 from obsflow.errors import UsageError
 
 EXAMPLES = """\b
 Examples:
+  obsflow online --config /etc/obsflow.toml        settings from its [filler] table
   obsflow online --raw-root /home/gbtdata --out-root /home/sdfits
   obsflow online --raw-root raw --out-root out --projects AGBT26A_001_01 --poll 0.2
   obsflow online status --out-root /home/sdfits
@@ -19,27 +22,31 @@ Examples:
 
 
 @click.group("online", invoke_without_command=True, epilog=EXAMPLES)
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=lambda: os.environ.get("OBSFLOW_CONFIG"), show_default="$OBSFLOW_CONFIG, if set",
+              help="Take the settings from this file's [filler] table; options given here win.")  # fmt: skip
 @click.option("--raw-root", type=click.Path(path_type=Path, file_okay=False), help="Where the telescope writes raw projects.")
 @click.option("--out-root", type=click.Path(path_type=Path, file_okay=False), help="Where SDFITS products go (/home/sdfits).")
 @click.option("--flags", "flags_dir", type=click.Path(path_type=Path, file_okay=False), help="Flag-file folder [OUT/flags].")
 @click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False), help="Lock-file folder [OUT/locks].")
-@click.option("--projects", default="", help="Comma-separated projects to follow (default: all).")
-@click.option("--poll", "poll_s", type=float, default=1.0, show_default=True, help="Seconds between polls.")
-@click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for a project lock.")
-@click.option("--retries", type=int, default=5, show_default=True, help="Attempts before a failing scan is skipped.")
+@click.option("--projects", default=None, help="Comma-separated projects to follow (default: all).")
+@click.option("--poll", "poll_s", type=click.FloatRange(min=0.01), default=None, help="Seconds between polls [1].")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for a project lock [60].")
+@click.option("--retries", type=click.IntRange(min=1), default=None, help="Attempts before a failing scan is skipped [5].")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this long (tests, demos).")
 @click.option("--until-idle", is_flag=True, help="Stop when every finished scan is filled (catch-up run).")
 @click.pass_context
 def command(
     ctx: click.Context,
+    config_path: Path | None,
     raw_root: Path | None,
     out_root: Path | None,
     flags_dir: Path | None,
     locks_dir: Path | None,
-    projects: str,
-    poll_s: float,
-    lock_timeout: float,
-    retries: int,
+    projects: str | None,
+    poll_s: float | None,
+    lock_timeout: float | None,
+    retries: int | None,
     max_seconds: float | None,
     until_idle: bool,
 ) -> int:
@@ -51,26 +58,43 @@ def command(
     journal so a crash never damages a file.  Runs until SIGTERM/SIGINT.
     """
     ctx.ensure_object(dict)
+    filler = _filler_settings(config_path)
+    out_root = out_root or (Path(filler.out_root) if config_path else None)
     ctx.obj["out_root"] = out_root
     if ctx.invoked_subcommand is not None:
         return 0
+    raw_root = raw_root or (Path(filler.raw_root) if config_path else None)
     if raw_root is None or out_root is None:
-        raise UsageError("obsflow online needs --raw-root and --out-root (or use 'obsflow online status')")
+        raise UsageError("obsflow online needs --config (its [filler] table) or --raw-root and --out-root "
+                         "(or use 'obsflow online status')")  # fmt: skip
     from obsflow.online.service import run_daemon
 
     run_daemon(
         raw_root=raw_root,
         out_root=out_root,
-        flags_dir=flags_dir,
-        locks_dir=locks_dir,
-        projects=[p for p in projects.split(",") if p],
-        poll_s=poll_s,
-        lock_timeout_s=lock_timeout,
-        retry_limit=retries,
+        flags_dir=flags_dir or _path_or_none(filler.flags_dir),
+        locks_dir=locks_dir or _path_or_none(filler.locks_dir),
+        projects=[p for p in projects.split(",") if p] if projects is not None else list(filler.projects),
+        poll_s=filler.poll_seconds if poll_s is None else poll_s,
+        lock_timeout_s=filler.lock_timeout_seconds if lock_timeout is None else lock_timeout,
+        retry_limit=filler.retry_limit if retries is None else retries,
         max_seconds=max_seconds,
         until_idle=until_idle,
     )
     return 0
+
+
+def _filler_settings(config_path: Path | None) -> FillerConfig:
+    """The config file's [filler] table, or the defaults when no file is given."""
+    if config_path is None:
+        return FillerConfig()
+    from obsflow.config import load_config
+
+    return load_config(config_path).filler
+
+
+def _path_or_none(text: str | None) -> Path | None:
+    return None if text is None else Path(text)
 
 
 @command.command("status")
