@@ -640,8 +640,9 @@ def _parse_filler(r: _Reader, table: dict[str, Any]) -> FillerConfig:
         backends=backends,
         projects=r.strings(table, "projects", "filler.projects", ()),
         poll_seconds=r.number_in(table, "poll_seconds", "filler.poll_seconds", float, default.poll_seconds, 0.01),
-        lock_timeout_seconds=r.number_in(table, "lock_timeout_seconds", "filler.lock_timeout_seconds", float,
-                                         default.lock_timeout_seconds, 0),  # fmt: skip
+        lock_timeout_seconds=r.number_in(
+            table, "lock_timeout_seconds", "filler.lock_timeout_seconds", float, default.lock_timeout_seconds, 0
+        ),
         retry_limit=r.number_in(table, "retry_limit", "filler.retry_limit", int, default.retry_limit, 1),
     )
 

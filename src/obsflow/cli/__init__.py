@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("obsflow: interrupted", err=True)
         return _failed(args, EXIT_INTERRUPTED, "interrupted")
-    except Exception as err:  # a bug: its traceback for the report, and "could not run" (1 means "left undone")
+    except Exception as err:  # noqa: BLE001 -- a bug: its traceback, and "could not run" (1 means "left undone")
         traceback.print_exc()
         message = f"internal error: {type(err).__name__}: {err} (a bug: please report it with the traceback above)"
         click.echo(f"obsflow: {message}", err=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from obsflow.config import FillerConfig
 from obsflow.cli._options import emit_json, json_option
+from obsflow.config import FillerConfig
 from obsflow.errors import UsageError
 
 EXAMPLES = """\b
