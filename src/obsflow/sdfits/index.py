@@ -44,11 +44,12 @@ __all__ = [
     "asctime",
     "build_index_rows",
     "index_text",
+    "int_values",
+    "last_row",
     "next_index",
     "parse_index_row",
-    "renumbered",
-    "int_values",
     "read_index",
+    "renumbered",
     "row_count",
     "str_values",
     "write_index",
@@ -504,6 +505,20 @@ def next_index(path: Path) -> int:
     if rows_bytes < 0 or rows_bytes % (ROW_WIDTH + 1):
         raise IntegrityError(f"index rows section is {rows_bytes} bytes, not whole {ROW_WIDTH}-character rows", path)
     return rows_bytes // (ROW_WIDTH + 1)
+
+
+def last_row(path: Path) -> dict[str, str] | None:
+    """The fields of an index's last row (as :func:`parse_index_row`), None if it has none; O(1)."""
+    path = Path(path)
+    if next_index(path) == 0:  # also checks the rows section holds whole rows
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(-(ROW_WIDTH + 1), os.SEEK_END)
+        line = handle.read(ROW_WIDTH)
+    try:
+        return parse_index_row(line.decode("ascii"))
+    except UnicodeDecodeError as err:
+        raise IntegrityError("index's last row is not ASCII text", path) from err
 
 
 def _header_line_position(head: bytes, key: bytes, path: Path) -> tuple[int, bytes | None]:
