@@ -6,7 +6,10 @@ combined index cut or lost, one bank index copied over another) and runs ``obsfl
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -116,3 +119,24 @@ def test_another_banks_index_copied_over_a_bank_index_is_refused(raw_project: Pa
     line = _one_error_line(capsys)
     assert index_a.name in line and layout.bank_fits(PROJECT, "B").name in line
     assert _snapshot(out) == before
+
+
+def test_a_fill_that_rolls_back_prints_one_line(raw_project: Path, tmp_path: Path) -> None:
+    """The rollback's own log lines are INFO: without -v the command prints only its one-line error."""
+    out = tmp_path / "out"
+    not_a_folder = tmp_path / "flags"
+    not_a_folder.write_text("a file where the flag folder should be\n")  # fails after the FITS and index writes
+    command = [sys.executable, "-m", "obsflow", "fill", str(raw_project), str(out), "--scans", "1",
+               "--flags", str(not_a_folder / "sub")]  # fmt: skip
+    quiet = subprocess.run(command, check=False, capture_output=True, text=True, env=_env())
+    assert quiet.returncode == 2
+    assert len(quiet.stderr.splitlines()) == 1 and quiet.stderr.startswith("obsflow: error: "), quiet.stderr
+    assert not OutputLayout(out).bank_files(PROJECT)  # rolled back
+    verbose = subprocess.run([sys.executable, "-m", "obsflow", "-v", *command[3:]], check=False,
+                             capture_output=True, text=True, env=_env())  # fmt: skip
+    assert "rolled back" in verbose.stderr
+
+
+def _env() -> dict[str, str]:
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}

@@ -167,7 +167,8 @@ def _fill_locked(
     try:
         _write_all(project, work, layout, combined, write_spurs, rebuild_combined)
     except BaseException as err:  # Ctrl-C and bugs too: never leave a half fill behind the lock
-        log.error("fill of %s scan %d failed, rolling back: %s", project, scan.number, err or type(err).__name__)
+        # INFO: the caller reports the error itself (the CLI in one line); -v shows the rollback
+        log.info("fill of %s scan %d failed, rolling back: %s", project, scan.number, err or type(err).__name__)
         journal.rollback()
         if isinstance(err, OSError):
             raise OutputError(f"fill failed and was rolled back: {err.strerror or err}", err.filename) from err
