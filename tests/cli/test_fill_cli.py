@@ -128,3 +128,28 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A real tmpfs mounted for the test (remounted read-only by it)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
+                            check=False)  # fmt: skip
+    if result.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_read_only_output_folder_is_one_line_exit_2_and_changes_nothing(raw_project, tmpfs, capsys):
+    out = tmpfs / "out"
+    assert main(["fill", str(raw_project), str(out), "--scans", "1"]) == 0
+    before = _snapshot(out)
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    capsys.readouterr()
+    assert main(["fill", str(raw_project), str(out), "--scans", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot create lock: Read-only file system" in err[0] and PROJECT in err[0]
+    assert _snapshot(out) == before
