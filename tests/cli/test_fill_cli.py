@@ -34,11 +34,29 @@ def _snapshot(root: Path) -> dict[Path, bytes]:
 
 
 def test_scan_list_syntax():
-    assert parse_scan_list("1,3,5-9") == {1, 3, 5, 6, 7, 8, 9}
-    with pytest.raises(UsageError):
-        parse_scan_list("3-1")
-    with pytest.raises(UsageError):
-        parse_scan_list("x")
+    chosen = parse_scan_list("1,3,5-9")
+    assert [n for n in range(12) if n in chosen] == [1, 3, 5, 6, 7, 8, 9]
+    for bad in ("3-1", "x", ",", " , ", "1_0", "\u0663", "1-\u0663", "5-", "-5", "1--3"):
+        with pytest.raises(UsageError):
+            parse_scan_list(bad)
+
+
+def test_a_huge_scan_range_is_kept_as_a_range():
+    chosen = parse_scan_list("1-300000000,7")
+    assert 299_999_999 in chosen and 300_000_001 not in chosen
+    assert chosen.missing({1, 2, 3, 7, 9}) == "4-6,8,10-300000000"
+
+
+def test_missing_scans_are_reported_as_ranges(raw_project, tmp_path, capsys):
+    assert main(["fill", str(raw_project), str(tmp_path / "out"), "--scans", "1-1000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not in the scan log: 7-1000" in err[0] and len(err[0]) < 300
+
+
+def test_an_empty_scan_list_is_a_usage_error(raw_project, tmp_path, capsys):
+    assert main(["fill", str(raw_project), str(tmp_path / "out"), "--scans", ","]) == 2
+    assert "--scans" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_fills_chosen_scans_then_skips_duplicates_with_a_note(raw_project, tmp_path, capsys):
