@@ -12,6 +12,7 @@ import pytest
 from astropy.io import fits
 
 from obsflow.cli import main
+from obsflow.sdfits import index
 
 AGBT15 = "testdata/AGBT22A_325_15/AGBT22A_325_15.raw.vegas.A"
 
@@ -83,3 +84,55 @@ def test_help_has_an_example(capsys) -> None:
     assert main(["index", "--help"]) == 0
     out = capsys.readouterr().out
     assert "Examples:" in out and "obsflow index" in out and "--check" in out
+
+
+def _with_card(fits_path: Path, key: str, value: str) -> None:
+    """Replace the card ``key`` of the table header in place (a damaged header, as written by hand)."""
+    data = bytearray(fits_path.read_bytes())
+    position = data.find(b"XTENSION")
+    while data[position : position + 8].rstrip() != key.encode():
+        position += 80
+    data[position : position + 80] = f"{key:<8}= {value}".ljust(80).encode()
+    fits_path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("TFORM7", "'1024Q'"), ("TFIELDS", "99"), ("TFORM21", "'XJ'"), ("TFORM21", "'2J'"), ("TFORM1", "'32X'")],
+)
+def test_a_malformed_table_header_is_one_line_exit_2(key: str, value: str, fits_copy: Path, capsys) -> None:
+    _with_card(fits_copy, key, value)
+    assert main(["index", str(fits_copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("obsflow: error: ") and str(fits_copy) in err
+    assert not fits_copy.with_suffix(".index").exists()
+
+
+def test_a_non_ascii_byte_in_a_string_column_keeps_rows_fixed_width(samples: Path, fits_copy: Path) -> None:
+    """GBTIDL reads fixed columns: one character per byte, a non-ASCII one written as '?'."""
+    with fits.open(fits_copy) as hdul:
+        data_start = hdul.fileinfo(1)["datLoc"]
+    data = bytearray(fits_copy.read_bytes())
+    assert data[data_start : data_start + 4] == b"VANE"  # OBJECT of row 0
+    data[data_start + 1] = 0xE9  # 'é' in Latin-1
+    fits_copy.write_bytes(bytes(data))
+    assert main(["index", str(fits_copy)]) == 0
+    written = fits_copy.with_suffix(".index")
+    raw_bytes = written.read_bytes()
+    assert raw_bytes.isascii()
+    real = (samples / f"{AGBT15}.index").read_text().split("\n")
+    mine = raw_bytes.decode("ascii").split("\n")
+    assert len(mine) == len(real) and all(len(a) == len(b) for a, b in zip(mine[9:], real[9:], strict=True))
+    assert index.parse_index_row(mine[11])["SOURCE"] == "V?NE"
+    assert index.read_index(written).n_rows == 32
+    assert mine[12:] == real[12:]  # the other rows as GBT wrote them
+
+
+def test_index_of_the_current_folder_is_named_after_it(samples: Path, tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "AGBT22A_325_15.raw.vegas"
+    folder.mkdir()
+    shutil.copyfile(samples / f"{AGBT15}.fits", folder / "AGBT22A_325_15.raw.vegas.A.fits")
+    monkeypatch.chdir(folder)
+    assert main(["index", "."]) == 0
+    assert sorted(p.name for p in folder.glob("*.index")) == ["AGBT22A_325_15.raw.vegas.index"]
+    assert not (folder / ".index").exists()

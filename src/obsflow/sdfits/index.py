@@ -271,10 +271,19 @@ def row_count(columns: Mapping[str, Any]) -> int:
     raise InputError("SDFITS rows need SCAN and DATE-OBS columns")
 
 
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
+
+
 def str_values(columns: Mapping[str, Any], name: str, n: int, default: str) -> list[str]:
+    """The column's values as one-line printable ASCII: one character per byte, any other written '?'.
+
+    GBTIDL reads index rows by byte position, so a value may neither widen (UTF-8, U+FFFD) nor
+    break its line.
+    """
     if name not in columns:
         return [default] * n
-    return [(v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)).strip() for v in columns[name]]
+    return [_NOT_PRINTABLE_ASCII.sub("?", (v.decode("latin-1") if isinstance(v, bytes) else str(v)).strip())
+            for v in columns[name]]  # fmt: skip
 
 
 def _floats(columns: Mapping[str, Any], name: str, n: int, default: float = 0.0) -> list[float]:

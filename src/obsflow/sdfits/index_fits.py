@@ -8,6 +8,7 @@ disagree: GBTIDL and dysh trust an index blindly, so a wrong one must never be a
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -90,17 +91,7 @@ def read_sdfits_tables(fits_path: Path, extra_columns: Iterable[str] = ()) -> li
             for number, hdu in enumerate(hdul):
                 if not isinstance(hdu, fits.BinTableHDU) or not hdu.header.get("NAXIS2", 0):
                     continue
-                names = set(hdu.columns.names)
-                missing = [name for name in _REQUIRED if name not in names]
-                if missing:
-                    raise InputError(f"not an SDFITS file: HDU {number} has no {', '.join(missing)} column", path)
-                try:
-                    columns = {name: np.array(hdu.data[name]) for name in wanted & names}
-                except (TypeError, ValueError, OSError) as err:
-                    raise InputError(f"unreadable FITS table in HDU {number}: {err}", path) from err
-                if not names & {"TDIM7", "TDIM6"} and "DATA" in names:
-                    width = int(hdu.columns["DATA"].format.repeat)
-                    columns["TDIM7"] = np.array([f"({width},1,1,1)"] * hdu.header["NAXIS2"])
+                columns, names = _table_columns(hdu, number, wanted, path)
                 projid = hdu.header.get("PROJID", None if "PROJID" in names else primary_projid)
                 backend = hdu.header.get("BACKEND") or hdul[0].header.get("INSTRUME")
                 if backend and "BACKEND" not in columns:
@@ -111,6 +102,29 @@ def read_sdfits_tables(fits_path: Path, extra_columns: Iterable[str] = ()) -> li
         finally:
             hdul.close()
     return tables
+
+
+def _table_columns(hdu: fits.BinTableHDU, number: int, wanted: set[str], path: Path
+                   ) -> tuple[dict[str, np.ndarray], set[str]]:  # fmt: skip
+    """The ``wanted`` columns of one table, each one value per row, and every column name."""
+    try:
+        names = set(hdu.columns.names)
+        missing = [name for name in _REQUIRED if name not in names]
+        if missing:
+            raise InputError(f"not an SDFITS file: HDU {number} has no {', '.join(missing)} column", path)
+        columns = {name: np.array(hdu.data[name]) for name in wanted & names}
+        if not names & {"TDIM7", "TDIM6"} and "DATA" in names:
+            width = int(hdu.columns["DATA"].format.repeat)
+            columns["TDIM7"] = np.array([f"({width},1,1,1)"] * hdu.header["NAXIS2"])
+    except InputError:
+        raise
+    except Exception as err:  # a malformed header: astropy raises VerifyError, KeyError, ValueError, ...
+        raise InputError(f"unreadable FITS table in HDU {number}: {type(err).__name__}: {err}", path) from err
+    for name, values in columns.items():
+        if values.ndim != 1:  # '2J', '32X': the index has one cell per row
+            raise InputError(f"not an SDFITS file: column {name} of HDU {number} has {values.shape[1:]} values per row,"
+                             " expected one", path)  # fmt: skip
+    return columns, names
 
 
 def _open_fits(path: Path) -> fits.HDUList:
@@ -140,7 +154,8 @@ def index_path_for(fits_path: Path) -> Path:
 
 def combined_index_path(vegas_dir: Path) -> Path:
     """``<PROJ>.raw.vegas/<PROJ>.raw.vegas.index``: the index over all bank files that GBTIDL opens online."""
-    return Path(vegas_dir) / f"{Path(vegas_dir).name}.index"
+    name = Path(os.path.abspath(vegas_dir)).name  # '.' and 'x/..' have no name of their own
+    return Path(vegas_dir) / f"{name}.index"
 
 
 def _header_for(tables: Sequence[SdfitsTable], existing_index: Path | None, now: datetime | None) -> IndexHeader:
