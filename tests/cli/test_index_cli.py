@@ -136,3 +136,69 @@ def test_index_of_the_current_folder_is_named_after_it(samples: Path, tmp_path: 
     assert main(["index", "."]) == 0
     assert sorted(p.name for p in folder.glob("*.index")) == ["AGBT22A_325_15.raw.vegas.index"]
     assert not (folder / ".index").exists()
+
+
+PROJECT = "AGBT26A_520_01"
+
+
+@pytest.fixture(scope="module")
+def raw_project(tmp_path_factory) -> Path:
+    from datetime import UTC, datetime
+
+    from obsflow.simulate.telescope import TelescopeSpec, simulate_project
+
+    root = tmp_path_factory.mktemp("raw")
+    spec = TelescopeSpec(project=PROJECT, scans=4, procedure="OnOff", banks=2, pols=1, channels=1024,
+                         integrations=2, seed=3, start=datetime(2026, 11, 23, 6, 0, tzinfo=UTC))  # fmt: skip
+    simulate_project(spec, root)
+    return root / PROJECT
+
+
+def _filled_out_of_order(raw_project: Path, out: Path) -> Path:
+    """An output tree where scan 3 was filled before scan 1; its product folder."""
+    assert main(["fill", str(raw_project), str(out), "--scans", "3"]) == 0
+    assert main(["fill", str(raw_project), str(out), "--scans", "1"]) == 0
+    return out / PROJECT / f"{PROJECT}.raw.vegas"
+
+
+def test_check_accepts_scans_filled_out_of_order(raw_project: Path, tmp_path: Path, capsys) -> None:
+    folder = _filled_out_of_order(raw_project, tmp_path / "out")
+    capsys.readouterr()
+    assert main(["index", "--check", f"{folder}/"]) == 0
+    assert capsys.readouterr().out.startswith("ok")
+
+
+def test_check_still_finds_rows_in_a_wrong_order(raw_project: Path, tmp_path: Path, capsys) -> None:
+    folder = _filled_out_of_order(raw_project, tmp_path / "out")
+    combined = folder / f"{PROJECT}.raw.vegas.index"
+    lines = combined.read_text().split("\n")
+    first, second = index.renumbered([lines[11], lines[10]], 0)  # the first two rows of bank A swapped
+    combined.write_text("\n".join([*lines[:10], first, second, *lines[12:]]))
+    capsys.readouterr()
+    assert main(["index", "--check", f"{folder}/"]) == 1
+    assert "differs" in capsys.readouterr().out
+
+
+def test_a_rebuild_keeps_the_fill_order(raw_project: Path, tmp_path: Path) -> None:
+    folder = _filled_out_of_order(raw_project, tmp_path / "out")
+    combined = folder / f"{PROJECT}.raw.vegas.index"
+    before = _rows(combined.read_text())
+    assert main(["index", f"{folder}/"]) == 0
+    assert _rows(combined.read_text()) == before
+
+
+def test_a_rebuild_in_an_output_tree_waits_for_the_project_lock(raw_project: Path, tmp_path: Path, capsys) -> None:
+    from obsflow.lock import held
+
+    out = tmp_path / "out"
+    folder = _filled_out_of_order(raw_project, out)
+    combined = folder / f"{PROJECT}.raw.vegas.index"
+    before = combined.read_bytes()
+    capsys.readouterr()
+    with held(out / "locks", PROJECT, purpose="a fill"):
+        assert main(["index", "--lock-timeout", "0.3", f"{folder}/"]) == 2
+        assert main(["index", "--lock-timeout", "0.3", str(folder / f"{PROJECT}.raw.vegas.A.fits")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("lock held by") == 2
+    assert combined.read_bytes() == before
+    assert main(["index", f"{folder}/"]) == 0  # free again

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ __all__ = [
     "read_index",
     "renumbered",
     "row_count",
+    "same_rows_in_any_order",
     "str_values",
     "write_index",
     "write_index_text",
@@ -528,6 +530,27 @@ def last_row(path: Path) -> dict[str, str] | None:
         return parse_index_row(line.decode("ascii"))
     except UnicodeDecodeError as err:
         raise IntegrityError("index's last row is not ASCII text", path) from err
+
+
+def same_rows_in_any_order(have: Sequence[str], fresh: Sequence[str]) -> bool:
+    """True when the rows ``have`` are the freshly built rows ``fresh`` in another valid order.
+
+    Valid: INDEX counts 0, 1, ..., each (FILE, EXT)'s ROWs ascend, and without INDEX the rows
+    are the same multiset (the filler appends in fill order, a rebuild may sort by TIMESTAMP).
+    """
+    if len(have) != len(fresh):
+        return False
+    last_rows: dict[tuple[str, str], int] = {}
+    for position, line in enumerate(have):
+        fields = parse_index_row(line)
+        if fields["#INDEX#"] != str(position) or not fields["ROW"].isdigit():
+            return False
+        key, row = (fields["FILE"], fields["EXT"]), int(fields["ROW"])
+        if row <= last_rows.get(key, -1):
+            return False
+        last_rows[key] = row
+    index_end = _SPANS["#INDEX#"][1]
+    return Counter(line[index_end:] for line in have) == Counter(line[index_end:] for line in fresh)
 
 
 def _header_line_position(head: bytes, key: bytes, path: Path) -> tuple[int, bytes | None]:

@@ -234,11 +234,14 @@ def build_combined_index(
 ) -> str:
     """The text of ``<PROJ>.raw.<backend>.index`` over several bank files.
 
-    Rows are ordered scan by scan (runs of equal TIMESTAMP, in TIMESTAMP order), and within a
-    scan bank file by bank file in the order given, INDEX continuous: the order in which the
-    online filler appends them (scan N: bank A rows, bank B rows, ...).  FILE names each row's
+    Rows are ordered scan by scan, and within a scan bank file by bank file in the order given,
+    INDEX continuous: the order in which the online filler appends them (scan N: bank A rows,
+    bank B rows, ...).  Scans listed in ``existing_index`` keep its order (the fill order, which
+    differs from TIMESTAMP order when scans were filled out of order, and which a GBTIDL reading
+    the file online relies on); the others follow in TIMESTAMP order.  FILE names each row's
     bank file.
     """
+    positions = _row_positions(existing_index)
     chunks = []
     all_tables: list[SdfitsTable] = []
     for file_order, fits_path in enumerate(fits_paths):
@@ -246,7 +249,9 @@ def build_combined_index(
         all_tables.extend(tables)
         for table in tables:
             for run_id, start, stop in _scan_runs(table):
-                chunks.append(((run_id, file_order, table.ext, start), table, start, stop))
+                position = positions.get((table.file_name, table.ext, start))
+                order = (0, position) if position is not None else (1, run_id, file_order, table.ext, start)
+                chunks.append((order, table, start, stop))
     chunks.sort(key=lambda chunk: chunk[0])
     header = header or _header_for(all_tables, existing_index, now)
     rows: list[str] = []
@@ -255,6 +260,17 @@ def build_combined_index(
         rows.extend(build_index_rows(part, projid=table.projid, file_name=table.file_name, ext=table.ext,
                                      first_row=start, first_index=len(rows)))  # fmt: skip
     return index_text(header, rows)
+
+
+def _row_positions(existing_index: Path | None) -> dict[tuple[str, int, int], int]:
+    """(FILE, EXT, ROW) -> position in an existing index; empty when there is none or it is unreadable."""
+    if existing_index is None or not Path(existing_index).is_file():
+        return {}
+    try:
+        rows = read_index(Path(existing_index)).rows
+    except InputError:
+        return {}
+    return {(entry.file, entry.ext, entry.row): position for position, entry in enumerate(rows)}
 
 
 # --------------------------------------------------------------------------------------------
