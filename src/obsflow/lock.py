@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from obsflow.atomic import fsync_dir
-from obsflow.errors import LockError
+from obsflow.errors import LockError, OutputError
 
 __all__ = ["LockInfo", "flocked", "held", "is_locked", "live_locks", "locks_in", "read_lock", "take_lock"]
 
@@ -156,6 +156,14 @@ def _try_create(path: Path, info: LockInfo) -> bool:
     return True
 
 
+def _create_or_fail(path: Path, info: LockInfo) -> bool:
+    """:func:`_try_create`, a folder that cannot be written (read-only, full, no permission) an OutputError."""
+    try:
+        return _try_create(path, info)
+    except OSError as err:
+        raise OutputError(f"cannot create lock: {err.strerror or err}", path) from err
+
+
 def take_lock(
     locks_dir: Path,
     name: str,
@@ -166,16 +174,20 @@ def take_lock(
 ) -> Path:
     """Create ``<locks_dir>/<name>.lock``, waiting up to ``timeout_s`` for a live holder.
 
-    Raises LockError naming the holder if it does not come free in time.
+    Raises LockError naming the holder if it does not come free in time, OutputError if the
+    lock cannot be created at all (a read-only or full disk).
     """
     locks_dir = Path(locks_dir)
-    locks_dir.mkdir(parents=True, exist_ok=True)
     path = lock_path(locks_dir, name)
     me = LockInfo(os.getpid(), socket.gethostname(), _user(), time.time(), purpose)
-    _remove_dead_temps(path)
     deadline = time.monotonic() + timeout_s
+    try:
+        locks_dir.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temps(path)
+    except OSError as err:
+        raise OutputError(f"cannot create lock: {err.strerror or err}", path) from err
     while True:
-        if _try_create(path, me):
+        if _create_or_fail(path, me):
             return path
         holder = read_lock(path)
         if holder is not None and is_stale(holder, stale_after_s):

@@ -34,11 +34,29 @@ def _snapshot(root: Path) -> dict[Path, bytes]:
 
 
 def test_scan_list_syntax():
-    assert parse_scan_list("1,3,5-9") == {1, 3, 5, 6, 7, 8, 9}
-    with pytest.raises(UsageError):
-        parse_scan_list("3-1")
-    with pytest.raises(UsageError):
-        parse_scan_list("x")
+    chosen = parse_scan_list("1,3,5-9")
+    assert [n for n in range(12) if n in chosen] == [1, 3, 5, 6, 7, 8, 9]
+    for bad in ("3-1", "x", ",", " , ", "1_0", "\u0663", "1-\u0663", "5-", "-5", "1--3"):
+        with pytest.raises(UsageError):
+            parse_scan_list(bad)
+
+
+def test_a_huge_scan_range_is_kept_as_a_range():
+    chosen = parse_scan_list("1-300000000,7")
+    assert 299_999_999 in chosen and 300_000_001 not in chosen
+    assert chosen.missing({1, 2, 3, 7, 9}) == "4-6,8,10-300000000"
+
+
+def test_missing_scans_are_reported_as_ranges(raw_project, tmp_path, capsys):
+    assert main(["fill", str(raw_project), str(tmp_path / "out"), "--scans", "1-1000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not in the scan log: 7-1000" in err[0] and len(err[0]) < 300
+
+
+def test_an_empty_scan_list_is_a_usage_error(raw_project, tmp_path, capsys):
+    assert main(["fill", str(raw_project), str(tmp_path / "out"), "--scans", ","]) == 2
+    assert "--scans" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_fills_chosen_scans_then_skips_duplicates_with_a_note(raw_project, tmp_path, capsys):
@@ -128,3 +146,28 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A real tmpfs mounted for the test (remounted read-only by it)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
+                            check=False)  # fmt: skip
+    if result.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_read_only_output_folder_is_one_line_exit_2_and_changes_nothing(raw_project, tmpfs, capsys):
+    out = tmpfs / "out"
+    assert main(["fill", str(raw_project), str(out), "--scans", "1"]) == 0
+    before = _snapshot(out)
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    capsys.readouterr()
+    assert main(["fill", str(raw_project), str(out), "--scans", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot create lock: Read-only file system" in err[0] and PROJECT in err[0]
+    assert _snapshot(out) == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -17,30 +19,64 @@ Examples:
 """
 
 
-def parse_scan_list(text: str) -> set[int]:
-    """``1,3,5-9`` -> {1, 3, 5, 6, 7, 8, 9} (GBT sdfits ``-scans`` syntax: no spaces, ranges inclusive)."""
-    scans: set[int] = set()
-    for item in text.split(","):
-        item = item.strip()
+@dataclass(frozen=True)
+class ScanList:
+    """The scans ``--scans`` chose, kept as inclusive (first, last) ranges: ``1-300000000`` costs
+    two numbers, not a set of 300 million."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    def __contains__(self, scan: object) -> bool:
+        return isinstance(scan, int) and any(first <= scan <= last for first, last in self.ranges)
+
+    def missing(self, present: Iterable[int]) -> str:
+        """The chosen scans not in ``present``, as ranges ('4-6,8,10-1000'); '' if none."""
+        numbers = sorted(set(present))
+        gaps: list[str] = []
+        for first, last in self.ranges:
+            start = first
+            for scan in (n for n in numbers if first <= n <= last):
+                if scan > start:
+                    gaps.append(_range_text(start, scan - 1))
+                start = scan + 1
+            if start <= last:
+                gaps.append(_range_text(start, last))
+        return ",".join(gaps)
+
+
+def _range_text(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def _scan_number(text: str, item: str) -> int:
+    # ASCII digits only: int() would also take '1_0' and other scripts' digits
+    if not text or not (text.isascii() and text.isdigit()):
+        raise UsageError(f"--scans: {item!r} is not a scan number or range like 5-9")
+    return int(text)
+
+
+def parse_scan_list(text: str) -> ScanList:
+    """``1,3,5-9`` -> those scans (GBT sdfits ``-scans`` syntax: no spaces, ranges inclusive)."""
+    ranges = []
+    for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
         low, dash, high = item.partition("-")
-        try:
-            first = int(low)
-            last = int(high) if dash else first
-        except ValueError as err:
-            raise UsageError(f"--scans: {item!r} is not a scan number or range like 5-9") from err
+        first = _scan_number(low, item)
+        last = _scan_number(high, item) if dash else first
         if last < first:
             raise UsageError(f"--scans: range {item!r} runs backwards")
-        scans.update(range(first, last + 1))
-    return scans
+        ranges.append((first, last))
+    if not ranges:
+        raise UsageError(f"--scans: {text!r} names no scan (give e.g. 1,3,5-9, or leave --scans out for all)")
+    return ScanList(tuple(ranges))
 
 
 @click.command("fill", epilog=EXAMPLES)
 @click.argument("raw_project", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("output_root", type=click.Path(path_type=Path, file_okay=False), default=".", required=False)
 @click.option("--backends", default="vegas", show_default=True, help="Backends to fill (only vegas is supported).")
-@click.option("--scans", "scan_list", default="", help="Scans to fill, e.g. 1,3,5-9 (default: every finished scan).")
+@click.option("--scans", "scan_list", default=None, help="Scans to fill, e.g. 1,3,5-9 (default: every finished scan).")
 @click.option("--flags", "flags_dir", type=click.Path(path_type=Path, file_okay=False), help="Flag-file folder [OUT/flags].")
 @click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False), help="Lock-file folder [OUT/locks].")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the project lock.")
@@ -50,7 +86,7 @@ def command(
     raw_project: Path,
     output_root: Path,
     backends: str,
-    scan_list: str,
+    scan_list: str | None,
     flags_dir: Path | None,
     locks_dir: Path | None,
     lock_timeout: float,
@@ -70,12 +106,12 @@ def command(
     wanted_backends = {b.strip().lower() for b in backends.split(",") if b.strip()}
     if wanted_backends - {"vegas"}:
         raise UsageError(f"--backends: only 'vegas' can be filled, not {', '.join(sorted(wanted_backends - {'vegas'}))}")
-    wanted = parse_scan_list(scan_list) if scan_list else None
+    wanted = parse_scan_list(scan_list) if scan_list is not None else None
     scans = [s for s in raw.read_project(raw_project) if wanted is None or s.number in wanted]
     if wanted is not None:
-        missing = wanted - {s.number for s in scans}
+        missing = wanted.missing(s.number for s in scans)
         if missing:
-            raise UsageError(f"--scans: not in the scan log: {', '.join(map(str, sorted(missing)))}", raw_project)
+            raise UsageError(f"--scans: not in the scan log: {missing}", raw_project)
     layout = OutputLayout(output_root, flags_dir, locks_dir)
     try:
         layout.root.mkdir(parents=True, exist_ok=True)

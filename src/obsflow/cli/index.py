@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from obsflow.cli._options import emit_json, json_option
-from obsflow.errors import EXIT_FINDINGS, EXIT_OK, InputError
-from obsflow.sdfits.index import write_index_text
+from obsflow.errors import EXIT_FINDINGS, EXIT_OK, InputError, IntegrityError
+from obsflow.online.layout import OutputLayout
+from obsflow.sdfits.index import same_rows_in_any_order, write_index_text
 from obsflow.sdfits.index_fits import build_combined_index, build_index_for_fits, combined_index_path, index_path_for
 
 __all__ = ["command"]
@@ -27,11 +30,20 @@ class _Job:
     source: Path  # a FITS file, or a folder of bank files
     index: Path
     text: str
+    sizes: dict[Path, int]  # of the FITS files read: re-checked before the index is replaced
 
 
 def _rows_section(text: str) -> str:
     """Everything from ``[rows]`` on: what --check compares (header dates always differ)."""
     return text[text.find("\n[rows]\n") :]
+
+
+def _row_lines(text: str) -> list[str]:
+    return _rows_section(text).split("\n")[3:-1]  # after '', '[rows]' and the column-name row
+
+
+def _sizes(paths: list[Path]) -> dict[Path, int]:
+    return {path: path.stat().st_size for path in paths}
 
 
 def _plan(path: Path) -> _Job:
@@ -40,8 +52,10 @@ def _plan(path: Path) -> _Job:
         if not banks:
             raise InputError("folder holds no .fits files", path)
         target = combined_index_path(path)
-        return _Job(path, target, build_combined_index(banks, existing_index=target))
-    return _Job(path, index_path_for(path), build_index_for_fits(path))
+        sizes = _sizes(banks)
+        return _Job(path, target, build_combined_index(banks, existing_index=target), sizes)
+    sizes = _sizes([path]) if path.is_file() else {}
+    return _Job(path, index_path_for(path), build_index_for_fits(path), sizes)
 
 
 def _compare(job: _Job) -> str:
@@ -51,31 +65,60 @@ def _compare(job: _Job) -> str:
         current = job.index.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError):
         return "differs"
-    return "ok" if _rows_section(current) == _rows_section(job.text) else "differs"
+    if _rows_section(current) == _rows_section(job.text):
+        return "ok"
+    # scans filled out of order are listed in fill order, a rebuild of a lost index sorts them
+    return "ok" if same_rows_in_any_order(_row_lines(current), _row_lines(job.text)) else "differs"
+
+
+def _write(job: _Job) -> None:
+    """Replace the index, unless a FITS file grew while it was built (its new rows would be missing)."""
+    if any(path.stat().st_size != size for path, size in job.sizes.items()):
+        raise IntegrityError("a FITS file changed while its index was built; run 'obsflow index' again", job.source)
+    write_index_text(job.index, job.text)
+
+
+def _output_project(path: Path) -> tuple[Path, str] | None:
+    """(output root, project) when ``path`` is in a filler's tree <root>/<PROJ>/<PROJ>.raw.vegas/."""
+    folder = Path(os.path.abspath(path if path.is_dir() else path.parent))
+    project = folder.parent.name
+    if project and folder.name == f"{project}.raw.vegas":
+        return folder.parent.parent, project
+    return None
+
+
+def _hold_projects(stack: ExitStack, paths: tuple[Path, ...], locks_dir: Path | None, timeout_s: float) -> None:
+    """Hold the project lock of every path in a filler's tree (a fill appending meanwhile would
+    lose its rows to the index renamed into place); in name order, so two of us cannot deadlock."""
+    projects = sorted({found for found in map(_output_project, paths) if found is not None})
+    for root, project in projects:
+        layout = OutputLayout(root, locks_root=locks_dir)
+        stack.enter_context(layout.project_held(project, timeout_s, "rebuild the GBTIDL index"))
 
 
 @click.command(name="index", epilog=EPILOG)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--check", is_flag=True, help="Only compare each existing .index with a fresh build; exit 1 if any differs.")
+@click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="The filler's lock-file folder [<root>/locks of each output tree].")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for a fill of the project to finish.")
 @json_option
-def command(paths: tuple[Path, ...], check: bool, as_json: bool) -> int:
+def command(paths: tuple[Path, ...], check: bool, locks_dir: Path | None, lock_timeout: float, as_json: bool) -> int:
     """(Re)build the GBTIDL index of each SDFITS FITS file (ours or GBT's), or check it.
 
     For a FITS file X.fits the index is X.index beside it.  For a folder like
     <PROJ>.raw.vegas/ it is the combined <PROJ>.raw.vegas.index over every bank file,
     the file GBTIDL opens online.  Every input is read before anything is written, so
-    bad input (not FITS, truncated, not SDFITS) leaves every index untouched.
+    bad input (not FITS, truncated, not SDFITS) leaves every index untouched.  In a filler's
+    output tree the project's lock is held while rebuilding, and a rebuilt combined index keeps
+    the order of the one it replaces (the fill order GBTIDL may be reading).
     """
-    jobs = [_plan(path) for path in paths]  # raises InputError before any write
-    results = []
-    for job in jobs:
-        n_rows = _rows_section(job.text).count("\n") - 3  # minus the [rows] and column-name lines
-        if check:
-            status = _compare(job)
-        else:
-            write_index_text(job.index, job.text)
-            status = "written"
-        results.append({"source": str(job.source), "index": str(job.index), "rows": n_rows, "status": status})
+    with ExitStack() as stack:
+        if not check:
+            _hold_projects(stack, paths, locks_dir, lock_timeout)
+        jobs = [_plan(path) for path in paths]  # raises InputError before any write
+        results = [_run(job, check) for job in jobs]
     if as_json:
         emit_json({"check": check, "results": results})
     else:
@@ -83,3 +126,13 @@ def command(paths: tuple[Path, ...], check: bool, as_json: bool) -> int:
             click.echo(f"{result['status']:8} {result['index']} ({result['rows']} rows)")
     failed = check and any(result["status"] != "ok" for result in results)
     return EXIT_FINDINGS if failed else EXIT_OK
+
+
+def _run(job: _Job, check: bool) -> dict[str, object]:
+    n_rows = len(_row_lines(job.text))
+    if check:
+        status = _compare(job)
+    else:
+        _write(job)
+        status = "written"
+    return {"source": str(job.source), "index": str(job.index), "rows": n_rows, "status": status}

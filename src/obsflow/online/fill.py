@@ -9,7 +9,9 @@ Order of work, under the project's lock:
   1. roll back any fill a crash interrupted (the undo journal);
   2. read and convert the whole scan first: a bad raw file fails here, before
      any output file is touched;
-  3. journal every file's old length and the bytes to be overwritten; fsync;
+  3. check the indexes agree with the FITS files (refuse, changing nothing, if not; a lost
+     combined index is rebuilt from the bank files in step 4);
+     journal every file's old length and the bytes to be overwritten; fsync;
   4. append FITS rows (data, fsync, then NAXIS2), then index rows, then flags;
   5. commit (delete the journal); on any error, roll back instead.
 """
@@ -156,12 +158,17 @@ def _fill_locked(
         fills.append(BankFill(bank, item.fits_path, len(rows["SCAN"]), item.first_row))
     if not work:
         return tuple(fills)
+    existing_banks = layout.bank_files(project, BACKEND)
+    if combined.exists():
+        _check_combined_agrees(combined, existing_banks)
+    rebuild_combined = not combined.exists() and bool(existing_banks)
     journal.record(undo_for(combined, [(0, INDEX_HEADER_BYTES)]) if combined.exists() else FileUndo(str(combined), None))
     journal.save()
     try:
-        _write_all(project, work, layout, combined, write_spurs)
+        _write_all(project, work, layout, combined, write_spurs, rebuild_combined)
     except BaseException as err:  # Ctrl-C and bugs too: never leave a half fill behind the lock
-        log.error("fill of %s scan %d failed, rolling back: %s", project, scan.number, err or type(err).__name__)
+        # INFO: the caller reports the error itself (the CLI in one line); -v shows the rollback
+        log.info("fill of %s scan %d failed, rolling back: %s", project, scan.number, err or type(err).__name__)
         journal.rollback()
         if isinstance(err, OSError):
             raise OutputError(f"fill failed and was rolled back: {err.strerror or err}", err.filename) from err
@@ -189,8 +196,12 @@ def _prepare_bank(
         journal.record(undo_for(index_fits.index_path_for(fits_path), [(0, INDEX_HEADER_BYTES)]))
         item = _BankWork(fits_path, rows, header, state.nrows, plan)
     else:
+        index_path = index_fits.index_path_for(fits_path)
+        if index_path.exists():  # journaled as new, a rollback would delete it; else it got rows from 0 appended
+            raise IntegrityError("index exists without its FITS file; restore the FITS file or remove the index",
+                                 index_path)  # fmt: skip
         journal.record(FileUndo(str(fits_path), None))
-        journal.record(FileUndo(str(index_fits.index_path_for(fits_path)), None))
+        journal.record(FileUndo(str(index_path), None))
         item = _BankWork(fits_path, rows, header, 0, None)
     # The flag file is not journaled: it is the observers' (a rollback must not undo their
     # edits), and what the fill adds to it (an empty header, spur rows) is idempotent.
@@ -251,10 +262,37 @@ def _check_index_agrees(fits_path: Path, expected: int) -> None:
         raise IntegrityError(
             f"index has {have} rows but its FITS file has {expected}; rebuild it with 'obsflow index'", index_path
         )
+    _check_last_row(index_path, fits_path, expected)
+
+
+def _check_last_row(index_path: Path, fits_path: Path, nrows: int) -> None:
+    """The last row must point at this file's last row: the right count alone passes another bank's index."""
+    last = index.last_row(index_path)
+    if last is None:
+        return
+    expected = {"FILE": fits_path.name, "EXT": "1", "ROW": str(nrows - 1), "#INDEX#": str(nrows - 1)}
+    wrong = [f"{name} {last[name]!r}" for name, value in expected.items() if last[name] != value]
+    if wrong:
+        raise IntegrityError(
+            f"index's last row has {', '.join(wrong)}, expected {fits_path.name} HDU 1 ROW {nrows - 1}; "
+            "rebuild it with 'obsflow index'", index_path
+        )
+
+
+def _check_combined_agrees(combined: Path, bank_files: Sequence[Path]) -> None:
+    """The combined index must list every row of every bank file: a cut one would be appended to."""
+    have = index.next_index(combined)
+    expected = sum(writer.read_state(path).nrows for path in bank_files)
+    if have != expected:
+        raise IntegrityError(
+            f"combined index has {have} rows but the bank files have {expected}; rebuild it with "
+            f"'obsflow index {combined.parent}/'", combined
+        )
 
 
 def _write_all(
-    project: str, work: Sequence[_BankWork], layout: OutputLayout, combined: Path, write_spurs: bool
+    project: str, work: Sequence[_BankWork], layout: OutputLayout, combined: Path, write_spurs: bool,
+    rebuild_combined: bool = False,
 ) -> None:
     """FITS rows first (their index and spur rows are formatted while the disk flushes them), then indexes, flags."""
     now = datetime.now(UTC)
@@ -280,7 +318,11 @@ def _write_all(
             index.write_index_text(bank_index, index_fits.build_index_for_fits(item.fits_path, now=now))
         combined_rows += index.renumbered(rows, first_combined + len(combined_rows))
         flag.ensure_flag_file(item.fits_path, layout.flag_target(item.fits_path), rows=spurs)
-    if combined.exists():
+    if rebuild_combined:  # lost while bank files exist: the new rows alone would hide the older scans
+        log.info("%s was missing: rebuilt from every bank file", combined.name)
+        banks = layout.bank_files(project, BACKEND)
+        index.write_index_text(combined, index_fits.build_combined_index(banks, now=now))
+    elif combined.exists():
         index.append_index_rows(combined, combined_rows, now=now)
     else:
         observer = str(work[0].rows["OBSERVER"][0]) if "OBSERVER" in work[0].rows else "Unknown"

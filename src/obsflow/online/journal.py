@@ -96,7 +96,7 @@ class Journal:
         """Undo this fill now (the files go back to their recorded state)."""
         if self._saved != len(self.entries):  # saved already: saving again could fail on a full disk
             self.save()
-        recover(self.path)
+        recover(self.path, level=logging.INFO)  # the failed fill is reported by its caller
         self.entries.clear()
         self._saved = 0
 
@@ -122,8 +122,12 @@ def _restore(undo: FileUndo) -> None:
         os.fsync(handle.fileno())
 
 
-def recover(journal_path: Path) -> list[str]:
-    """Roll back the fill journaled at ``journal_path``, if any; return the files restored."""
+def recover(journal_path: Path, level: int = logging.WARNING) -> list[str]:
+    """Roll back the fill journaled at ``journal_path``, if any; return the files restored.
+
+    Each restored file is logged at ``level``: WARNING for a crashed fill found later, INFO for
+    a fill rolling itself back (its caller reports the error).
+    """
     journal_path = Path(journal_path)
     try:
         data = json.loads(journal_path.read_text())
@@ -136,7 +140,7 @@ def recover(journal_path: Path) -> list[str]:
     # Restore in reverse order of recording: later files may depend on earlier ones.
     for undo in reversed(undos):
         _restore(undo)
-        log.warning("rolled back %s to %s bytes", undo.path, undo.old_size)
+        log.log(level, "rolled back %s to %s bytes", undo.path, undo.old_size)
     journal_path.unlink(missing_ok=True)
     fsync_dir(journal_path.parent)
     return [u.path for u in undos]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,12 +45,14 @@ __all__ = [
     "asctime",
     "build_index_rows",
     "index_text",
+    "int_values",
+    "last_row",
     "next_index",
     "parse_index_row",
-    "renumbered",
-    "int_values",
     "read_index",
+    "renumbered",
     "row_count",
+    "same_rows_in_any_order",
     "str_values",
     "write_index",
     "write_index_text",
@@ -270,10 +273,19 @@ def row_count(columns: Mapping[str, Any]) -> int:
     raise InputError("SDFITS rows need SCAN and DATE-OBS columns")
 
 
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
+
+
 def str_values(columns: Mapping[str, Any], name: str, n: int, default: str) -> list[str]:
+    """The column's values as one-line printable ASCII: one character per byte, any other written '?'.
+
+    GBTIDL reads index rows by byte position, so a value may neither widen (UTF-8, U+FFFD) nor
+    break its line.
+    """
     if name not in columns:
         return [default] * n
-    return [(v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)).strip() for v in columns[name]]
+    return [_NOT_PRINTABLE_ASCII.sub("?", (v.decode("latin-1") if isinstance(v, bytes) else str(v)).strip())
+            for v in columns[name]]  # fmt: skip
 
 
 def _floats(columns: Mapping[str, Any], name: str, n: int, default: float = 0.0) -> list[float]:
@@ -504,6 +516,41 @@ def next_index(path: Path) -> int:
     if rows_bytes < 0 or rows_bytes % (ROW_WIDTH + 1):
         raise IntegrityError(f"index rows section is {rows_bytes} bytes, not whole {ROW_WIDTH}-character rows", path)
     return rows_bytes // (ROW_WIDTH + 1)
+
+
+def last_row(path: Path) -> dict[str, str] | None:
+    """The fields of an index's last row (as :func:`parse_index_row`), None if it has none; O(1)."""
+    path = Path(path)
+    if next_index(path) == 0:  # also checks the rows section holds whole rows
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(-(ROW_WIDTH + 1), os.SEEK_END)
+        line = handle.read(ROW_WIDTH)
+    try:
+        return parse_index_row(line.decode("ascii"))
+    except UnicodeDecodeError as err:
+        raise IntegrityError("index's last row is not ASCII text", path) from err
+
+
+def same_rows_in_any_order(have: Sequence[str], fresh: Sequence[str]) -> bool:
+    """True when the rows ``have`` are the freshly built rows ``fresh`` in another valid order.
+
+    Valid: INDEX counts 0, 1, ..., each (FILE, EXT)'s ROWs ascend, and without INDEX the rows
+    are the same multiset (the filler appends in fill order, a rebuild may sort by TIMESTAMP).
+    """
+    if len(have) != len(fresh):
+        return False
+    last_rows: dict[tuple[str, str], int] = {}
+    for position, line in enumerate(have):
+        fields = parse_index_row(line)
+        if fields["#INDEX#"] != str(position) or not fields["ROW"].isdigit():
+            return False
+        key, row = (fields["FILE"], fields["EXT"]), int(fields["ROW"])
+        if row <= last_rows.get(key, -1):
+            return False
+        last_rows[key] = row
+    index_end = _SPANS["#INDEX#"][1]
+    return Counter(line[index_end:] for line in have) == Counter(line[index_end:] for line in fresh)
 
 
 def _header_line_position(head: bytes, key: bytes, path: Path) -> tuple[int, bytes | None]:

@@ -8,6 +8,7 @@ disagree: GBTIDL and dysh trust an index blindly, so a wrong one must never be a
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -90,17 +91,7 @@ def read_sdfits_tables(fits_path: Path, extra_columns: Iterable[str] = ()) -> li
             for number, hdu in enumerate(hdul):
                 if not isinstance(hdu, fits.BinTableHDU) or not hdu.header.get("NAXIS2", 0):
                     continue
-                names = set(hdu.columns.names)
-                missing = [name for name in _REQUIRED if name not in names]
-                if missing:
-                    raise InputError(f"not an SDFITS file: HDU {number} has no {', '.join(missing)} column", path)
-                try:
-                    columns = {name: np.array(hdu.data[name]) for name in wanted & names}
-                except (TypeError, ValueError, OSError) as err:
-                    raise InputError(f"unreadable FITS table in HDU {number}: {err}", path) from err
-                if not names & {"TDIM7", "TDIM6"} and "DATA" in names:
-                    width = int(hdu.columns["DATA"].format.repeat)
-                    columns["TDIM7"] = np.array([f"({width},1,1,1)"] * hdu.header["NAXIS2"])
+                columns, names = _table_columns(hdu, number, wanted, path)
                 projid = hdu.header.get("PROJID", None if "PROJID" in names else primary_projid)
                 backend = hdu.header.get("BACKEND") or hdul[0].header.get("INSTRUME")
                 if backend and "BACKEND" not in columns:
@@ -111,6 +102,29 @@ def read_sdfits_tables(fits_path: Path, extra_columns: Iterable[str] = ()) -> li
         finally:
             hdul.close()
     return tables
+
+
+def _table_columns(hdu: fits.BinTableHDU, number: int, wanted: set[str], path: Path
+                   ) -> tuple[dict[str, np.ndarray], set[str]]:  # fmt: skip
+    """The ``wanted`` columns of one table, each one value per row, and every column name."""
+    try:
+        names = set(hdu.columns.names)
+        missing = [name for name in _REQUIRED if name not in names]
+        if missing:
+            raise InputError(f"not an SDFITS file: HDU {number} has no {', '.join(missing)} column", path)
+        columns = {name: np.array(hdu.data[name]) for name in wanted & names}
+        if not names & {"TDIM7", "TDIM6"} and "DATA" in names:
+            width = int(hdu.columns["DATA"].format.repeat)
+            columns["TDIM7"] = np.array([f"({width},1,1,1)"] * hdu.header["NAXIS2"])
+    except InputError:
+        raise
+    except Exception as err:  # a malformed header: astropy raises VerifyError, KeyError, ValueError, ...
+        raise InputError(f"unreadable FITS table in HDU {number}: {type(err).__name__}: {err}", path) from err
+    for name, values in columns.items():
+        if values.ndim != 1:  # '2J', '32X': the index has one cell per row
+            raise InputError(f"not an SDFITS file: column {name} of HDU {number} has {values.shape[1:]} values per row,"
+                             " expected one", path)  # fmt: skip
+    return columns, names
 
 
 def _open_fits(path: Path) -> fits.HDUList:
@@ -140,7 +154,8 @@ def index_path_for(fits_path: Path) -> Path:
 
 def combined_index_path(vegas_dir: Path) -> Path:
     """``<PROJ>.raw.vegas/<PROJ>.raw.vegas.index``: the index over all bank files that GBTIDL opens online."""
-    return Path(vegas_dir) / f"{Path(vegas_dir).name}.index"
+    name = Path(os.path.abspath(vegas_dir)).name  # '.' and 'x/..' have no name of their own
+    return Path(vegas_dir) / f"{name}.index"
 
 
 def _header_for(tables: Sequence[SdfitsTable], existing_index: Path | None, now: datetime | None) -> IndexHeader:
@@ -219,11 +234,14 @@ def build_combined_index(
 ) -> str:
     """The text of ``<PROJ>.raw.<backend>.index`` over several bank files.
 
-    Rows are ordered scan by scan (runs of equal TIMESTAMP, in TIMESTAMP order), and within a
-    scan bank file by bank file in the order given, INDEX continuous: the order in which the
-    online filler appends them (scan N: bank A rows, bank B rows, ...).  FILE names each row's
+    Rows are ordered scan by scan, and within a scan bank file by bank file in the order given,
+    INDEX continuous: the order in which the online filler appends them (scan N: bank A rows,
+    bank B rows, ...).  Scans listed in ``existing_index`` keep its order (the fill order, which
+    differs from TIMESTAMP order when scans were filled out of order, and which a GBTIDL reading
+    the file online relies on); the others follow in TIMESTAMP order.  FILE names each row's
     bank file.
     """
+    positions = _row_positions(existing_index)
     chunks = []
     all_tables: list[SdfitsTable] = []
     for file_order, fits_path in enumerate(fits_paths):
@@ -231,7 +249,9 @@ def build_combined_index(
         all_tables.extend(tables)
         for table in tables:
             for run_id, start, stop in _scan_runs(table):
-                chunks.append(((run_id, file_order, table.ext, start), table, start, stop))
+                position = positions.get((table.file_name, table.ext, start))
+                order = (0, position) if position is not None else (1, run_id, file_order, table.ext, start)
+                chunks.append((order, table, start, stop))
     chunks.sort(key=lambda chunk: chunk[0])
     header = header or _header_for(all_tables, existing_index, now)
     rows: list[str] = []
@@ -240,6 +260,17 @@ def build_combined_index(
         rows.extend(build_index_rows(part, projid=table.projid, file_name=table.file_name, ext=table.ext,
                                      first_row=start, first_index=len(rows)))  # fmt: skip
     return index_text(header, rows)
+
+
+def _row_positions(existing_index: Path | None) -> dict[tuple[str, int, int], int]:
+    """(FILE, EXT, ROW) -> position in an existing index; empty when there is none or it is unreadable."""
+    if existing_index is None or not Path(existing_index).is_file():
+        return {}
+    try:
+        rows = read_index(Path(existing_index)).rows
+    except InputError:
+        return {}
+    return {(entry.file, entry.ext, entry.row): position for position, entry in enumerate(rows)}
 
 
 # --------------------------------------------------------------------------------------------
