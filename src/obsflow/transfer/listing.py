@@ -25,6 +25,7 @@ command for all the files asked for.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -40,7 +41,7 @@ from typing import NamedTuple
 import xxhash
 
 from obsflow.config import WHOLE_ROOT, Location
-from obsflow.errors import PathEscapeError, RemoteCommandFailed
+from obsflow.errors import PathEscapeError, RemoteCommandFailed, TransportError
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.rsync import printed_name
 
@@ -206,7 +207,7 @@ def list_files(
     """List the data files in ``folders`` (relative to ``location``) matching ``patterns``.
 
     Missing folders are simply empty; a missing root gives an empty listing with
-    ``root_exists=False``.  ``marker``: an absolute path on the same host whose existence
+    ``root_exists=False``; a folder that cannot be read raises TransportError (never "empty").  ``marker``: an absolute path on the same host whose existence
     the listing reports (``Listing.marker_present``), in the same round trip.  Remote: one
     ssh round trip; raises HostUnreachable or RemoteCommandFailed.  Folder names must be
     safe relative paths (PathEscapeError).
@@ -260,7 +261,7 @@ def is_folder(location: Location, shell: Shell) -> bool:
 
 def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listing:
     now = time.time()
-    if not root.is_dir():
+    if not _is_dir(root):
         return Listing(root_exists=False, host_time=now)
     root_real = os.path.realpath(root)
     superseded = _folders_in(root / SUPERSEDED_DIR)
@@ -269,13 +270,41 @@ def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listin
         return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded)
     for folder in folders:
         top = root / folder
-        if not (top.is_dir() or top.is_symlink()):
+        is_dir = _is_dir(top)
+        if not (is_dir or _is_symlink(top)):
             continue
         collector.add_folder(folder, os.path.realpath(top), root_real)
-        if folder in collector.files or not top.is_dir():
+        if folder in collector.files or not is_dir:
             continue
         _walk(top, folder, collector)
     return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded)
+
+
+# What Path.is_dir() takes for "no such folder"; any other error (EACCES: a folder on the way
+# cannot be searched) means we cannot tell, and must not answer "empty".
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as err:
+        if err.errno in _ABSENT:
+            return False
+        raise _cannot_list(path, err) from err
+
+
+def _is_symlink(path: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError as err:
+        if err.errno in _ABSENT:
+            return False
+        raise _cannot_list(path, err) from err
+
+
+def _cannot_list(folder: Path | str, err: OSError) -> TransportError:
+    return TransportError(f"cannot list {folder}: {err.strerror}")
 
 
 def _folders_in(folder: Path) -> list[str]:
@@ -294,9 +323,10 @@ def _walk(top: Path | str, prefix: str, collector: _Collector, in_partial: bool 
     try:
         with os.scandir(top) as it:
             entries = list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # vanished (or replaced) since its parent was read: nothing there
     except OSError as err:
-        log.warning("cannot list %s: %s", top, err.strerror)
-        return
+        raise _cannot_list(top, err) from err  # unreadable is not empty: its files would pass for missing
     files, matches = collector.files, collector.matches
     lead = f"{prefix}/" if prefix else ""
     for entry in entries:
@@ -318,8 +348,10 @@ def _walk(top: Path | str, prefix: str, collector: _Collector, in_partial: bool 
                 st = entry.stat(follow_symlinks=False)
             kind = _kind(st.st_mode)
             target = os.readlink(entry.path) if kind == "l" else ""
-        except OSError:
+        except FileNotFoundError:
             continue  # vanished since the folder was read: not there
+        except OSError as err:
+            raise _cannot_list(top, err) from err  # e.g. a folder readable but not searchable
         collector.add(relpath, FileStat(st.st_size, st.st_mtime_ns / 1e9, kind, target))
 
 
