@@ -13,6 +13,8 @@ from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import xxh128_file
 from obsflow.verify.check import plan_pairs, verify
 from obsflow.verify.compare import SizeDiff
+from obsflow.verify.report import render_text
+from tests.verify.reading import parse_text
 from tests.verify.scenario import BEFORE_PERIOD, PERIOD, build_world
 from tests.verify.trees import alter, night_folder, truncate
 
@@ -29,6 +31,7 @@ def test_all_present_and_equal(sshd, tmp_path):
     total = sum(len(paths) for paths in world.files.values())
     assert report.counts == {
         "missing": 0, "size_differs": 0, "hash_differs": 0, "not_checked": 0, "matched": 2 * total, "in_flight": 0,
+        "refused": 0,
     }  # fmt: skip
     assert report.subject.startswith("OK: ")
 
@@ -221,3 +224,23 @@ def test_unknown_hop_or_instrument_is_a_usage_error(sshd, tmp_path):
         plan_pairs(config, PERIOD, hops=["suth:mars"])
     with pytest.raises(UsageError, match="unknown instrument 'spupnic'"):
         plan_pairs(config, PERIOD, instruments=["spupnic"])
+
+
+def test_a_dated_folder_linked_outside_the_root_is_refused_as_the_sync_refuses_it(sshd, tmp_path):
+    world = build_world(tmp_path, sshd, per_night=1)
+    night = night_folder(PERIOD.first.replace(day=5))
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(world.inst("sha") / night, elsewhere)  # the night's files now live outside the root ...
+    os.symlink(elsewhere, world.inst("sha") / night)  # ... reached through a link the sync will not follow
+    report = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["instruments:suth"]))
+    found = by_folder(report)
+    sha = found[("instruments:suth", "sha")]
+    assert [(r.path, r.reason) for r in sha.refused] == [(night, f"symlink to {elsewhere} (outside the root or absolute)")]
+    assert sha.skipped == () and sha.status == "differences"
+    assert found[("instruments:suth", "shd")].status == "ok"
+    assert report.counts["refused"] == 1 and report.exit_code == 1
+    assert report.subject.startswith("FAILED: 0 missing, 0 size differs, 0 not checked, 1 refused")
+    section = parse_text(render_text(report))["sha: sha -> suth  (hop instruments:suth)"]
+    assert section["ENTRIES ON SHA THAT THE SYNC REFUSES (THEY LEAD OUTSIDE THE ROOT)"] == [
+        f"{night}  (symlink to {elsewhere} (outside the root or absolute))"
+    ]

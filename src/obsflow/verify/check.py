@@ -429,6 +429,7 @@ def _result(
         unhashed=_shown(unhashed),
         in_flight=_shown(comparison.in_flight),
         skipped=_shown(comparison.skipped),
+        refused=tuple(dataclasses.replace(r, path=printable_name(r.path)) for r in comparison.refused),
         matched=matched,
         hash_checked=checksum,
         hash_error=hash_error,

@@ -49,6 +49,9 @@ def _sections(folder: FolderResult) -> list[tuple[str, list[str], str | None]]:
     if folder.in_flight:
         heading = "FILES STILL IN FLIGHT (NOT ALARMS: CHANGING OR COPIED WHILE CHECKED)"
         sections.append((heading, list(folder.in_flight), None))
+    if folder.refused:
+        heading = f"ENTRIES ON {a} THAT THE SYNC REFUSES (THEY LEAD OUTSIDE THE ROOT)"
+        sections.append((heading, [f"{r.path}  ({r.reason})" for r in folder.refused], None))
     if folder.skipped:
         heading = f"ENTRIES ON {a} THAT ARE NOT REGULAR FILES (NOT COPIED, NOT COMPARED)"
         sections.append((heading, list(folder.skipped), None))
@@ -99,7 +102,7 @@ def render_text(report: Report) -> str:
         "",
         f"{counts['matched']} present and equal, {counts['missing']} missing, {counts['size_differs']} size differs, "
         f"{counts['hash_differs']} checksum differs, {counts['not_checked']} not checked, "
-        f"{counts['in_flight']} in flight",
+        f"{counts['in_flight']} in flight" + (f", {counts['refused']} refused" if counts["refused"] else ""),
     ]
     return "\n".join(out) + "\n"
 
@@ -144,6 +147,7 @@ def _folder_dict(folder: FolderResult) -> dict[str, Any]:
         "unhashed": list(folder.unhashed),
         "in_flight": list(folder.in_flight),
         "skipped": list(folder.skipped),
+        "refused": [{"path": r.path, "reason": r.reason} for r in folder.refused],
     }
 
 
