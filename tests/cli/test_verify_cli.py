@@ -187,3 +187,15 @@ def test_the_installed_command_exits_1_on_differences(sshd, tmp_path):
     assert json.loads(done.stdout)["folders"][0]["missing"] == [world.files["sha"][0]]
     help_text = subprocess.run([str(OBSFLOW), "verify", "--help"], capture_output=True, text=True, check=True).stdout
     assert "Examples:" in help_text and "--checksum" in help_text
+
+
+def test_an_html_page_that_cannot_be_written_still_saves_and_mails_then_exits_2(sshd, tmp_path, capsys, smtpd):
+    world = build_world(tmp_path, sshd, per_night=1, mail=mail_table(smtpd))
+    args = ["verify", "-c", str(world.config_path), *TODAY, "--hop", "suth:cape", "--mail", "--html", "/nonexistent/r.html"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith("OK: ")
+    assert captured.err == "obsflow: error: cannot write: No such file or directory (/nonexistent)\n"
+    assert json.loads((tmp_path / "state" / "verify-last.json").read_text())["status"] == "ok"
+    (received,) = smtpd.received
+    assert received.message["Subject"].startswith("OK: ")
