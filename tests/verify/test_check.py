@@ -244,3 +244,19 @@ def test_a_dated_folder_linked_outside_the_root_is_refused_as_the_sync_refuses_i
     assert section["ENTRIES ON SHA THAT THE SYNC REFUSES (THEY LEAD OUTSIDE THE ROOT)"] == [
         f"{night}  (symlink to {elsewhere} (outside the root or absolute))"
     ]
+
+
+def test_a_name_with_a_backslash_is_one_file_not_compared_under_checksum(sshd, tmp_path):
+    world = build_world(tmp_path, sshd, per_night=1)
+    night = night_folder(PERIOD.first.replace(day=5))
+    odd = f"{night}/SHA_back\\slash.fits"
+    for root in (world.inst("sha"), world.suth("sha")):
+        (root / odd).write_bytes(b"x" * 2880)
+        os.utime(root / odd, (time.time() - 86400,) * 2)
+    alter(world.suth("sha") / world.files["sha"][0])  # the others are still compared
+    report = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["instruments:suth"]), checksum=True)
+    sha = by_folder(report)[("instruments:suth", "sha")]
+    assert sha.unhashed == (odd,) and sha.hash_error is None
+    assert [d.path for d in sha.hash_differs] == [world.files["sha"][0]]
+    assert by_folder(report)[("instruments:suth", "shd")].status == "ok"
+    assert report.counts["not_checked"] == 1 and report.exit_code == 2

@@ -35,7 +35,15 @@ from dataclasses import dataclass
 from obsflow.config import INSTRUMENTS, Config, Hop, Instrument, Location
 from obsflow.errors import OutputError, TransportError, UsageError
 from obsflow.transfer.catalog import Catalog
-from obsflow.transfer.listing import FileStat, Listing, hash_files, list_files, missing_disk, printable_name
+from obsflow.transfer.listing import (
+    FileStat,
+    Listing,
+    hash_files,
+    list_files,
+    missing_disk,
+    printable_name,
+    unsafe_relpaths,
+)
 from obsflow.transfer.plan import dated_folders, modified_window, modified_within
 from obsflow.transfer.remote import Shell
 from obsflow.verify.compare import Comparison, HashDiff, compare_hashes, compare_listings, confirm, folders_of
@@ -317,7 +325,8 @@ def _hash_sides(
         stats = {path: listing[path] for path in paths}
         stored[key] = catalog.known_hashes(side.host, side.instrument, stats) if catalog is not None else {}
         known[key] = {} if rehash else dict(stored[key])
-        todo = sorted(path for path in paths if path not in known[key])
+        # A name hash_files refuses (a backslash) is left unhashed: "not compared" for that file only.
+        todo = sorted(path for path in paths - unsafe_relpaths(paths) if path not in known[key])
         if todo:
             jobs.append(_HashJob(side, todo, stats))
 
