@@ -95,3 +95,15 @@ def test_the_sync_fails_the_hop_on_an_unsearchable_destination_root(world) -> No
     assert "Traceback" not in done.stderr
     (line,) = [ln for ln in done.stdout.splitlines() if "FAILED" in ln]
     assert line.startswith("instruments:suth sha: FAILED: cannot list ") and "Permission denied" in line
+
+
+def test_verify_checksum_reports_an_unreadable_file_as_not_compared(world) -> None:
+    source, _dest, config = world
+    frame = next(iter(sorted((source / NIGHT).iterdir())))
+    frame.chmod(0)
+    done = obsflow_nocap("verify", "-c", str(config), "--since", TODAY.isoformat(), "--checksum", "--json")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (folder,) = json.loads(done.stdout)["folders"]
+    assert folder["unhashed"] == [f"{NIGHT}/{frame.name}"] and folder["hash_error"] is None
+    assert folder["matched"] == 1

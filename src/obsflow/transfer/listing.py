@@ -487,8 +487,8 @@ def hash_files(location: Location, paths: Iterable[str], shell: Shell | None = N
     """xxh128 of each of ``paths`` (relative to ``location``) that exists there, as hex.
 
     Local: read with xxhash.  Remote: one ssh command running rsync's own hashing (see
-    the module docstring).  Unsafe paths raise PathEscapeError; missing files are absent
-    from the result.
+    the module docstring).  Unsafe paths raise PathEscapeError; missing and unreadable files
+    are absent from the result.
     """
     paths = list(dict.fromkeys(paths))
     for path in paths:
@@ -503,6 +503,8 @@ def hash_files(location: Location, paths: Iterable[str], shell: Shell | None = N
                 hashes[path] = xxh128_file(f"{root}/{path}")  # a str: pathlib costs more than the read
             except (FileNotFoundError, IsADirectoryError):
                 continue
+            except OSError as err:  # unreadable: left unhashed, as the remote rsync leaves it (exit 23)
+                log.warning("cannot hash %s/%s: %s", root, path, err.strerror)
         return hashes
     script = _HASH_SCRIPT.format(root=shlex.quote(location.path))
     out = (shell or Shell()).run(location, script, stdin=b"\0".join(os.fsencode(p) for p in paths) + b"\0")
