@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,3 +201,26 @@ def test_an_html_page_that_cannot_be_written_still_saves_and_mails_then_exits_2(
     assert json.loads((tmp_path / "state" / "verify-last.json").read_text())["status"] == "ok"
     (received,) = smtpd.received
     assert received.message["Subject"].startswith("OK: ")
+
+
+def test_control_characters_in_names_are_escaped_in_text_and_html(sshd, tmp_path, capsys):
+    world = build_world(tmp_path, sshd, per_night=1)
+    night = world.files["sha"][0].rsplit("/", 1)[0]
+    ghost = "x.fits\n2026_1101_GHOST.fits"
+    bell = "SHA_\x1b[2Jcleared\t.fits"
+    for name in (ghost, bell):
+        frame = world.inst("sha") / night / name
+        frame.write_bytes(b"x" * 2880)
+        os.utime(frame, (time.time() - 86400,) * 2)
+    html_path = tmp_path / "verify.html"
+    args = ["verify", "-c", str(world.config_path), *TODAY, "--hop", "instruments:suth", "-i", "sha"]
+    assert main([*args, "--html", str(html_path)]) == 1
+    text = capsys.readouterr().out
+    assert "\x1b" not in text and "\t" not in text
+    shown = [f"{night}/x.fits\\n2026_1101_GHOST.fits", f"{night}/SHA_\\x1b[2Jcleared\\t.fits"]
+    missing_heading = "FILES ON SHA THAT ARE NOT ON SUTH"
+    assert sorted(parse_text(text)["sha: sha -> suth  (hop instruments:suth)"][missing_heading]) == sorted(shown)
+    html_sections, _ = parse_html(html_path.read_text())
+    assert sorted(html_sections["sha: sha -> suth  (hop instruments:suth)"][missing_heading]) == sorted(shown)
+    assert main([*args, "--json"]) == 1
+    assert sorted(json.loads(capsys.readouterr().out)["folders"][0]["missing"]) == sorted(f"{night}/{n}" for n in (ghost, bell))
