@@ -225,3 +225,14 @@ def test_control_characters_in_names_are_escaped_in_text_and_html(sshd, tmp_path
     assert sorted(html_sections["sha: sha -> suth  (hop instruments:suth)"][missing_heading]) == sorted(shown)
     assert main([*args, "--json"]) == 1
     assert sorted(json.loads(capsys.readouterr().out)["folders"][0]["missing"]) == sorted(f"{night}/{n}" for n in (ghost, bell))
+
+
+def test_verify_since_1980_over_ssh_lists_every_night_in_one_round_trip(sshd, tmp_path, capsys):
+    world = build_world(tmp_path, sshd, per_night=1)
+    (world.cape("sha") / world.files["sha"][1]).unlink()
+    args = ["verify", "-c", str(world.config_path), "--since", "1980-01-01", "--until", "2026-11-23", "-i", "sha", "--json"]
+    assert main(args) == 1, capsys.readouterr().err  # 17,000 dated folders, over the argument limit in one script
+    report = json.loads(capsys.readouterr().out)
+    by_hop = {folder["hop"]: folder for folder in report["folders"]}
+    assert by_hop["instruments:suth"]["status"] == "ok" and by_hop["instruments:suth"]["matched"] == 5  # with the night before the period
+    assert by_hop["suth:cape"]["missing"] == [world.files["sha"][1]]

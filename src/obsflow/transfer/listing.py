@@ -366,32 +366,41 @@ def _kind(mode: int) -> str:
 
 
 # One script, one round trip: whether the marker file asked for exists, host clock, real root, each existing folder's real path, then
-# every entry below them.  ``find -H`` follows a dated folder that is itself a symlink (its
+# every entry below them.  The folders come on stdin, NUL-separated (decades of dated folders
+# would pass the kernel's limit on one argument); ``xargs -0`` hands them to the loop and then
+# to find in as many batches as needed, all records of the loop (D) before any of find (F).
+# ``find -H`` follows a dated folder that is itself a symlink (its
 # real path is checked against the root first); entries below are never followed.  Real
 # paths come from ``cd -P`` and ``$PWD`` (shell builtins: no process per folder).  A file that
 # vanishes while find reads its folder (a writer's temp file renamed into place) is no error.
 _LIST_SCRIPT = """\
 {marker_test}
 cd -P -- {root} 2>/dev/null || {{ printf 'N\\0'; exit 0; }}
-root=$PWD
+root=$PWD superseded={superseded}
+export root superseded
 printf 'T\\0%s\\0R\\0%s\\0' "$(date +%s.%N)" "$root"
-for v in {superseded}/*; do
-  [ -d "$v" ] && [ ! -L "$v" ] && printf 'V\\0%s\\0' "${{v#{superseded}/}}"
+for v in "$superseded"/*; do
+  [ -d "$v" ] && [ ! -L "$v" ] && printf 'V\\0%s\\0' "${{v#"$superseded"/}}"
 done
-set --
-for d in {folders}; do
+each_folder='
+for d; do
   if [ -d "$d" ]; then
     cd -P -- "$d" 2>/dev/null || continue
     real=$PWD
     cd -- "$root" || exit 3
-    printf 'D\\0%s\\0%s\\0' "$d" "$real"
-    case "$real/" in "$root"/*) set -- "$@" "$d" ;; esac
+    printf "D\\0%s\\0%s\\0" "$d" "$real"
+    case "$real/" in "$root"/*) printf "%s\\0" "$d" >&3 ;; esac
   elif [ -L "$d" ]; then
-    printf 'D\\0%s\\0%s\\0' "$d" "$(readlink -- "$d")"
+    printf "D\\0%s\\0%s\\0" "$d" "$(readlink -- "$d")"
   fi
-done
-[ $# -gt 0 ] || exit 0
-exec find -H "$@" -mindepth 1 -ignore_readdir_race -name {superseded} -prune -o -printf 'F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0'
+done'
+find_below='exec find -H "$@" -mindepth 1 -ignore_readdir_race -name "$superseded" -prune -o \\
+  -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0"'
+kept=$(mktemp) || exit 3
+xargs -0 -r sh -c "$each_folder" sh 3>"$kept" && xargs -0 -r sh -c "$find_below" sh <"$kept"
+rc=$?
+rm -f -- "$kept"
+exit $rc
 """
 
 
@@ -403,11 +412,11 @@ def _list_remote(
     script = _LIST_SCRIPT.format(
         marker_test=f"[ ! -e {shlex.quote(marker)} ] || printf 'M\\0'" if marker else ":",
         root=shlex.quote(location.path),
-        folders=" ".join(shlex.quote(f) for f in folders) or "''",
         superseded=shlex.quote(SUPERSEDED_DIR),
     )
+    stdin = b"".join(os.fsencode(folder) + b"\0" for folder in folders)
     # Decoded once as a whole (os.fsdecode's rules: undecodable bytes survive as surrogates).
-    fields = shell.run(location, script).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
+    fields = shell.run(location, script, stdin=stdin).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
     host_time, root_real, superseded, i = time.time(), "/", [], 0
     marker_present = False if marker else None
     while i < len(fields) and fields[i] and fields[i] != "F":

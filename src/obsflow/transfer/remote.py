@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from obsflow.config import Config, Location, parse_location
-from obsflow.errors import HostUnreachable, RemoteCommandFailed
+from obsflow.errors import HostUnreachable, RemoteCommandFailed, TransportError
 
 __all__ = ["FORCED_SSH_OPTIONS", "Shell", "control_path", "remote_targets", "shared_connections", "ssh_argv", "ssh_rsh"]
 
@@ -142,7 +142,7 @@ class Shell:
         """Run ``script`` with ``sh`` where ``location`` lives; return its stdout.
 
         Raises HostUnreachable when ssh cannot reach the host, RemoteCommandFailed when
-        the script exits non-zero.
+        the script exits non-zero, TransportError when the command cannot be started.
         """
         if location.is_remote:
             self.wait_connected(location.ssh_target)
@@ -155,6 +155,8 @@ class Shell:
             done = subprocess.run(argv, input=stdin, capture_output=True, timeout=self.timeout_s, check=False)
         except subprocess.TimeoutExpired as err:
             raise RemoteCommandFailed(f"no answer after {self.timeout_s:g} s", _where(location)) from err
+        except OSError as err:  # e.g. E2BIG: a script over the kernel's limit on one argument
+            raise TransportError(f"cannot run {argv[0]}: {err.strerror}", _where(location)) from err
         if done.returncode == 0:
             return done.stdout
         message = _last_line(done.stderr)
