@@ -42,7 +42,7 @@ import xxhash
 
 from obsflow.config import WHOLE_ROOT, Location
 from obsflow.errors import PathEscapeError, RemoteCommandFailed, TransportError
-from obsflow.transfer.remote import Shell
+from obsflow.transfer.remote import Shell, shell_path
 from obsflow.transfer.rsync import printed_name
 
 __all__ = [
@@ -253,7 +253,7 @@ def is_folder(location: Location, shell: Shell) -> bool:
     if not location.is_remote:
         return Path(location.path).is_dir()
     try:
-        shell.run(location, f"test -d {shlex.quote(location.path)}")
+        shell.run(location, f"test -d {shell_path(location.path)}")
     except RemoteCommandFailed:
         return False
     return True
@@ -410,8 +410,8 @@ def _list_remote(
     if WHOLE_ROOT in folders:
         folders = [WHOLE_ROOT]  # find prints ./a/b: the prefix is cut while parsing
     script = _LIST_SCRIPT.format(
-        marker_test=f"[ ! -e {shlex.quote(marker)} ] || printf 'M\\0'" if marker else ":",
-        root=shlex.quote(location.path),
+        marker_test=f"[ ! -e {shell_path(marker)} ] || printf 'M\\0'" if marker else ":",
+        root=shell_path(location.path),
         superseded=shlex.quote(SUPERSEDED_DIR),
     )
     stdin = b"".join(os.fsencode(folder) + b"\0" for folder in folders)
@@ -515,7 +515,7 @@ def hash_files(location: Location, paths: Iterable[str], shell: Shell | None = N
             except OSError as err:  # unreadable: left unhashed, as the remote rsync leaves it (exit 23)
                 log.warning("cannot hash %s/%s: %s", root, path, err.strerror)
         return hashes
-    script = _HASH_SCRIPT.format(root=shlex.quote(location.path))
+    script = _HASH_SCRIPT.format(root=shell_path(location.path))
     out = (shell or Shell()).run(location, script, stdin=b"\0".join(os.fsencode(p) for p in paths) + b"\0")
     wanted, hashes = set(paths), {}
     for line in out.splitlines():

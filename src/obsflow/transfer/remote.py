@@ -30,13 +30,28 @@ from dataclasses import dataclass, field
 from obsflow.config import Config, Location, parse_location
 from obsflow.errors import HostUnreachable, RemoteCommandFailed, TransportError
 
-__all__ = ["FORCED_SSH_OPTIONS", "Shell", "control_path", "remote_targets", "shared_connections", "ssh_argv", "ssh_rsh"]
+__all__ = [
+    "FORCED_SSH_OPTIONS", "Shell", "control_path", "remote_targets", "shared_connections", "shell_path", "ssh_argv",
+    "ssh_rsh",
+]  # fmt: skip
 
 #: put before the user's options: ssh keeps the first value it sees for each option
 FORCED_SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes")
 #: put after the user's options, so their own setting wins
 DEFAULT_SSH_OPTIONS = ("-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15")
 SSH_FAILED = 255
+
+
+def shell_path(path: str) -> str:
+    """``path`` as one word of a script run over ssh; ``~/dir`` (or ``~``) means in the login's home.
+
+    ``shlex.quote`` alone would make ``~`` a literal folder name.  An ssh session starts in the
+    home, so the rest is quoted as a path relative to it (as rsync reads ``host:~/dir`` itself).
+    Scripts must use such a path before changing folder.
+    """
+    if path == "~" or path.startswith("~/"):
+        return shlex.quote(path[2:] or ".")
+    return shlex.quote(path)
 
 
 def ssh_argv(options: Sequence[str], control_dir: str | None = None, target: str = "") -> list[str]:
