@@ -260,3 +260,13 @@ def test_a_name_with_a_backslash_is_one_file_not_compared_under_checksum(sshd, t
     assert [d.path for d in sha.hash_differs] == [world.files["sha"][0]]
     assert by_folder(report)[("instruments:suth", "shd")].status == "ok"
     assert report.counts["not_checked"] == 1 and report.exit_code == 2
+
+
+def test_a_folder_on_b_where_a_has_a_file_is_reported_missing_as_documented(sshd, tmp_path):
+    world = build_world(tmp_path, sshd, per_night=1)
+    path = world.files["sha"][0]
+    (world.suth("sha") / path).unlink()
+    (world.suth("sha") / path).mkdir()  # listings hold files, not folders
+    report = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["instruments:suth"], instruments=["sha"]))
+    (folder,) = report.folders
+    assert (folder.missing, folder.size_differs) == ((path,), ())

@@ -9,7 +9,8 @@ Every data file on A (the upstream side of a hop) lands in exactly one bucket:
 - ``skipped``: any other entry on A that is not a regular file (a symlink, a fifo): the sync
   never copies it;
 - ``missing``: on A, not on B;
-- ``size_differs``: on both, sizes differ (or B holds something that is not a regular file);
+- ``size_differs``: on both, sizes differ (or B holds a symlink or special file there; a folder
+  on B is not in its listing, so the file is ``missing``);
 - ``same_size``: on both with equal sizes; with ``--checksum`` their hashes decide
   (:func:`compare_hashes`), otherwise they count as matching.
 
