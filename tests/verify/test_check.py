@@ -13,7 +13,7 @@ from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import xxh128_file
 from obsflow.verify.check import plan_pairs, verify
 from obsflow.verify.compare import SizeDiff
-from obsflow.verify.report import render_text
+from obsflow.verify.report import render_text, report_dict
 from tests.verify.reading import parse_text
 from tests.verify.scenario import BEFORE_PERIOD, PERIOD, build_world
 from tests.verify.trees import alter, night_folder, truncate
@@ -270,3 +270,16 @@ def test_a_folder_on_b_where_a_has_a_file_is_reported_missing_as_documented(sshd
     report = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["instruments:suth"], instruments=["sha"]))
     (folder,) = report.folders
     assert (folder.missing, folder.size_differs) == ((path,), ())
+
+
+def test_the_header_gives_each_instruments_own_settle_time(sshd, tmp_path):
+    world = build_world(tmp_path, sshd, per_night=1)
+    text = world.config_path.read_text().replace("[instruments.shd]\n", "[instruments.shd]\nsettle_seconds = 600\n")
+    world.config_path.write_text(text)
+    both = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["suth:cape"]))
+    intro = render_text(both).splitlines()[2]
+    assert intro == "files younger than their instrument's settle time (sha 60 s, shd 600 s), or changing while checked, are in flight, not alarms"
+    assert report_dict(both)["settle_seconds_by_instrument"] == {"sha": 60, "shd": 600}
+    shd = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["suth:cape"], instruments=["shd"]))
+    assert render_text(shd).splitlines()[2].startswith("files younger than 600 s, or changing while checked")
+    assert report_dict(shd)["settle_seconds"] == 600

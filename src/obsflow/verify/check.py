@@ -205,10 +205,18 @@ def verify(
     )
     if catalog is not None and fresh:
         _mark_verified(catalog, pairs, folders, fresh)
-    report = Report(period, started, time.time(), config.settle_seconds, checksum, folders)
+    settle = _settle_times(config, pairs)
+    longest = max((seconds for _name, seconds in settle), default=config.settle_seconds)
+    report = Report(period, started, time.time(), longest, checksum, folders, settle)
     if record:
         _record_run(config, catalog, report)
     return report
+
+
+def _settle_times(config: Config, pairs: Sequence[Pair]) -> tuple[tuple[str, float], ...]:
+    """``(instrument, settle seconds)`` of each instrument checked (an instrument may set its own)."""
+    instruments = {pair.instrument.name: pair.instrument for pair in pairs}
+    return tuple((name, config.settle_seconds_for(inst)) for name, inst in instruments.items())
 
 
 def _list_all(shell: Shell, jobs: Sequence[_ListJob], *, processes: bool = True) -> dict[_Key, _Looked]:

@@ -77,9 +77,10 @@ class Report:
     period: Period
     started: float
     ended: float
-    settle_s: float
+    settle_s: float  # the settle time; the longest when the instruments' differ
     hash_checked: bool
     folders: tuple[FolderResult, ...] = field(default_factory=tuple)
+    settle_by_instrument: tuple[tuple[str, float], ...] = ()  # (instrument, seconds) of those checked
 
     @property
     def counts(self) -> dict[str, int]:

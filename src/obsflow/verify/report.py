@@ -90,8 +90,16 @@ def _title(folder: FolderResult) -> str:
 def _intro(report: Report) -> list[str]:
     return [
         f"checked {_when(report.started)} .. {_when(report.ended)[11:]}, nights {report.period}",
-        f"files younger than {report.settle_s:g} s, or changing while checked, are in flight, not alarms",
+        f"files younger than {_settle_text(report)}, or changing while checked, are in flight, not alarms",
     ]
+
+
+def _settle_text(report: Report) -> str:
+    """``60 s``, or each instrument's own where they differ: ``their instrument's settle time (sha 60 s, shd 600 s)``."""
+    if len({seconds for _name, seconds in report.settle_by_instrument}) <= 1:
+        return f"{report.settle_s:g} s"
+    each = ", ".join(f"{name} {seconds:g} s" for name, seconds in report.settle_by_instrument)
+    return f"their instrument's settle time ({each})"
 
 
 def render_text(report: Report) -> str:
@@ -129,6 +137,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "ended": _when(report.ended),
         "period": {"first": report.period.first.isoformat(), "last": report.period.last.isoformat()},
         "settle_seconds": report.settle_s,
+        "settle_seconds_by_instrument": dict(report.settle_by_instrument),
         "checksum": report.hash_checked,
         "counts": report.counts,
         "not_checked": _not_checked_lines(report),
