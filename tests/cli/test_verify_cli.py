@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,6 +165,7 @@ def test_dry_run_shows_the_plan_without_connecting(tmp_path, capsys):
         (["-i", "spupnic"], "unknown instrument 'spupnic'"),
         (["--rehash"], "--rehash only makes sense with --checksum"),
         (["--months", "later"], "not a month: 'later'"),
+        (["--months", "9999-12"], "month 9999-12 is out of range (--months)"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
@@ -187,3 +190,49 @@ def test_the_installed_command_exits_1_on_differences(sshd, tmp_path):
     assert json.loads(done.stdout)["folders"][0]["missing"] == [world.files["sha"][0]]
     help_text = subprocess.run([str(OBSFLOW), "verify", "--help"], capture_output=True, text=True, check=True).stdout
     assert "Examples:" in help_text and "--checksum" in help_text
+
+
+def test_an_html_page_that_cannot_be_written_still_saves_and_mails_then_exits_2(sshd, tmp_path, capsys, smtpd):
+    world = build_world(tmp_path, sshd, per_night=1, mail=mail_table(smtpd))
+    args = ["verify", "-c", str(world.config_path), *TODAY, "--hop", "suth:cape", "--mail", "--html", "/nonexistent/r.html"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith("OK: ")
+    assert captured.err == "obsflow: error: cannot write: No such file or directory (/nonexistent)\n"
+    assert json.loads((tmp_path / "state" / "verify-last.json").read_text())["status"] == "ok"
+    (received,) = smtpd.received
+    assert received.message["Subject"].startswith("OK: ")
+
+
+def test_control_characters_in_names_are_escaped_in_text_and_html(sshd, tmp_path, capsys):
+    world = build_world(tmp_path, sshd, per_night=1)
+    night = world.files["sha"][0].rsplit("/", 1)[0]
+    ghost = "x.fits\n2026_1101_GHOST.fits"
+    bell = "SHA_\x1b[2Jcleared\t.fits"
+    for name in (ghost, bell):
+        frame = world.inst("sha") / night / name
+        frame.write_bytes(b"x" * 2880)
+        os.utime(frame, (time.time() - 86400,) * 2)
+    html_path = tmp_path / "verify.html"
+    args = ["verify", "-c", str(world.config_path), *TODAY, "--hop", "instruments:suth", "-i", "sha"]
+    assert main([*args, "--html", str(html_path)]) == 1
+    text = capsys.readouterr().out
+    assert "\x1b" not in text and "\t" not in text
+    shown = [f"{night}/x.fits\\n2026_1101_GHOST.fits", f"{night}/SHA_\\x1b[2Jcleared\\t.fits"]
+    missing_heading = "FILES ON SHA THAT ARE NOT ON SUTH"
+    assert sorted(parse_text(text)["sha: sha -> suth  (hop instruments:suth)"][missing_heading]) == sorted(shown)
+    html_sections, _ = parse_html(html_path.read_text())
+    assert sorted(html_sections["sha: sha -> suth  (hop instruments:suth)"][missing_heading]) == sorted(shown)
+    assert main([*args, "--json"]) == 1
+    assert sorted(json.loads(capsys.readouterr().out)["folders"][0]["missing"]) == sorted(f"{night}/{n}" for n in (ghost, bell))
+
+
+def test_verify_since_1980_over_ssh_lists_every_night_in_one_round_trip(sshd, tmp_path, capsys):
+    world = build_world(tmp_path, sshd, per_night=1)
+    (world.cape("sha") / world.files["sha"][1]).unlink()
+    args = ["verify", "-c", str(world.config_path), "--since", "1980-01-01", "--until", "2026-11-23", "-i", "sha", "--json"]
+    assert main(args) == 1, capsys.readouterr().err  # 17,000 dated folders, over the argument limit in one script
+    report = json.loads(capsys.readouterr().out)
+    by_hop = {folder["hop"]: folder for folder in report["folders"]}
+    assert by_hop["instruments:suth"]["status"] == "ok" and by_hop["instruments:suth"]["matched"] == 5  # with the night before the period
+    assert by_hop["suth:cape"]["missing"] == [world.files["sha"][1]]

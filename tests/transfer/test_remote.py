@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from obsflow.config import Config, load_config, parse_location
-from obsflow.errors import HostUnreachable
+from obsflow.errors import HostUnreachable, TransportError
 from obsflow.transfer.remote import Shell, remote_targets, shared_connections
 from tests.transfer.conftest import write_config
 
@@ -96,3 +96,9 @@ def test_a_verbose_ssh_does_not_hold_up_the_run(config: Config) -> None:
     with shared_connections(verbose, ["cape.test"]) as shell:
         assert shell.run(parse_location("cape.test:/"), "printf ok") == b"ok"
     assert time.monotonic() - started < 3
+
+
+def test_a_command_that_cannot_be_started_is_one_transport_error(tmp_path) -> None:
+    with pytest.raises(TransportError) as caught:
+        Shell().run(parse_location(str(tmp_path)), "true " + "x" * 200_000)  # one argument over the kernel's limit
+    assert caught.value.one_line() == "cannot run sh: Argument list too long (localhost)"

@@ -13,6 +13,8 @@ from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import xxh128_file
 from obsflow.verify.check import plan_pairs, verify
 from obsflow.verify.compare import SizeDiff
+from obsflow.verify.report import render_text, report_dict
+from tests.verify.reading import parse_text
 from tests.verify.scenario import BEFORE_PERIOD, PERIOD, build_world
 from tests.verify.trees import alter, night_folder, truncate
 
@@ -29,6 +31,7 @@ def test_all_present_and_equal(sshd, tmp_path):
     total = sum(len(paths) for paths in world.files.values())
     assert report.counts == {
         "missing": 0, "size_differs": 0, "hash_differs": 0, "not_checked": 0, "matched": 2 * total, "in_flight": 0,
+        "refused": 0,
     }  # fmt: skip
     assert report.subject.startswith("OK: ")
 
@@ -221,3 +224,62 @@ def test_unknown_hop_or_instrument_is_a_usage_error(sshd, tmp_path):
         plan_pairs(config, PERIOD, hops=["suth:mars"])
     with pytest.raises(UsageError, match="unknown instrument 'spupnic'"):
         plan_pairs(config, PERIOD, instruments=["spupnic"])
+
+
+def test_a_dated_folder_linked_outside_the_root_is_refused_as_the_sync_refuses_it(sshd, tmp_path):
+    world = build_world(tmp_path, sshd, per_night=1)
+    night = night_folder(PERIOD.first.replace(day=5))
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(world.inst("sha") / night, elsewhere)  # the night's files now live outside the root ...
+    os.symlink(elsewhere, world.inst("sha") / night)  # ... reached through a link the sync will not follow
+    report = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["instruments:suth"]))
+    found = by_folder(report)
+    sha = found[("instruments:suth", "sha")]
+    assert [(r.path, r.reason) for r in sha.refused] == [(night, f"symlink to {elsewhere} (outside the root or absolute)")]
+    assert sha.skipped == () and sha.status == "differences"
+    assert found[("instruments:suth", "shd")].status == "ok"
+    assert report.counts["refused"] == 1 and report.exit_code == 1
+    assert report.subject.startswith("FAILED: 0 missing, 0 size differs, 0 not checked, 1 refused")
+    section = parse_text(render_text(report))["sha: sha -> suth  (hop instruments:suth)"]
+    assert section["ENTRIES ON SHA THAT THE SYNC REFUSES (THEY LEAD OUTSIDE THE ROOT)"] == [
+        f"{night}  (symlink to {elsewhere} (outside the root or absolute))"
+    ]
+
+
+def test_a_name_with_a_backslash_is_one_file_not_compared_under_checksum(sshd, tmp_path):
+    world = build_world(tmp_path, sshd, per_night=1)
+    night = night_folder(PERIOD.first.replace(day=5))
+    odd = f"{night}/SHA_back\\slash.fits"
+    for root in (world.inst("sha"), world.suth("sha")):
+        (root / odd).write_bytes(b"x" * 2880)
+        os.utime(root / odd, (time.time() - 86400,) * 2)
+    alter(world.suth("sha") / world.files["sha"][0])  # the others are still compared
+    report = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["instruments:suth"]), checksum=True)
+    sha = by_folder(report)[("instruments:suth", "sha")]
+    assert sha.unhashed == (odd,) and sha.hash_error is None
+    assert [d.path for d in sha.hash_differs] == [world.files["sha"][0]]
+    assert by_folder(report)[("instruments:suth", "shd")].status == "ok"
+    assert report.counts["not_checked"] == 1 and report.exit_code == 2
+
+
+def test_a_folder_on_b_where_a_has_a_file_is_reported_missing_as_documented(sshd, tmp_path):
+    world = build_world(tmp_path, sshd, per_night=1)
+    path = world.files["sha"][0]
+    (world.suth("sha") / path).unlink()
+    (world.suth("sha") / path).mkdir()  # listings hold files, not folders
+    report = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["instruments:suth"], instruments=["sha"]))
+    (folder,) = report.folders
+    assert (folder.missing, folder.size_differs) == ((path,), ())
+
+
+def test_the_header_gives_each_instruments_own_settle_time(sshd, tmp_path):
+    world = build_world(tmp_path, sshd, per_night=1)
+    text = world.config_path.read_text().replace("[instruments.shd]\n", "[instruments.shd]\nsettle_seconds = 600\n")
+    world.config_path.write_text(text)
+    both = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["suth:cape"]))
+    intro = render_text(both).splitlines()[2]
+    assert intro == "files younger than their instrument's settle time (sha 60 s, shd 600 s), or changing while checked, are in flight, not alarms"
+    assert report_dict(both)["settle_seconds_by_instrument"] == {"sha": 60, "shd": 600}
+    shd = verify(world.config, PERIOD, plan_pairs(world.config, PERIOD, hops=["suth:cape"], instruments=["shd"]))
+    assert render_text(shd).splitlines()[2].startswith("files younger than 600 s, or changing while checked")
+    assert report_dict(shd)["settle_seconds"] == 600

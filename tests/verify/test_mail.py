@@ -87,3 +87,25 @@ def test_server_down_is_a_transport_error():
 def test_no_recipient_is_a_config_error():
     with pytest.raises(ConfigError, match="mail.to"):
         build_message(report(), MailConfig(to=()))
+
+
+def test_a_password_smtplib_cannot_send_is_one_config_error(monkeypatch):
+    with running_smtpd(credentials=("obsflow", "pässwörd")) as server:
+        mail = MailConfig(server.server, to=("ops@saao.test",), username="obsflow", password_env="OBSFLOW_SMTP_PW")
+        monkeypatch.setenv("OBSFLOW_SMTP_PW", "pässwörd")
+        with pytest.raises(ConfigError) as caught:
+            send_message(build_message(report(), mail), mail)
+        assert caught.value.one_line() == (
+            "mail password: only ASCII characters can be sent with SMTP AUTH here (OBSFLOW_SMTP_PW)"
+        )
+        assert server.received == []
+
+
+def test_a_password_file_that_is_not_utf8_is_one_config_error(tmp_path):
+    (tmp_path / "pw").write_bytes(b"s3cr\xe9t\n")  # Latin-1
+    with running_smtpd(credentials=("obsflow", "s3cret")) as server:
+        mail = MailConfig(server=server.server, to=("o@p",), username="obsflow", password_file=str(tmp_path / "pw"))
+        with pytest.raises(ConfigError) as caught:
+            send_message(build_message(report(), mail), mail)
+        assert caught.value.one_line() == f"mail.password_file: not UTF-8 text ({tmp_path / 'pw'})"
+        assert server.received == []

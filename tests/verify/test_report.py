@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import date
 
 from obsflow.verify.compare import HashDiff, SizeDiff
 from obsflow.verify.findings import FolderResult, Report
 from obsflow.verify.period import Period
-from obsflow.verify.report import render_html, render_json, render_text
+from obsflow.verify.report import _visible, render_html, render_json, render_text
 from tests.verify.reading import parse_html, parse_text, paths_in
 
 PERIOD = Period(date(2026, 10, 1), date(2026, 11, 23))
@@ -80,6 +81,7 @@ def test_json_carries_the_same_findings():
     assert (data["status"], data["exit_code"]) == ("not checked", 2)
     assert data["counts"] == {
         "missing": 2, "size_differs": 1, "hash_differs": 1, "not_checked": 1, "matched": 13, "in_flight": 1,
+        "refused": 0,
     }  # fmt: skip
     first, second, third = data["folders"]
     assert first["missing"] == ["2026/1101/b.fits", "2026/1102/a.fits"]
@@ -109,3 +111,11 @@ def test_names_are_escaped_in_html():
     sections, _ = parse_html(page)
     missing = sections["sha: suth -> cape  (hop suth:cape)"]["FILES ON SUTH THAT ARE NOT ON CAPE"]
     assert missing == ["2026/1101/<b>&.fits"]
+
+
+def test_exactly_the_control_characters_are_escaped():
+    controls = [chr(i) for i in range(0x110000) if unicodedata.category(chr(i)) == "Cc"]
+    assert [_visible(c) for c in controls[:3]] == ["\\x00", "\\x01", "\\x02"]
+    assert (_visible("\n"), _visible("\t"), _visible("\x1b"), _visible("\x9b")) == ("\\n", "\\t", "\\x1b", "\\x9b")
+    assert all(_visible(c).startswith("\\") for c in controls)
+    assert sum(_visible(chr(i)) != chr(i) for i in range(0x110000)) == len(controls)

@@ -13,10 +13,11 @@ import click
 from obsflow.atomic import write_atomic
 from obsflow.cli._options import config_option, dry_run_option, emit_json, is_terminal, json_option
 from obsflow.config import load_config
-from obsflow.errors import EXIT_OK, OutputError, UsageError
+from obsflow.errors import EXIT_OK, ObsflowError, OutputError, UsageError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.plan import parse_date
 from obsflow.verify.check import Pair, plan_pairs, verify
+from obsflow.verify.findings import Report
 from obsflow.verify.last import save_last
 from obsflow.verify.mail import build_message, send_message, should_send
 from obsflow.verify.period import Period, months_period, range_period
@@ -159,12 +160,30 @@ def command(
         emit_json(report_dict(report))
     else:
         click.echo(render_text(report), nl=False)
-    if html_path is not None:
-        write_atomic(html_path, render_html(report))
+    # A page that cannot be written must not cost the status page its result, nor the mail.
+    html_error = _write_html(html_path, report)
     try:
         save_last(report, config.state_path)
     except OutputError as err:
         log.warning("could not record the result for the status page: %s", err.one_line())
     if send_mail and should_send(report, config.mail):
-        send_message(build_message(report, config.mail), config.mail)
+        try:
+            send_message(build_message(report, config.mail), config.mail)
+        except ObsflowError:
+            if html_error is not None:
+                log.error("%s", html_error.one_line())  # the mail's error is the one raised
+            raise
+    if html_error is not None:
+        raise html_error
     return report.exit_code
+
+
+def _write_html(html_path: Path | None, report: Report) -> OutputError | None:
+    """Write the HTML page if asked; the error, if it cannot be written."""
+    if html_path is None:
+        return None
+    try:
+        write_atomic(html_path, render_html(report))
+    except OutputError as err:
+        return err
+    return None

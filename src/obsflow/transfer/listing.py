@@ -25,6 +25,7 @@ command for all the files asked for.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -40,8 +41,8 @@ from typing import NamedTuple
 import xxhash
 
 from obsflow.config import WHOLE_ROOT, Location
-from obsflow.errors import PathEscapeError, RemoteCommandFailed
-from obsflow.transfer.remote import Shell
+from obsflow.errors import PathEscapeError, RemoteCommandFailed, TransportError
+from obsflow.transfer.remote import Shell, shell_path
 from obsflow.transfer.rsync import printed_name
 
 __all__ = [
@@ -206,7 +207,7 @@ def list_files(
     """List the data files in ``folders`` (relative to ``location``) matching ``patterns``.
 
     Missing folders are simply empty; a missing root gives an empty listing with
-    ``root_exists=False``.  ``marker``: an absolute path on the same host whose existence
+    ``root_exists=False``; a folder that cannot be read raises TransportError (never "empty").  ``marker``: an absolute path on the same host whose existence
     the listing reports (``Listing.marker_present``), in the same round trip.  Remote: one
     ssh round trip; raises HostUnreachable or RemoteCommandFailed.  Folder names must be
     safe relative paths (PathEscapeError).
@@ -252,7 +253,7 @@ def is_folder(location: Location, shell: Shell) -> bool:
     if not location.is_remote:
         return Path(location.path).is_dir()
     try:
-        shell.run(location, f"test -d {shlex.quote(location.path)}")
+        shell.run(location, f"test -d {shell_path(location.path)}")
     except RemoteCommandFailed:
         return False
     return True
@@ -260,7 +261,7 @@ def is_folder(location: Location, shell: Shell) -> bool:
 
 def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listing:
     now = time.time()
-    if not root.is_dir():
+    if not _is_dir(root):
         return Listing(root_exists=False, host_time=now)
     root_real = os.path.realpath(root)
     superseded = _folders_in(root / SUPERSEDED_DIR)
@@ -269,13 +270,41 @@ def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listin
         return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded)
     for folder in folders:
         top = root / folder
-        if not (top.is_dir() or top.is_symlink()):
+        is_dir = _is_dir(top)
+        if not (is_dir or _is_symlink(top)):
             continue
         collector.add_folder(folder, os.path.realpath(top), root_real)
-        if folder in collector.files or not top.is_dir():
+        if folder in collector.files or not is_dir:
             continue
         _walk(top, folder, collector)
     return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded)
+
+
+# What Path.is_dir() takes for "no such folder"; any other error (EACCES: a folder on the way
+# cannot be searched) means we cannot tell, and must not answer "empty".
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as err:
+        if err.errno in _ABSENT:
+            return False
+        raise _cannot_list(path, err) from err
+
+
+def _is_symlink(path: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError as err:
+        if err.errno in _ABSENT:
+            return False
+        raise _cannot_list(path, err) from err
+
+
+def _cannot_list(folder: Path | str, err: OSError) -> TransportError:
+    return TransportError(f"cannot list {folder}: {err.strerror}")
 
 
 def _folders_in(folder: Path) -> list[str]:
@@ -294,9 +323,10 @@ def _walk(top: Path | str, prefix: str, collector: _Collector, in_partial: bool 
     try:
         with os.scandir(top) as it:
             entries = list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # vanished (or replaced) since its parent was read: nothing there
     except OSError as err:
-        log.warning("cannot list %s: %s", top, err.strerror)
-        return
+        raise _cannot_list(top, err) from err  # unreadable is not empty: its files would pass for missing
     files, matches = collector.files, collector.matches
     lead = f"{prefix}/" if prefix else ""
     for entry in entries:
@@ -318,8 +348,10 @@ def _walk(top: Path | str, prefix: str, collector: _Collector, in_partial: bool 
                 st = entry.stat(follow_symlinks=False)
             kind = _kind(st.st_mode)
             target = os.readlink(entry.path) if kind == "l" else ""
-        except OSError:
+        except FileNotFoundError:
             continue  # vanished since the folder was read: not there
+        except OSError as err:
+            raise _cannot_list(top, err) from err  # e.g. a folder readable but not searchable
         collector.add(relpath, FileStat(st.st_size, st.st_mtime_ns / 1e9, kind, target))
 
 
@@ -334,32 +366,41 @@ def _kind(mode: int) -> str:
 
 
 # One script, one round trip: whether the marker file asked for exists, host clock, real root, each existing folder's real path, then
-# every entry below them.  ``find -H`` follows a dated folder that is itself a symlink (its
+# every entry below them.  The folders come on stdin, NUL-separated (decades of dated folders
+# would pass the kernel's limit on one argument); ``xargs -0`` hands them to the loop and then
+# to find in as many batches as needed, all records of the loop (D) before any of find (F).
+# ``find -H`` follows a dated folder that is itself a symlink (its
 # real path is checked against the root first); entries below are never followed.  Real
 # paths come from ``cd -P`` and ``$PWD`` (shell builtins: no process per folder).  A file that
 # vanishes while find reads its folder (a writer's temp file renamed into place) is no error.
 _LIST_SCRIPT = """\
 {marker_test}
 cd -P -- {root} 2>/dev/null || {{ printf 'N\\0'; exit 0; }}
-root=$PWD
+root=$PWD superseded={superseded}
+export root superseded
 printf 'T\\0%s\\0R\\0%s\\0' "$(date +%s.%N)" "$root"
-for v in {superseded}/*; do
-  [ -d "$v" ] && [ ! -L "$v" ] && printf 'V\\0%s\\0' "${{v#{superseded}/}}"
+for v in "$superseded"/*; do
+  [ -d "$v" ] && [ ! -L "$v" ] && printf 'V\\0%s\\0' "${{v#"$superseded"/}}"
 done
-set --
-for d in {folders}; do
+each_folder='
+for d; do
   if [ -d "$d" ]; then
     cd -P -- "$d" 2>/dev/null || continue
     real=$PWD
     cd -- "$root" || exit 3
-    printf 'D\\0%s\\0%s\\0' "$d" "$real"
-    case "$real/" in "$root"/*) set -- "$@" "$d" ;; esac
+    printf "D\\0%s\\0%s\\0" "$d" "$real"
+    case "$real/" in "$root"/*) printf "%s\\0" "$d" >&3 ;; esac
   elif [ -L "$d" ]; then
-    printf 'D\\0%s\\0%s\\0' "$d" "$(readlink -- "$d")"
+    printf "D\\0%s\\0%s\\0" "$d" "$(readlink -- "$d")"
   fi
-done
-[ $# -gt 0 ] || exit 0
-exec find -H "$@" -mindepth 1 -ignore_readdir_race -name {superseded} -prune -o -printf 'F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0'
+done'
+find_below='exec find -H "$@" -mindepth 1 -ignore_readdir_race -name "$superseded" -prune -o \\
+  -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0"'
+kept=$(mktemp) || exit 3
+xargs -0 -r sh -c "$each_folder" sh 3>"$kept" && xargs -0 -r sh -c "$find_below" sh <"$kept"
+rc=$?
+rm -f -- "$kept"
+exit $rc
 """
 
 
@@ -369,13 +410,13 @@ def _list_remote(
     if WHOLE_ROOT in folders:
         folders = [WHOLE_ROOT]  # find prints ./a/b: the prefix is cut while parsing
     script = _LIST_SCRIPT.format(
-        marker_test=f"[ ! -e {shlex.quote(marker)} ] || printf 'M\\0'" if marker else ":",
-        root=shlex.quote(location.path),
-        folders=" ".join(shlex.quote(f) for f in folders) or "''",
+        marker_test=f"[ ! -e {shell_path(marker)} ] || printf 'M\\0'" if marker else ":",
+        root=shell_path(location.path),
         superseded=shlex.quote(SUPERSEDED_DIR),
     )
+    stdin = b"".join(os.fsencode(folder) + b"\0" for folder in folders)
     # Decoded once as a whole (os.fsdecode's rules: undecodable bytes survive as surrogates).
-    fields = shell.run(location, script).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
+    fields = shell.run(location, script, stdin=stdin).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
     host_time, root_real, superseded, i = time.time(), "/", [], 0
     marker_present = False if marker else None
     while i < len(fields) and fields[i] and fields[i] != "F":
@@ -455,8 +496,8 @@ def hash_files(location: Location, paths: Iterable[str], shell: Shell | None = N
     """xxh128 of each of ``paths`` (relative to ``location``) that exists there, as hex.
 
     Local: read with xxhash.  Remote: one ssh command running rsync's own hashing (see
-    the module docstring).  Unsafe paths raise PathEscapeError; missing files are absent
-    from the result.
+    the module docstring).  Unsafe paths raise PathEscapeError; missing and unreadable files
+    are absent from the result.
     """
     paths = list(dict.fromkeys(paths))
     for path in paths:
@@ -471,8 +512,10 @@ def hash_files(location: Location, paths: Iterable[str], shell: Shell | None = N
                 hashes[path] = xxh128_file(f"{root}/{path}")  # a str: pathlib costs more than the read
             except (FileNotFoundError, IsADirectoryError):
                 continue
+            except OSError as err:  # unreadable: left unhashed, as the remote rsync leaves it (exit 23)
+                log.warning("cannot hash %s/%s: %s", root, path, err.strerror)
         return hashes
-    script = _HASH_SCRIPT.format(root=shlex.quote(location.path))
+    script = _HASH_SCRIPT.format(root=shell_path(location.path))
     out = (shell or Shell()).run(location, script, stdin=b"\0".join(os.fsencode(p) for p in paths) + b"\0")
     wanted, hashes = set(paths), {}
     for line in out.splitlines():

@@ -28,15 +28,30 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from obsflow.config import Config, Location, parse_location
-from obsflow.errors import HostUnreachable, RemoteCommandFailed
+from obsflow.errors import HostUnreachable, RemoteCommandFailed, TransportError
 
-__all__ = ["FORCED_SSH_OPTIONS", "Shell", "control_path", "remote_targets", "shared_connections", "ssh_argv", "ssh_rsh"]
+__all__ = [
+    "FORCED_SSH_OPTIONS", "Shell", "control_path", "remote_targets", "shared_connections", "shell_path", "ssh_argv",
+    "ssh_rsh",
+]  # fmt: skip
 
 #: put before the user's options: ssh keeps the first value it sees for each option
 FORCED_SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes")
 #: put after the user's options, so their own setting wins
 DEFAULT_SSH_OPTIONS = ("-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15")
 SSH_FAILED = 255
+
+
+def shell_path(path: str) -> str:
+    """``path`` as one word of a script run over ssh; ``~/dir`` (or ``~``) means in the login's home.
+
+    ``shlex.quote`` alone would make ``~`` a literal folder name.  An ssh session starts in the
+    home, so the rest is quoted as a path relative to it (as rsync reads ``host:~/dir`` itself).
+    Scripts must use such a path before changing folder.
+    """
+    if path == "~" or path.startswith("~/"):
+        return shlex.quote(path[2:] or ".")
+    return shlex.quote(path)
 
 
 def ssh_argv(options: Sequence[str], control_dir: str | None = None, target: str = "") -> list[str]:
@@ -142,7 +157,7 @@ class Shell:
         """Run ``script`` with ``sh`` where ``location`` lives; return its stdout.
 
         Raises HostUnreachable when ssh cannot reach the host, RemoteCommandFailed when
-        the script exits non-zero.
+        the script exits non-zero, TransportError when the command cannot be started.
         """
         if location.is_remote:
             self.wait_connected(location.ssh_target)
@@ -155,6 +170,8 @@ class Shell:
             done = subprocess.run(argv, input=stdin, capture_output=True, timeout=self.timeout_s, check=False)
         except subprocess.TimeoutExpired as err:
             raise RemoteCommandFailed(f"no answer after {self.timeout_s:g} s", _where(location)) from err
+        except OSError as err:  # e.g. E2BIG: a script over the kernel's limit on one argument
+            raise TransportError(f"cannot run {argv[0]}: {err.strerror}", _where(location)) from err
         if done.returncode == 0:
             return done.stdout
         message = _last_line(done.stderr)

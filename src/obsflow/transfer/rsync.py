@@ -41,7 +41,7 @@ from typing import IO
 
 from obsflow.config import Location
 from obsflow.errors import HostUnreachable, TransportError
-from obsflow.transfer.remote import ssh_argv, ssh_rsh
+from obsflow.transfer.remote import shell_path, ssh_argv, ssh_rsh
 
 __all__ = ["Copied", "RsyncResult", "has_rsync", "printed_name", "rsync_copy"]
 
@@ -112,7 +112,7 @@ def rsync_argv(
     if source.is_remote and dest.is_remote:
         # rsync cannot copy remote to remote: run it on the source host, reading locally there.
         inner = [*argv, "./", dst]
-        script = f"cd -- {shlex.quote(source.path)} && exec {shlex.join(inner)}"
+        script = f"cd -- {shell_path(source.path)} && exec {shlex.join(inner)}"
         return [
             *ssh_argv(ssh_options, control_dir, source.ssh_target),
             source.ssh_target,

@@ -35,7 +35,15 @@ from dataclasses import dataclass
 from obsflow.config import INSTRUMENTS, Config, Hop, Instrument, Location
 from obsflow.errors import OutputError, TransportError, UsageError
 from obsflow.transfer.catalog import Catalog
-from obsflow.transfer.listing import FileStat, Listing, hash_files, list_files, missing_disk, printable_name
+from obsflow.transfer.listing import (
+    FileStat,
+    Listing,
+    hash_files,
+    list_files,
+    missing_disk,
+    printable_name,
+    unsafe_relpaths,
+)
 from obsflow.transfer.plan import dated_folders, modified_window, modified_within
 from obsflow.transfer.remote import Shell
 from obsflow.verify.compare import Comparison, HashDiff, compare_hashes, compare_listings, confirm, folders_of
@@ -197,10 +205,18 @@ def verify(
     )
     if catalog is not None and fresh:
         _mark_verified(catalog, pairs, folders, fresh)
-    report = Report(period, started, time.time(), config.settle_seconds, checksum, folders)
+    settle = _settle_times(config, pairs)
+    longest = max((seconds for _name, seconds in settle), default=config.settle_seconds)
+    report = Report(period, started, time.time(), longest, checksum, folders, settle)
     if record:
         _record_run(config, catalog, report)
     return report
+
+
+def _settle_times(config: Config, pairs: Sequence[Pair]) -> tuple[tuple[str, float], ...]:
+    """``(instrument, settle seconds)`` of each instrument checked (an instrument may set its own)."""
+    instruments = {pair.instrument.name: pair.instrument for pair in pairs}
+    return tuple((name, config.settle_seconds_for(inst)) for name, inst in instruments.items())
 
 
 def _list_all(shell: Shell, jobs: Sequence[_ListJob], *, processes: bool = True) -> dict[_Key, _Looked]:
@@ -317,7 +333,8 @@ def _hash_sides(
         stats = {path: listing[path] for path in paths}
         stored[key] = catalog.known_hashes(side.host, side.instrument, stats) if catalog is not None else {}
         known[key] = {} if rehash else dict(stored[key])
-        todo = sorted(path for path in paths if path not in known[key])
+        # A name hash_files refuses (a backslash) is left unhashed: "not compared" for that file only.
+        todo = sorted(path for path in paths - unsafe_relpaths(paths) if path not in known[key])
         if todo:
             jobs.append(_HashJob(side, todo, stats))
 
@@ -429,6 +446,7 @@ def _result(
         unhashed=_shown(unhashed),
         in_flight=_shown(comparison.in_flight),
         skipped=_shown(comparison.skipped),
+        refused=tuple(dataclasses.replace(r, path=printable_name(r.path)) for r in comparison.refused),
         matched=matched,
         hash_checked=checksum,
         hash_error=hash_error,

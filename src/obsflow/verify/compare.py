@@ -4,9 +4,13 @@ Every data file on A (the upstream side of a hop) lands in exactly one bucket:
 
 - ``in_flight``: still being written (younger than the settle time by A's own clock), or it
   changed, vanished or reached B while the check ran: never an alarm;
-- ``skipped``: not a regular file on A (a symlink, a fifo): the sync never copies it;
+- ``refused``: a symlink on A that leads outside its root (a dated folder linked elsewhere, an
+  absolute link): the sync refuses it, so it never reaches B; a finding, as in the sync's report;
+- ``skipped``: any other entry on A that is not a regular file (a symlink, a fifo): the sync
+  never copies it;
 - ``missing``: on A, not on B;
-- ``size_differs``: on both, sizes differ (or B holds something that is not a regular file);
+- ``size_differs``: on both, sizes differ (or B holds a symlink or special file there; a folder
+  on B is not in its listing, so the file is ``missing``);
 - ``same_size``: on both with equal sizes; with ``--checksum`` their hashes decide
   (:func:`compare_hashes`), otherwise they count as matching.
 
@@ -18,13 +22,14 @@ archive auditors do (Rucio: LOST = in the catalogue before *and* after the stora
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from obsflow.config import WHOLE_ROOT
 from obsflow.transfer.listing import FileStat
 
-__all__ = ["Comparison", "HashDiff", "SizeDiff", "compare_hashes", "compare_listings", "confirm", "folders_of"]
+__all__ = ["Comparison", "HashDiff", "Refused", "SizeDiff", "compare_hashes", "compare_listings", "confirm", "folders_of"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,29 @@ class HashDiff:
     xxh128_b: str
 
 
+@dataclass(frozen=True)
+class Refused:
+    """An entry on A that the sync refuses to copy because it leads outside the root."""
+
+    path: str
+    reason: str
+
+
+def refusal(path: str, st: FileStat) -> str | None:
+    """Why the sync refuses the symlink ``path`` as leading outside its root (its words), or None.
+
+    A dated folder linked outside the root is listed with its real path as target: absolute.
+    """
+    if st.kind != "l":
+        return None
+    if posixpath.isabs(st.target):
+        return f"symlink to {st.target} (outside the root or absolute)"
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), st.target))
+    if resolved == ".." or resolved.startswith("../"):
+        return f"symlink to {st.target} points outside the root"
+    return None
+
+
 @dataclass
 class Comparison:
     """The buckets of one instrument on one hop; each list sorted by path."""
@@ -55,6 +83,7 @@ class Comparison:
     same_size: list[str] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
 
     @property
     def suspects(self) -> list[str]:
@@ -78,7 +107,11 @@ def compare_listings(
     settled_before = a_time - settle_s
     for path, st in sorted(a.items()):
         if st.kind != "f":
-            skipped(path)
+            reason = refusal(path, st)
+            if reason is None:
+                skipped(path)
+            else:
+                result.refused.append(Refused(path, reason))
         elif st.mtime > settled_before:
             in_flight(path)
         else:
@@ -101,7 +134,7 @@ def confirm(first: Comparison, a_before: Mapping[str, FileStat], a_after: Mappin
     The second look at B may also turn a missing file into a size difference.
     """
     result = Comparison(same_size=list(first.same_size), in_flight=list(first.in_flight),
-                        skipped=list(first.skipped))  # fmt: skip
+                        skipped=list(first.skipped), refused=list(first.refused))  # fmt: skip
     for path in first.suspects:
         before, after = a_before[path], a_after.get(path)
         other = b_after.get(path)

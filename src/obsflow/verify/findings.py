@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from obsflow.errors import EXIT_CANNOT_RUN, EXIT_FINDINGS, EXIT_OK
-from obsflow.verify.compare import HashDiff, SizeDiff
+from obsflow.verify.compare import HashDiff, Refused, SizeDiff
 from obsflow.verify.period import Period
 
 __all__ = ["COUNT_NAMES", "FolderResult", "Report"]
@@ -41,6 +41,7 @@ class FolderResult:
     unhashed: tuple[str, ...] = ()
     in_flight: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
+    refused: tuple[Refused, ...] = ()  # leads outside the root: the sync refuses it (a finding)
     matched: int = 0
     hash_checked: bool = False
     error: str | None = None  # nothing could be compared
@@ -59,7 +60,7 @@ class FolderResult:
 
     @property
     def has_differences(self) -> bool:
-        return bool(self.missing or self.size_differs or self.hash_differs)
+        return bool(self.missing or self.size_differs or self.hash_differs or self.refused)
 
     @property
     def status(self) -> str:
@@ -76,13 +77,14 @@ class Report:
     period: Period
     started: float
     ended: float
-    settle_s: float
+    settle_s: float  # the settle time; the longest when the instruments' differ
     hash_checked: bool
     folders: tuple[FolderResult, ...] = field(default_factory=tuple)
+    settle_by_instrument: tuple[tuple[str, float], ...] = ()  # (instrument, seconds) of those checked
 
     @property
     def counts(self) -> dict[str, int]:
-        """Totals over all folders (see COUNT_NAMES), plus ``matched`` and ``in_flight``."""
+        """Totals over all folders (see COUNT_NAMES), plus ``matched``, ``in_flight`` and ``refused``."""
         totals = {
             "missing": sum(len(f.missing) for f in self.folders),
             "size_differs": sum(len(f.size_differs) for f in self.folders),
@@ -90,6 +92,7 @@ class Report:
             "not_checked": sum(f.not_checked for f in self.folders),
             "matched": sum(f.matched for f in self.folders),
             "in_flight": sum(len(f.in_flight) for f in self.folders),
+            "refused": sum(len(f.refused) for f in self.folders),
         }
         return totals
 
@@ -103,7 +106,7 @@ class Report:
         counts = self.counts
         if counts["not_checked"]:
             return EXIT_CANNOT_RUN
-        if counts["missing"] or counts["size_differs"] or counts["hash_differs"]:
+        if counts["missing"] or counts["size_differs"] or counts["hash_differs"] or counts["refused"]:
             return EXIT_FINDINGS
         return EXIT_OK
 
@@ -129,4 +132,6 @@ class Report:
         if self.hash_checked:
             parts.append(f"{counts['hash_differs']} checksum differs")
         parts.append(f"{counts['not_checked']} not checked")
+        if counts["refused"]:
+            parts.append(f"{counts['refused']} refused")
         return f"FAILED: {', '.join(parts)}, {self.period}"

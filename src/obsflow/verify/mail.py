@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -54,12 +53,10 @@ def build_message(report: Report, mail: MailConfig) -> EmailMessage:
 def send_message(message: EmailMessage, mail: MailConfig, timeout_s: float = SMTP_TIMEOUT_S) -> None:
     """Deliver ``message`` through the configured server; TransportError if it cannot."""
     where = f"smtp {mail.server}"
-    try:
-        password = mail.password()
-    except OSError as err:
-        raise ConfigError(f"mail.password_file: cannot read: {err.strerror}", mail.password_file) from err
+    password = _password(mail)
     if mail.username and password is None:
         raise ConfigError("mail.username is set but no password found (password_env or password_file)", "mail")
+    _check_ascii(mail, password)
     try:
         with smtplib.SMTP(mail.host, mail.port, timeout=timeout_s) as smtp:
             if mail.starttls:
@@ -67,8 +64,27 @@ def send_message(message: EmailMessage, mail: MailConfig, timeout_s: float = SMT
             if mail.username and password is not None:
                 smtp.login(mail.username, password)
             refused = smtp.send_message(message)
-    except (smtplib.SMTPException, OSError, socket.timeout) as err:
+    except (smtplib.SMTPException, OSError) as err:  # socket.timeout is an OSError
         raise TransportError(f"cannot send mail: {err}", where) from err
     if refused:
         raise TransportError(f"mail refused for {', '.join(sorted(refused))}", where)
     log.info("mailed the report to %s", ", ".join(mail.to))
+
+
+def _password(mail: MailConfig) -> str | None:
+    """The password from the environment or the file, or a one-line ConfigError why it cannot be read."""
+    try:
+        return mail.password()
+    except OSError as err:
+        raise ConfigError(f"mail.password_file: cannot read: {err.strerror}", mail.password_file) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError("mail.password_file: not UTF-8 text", mail.password_file) from err
+
+
+def _check_ascii(mail: MailConfig, password: str | None) -> None:
+    """smtplib sends AUTH credentials as ASCII only: say so before connecting, not with a traceback."""
+    if mail.username and not mail.username.isascii():
+        raise ConfigError("mail.username: only ASCII characters can be sent with SMTP AUTH here", "mail.username")
+    if mail.username and password is not None and not password.isascii():
+        source = mail.password_env or mail.password_file
+        raise ConfigError("mail password: only ASCII characters can be sent with SMTP AUTH here", source)

@@ -58,7 +58,10 @@ def months_period(words: Sequence[str], today: date) -> Period:
     for earlier, later in zip(firsts, firsts[1:], strict=False):
         if _first_of_month(later, 1) != earlier:
             raise UsageError("months must follow each other (e.g. this,last)", "--months")
-    end = _first_of_month(firsts[-1], -1) - timedelta(days=1)
+    try:
+        end = _first_of_month(firsts[-1], -1) - timedelta(days=1)
+    except ValueError:  # December 9999: its next month is past what a date can hold
+        raise UsageError(f"month {firsts[-1]:%Y-%m} is out of range", "--months") from None
     last = min(end, today)
     if last < firsts[0]:
         raise UsageError(f"{firsts[0]:%Y-%m} lies in the future", "--months")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,17 @@ __all__ = ["render_html", "render_json", "render_text", "report_dict"]
 
 WIDTH = 78
 NONE = "None"
+
+
+# Unicode's control characters (category Cc: C0, DEL, C1).  In a file name they would break a
+# report line in two (a newline) or drive the reader's terminal (ESC); JSON escapes them itself.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _visible(text: str) -> str:
+    """``text`` with each control character written as its backslash escape (``\\n``, ``\\x1b``)."""
+    return _CONTROL.sub(lambda m: _NAMED_ESCAPES.get(m[0]) or f"\\x{ord(m[0]):02x}", text)
 
 
 def _when(seconds: float) -> str:
@@ -49,6 +61,9 @@ def _sections(folder: FolderResult) -> list[tuple[str, list[str], str | None]]:
     if folder.in_flight:
         heading = "FILES STILL IN FLIGHT (NOT ALARMS: CHANGING OR COPIED WHILE CHECKED)"
         sections.append((heading, list(folder.in_flight), None))
+    if folder.refused:
+        heading = f"ENTRIES ON {a} THAT THE SYNC REFUSES (THEY LEAD OUTSIDE THE ROOT)"
+        sections.append((heading, [f"{r.path}  ({r.reason})" for r in folder.refused], None))
     if folder.skipped:
         heading = f"ENTRIES ON {a} THAT ARE NOT REGULAR FILES (NOT COPIED, NOT COMPARED)"
         sections.append((heading, list(folder.skipped), None))
@@ -75,8 +90,16 @@ def _title(folder: FolderResult) -> str:
 def _intro(report: Report) -> list[str]:
     return [
         f"checked {_when(report.started)} .. {_when(report.ended)[11:]}, nights {report.period}",
-        f"files younger than {report.settle_s:g} s, or changing while checked, are in flight, not alarms",
+        f"files younger than {_settle_text(report)}, or changing while checked, are in flight, not alarms",
     ]
+
+
+def _settle_text(report: Report) -> str:
+    """``60 s``, or each instrument's own where they differ: ``their instrument's settle time (sha 60 s, shd 600 s)``."""
+    if len({seconds for _name, seconds in report.settle_by_instrument}) <= 1:
+        return f"{report.settle_s:g} s"
+    each = ", ".join(f"{name} {seconds:g} s" for name, seconds in report.settle_by_instrument)
+    return f"their instrument's settle time ({each})"
 
 
 def render_text(report: Report) -> str:
@@ -99,9 +122,9 @@ def render_text(report: Report) -> str:
         "",
         f"{counts['matched']} present and equal, {counts['missing']} missing, {counts['size_differs']} size differs, "
         f"{counts['hash_differs']} checksum differs, {counts['not_checked']} not checked, "
-        f"{counts['in_flight']} in flight",
+        f"{counts['in_flight']} in flight" + (f", {counts['refused']} refused" if counts["refused"] else ""),
     ]
-    return "\n".join(out) + "\n"
+    return "\n".join(_visible(line) for line in out) + "\n"
 
 
 def report_dict(report: Report) -> dict[str, Any]:
@@ -114,6 +137,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "ended": _when(report.ended),
         "period": {"first": report.period.first.isoformat(), "last": report.period.last.isoformat()},
         "settle_seconds": report.settle_s,
+        "settle_seconds_by_instrument": dict(report.settle_by_instrument),
         "checksum": report.hash_checked,
         "counts": report.counts,
         "not_checked": _not_checked_lines(report),
@@ -144,6 +168,7 @@ def _folder_dict(folder: FolderResult) -> dict[str, Any]:
         "unhashed": list(folder.unhashed),
         "in_flight": list(folder.in_flight),
         "skipped": list(folder.skipped),
+        "refused": [{"path": r.path, "reason": r.reason} for r in folder.refused],
     }
 
 
@@ -165,7 +190,9 @@ table{border-collapse:collapse}td,th{padding:.1em .8em;text-align:right}th{text-
 
 def render_html(report: Report) -> str:
     """A self-contained HTML page (no external files, scripts or fonts)."""
-    esc = html.escape
+    def esc(text: str) -> str:
+        return html.escape(_visible(text))
+
     css_class = {0: "ok", 1: "bad"}.get(report.exit_code, "unchecked")
     counts = report.counts
     rows = "".join(f"<tr><th>{esc(name.replace('_', ' '))}</th><td>{value}</td></tr>" for name, value in counts.items())

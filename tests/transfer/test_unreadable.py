@@ -1,0 +1,109 @@
+"""A folder that cannot be read is an error, never an empty folder: for the sync and for verify.
+
+The commands run as root without the capabilities that bypass permissions (tests/transfer/nocap.py),
+so a folder of mode 000 is really unreadable.  Local trees: over ssh, find already fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.transfer.nocap import assert_unreadable, obsflow_nocap
+
+TODAY = date.today()
+NIGHT = f"{TODAY:%Y}/{TODAY:%m%d}"
+
+
+def _local_world(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """An instrument's folder with two settled frames tonight, a local archive holding them; the config."""
+    source, archive = tmp_path / "inst" / "sha", tmp_path / "suth"
+    settled = time.time() - 3600
+    for number in (1, 2):
+        for root in (source, archive / "74in" / "sha"):
+            frame = root / NIGHT / f"SHA_{TODAY:%Y%m%d}.{number:04d}.fits"
+            frame.parent.mkdir(parents=True, exist_ok=True)
+            frame.write_bytes(b"frame %d" % number)
+            os.utime(frame, (settled, settled))
+    config = tmp_path / "obsflow.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[instruments.sha]\nsource = "{source}"\npath = "74in/sha"\n'
+        f'[archives.suth]\nlocation = "{archive}"\n'
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    return source, archive / "74in" / "sha", config
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    source, dest, config = _local_world(tmp_path)
+    yield source, dest, config
+    for folder in (source / NIGHT, dest / NIGHT, dest.parent):
+        folder.chmod(0o755)  # let pytest clean up
+
+
+def _verify(config: Path) -> tuple[int, dict]:
+    done = obsflow_nocap("verify", "-c", str(config), "--since", TODAY.isoformat(), "--json")
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_verify_says_an_unreadable_dated_folder_was_not_checked(world) -> None:
+    source, _dest, config = world
+    assert _verify(config)[0] == 0  # all well while readable
+    (source / NIGHT).chmod(0)
+    assert_unreadable(source / NIGHT)
+    code, report = _verify(config)
+    (folder,) = report["folders"]
+    assert (code, folder["status"]) == (2, "not checked")
+    assert folder["error"] == f"cannot list {source}: cannot list {source / NIGHT}: Permission denied"
+
+
+def test_verify_says_an_unsearchable_root_was_not_checked(world) -> None:
+    _source, dest, config = world
+    dest.parent.chmod(0o600)  # 74in: its entries cannot be reached
+    done = obsflow_nocap("verify", "-c", str(config), "--since", TODAY.isoformat(), "--json")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (folder,) = json.loads(done.stdout)["folders"]
+    assert folder["status"] == "not checked" and "Permission denied" in folder["error"]
+
+
+def test_the_sync_fails_the_hop_on_an_unreadable_source_folder(world) -> None:
+    source, dest, config = world
+    for frame in (dest / NIGHT).iterdir():
+        frame.unlink()
+    (source / NIGHT).chmod(0)
+    done = obsflow_nocap("sync", "-c", str(config))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    (line,) = [ln for ln in done.stdout.splitlines() if "FAILED" in ln]
+    assert line == f"instruments:suth sha: FAILED: cannot list {source / NIGHT}: Permission denied"
+
+
+def test_the_sync_fails_the_hop_on_an_unsearchable_destination_root(world) -> None:
+    _source, dest, config = world
+    dest.parent.chmod(0o600)
+    done = obsflow_nocap("sync", "-c", str(config))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    (line,) = [ln for ln in done.stdout.splitlines() if "FAILED" in ln]
+    assert line.startswith("instruments:suth sha: FAILED: cannot list ") and "Permission denied" in line
+
+
+def test_verify_checksum_reports_an_unreadable_file_as_not_compared(world) -> None:
+    source, _dest, config = world
+    frame = next(iter(sorted((source / NIGHT).iterdir())))
+    frame.chmod(0)
+    done = obsflow_nocap("verify", "-c", str(config), "--since", TODAY.isoformat(), "--checksum", "--json")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (folder,) = json.loads(done.stdout)["folders"]
+    assert folder["unhashed"] == [f"{NIGHT}/{frame.name}"] and folder["hash_error"] is None
+    assert folder["matched"] == 1
