@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from obsflow.config import Location
 from obsflow.transfer.listing import SUPERSEDED_DIR, SUPERSEDED_VERSION, FileStat, is_safe_relpath, temp_target
-from obsflow.transfer.remote import Shell
+from obsflow.transfer.remote import Shell, shell_path
 from obsflow.transfer.rsync import PARTIAL_DIR
 
 __all__ = ["plan_prune", "plan_tidy", "prune_superseded", "remove_copies", "tidy"]
@@ -68,7 +68,7 @@ def tidy(location: Location, ops: Sequence[Op], shell: Shell) -> None:
     for op, path, to in ops:
         log.info("tidy %s: %s %s %s", location, op, path, to)
     if location.is_remote:
-        lines = [f"cd -- {shlex.quote(location.path)} || exit 3"]
+        lines = [f"cd -- {shell_path(location.path)} || exit 3"]
         for op, path, to in ops:
             if op == "mv":
                 parent = shlex.quote(str(PurePosixPath(to).parent))
@@ -125,7 +125,7 @@ def prune_superseded(location: Location, versions: Sequence[str], shell: Shell) 
     log.info("prune %s: %s/%s", location, SUPERSEDED_DIR, ", ".join(names))
     # A .obsflow-superseded that is a symlink is not the sync's own folder: nothing in it is removed.
     if location.is_remote:
-        folder = shlex.quote(str(PurePosixPath(location.path, SUPERSEDED_DIR)))
+        folder = shell_path(str(PurePosixPath(location.path, SUPERSEDED_DIR)))
         shell.run(location, f"if [ -L {folder} ]; then echo {folder} is a symlink >&2; exit 4; fi\n"
                             f"cd -- {folder} && rm -rf -- {shlex.join(names)}")  # fmt: skip
         return
