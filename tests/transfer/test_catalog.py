@@ -117,3 +117,27 @@ def test_verification_runs_and_the_latest(tmp_path: Path) -> None:
             "differences", 2, 5, False)  # fmt: skip
         content = cat.last_verification(checksum=True)
         assert content is not None and (content.started, content.report) == (10.0, '{"status": "ok"}')
+
+
+def test_a_read_only_catalog_creates_nothing_and_reads_a_missing_or_empty_one_as_empty(tmp_path: Path) -> None:
+    missing = tmp_path / "state" / "catalog.sqlite"
+    with Catalog(missing, read_only=True) as cat:
+        assert cat.runs() == [] and cat.stored("suth", "sha") == {}
+    assert not missing.parent.exists()
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with Catalog(empty, read_only=True) as cat:
+        assert cat.runs() == [] and cat.last_success("sha") is None
+    assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.sqlite"]
+
+
+def test_a_read_only_catalog_reads_what_the_sync_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.sqlite"
+    with Catalog(path) as cat:
+        cat.observe("suth", "sha", {"2016/0907/a.fits": FileStat(10, 100.0)}, now=1000.0)
+        cat.finish_run(cat.start_run("instruments:suth", "sha", now=50.0), "ok", {"copied": 1})
+    before = path.read_bytes()
+    with Catalog(path, read_only=True) as cat:
+        assert cat.stored("suth", "sha") == {"2016/0907/a.fits": (10, 100.0, None)}
+        assert cat.last_success("sha") == 50.0
+    assert path.read_bytes() == before

@@ -16,6 +16,7 @@ hash always describes the file as last seen.  ``copied``/``verified`` are set on
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -82,6 +83,7 @@ CREATE TABLE IF NOT EXISTS verifications (
     report TEXT NOT NULL DEFAULT ''
 );
 """
+_TABLES = {"files", "runs", "verifications"}
 
 # Store a hash with the size and mtime it describes; copied survives only if those match, verified
 # only if the hash is also the same (same size and mtime with another hash: the content rotted).
@@ -182,20 +184,61 @@ class VerificationRecord:
     report: str  # the report as JSON (``verify.report.report_dict``), "" if not kept
 
 
+def _open_for_writing(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+    except (OSError, sqlite3.Error) as err:
+        raise OutputError(f"cannot open catalog: {err}", path) from err
+    return db
+
+
+def _open_for_reading(path: Path) -> sqlite3.Connection:
+    """The catalog opened read-only (``mode=ro``), or an empty one in memory if it has no tables yet."""
+    if not path.is_file():
+        return _empty_in_memory()
+    try:
+        db = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        raise OutputError(f"cannot open catalog: {err}{_why_unreadable(path)}", path) from err
+    if not _TABLES <= tables:
+        db.close()
+        return _empty_in_memory()
+    return db
+
+
+def _why_unreadable(path: Path) -> str:
+    """A WAL database is read through its -shm file, which a reader must create when no writer has it open."""
+    if not os.access(path.parent, os.W_OK):
+        return f"; its folder is read-only for this user, who cannot make the {path.name}-shm a reader needs"
+    return ""
+
+
+def _empty_in_memory() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.executescript(_SCHEMA)
+    return db
+
+
 class Catalog:
     """The catalog database; use as a context manager (``with Catalog(path) as cat:``)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        """Open (and create if need be) the catalog at ``path``.
+
+        ``read_only`` (the status page, a dry run): nothing on disk is created or changed (no
+        folder, file, table or journal mode); a catalog not made yet, or still empty, reads as
+        empty.  A WAL database is read through its -shm file: a reader needs it there (a writer
+        has it open) or a folder it may create it in.
+        """
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as err:
-            raise OutputError(f"cannot open catalog: {err}", path) from err
         self.path = path
+        self.read_only = read_only
+        self._db = _open_for_reading(path) if read_only else _open_for_writing(path)
 
     def close(self) -> None:
         self._db.close()

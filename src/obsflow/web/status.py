@@ -156,9 +156,9 @@ def sync_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "bytes_per_day": {"dates": [d.isoformat() for d in dates], "hops": {}},
     }
     if not config.catalog_path.is_file():
-        return out  # never synced: opening the catalog would create it
+        return out  # never synced
     try:
-        with Catalog(config.catalog_path) as catalog:
+        with Catalog(config.catalog_path, read_only=True) as catalog:  # the sync's state: never written here
             _fill_sync(out, catalog, config, dates, redactor)
     except (ObsflowError, sqlite3.Error) as err:
         out["error"] = redactor.clean(f"cannot read the catalog: {err}")
