@@ -141,3 +141,20 @@ def test_a_read_only_catalog_reads_what_the_sync_wrote(tmp_path: Path) -> None:
         assert cat.stored("suth", "sha") == {"2016/0907/a.fits": (10, 100.0, None)}
         assert cat.last_success("sha") == 50.0
     assert path.read_bytes() == before
+
+
+def test_a_read_only_catalog_answers_as_usual_but_records_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.sqlite"
+    with Catalog(path) as cat:
+        cat.observe("suth", "sha", {"2016/0907/a.fits": FileStat(10, 100.0)})
+        cat.record_hash("suth", "sha", "2016/0907/a.fits", 10, 100.0, "ab" * 16)
+    before = path.read_bytes()
+    files = {"2016/0907/a.fits": FileStat(10, 100.0), "2016/0907/b.fits": FileStat(5, 100.0)}
+    with Catalog(path, read_only=True) as cat:  # what a dry run does
+        assert cat.observe("suth", "sha", files) == {"2016/0907/a.fits": "ab" * 16}
+        assert cat.record_hashes("suth", "sha", [("2016/0907/b.fits", 5, 100.0, "cd" * 16)]) == 1
+        cat.record_copy("instruments", "cape", "sha", [("2016/0907/a.fits", 10, 100.0, "ab" * 16, "ab" * 16)])
+        cat.mark_verified("suth", "sha", ["2016/0907/a.fits"])
+        cat.finish_run(cat.start_run("instruments:suth", "sha", dry_run=True), "ok", {"copied": 1})
+        assert cat.get("suth", "sha", "2016/0907/b.fits") is None and cat.runs() == []
+    assert path.read_bytes() == before

@@ -232,7 +232,8 @@ class Catalog:
 
         ``read_only`` (the status page, a dry run): nothing on disk is created or changed (no
         folder, file, table or journal mode); a catalog not made yet, or still empty, reads as
-        empty.  A WAL database is read through its -shm file: a reader needs it there (a writer
+        empty; the recording methods record nothing (a dry run calls them as a real run does,
+        and reads what it read).  A WAL database is read through its -shm file: a reader needs it there (a writer
         has it open) or a folder it may create it in.
         """
         path = Path(path)
@@ -283,8 +284,7 @@ class Catalog:
             elif row[2] is not None:
                 hashes[path] = row[2]
         if rows:
-            with self._transaction():
-                self._db.executemany(_OBSERVE, rows)
+            self._write((_OBSERVE, rows))
         return hashes
 
     def _stored(
@@ -323,8 +323,7 @@ class Catalog:
         values = [(host, instrument, path, size, mtime, xxh, now) for path, size, mtime, xxh in rows
                   if is_utf8_name(path)]  # fmt: skip
         if values:
-            with self._transaction():
-                self._db.executemany(_UPSERT_HASH, values)
+            self._write((_UPSERT_HASH, values))
         return len(values)
 
     def record_copy(
@@ -342,13 +341,13 @@ class Catalog:
         """
         now = time.time() if now is None else now
         copies = list(copies)
-        with self._transaction():
-            self._db.executemany(_UPSERT_HASH, [(source, instrument, p, size, mtime, sh, now)
-                                                for p, size, mtime, sh, _ in copies])  # fmt: skip
-            self._db.executemany(_UPSERT_COPY, [
+        self._write(
+            (_UPSERT_HASH, [(source, instrument, p, size, mtime, sh, now) for p, size, mtime, sh, _ in copies]),
+            (_UPSERT_COPY, [
                 (dest, instrument, p, size, mtime, dh, now, *((now, now) if sh == dh else (None, None)))
                 for p, size, mtime, sh, dh in copies
-            ])  # fmt: skip
+            ]),
+        )  # fmt: skip
 
     def copied_here(self, host: str, instrument: str, paths: Iterable[str]) -> set[str]:
         """Those of ``paths`` on ``host`` that a sync copied there and that have not changed since.
@@ -361,11 +360,10 @@ class Catalog:
     def mark_verified(self, host: str, instrument: str, paths: Iterable[str], now: float | None = None) -> None:
         """Mark files on ``host`` as verified (their hash was found equal to the source's)."""
         now = time.time() if now is None else now
-        with self._transaction():
-            self._db.executemany(
-                "UPDATE files SET verified = ? WHERE host = ? AND instrument = ? AND path = ? AND verified IS NULL",
-                [(now, host, instrument, path) for path in paths if is_utf8_name(path)],
-            )
+        self._write((
+            "UPDATE files SET verified = ? WHERE host = ? AND instrument = ? AND path = ? AND verified IS NULL",
+            [(now, host, instrument, path) for path in paths if is_utf8_name(path)],
+        ))
 
     def get(self, host: str, instrument: str, path: str) -> FileRecord | None:
         """The record of one file, or None if never seen."""
@@ -404,8 +402,10 @@ class Catalog:
     # ---- runs --------------------------------------------------------------------------------
 
     def start_run(self, hop: str, instrument: str, dry_run: bool = False, now: float | None = None) -> int:
-        """Open a run row (status ``running`` until :meth:`finish_run`); return its id."""
+        """Open a run row (status ``running`` until :meth:`finish_run`); return its id (0: read-only)."""
         now = time.time() if now is None else now
+        if self.read_only:
+            return 0
         cursor = self._db.execute(
             "INSERT INTO runs (started, hop, instrument, dry_run) VALUES (?, ?, ?, ?)",
             (now, hop, instrument, int(dry_run)),
@@ -416,6 +416,8 @@ class Catalog:
         """Close a run with its status (see RUN_STATUSES) and counts (keys from RUN_COUNTS)."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
+        if self.read_only:
+            return
         sets = ", ".join(f"{key} = ?" for key in RUN_COUNTS if key in counts)
         values = [counts[key] for key in RUN_COUNTS if key in counts]
         self._db.execute(
@@ -457,7 +459,9 @@ class Catalog:
         counts: Mapping[str, int],
         report: str = "",
     ) -> int:
-        """Store one verification run (counts keyed as VERIFY_COUNTS); return its id."""
+        """Store one verification run (counts keyed as VERIFY_COUNTS); return its id (0: read-only)."""
+        if self.read_only:
+            return 0
         values = [counts.get(key, 0) for key in VERIFY_COUNTS]
         cursor = self._db.execute(
             f"INSERT INTO verifications (started, ended, first_night, last_night, checksum, status, "
@@ -473,6 +477,14 @@ class Catalog:
             query, args = query + " WHERE checksum = ?", [int(checksum)]
         row = self._db.execute(query + " ORDER BY started DESC, id DESC LIMIT 1", args).fetchone()
         return VerificationRecord(*row[:5], bool(row[5]), *row[6:]) if row else None
+
+    def _write(self, *batches: tuple[str, list[tuple[object, ...]]]) -> None:
+        """Each statement over its rows, all in one transaction; nothing on a read-only catalog."""
+        if self.read_only:
+            return
+        with self._transaction():
+            for statement, rows in batches:
+                self._db.executemany(statement, rows)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self.path)
