@@ -158,3 +158,20 @@ def test_a_read_only_catalog_answers_as_usual_but_records_nothing(tmp_path: Path
         cat.finish_run(cat.start_run("instruments:suth", "sha", dry_run=True), "ok", {"copied": 1})
         assert cat.get("suth", "sha", "2016/0907/b.fits") is None and cat.runs() == []
     assert path.read_bytes() == before
+
+
+def test_held_counts_files_and_bytes_in_the_folders_asked_for_and_below_them(tmp_path: Path) -> None:
+    files = {
+        "2016/0907/a.fits": FileStat(10, 100.0), "2016/0907/sub/b.fits": FileStat(20, 100.0),
+        "2016/0908/c.fits": FileStat(40, 300.0),
+        "2016/0907.bak/d.fits": FileStat(80, 100.0), "2016/09070/e.fits": FileStat(160, 100.0),  # beside 0907
+        "2016/0906/f.fits": FileStat(320, 100.0),
+    }  # fmt: skip
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        cat.observe("suth", "sha", files)
+        cat.observe("cape", "sha", {"2016/0907/a.fits": FileStat(10, 100.0)})
+        assert cat.held("suth", "sha", ["2016/0907", "2016/0908"]) == (3, 70)
+        assert cat.held("cape", "sha", ["2016/0907", "2016/0908"]) == (1, 10)
+        assert cat.held("suth", "shoc", ["2016/0907"]) == (0, 0)
+        assert cat.held("suth", "sha", ["."], modified=(200.0, 400.0)) == (1, 40)  # an undated tree
+        assert cat.held("suth", "sha", ["."]) == (6, 630)

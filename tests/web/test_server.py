@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date, timedelta
 
 from obsflow.transfer.catalog import Catalog
+from obsflow.web import status
 from obsflow.web.pages import human_bytes
 from obsflow.web.server import StatusServer
 from tests.web.conftest import Site
@@ -156,3 +159,31 @@ def test_pages_refresh_themselves_and_link_their_json(server: StatusServer) -> N
         page = fetch_html(server, path)
         assert '<meta http-equiv="refresh" content="30">' in page and f'href="{api}"' in page
         assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_a_page_waits_only_for_the_parts_it_shows(site: Site, server: StatusServer) -> None:
+    # The sync part is being computed for another viewer (a big catalog, a slow disk) until released.
+    computing, release = threading.Event(), threading.Event()
+
+    def slow_sync() -> object:
+        computing.set()
+        release.wait(60)
+        return status.sync_status(site.config)
+
+    viewer = threading.Thread(target=server.cache.get, args=("sync", slow_sync))
+    viewer.start()
+    try:
+        assert computing.wait(30)
+        started = time.monotonic()
+        assert PROJECT in fetch_html(server, "/filler")
+        assert fetch_json(server, "/api/verify.json")["has_run"]
+        assert time.monotonic() - started < 10  # not held up by the sync part
+        waiting = threading.Thread(target=fetch_json, args=(server, "/api/sync.json"))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()  # the sync part's viewers wait for its one computation
+    finally:
+        release.set()
+        viewer.join(60)
+    waiting.join(60)
+    assert not waiting.is_alive()

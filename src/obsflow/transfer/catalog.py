@@ -307,6 +307,30 @@ class Catalog:
         """``{path: (size, mtime, xxh128 or None)}`` as recorded for one host and instrument (within ``folders``)."""
         return {path: (size, mtime, xxh) for path, size, mtime, xxh in self._stored(host, instrument, folders)}
 
+    def held(
+        self, host: str, instrument: str, folders: Iterable[str], modified: tuple[float, float] | None = None
+    ) -> tuple[int, int]:
+        """``(files, bytes)`` recorded on ``host`` in ``folders`` (and below), modified within ``[since, until)``.
+
+        Counted by SQLite over one primary-key range per folder (``folder/`` up to ``folder0``), so
+        the cost follows the window, not the history.
+        """
+        query = "SELECT count(*), coalesce(sum(size), 0) FROM files WHERE host = ? AND instrument = ?"
+        args: list[object] = [host, instrument]
+        if modified is not None:
+            query += " AND mtime >= ? AND mtime < ?"
+            args += modified
+        folders = set(folders)
+        if WHOLE_ROOT in folders:
+            files, size = self._db.execute(query, args).fetchone()
+            return int(files), int(size)
+        files = size = 0
+        for folder in folders:
+            found, found_size = self._db.execute(query + " AND path >= ? AND path < ?",
+                                                 [*args, folder + "/", folder + "0"]).fetchone()  # fmt: skip
+            files, size = files + int(found), size + int(found_size)
+        return files, size
+
     def record_hash(self, host: str, instrument: str, path: str, size: int, mtime: float, xxh128: str) -> None:
         """Store the hash of a file as it is now (size and mtime it was computed for)."""
         self.record_hashes(host, instrument, [(path, size, mtime, xxh128)])

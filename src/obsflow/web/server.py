@@ -4,7 +4,8 @@ Routes: the pages in :data:`obsflow.web.pages.PAGES`, a JSON document beside eac
 (``/api/status.json``, ``/api/sync.json``, ``/api/verify.json``, ``/api/filler.json``), the plots
 (``/plots/bytes_per_day.png``, ``/plots/fill_latency.png``) and the filler's quick looks
 (``/quicklook/<PROJ>/scan_<N>.png``).  Only GET and HEAD; nothing is ever written.
-The status is gathered at most once per ``cache_s`` for all viewers.
+Each part of the status (sync, verify, filler) is gathered at most once per ``cache_s`` for all
+viewers, and a page waits only for the parts it shows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,22 +40,38 @@ _API = {
 }
 
 
+#: the parts of the status each route shows (the others: all of them)
+_PARTS = {"sync": status.sync_status, "verify": status.verify_status, "filler": status.filler_status}
+_NEEDS = {
+    "/sync": ("sync",), "/verify": ("verify",), "/filler": ("filler",), "/api/sync.json": ("sync",),
+    "/api/verify.json": ("verify",), "/api/filler.json": ("filler",), "/plots/bytes_per_day.png": ("sync",),
+}  # fmt: skip
+
+
 class _Cache:
-    """Values computed at most once per ``ttl_s`` (the status reads the catalog; viewers may be many)."""
+    """Values computed at most once per ``ttl_s`` (the status reads the catalog; viewers may be many).
+
+    One lock per key: viewers of a value wait for its one computation, not for other values'.
+    """
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
-        self._lock = threading.RLock()  # a plot computes the status from inside get()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         self._values: dict[str, tuple[float, Any]] = {}
 
     def get(self, key: str, compute: Callable[[], Any]) -> Any:
-        with self._lock:
+        with self._lock(key):
             stamp, value = self._values.get(key, (0.0, None))
             if time.monotonic() - stamp < self.ttl_s and value is not None:
                 return value
             value = compute()
             self._values[key] = (time.monotonic(), value)
             return value
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
 
 
 class StatusServer(ThreadingHTTPServer):
@@ -75,8 +92,12 @@ class StatusServer(ThreadingHTTPServer):
         shown = f"[{host}]" if ":" in str(host) else str(host)
         return f"http://{shown}:{port}/"
 
-    def status(self) -> dict[str, Any]:
-        return self.cache.get("status", lambda: status.full_status(self.config))  # type: ignore[no-any-return]
+    def status(self, parts: Iterable[str] = tuple(_PARTS)) -> dict[str, Any]:
+        """``generated`` and the ``parts`` asked for (keys of ``status.full_status``), each from the cache."""
+        out: dict[str, Any] = {"generated": time.time()}
+        for part in parts:
+            out[part] = self.cache.get(part, lambda part=part: _PARTS[part](self.config))  # type: ignore[misc]
+        return out
 
 
 def make_server(config: Config, host: str, port: int, refresh_s: int = 30, cache_s: float = 2.0) -> StatusServer:
@@ -106,14 +127,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0].split("#", 1)[0]
         server = self.server
+        parts = _NEEDS.get(path, tuple(_PARTS))
         if path in PAGES:
-            page = render_page(path, server.status(), server.refresh_s)
+            page = render_page(path, server.status(parts), server.refresh_s)
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode(), send_body)
         elif path in _API:
-            body = json.dumps(_API[path](server.status()), indent=1, default=str) + "\n"
+            body = json.dumps(_API[path](server.status(parts)), indent=1, default=str) + "\n"
             self._send(HTTPStatus.OK, "application/json", body.encode(), send_body)
         elif path == "/plots/bytes_per_day.png":
-            png = server.cache.get(path, lambda: plots.bytes_per_day_png(server.status()["sync"]["bytes_per_day"]))
+            png = server.cache.get(path, lambda: plots.bytes_per_day_png(server.status(parts)["sync"]["bytes_per_day"]))
             self._send(HTTPStatus.OK, "image/png", png, send_body)
         elif path == "/plots/fill_latency.png":
             png = server.cache.get(path, lambda: plots.fill_latency_png(status.fill_history(server.config)))

@@ -17,18 +17,18 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from obsflow.config import INSTRUMENTS, Config, Instrument
+from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
 from obsflow.lock import is_locked
 from obsflow.online.daemon import DAEMON_LOCK
 from obsflow.online.layout import OutputLayout
-from obsflow.transfer.catalog import Catalog, FileRecord, RunRecord
+from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
 from obsflow.verify.last import load_last
 from obsflow.web.quicklook import quicklook_path
@@ -92,35 +92,20 @@ def _window(config: Config, today: date) -> list[date]:
 
 
 def _holdings(catalog: Catalog, config: Config, dates: list[date]) -> list[dict[str, Any]]:
-    """Per instrument and host: files (and bytes) in the window's dated folders, as sync last saw them."""
+    """Per instrument and host: files (and bytes) in the window, as sync last saw them.
+
+    The window as the sync takes it: the dated folders of its nights, or for an undated tree the
+    files modified within it.
+    """
     holdings = []
     for name, inst in config.instruments.items():
-        in_window = _in_window(inst, dates)
+        folders, modified = dated_folders(inst.layout, dates), modified_window(inst.layout, dates)
         hosts = {}
         for host in _hosts(config):
-            files = total = 0
-            for record in catalog.files(host, name):
-                if in_window(record):
-                    files, total = files + 1, total + record.size
+            files, total = catalog.held(host, name, folders, modified)
             hosts[host] = {"files": files, "bytes": total}
         holdings.append({"instrument": name, "hosts": hosts})
     return holdings
-
-
-def _in_window(inst: Instrument, dates: list[date]) -> Callable[[FileRecord], bool]:
-    """Whether a catalog record lies in the window: in a dated folder of it, or modified within it."""
-    window = modified_window(inst.layout, dates)
-    if window is not None:
-        since, until = window
-        return lambda record: since <= record.mtime < until
-    folders = set(dated_folders(inst.layout, dates))
-    depth = {folder.count("/") + 1 for folder in folders}
-
-    def in_folders(record: FileRecord) -> bool:
-        parts = record.path.split("/")
-        return any("/".join(parts[:d]) in folders for d in depth if d < len(parts))
-
-    return in_folders
 
 
 def bytes_per_day(runs: Iterable[RunRecord], dates: list[date]) -> dict[str, dict[str, list[int]]]:
