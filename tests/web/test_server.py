@@ -187,3 +187,25 @@ def test_a_page_waits_only_for_the_parts_it_shows(site: Site, server: StatusServ
         viewer.join(60)
     waiting.join(60)
     assert not waiting.is_alive()
+
+
+def test_a_verification_or_daemon_status_not_a_json_object_is_a_message(site: Site, server: StatusServer) -> None:
+    (site.config.state_path / "verify-last.json").write_text("[]")
+    status.filler_layout(site.config).status_path.write_text('"idle"')
+    page = fetch_html(server, "/")
+    assert "cannot read the last verification: not a JSON object" in page
+    assert "cannot read the daemon status: not a JSON object" in page
+    assert fetch_json(server, "/api/sync.json")["has_runs"]
+    code, _, _ = fetch(server, "/plots/fill_latency.png")
+    assert code == 200  # the fill logs still give the history
+
+
+def test_an_error_while_answering_is_a_short_500_and_the_server_goes_on(  # type: ignore[no-untyped-def]
+    site: Site, server: StatusServer, caplog
+) -> None:
+    # A daemon status of a shape the page does not expect (projects as a list, not a mapping).
+    status.filler_layout(site.config).status_path.write_text('{"projects": ["AGBT26A_042_01"]}')
+    code, kind, body = fetch(server, "/filler")
+    assert (code, kind, body) == (500, "text/plain; charset=utf-8", b"internal error (logged)\n")
+    assert "Traceback" in caplog.text and "AttributeError" in caplog.text
+    assert fetch_html(server, "/sync")  # still serving

@@ -114,15 +114,26 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._respond(send_body=True)
+        self._answer(send_body=True)
 
     def do_HEAD(self) -> None:  # noqa: N802
-        self._respond(send_body=False)
+        self._answer(send_body=False)
 
     def _refuse(self) -> None:
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", b"read-only\n", True, allow="GET, HEAD")
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
+
+    def _answer(self, send_body: bool) -> None:
+        """The response, or a short 500 (the traceback logged) rather than a connection closed without one."""
+        try:
+            self._respond(send_body)
+        except ConnectionError:
+            pass  # the viewer went away
+        except Exception:
+            log.exception("error answering %s", self.path)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", b"internal error (logged)\n",
+                       send_body)  # fmt: skip
 
     def _respond(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0].split("#", 1)[0]

@@ -42,6 +42,7 @@ UNDONE_COUNTS = ("in_flight", "locked", "conflicts", "refused", "errors")
 RECENT_SHOWN = 20
 MISSING_SHOWN = 50
 _RUN_HISTORY = 5000  # runs read for the per-day bytes (a month of nightly runs is a few hundred)
+NOT_AN_OBJECT = "not a JSON object"  # what a hand-edited or foreign file may hold instead
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
@@ -174,6 +175,8 @@ def verify_status(config: Config) -> dict[str, Any]:
         return {"has_run": False, "error": redactor.clean(f"cannot read the last verification: {err}")}
     if last is None:
         return {"has_run": False, "error": None}
+    if not isinstance(last, dict):
+        return {"has_run": False, "error": f"cannot read the last verification: {NOT_AN_OBJECT}"}
     folders = []
     for folder in last.get("folders", []):
         missing = list(folder.get("missing", []))
@@ -242,6 +245,9 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         out["error"] = f"cannot read the daemon status: {err}"
         return out
+    if not isinstance(data, dict):
+        out["error"] = f"cannot read the daemon status: {NOT_AN_OBJECT}"
+        return out
     recent = [r for r in data.get("recent", []) if isinstance(r, dict)]
     last_poll = data.get("last_poll")
     out.update({
@@ -296,7 +302,7 @@ def fill_history(config: Config, days: int = 7, now: float | None = None) -> lis
         data = json.loads(layout.status_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    for record in data.get("recent", []):
+    for record in data.get("recent", []) if isinstance(data, dict) else []:
         if isinstance(record, dict):
             fills.setdefault((record.get("project"), record.get("scan"), record.get("filled_at")), record)
     history = []
