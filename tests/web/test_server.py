@@ -9,8 +9,8 @@ from datetime import date, timedelta
 from obsflow.transfer.catalog import Catalog
 from obsflow.web import status
 from obsflow.web.pages import human_bytes
-from obsflow.web.server import StatusServer
-from tests.web.conftest import Site
+from obsflow.web.server import StatusServer, host_allowed
+from tests.web.conftest import Site, serve
 from tests.web.reading import fetch, fetch_html, fetch_json, html_tables, table_with
 from tests.web.site import PROJECT, SECRETS
 
@@ -209,3 +209,22 @@ def test_an_error_while_answering_is_a_short_500_and_the_server_goes_on(  # type
     assert (code, kind, body) == (500, "text/plain; charset=utf-8", b"internal error (logged)\n")
     assert "Traceback" in caplog.text and "AttributeError" in caplog.text
     assert fetch_html(server, "/sync")  # still serving
+
+
+def test_only_requests_for_this_server_by_its_own_names_are_answered(server: StatusServer) -> None:
+    # A DNS-rebinding page (evil.example resolved to 127.0.0.1) reaches the port with its own name.
+    port = server.server_address[1]
+    for host in ("evil.example", f"evil.example:{port}", "localhost.evil.example", "127.0.0.1.nip.io"):
+        code, _, body = fetch(server, "/api/status.json", host=host)
+        assert (code, body) == (421, b"unknown host name\n"), host
+    for host in ("localhost", f"localhost:{port}", "LOCALHOST.", f"127.0.0.1:{port}", f"[::1]:{port}", "[::1]",
+                 "192.0.2.7"):  # an address cannot be rebound: a LAN address of a server bound to 0.0.0.0
+        assert fetch(server, "/api/status.json", host=host)[0] == 200, host
+
+
+def test_the_configured_host_name_is_answered_too(site: Site) -> None:
+    for server in serve(site.config, "localhost"):
+        assert fetch(server, "/", host="localhost")[0] == 200
+    assert host_allowed("archive.saao.ac.za:8080", "archive.saao.ac.za")
+    assert host_allowed("Archive.SAAO.ac.za", "archive.saao.ac.za")
+    assert not host_allowed("archive.saao.ac.za.evil.example", "archive.saao.ac.za")

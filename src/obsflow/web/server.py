@@ -3,13 +3,15 @@
 Routes: the pages in :data:`obsflow.web.pages.PAGES`, a JSON document beside each
 (``/api/status.json``, ``/api/sync.json``, ``/api/verify.json``, ``/api/filler.json``), the plots
 (``/plots/bytes_per_day.png``, ``/plots/fill_latency.png``) and the filler's quick looks
-(``/quicklook/<PROJ>/scan_<N>.png``).  Only GET and HEAD; nothing is ever written.
+(``/quicklook/<PROJ>/scan_<N>.png``).  Only GET and HEAD; nothing is ever written.  Only requests
+naming this server in their Host header are answered (see :func:`host_allowed`; 421 otherwise).
 Each part of the status (sync, verify, filler) is gathered at most once per ``cache_s`` for all
 viewers, and a page waits only for the parts it shows.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -26,7 +28,7 @@ from obsflow.web import plots, status
 from obsflow.web.pages import PAGES, render_page
 from obsflow.web.quicklook import quicklook_path
 
-__all__ = ["StatusServer", "make_server"]
+__all__ = ["StatusServer", "host_allowed", "make_server"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,35 @@ class _Cache:
             return self._locks.setdefault(key, threading.Lock())
 
 
+def host_allowed(header: str | None, bind_host: str) -> bool:
+    """Whether a request's Host header names this server: ``localhost``, the host it binds, or an address.
+
+    A DNS-rebinding page (a name of the attacker's turned to 127.0.0.1) sends its own name; an
+    address cannot be rebound, so a server bound to 0.0.0.0 is still reached by its LAN address.
+    A request without the header (HTTP/1.0, not a browser) is answered.
+    """
+    if header is None:
+        return True
+    name = _host_name(header)
+    if name in ("localhost", _host_name(bind_host)):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header: lower case, without the port, the IPv6 brackets or a final dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
 class StatusServer(ThreadingHTTPServer):
     """The status server for one config; ``url`` says where it listens."""
 
@@ -84,6 +115,7 @@ class StatusServer(ThreadingHTTPServer):
         self.refresh_s = refresh_s
         self.cache = _Cache(cache_s)
         self.filler_root = status.filler_layout(config).root
+        self.bind_host = host
         super().__init__((host, port), _Handler)
 
     @property
@@ -138,6 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0].split("#", 1)[0]
         server = self.server
+        if not host_allowed(self.headers.get("Host"), server.bind_host):
+            self._send(HTTPStatus.MISDIRECTED_REQUEST, "text/plain; charset=utf-8", b"unknown host name\n", send_body)
+            return
         parts = _NEEDS.get(path, tuple(_PARTS))
         if path in PAGES:
             page = render_page(path, server.status(parts), server.refresh_s)
