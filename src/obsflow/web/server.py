@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -116,6 +117,7 @@ class StatusServer(ThreadingHTTPServer):
         self.cache = _Cache(cache_s)
         self.filler_root = status.filler_layout(config).root
         self.bind_host = host
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::1" as well as "127.0.0.1"
         super().__init__((host, port), _Handler)
 
     @property
@@ -134,6 +136,11 @@ class StatusServer(ThreadingHTTPServer):
 
 def make_server(config: Config, host: str, port: int, refresh_s: int = 30, cache_s: float = 2.0) -> StatusServer:
     """Bind the status server (port 0: any free port); UsageError if the address cannot be used."""
+    if not host.strip():  # the socket would take "" for every address
+        raise UsageError("no address to listen on: the host is empty (127.0.0.1 is this machine only)",
+                         "--host / [web] host")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"cannot listen on port {port}: a port is 0 to 65535", "[web] port")
     try:
         return StatusServer(config, host, port, refresh_s, cache_s)
     except OSError as err:
