@@ -85,6 +85,27 @@ def test_a_second_sync_refuses_while_one_runs(small_site, capsys) -> None:
     assert not any(small_site.suth.iterdir())
 
 
+def test_a_dry_run_on_a_fresh_state_folder_creates_nothing(small_site, capsys) -> None:
+    state = small_site.config.state_path
+    assert main(["sync", "-c", str(small_site.config_path), "-n", "--json"]) == 0
+    assert [len(h["copied_files"]) for h in json.loads(capsys.readouterr().out)["hops"]][:3] == [3, 3, 3]
+    assert not state.exists()  # no folder, no catalog, no lock file
+
+
+def test_a_dry_run_takes_no_run_lock_and_records_nothing(small_site, capsys) -> None:
+    catalog = small_site.config.catalog_path
+    assert main(["sync", "-c", str(small_site.config_path), "-i", "sha"]) == 0
+    capsys.readouterr()
+    before = catalog.read_bytes()
+    with sync_lock(small_site.config.state_path):  # a real sync (cron's) is running meanwhile
+        assert main(["sync", "-c", str(small_site.config_path), "-n", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    by_hop = {(h["hop"], h["instrument"]): h for h in data["hops"]}
+    assert len(by_hop["instruments:suth", "shd"]["copied_files"]) == 3
+    assert by_hop["instruments:suth", "sha"]["present"] == 3  # read from the catalog and the archive
+    assert catalog.read_bytes() == before  # no run rows, no file rows
+
+
 def test_two_concurrent_syncs_never_both_copy(tmp_path: Path, sshd) -> None:
     site = make_site(tmp_path, sshd, nights=2, frames=1, rsync_options='["--bwlimit=50"]')
     command = [str(OBSFLOW), "sync", "-c", str(site.config_path), "--json"]

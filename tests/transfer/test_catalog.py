@@ -117,3 +117,61 @@ def test_verification_runs_and_the_latest(tmp_path: Path) -> None:
             "differences", 2, 5, False)  # fmt: skip
         content = cat.last_verification(checksum=True)
         assert content is not None and (content.started, content.report) == (10.0, '{"status": "ok"}')
+
+
+def test_a_read_only_catalog_creates_nothing_and_reads_a_missing_or_empty_one_as_empty(tmp_path: Path) -> None:
+    missing = tmp_path / "state" / "catalog.sqlite"
+    with Catalog(missing, read_only=True) as cat:
+        assert cat.runs() == [] and cat.stored("suth", "sha") == {}
+    assert not missing.parent.exists()
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with Catalog(empty, read_only=True) as cat:
+        assert cat.runs() == [] and cat.last_success("sha") is None
+    assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.sqlite"]
+
+
+def test_a_read_only_catalog_reads_what_the_sync_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.sqlite"
+    with Catalog(path) as cat:
+        cat.observe("suth", "sha", {"2016/0907/a.fits": FileStat(10, 100.0)}, now=1000.0)
+        cat.finish_run(cat.start_run("instruments:suth", "sha", now=50.0), "ok", {"copied": 1})
+    before = path.read_bytes()
+    with Catalog(path, read_only=True) as cat:
+        assert cat.stored("suth", "sha") == {"2016/0907/a.fits": (10, 100.0, None)}
+        assert cat.last_success("sha") == 50.0
+    assert path.read_bytes() == before
+
+
+def test_a_read_only_catalog_answers_as_usual_but_records_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.sqlite"
+    with Catalog(path) as cat:
+        cat.observe("suth", "sha", {"2016/0907/a.fits": FileStat(10, 100.0)})
+        cat.record_hash("suth", "sha", "2016/0907/a.fits", 10, 100.0, "ab" * 16)
+    before = path.read_bytes()
+    files = {"2016/0907/a.fits": FileStat(10, 100.0), "2016/0907/b.fits": FileStat(5, 100.0)}
+    with Catalog(path, read_only=True) as cat:  # what a dry run does
+        assert cat.observe("suth", "sha", files) == {"2016/0907/a.fits": "ab" * 16}
+        assert cat.record_hashes("suth", "sha", [("2016/0907/b.fits", 5, 100.0, "cd" * 16)]) == 1
+        cat.record_copy("instruments", "cape", "sha", [("2016/0907/a.fits", 10, 100.0, "ab" * 16, "ab" * 16)])
+        cat.mark_verified("suth", "sha", ["2016/0907/a.fits"])
+        cat.finish_run(cat.start_run("instruments:suth", "sha", dry_run=True), "ok", {"copied": 1})
+        assert cat.get("suth", "sha", "2016/0907/b.fits") is None and cat.runs() == []
+    assert path.read_bytes() == before
+
+
+def test_held_counts_files_and_bytes_in_the_folders_asked_for_and_below_them(tmp_path: Path) -> None:
+    files = {
+        "2016/0907/a.fits": FileStat(10, 100.0), "2016/0907/sub/b.fits": FileStat(20, 100.0),
+        "2016/0908/c.fits": FileStat(40, 300.0),
+        "2016/0907.bak/d.fits": FileStat(80, 100.0), "2016/09070/e.fits": FileStat(160, 100.0),  # beside 0907
+        "2016/0906/f.fits": FileStat(320, 100.0),
+    }  # fmt: skip
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        cat.observe("suth", "sha", files)
+        cat.observe("cape", "sha", {"2016/0907/a.fits": FileStat(10, 100.0)})
+        assert cat.held("suth", "sha", ["2016/0907", "2016/0908"]) == (3, 70)
+        assert cat.held("cape", "sha", ["2016/0907", "2016/0908"]) == (1, 10)
+        assert cat.held("suth", "shoc", ["2016/0907"]) == (0, 0)
+        assert cat.held("suth", "sha", ["."], modified=(200.0, 400.0)) == (1, 40)  # an undated tree
+        assert cat.held("suth", "sha", ["."]) == (6, 630)

@@ -38,8 +38,8 @@ def empty_site(tmp_path: Path) -> Site:
     return Site(tmp_path, write_config(tmp_path), [], FillerSite([], []))
 
 
-def serve(config: Config) -> Iterator[StatusServer]:
-    server = make_server(config, "127.0.0.1", 0, refresh_s=30, cache_s=0.0)
+def serve(config: Config, host: str = "127.0.0.1") -> Iterator[StatusServer]:
+    server = make_server(config, host, 0, refresh_s=30, cache_s=0.0)
     thread = threading.Thread(target=server.serve_forever, name="status-server", daemon=True)
     thread.start()
     try:

@@ -11,9 +11,10 @@ from typing import Any
 from obsflow.web.server import StatusServer
 
 
-def fetch(server: StatusServer, path: str, method: str = "GET") -> tuple[int, str, bytes]:
-    """``(status, content type, body)`` of one request to the running server."""
-    request = urllib.request.Request(server.url.rstrip("/") + path, method=method)
+def fetch(server: StatusServer, path: str, method: str = "GET", host: str | None = None) -> tuple[int, str, bytes]:
+    """``(status, content type, body)`` of one request to the running server (``host``: its Host header)."""
+    headers = {} if host is None else {"Host": host}
+    request = urllib.request.Request(server.url.rstrip("/") + path, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.headers["Content-Type"], response.read()

@@ -55,3 +55,50 @@ def test_a_port_in_use_is_a_one_line_error(site: Site, capsys) -> None:  # type:
         assert time.monotonic() - started < 30
     err = capsys.readouterr().err
     assert err.startswith(f"obsflow: error: cannot listen on 127.0.0.1:{port}")
+
+
+def _with_web(site: Site, section: str) -> str:
+    path = site.config.path
+    assert path is not None
+    path.write_text(path.read_text() + f"\n[web]\n{section}\n")
+    return str(path)
+
+
+def test_a_port_out_of_range_is_a_one_line_error(site: Site, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["serve", "--config", _with_web(site, "port = 70000")]) == 2
+    err = capsys.readouterr().err
+    assert err == "obsflow: error: cannot listen on port 70000: a port is 0 to 65535 ([web] port)\n"
+
+
+def test_an_empty_host_is_refused_not_taken_for_every_address(  # type: ignore[no-untyped-def]
+    site: Site, capsys
+) -> None:
+    assert main(["serve", "--config", _with_web(site, 'host = ""')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("obsflow: error: no address to listen on") and err.count("\n") == 1
+
+
+def _first_line(site: Site, *args: str) -> tuple[str, int]:
+    """The first line ``obsflow serve`` prints, and its exit status after Ctrl-C."""
+    argv = [str(OBSFLOW), "serve", "--config", str(site.config.path), "--port", "0", *args]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        if line.startswith("obsflow: status page at "):
+            url = line.split(" at ", 1)[1].split()[0]
+            with urllib.request.urlopen(url + "api/sync.json", timeout=30) as response:
+                assert b'"has_runs": true' in response.read()
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=90)
+        if process.stderr is not None:
+            process.stderr.close()
+    return line, code
+
+
+def test_every_loopback_address_is_loopback_and_ipv6_is_served(site: Site) -> None:
+    line, code = _first_line(site, "--host", "127.1")  # 127.0.0.0/8, however written: no warning
+    assert line.startswith("obsflow: status page at http://127.0.0.1:") and code == 0, line
+    line, code = _first_line(site, "--host", "::1")
+    assert line.startswith("obsflow: status page at http://[::1]:") and code == 0, line

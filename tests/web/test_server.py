@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date, timedelta
 
 from obsflow.transfer.catalog import Catalog
+from obsflow.web import status
 from obsflow.web.pages import human_bytes
-from obsflow.web.server import StatusServer
-from tests.web.conftest import Site
+from obsflow.web.server import StatusServer, host_allowed
+from tests.web.conftest import Site, serve
 from tests.web.reading import fetch, fetch_html, fetch_json, html_tables, table_with
 from tests.web.site import PROJECT, SECRETS
 
@@ -156,3 +159,72 @@ def test_pages_refresh_themselves_and_link_their_json(server: StatusServer) -> N
         page = fetch_html(server, path)
         assert '<meta http-equiv="refresh" content="30">' in page and f'href="{api}"' in page
         assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_a_page_waits_only_for_the_parts_it_shows(site: Site, server: StatusServer) -> None:
+    # The sync part is being computed for another viewer (a big catalog, a slow disk) until released.
+    computing, release = threading.Event(), threading.Event()
+
+    def slow_sync() -> object:
+        computing.set()
+        release.wait(60)
+        return status.sync_status(site.config)
+
+    viewer = threading.Thread(target=server.cache.get, args=("sync", slow_sync))
+    viewer.start()
+    try:
+        assert computing.wait(30)
+        started = time.monotonic()
+        assert PROJECT in fetch_html(server, "/filler")
+        assert fetch_json(server, "/api/verify.json")["has_run"]
+        assert time.monotonic() - started < 10  # not held up by the sync part
+        waiting = threading.Thread(target=fetch_json, args=(server, "/api/sync.json"))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()  # the sync part's viewers wait for its one computation
+    finally:
+        release.set()
+        viewer.join(60)
+    waiting.join(60)
+    assert not waiting.is_alive()
+
+
+def test_a_verification_or_daemon_status_not_a_json_object_is_a_message(site: Site, server: StatusServer) -> None:
+    (site.config.state_path / "verify-last.json").write_text("[]")
+    status.filler_layout(site.config).status_path.write_text('"idle"')
+    page = fetch_html(server, "/")
+    assert "cannot read the last verification: not a JSON object" in page
+    assert "cannot read the daemon status: not a JSON object" in page
+    assert fetch_json(server, "/api/sync.json")["has_runs"]
+    code, _, _ = fetch(server, "/plots/fill_latency.png")
+    assert code == 200  # the fill logs still give the history
+
+
+def test_an_error_while_answering_is_a_short_500_and_the_server_goes_on(  # type: ignore[no-untyped-def]
+    site: Site, server: StatusServer, caplog
+) -> None:
+    # A daemon status of a shape the page does not expect (projects as a list, not a mapping).
+    status.filler_layout(site.config).status_path.write_text('{"projects": ["AGBT26A_042_01"]}')
+    code, kind, body = fetch(server, "/filler")
+    assert (code, kind, body) == (500, "text/plain; charset=utf-8", b"internal error (logged)\n")
+    assert "Traceback" in caplog.text and "AttributeError" in caplog.text
+    assert fetch_html(server, "/sync")  # still serving
+
+
+def test_only_requests_for_this_server_by_its_own_names_are_answered(server: StatusServer) -> None:
+    # A DNS-rebinding page (evil.example resolved to 127.0.0.1) reaches the port with its own name.
+    port = server.server_address[1]
+    for host in ("evil.example", f"evil.example:{port}", "localhost.evil.example", "127.0.0.1.nip.io"):
+        code, _, body = fetch(server, "/api/status.json", host=host)
+        assert (code, body) == (421, b"unknown host name\n"), host
+    for host in ("localhost", f"localhost:{port}", "LOCALHOST.", f"127.0.0.1:{port}", f"[::1]:{port}", "[::1]",
+                 "192.0.2.7"):  # an address cannot be rebound: a LAN address of a server bound to 0.0.0.0
+        assert fetch(server, "/api/status.json", host=host)[0] == 200, host
+
+
+def test_the_configured_host_name_is_answered_too(site: Site) -> None:
+    for server in serve(site.config, "localhost"):
+        assert fetch(server, "/", host="localhost")[0] == 200
+    assert host_allowed("archive.saao.ac.za:8080", "archive.saao.ac.za")
+    assert host_allowed("Archive.SAAO.ac.za", "archive.saao.ac.za")
+    assert not host_allowed("archive.saao.ac.za.evil.example", "archive.saao.ac.za")

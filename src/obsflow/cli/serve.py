@@ -26,11 +26,10 @@ Pages: / /sync /verify /filler; JSON beside each: /api/status.json /api/sync.jso
 """
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _is_loopback(address: str) -> bool:
+    """Whether a bound address (numeric: "127.1" and "localhost" are bound as 127.0.0.1) is loopback only."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
 
@@ -50,9 +49,9 @@ def command(config_path: Path, host: str | None, port: int | None, refresh_s: in
     from obsflow.web.server import make_server  # matplotlib and astropy: only when serving
 
     config = load_config(config_path)
-    host = host or config.web_host
+    host = config.web_host if host is None else host
     server = make_server(config, host, config.web_port if port is None else port, refresh_s=refresh_s)
-    if not _is_loopback(host):
+    if not _is_loopback(str(server.server_address[0])):
         click.echo(f"obsflow: warning: listening on {host}, not loopback: anyone who can reach it sees the page",
                    err=True)  # fmt: skip
     click.echo(f"obsflow: status page at {server.url} (Ctrl-C stops)", err=True)

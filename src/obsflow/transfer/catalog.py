@@ -16,6 +16,7 @@ hash always describes the file as last seen.  ``copied``/``verified`` are set on
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -82,6 +83,7 @@ CREATE TABLE IF NOT EXISTS verifications (
     report TEXT NOT NULL DEFAULT ''
 );
 """
+_TABLES = {"files", "runs", "verifications"}
 
 # Store a hash with the size and mtime it describes; copied survives only if those match, verified
 # only if the hash is also the same (same size and mtime with another hash: the content rotted).
@@ -182,20 +184,62 @@ class VerificationRecord:
     report: str  # the report as JSON (``verify.report.report_dict``), "" if not kept
 
 
+def _open_for_writing(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+    except (OSError, sqlite3.Error) as err:
+        raise OutputError(f"cannot open catalog: {err}", path) from err
+    return db
+
+
+def _open_for_reading(path: Path) -> sqlite3.Connection:
+    """The catalog opened read-only (``mode=ro``), or an empty one in memory if it has no tables yet."""
+    if not path.is_file():
+        return _empty_in_memory()
+    try:
+        db = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        raise OutputError(f"cannot open catalog: {err}{_why_unreadable(path)}", path) from err
+    if not _TABLES <= tables:
+        db.close()
+        return _empty_in_memory()
+    return db
+
+
+def _why_unreadable(path: Path) -> str:
+    """A WAL database is read through its -shm file, which a reader must create when no writer has it open."""
+    if not os.access(path.parent, os.W_OK):
+        return f"; its folder is read-only for this user, who cannot make the {path.name}-shm a reader needs"
+    return ""
+
+
+def _empty_in_memory() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.executescript(_SCHEMA)
+    return db
+
+
 class Catalog:
     """The catalog database; use as a context manager (``with Catalog(path) as cat:``)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        """Open (and create if need be) the catalog at ``path``.
+
+        ``read_only`` (the status page, a dry run): nothing on disk is created or changed (no
+        folder, file, table or journal mode); a catalog not made yet, or still empty, reads as
+        empty; the recording methods record nothing (a dry run calls them as a real run does,
+        and reads what it read).  A WAL database is read through its -shm file: a reader needs it there (a writer
+        has it open) or a folder it may create it in.
+        """
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as err:
-            raise OutputError(f"cannot open catalog: {err}", path) from err
         self.path = path
+        self.read_only = read_only
+        self._db = _open_for_reading(path) if read_only else _open_for_writing(path)
 
     def close(self) -> None:
         self._db.close()
@@ -240,8 +284,7 @@ class Catalog:
             elif row[2] is not None:
                 hashes[path] = row[2]
         if rows:
-            with self._transaction():
-                self._db.executemany(_OBSERVE, rows)
+            self._write((_OBSERVE, rows))
         return hashes
 
     def _stored(
@@ -264,6 +307,30 @@ class Catalog:
         """``{path: (size, mtime, xxh128 or None)}`` as recorded for one host and instrument (within ``folders``)."""
         return {path: (size, mtime, xxh) for path, size, mtime, xxh in self._stored(host, instrument, folders)}
 
+    def held(
+        self, host: str, instrument: str, folders: Iterable[str], modified: tuple[float, float] | None = None
+    ) -> tuple[int, int]:
+        """``(files, bytes)`` recorded on ``host`` in ``folders`` (and below), modified within ``[since, until)``.
+
+        Counted by SQLite over one primary-key range per folder (``folder/`` up to ``folder0``), so
+        the cost follows the window, not the history.
+        """
+        query = "SELECT count(*), coalesce(sum(size), 0) FROM files WHERE host = ? AND instrument = ?"
+        args: list[object] = [host, instrument]
+        if modified is not None:
+            query += " AND mtime >= ? AND mtime < ?"
+            args += modified
+        folders = set(folders)
+        if WHOLE_ROOT in folders:
+            files, size = self._db.execute(query, args).fetchone()
+            return int(files), int(size)
+        files = size = 0
+        for folder in folders:
+            found, found_size = self._db.execute(query + " AND path >= ? AND path < ?",
+                                                 [*args, folder + "/", folder + "0"]).fetchone()  # fmt: skip
+            files, size = files + int(found), size + int(found_size)
+        return files, size
+
     def record_hash(self, host: str, instrument: str, path: str, size: int, mtime: float, xxh128: str) -> None:
         """Store the hash of a file as it is now (size and mtime it was computed for)."""
         self.record_hashes(host, instrument, [(path, size, mtime, xxh128)])
@@ -280,8 +347,7 @@ class Catalog:
         values = [(host, instrument, path, size, mtime, xxh, now) for path, size, mtime, xxh in rows
                   if is_utf8_name(path)]  # fmt: skip
         if values:
-            with self._transaction():
-                self._db.executemany(_UPSERT_HASH, values)
+            self._write((_UPSERT_HASH, values))
         return len(values)
 
     def record_copy(
@@ -299,13 +365,13 @@ class Catalog:
         """
         now = time.time() if now is None else now
         copies = list(copies)
-        with self._transaction():
-            self._db.executemany(_UPSERT_HASH, [(source, instrument, p, size, mtime, sh, now)
-                                                for p, size, mtime, sh, _ in copies])  # fmt: skip
-            self._db.executemany(_UPSERT_COPY, [
+        self._write(
+            (_UPSERT_HASH, [(source, instrument, p, size, mtime, sh, now) for p, size, mtime, sh, _ in copies]),
+            (_UPSERT_COPY, [
                 (dest, instrument, p, size, mtime, dh, now, *((now, now) if sh == dh else (None, None)))
                 for p, size, mtime, sh, dh in copies
-            ])  # fmt: skip
+            ]),
+        )  # fmt: skip
 
     def copied_here(self, host: str, instrument: str, paths: Iterable[str]) -> set[str]:
         """Those of ``paths`` on ``host`` that a sync copied there and that have not changed since.
@@ -318,11 +384,10 @@ class Catalog:
     def mark_verified(self, host: str, instrument: str, paths: Iterable[str], now: float | None = None) -> None:
         """Mark files on ``host`` as verified (their hash was found equal to the source's)."""
         now = time.time() if now is None else now
-        with self._transaction():
-            self._db.executemany(
-                "UPDATE files SET verified = ? WHERE host = ? AND instrument = ? AND path = ? AND verified IS NULL",
-                [(now, host, instrument, path) for path in paths if is_utf8_name(path)],
-            )
+        self._write((
+            "UPDATE files SET verified = ? WHERE host = ? AND instrument = ? AND path = ? AND verified IS NULL",
+            [(now, host, instrument, path) for path in paths if is_utf8_name(path)],
+        ))
 
     def get(self, host: str, instrument: str, path: str) -> FileRecord | None:
         """The record of one file, or None if never seen."""
@@ -361,8 +426,10 @@ class Catalog:
     # ---- runs --------------------------------------------------------------------------------
 
     def start_run(self, hop: str, instrument: str, dry_run: bool = False, now: float | None = None) -> int:
-        """Open a run row (status ``running`` until :meth:`finish_run`); return its id."""
+        """Open a run row (status ``running`` until :meth:`finish_run`); return its id (0: read-only)."""
         now = time.time() if now is None else now
+        if self.read_only:
+            return 0
         cursor = self._db.execute(
             "INSERT INTO runs (started, hop, instrument, dry_run) VALUES (?, ?, ?, ?)",
             (now, hop, instrument, int(dry_run)),
@@ -373,6 +440,8 @@ class Catalog:
         """Close a run with its status (see RUN_STATUSES) and counts (keys from RUN_COUNTS)."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
+        if self.read_only:
+            return
         sets = ", ".join(f"{key} = ?" for key in RUN_COUNTS if key in counts)
         values = [counts[key] for key in RUN_COUNTS if key in counts]
         self._db.execute(
@@ -414,7 +483,9 @@ class Catalog:
         counts: Mapping[str, int],
         report: str = "",
     ) -> int:
-        """Store one verification run (counts keyed as VERIFY_COUNTS); return its id."""
+        """Store one verification run (counts keyed as VERIFY_COUNTS); return its id (0: read-only)."""
+        if self.read_only:
+            return 0
         values = [counts.get(key, 0) for key in VERIFY_COUNTS]
         cursor = self._db.execute(
             f"INSERT INTO verifications (started, ended, first_night, last_night, checksum, status, "
@@ -430,6 +501,14 @@ class Catalog:
             query, args = query + " WHERE checksum = ?", [int(checksum)]
         row = self._db.execute(query + " ORDER BY started DESC, id DESC LIMIT 1", args).fetchone()
         return VerificationRecord(*row[:5], bool(row[5]), *row[6:]) if row else None
+
+    def _write(self, *batches: tuple[str, list[tuple[object, ...]]]) -> None:
+        """Each statement over its rows, all in one transaction; nothing on a read-only catalog."""
+        if self.read_only:
+            return
+        with self._transaction():
+            for statement, rows in batches:
+                self._db.executemany(statement, rows)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self.path)

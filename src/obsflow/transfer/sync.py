@@ -1,6 +1,7 @@
 """The nightly sync: every hop in order, every instrument, over the dated window.
 
-``run_sync`` takes the run lock (one sync at a time), reads the filler's live locks, warns
+``run_sync`` takes the run lock (one sync at a time; a dry run takes none and records nothing:
+it reads the catalog read-only), reads the filler's live locks, warns
 about instruments whose last successful sync is older than the window (with the ``--days``
 that would cover the gap), then runs :func:`~obsflow.transfer.hop.run_hop` for each hop and
 instrument.  A host that cannot be reached fails only the hops that need it; the rest runs.
@@ -67,9 +68,9 @@ def run_sync(
     dates = request.dates(config)
     report = SyncReport(dates=(dates[0].isoformat(), dates[-1].isoformat()))
     with (
-        sync_lock(config.state_path, config.sync_wait_seconds) as run_lock,
+        _run_lock(config, request) as keep_open,
         _connections(config, request, shell) as connections,  # handshakes run while the catalog is read
-        Catalog(config.catalog_path) as catalog,
+        Catalog(config.catalog_path, read_only=request.dry_run) as catalog,
     ):
         if request.date is None and request.days is None:
             report.warnings += missed_runs(catalog, config, instruments, request.today or date.today())
@@ -78,7 +79,7 @@ def run_sync(
             rsync_options=config.rsync_options,
             dry_run=request.dry_run,
             shell=connections,
-            keep_open=(run_lock.fd,),  # an rsync outliving a killed run keeps the run lock
+            keep_open=keep_open,
         )
         warned: set[tuple[str, str]] = set()
         for hop in hops:
@@ -95,6 +96,20 @@ def run_sync(
                 if on_outcome is not None:
                     on_outcome(outcome)
     return report
+
+
+@contextmanager
+def _run_lock(config: Config, request: SyncRequest) -> Iterator[tuple[int, ...]]:
+    """The run lock for a real run, yielding the descriptors rsync is to inherit; none for a dry run.
+
+    A dry run changes nothing, so it runs beside a real one (and cron's real run beside it).
+    An rsync that outlives its killed run keeps the run lock through the inherited descriptor.
+    """
+    if request.dry_run:
+        yield ()
+        return
+    with sync_lock(config.state_path, config.sync_wait_seconds) as run_lock:
+        yield (run_lock.fd,)
 
 
 @contextmanager

@@ -3,18 +3,22 @@
 Routes: the pages in :data:`obsflow.web.pages.PAGES`, a JSON document beside each
 (``/api/status.json``, ``/api/sync.json``, ``/api/verify.json``, ``/api/filler.json``), the plots
 (``/plots/bytes_per_day.png``, ``/plots/fill_latency.png``) and the filler's quick looks
-(``/quicklook/<PROJ>/scan_<N>.png``).  Only GET and HEAD; nothing is ever written.
-The status is gathered at most once per ``cache_s`` for all viewers.
+(``/quicklook/<PROJ>/scan_<N>.png``).  Only GET and HEAD; nothing is ever written.  Only requests
+naming this server in their Host header are answered (see :func:`host_allowed`; 421 otherwise).
+Each part of the status (sync, verify, filler) is gathered at most once per ``cache_s`` for all
+viewers, and a page waits only for the parts it shows.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,7 +29,7 @@ from obsflow.web import plots, status
 from obsflow.web.pages import PAGES, render_page
 from obsflow.web.quicklook import quicklook_path
 
-__all__ = ["StatusServer", "make_server"]
+__all__ = ["StatusServer", "host_allowed", "make_server"]
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +43,67 @@ _API = {
 }
 
 
+#: the parts of the status each route shows (the others: all of them)
+_PARTS = {"sync": status.sync_status, "verify": status.verify_status, "filler": status.filler_status}
+_NEEDS = {
+    "/sync": ("sync",), "/verify": ("verify",), "/filler": ("filler",), "/api/sync.json": ("sync",),
+    "/api/verify.json": ("verify",), "/api/filler.json": ("filler",), "/plots/bytes_per_day.png": ("sync",),
+}  # fmt: skip
+
+
 class _Cache:
-    """Values computed at most once per ``ttl_s`` (the status reads the catalog; viewers may be many)."""
+    """Values computed at most once per ``ttl_s`` (the status reads the catalog; viewers may be many).
+
+    One lock per key: viewers of a value wait for its one computation, not for other values'.
+    """
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
-        self._lock = threading.RLock()  # a plot computes the status from inside get()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         self._values: dict[str, tuple[float, Any]] = {}
 
     def get(self, key: str, compute: Callable[[], Any]) -> Any:
-        with self._lock:
+        with self._lock(key):
             stamp, value = self._values.get(key, (0.0, None))
             if time.monotonic() - stamp < self.ttl_s and value is not None:
                 return value
             value = compute()
             self._values[key] = (time.monotonic(), value)
             return value
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+def host_allowed(header: str | None, bind_host: str) -> bool:
+    """Whether a request's Host header names this server: ``localhost``, the host it binds, or an address.
+
+    A DNS-rebinding page (a name of the attacker's turned to 127.0.0.1) sends its own name; an
+    address cannot be rebound, so a server bound to 0.0.0.0 is still reached by its LAN address.
+    A request without the header (HTTP/1.0, not a browser) is answered.
+    """
+    if header is None:
+        return True
+    name = _host_name(header)
+    if name in ("localhost", _host_name(bind_host)):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header: lower case, without the port, the IPv6 brackets or a final dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
 
 
 class StatusServer(ThreadingHTTPServer):
@@ -67,6 +116,8 @@ class StatusServer(ThreadingHTTPServer):
         self.refresh_s = refresh_s
         self.cache = _Cache(cache_s)
         self.filler_root = status.filler_layout(config).root
+        self.bind_host = host
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::1" as well as "127.0.0.1"
         super().__init__((host, port), _Handler)
 
     @property
@@ -75,12 +126,21 @@ class StatusServer(ThreadingHTTPServer):
         shown = f"[{host}]" if ":" in str(host) else str(host)
         return f"http://{shown}:{port}/"
 
-    def status(self) -> dict[str, Any]:
-        return self.cache.get("status", lambda: status.full_status(self.config))  # type: ignore[no-any-return]
+    def status(self, parts: Iterable[str] = tuple(_PARTS)) -> dict[str, Any]:
+        """``generated`` and the ``parts`` asked for (keys of ``status.full_status``), each from the cache."""
+        out: dict[str, Any] = {"generated": time.time()}
+        for part in parts:
+            out[part] = self.cache.get(part, lambda part=part: _PARTS[part](self.config))  # type: ignore[misc]
+        return out
 
 
 def make_server(config: Config, host: str, port: int, refresh_s: int = 30, cache_s: float = 2.0) -> StatusServer:
     """Bind the status server (port 0: any free port); UsageError if the address cannot be used."""
+    if not host.strip():  # the socket would take "" for every address
+        raise UsageError("no address to listen on: the host is empty (127.0.0.1 is this machine only)",
+                         "--host / [web] host")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"cannot listen on port {port}: a port is 0 to 65535", "[web] port")
     try:
         return StatusServer(config, host, port, refresh_s, cache_s)
     except OSError as err:
@@ -93,27 +153,42 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._respond(send_body=True)
+        self._answer(send_body=True)
 
     def do_HEAD(self) -> None:  # noqa: N802
-        self._respond(send_body=False)
+        self._answer(send_body=False)
 
     def _refuse(self) -> None:
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", b"read-only\n", True, allow="GET, HEAD")
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
 
+    def _answer(self, send_body: bool) -> None:
+        """The response, or a short 500 (the traceback logged) rather than a connection closed without one."""
+        try:
+            self._respond(send_body)
+        except ConnectionError:
+            pass  # the viewer went away
+        except Exception:
+            log.exception("error answering %s", self.path)
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", b"internal error (logged)\n",
+                       send_body)  # fmt: skip
+
     def _respond(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0].split("#", 1)[0]
         server = self.server
+        if not host_allowed(self.headers.get("Host"), server.bind_host):
+            self._send(HTTPStatus.MISDIRECTED_REQUEST, "text/plain; charset=utf-8", b"unknown host name\n", send_body)
+            return
+        parts = _NEEDS.get(path, tuple(_PARTS))
         if path in PAGES:
-            page = render_page(path, server.status(), server.refresh_s)
+            page = render_page(path, server.status(parts), server.refresh_s)
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode(), send_body)
         elif path in _API:
-            body = json.dumps(_API[path](server.status()), indent=1, default=str) + "\n"
+            body = json.dumps(_API[path](server.status(parts)), indent=1, default=str) + "\n"
             self._send(HTTPStatus.OK, "application/json", body.encode(), send_body)
         elif path == "/plots/bytes_per_day.png":
-            png = server.cache.get(path, lambda: plots.bytes_per_day_png(server.status()["sync"]["bytes_per_day"]))
+            png = server.cache.get(path, lambda: plots.bytes_per_day_png(server.status(parts)["sync"]["bytes_per_day"]))
             self._send(HTTPStatus.OK, "image/png", png, send_body)
         elif path == "/plots/fill_latency.png":
             png = server.cache.get(path, lambda: plots.fill_latency_png(status.fill_history(server.config)))

@@ -17,18 +17,18 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from obsflow.config import INSTRUMENTS, Config, Instrument
+from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
 from obsflow.lock import is_locked
 from obsflow.online.daemon import DAEMON_LOCK
 from obsflow.online.layout import OutputLayout
-from obsflow.transfer.catalog import Catalog, FileRecord, RunRecord
+from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
 from obsflow.verify.last import load_last
 from obsflow.web.quicklook import quicklook_path
@@ -42,6 +42,7 @@ UNDONE_COUNTS = ("in_flight", "locked", "conflicts", "refused", "errors")
 RECENT_SHOWN = 20
 MISSING_SHOWN = 50
 _RUN_HISTORY = 5000  # runs read for the per-day bytes (a month of nightly runs is a few hundred)
+NOT_AN_OBJECT = "not a JSON object"  # what a hand-edited or foreign file may hold instead
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
@@ -92,35 +93,20 @@ def _window(config: Config, today: date) -> list[date]:
 
 
 def _holdings(catalog: Catalog, config: Config, dates: list[date]) -> list[dict[str, Any]]:
-    """Per instrument and host: files (and bytes) in the window's dated folders, as sync last saw them."""
+    """Per instrument and host: files (and bytes) in the window, as sync last saw them.
+
+    The window as the sync takes it: the dated folders of its nights, or for an undated tree the
+    files modified within it.
+    """
     holdings = []
     for name, inst in config.instruments.items():
-        in_window = _in_window(inst, dates)
+        folders, modified = dated_folders(inst.layout, dates), modified_window(inst.layout, dates)
         hosts = {}
         for host in _hosts(config):
-            files = total = 0
-            for record in catalog.files(host, name):
-                if in_window(record):
-                    files, total = files + 1, total + record.size
+            files, total = catalog.held(host, name, folders, modified)
             hosts[host] = {"files": files, "bytes": total}
         holdings.append({"instrument": name, "hosts": hosts})
     return holdings
-
-
-def _in_window(inst: Instrument, dates: list[date]) -> Callable[[FileRecord], bool]:
-    """Whether a catalog record lies in the window: in a dated folder of it, or modified within it."""
-    window = modified_window(inst.layout, dates)
-    if window is not None:
-        since, until = window
-        return lambda record: since <= record.mtime < until
-    folders = set(dated_folders(inst.layout, dates))
-    depth = {folder.count("/") + 1 for folder in folders}
-
-    def in_folders(record: FileRecord) -> bool:
-        parts = record.path.split("/")
-        return any("/".join(parts[:d]) in folders for d in depth if d < len(parts))
-
-    return in_folders
 
 
 def bytes_per_day(runs: Iterable[RunRecord], dates: list[date]) -> dict[str, dict[str, list[int]]]:
@@ -156,9 +142,9 @@ def sync_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "bytes_per_day": {"dates": [d.isoformat() for d in dates], "hops": {}},
     }
     if not config.catalog_path.is_file():
-        return out  # never synced: opening the catalog would create it
+        return out  # never synced
     try:
-        with Catalog(config.catalog_path) as catalog:
+        with Catalog(config.catalog_path, read_only=True) as catalog:  # the sync's state: never written here
             _fill_sync(out, catalog, config, dates, redactor)
     except (ObsflowError, sqlite3.Error) as err:
         out["error"] = redactor.clean(f"cannot read the catalog: {err}")
@@ -189,6 +175,8 @@ def verify_status(config: Config) -> dict[str, Any]:
         return {"has_run": False, "error": redactor.clean(f"cannot read the last verification: {err}")}
     if last is None:
         return {"has_run": False, "error": None}
+    if not isinstance(last, dict):
+        return {"has_run": False, "error": f"cannot read the last verification: {NOT_AN_OBJECT}"}
     folders = []
     for folder in last.get("folders", []):
         missing = list(folder.get("missing", []))
@@ -257,6 +245,9 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         out["error"] = f"cannot read the daemon status: {err}"
         return out
+    if not isinstance(data, dict):
+        out["error"] = f"cannot read the daemon status: {NOT_AN_OBJECT}"
+        return out
     recent = [r for r in data.get("recent", []) if isinstance(r, dict)]
     last_poll = data.get("last_poll")
     out.update({
@@ -311,7 +302,7 @@ def fill_history(config: Config, days: int = 7, now: float | None = None) -> lis
         data = json.loads(layout.status_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = {}
-    for record in data.get("recent", []):
+    for record in data.get("recent", []) if isinstance(data, dict) else []:
         if isinstance(record, dict):
             fills.setdefault((record.get("project"), record.get("scan"), record.get("filled_at")), record)
     history = []
