@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -24,7 +23,7 @@ from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, locks_in
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
 from obsflow.transfer.plan import HopPlan, dated_folders, modified_window, window_dates
-from obsflow.transfer.remote import Shell, remote_targets, shared_connections
+from obsflow.transfer.remote import Shell, remote_targets, shared_connections, shell_path
 from obsflow.transfer.report import HopOutcome, Progress, SyncReport
 from obsflow.transfer.runlock import sync_lock
 
@@ -203,7 +202,7 @@ def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | No
 def _remote_locks(entry: str, where: Location, shell: Shell) -> dict[str, LockInfo | None]:
     """``{name: holder}`` of the locks in a remote folder, in one ssh command (holder None: unreadable)."""
     try:
-        out = shell.run(where, _REMOTE_LOCKS.format(dir=shlex.quote(where.path), suffix=LOCK_SUFFIX))
+        out = shell.run(where, _REMOTE_LOCKS.format(dir=shell_path(where.path), suffix=LOCK_SUFFIX))
     except ObsflowError as err:
         raise TransportError(f"cannot read the filler's locks: {err.what}; not copying what they may guard",
                              entry) from err  # fmt: skip
