@@ -65,15 +65,20 @@ def _with_web(site: Site, section: str) -> str:
 
 
 def test_a_port_out_of_range_is_a_one_line_error(site: Site, capsys) -> None:  # type: ignore[no-untyped-def]
-    assert main(["serve", "--config", _with_web(site, "port = 70000")]) == 2
+    config = _with_web(site, "port = 70000")
+    assert main(["serve", "--config", config]) == 2
     err = capsys.readouterr().err
-    assert err == "obsflow: error: cannot listen on port 70000: a port is 0 to 65535 ([web] port)\n"
+    assert err.startswith("obsflow: error: config: web.port: must be at most 65535 (line ") and err.count("\n") == 1
 
 
 def test_an_empty_host_is_refused_not_taken_for_every_address(  # type: ignore[no-untyped-def]
     site: Site, capsys
 ) -> None:
-    assert main(["serve", "--config", _with_web(site, 'host = ""')]) == 2
+    assert main(["serve", "--config", _with_web(site, 'host = ""')]) == 2  # the config check refuses it
+    err = capsys.readouterr().err
+    assert err.startswith("obsflow: error: config: web.host: must not be empty") and err.count("\n") == 1
+    site.config.path.write_text(site.config.path.read_text().replace('host = ""', 'host = "127.0.0.1"'))
+    assert main(["serve", "--config", str(site.config.path), "--host", ""]) == 2  # and so does serve
     err = capsys.readouterr().err
     assert err.startswith("obsflow: error: no address to listen on") and err.count("\n") == 1
 
