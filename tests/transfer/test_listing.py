@@ -177,3 +177,17 @@ def test_a_remote_listing_survives_files_vanishing_while_it_runs(tmp_path: Path,
     finally:
         stop.set()
         writer.join()
+
+
+def test_a_remote_listing_of_folders_in_several_batches_equals_the_local_one(tmp_path: Path, sshd) -> None:
+    # ~600 KB of folder names: xargs runs the folder loop and find in several batches, so folder
+    # records follow file records of an earlier batch; the parse must take both in any order.
+    folders = [f"f{i:05d}_{'x' * 200}" for i in range(3000)]
+    for name in folders[::100]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.fits").write_bytes(b"x")
+    (tmp_path / folders[2999]).symlink_to("/etc")  # in the last batch: refused, points outside the root
+    remote = list_files(parse_location(f"suth.test:{tmp_path}"), folders, ["*.fits"], Shell(tuple(sshd.ssh_options)))
+    local = list_files(parse_location(str(tmp_path)), folders, ["*.fits"])
+    assert len(remote) == 31 and dict(remote) == dict(local)
+    assert remote[folders[2999]].kind == "l"

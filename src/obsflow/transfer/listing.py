@@ -365,14 +365,15 @@ def _kind(mode: int) -> str:
     return "p" if stat.S_ISFIFO(mode) else "s" if stat.S_ISSOCK(mode) else "c"
 
 
-# One script, one round trip: whether the marker file asked for exists, host clock, real root, each existing folder's real path, then
-# every entry below them.  The folders come on stdin, NUL-separated (decades of dated folders
-# would pass the kernel's limit on one argument); ``xargs -0`` hands them to the loop and then
-# to find in as many batches as needed, all records of the loop (D) before any of find (F).
-# ``find -H`` follows a dated folder that is itself a symlink (its
-# real path is checked against the root first); entries below are never followed.  Real
-# paths come from ``cd -P`` and ``$PWD`` (shell builtins: no process per folder).  A file that
-# vanishes while find reads its folder (a writer's temp file renamed into place) is no error.
+# One script, one round trip: whether the marker file asked for exists, host clock, real root,
+# then each existing folder's real path (D) and every entry below them (F).  The folders come on
+# stdin, NUL-separated (decades of dated folders would pass the kernel's limit on one argument);
+# ``xargs -0`` hands them to a shell in as many batches as needed, each batch printing its D
+# records, then running find on its folders (D records are padded to find's six fields so both
+# parse in one loop).  ``find -H`` follows a dated folder that is itself a symlink (its real
+# path is checked against the root first); entries below are never followed.  Real paths come
+# from ``cd -P`` and ``$PWD`` (shell builtins: no process per folder).  A file that vanishes
+# while find reads its folder (a writer's temp file renamed into place) is no error.
 _LIST_SCRIPT = """\
 {marker_test}
 cd -P -- {root} 2>/dev/null || {{ printf 'N\\0'; exit 0; }}
@@ -382,25 +383,23 @@ printf 'T\\0%s\\0R\\0%s\\0' "$(date +%s.%N)" "$root"
 for v in "$superseded"/*; do
   [ -d "$v" ] && [ ! -L "$v" ] && printf 'V\\0%s\\0' "${{v#"$superseded"/}}"
 done
-each_folder='
+exec xargs -0 -r sh -c '
+given=$#
 for d; do
   if [ -d "$d" ]; then
     cd -P -- "$d" 2>/dev/null || continue
     real=$PWD
     cd -- "$root" || exit 3
-    printf "D\\0%s\\0%s\\0" "$d" "$real"
-    case "$real/" in "$root"/*) printf "%s\\0" "$d" >&3 ;; esac
+    printf "D\\0%s\\0%s\\0\\0\\0\\0" "$d" "$real"
+    case "$real/" in "$root"/*) set -- "$@" "$d" ;; esac
   elif [ -L "$d" ]; then
-    printf "D\\0%s\\0%s\\0" "$d" "$(readlink -- "$d")"
+    printf "D\\0%s\\0%s\\0\\0\\0\\0" "$d" "$(readlink -- "$d")"
   fi
-done'
-find_below='exec find -H "$@" -mindepth 1 -ignore_readdir_race -name "$superseded" -prune -o \\
-  -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0"'
-kept=$(mktemp) || exit 3
-xargs -0 -r sh -c "$each_folder" sh 3>"$kept" && xargs -0 -r sh -c "$find_below" sh <"$kept"
-rc=$?
-rm -f -- "$kept"
-exit $rc
+done
+shift "$given"
+[ $# -gt 0 ] || exit 0
+exec find -H "$@" -mindepth 1 -ignore_readdir_race -name "$superseded" -prune -o \\
+  -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0"' sh
 """
 
 
@@ -419,7 +418,7 @@ def _list_remote(
     fields = shell.run(location, script, stdin=stdin).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
     host_time, root_real, superseded, i = time.time(), "/", [], 0
     marker_present = False if marker else None
-    while i < len(fields) and fields[i] and fields[i] != "F":
+    while i < len(fields) and fields[i] and fields[i] not in "DF":
         tag = fields[i]
         if tag == "N":
             return Listing(root_exists=False, host_time=host_time, marker_present=marker_present)
@@ -429,28 +428,29 @@ def _list_remote(
             host_time, i = float(fields[i + 1]), i + 2
         elif tag == "R":
             root_real, i = fields[i + 1], i + 2
-        elif tag == "D":
-            collector.add_folder(fields[i + 1], fields[i + 2], root_real)
-            i += 3
         elif tag == "V":
             superseded.append(fields[i + 1])
             i += 2
         else:
             raise ValueError(f"unexpected listing record {tag!r}")
-    _add_found(fields, i, collector, cut=2 if folders == [WHOLE_ROOT] else 0)
+    _add_found(fields, i, collector, root_real, cut=2 if folders == [WHOLE_ROOT] else 0)
     return Listing(collector.files, host_time=host_time, temps=collector.temps, superseded=superseded,
                    marker_present=marker_present)  # fmt: skip
 
 
-def _add_found(fields: list[str], start: int, collector: _Collector, cut: int = 0) -> None:
-    """The ``F`` records of find (6 fields each) from ``start`` on; the hot loop of a remote listing.
+def _add_found(fields: list[str], start: int, collector: _Collector, root_real: str, cut: int = 0) -> None:
+    """The ``F`` records of find and the ``D`` records of its folders (6 fields each) from ``start`` on;
+    the hot loop of a remote listing.
 
     ``cut``: characters to drop from each path (2 for the ``./`` of a whole-root listing)."""
     files, matches, add = collector.files, collector.matches, collector.add
     end = len(fields) - 5
     for i in range(start, end, 6):
         if fields[i] != "F":
-            raise ValueError(f"unexpected listing record {fields[i]!r}")
+            if fields[i] != "D":
+                raise ValueError(f"unexpected listing record {fields[i]!r}")
+            collector.add_folder(fields[i + 1], fields[i + 2], root_real)
+            continue
         relpath, size, mtime, kind = fields[i + 1][cut:], fields[i + 2], fields[i + 3], fields[i + 4]
         if kind == "f":
             slash = relpath.rfind("/")
