@@ -176,9 +176,8 @@ class Daemon:
         started = time.time()
         try:
             outcome = self.fill(action)
-        except ObsflowError as err:
-            failure = self.engine.failed(action, err.one_line(), time.time())
-            self._record_failure(action, failure)
+        except Exception as err:  # noqa: BLE001 - one bad scan must never stop the daemon
+            self._fill_failed(action, err)
             return
         seconds = time.time() - started
         self.engine.filled(action)
@@ -200,7 +199,21 @@ class Daemon:
         self._service_log("filled", **record)
         self._save_status()  # the fill is on record before any extra work such as plots
         if self.after_fill is not None and not outcome.skipped:
-            self.after_fill(action, outcome)
+            try:
+                self.after_fill(action, outcome)
+            except Exception:  # extras such as plots never stop the daemon
+                log.exception("after-fill work for %s scan %d failed", action.project, action.key.scan)
+
+    def _fill_failed(self, action: FillAction, err: Exception) -> None:
+        """Record a failed fill; an unexpected exception (a bug, or raw data no reader foresaw) gets its traceback."""
+        if isinstance(err, ObsflowError):
+            message = err.one_line()
+        else:
+            log.error("unexpected error filling %s scan %d", action.project, action.key.scan, exc_info=err)
+            message = f"{type(err).__name__}: {err}"
+        failure = self.engine.failed(action, message, time.time())
+        self._record_failure(action, failure)
+        self._save_status()
 
     def _record_failure(self, action: FillAction, failure: Failure) -> None:
         what = "gave up on" if failure.given_up else "will retry"
