@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from astropy.io import fits
 
+from obsflow.lock import release_lock, take_lock
 from obsflow.online.daemon import read_status
 from obsflow.online.layout import OutputLayout
 from obsflow.online.service import build_daemon
@@ -59,3 +62,57 @@ def test_a_failing_quicklook_does_not_stop_the_daemon(roots):
     daemon.after_fill = lambda action, outcome: 1 / 0
     daemon.run(until_idle=True)
     assert _filled(daemon) == [1, 2]
+
+
+def _step_for(daemon, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        daemon.step()
+        time.sleep(0.02)
+
+
+def test_a_busy_project_lock_is_waited_out_never_given_up(roots):
+    raw, out = roots
+    sim = _telescope(raw, 2)
+    _observe(sim, sim.plans[:1])
+    daemon = build_daemon(raw, out, poll_s=0.01, lock_timeout_s=0.05, backoff_s=0.01, retry_limit=2, quicklook=False)
+    daemon.start()
+    daemon.step()
+    lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")  # an offline fill, a while
+    _observe(sim, sim.plans[1:])
+    _step_for(daemon, 1.0)
+    (failure,) = daemon.status.failures
+    assert failure["attempts"] > 2 and not failure["given_up"] and "lock held" in failure["last_error"]
+    release_lock(lock)
+    _step_for(daemon, 0.5)
+    daemon.close()
+    assert _filled(daemon) == [1, 2]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, tiny filesystem (tmpfs of 3 MiB) that fills up, and can be grown."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                            capture_output=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs for the full-disk test: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_waited_out_never_given_up(tmp_path, small_disk):
+    raw, out = tmp_path / "raw", small_disk / "out"
+    _observe(_telescope(raw, 6, banks=2, channels=4096, integrations=8))
+    daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.01, retry_limit=2, quicklook=False)
+    daemon.start()
+    _step_for(daemon, 1.5)  # the disk fills up: status and logs cannot be written either
+    state = daemon.engine.project(PROJECT)
+    assert state.failures and not any(f.given_up for f in state.failures.values())
+    assert max(f.attempts for f in state.failures.values()) > 2
+    daemon.close()
+    subprocess.run(["mount", "-o", "remount,size=40m", str(small_disk)], check=True)  # space freed
+    daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.01, retry_limit=2, quicklook=False)
+    daemon.run(until_idle=True)
+    assert _filled(daemon) == [1, 2, 3, 4, 5, 6]

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from obsflow.atomic import write_atomic
-from obsflow.errors import LockError, ObsflowError
+from obsflow.errors import IntegrityError, LockError, ObsflowError, OutputError
 from obsflow.lock import release_lock, take_lock
 from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEventSource, ScanKey
@@ -85,6 +85,7 @@ class Daemon:
         self.after_fill = after_fill
         self.fill = fill
         self.layout = layout
+        self.raw_root = Path(raw_root)
         self.filled_scans = filled_scans
         self.poll_s = poll_s
         self.engine = Engine(retry_limit=retry_limit, backoff_s=backoff_s)
@@ -195,7 +196,7 @@ class Daemon:
             "last_filled_at": record["filled_at"],
             "pending": len(self.engine.pending(action.project)),
         }
-        self.layout.append_fill_log(action.project, record)
+        self._fill_log(action.project, record)
         self._service_log("filled", **record)
         self._save_status()  # the fill is on record before any extra work such as plots
         if self.after_fill is not None and not outcome.skipped:
@@ -211,9 +212,22 @@ class Daemon:
         else:
             log.error("unexpected error filling %s scan %d", action.project, action.key.scan, exc_info=err)
             message = f"{type(err).__name__}: {err}"
-        failure = self.engine.failed(action, message, time.time())
+        failure = self.engine.failed(action, message, time.time(), counts=self._counts_toward_giving_up(err))
         self._record_failure(action, failure)
         self._save_status()
+
+    def _counts_toward_giving_up(self, err: Exception) -> bool:
+        """Only bad raw data can make a scan hopeless.
+
+        A busy project lock, a full disk or a damaged output file pass or get fixed, and
+        the scan must be filled then: those are retried for as long as they last.  An
+        unexpected exception counts (it is most likely raw data no reader foresaw).
+        """
+        if isinstance(err, (LockError, OutputError, OSError)):
+            return False
+        if isinstance(err, IntegrityError):
+            return err.where is not None and Path(err.where).is_relative_to(self.raw_root)
+        return True
 
     def _record_failure(self, action: FillAction, failure: Failure) -> None:
         what = "gave up on" if failure.given_up else "will retry"
@@ -224,7 +238,7 @@ class Daemon:
             f for f in self.status.failures
             if (f["project"], f["scan"], f["timestamp"]) != (action.project, action.key.scan, action.key.timestamp)
         ] + [entry]  # fmt: skip
-        self.layout.append_fill_log(action.project, {**entry, "error": failure.last_error})
+        self._fill_log(action.project, {**entry, "error": failure.last_error})
         self._service_log("fill_failed", **entry)
 
     def _waiting_retries(self) -> bool:
@@ -240,18 +254,32 @@ class Daemon:
         for entry in previous.get("failures", []):
             key = ScanKey(int(entry["scan"]), str(entry["timestamp"]))
             failure = Failure(int(entry["attempts"]), str(entry["last_error"]), float(entry["retry_at"]),
-                              bool(entry["given_up"]))  # fmt: skip
+                              bool(entry["given_up"]), int(entry.get("counted", entry["attempts"])))  # fmt: skip
             self.engine.restore_failures(str(entry["project"]), {key: failure})
         self.status.failures = list(previous.get("failures", []))
         self.status.recent = list(previous.get("recent", []))
         self.status.projects = dict(previous.get("projects", {}))
 
     def _save_status(self) -> None:
-        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.layout.status_path, json.dumps(asdict(self.status), indent=1))
+        def write() -> None:
+            self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.layout.status_path, json.dumps(asdict(self.status), indent=1))
+
+        self._persist("status", write)
 
     def _service_log(self, event: str, **fields: object) -> None:
-        self.layout.append_service_log({"time": time.time(), "event": event, **fields})
+        self._persist("service log", lambda: self.layout.append_service_log({"time": time.time(), "event": event, **fields}))
+
+    def _fill_log(self, project: str, record: dict[str, object]) -> None:
+        self._persist("fill log", lambda: self.layout.append_fill_log(project, record))
+
+    def _persist(self, what: str, write: Callable[[], None]) -> None:
+        """Write the status or a log line; a full or unwritable disk is logged, not fatal (it passes)."""
+        try:
+            write()
+        except (ObsflowError, OSError) as err:
+            message = err.one_line() if isinstance(err, ObsflowError) else f"{err.strerror or err} ({err.filename})"
+            log.error("cannot write the %s: %s", what, message)
 
 
 def read_status(layout: OutputLayout) -> dict[str, object] | None:

@@ -5,7 +5,9 @@ which are already in the SDFITS files, and which failed and when to retry them.
 It decides, without any I/O, what to fill next: every finished scan not yet
 filled, oldest first, so a scan missed while the daemon was down is caught up in
 order and never filled twice.  A scan that keeps failing is retried with
-exponential back-off, then given up (reported, not fatal).
+exponential back-off (capped); only failures that say the raw data are bad count
+toward giving up on it (reported, not fatal): a busy lock or a full disk passes,
+so those are retried for as long as they last.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 from obsflow.online.events import ScanEvent, ScanKey
 
-__all__ = ["Engine", "FillAction", "Failure"]
+__all__ = ["Engine", "Failure", "FillAction"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Failure:
     last_error: str
     retry_at: float
     given_up: bool = False
+    counted: int = 0  # the attempts that failed on the raw data (only these lead to giving up)
 
 
 @dataclass
@@ -106,13 +109,18 @@ class Engine:
         state.failures.pop(action.key, None)
         state.last_filled = action.key
 
-    def failed(self, action: FillAction, error: str, now: float) -> Failure:
-        """Record a failed fill; back off exponentially; give up after ``retry_limit`` attempts."""
+    def failed(self, action: FillAction, error: str, now: float, counts: bool = True) -> Failure:
+        """Record a failed fill and back off exponentially (capped).
+
+        Give up after ``retry_limit`` failures that ``counts``, those of the raw data; a
+        transient failure (busy lock, full disk) is retried for as long as it lasts.
+        """
         state = self.project(action.project)
         previous = state.failures.get(action.key)
         attempts = (previous.attempts if previous else 0) + 1
-        delay = min(self.backoff_s * 2 ** (attempts - 1), self.max_backoff_s)
-        failure = Failure(attempts, error, now + delay, given_up=attempts >= self.retry_limit)
+        counted = (previous.counted if previous else 0) + int(counts)
+        delay = min(self.backoff_s * 2 ** min(attempts - 1, 30), self.max_backoff_s)
+        failure = Failure(attempts, error, now + delay, given_up=counted >= self.retry_limit, counted=counted)
         state.failures[action.key] = failure
         return failure
 
