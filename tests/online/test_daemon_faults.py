@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 
+from obsflow.cli import main
 from obsflow.lock import release_lock, take_lock
 from obsflow.online.daemon import read_status
 from obsflow.online.layout import OutputLayout
@@ -116,3 +117,48 @@ def test_a_full_disk_is_waited_out_never_given_up(tmp_path, small_disk):
     daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.01, retry_limit=2, quicklook=False)
     daemon.run(until_idle=True)
     assert _filled(daemon) == [1, 2, 3, 4, 5, 6]
+    assert read_status(OutputLayout(out))["failures"] == []
+
+
+def _cut_short(path: Path) -> bytes:
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    return good
+
+
+def test_a_scan_filled_on_retry_leaves_no_failure_behind(roots):
+    raw, out = roots
+    sim = _telescope(raw, 2)
+    _observe(sim)
+    bank = raw / PROJECT / "VEGAS" / f"{sim.plans[1].timestamp}A.fits"
+    good = _cut_short(bank)
+    daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.05, quicklook=False)
+    daemon.start()
+    daemon.step()
+    assert [f["scan"] for f in read_status(OutputLayout(out))["failures"]] == [2]
+    bank.write_bytes(good)
+    time.sleep(0.1)
+    daemon.step()
+    daemon.close()
+    assert _filled(daemon) == [1, 2]
+    assert read_status(OutputLayout(out))["failures"] == []
+    again = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    started = time.monotonic()
+    again.run(until_idle=True)  # nothing left to wait for: ends at once
+    assert time.monotonic() - started < 5.0
+
+
+def test_a_skipped_scan_filled_by_hand_is_no_longer_reported(roots):
+    raw, out = roots
+    sim = _telescope(raw, 2)
+    _observe(sim)
+    bank = raw / PROJECT / "VEGAS" / f"{sim.plans[1].timestamp}A.fits"
+    good = _cut_short(bank)
+    build_daemon(raw, out, poll_s=0.01, retry_limit=1, quicklook=False).run(until_idle=True)
+    assert [(f["scan"], f["given_up"]) for f in read_status(OutputLayout(out))["failures"]] == [(2, True)]
+    bank.write_bytes(good)
+    assert main(["fill", str(raw / PROJECT), str(out), "--scans", "2"]) == 0  # the operator fills it
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert daemon.engine.project(PROJECT).failures == {}
+    assert read_status(OutputLayout(out))["failures"] == []

@@ -127,7 +127,7 @@ class Daemon:
         try:
             while not self._stop:
                 did_work = self.step()
-                if until_idle and not did_work and not self._waiting_retries():
+                if until_idle and not did_work and not self.engine.has_work():
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
@@ -232,19 +232,9 @@ class Daemon:
     def _record_failure(self, action: FillAction, failure: Failure) -> None:
         what = "gave up on" if failure.given_up else "will retry"
         log.warning("%s %s scan %d: %s", what, action.project, action.key.scan, failure.last_error)
-        entry = {"project": action.project, "scan": action.key.scan, "timestamp": action.key.timestamp,
-                 **asdict(failure)}  # fmt: skip
-        self.status.failures = [
-            f for f in self.status.failures
-            if (f["project"], f["scan"], f["timestamp"]) != (action.project, action.key.scan, action.key.timestamp)
-        ] + [entry]  # fmt: skip
+        entry = _failure_entry(action.project, action.key, failure)
         self._fill_log(action.project, {**entry, "error": failure.last_error})
         self._service_log("fill_failed", **entry)
-
-    def _waiting_retries(self) -> bool:
-        return any(
-            not f.given_up for state in self.engine.projects.values() for f in state.failures.values()
-        )
 
     # -- persistence ------------------------------------------------------------
     def _load_failures(self) -> None:
@@ -256,11 +246,14 @@ class Daemon:
             failure = Failure(int(entry["attempts"]), str(entry["last_error"]), float(entry["retry_at"]),
                               bool(entry["given_up"]), int(entry.get("counted", entry["attempts"])))  # fmt: skip
             self.engine.restore_failures(str(entry["project"]), {key: failure})
-        self.status.failures = list(previous.get("failures", []))
         self.status.recent = list(previous.get("recent", []))
         self.status.projects = dict(previous.get("projects", {}))
 
     def _save_status(self) -> None:
+        # The engine's failures are the truth: an entry goes when its scan is filled, however.
+        self.status.failures = [_failure_entry(name, key, failure) for name, state in self.engine.projects.items()
+                                for key, failure in state.failures.items()]  # fmt: skip
+
         def write() -> None:
             self.layout.state_dir.mkdir(parents=True, exist_ok=True)
             write_atomic(self.layout.status_path, json.dumps(asdict(self.status), indent=1))
@@ -280,6 +273,10 @@ class Daemon:
         except (ObsflowError, OSError) as err:
             message = err.one_line() if isinstance(err, ObsflowError) else f"{err.strerror or err} ({err.filename})"
             log.error("cannot write the %s: %s", what, message)
+
+
+def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, object]:
+    return {"project": project, "scan": key.scan, "timestamp": key.timestamp, **asdict(failure)}
 
 
 def read_status(layout: OutputLayout) -> dict[str, object] | None:

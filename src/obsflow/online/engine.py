@@ -82,8 +82,14 @@ class Engine:
                 state.started = None
 
     def already_filled(self, project: str, keys: set[ScanKey]) -> None:
-        """Scans found in the output files at start-up: never fill them again."""
-        self.project(project).filled |= keys
+        """Scans found in the output files at start-up: never fill them again.
+
+        A failure remembered for one of them is over (an operator filled it by hand).
+        """
+        state = self.project(project)
+        state.filled |= keys
+        for key in keys:
+            state.failures.pop(key, None)
 
     def restore_failures(self, project: str, failures: dict[ScanKey, Failure]) -> None:
         """Failure bookkeeping saved before a restart."""
@@ -123,6 +129,10 @@ class Engine:
         failure = Failure(attempts, error, now + delay, given_up=counted >= self.retry_limit, counted=counted)
         state.failures[action.key] = failure
         return failure
+
+    def has_work(self) -> bool:
+        """Any finished scan still to fill, now or at a retry."""
+        return any(self.pending(name) for name in self.projects)
 
     def pending(self, project: str) -> list[ScanKey]:
         """Finished scans not yet filled (including those waiting for a retry)."""
