@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,3 +163,33 @@ def test_a_skipped_scan_filled_by_hand_is_no_longer_reported(roots):
     daemon.run(until_idle=True)
     assert daemon.engine.project(PROJECT).failures == {}
     assert read_status(OutputLayout(out))["failures"] == []
+
+
+def test_a_missing_or_vanishing_raw_root_is_waited_for(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"  # raw not mounted yet
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.start()
+    assert daemon.step() is False
+    assert "raw root unavailable" in read_status(OutputLayout(out))["activity"]
+    raw.mkdir()
+    sim = _telescope(raw, 2)
+    _observe(sim, sim.plans[:1])
+    daemon.step()
+    assert _filled(daemon) == [1]
+    raw.rename(tmp_path / "elsewhere")  # an NFS blip
+    daemon.step()
+    assert "raw root unavailable" in read_status(OutputLayout(out))["activity"]
+    (tmp_path / "elsewhere").rename(raw)
+    _observe(sim, sim.plans[1:])
+    daemon.step()
+    daemon.close()
+    assert _filled(daemon) == [1, 2]
+
+
+def test_the_cli_daemon_keeps_running_without_its_raw_root(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "obsflow", "online", "--raw-root", str(tmp_path / "raw"),
+                             "--out-root", str(out), "--poll", "0.05", "--max-seconds", "1"],
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "raw root unavailable" in result.stderr

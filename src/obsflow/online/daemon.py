@@ -22,10 +22,10 @@ from pathlib import Path
 from types import FrameType
 
 from obsflow.atomic import write_atomic
-from obsflow.errors import IntegrityError, LockError, ObsflowError, OutputError
+from obsflow.errors import InputError, IntegrityError, LockError, ObsflowError, OutputError
 from obsflow.lock import release_lock, take_lock
 from obsflow.online.engine import Engine, Failure, FillAction
-from obsflow.online.events import ScanEventSource, ScanKey
+from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
 
 __all__ = ["Daemon", "FillOutcome", "read_status"]
@@ -91,6 +91,7 @@ class Daemon:
         self.engine = Engine(retry_limit=retry_limit, backoff_s=backoff_s)
         self.status = DaemonStatus(os.getpid(), socket.gethostname(), time.time(), str(raw_root), str(layout.root))
         self._stop = False
+        self._raw_root_problem: str | None = None  # why the last poll could not read the raw root
         self._lock_path: Path | None = None
         self._known_projects: set[str] = set()
 
@@ -127,12 +128,15 @@ class Daemon:
         try:
             while not self._stop:
                 did_work = self.step()
+                if until_idle and self._raw_root_problem is not None:
+                    raise InputError(self._raw_root_problem)  # a catch-up run has nothing to catch up from
                 if until_idle and not did_work and not self.engine.has_work():
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 if not did_work:
-                    self.status.activity = "idle"
+                    if self._raw_root_problem is None:
+                        self.status.activity = "idle"
                     time.sleep(self.poll_s)
         finally:
             self.close()
@@ -152,7 +156,11 @@ class Daemon:
     def step(self) -> bool:
         """Poll once and fill what is due; True if anything was filled or attempted."""
         self.status.last_poll = time.time()
-        for event in self.source.poll():
+        events = self._poll_source()
+        if events is None:
+            self._save_status()
+            return False
+        for event in events:
             if event.project not in self._known_projects:
                 try:
                     self.engine.already_filled(event.project, self.filled_scans(event.project))
@@ -170,6 +178,32 @@ class Daemon:
             self._do(action)
         self._save_status()
         return bool(actions)
+
+    def _poll_source(self) -> list[ScanEvent] | None:
+        """The new scan events, or None when the raw root cannot be read (unmounted, an NFS blip).
+
+        That passes: it is logged when it starts and ends, shown in the status, and the next
+        poll tries again.
+        """
+        try:
+            events = self.source.poll()
+        except InputError as err:
+            problem = err.one_line()
+        except Exception as err:  # the source must not stop the daemon either
+            log.error("polling for scan events failed", exc_info=err)
+            problem = f"{type(err).__name__}: {err}"
+        else:
+            if self._raw_root_problem is not None:
+                log.warning("raw root available again")
+                self._raw_root_problem = None
+                self.status.activity = "polling"
+            return events
+        if problem != self._raw_root_problem:
+            log.error("raw root unavailable, polling on: %s", problem)
+            self._service_log("raw_root_unavailable", error=problem)
+        self._raw_root_problem = problem
+        self.status.activity = f"raw root unavailable: {problem}"
+        return None
 
     def _do(self, action: FillAction) -> None:
         self.status.activity = f"filling {action.project} scan {action.key.scan}"

@@ -121,7 +121,10 @@ class ScanLogSource:
         now = time.time()
         events: list[ScanEvent] = []
         for _mtime, project, scanlog in self._logs():
-            stat = scanlog.stat()
+            try:
+                stat = scanlog.stat()
+            except OSError:
+                continue  # gone since it was listed
             stamp = (stat.st_size, stat.st_mtime_ns)
             if self._stamps.get(project) == stamp:
                 continue
@@ -130,6 +133,10 @@ class ScanLogSource:
             except InputError as err:
                 log.info("scan log not readable yet, will retry: %s", err)
                 continue  # being rewritten: the stamp is not stored, so it is read again
+            except Exception as err:  # a log no reader foresaw: said once, read again when it changes
+                log.error("cannot read scan log %s", scanlog, exc_info=err)
+                self._stamps[project] = stamp
+                continue
             self._stamps[project] = stamp
             events.extend(self._new_events(project, logged, now))
         return events
