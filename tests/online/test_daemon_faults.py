@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -193,3 +194,45 @@ def test_the_cli_daemon_keeps_running_without_its_raw_root(tmp_path):
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "raw root unavailable" in result.stderr
+
+
+def test_no_fill_is_attempted_while_the_filled_scans_cannot_be_read(roots):
+    raw, out = roots
+    sim = _telescope(raw, 3)
+    _observe(sim, sim.plans[:1])
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)
+    _observe(sim, sim.plans[1:])
+    lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")
+    daemon = build_daemon(raw, out, poll_s=0.01, lock_timeout_s=0.2, backoff_s=0.01, retry_limit=2, quicklook=False)
+    daemon.start()
+    started = time.monotonic()
+    daemon.step()  # 7 events of one project: one lookup, which honours --lock-timeout
+    assert time.monotonic() - started < 1.0
+    _step_for(daemon, 0.5)
+    assert daemon.status.recent == [] or daemon.status.recent[0]["scan"] == 1  # the first run's only
+    assert daemon.status.failures == []
+    release_lock(lock)
+    _step_for(daemon, 0.3)
+    daemon.close()
+    assert [r["scan"] for r in daemon.status.recent] == [3, 2, 1]
+    assert not any(r["skipped"] for r in daemon.status.recent)
+
+
+def test_sigterm_ends_a_wait_for_a_busy_project_lock(roots):
+    raw, out = roots
+    sim = _telescope(raw, 1)
+    lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")
+    daemon = subprocess.Popen([sys.executable, "-m", "obsflow", "online", "--raw-root", str(raw), "--out-root",
+                               str(out), "--poll", "0.05", "--lock-timeout", "30"], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        _observe(sim)
+        time.sleep(1.5)  # the daemon now waits for the project's lock
+        sent = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+        assert time.monotonic() - sent < 5.0
+        assert daemon.returncode == 0, daemon.stderr.read()
+    finally:
+        daemon.kill()
+        release_lock(lock)

@@ -93,7 +93,6 @@ class Daemon:
         self._stop = False
         self._raw_root_problem: str | None = None  # why the last poll could not read the raw root
         self._lock_path: Path | None = None
-        self._known_projects: set[str] = set()
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -161,15 +160,10 @@ class Daemon:
             self._save_status()
             return False
         for event in events:
-            if event.project not in self._known_projects:
-                try:
-                    self.engine.already_filled(event.project, self.filled_scans(event.project))
-                    self._known_projects.add(event.project)
-                except ObsflowError as err:  # its lock is busy, a file is damaged: ask again next poll
-                    log.error("cannot read which scans of %s are filled: %s", event.project, err.one_line())
             self.engine.observe(event)
             if event.kind == "project":
                 self._service_log("project", project=event.project)
+        self._learn_filled_scans()
         self.status.active_project = self.engine.active_project
         actions = self.engine.next_actions(time.time())
         for action in actions:
@@ -178,6 +172,27 @@ class Daemon:
             self._do(action)
         self._save_status()
         return bool(actions)
+
+    def _learn_filled_scans(self) -> None:
+        """Read which scans each new project's files hold, once per project per poll.
+
+        Its scans are not filled before (a fill could only repeat one); a busy lock or a
+        damaged file is tried again at the next poll.
+        """
+        for project in self.engine.unknown_filled():
+            if self._stop:
+                return
+            try:
+                self.engine.already_filled(project, self.filled_scans(project))
+            except ObsflowError as err:  # its lock is busy, a file is damaged: ask again next poll
+                log.error("cannot read which scans of %s are filled: %s", project, err.one_line())
+            except Exception as err:  # nor may anything unforeseen stop the daemon
+                log.error("cannot read which scans of %s are filled", project, exc_info=err)
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (SIGTERM/SIGINT): waits for locks end early."""
+        return self._stop
 
     def _poll_source(self) -> list[ScanEvent] | None:
         """The new scan events, or None when the raw root cannot be read (unmounted, an NFS blip).

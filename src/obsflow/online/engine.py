@@ -47,6 +47,7 @@ class ProjectState:
     finished: dict[ScanKey, tuple[str, ...]] = field(default_factory=dict)  # key -> backends, in order seen
     started: ScanKey | None = None  # the scan in progress, if any
     filled: set[ScanKey] = field(default_factory=set)
+    filled_known: bool = False  # the output files were read: until then nothing is filled (it might be there)
     failures: dict[ScanKey, Failure] = field(default_factory=dict)
     last_finished_at: float | None = None  # wall time the newest finished scan was seen
     last_filled: ScanKey | None = None
@@ -81,6 +82,10 @@ class Engine:
             if state.started == event.key:
                 state.started = None
 
+    def unknown_filled(self) -> list[str]:
+        """Projects with finished scans whose output files have not been read yet."""
+        return [name for name, state in self.projects.items() if state.finished and not state.filled_known]
+
     def already_filled(self, project: str, keys: set[ScanKey]) -> None:
         """Scans found in the output files at start-up: never fill them again.
 
@@ -88,6 +93,7 @@ class Engine:
         """
         state = self.project(project)
         state.filled |= keys
+        state.filled_known = True
         for key in keys:
             state.failures.pop(key, None)
 
@@ -99,6 +105,8 @@ class Engine:
         """Every finished, unfilled scan whose time has come, in scan-log order per project."""
         actions = []
         for name, state in self.projects.items():
+            if not state.filled_known:
+                continue
             for key, backends in state.finished.items():
                 if key in state.filled:
                     continue
