@@ -116,15 +116,27 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
         else:
             click.echo(f"no online daemon has run on {root}")
         return 0
-    from obsflow.lock import is_locked
-
-    running = data.get("activity") != "stopped" and is_locked(OutputLayout(Path(root)).locks_dir, "obsflow-online")
-    data["running"] = running
+    data["running"], data["checked"] = _daemon_running(OutputLayout(Path(root)).locks_dir, data)
     if as_json:
         emit_json(data)
         return 0
     _print_status(data)
     return 0
+
+
+def _daemon_running(locks_dir: Path, data: dict[str, object]) -> tuple[bool, bool]:
+    """(running, checked): a daemon on another host holds its lock, but its process cannot be seen from here."""
+    import math
+    import socket
+
+    from obsflow.lock import is_stale, lock_path, read_lock
+
+    holder = read_lock(lock_path(locks_dir, "obsflow-online"))
+    if holder is None or data.get("activity") == "stopped":
+        return False, True
+    if holder.host != socket.gethostname():
+        return True, False
+    return not is_stale(holder, stale_after_s=math.inf), True
 
 
 def _ago(t: object) -> str:
@@ -134,7 +146,10 @@ def _ago(t: object) -> str:
 
 
 def _print_status(data: dict[str, object]) -> None:
-    state = "running" if data["running"] else "not running"
+    if not data.get("checked", True):
+        state = f"running on host {data['host']} (cannot check from here)"
+    else:
+        state = "running" if data["running"] else "not running"
     click.echo(f"daemon: {state}, pid {data['pid']} on {data['host']}, {data['activity']}, last poll {_ago(data.get('last_poll'))}")
     click.echo(f"raw root {data['raw_root']} -> out root {data['out_root']}; active project: {data.get('active_project')}")
     projects = data.get("projects") or {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -98,7 +99,9 @@ class Daemon:
     def start(self) -> None:
         """Take the daemon lock (refuse if another daemon runs) and recover interrupted fills."""
         try:
-            self._lock_path = take_lock(self.layout.locks_dir, DAEMON_LOCK, timeout_s=0, purpose="online daemon")
+            # Never stale by age: a daemon on another host holds it for weeks (on this host a dead pid frees it).
+            self._lock_path = take_lock(self.layout.locks_dir, DAEMON_LOCK, timeout_s=0, purpose="online daemon",
+                                        stale_after_s=math.inf)  # fmt: skip
         except LockError as err:
             raise LockError(
                 f"another obsflow online daemon already serves this output root: {err.what}", err.where
