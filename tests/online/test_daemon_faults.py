@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -236,3 +237,12 @@ def test_sigterm_ends_a_wait_for_a_busy_project_lock(roots):
     finally:
         daemon.kill()
         release_lock(lock)
+
+
+def test_dcr_only_scans_of_a_real_project_are_skipped_not_failed(samples, tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    shutil.copytree(samples / "raw_gbtcal" / "AGBT17A_996_01:1:Rcvr2_3", raw / "AGBT17A_996_01:1:Rcvr2_3")
+    daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert daemon.status.failures == []
+    assert daemon.status.recent and all(r["skipped"] and r["note"] == "no VEGAS data" for r in daemon.status.recent)

@@ -88,6 +88,8 @@ def build_daemon(
 
     def fill(action: FillAction) -> FillOutcome:
         scan = _find_scan(raw_root, action)
+        if not scan.banks:  # DCR-only or no backend at all: nothing for the VEGAS filler, and nothing wrong
+            return FillOutcome(0, (), skipped=True, note="no VEGAS data")
         result = _when_lock_free(layout, action.project, lock_timeout_s, stopping, lambda timeout_s: fill_scan(
             scan, layout, lock_timeout_s=timeout_s, project=action.project, on_written=on_filled))  # fmt: skip
         note = "already filled" if result.skipped else ""
