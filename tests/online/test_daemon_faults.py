@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -135,7 +136,7 @@ def test_a_scan_filled_on_retry_leaves_no_failure_behind(roots):
     _observe(sim)
     bank = raw / PROJECT / "VEGAS" / f"{sim.plans[1].timestamp}A.fits"
     good = _cut_short(bank)
-    daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.05, quicklook=False)
+    daemon = build_daemon(raw, out, poll_s=5, backoff_s=0.05, quicklook=False)  # each step fills all it can
     daemon.start()
     daemon.step()
     assert [f["scan"] for f in read_status(OutputLayout(out))["failures"]] == [2]
@@ -246,3 +247,51 @@ def test_dcr_only_scans_of_a_real_project_are_skipped_not_failed(samples, tmp_pa
     daemon.run(until_idle=True)
     assert daemon.status.failures == []
     assert daemon.status.recent and all(r["skipped"] and r["note"] == "no VEGAS data" for r in daemon.status.recent)
+
+
+def _age(raw: Path, project: str, hours: float) -> None:
+    then = time.time() - hours * 3600
+    os.utime(raw / project / "ScanLog.fits", (then, then))
+
+
+ARCHIVED = "AGBT24B_100_07"
+
+
+def test_only_projects_observed_lately_are_followed_by_default(roots):
+    raw, out = roots
+    _observe(_telescope(raw, 2, project=ARCHIVED))
+    _age(raw, ARCHIVED, 24 * 400)  # more than a year ago
+    _observe(_telescope(raw, 1))
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert set(daemon.engine.projects) == {PROJECT}
+    named = build_daemon(raw, out, poll_s=0.01, quicklook=False, projects=[ARCHIVED])  # named: always followed
+    named.run(until_idle=True)
+    assert _filled(named, ARCHIVED) == [1, 2]
+
+
+def test_a_live_scan_is_filled_between_the_scans_of_a_backlog(roots):
+    raw, out = roots
+    _observe(_telescope(raw, 6, project=ARCHIVED, banks=2, channels=4096))
+    daemon = build_daemon(raw, out, poll_s=0.01, follow_hours=0, quicklook=False)  # 0: every project
+    daemon.start()
+    daemon.step()  # a poll interval's worth of the backlog, then back to polling
+    assert 0 < len(_filled(daemon, ARCHIVED)) < 6
+    _observe(_telescope(raw, 1))
+    daemon.step()
+    daemon.close()
+    assert daemon.status.recent[-1]["project"] == ARCHIVED
+    assert PROJECT in [r["project"] for r in daemon.status.recent[:2]]
+    assert len(_filled(daemon, ARCHIVED)) < 6
+
+
+def test_follow_hours_from_the_config_and_the_command_line(roots, tmp_path):
+    raw, out = roots
+    _observe(_telescope(raw, 1, project=ARCHIVED))
+    _age(raw, ARCHIVED, 48)
+    config = tmp_path / "filler.toml"
+    config.write_text(f'[filler]\nraw_root = "{raw}"\nout_root = "{out}"\npoll_seconds = 0.01\nfollow_hours = 72\n')
+    assert main(["online", "--config", str(config), "--follow-hours", "1", "--until-idle"]) == 0
+    assert not OutputLayout(out).combined_index(ARCHIVED).exists()  # the option wins
+    assert main(["online", "--config", str(config), "--until-idle"]) == 0
+    assert OutputLayout(out).combined_index(ARCHIVED).exists()

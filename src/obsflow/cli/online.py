@@ -29,7 +29,10 @@ Examples:
 @click.option("--out-root", type=click.Path(path_type=Path, file_okay=False), help="Where SDFITS products go (/home/sdfits).")
 @click.option("--flags", "flags_dir", type=click.Path(path_type=Path, file_okay=False), help="Flag-file folder [OUT/flags].")
 @click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False), help="Lock-file folder [OUT/locks].")
-@click.option("--projects", default=None, help="Comma-separated projects to follow (default: all).")
+@click.option("--projects", default=None, help="Comma-separated projects to follow (default: those observed lately).")
+@click.option("--follow-hours", type=click.FloatRange(min=0), default=None,
+              help="Without --projects: follow projects whose ScanLog.fits changed within this many hours; "
+                   "0: every project under RAW-ROOT [24].")  # fmt: skip
 @click.option("--poll", "poll_s", type=click.FloatRange(min=0.01), default=None, help="Seconds between polls [1].")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for a project lock [60].")
 @click.option("--retries", type=click.IntRange(min=1), default=None, help="Attempts before a failing scan is skipped [5].")
@@ -44,6 +47,7 @@ def command(
     flags_dir: Path | None,
     locks_dir: Path | None,
     projects: str | None,
+    follow_hours: float | None,
     poll_s: float | None,
     lock_timeout: float | None,
     retries: int | None,
@@ -52,7 +56,8 @@ def command(
 ) -> int:
     """Fill each scan into SDFITS seconds after the telescope finishes it.
 
-    Follows ScanLog.fits of every project under RAW-ROOT; at each SCAN FINISHED it
+    Follows ScanLog.fits of every project under RAW-ROOT observed in the last
+    --follow-hours (or of --projects); at each SCAN FINISHED it
     appends that scan (and any it missed) to OUT-ROOT/<PROJ>/<PROJ>.raw.vegas/, keeping
     the GBTIDL index, flag files, sdfitsStatus.txt, a lock while writing and an undo
     journal so a crash never damages a file.  Runs until SIGTERM/SIGINT.
@@ -75,6 +80,7 @@ def command(
         flags_dir=flags_dir or _path_or_none(filler.flags_dir),
         locks_dir=locks_dir or _path_or_none(filler.locks_dir),
         projects=[p for p in projects.split(",") if p] if projects is not None else list(filler.projects),
+        follow_hours=filler.follow_hours if follow_hours is None else follow_hours,
         poll_s=filler.poll_seconds if poll_s is None else poll_s,
         lock_timeout_s=filler.lock_timeout_seconds if lock_timeout is None else lock_timeout,
         retry_limit=filler.retry_limit if retries is None else retries,

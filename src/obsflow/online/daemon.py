@@ -169,10 +169,13 @@ class Daemon:
         self._learn_filled_scans()
         self.status.active_project = self.engine.active_project
         actions = self.engine.next_actions(time.time())
+        began = time.monotonic()
         for action in actions:
             if self._stop:
                 break
             self._do(action)
+            if time.monotonic() - began >= self.poll_s:
+                break  # a backlog: poll again first, so a scan that just ended is not kept waiting
         self._save_status()
         return bool(actions)
 

@@ -102,9 +102,12 @@ class Engine:
         self.project(project).failures.update(failures)
 
     def next_actions(self, now: float) -> list[FillAction]:
-        """Every finished, unfilled scan whose time has come, in scan-log order per project."""
+        """Every finished, unfilled scan whose time has come, in scan-log order per project.
+
+        The active project's come first: its live scans never wait behind another's backlog.
+        """
         actions = []
-        for name, state in self.projects.items():
+        for name, state in sorted(self.projects.items(), key=lambda item: item[0] != self.active_project):
             if not state.filled_known:
                 continue
             for key, backends in state.finished.items():

@@ -89,13 +89,18 @@ class ScanLogSource:
     """Polls every project's ``ScanLog.fits`` under ``raw_root`` and emits what changed.
 
     Only logs whose size or mtime changed are re-read.  The most recently written
-    log is the active project.
+    log is the active project.  ``projects`` names the only projects followed;
+    without it, every project whose log changed within ``recent_s`` seconds (all,
+    if None): a raw root holds years of archive, which is not the daemon's to fill.
     """
 
-    def __init__(self, raw_root: Path, read_log: ScanLogReader, projects: Iterable[str] = ()) -> None:
+    def __init__(
+        self, raw_root: Path, read_log: ScanLogReader, projects: Iterable[str] = (), recent_s: float | None = None
+    ) -> None:
         self.raw_root = Path(raw_root)
         self.read_log = read_log
         self.projects = set(projects)
+        self.recent_s = recent_s
         self._stamps: dict[str, tuple[int, int]] = {}
         self._emitted: set[tuple[str, EventKind, ScanKey]] = set()
         self._active: str | None = None
@@ -106,6 +111,7 @@ class ScanLogSource:
             entries = list(self.raw_root.iterdir())
         except OSError as err:
             raise InputError(f"cannot read raw data root: {err.strerror}", self.raw_root) from err
+        oldest = None if self.projects or self.recent_s is None else time.time() - self.recent_s
         for entry in entries:
             if self.projects and entry.name not in self.projects:
                 continue
@@ -114,6 +120,8 @@ class ScanLogSource:
                 stat = scanlog.stat()
             except OSError:
                 continue
+            if oldest is not None and stat.st_mtime < oldest and entry.name not in self._stamps:
+                continue  # not observed lately (once followed, a project stays followed)
             found.append((stat.st_mtime, entry.name, scanlog))
         return sorted(found)
 

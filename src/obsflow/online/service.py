@@ -72,6 +72,7 @@ def build_daemon(
     locks_dir: Path | None = None,
     projects: Sequence[str] = (),
     poll_s: float = 1.0,
+    follow_hours: float = 24.0,
     lock_timeout_s: float = 60.0,
     retry_limit: int = 5,
     backoff_s: float = 2.0,
@@ -79,7 +80,11 @@ def build_daemon(
     on_filled: Callable[[ScanFill], None] | None = None,
     quicklook: bool = True,
 ) -> Daemon:
-    """A daemon following ``raw_root`` (or ``source``) and filling into ``out_root``."""
+    """A daemon following ``raw_root`` (or ``source``) and filling into ``out_root``.
+
+    Without ``projects``, it follows the projects whose ScanLog.fits changed within the last
+    ``follow_hours`` (0: every project under ``raw_root``).
+    """
     raw_root, out_root = Path(raw_root), Path(out_root)
     layout = OutputLayout(out_root, flags_dir, locks_dir)
 
@@ -100,7 +105,7 @@ def build_daemon(
                                lambda timeout_s: filled_scans(layout, project, lock_timeout_s=timeout_s))  # fmt: skip
 
     daemon = Daemon(
-        source=source or ScanLogSource(raw_root, logged_scans, projects),
+        source=source or ScanLogSource(raw_root, logged_scans, projects, follow_hours * 3600 or None),
         fill=fill,
         layout=layout,
         raw_root=raw_root,
