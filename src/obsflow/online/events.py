@@ -13,8 +13,11 @@ touching the engine.  Two are here:
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -168,17 +171,24 @@ class ScanLogSource:
 class JsonLinesSource:
     """Events as JSON lines (``{"kind": "finished", "project": ..., "scan": 3, "timestamp": ...}``).
 
-    Reads whatever complete lines the stream has; a monitor-and-control feed on a
-    socket can be wrapped with ``socket.makefile()`` and passed in.
+    Each poll takes whatever the stream has without waiting (a file, a pipe, or a socket
+    wrapped with ``socket.makefile()``); a line not yet ended by its newline is kept for the
+    next poll, since a writer may deliver it in pieces.  A stream with a file descriptor is
+    read through that descriptor, switched to non-blocking; others (``io.StringIO``) with
+    ``read()``.
     """
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
+        self._fd = _nonblocking_fd(stream)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may be split too
+        self._unfinished = ""
 
     def poll(self) -> list[ScanEvent]:
         events = []
         now = time.time()
-        for line in self.stream.readlines():
+        *lines, self._unfinished = (self._unfinished + self._read_available()).split("\n")
+        for line in lines:
             line = line.strip()
             if not line:
                 continue
@@ -187,3 +197,26 @@ class JsonLinesSource:
             except (ValueError, KeyError) as err:
                 log.warning("ignoring bad event line %r: %s", line[:80], err)
         return events
+
+    def _read_available(self) -> str:
+        if self._fd is None:
+            return self.stream.read()
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break  # nothing more for now
+            if not chunk:
+                break  # end of the file (so far) or of the connection
+            chunks.append(chunk)
+        return self._decoder.decode(b"".join(chunks))
+
+
+def _nonblocking_fd(stream: IO[str]) -> int | None:
+    try:
+        fd = stream.fileno()
+        os.set_blocking(fd, False)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return fd
