@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -295,3 +295,14 @@ def test_follow_hours_from_the_config_and_the_command_line(roots, tmp_path):
     assert not OutputLayout(out).combined_index(ARCHIVED).exists()  # the option wins
     assert main(["online", "--config", str(config), "--until-idle"]) == 0
     assert OutputLayout(out).combined_index(ARCHIVED).exists()
+
+
+def test_the_lag_counts_from_when_the_scan_ended(roots, capsys):
+    raw, out = roots
+    _observe(_telescope(raw, 1, start=datetime.now(UTC) - timedelta(seconds=90)))  # ended a minute ago
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)  # a daemon that was down
+    (record,) = read_status(OutputLayout(out))["recent"]
+    assert 60 < record["filled_at"] - record["finished_at"] < 120
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    lag = float(capsys.readouterr().out.split("lag after scan end: last ")[1].split(" s")[0])
+    assert 60 < lag < 120

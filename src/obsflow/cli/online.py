@@ -151,6 +151,11 @@ def _ago(t: object) -> str:
     return f"{time.time() - t:.0f} s ago"
 
 
+def _scan_end(record: dict[str, object]) -> object:
+    """When the scan ended (``finished_seen_at``: when it was seen, in status files of older versions)."""
+    return record.get("finished_at") or record.get("finished_seen_at")
+
+
 def _print_status(data: dict[str, object]) -> None:
     if not data.get("checked", True):
         state = f"running on host {data['host']} (cannot check from here)"
@@ -165,7 +170,7 @@ def _print_status(data: dict[str, object]) -> None:
             f" {info['pending']} pending"
         )
     recent = data.get("recent") or []
-    lags = [r["filled_at"] - r["finished_seen_at"] for r in recent if r.get("finished_seen_at")]  # type: ignore[union-attr]
+    lags = [r["filled_at"] - ended for r in recent if (ended := _scan_end(r))]  # type: ignore[operator]
     if lags:
         click.echo(f"  lag after scan end: last {lags[0]:.2f} s, worst of last {len(lags)}: {max(lags):.2f} s")
     for failure in data.get("failures") or []:  # type: ignore[union-attr]

@@ -237,11 +237,12 @@ class Daemon:
             return
         seconds = time.time() - started
         self.engine.filled(action)
-        finished_seen = self.engine.project(action.project).last_finished_at
+        state = self.engine.project(action.project)
         record = {
             "project": action.project, "scan": action.key.scan, "timestamp": action.key.timestamp,
             "banks": list(outcome.banks), "rows": outcome.rows, "seconds": round(seconds, 4),
-            "filled_at": time.time(), "finished_seen_at": finished_seen, "skipped": outcome.skipped,
+            "filled_at": time.time(), "finished_at": state.ended_at.get(action.key),
+            "finished_seen_at": state.seen_finished_at.get(action.key), "skipped": outcome.skipped,
             "note": outcome.note,
         }  # fmt: skip
         self.status.recent = ([record] + self.status.recent)[:RECENT_FILLS]

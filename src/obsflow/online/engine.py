@@ -50,6 +50,8 @@ class ProjectState:
     filled_known: bool = False  # the output files were read: until then nothing is filled (it might be there)
     failures: dict[ScanKey, Failure] = field(default_factory=dict)
     last_finished_at: float | None = None  # wall time the newest finished scan was seen
+    ended_at: dict[ScanKey, float] = field(default_factory=dict)  # when each scan ended, for the lag
+    seen_finished_at: dict[ScanKey, float] = field(default_factory=dict)  # when its end was seen
     last_filled: ScanKey | None = None
 
 
@@ -79,6 +81,8 @@ class Engine:
             if event.key not in state.finished:
                 state.finished[event.key] = event.backends
                 state.last_finished_at = event.seen_at
+                state.ended_at[event.key] = _ended_at(event)
+                state.seen_finished_at[event.key] = event.seen_at
             if state.started == event.key:
                 state.started = None
 
@@ -149,6 +153,13 @@ class Engine:
         """Finished scans not yet filled (including those waiting for a retry)."""
         state = self.project(project)
         return [k for k in state.finished if k not in state.filled and not _given_up(state, k)]
+
+
+def _ended_at(event: ScanEvent) -> float:
+    """When the scan ended: its logged end, unless the telescope clock says after it was seen."""
+    if event.finished_at is None:
+        return event.seen_at
+    return min(event.finished_at, event.seen_at)
 
 
 def _given_up(state: ProjectState, key: ScanKey) -> bool:

@@ -49,11 +49,12 @@ class ScanEvent:
     key: ScanKey
     backends: tuple[str, ...] = ()
     seen_at: float = 0.0  # wall time the source saw it
+    finished_at: float | None = None  # unix time the scan ended, as the telescope logged it (if known)
 
     def to_json(self) -> str:
         return json.dumps(
             {"kind": self.kind, "project": self.project, "scan": self.key.scan,
-             "timestamp": self.key.timestamp, "backends": list(self.backends)}
+             "timestamp": self.key.timestamp, "backends": list(self.backends), "finished_at": self.finished_at}
         )  # fmt: skip
 
     @classmethod
@@ -65,6 +66,7 @@ class ScanEvent:
             key=ScanKey(int(data["scan"]), str(data["timestamp"])),
             backends=tuple(data.get("backends", ())),
             seen_at=seen_at,
+            finished_at=None if data.get("finished_at") is None else float(data["finished_at"]),
         )
 
 
@@ -83,6 +85,7 @@ class LoggedScan:
     key: ScanKey
     finished: bool
     backends: tuple[str, ...]
+    finished_at: float | None = None  # unix time of its SCAN FINISHED, if the log says
 
 
 ScanLogReader = Callable[[Path], list[LoggedScan]]
@@ -164,7 +167,8 @@ class ScanLogSource:
                 if kind == "started" and self._active != project:
                     self._active = project
                     events.append(ScanEvent("project", project, item.key, item.backends, now))
-                events.append(ScanEvent(kind, project, item.key, item.backends, now))
+                ended = item.finished_at if kind == "finished" else None
+                events.append(ScanEvent(kind, project, item.key, item.backends, now, ended))
         return events
 
 

@@ -13,8 +13,8 @@ from obsflow.lock import is_locked
 from obsflow.online import raw
 from obsflow.online.daemon import Daemon, FillOutcome
 from obsflow.online.engine import FillAction
-from obsflow.online.events import ScanEventSource, ScanKey, ScanLogSource
-from obsflow.online.fill import ScanFill, fill_scan, filled_scans, logged_scans
+from obsflow.online.events import LoggedScan, ScanEventSource, ScanKey, ScanLogSource
+from obsflow.online.fill import ScanFill, fill_scan, filled_scans
 from obsflow.online.layout import OutputLayout
 
 __all__ = ["build_daemon", "run_daemon"]
@@ -52,6 +52,17 @@ def _when_lock_free(
         except LockError:
             if stop_requested() or time.monotonic() >= deadline:
                 raise
+
+
+def _logged_scans(project_dir: Path) -> list[LoggedScan]:
+    """The scan log of one raw project as the event source needs it, with each scan's logged end."""
+    return [_logged(scan) for scan in raw.read_project(project_dir, with_go=False)]
+
+
+def _logged(scan: raw.Scan) -> LoggedScan:
+    ended = None if scan.finished_at is None else scan.finished_at.timestamp()
+    return LoggedScan(ScanKey(scan.number, scan.timestamp), scan.is_finished,
+                      tuple(b.lower() for b in scan.backends), ended)  # fmt: skip
 
 
 def _quicklook(layout: OutputLayout, action: FillAction, outcome: FillOutcome) -> None:
@@ -105,7 +116,7 @@ def build_daemon(
                                lambda timeout_s: filled_scans(layout, project, lock_timeout_s=timeout_s))  # fmt: skip
 
     daemon = Daemon(
-        source=source or ScanLogSource(raw_root, logged_scans, projects, follow_hours * 3600 or None),
+        source=source or ScanLogSource(raw_root, _logged_scans, projects, follow_hours * 3600 or None),
         fill=fill,
         layout=layout,
         raw_root=raw_root,
