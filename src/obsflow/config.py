@@ -165,7 +165,8 @@ class FillerConfig:
     flags_dir: str | None = None  # default: <out_root>/flags
     locks_dir: str | None = None  # default: <out_root>/locks
     backends: tuple[str, ...] = ("vegas",)
-    projects: tuple[str, ...] = ()  # empty: every project
+    projects: tuple[str, ...] = ()  # empty: every project observed lately (follow_hours)
+    follow_hours: float = 24.0  # without projects: follow those whose ScanLog changed this lately (0: all)
     poll_seconds: float = 1.0
     lock_timeout_seconds: float = 60.0
     retry_limit: int = 5
@@ -624,7 +625,7 @@ def _parse_mail(r: _Reader, table: dict[str, Any]) -> MailConfig:
 
 def _parse_filler(r: _Reader, table: dict[str, Any]) -> FillerConfig:
     known = {
-        "raw_root", "out_root", "flags_dir", "locks_dir", "backends", "projects",
+        "raw_root", "out_root", "flags_dir", "locks_dir", "backends", "projects", "follow_hours",
         "poll_seconds", "lock_timeout_seconds", "retry_limit",
     }  # fmt: skip
     r.unknown(table, known, "filler.")
@@ -639,6 +640,7 @@ def _parse_filler(r: _Reader, table: dict[str, Any]) -> FillerConfig:
         locks_dir=_folder(r, table, "locks_dir", None),
         backends=backends,
         projects=r.strings(table, "projects", "filler.projects", ()),
+        follow_hours=r.number_in(table, "follow_hours", "filler.follow_hours", float, default.follow_hours, 0),
         poll_seconds=r.number_in(table, "poll_seconds", "filler.poll_seconds", float, default.poll_seconds, 0.01),
         lock_timeout_seconds=r.number_in(
             table, "lock_timeout_seconds", "filler.lock_timeout_seconds", float, default.lock_timeout_seconds, 0

@@ -34,6 +34,7 @@ def test_started_scan_is_not_filled_until_finished():
 def test_failure_backs_off_then_gives_up():
     engine = Engine(retry_limit=3, backoff_s=10)
     engine.observe(finished("P", 1))
+    engine.already_filled("P", set())
     action = engine.next_actions(now=0)[0]
     failure = engine.failed(action, "backend file truncated", now=0)
     assert failure.retry_at == 10 and not failure.given_up
@@ -54,3 +55,24 @@ def test_project_change_is_tracked():
     engine.observe(ScanEvent("started", "B", ScanKey(1, "t2"), (), 2.0))
     assert engine.active_project == "B"
     assert [p for _, p in engine.project_changes] == ["A", "B"]
+
+
+def test_nothing_is_filled_before_the_output_files_are_read():
+    # Until the engine knows which scans the files hold, a fill could only repeat one (found by review).
+    engine = Engine()
+    engine.observe(finished("P", 1))
+    assert engine.next_actions(now=0) == []
+    assert engine.has_work()  # a catch-up run waits for it
+    engine.already_filled("P", set())
+    assert [a.key.scan for a in engine.next_actions(now=0)] == [1]
+
+
+def test_transient_failures_never_give_up_but_back_off_capped():
+    engine = Engine(retry_limit=2, backoff_s=1, max_backoff_s=8)
+    engine.observe(finished("P", 1))
+    engine.already_filled("P", set())
+    for attempt in range(10):
+        action = engine.next_actions(now=1e6 * attempt)[0]
+        failure = engine.failed(action, "lock held", now=0, counts=False)
+    assert not failure.given_up and failure.attempts == 10 and failure.retry_at == 8
+    assert engine.failed(engine.next_actions(now=1e9)[0], "truncated", now=0).counted == 1

@@ -29,7 +29,10 @@ Examples:
 @click.option("--out-root", type=click.Path(path_type=Path, file_okay=False), help="Where SDFITS products go (/home/sdfits).")
 @click.option("--flags", "flags_dir", type=click.Path(path_type=Path, file_okay=False), help="Flag-file folder [OUT/flags].")
 @click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False), help="Lock-file folder [OUT/locks].")
-@click.option("--projects", default=None, help="Comma-separated projects to follow (default: all).")
+@click.option("--projects", default=None, help="Comma-separated projects to follow (default: those observed lately).")
+@click.option("--follow-hours", type=click.FloatRange(min=0), default=None,
+              help="Without --projects: follow projects whose ScanLog.fits changed within this many hours; "
+                   "0: every project under RAW-ROOT [24].")  # fmt: skip
 @click.option("--poll", "poll_s", type=click.FloatRange(min=0.01), default=None, help="Seconds between polls [1].")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for a project lock [60].")
 @click.option("--retries", type=click.IntRange(min=1), default=None, help="Attempts before a failing scan is skipped [5].")
@@ -44,6 +47,7 @@ def command(
     flags_dir: Path | None,
     locks_dir: Path | None,
     projects: str | None,
+    follow_hours: float | None,
     poll_s: float | None,
     lock_timeout: float | None,
     retries: int | None,
@@ -52,7 +56,8 @@ def command(
 ) -> int:
     """Fill each scan into SDFITS seconds after the telescope finishes it.
 
-    Follows ScanLog.fits of every project under RAW-ROOT; at each SCAN FINISHED it
+    Follows ScanLog.fits of every project under RAW-ROOT observed in the last
+    --follow-hours (or of --projects); at each SCAN FINISHED it
     appends that scan (and any it missed) to OUT-ROOT/<PROJ>/<PROJ>.raw.vegas/, keeping
     the GBTIDL index, flag files, sdfitsStatus.txt, a lock while writing and an undo
     journal so a crash never damages a file.  Runs until SIGTERM/SIGINT.
@@ -75,6 +80,7 @@ def command(
         flags_dir=flags_dir or _path_or_none(filler.flags_dir),
         locks_dir=locks_dir or _path_or_none(filler.locks_dir),
         projects=[p for p in projects.split(",") if p] if projects is not None else list(filler.projects),
+        follow_hours=filler.follow_hours if follow_hours is None else follow_hours,
         poll_s=filler.poll_seconds if poll_s is None else poll_s,
         lock_timeout_s=filler.lock_timeout_seconds if lock_timeout is None else lock_timeout,
         retry_limit=filler.retry_limit if retries is None else retries,
@@ -116,15 +122,27 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
         else:
             click.echo(f"no online daemon has run on {root}")
         return 0
-    from obsflow.lock import is_locked
-
-    running = data.get("activity") != "stopped" and is_locked(OutputLayout(Path(root)).locks_dir, "obsflow-online")
-    data["running"] = running
+    data["running"], data["checked"] = _daemon_running(OutputLayout(Path(root)).locks_dir, data)
     if as_json:
         emit_json(data)
         return 0
     _print_status(data)
     return 0
+
+
+def _daemon_running(locks_dir: Path, data: dict[str, object]) -> tuple[bool, bool]:
+    """(running, checked): a daemon on another host holds its lock, but its process cannot be seen from here."""
+    import math
+    import socket
+
+    from obsflow.lock import is_stale, lock_path, read_lock
+
+    holder = read_lock(lock_path(locks_dir, "obsflow-online"))
+    if holder is None or data.get("activity") == "stopped":
+        return False, True
+    if holder.host != socket.gethostname():
+        return True, False
+    return not is_stale(holder, stale_after_s=math.inf), True
 
 
 def _ago(t: object) -> str:
@@ -133,8 +151,16 @@ def _ago(t: object) -> str:
     return f"{time.time() - t:.0f} s ago"
 
 
+def _scan_end(record: dict[str, object]) -> object:
+    """When the scan ended (``finished_seen_at``: when it was seen, in status files of older versions)."""
+    return record.get("finished_at") or record.get("finished_seen_at")
+
+
 def _print_status(data: dict[str, object]) -> None:
-    state = "running" if data["running"] else "not running"
+    if not data.get("checked", True):
+        state = f"running on host {data['host']} (cannot check from here)"
+    else:
+        state = "running" if data["running"] else "not running"
     click.echo(f"daemon: {state}, pid {data['pid']} on {data['host']}, {data['activity']}, last poll {_ago(data.get('last_poll'))}")
     click.echo(f"raw root {data['raw_root']} -> out root {data['out_root']}; active project: {data.get('active_project')}")
     projects = data.get("projects") or {}
@@ -144,7 +170,7 @@ def _print_status(data: dict[str, object]) -> None:
             f" {info['pending']} pending"
         )
     recent = data.get("recent") or []
-    lags = [r["filled_at"] - r["finished_seen_at"] for r in recent if r.get("finished_seen_at")]  # type: ignore[union-attr]
+    lags = [r["filled_at"] - ended for r in recent if (ended := _scan_end(r))]  # type: ignore[operator]
     if lags:
         click.echo(f"  lag after scan end: last {lags[0]:.2f} s, worst of last {len(lags)}: {max(lags):.2f} s")
     for failure in data.get("failures") or []:  # type: ignore[union-attr]

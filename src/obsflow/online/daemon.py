@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -22,10 +23,10 @@ from pathlib import Path
 from types import FrameType
 
 from obsflow.atomic import write_atomic
-from obsflow.errors import LockError, ObsflowError
+from obsflow.errors import InputError, IntegrityError, LockError, ObsflowError, OutputError
 from obsflow.lock import release_lock, take_lock
 from obsflow.online.engine import Engine, Failure, FillAction
-from obsflow.online.events import ScanEventSource, ScanKey
+from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
 
 __all__ = ["Daemon", "FillOutcome", "read_status"]
@@ -85,19 +86,22 @@ class Daemon:
         self.after_fill = after_fill
         self.fill = fill
         self.layout = layout
+        self.raw_root = Path(raw_root)
         self.filled_scans = filled_scans
         self.poll_s = poll_s
         self.engine = Engine(retry_limit=retry_limit, backoff_s=backoff_s)
         self.status = DaemonStatus(os.getpid(), socket.gethostname(), time.time(), str(raw_root), str(layout.root))
         self._stop = False
+        self._raw_root_problem: str | None = None  # why the last poll could not read the raw root
         self._lock_path: Path | None = None
-        self._known_projects: set[str] = set()
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
         """Take the daemon lock (refuse if another daemon runs) and recover interrupted fills."""
         try:
-            self._lock_path = take_lock(self.layout.locks_dir, DAEMON_LOCK, timeout_s=0, purpose="online daemon")
+            # Never stale by age: a daemon on another host holds it for weeks (on this host a dead pid frees it).
+            self._lock_path = take_lock(self.layout.locks_dir, DAEMON_LOCK, timeout_s=0, purpose="online daemon",
+                                        stale_after_s=math.inf)  # fmt: skip
         except LockError as err:
             raise LockError(
                 f"another obsflow online daemon already serves this output root: {err.what}", err.where
@@ -126,12 +130,15 @@ class Daemon:
         try:
             while not self._stop:
                 did_work = self.step()
-                if until_idle and not did_work and not self._waiting_retries():
+                if until_idle and self._raw_root_problem is not None:
+                    raise InputError(self._raw_root_problem)  # a catch-up run has nothing to catch up from
+                if until_idle and not did_work and not self.engine.has_work():
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 if not did_work:
-                    self.status.activity = "idle"
+                    if self._raw_root_problem is None:
+                        self.status.activity = "idle"
                     time.sleep(self.poll_s)
         finally:
             self.close()
@@ -151,24 +158,73 @@ class Daemon:
     def step(self) -> bool:
         """Poll once and fill what is due; True if anything was filled or attempted."""
         self.status.last_poll = time.time()
-        for event in self.source.poll():
-            if event.project not in self._known_projects:
-                try:
-                    self.engine.already_filled(event.project, self.filled_scans(event.project))
-                    self._known_projects.add(event.project)
-                except ObsflowError as err:  # its lock is busy, a file is damaged: ask again next poll
-                    log.error("cannot read which scans of %s are filled: %s", event.project, err.one_line())
+        events = self._poll_source()
+        if events is None:
+            self._save_status()
+            return False
+        for event in events:
             self.engine.observe(event)
             if event.kind == "project":
                 self._service_log("project", project=event.project)
+        self._learn_filled_scans()
         self.status.active_project = self.engine.active_project
         actions = self.engine.next_actions(time.time())
+        began = time.monotonic()
         for action in actions:
             if self._stop:
                 break
             self._do(action)
+            if time.monotonic() - began >= self.poll_s:
+                break  # a backlog: poll again first, so a scan that just ended is not kept waiting
         self._save_status()
         return bool(actions)
+
+    def _learn_filled_scans(self) -> None:
+        """Read which scans each new project's files hold, once per project per poll.
+
+        Its scans are not filled before (a fill could only repeat one); a busy lock or a
+        damaged file is tried again at the next poll.
+        """
+        for project in self.engine.unknown_filled():
+            if self._stop:
+                return
+            try:
+                self.engine.already_filled(project, self.filled_scans(project))
+            except ObsflowError as err:  # its lock is busy, a file is damaged: ask again next poll
+                log.error("cannot read which scans of %s are filled: %s", project, err.one_line())
+            except Exception as err:  # nor may anything unforeseen stop the daemon
+                log.error("cannot read which scans of %s are filled", project, exc_info=err)
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (SIGTERM/SIGINT): waits for locks end early."""
+        return self._stop
+
+    def _poll_source(self) -> list[ScanEvent] | None:
+        """The new scan events, or None when the raw root cannot be read (unmounted, an NFS blip).
+
+        That passes: it is logged when it starts and ends, shown in the status, and the next
+        poll tries again.
+        """
+        try:
+            events = self.source.poll()
+        except InputError as err:
+            problem = err.one_line()
+        except Exception as err:  # the source must not stop the daemon either
+            log.error("polling for scan events failed", exc_info=err)
+            problem = f"{type(err).__name__}: {err}"
+        else:
+            if self._raw_root_problem is not None:
+                log.warning("raw root available again")
+                self._raw_root_problem = None
+                self.status.activity = "polling"
+            return events
+        if problem != self._raw_root_problem:
+            log.error("raw root unavailable, polling on: %s", problem)
+            self._service_log("raw_root_unavailable", error=problem)
+        self._raw_root_problem = problem
+        self.status.activity = f"raw root unavailable: {problem}"
+        return None
 
     def _do(self, action: FillAction) -> None:
         self.status.activity = f"filling {action.project} scan {action.key.scan}"
@@ -176,17 +232,17 @@ class Daemon:
         started = time.time()
         try:
             outcome = self.fill(action)
-        except ObsflowError as err:
-            failure = self.engine.failed(action, err.one_line(), time.time())
-            self._record_failure(action, failure)
+        except Exception as err:  # noqa: BLE001 - one bad scan must never stop the daemon
+            self._fill_failed(action, err)
             return
         seconds = time.time() - started
         self.engine.filled(action)
-        finished_seen = self.engine.project(action.project).last_finished_at
+        state = self.engine.project(action.project)
         record = {
             "project": action.project, "scan": action.key.scan, "timestamp": action.key.timestamp,
             "banks": list(outcome.banks), "rows": outcome.rows, "seconds": round(seconds, 4),
-            "filled_at": time.time(), "finished_seen_at": finished_seen, "skipped": outcome.skipped,
+            "filled_at": time.time(), "finished_at": state.ended_at.get(action.key),
+            "finished_seen_at": state.seen_finished_at.get(action.key), "skipped": outcome.skipped,
             "note": outcome.note,
         }  # fmt: skip
         self.status.recent = ([record] + self.status.recent)[:RECENT_FILLS]
@@ -196,28 +252,45 @@ class Daemon:
             "last_filled_at": record["filled_at"],
             "pending": len(self.engine.pending(action.project)),
         }
-        self.layout.append_fill_log(action.project, record)
+        self._fill_log(action.project, record)
         self._service_log("filled", **record)
         self._save_status()  # the fill is on record before any extra work such as plots
         if self.after_fill is not None and not outcome.skipped:
-            self.after_fill(action, outcome)
+            try:
+                self.after_fill(action, outcome)
+            except Exception:  # extras such as plots never stop the daemon
+                log.exception("after-fill work for %s scan %d failed", action.project, action.key.scan)
+
+    def _fill_failed(self, action: FillAction, err: Exception) -> None:
+        """Record a failed fill; an unexpected exception (a bug, or raw data no reader foresaw) gets its traceback."""
+        if isinstance(err, ObsflowError):
+            message = err.one_line()
+        else:
+            log.error("unexpected error filling %s scan %d", action.project, action.key.scan, exc_info=err)
+            message = f"{type(err).__name__}: {err}"
+        failure = self.engine.failed(action, message, time.time(), counts=self._counts_toward_giving_up(err))
+        self._record_failure(action, failure)
+        self._save_status()
+
+    def _counts_toward_giving_up(self, err: Exception) -> bool:
+        """Only bad raw data can make a scan hopeless.
+
+        A busy project lock, a full disk or a damaged output file pass or get fixed, and
+        the scan must be filled then: those are retried for as long as they last.  An
+        unexpected exception counts (it is most likely raw data no reader foresaw).
+        """
+        if isinstance(err, (LockError, OutputError, OSError)):
+            return False
+        if isinstance(err, IntegrityError):
+            return err.where is not None and Path(err.where).is_relative_to(self.raw_root)
+        return True
 
     def _record_failure(self, action: FillAction, failure: Failure) -> None:
         what = "gave up on" if failure.given_up else "will retry"
         log.warning("%s %s scan %d: %s", what, action.project, action.key.scan, failure.last_error)
-        entry = {"project": action.project, "scan": action.key.scan, "timestamp": action.key.timestamp,
-                 **asdict(failure)}  # fmt: skip
-        self.status.failures = [
-            f for f in self.status.failures
-            if (f["project"], f["scan"], f["timestamp"]) != (action.project, action.key.scan, action.key.timestamp)
-        ] + [entry]  # fmt: skip
-        self.layout.append_fill_log(action.project, {**entry, "error": failure.last_error})
+        entry = _failure_entry(action.project, action.key, failure)
+        self._fill_log(action.project, {**entry, "error": failure.last_error})
         self._service_log("fill_failed", **entry)
-
-    def _waiting_retries(self) -> bool:
-        return any(
-            not f.given_up for state in self.engine.projects.values() for f in state.failures.values()
-        )
 
     # -- persistence ------------------------------------------------------------
     def _load_failures(self) -> None:
@@ -227,18 +300,39 @@ class Daemon:
         for entry in previous.get("failures", []):
             key = ScanKey(int(entry["scan"]), str(entry["timestamp"]))
             failure = Failure(int(entry["attempts"]), str(entry["last_error"]), float(entry["retry_at"]),
-                              bool(entry["given_up"]))  # fmt: skip
+                              bool(entry["given_up"]), int(entry.get("counted", entry["attempts"])))  # fmt: skip
             self.engine.restore_failures(str(entry["project"]), {key: failure})
-        self.status.failures = list(previous.get("failures", []))
         self.status.recent = list(previous.get("recent", []))
         self.status.projects = dict(previous.get("projects", {}))
 
     def _save_status(self) -> None:
-        self.layout.state_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.layout.status_path, json.dumps(asdict(self.status), indent=1))
+        # The engine's failures are the truth: an entry goes when its scan is filled, however.
+        self.status.failures = [_failure_entry(name, key, failure) for name, state in self.engine.projects.items()
+                                for key, failure in state.failures.items()]  # fmt: skip
+
+        def write() -> None:
+            self.layout.state_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.layout.status_path, json.dumps(asdict(self.status), indent=1))
+
+        self._persist("status", write)
 
     def _service_log(self, event: str, **fields: object) -> None:
-        self.layout.append_service_log({"time": time.time(), "event": event, **fields})
+        self._persist("service log", lambda: self.layout.append_service_log({"time": time.time(), "event": event, **fields}))
+
+    def _fill_log(self, project: str, record: dict[str, object]) -> None:
+        self._persist("fill log", lambda: self.layout.append_fill_log(project, record))
+
+    def _persist(self, what: str, write: Callable[[], None]) -> None:
+        """Write the status or a log line; a full or unwritable disk is logged, not fatal (it passes)."""
+        try:
+            write()
+        except (ObsflowError, OSError) as err:
+            message = err.one_line() if isinstance(err, ObsflowError) else f"{err.strerror or err} ({err.filename})"
+            log.error("cannot write the %s: %s", what, message)
+
+
+def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, object]:
+    return {"project": project, "scan": key.scan, "timestamp": key.timestamp, **asdict(failure)}
 
 
 def read_status(layout: OutputLayout) -> dict[str, object] | None:

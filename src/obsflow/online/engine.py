@@ -5,7 +5,9 @@ which are already in the SDFITS files, and which failed and when to retry them.
 It decides, without any I/O, what to fill next: every finished scan not yet
 filled, oldest first, so a scan missed while the daemon was down is caught up in
 order and never filled twice.  A scan that keeps failing is retried with
-exponential back-off, then given up (reported, not fatal).
+exponential back-off (capped); only failures that say the raw data are bad count
+toward giving up on it (reported, not fatal): a busy lock or a full disk passes,
+so those are retried for as long as they last.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 from obsflow.online.events import ScanEvent, ScanKey
 
-__all__ = ["Engine", "FillAction", "Failure"]
+__all__ = ["Engine", "Failure", "FillAction"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Failure:
     last_error: str
     retry_at: float
     given_up: bool = False
+    counted: int = 0  # the attempts that failed on the raw data (only these lead to giving up)
 
 
 @dataclass
@@ -44,8 +47,11 @@ class ProjectState:
     finished: dict[ScanKey, tuple[str, ...]] = field(default_factory=dict)  # key -> backends, in order seen
     started: ScanKey | None = None  # the scan in progress, if any
     filled: set[ScanKey] = field(default_factory=set)
+    filled_known: bool = False  # the output files were read: until then nothing is filled (it might be there)
     failures: dict[ScanKey, Failure] = field(default_factory=dict)
     last_finished_at: float | None = None  # wall time the newest finished scan was seen
+    ended_at: dict[ScanKey, float] = field(default_factory=dict)  # when each scan ended, for the lag
+    seen_finished_at: dict[ScanKey, float] = field(default_factory=dict)  # when its end was seen
     last_filled: ScanKey | None = None
 
 
@@ -75,21 +81,39 @@ class Engine:
             if event.key not in state.finished:
                 state.finished[event.key] = event.backends
                 state.last_finished_at = event.seen_at
+                state.ended_at[event.key] = _ended_at(event)
+                state.seen_finished_at[event.key] = event.seen_at
             if state.started == event.key:
                 state.started = None
 
+    def unknown_filled(self) -> list[str]:
+        """Projects with finished scans whose output files have not been read yet."""
+        return [name for name, state in self.projects.items() if state.finished and not state.filled_known]
+
     def already_filled(self, project: str, keys: set[ScanKey]) -> None:
-        """Scans found in the output files at start-up: never fill them again."""
-        self.project(project).filled |= keys
+        """Scans found in the output files at start-up: never fill them again.
+
+        A failure remembered for one of them is over (an operator filled it by hand).
+        """
+        state = self.project(project)
+        state.filled |= keys
+        state.filled_known = True
+        for key in keys:
+            state.failures.pop(key, None)
 
     def restore_failures(self, project: str, failures: dict[ScanKey, Failure]) -> None:
         """Failure bookkeeping saved before a restart."""
         self.project(project).failures.update(failures)
 
     def next_actions(self, now: float) -> list[FillAction]:
-        """Every finished, unfilled scan whose time has come, in scan-log order per project."""
+        """Every finished, unfilled scan whose time has come, in scan-log order per project.
+
+        The active project's come first: its live scans never wait behind another's backlog.
+        """
         actions = []
-        for name, state in self.projects.items():
+        for name, state in sorted(self.projects.items(), key=lambda item: item[0] != self.active_project):
+            if not state.filled_known:
+                continue
             for key, backends in state.finished.items():
                 if key in state.filled:
                     continue
@@ -106,20 +130,36 @@ class Engine:
         state.failures.pop(action.key, None)
         state.last_filled = action.key
 
-    def failed(self, action: FillAction, error: str, now: float) -> Failure:
-        """Record a failed fill; back off exponentially; give up after ``retry_limit`` attempts."""
+    def failed(self, action: FillAction, error: str, now: float, counts: bool = True) -> Failure:
+        """Record a failed fill and back off exponentially (capped).
+
+        Give up after ``retry_limit`` failures that ``counts``, those of the raw data; a
+        transient failure (busy lock, full disk) is retried for as long as it lasts.
+        """
         state = self.project(action.project)
         previous = state.failures.get(action.key)
         attempts = (previous.attempts if previous else 0) + 1
-        delay = min(self.backoff_s * 2 ** (attempts - 1), self.max_backoff_s)
-        failure = Failure(attempts, error, now + delay, given_up=attempts >= self.retry_limit)
+        counted = (previous.counted if previous else 0) + int(counts)
+        delay = min(self.backoff_s * 2 ** min(attempts - 1, 30), self.max_backoff_s)
+        failure = Failure(attempts, error, now + delay, given_up=counted >= self.retry_limit, counted=counted)
         state.failures[action.key] = failure
         return failure
+
+    def has_work(self) -> bool:
+        """Any finished scan still to fill, now or at a retry."""
+        return any(self.pending(name) for name in self.projects)
 
     def pending(self, project: str) -> list[ScanKey]:
         """Finished scans not yet filled (including those waiting for a retry)."""
         state = self.project(project)
         return [k for k in state.finished if k not in state.filled and not _given_up(state, k)]
+
+
+def _ended_at(event: ScanEvent) -> float:
+    """When the scan ended: its logged end, unless the telescope clock says after it was seen."""
+    if event.finished_at is None:
+        return event.seen_at
+    return min(event.finished_at, event.seen_at)
 
 
 def _given_up(state: ProjectState, key: ScanKey) -> bool:

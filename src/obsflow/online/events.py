@@ -13,8 +13,11 @@ touching the engine.  Two are here:
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,11 +49,12 @@ class ScanEvent:
     key: ScanKey
     backends: tuple[str, ...] = ()
     seen_at: float = 0.0  # wall time the source saw it
+    finished_at: float | None = None  # unix time the scan ended, as the telescope logged it (if known)
 
     def to_json(self) -> str:
         return json.dumps(
             {"kind": self.kind, "project": self.project, "scan": self.key.scan,
-             "timestamp": self.key.timestamp, "backends": list(self.backends)}
+             "timestamp": self.key.timestamp, "backends": list(self.backends), "finished_at": self.finished_at}
         )  # fmt: skip
 
     @classmethod
@@ -62,6 +66,7 @@ class ScanEvent:
             key=ScanKey(int(data["scan"]), str(data["timestamp"])),
             backends=tuple(data.get("backends", ())),
             seen_at=seen_at,
+            finished_at=None if data.get("finished_at") is None else float(data["finished_at"]),
         )
 
 
@@ -80,6 +85,7 @@ class LoggedScan:
     key: ScanKey
     finished: bool
     backends: tuple[str, ...]
+    finished_at: float | None = None  # unix time of its SCAN FINISHED, if the log says
 
 
 ScanLogReader = Callable[[Path], list[LoggedScan]]
@@ -89,13 +95,18 @@ class ScanLogSource:
     """Polls every project's ``ScanLog.fits`` under ``raw_root`` and emits what changed.
 
     Only logs whose size or mtime changed are re-read.  The most recently written
-    log is the active project.
+    log is the active project.  ``projects`` names the only projects followed;
+    without it, every project whose log changed within ``recent_s`` seconds (all,
+    if None): a raw root holds years of archive, which is not the daemon's to fill.
     """
 
-    def __init__(self, raw_root: Path, read_log: ScanLogReader, projects: Iterable[str] = ()) -> None:
+    def __init__(
+        self, raw_root: Path, read_log: ScanLogReader, projects: Iterable[str] = (), recent_s: float | None = None
+    ) -> None:
         self.raw_root = Path(raw_root)
         self.read_log = read_log
         self.projects = set(projects)
+        self.recent_s = recent_s
         self._stamps: dict[str, tuple[int, int]] = {}
         self._emitted: set[tuple[str, EventKind, ScanKey]] = set()
         self._active: str | None = None
@@ -106,6 +117,7 @@ class ScanLogSource:
             entries = list(self.raw_root.iterdir())
         except OSError as err:
             raise InputError(f"cannot read raw data root: {err.strerror}", self.raw_root) from err
+        oldest = None if self.projects or self.recent_s is None else time.time() - self.recent_s
         for entry in entries:
             if self.projects and entry.name not in self.projects:
                 continue
@@ -114,6 +126,8 @@ class ScanLogSource:
                 stat = scanlog.stat()
             except OSError:
                 continue
+            if oldest is not None and stat.st_mtime < oldest and entry.name not in self._stamps:
+                continue  # not observed lately (once followed, a project stays followed)
             found.append((stat.st_mtime, entry.name, scanlog))
         return sorted(found)
 
@@ -121,7 +135,10 @@ class ScanLogSource:
         now = time.time()
         events: list[ScanEvent] = []
         for _mtime, project, scanlog in self._logs():
-            stat = scanlog.stat()
+            try:
+                stat = scanlog.stat()
+            except OSError:
+                continue  # gone since it was listed
             stamp = (stat.st_size, stat.st_mtime_ns)
             if self._stamps.get(project) == stamp:
                 continue
@@ -130,6 +147,10 @@ class ScanLogSource:
             except InputError as err:
                 log.info("scan log not readable yet, will retry: %s", err)
                 continue  # being rewritten: the stamp is not stored, so it is read again
+            except Exception as err:  # a log no reader foresaw: said once, read again when it changes
+                log.error("cannot read scan log %s", scanlog, exc_info=err)
+                self._stamps[project] = stamp
+                continue
             self._stamps[project] = stamp
             events.extend(self._new_events(project, logged, now))
         return events
@@ -146,24 +167,32 @@ class ScanLogSource:
                 if kind == "started" and self._active != project:
                     self._active = project
                     events.append(ScanEvent("project", project, item.key, item.backends, now))
-                events.append(ScanEvent(kind, project, item.key, item.backends, now))
+                ended = item.finished_at if kind == "finished" else None
+                events.append(ScanEvent(kind, project, item.key, item.backends, now, ended))
         return events
 
 
 class JsonLinesSource:
     """Events as JSON lines (``{"kind": "finished", "project": ..., "scan": 3, "timestamp": ...}``).
 
-    Reads whatever complete lines the stream has; a monitor-and-control feed on a
-    socket can be wrapped with ``socket.makefile()`` and passed in.
+    Each poll takes whatever the stream has without waiting (a file, a pipe, or a socket
+    wrapped with ``socket.makefile()``); a line not yet ended by its newline is kept for the
+    next poll, since a writer may deliver it in pieces.  A stream with a file descriptor is
+    read through that descriptor, switched to non-blocking; others (``io.StringIO``) with
+    ``read()``.
     """
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
+        self._fd = _nonblocking_fd(stream)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may be split too
+        self._unfinished = ""
 
     def poll(self) -> list[ScanEvent]:
         events = []
         now = time.time()
-        for line in self.stream.readlines():
+        *lines, self._unfinished = (self._unfinished + self._read_available()).split("\n")
+        for line in lines:
             line = line.strip()
             if not line:
                 continue
@@ -172,3 +201,26 @@ class JsonLinesSource:
             except (ValueError, KeyError) as err:
                 log.warning("ignoring bad event line %r: %s", line[:80], err)
         return events
+
+    def _read_available(self) -> str:
+        if self._fd is None:
+            return self.stream.read()
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                break  # nothing more for now
+            if not chunk:
+                break  # end of the file (so far) or of the connection
+            chunks.append(chunk)
+        return self._decoder.decode(b"".join(chunks))
+
+
+def _nonblocking_fd(stream: IO[str]) -> int | None:
+    try:
+        fd = stream.fileno()
+        os.set_blocking(fd, False)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return fd

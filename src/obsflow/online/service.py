@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from obsflow.errors import InputError, ObsflowError
+from obsflow.errors import InputError, LockError, ObsflowError
+from obsflow.lock import is_locked
 from obsflow.online import raw
 from obsflow.online.daemon import Daemon, FillOutcome
 from obsflow.online.engine import FillAction
-from obsflow.online.events import ScanEventSource, ScanLogSource
-from obsflow.online.fill import ScanFill, fill_scan, filled_scans, logged_scans
+from obsflow.online.events import LoggedScan, ScanEventSource, ScanKey, ScanLogSource
+from obsflow.online.fill import ScanFill, fill_scan, filled_scans
 from obsflow.online.layout import OutputLayout
 
 __all__ = ["build_daemon", "run_daemon"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+LOCK_SLICE_S = 0.5  # a stop request is heard within this while a fill waits for a project lock
+LOCK_POLL_S = 0.05
 
 
 def _find_scan(raw_root: Path, action: FillAction) -> raw.Scan:
@@ -24,6 +31,38 @@ def _find_scan(raw_root: Path, action: FillAction) -> raw.Scan:
         if (scan.number, scan.timestamp) == tuple(action.key):
             return scan
     raise InputError(f"scan {action.key.scan} ({action.key.timestamp}) is not in the scan log", raw_root / action.project)
+
+
+def _when_lock_free(
+    layout: OutputLayout, project: str, timeout_s: float, stop_requested: Callable[[], bool], call: Callable[[float], T]
+) -> T:
+    """``call(lock_timeout_s)`` once the project's lock is free, waiting up to ``timeout_s`` in all.
+
+    The wait is the daemon's, in short steps, so SIGTERM ends it at once rather than after
+    the whole lock timeout (systemd kills a daemon that takes 60 s to stop); ``call``
+    (which reads the whole scan before it takes the lock) runs again only if another
+    process took the lock in between.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        while is_locked(layout.locks_dir, project) and not stop_requested() and time.monotonic() < deadline:
+            time.sleep(LOCK_POLL_S)
+        try:
+            return call(min(LOCK_SLICE_S, max(0.0, deadline - time.monotonic())))
+        except LockError:
+            if stop_requested() or time.monotonic() >= deadline:
+                raise
+
+
+def _logged_scans(project_dir: Path) -> list[LoggedScan]:
+    """The scan log of one raw project as the event source needs it, with each scan's logged end."""
+    return [_logged(scan) for scan in raw.read_project(project_dir, with_go=False)]
+
+
+def _logged(scan: raw.Scan) -> LoggedScan:
+    ended = None if scan.finished_at is None else scan.finished_at.timestamp()
+    return LoggedScan(ScanKey(scan.number, scan.timestamp), scan.is_finished,
+                      tuple(b.lower() for b in scan.backends), ended)  # fmt: skip
 
 
 def _quicklook(layout: OutputLayout, action: FillAction, outcome: FillOutcome) -> None:
@@ -44,6 +83,7 @@ def build_daemon(
     locks_dir: Path | None = None,
     projects: Sequence[str] = (),
     poll_s: float = 1.0,
+    follow_hours: float = 24.0,
     lock_timeout_s: float = 60.0,
     retry_limit: int = 5,
     backoff_s: float = 2.0,
@@ -51,27 +91,42 @@ def build_daemon(
     on_filled: Callable[[ScanFill], None] | None = None,
     quicklook: bool = True,
 ) -> Daemon:
-    """A daemon following ``raw_root`` (or ``source``) and filling into ``out_root``."""
+    """A daemon following ``raw_root`` (or ``source``) and filling into ``out_root``.
+
+    Without ``projects``, it follows the projects whose ScanLog.fits changed within the last
+    ``follow_hours`` (0: every project under ``raw_root``).
+    """
     raw_root, out_root = Path(raw_root), Path(out_root)
     layout = OutputLayout(out_root, flags_dir, locks_dir)
 
+    def stopping() -> bool:
+        return daemon.stopping
+
     def fill(action: FillAction) -> FillOutcome:
         scan = _find_scan(raw_root, action)
-        result = fill_scan(scan, layout, lock_timeout_s=lock_timeout_s, project=action.project, on_written=on_filled)
+        if not scan.banks:  # DCR-only or no backend at all: nothing for the VEGAS filler, and nothing wrong
+            return FillOutcome(0, (), skipped=True, note="no VEGAS data")
+        result = _when_lock_free(layout, action.project, lock_timeout_s, stopping, lambda timeout_s: fill_scan(
+            scan, layout, lock_timeout_s=timeout_s, project=action.project, on_written=on_filled))  # fmt: skip
         note = "already filled" if result.skipped else ""
         return FillOutcome(result.rows, tuple(b.bank for b in result.banks), result.skipped, note)
 
-    return Daemon(
-        source=source or ScanLogSource(raw_root, logged_scans, projects),
+    def filled(project: str) -> set[ScanKey]:
+        return _when_lock_free(layout, project, lock_timeout_s, stopping,
+                               lambda timeout_s: filled_scans(layout, project, lock_timeout_s=timeout_s))  # fmt: skip
+
+    daemon = Daemon(
+        source=source or ScanLogSource(raw_root, _logged_scans, projects, follow_hours * 3600 or None),
         fill=fill,
         layout=layout,
         raw_root=raw_root,
-        filled_scans=lambda project: filled_scans(layout, project),
+        filled_scans=filled,
         poll_s=poll_s,
         retry_limit=retry_limit,
         backoff_s=backoff_s,
         after_fill=(lambda action, outcome: _quicklook(layout, action, outcome)) if quicklook else None,
     )
+    return daemon
 
 
 def run_daemon(max_seconds: float | None = None, until_idle: bool = False, **kwargs: object) -> Daemon:

@@ -1,0 +1,308 @@
+"""The daemon keeps going through bad scans, busy locks, full disks and a vanishing raw root (found by review)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from obsflow.cli import main
+from obsflow.lock import release_lock, take_lock
+from obsflow.online.daemon import read_status
+from obsflow.online.layout import OutputLayout
+from obsflow.online.service import build_daemon
+from obsflow.simulate.telescope import TelescopeSimulator, TelescopeSpec
+
+PROJECT = "AGBT26A_300_01"
+
+
+def _telescope(raw: Path, scans: int, project: str = PROJECT, **kw) -> TelescopeSimulator:
+    spec = {"project": project, "scans": scans, "procedure": "Track", "banks": 1, "channels": 1024,
+            "integrations": 2, "start": datetime(2026, 11, 21, 4, tzinfo=UTC), **kw}
+    return TelescopeSimulator(TelescopeSpec(**spec), raw)
+
+
+def _observe(sim: TelescopeSimulator, plans=None) -> None:
+    for plan in sim.plans if plans is None else plans:
+        sim.start_scan(plan)
+        sim.finish_scan(plan)
+
+
+@pytest.fixture
+def roots(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    return raw, out
+
+
+def _filled(daemon, project: str = PROJECT) -> list[int]:
+    return sorted(k.scan for k in daemon.engine.project(project).filled)
+
+
+def test_a_header_holding_text_for_a_number_fails_that_scan_only(roots):
+    raw, out = roots
+    sim = _telescope(raw, 3)
+    _observe(sim)
+    fits.setval(raw / PROJECT / "Antenna" / f"{sim.plans[1].timestamp}.fits", "AMBPRESS", value="n/a")
+    daemon = build_daemon(raw, out, poll_s=0.01, retry_limit=2, backoff_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert _filled(daemon) == [1, 3]
+    (failure,) = read_status(OutputLayout(out))["failures"]
+    assert failure["scan"] == 2 and failure["given_up"] and failure["attempts"] == 2
+    assert "AMBPRESS" in failure["last_error"] or "n/a" in failure["last_error"]
+
+
+def test_a_failing_quicklook_does_not_stop_the_daemon(roots):
+    raw, out = roots
+    _observe(_telescope(raw, 2))
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.after_fill = lambda action, outcome: 1 / 0
+    daemon.run(until_idle=True)
+    assert _filled(daemon) == [1, 2]
+
+
+def _step_for(daemon, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        daemon.step()
+        time.sleep(0.02)
+
+
+def test_a_busy_project_lock_is_waited_out_never_given_up(roots):
+    raw, out = roots
+    sim = _telescope(raw, 2)
+    _observe(sim, sim.plans[:1])
+    daemon = build_daemon(raw, out, poll_s=0.01, lock_timeout_s=0.05, backoff_s=0.01, retry_limit=2, quicklook=False)
+    daemon.start()
+    daemon.step()
+    lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")  # an offline fill, a while
+    _observe(sim, sim.plans[1:])
+    _step_for(daemon, 1.0)
+    (failure,) = daemon.status.failures
+    assert failure["attempts"] > 2 and not failure["given_up"] and "lock held" in failure["last_error"]
+    release_lock(lock)
+    _step_for(daemon, 0.5)
+    daemon.close()
+    assert _filled(daemon) == [1, 2]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real, tiny filesystem (tmpfs of 3 MiB) that fills up, and can be grown."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                            capture_output=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"cannot mount a small tmpfs for the full-disk test: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_waited_out_never_given_up(tmp_path, small_disk):
+    raw, out = tmp_path / "raw", small_disk / "out"
+    _observe(_telescope(raw, 6, banks=2, channels=4096, integrations=8))
+    daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.01, retry_limit=2, quicklook=False)
+    daemon.start()
+    _step_for(daemon, 1.5)  # the disk fills up: status and logs cannot be written either
+    state = daemon.engine.project(PROJECT)
+    assert state.failures and not any(f.given_up for f in state.failures.values())
+    assert max(f.attempts for f in state.failures.values()) > 2
+    daemon.close()
+    subprocess.run(["mount", "-o", "remount,size=40m", str(small_disk)], check=True)  # space freed
+    daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.01, retry_limit=2, quicklook=False)
+    daemon.run(until_idle=True)
+    assert _filled(daemon) == [1, 2, 3, 4, 5, 6]
+    assert read_status(OutputLayout(out))["failures"] == []
+
+
+def _cut_short(path: Path) -> bytes:
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    return good
+
+
+def test_a_scan_filled_on_retry_leaves_no_failure_behind(roots):
+    raw, out = roots
+    sim = _telescope(raw, 2)
+    _observe(sim)
+    bank = raw / PROJECT / "VEGAS" / f"{sim.plans[1].timestamp}A.fits"
+    good = _cut_short(bank)
+    daemon = build_daemon(raw, out, poll_s=5, backoff_s=0.05, quicklook=False)  # each step fills all it can
+    daemon.start()
+    daemon.step()
+    assert [f["scan"] for f in read_status(OutputLayout(out))["failures"]] == [2]
+    bank.write_bytes(good)
+    time.sleep(0.1)
+    daemon.step()
+    daemon.close()
+    assert _filled(daemon) == [1, 2]
+    assert read_status(OutputLayout(out))["failures"] == []
+    again = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    started = time.monotonic()
+    again.run(until_idle=True)  # nothing left to wait for: ends at once
+    assert time.monotonic() - started < 5.0
+
+
+def test_a_skipped_scan_filled_by_hand_is_no_longer_reported(roots):
+    raw, out = roots
+    sim = _telescope(raw, 2)
+    _observe(sim)
+    bank = raw / PROJECT / "VEGAS" / f"{sim.plans[1].timestamp}A.fits"
+    good = _cut_short(bank)
+    build_daemon(raw, out, poll_s=0.01, retry_limit=1, quicklook=False).run(until_idle=True)
+    assert [(f["scan"], f["given_up"]) for f in read_status(OutputLayout(out))["failures"]] == [(2, True)]
+    bank.write_bytes(good)
+    assert main(["fill", str(raw / PROJECT), str(out), "--scans", "2"]) == 0  # the operator fills it
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert daemon.engine.project(PROJECT).failures == {}
+    assert read_status(OutputLayout(out))["failures"] == []
+
+
+def test_a_missing_or_vanishing_raw_root_is_waited_for(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"  # raw not mounted yet
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.start()
+    assert daemon.step() is False
+    assert "raw root unavailable" in read_status(OutputLayout(out))["activity"]
+    raw.mkdir()
+    sim = _telescope(raw, 2)
+    _observe(sim, sim.plans[:1])
+    daemon.step()
+    assert _filled(daemon) == [1]
+    raw.rename(tmp_path / "elsewhere")  # an NFS blip
+    daemon.step()
+    assert "raw root unavailable" in read_status(OutputLayout(out))["activity"]
+    (tmp_path / "elsewhere").rename(raw)
+    _observe(sim, sim.plans[1:])
+    daemon.step()
+    daemon.close()
+    assert _filled(daemon) == [1, 2]
+
+
+def test_the_cli_daemon_keeps_running_without_its_raw_root(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "obsflow", "online", "--raw-root", str(tmp_path / "raw"),
+                             "--out-root", str(out), "--poll", "0.05", "--max-seconds", "1"],
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "raw root unavailable" in result.stderr
+
+
+def test_no_fill_is_attempted_while_the_filled_scans_cannot_be_read(roots):
+    raw, out = roots
+    sim = _telescope(raw, 3)
+    _observe(sim, sim.plans[:1])
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)
+    _observe(sim, sim.plans[1:])
+    lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")
+    daemon = build_daemon(raw, out, poll_s=0.01, lock_timeout_s=0.2, backoff_s=0.01, retry_limit=2, quicklook=False)
+    daemon.start()
+    started = time.monotonic()
+    daemon.step()  # 7 events of one project: one lookup, which honours --lock-timeout
+    assert time.monotonic() - started < 1.0
+    _step_for(daemon, 0.5)
+    assert daemon.status.recent == [] or daemon.status.recent[0]["scan"] == 1  # the first run's only
+    assert daemon.status.failures == []
+    release_lock(lock)
+    _step_for(daemon, 0.3)
+    daemon.close()
+    assert [r["scan"] for r in daemon.status.recent] == [3, 2, 1]
+    assert not any(r["skipped"] for r in daemon.status.recent)
+
+
+def test_sigterm_ends_a_wait_for_a_busy_project_lock(roots):
+    raw, out = roots
+    sim = _telescope(raw, 1)
+    lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")
+    daemon = subprocess.Popen([sys.executable, "-m", "obsflow", "online", "--raw-root", str(raw), "--out-root",
+                               str(out), "--poll", "0.05", "--lock-timeout", "30"], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        _observe(sim)
+        time.sleep(1.5)  # the daemon now waits for the project's lock
+        sent = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+        assert time.monotonic() - sent < 5.0
+        assert daemon.returncode == 0, daemon.stderr.read()
+    finally:
+        daemon.kill()
+        release_lock(lock)
+
+
+def test_dcr_only_scans_of_a_real_project_are_skipped_not_failed(samples, tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    shutil.copytree(samples / "raw_gbtcal" / "AGBT17A_996_01:1:Rcvr2_3", raw / "AGBT17A_996_01:1:Rcvr2_3")
+    daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert daemon.status.failures == []
+    assert daemon.status.recent and all(r["skipped"] and r["note"] == "no VEGAS data" for r in daemon.status.recent)
+
+
+def _age(raw: Path, project: str, hours: float) -> None:
+    then = time.time() - hours * 3600
+    os.utime(raw / project / "ScanLog.fits", (then, then))
+
+
+ARCHIVED = "AGBT24B_100_07"
+
+
+def test_only_projects_observed_lately_are_followed_by_default(roots):
+    raw, out = roots
+    _observe(_telescope(raw, 2, project=ARCHIVED))
+    _age(raw, ARCHIVED, 24 * 400)  # more than a year ago
+    _observe(_telescope(raw, 1))
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert set(daemon.engine.projects) == {PROJECT}
+    named = build_daemon(raw, out, poll_s=0.01, quicklook=False, projects=[ARCHIVED])  # named: always followed
+    named.run(until_idle=True)
+    assert _filled(named, ARCHIVED) == [1, 2]
+
+
+def test_a_live_scan_is_filled_between_the_scans_of_a_backlog(roots):
+    raw, out = roots
+    _observe(_telescope(raw, 6, project=ARCHIVED, banks=2, channels=4096))
+    daemon = build_daemon(raw, out, poll_s=0.01, follow_hours=0, quicklook=False)  # 0: every project
+    daemon.start()
+    daemon.step()  # a poll interval's worth of the backlog, then back to polling
+    assert 0 < len(_filled(daemon, ARCHIVED)) < 6
+    _observe(_telescope(raw, 1))
+    daemon.step()
+    daemon.close()
+    assert daemon.status.recent[-1]["project"] == ARCHIVED
+    assert PROJECT in [r["project"] for r in daemon.status.recent[:2]]
+    assert len(_filled(daemon, ARCHIVED)) < 6
+
+
+def test_follow_hours_from_the_config_and_the_command_line(roots, tmp_path):
+    raw, out = roots
+    _observe(_telescope(raw, 1, project=ARCHIVED))
+    _age(raw, ARCHIVED, 48)
+    config = tmp_path / "filler.toml"
+    config.write_text(f'[filler]\nraw_root = "{raw}"\nout_root = "{out}"\npoll_seconds = 0.01\nfollow_hours = 72\n')
+    assert main(["online", "--config", str(config), "--follow-hours", "1", "--until-idle"]) == 0
+    assert not OutputLayout(out).combined_index(ARCHIVED).exists()  # the option wins
+    assert main(["online", "--config", str(config), "--until-idle"]) == 0
+    assert OutputLayout(out).combined_index(ARCHIVED).exists()
+
+
+def test_the_lag_counts_from_when_the_scan_ended(roots, capsys):
+    raw, out = roots
+    _observe(_telescope(raw, 1, start=datetime.now(UTC) - timedelta(seconds=90)))  # ended a minute ago
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)  # a daemon that was down
+    (record,) = read_status(OutputLayout(out))["recent"]
+    assert 60 < record["filled_at"] - record["finished_at"] < 120
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    lag = float(capsys.readouterr().out.split("lag after scan end: last ")[1].split(" s")[0])
+    assert 60 < lag < 120

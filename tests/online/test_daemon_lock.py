@@ -1,0 +1,48 @@
+"""The daemon's own lock is held for weeks, on whichever host runs it (found by review)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from obsflow.cli import main
+from obsflow.errors import LockError
+from obsflow.online.layout import OutputLayout
+from obsflow.online.service import build_daemon
+
+
+@pytest.fixture
+def daemon_elsewhere(tmp_path):
+    """A daemon on host filler1, up for 7 h, sharing this output root."""
+    out = tmp_path / "out"
+    layout = OutputLayout(out)
+    layout.locks_dir.mkdir(parents=True)
+    layout.state_dir.mkdir(parents=True)
+    started = time.time() - 7 * 3600
+    (layout.locks_dir / "obsflow-online.lock").write_text(json.dumps(
+        {"pid": 4242, "host": "filler1", "user": "sdfits", "started": started, "purpose": "online daemon"}))
+    layout.status_path.write_text(json.dumps(
+        {"pid": 4242, "host": "filler1", "started": started, "raw_root": "/home/gbtdata", "out_root": str(out),
+         "activity": "idle", "active_project": None, "last_poll": time.time(), "projects": {}, "recent": [],
+         "failures": []}))  # fmt: skip
+    return tmp_path, out
+
+
+def test_a_daemon_on_another_host_keeps_its_lock_however_old(daemon_elsewhere):
+    tmp_path, out = daemon_elsewhere
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(LockError, match="another obsflow online daemon"):
+        build_daemon(tmp_path / "raw", out, quicklook=False).start()
+    assert (OutputLayout(out).locks_dir / "obsflow-online.lock").exists()
+
+
+def test_status_says_where_the_daemon_runs_when_it_cannot_check(daemon_elsewhere, capsys):
+    _, out = daemon_elsewhere
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("daemon: running on host filler1 (cannot check from here)")
+    assert main(["online", "status", "--out-root", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["running"] is True and data["checked"] is False
