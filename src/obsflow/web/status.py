@@ -14,6 +14,7 @@ host locations; free text recorded by other parts (run messages, errors) goes th
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 import time
@@ -250,9 +251,10 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
         return out
     recent = [r for r in data.get("recent", []) if isinstance(r, dict)]
     last_poll = data.get("last_poll")
+    # The daemon holds its lock for weeks: never stale by age (on this host, a dead pid still is).
     out.update({
         "has_run": True,
-        "running": data.get("activity") != "stopped" and is_locked(layout.locks_dir, DAEMON_LOCK),
+        "running": data.get("activity") != "stopped" and is_locked(layout.locks_dir, DAEMON_LOCK, math.inf),
         "pid": data.get("pid"), "host": data.get("host"), "started": data.get("started"),
         "activity": data.get("activity"), "active_project": data.get("active_project"), "last_poll": last_poll,
         "last_poll_age_s": round(now - last_poll, 1) if isinstance(last_poll, (int, float)) else None,
