@@ -171,3 +171,18 @@ def test_a_read_only_output_folder_is_one_line_exit_2_and_changes_nothing(raw_pr
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot create lock: Read-only file system" in err[0] and PROJECT in err[0]
     assert _snapshot(out) == before
+
+
+def test_a_header_value_that_is_not_a_number_fails_that_scan_with_one_line(raw_project, tmp_path, capsys):
+    from astropy.io import fits
+
+    raw = tmp_path / PROJECT
+    shutil.copytree(raw_project, raw)
+    antenna = sorted((raw / "Antenna").iterdir())[1]  # scan 2's
+    fits.setval(antenna, "AMBPRESS", value="n/a")
+    assert main(["fill", str(raw), str(tmp_path / "out"), "--scans", "1-4"]) == 1  # the rest is filled
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"obsflow: error: scan 2: header keyword AMBPRESS = 'n/a' is not a number ({raw})"
+    assert "Traceback" not in "\n".join(err)
+    filled = index_fits.read_sdfits_tables(OutputLayout(tmp_path / "out").bank_fits(PROJECT, "A"))[0].columns["SCAN"]
+    assert sorted({int(s) for s in filled}) == [1, 3, 4]

@@ -103,7 +103,12 @@ def _convert(scan: raw.Scan) -> dict[str, tuple[dict[str, np.ndarray], dict[str,
     banks = scan.banks
     if not banks:
         raise InputError(f"scan {scan.number} has no VEGAS bank files", scan.project_dir / raw.SCANLOG)
-    return {bank: (scan_rows(scan, bank), scan_header(scan, bank)) for bank in banks}
+    try:
+        return {bank: (scan_rows(scan, bank), scan_header(scan, bank)) for bank in banks}
+    except InputError as err:
+        if err.where is not None:
+            raise
+        raise InputError(err.what, scan.project_dir) from err  # the caller names the scan
 
 
 def fill_scan(

@@ -75,6 +75,15 @@ _VELDEF_FRAME = {"TOP": "OBS"}
 _COORDS = {"RADEC": ("RA", "DEC"), "J2000": ("RA", "DEC"), "GALACTIC": ("GLON", "GLAT")}
 
 
+def _number(header: Any, key: str, default: Any, kind: type = float) -> Any:
+    """``header[key]`` as a number (``default`` when absent); raw data holding text there is bad input."""
+    value = header.get(key, default)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(f"header keyword {key} = {value!r} is not a number") from None
+
+
 def scan_header(scan: Scan, bank: str = "A", backend: str = "VEGAS") -> dict[str, Any]:
     """File-level keywords of the SDFITS file that holds ``scan``'s ``bank`` (site from the Antenna file if there)."""
     site = dict(GBT_SITE)
@@ -82,8 +91,8 @@ def scan_header(scan: Scan, bank: str = "A", backend: str = "VEGAS") -> dict[str
     if antenna_paths and antenna_paths[0].is_file():
         header = read_antenna(antenna_paths[0]).header
         if "SITELONG" in header:  # the Antenna file gives west longitude
-            site = {"SITELONG": -float(header["SITELONG"]), "SITELAT": float(header["SITELAT"]),
-                    "SITEELEV": float(header["SITEELEV"])}  # fmt: skip
+            site = {"SITELONG": -_number(header, "SITELONG", None), "SITELAT": _number(header, "SITELAT", None),
+                    "SITEELEV": _number(header, "SITEELEV", None)}  # fmt: skip
     return {
         "TELESCOP": "NRAO_GBT", "ORIGIN": "NRAO Green Bank", "INSTRUME": backend, "BACKEND": backend,
         "PROJID": scan.project, "CTYPE4": "STOKES", **site,
@@ -164,7 +173,7 @@ def _rows(
     else:
         crval2, crval3 = az, el
 
-    lst_start_s = float(antenna.header.get("LSTSTART", 0.0))
+    lst_start_s = _number(antenna.header, "LSTSTART", 0.0)
     elapsed_s = (vegas.dmjd - antenna.dmjd[0]) * 86400.0
     lst = (lst_start_s + elapsed_s * SIDEREAL_PER_SOLAR) % 86400.0
 
@@ -181,9 +190,9 @@ def _rows(
     windows = {(w.bank, w.port): w for w in go.windows}
     ifnum, plnum, fdnum = _numbering(vegas_ifs, windows, paths)
     restfreq = [windows[(s.bank_a, s.port_a)].restfreq_hz if (s.bank_a, s.port_a) in windows
-                else float(lo1.header.get("RESTFRQ", header.get("RESTFRQ", 0.0))) for s in vegas.samplers]  # fmt: skip
+                else _number(lo1.header, "RESTFRQ", _number(header, "RESTFRQ", 0.0)) for s in vegas.samplers]  # fmt: skip
     ambient = antenna.header
-    weather_temp = float(ambient.get("AMBTEMP", np.nan)) + 273.15
+    weather_temp = _number(ambient, "AMBTEMP", np.nan) + 273.15
     sig = np.where(np.array(vegas.sigref) == 0, "T", "F")[k_idx]
     cal = np.where(np.array(vegas.cal) == 1, "T", "F")[k_idx]
     obsmode = f"{_str(header, 'PROCNAME')}:{_str(header, 'SWSTATE')}:{_str(header, 'SWTCHSIG')}"
@@ -221,14 +230,14 @@ def _rows(
         "AZIMUTH": az,
         "ELEVATIO": el,
         "TAMBIENT": const(weather_temp),
-        "PRESSURE": const(float(ambient.get("AMBPRESS", np.nan)) * MBAR_TO_MMHG),
-        "HUMIDITY": const(float(ambient.get("AMBHUMID", np.nan))),
+        "PRESSURE": const(_number(ambient, "AMBPRESS", np.nan) * MBAR_TO_MMHG),
+        "HUMIDITY": const(_number(ambient, "AMBHUMID", np.nan)),
         "RESTFREQ": per_sampler(restfreq, np.float64),
         "FREQRES": per_sampler([abs(s.freqres_hz) for s in vegas.samplers], np.float64),
-        "EQUINOX": const(float(header.get("EQUINOX", 0.0))),
+        "EQUINOX": const(_number(header, "EQUINOX", 0.0)),
         "RADESYS": const(_str(header, "RADESYS")),
-        "TRGTLONG": const(float(header.get("RA", np.nan))),
-        "TRGTLAT": const(float(header.get("DEC", np.nan))),
+        "TRGTLONG": const(_number(header, "RA", np.nan)),
+        "TRGTLAT": const(_number(header, "DEC", np.nan)),
         "SAMPLER": per_sampler([s.name for s in vegas.samplers]),
         "FEED": per_sampler([p.feed for p in paths], np.int16),
         "SRFEED": per_sampler([p.srfeed1 for p in paths], np.int16),
@@ -236,20 +245,20 @@ def _rows(
         "FEEDEOFF": eloff[s_idx],
         "SUBREF_STATE": const(1, np.int16),
         "SIDEBAND": per_sampler(["U" if p.sff_sideband > 0 else "L" for p in paths]),
-        "PROCSEQN": const(int(header.get("PROCSEQN", 1)), np.int16),
-        "PROCSIZE": const(int(header.get("PROCSIZE", 1)), np.int16),
+        "PROCSEQN": const(_number(header, "PROCSEQN", 1, int), np.int16),
+        "PROCSIZE": const(_number(header, "PROCSIZE", 1, int), np.int16),
         "PROCSCAN": const(_str(header, "PROCSCAN")),
         "PROCTYPE": const(_str(header, "PROCTYPE")),
-        "LASTON": const(int(header.get("LASTON", 0)), np.int32),
-        "LASTOFF": const(int(header.get("LASTOFF", 0)), np.int32),
+        "LASTON": const(_number(header, "LASTON", 0, int), np.int32),
+        "LASTOFF": const(_number(header, "LASTOFF", 0, int), np.int32),
         "TIMESTAMP": const(scan.timestamp),
         "QD_XEL": const(np.nan),
         "QD_EL": const(np.nan),
         "QD_BAD": const(-1, np.int16),
         "QD_METHOD": const(""),
-        "VELOCITY": const(float(header.get("VELOCITY", 0.0))),
+        "VELOCITY": const(_number(header, "VELOCITY", 0.0)),
         "ZEROCHAN": const(np.nan, np.float32),
-        "DOPFREQ": const(float(lo1.header.get("RESTFRQ", header.get("RESTFRQ", np.nan)))),
+        "DOPFREQ": const(_number(lo1.header, "RESTFRQ", _number(header, "RESTFRQ", np.nan))),
         "ADCSAMPF": const(vegas.adcsampf_hz),
         "VSPDELT": vspdelt[s_idx],
         "VSPRVAL": vsprval[s_idx],
