@@ -150,3 +150,11 @@ def test_an_unexpected_exception_is_a_bug_report_and_exit_2_not_1(tmp_path, caps
     assert "Traceback" in captured.err and "RuntimeError: injected" in captured.err
     assert captured.err.strip().splitlines()[-1].startswith("obsflow: internal error: RuntimeError: injected")
     assert json.loads(captured.out)["exit_code"] == 2
+
+
+def test_days_beyond_ten_years_is_a_usage_error_not_a_crash(tmp_path, capsys) -> None:
+    from obsflow.cli import main
+
+    (tmp_path / "c.toml").write_text("")
+    assert main(["sync", "-c", str(tmp_path / "c.toml"), "-n", "--days", "1000000"]) == 2
+    assert "1000000 is not in the range 1<=x<=3660" in capsys.readouterr().err

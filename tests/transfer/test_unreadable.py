@@ -45,7 +45,7 @@ def _local_world(tmp_path: Path) -> tuple[Path, Path, Path]:
 def world(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
     source, dest, config = _local_world(tmp_path)
     yield source, dest, config
-    for folder in (source / NIGHT, dest / NIGHT, dest.parent):
+    for folder in (source / NIGHT, dest / NIGHT, dest, dest.parent):
         folder.chmod(0o755)  # let pytest clean up
 
 
@@ -107,3 +107,64 @@ def test_verify_checksum_reports_an_unreadable_file_as_not_compared(world) -> No
     (folder,) = json.loads(done.stdout)["folders"]
     assert folder["unhashed"] == [f"{NIGHT}/{frame.name}"] and folder["hash_error"] is None
     assert folder["matched"] == 1
+
+
+@pytest.fixture(scope="module")
+def sshd_nocap(tmp_path_factory) -> Iterator:
+    """The loopback sshd, its sessions without the capabilities that bypass permissions."""
+    from obsflow.simulate.sshd import start_sshd
+    from tests.transfer.nocap import NOCAP
+
+    server = start_sshd(tmp_path_factory.mktemp("sshd-nocap"), launcher=NOCAP)
+    yield server
+    server.stop()
+
+
+def _over_ssh(config: Path, server) -> None:
+    """The same world with the instrument's source and the archive read over ssh."""
+    text = config.read_text()
+    for key in ("source", "location"):
+        text = text.replace(f'{key} = "/', f'{key} = "sha.test:/')
+    config.write_text(text + f"[ssh]\noptions = {list(server.ssh_options)!r}\n".replace("'", '"'))
+
+
+def test_over_ssh_an_unreadable_dated_folder_fails_the_hop_and_is_not_checked(world, sshd_nocap) -> None:
+    source, dest, config = world
+    _over_ssh(config, sshd_nocap)
+    for frame in (dest / NIGHT).iterdir():
+        frame.unlink()
+    (source / NIGHT).chmod(0)
+    done = obsflow_nocap("sync", "-c", str(config))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    (line,) = [ln for ln in done.stdout.splitlines() if "FAILED" in ln]
+    assert line.endswith(f"cannot list {source}/{NIGHT}: cannot enter the folder (sha.test)")
+    assert list((dest / NIGHT).iterdir()) == []
+    code, report = _verify(config)
+    (folder,) = report["folders"]
+    assert (code, folder["status"]) == (2, "not checked")
+    assert "cannot enter the folder" in folder["error"]
+
+
+def test_over_ssh_an_unsearchable_archive_folder_is_not_checked_not_missing(world, sshd_nocap) -> None:
+    _source, dest, config = world
+    _over_ssh(config, sshd_nocap)
+    dest.chmod(0)  # 74in/sha: there, but cannot be entered
+    code, report = _verify(config)
+    (folder,) = report["folders"]
+    assert (code, folder["status"], folder["missing"]) == (2, "not checked", [])
+    assert f"cannot list {dest}: cannot enter the folder" in folder["error"]
+
+
+def test_a_state_folder_this_user_cannot_enter_is_one_line_for_a_sync_and_a_dry_run(world, tmp_path) -> None:
+    _source, _dest, config = world
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0)
+    try:
+        for args, what in ((["-n"], "cannot open catalog"), ([], "cannot take the run lock")):
+            done = obsflow_nocap("sync", "-c", str(config), *args)
+            assert done.returncode == 2, (done.stdout, done.stderr)
+            assert done.stderr.strip().splitlines() == [f"obsflow: error: {what}: Permission denied ({state}/"
+                                                        f"{'catalog.sqlite' if args else 'sync.lock'})"]  # fmt: skip
+    finally:
+        state.chmod(0o755)

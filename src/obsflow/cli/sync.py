@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from obsflow.cli._options import config_option, dry_run_option, emit_json, is_terminal, json_option
-from obsflow.config import load_config
+from obsflow.config import MAX_WINDOW_DAYS, load_config
 from obsflow.transfer.remote import remote_targets, shared_connections
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ UNDONE = (("in_flight", "still being written"), ("locked", "locked"), ("conflict
 @config_option
 @click.option("-d", "--date", "date_text", metavar="DATE", help="One night, YYYYMMDD or YYYY-MM-DD.")
 @click.option("-i", "--instrument", metavar="NAME", help="Only this instrument.")
-@click.option("--days", type=click.IntRange(min=1), help="Window length in nights (default: window_days).")
+@click.option("--days", type=click.IntRange(1, MAX_WINDOW_DAYS), help="Window length in nights (default: window_days).")
 @click.option("--hop", metavar="FROM:TO", help="Only this hop, e.g. instruments:suth.")
 @dry_run_option
 @json_option

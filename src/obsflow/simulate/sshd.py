@@ -13,6 +13,7 @@ import pwd
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +63,12 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def start_sshd(workdir: Path, user: str | None = None) -> SshServer:
+def start_sshd(workdir: Path, user: str | None = None, launcher: Sequence[str] = ()) -> SshServer:
     """Start sshd on a free loopback port with keys under ``workdir``; return when it accepts.
 
     Clients log in as ``user`` (default: whoever runs this).  sshd reads the authorized keys
-    with the user's rights, so for another account they are made readable to it.
+    with the user's rights, so for another account they are made readable to it.  ``launcher``
+    is put before the sshd command (e.g. ``setpriv`` dropping capabilities for its sessions).
     """
     own = user in (None, _current_user())
     user = user or _current_user()
@@ -126,7 +128,7 @@ def start_sshd(workdir: Path, user: str | None = None) -> SshServer:
     ssh_config = workdir / "ssh_config"
     ssh_config.write_text("\n".join(blocks))
 
-    process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(sshd_config)], stderr=subprocess.PIPE)
+    process = subprocess.Popen([*launcher, SSHD, "-D", "-e", "-f", str(sshd_config)], stderr=subprocess.PIPE)
     server = SshServer(port=port, ssh_config=ssh_config, process=process)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

@@ -198,8 +198,11 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
 
 def _open_for_reading(path: Path) -> sqlite3.Connection:
     """The catalog opened read-only (``mode=ro``), or an empty one in memory if it has no tables yet."""
-    if not path.is_file():
-        return _empty_in_memory()
+    try:
+        if not path.is_file():
+            return _empty_in_memory()
+    except OSError as err:  # a state folder this user cannot enter
+        raise OutputError(f"cannot open catalog: {err.strerror}", path) from err
     try:
         db = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=30.0, isolation_level=None)
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -373,10 +373,14 @@ def _kind(mode: int) -> str:
 # parse in one loop).  ``find -H`` follows a dated folder that is itself a symlink (its real
 # path is checked against the root first); entries below are never followed.  Real paths come
 # from ``cd -P`` and ``$PWD`` (shell builtins: no process per folder).  A file that vanishes
-# while find reads its folder (a writer's temp file renamed into place) is no error.
+# while find reads its folder (a writer's temp file renamed into place) is no error; a folder
+# that is there but cannot be entered is one (else an unreadable night would look empty).
 _LIST_SCRIPT = """\
 {marker_test}
-cd -P -- {root} 2>/dev/null || {{ printf 'N\\0'; exit 0; }}
+cd -P -- {root} 2>/dev/null || {{
+  [ -e {root} ] || {{ printf 'N\\0'; exit 0; }}
+  printf 'cannot list %s: cannot enter the folder\\n' {root} >&2; exit 3
+}}
 root=$PWD superseded={superseded}
 export root superseded
 printf 'T\\0%s\\0R\\0%s\\0' "$(date +%s.%N)" "$root"
@@ -387,7 +391,9 @@ exec xargs -0 -r sh -c '
 given=$#
 for d; do
   if [ -d "$d" ]; then
-    cd -P -- "$d" 2>/dev/null || continue
+    cd -P -- "$d" 2>/dev/null || {{
+      printf "cannot list %s/%s: cannot enter the folder\\n" "$root" "$d" >&2; exit 3
+    }}
     real=$PWD
     cd -- "$root" || exit 3
     printf "D\\0%s\\0%s\\0\\0\\0\\0" "$d" "$real"

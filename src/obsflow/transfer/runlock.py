@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from obsflow.errors import LockError
+from obsflow.errors import LockError, OutputError
 
 __all__ = ["RunLock", "sync_lock"]
 
@@ -36,9 +36,12 @@ class RunLock:
 @contextmanager
 def sync_lock(state_dir: Path, wait_s: float = 0.0, poll_s: float = 0.2) -> Iterator[RunLock]:
     """Hold ``<state_dir>/sync.lock`` for the block; LockError if another run keeps it past ``wait_s``."""
-    state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / "sync.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise OutputError(f"cannot take the run lock: {err.strerror}", path) from err
     try:
         deadline = time.monotonic() + wait_s
         while True:
