@@ -164,7 +164,7 @@ def test_a_state_folder_this_user_cannot_enter_is_one_line_for_a_sync_and_a_dry_
         for args, what in ((["-n"], "cannot open catalog"), ([], "cannot take the run lock")):
             done = obsflow_nocap("sync", "-c", str(config), *args)
             assert done.returncode == 2, (done.stdout, done.stderr)
-            assert done.stderr.strip().splitlines() == [f"obsflow: error: {what}: Permission denied ({state}/"
-                                                        f"{'catalog.sqlite' if args else 'sync.lock'})"]  # fmt: skip
+            name = "catalog.sqlite" if args else "sync.lock"
+            assert done.stderr.strip().splitlines() == [f"obsflow: error: {what}: Permission denied ({state}/{name})"]
     finally:
         state.chmod(0o755)
