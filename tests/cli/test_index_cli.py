@@ -202,3 +202,13 @@ def test_a_rebuild_in_an_output_tree_waits_for_the_project_lock(raw_project: Pat
     assert err.count("lock held by") == 2
     assert combined.read_bytes() == before
     assert main(["index", f"{folder}/"]) == 0  # free again
+
+
+def test_a_tree_without_a_filler_lock_folder_is_indexed_without_creating_one(samples: Path, tmp_path: Path) -> None:
+    # GBT's own /home/sdfits/<PROJ>/<PROJ>.raw.vegas/ (or a copy): observers may not write its parent.
+    project = "AGBT22A_325_15"
+    folder = tmp_path / "top" / project / f"{project}.raw.vegas"
+    folder.mkdir(parents=True)
+    shutil.copyfile(samples / f"{AGBT15}.fits", folder / f"{project}.raw.vegas.A.fits")
+    assert main(["index", str(folder / f"{project}.raw.vegas.A.fits"), f"{folder}/"]) == 0
+    assert sorted(p.name for p in (tmp_path / "top").iterdir()) == [project]  # no locks/ made beside it

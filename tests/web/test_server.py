@@ -228,3 +228,13 @@ def test_the_configured_host_name_is_answered_too(site: Site) -> None:
     assert host_allowed("archive.saao.ac.za:8080", "archive.saao.ac.za")
     assert host_allowed("Archive.SAAO.ac.za", "archive.saao.ac.za")
     assert not host_allowed("archive.saao.ac.za.evil.example", "archive.saao.ac.za")
+
+
+def test_a_server_bound_to_every_address_answers_to_this_machines_own_names(site: Site) -> None:
+    import socket
+
+    for server in serve(site.config, "127.0.0.1"):
+        port = server.server_address[1]
+        for name in (socket.gethostname(), f"{socket.getfqdn()}:{port}"):
+            assert fetch(server, "/", host=name)[0] == 200, name
+    assert host_allowed(socket.gethostname(), "0.0.0.0")

@@ -93,6 +93,8 @@ def _hold_projects(stack: ExitStack, paths: tuple[Path, ...], locks_dir: Path | 
     projects = sorted({found for found in map(_output_project, paths) if found is not None})
     for root, project in projects:
         layout = OutputLayout(root, locks_root=locks_dir)
+        if locks_dir is None and not layout.locks_dir.is_dir():
+            continue  # no filler keeps its locks there (GBT's own tree, a copy): nothing to wait for or create
         stack.enter_context(layout.project_held(project, timeout_s, "rebuild the GBTIDL index"))
 
 
@@ -100,7 +102,7 @@ def _hold_projects(stack: ExitStack, paths: tuple[Path, ...], locks_dir: Path | 
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--check", is_flag=True, help="Only compare each existing .index with a fresh build; exit 1 if any differs.")
 @click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="The filler's lock-file folder [<root>/locks of each output tree].")
+              help="The filler's lock-file folder [<root>/locks of each output tree, where there is one].")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for a fill of the project to finish.")
 @json_option

@@ -11,6 +11,7 @@ viewers, and a page waits only for the parts it shows.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -82,18 +83,25 @@ def host_allowed(header: str | None, bind_host: str) -> bool:
 
     A DNS-rebinding page (a name of the attacker's turned to 127.0.0.1) sends its own name; an
     address cannot be rebound, so a server bound to 0.0.0.0 is still reached by its LAN address.
-    A request without the header (HTTP/1.0, not a browser) is answered.
+    A request without the header (HTTP/1.0, not a browser) is answered.  This machine's own
+    names count too (a server bound to every address is reached by them).
     """
     if header is None:
         return True
     name = _host_name(header)
-    if name in ("localhost", _host_name(bind_host)):
+    if name in ("localhost", _host_name(bind_host), *_own_names()):
         return True
     try:
         ipaddress.ip_address(name)
     except ValueError:
         return False
     return True
+
+
+@functools.cache
+def _own_names() -> tuple[str, ...]:
+    """This machine's host name and fully qualified name, as a Host header carries them."""
+    return tuple({_host_name(socket.gethostname()), _host_name(socket.getfqdn())})
 
 
 def _host_name(host: str) -> str:
