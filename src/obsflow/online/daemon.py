@@ -29,12 +29,27 @@ from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
 
-__all__ = ["Daemon", "FillOutcome", "read_status"]
+__all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "read_status"]
 
 log = logging.getLogger(__name__)
 
 DAEMON_LOCK = "obsflow-online"
 RECENT_FILLS = 200
+REPEAT_LOG_S = 300.0  # a problem that lasts is logged again at most this often
+
+
+class CatchUpStalled(ObsflowError):
+    """A catch-up run (``--until-idle``) cannot finish: what is left keeps failing for a reason that passes."""
+
+
+@dataclass
+class ProjectProblem:
+    """A project whose output files cannot be read (which scans they hold): retried with back-off."""
+
+    error: ObsflowError
+    attempts: int
+    retry_at: float
+    logged_at: float
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,7 @@ class DaemonStatus:
     projects: dict[str, dict[str, object]] = field(default_factory=dict)
     recent: list[dict[str, object]] = field(default_factory=list)
     failures: list[dict[str, object]] = field(default_factory=list)
+    project_failures: list[dict[str, object]] = field(default_factory=list)  # a whole project cannot be filled
 
 
 class Daemon:
@@ -94,6 +110,8 @@ class Daemon:
         self._stop = False
         self._raw_root_problem: str | None = None  # why the last poll could not read the raw root
         self._lock_path: Path | None = None
+        self._project_problems: dict[str, ProjectProblem] = {}  # output files that cannot be read
+        self._tries: dict[tuple[str, ScanKey], int] = {}  # failed fills per scan by this run (not restored ones)
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -132,16 +150,47 @@ class Daemon:
                 did_work = self.step()
                 if until_idle and self._raw_root_problem is not None:
                     raise InputError(self._raw_root_problem)  # a catch-up run has nothing to catch up from
+                if until_idle and self._project_problems:  # nothing of that project can be filled
+                    raise next(iter(self._project_problems.values())).error
                 if until_idle and not did_work and not self.engine.has_work():
                     break
+                if until_idle and not did_work:
+                    self._stop_if_stalled()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 if not did_work:
                     if self._raw_root_problem is None:
-                        self.status.activity = "idle"
+                        self.status.activity = self._idle_activity()
                     time.sleep(self.poll_s)
         finally:
             self.close()
+
+    def _stop_if_stalled(self) -> None:
+        """In a catch-up run, stop once every scan left is retried (a lock, the output) and was tried ``retry_limit`` times.
+
+        The long-running daemon waits such failures out; a catch-up run would wait forever.
+        """
+        left = [(name, key, self.engine.project(name).failures.get(key))
+                for name in self.engine.projects for key in self.engine.pending(name)]  # fmt: skip
+        tries = self._tries
+        if not left or any(f is None or tries.get((n, k), 0) < self.engine.retry_limit for n, k, f in left):
+            return
+        lines = [f"  {name} scan {key.scan}: {f.last_error}" for name, key, f in left if f is not None]
+        raise CatchUpStalled(f"stopping the catch-up run: {len(lines)} scan{'s' if len(lines) != 1 else ''} "
+                             f"still failing after {self.engine.retry_limit} tries (a lock or the output):\n"
+                             + "\n".join(lines))  # fmt: skip
+
+    def given_up(self) -> list[str]:
+        """One line per scan skipped after failing on its raw data, for the end of a catch-up run."""
+        return [f"{name} scan {key.scan}: {failure.last_error}" for name, state in self.engine.projects.items()
+                for key, failure in state.failures.items() if failure.given_up]  # fmt: skip
+
+    def _idle_activity(self) -> str:
+        if not self._project_problems:
+            return "idle"
+        name, problem = next(iter(self._project_problems.items()))
+        pending = len(self.engine.pending(name))
+        return f"idle; {problem.error.what} ({pending} scan{'s' if pending != 1 else ''} pending)"
 
     def _install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
@@ -176,24 +225,53 @@ class Daemon:
             self._do(action)
             if time.monotonic() - began >= self.poll_s:
                 break  # a backlog: poll again first, so a scan that just ended is not kept waiting
+        if not actions and self._project_problems:
+            self.status.activity = self._idle_activity()
         self._save_status()
         return bool(actions)
 
     def _learn_filled_scans(self) -> None:
-        """Read which scans each new project's files hold, once per project per poll.
+        """Read which scans each new project's files hold.
 
-        Its scans are not filled before (a fill could only repeat one); a busy lock or a
-        damaged file is tried again at the next poll.
+        Its scans are not filled before (a fill could only repeat one).  A busy lock or a
+        damaged file is tried again with back-off (capped), logged once per distinct error
+        (then every few minutes), and shown in the status with the project's pending scans.
         """
+        now = time.time()
         for project in self.engine.unknown_filled():
             if self._stop:
                 return
+            problem = self._project_problems.get(project)
+            if problem is not None and problem.retry_at > now:
+                continue
             try:
                 self.engine.already_filled(project, self.filled_scans(project))
-            except ObsflowError as err:  # its lock is busy, a file is damaged: ask again next poll
-                log.error("cannot read which scans of %s are filled: %s", project, err.one_line())
+            except ObsflowError as err:  # its lock is busy, a file is damaged: ask again later
+                self._cannot_learn(project, type(err)(f"cannot read which scans of {project} are filled: {err.what}",
+                                                      err.where), problem, now)  # fmt: skip
             except Exception as err:  # nor may anything unforeseen stop the daemon
-                log.error("cannot read which scans of %s are filled", project, exc_info=err)
+                if problem is None:
+                    log.error("cannot read which scans of %s are filled", project, exc_info=err)
+                self._cannot_learn(project, ObsflowError(f"cannot read which scans of {project} are filled: "
+                                                         f"{type(err).__name__}: {err}"), problem, now)  # fmt: skip
+            else:
+                if self._project_problems.pop(project, None) is not None:
+                    log.warning("the output files of %s can be read again", project)
+        self.status.project_failures = [
+            {"project": name, "pending": len(self.engine.pending(name)), "last_error": p.error.one_line(),
+             "attempts": p.attempts, "retry_at": p.retry_at} for name, p in self._project_problems.items()
+        ]  # fmt: skip
+
+    def _cannot_learn(self, project: str, error: ObsflowError, previous: ProjectProblem | None, now: float) -> None:
+        attempts = 1 + (previous.attempts if previous else 0)
+        delay = min(self.engine.backoff_s * 2 ** min(attempts - 1, 30), self.engine.max_backoff_s)
+        logged_at = previous.logged_at if previous else -math.inf
+        if previous is None or previous.error.one_line() != error.one_line() or now - logged_at >= REPEAT_LOG_S:
+            pending = len(self.engine.pending(project))
+            log.error("%s (%d scan%s pending; retrying)", error.one_line(), pending, "s" if pending != 1 else "")
+            self._service_log("project_failed", project=project, error=error.one_line(), pending=pending)
+            logged_at = now
+        self._project_problems[project] = ProjectProblem(error, attempts, now + delay, logged_at)
 
     @property
     def stopping(self) -> bool:
@@ -269,6 +347,7 @@ class Daemon:
             log.error("unexpected error filling %s scan %d", action.project, action.key.scan, exc_info=err)
             message = f"{type(err).__name__}: {err}"
         failure = self.engine.failed(action, message, time.time(), counts=self._counts_toward_giving_up(err))
+        self._tries[(action.project, action.key)] = self._tries.get((action.project, action.key), 0) + 1
         self._record_failure(action, failure)
         self._save_status()
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from obsflow.errors import InputError, LockError, ObsflowError
+from obsflow.errors import EXIT_FINDINGS, InputError, LockError, ObsflowError
 from obsflow.lock import is_locked
 from obsflow.online import raw
-from obsflow.online.daemon import Daemon, FillOutcome
+from obsflow.online.daemon import Daemon, FillOutcome, read_status
 from obsflow.online.engine import FillAction
 from obsflow.online.events import LoggedScan, ScanEventSource, ScanKey, ScanLogSource
 from obsflow.online.fill import ScanFill, fill_scan, filled_scans
@@ -24,6 +25,45 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 LOCK_SLICE_S = 0.5  # a stop request is heard within this while a fill waits for a project lock
 LOCK_POLL_S = 0.05
+
+
+class ScansSkipped(ObsflowError):
+    """A catch-up run finished, but skipped scans whose raw data kept failing (exit 1: findings)."""
+
+    exit_code = EXIT_FINDINGS
+
+
+class _FollowingSource(ScanLogSource):
+    """The ScanLog source that also follows, however old its log, a project already being filled.
+
+    That is one with an output folder under the output root, or whose log changed since the
+    previous daemon's last poll: after a downtime longer than ``recent_s`` its unfilled
+    scans are still caught up.  The projects left out are said once.
+    """
+
+    def __init__(self, raw_root: Path, recent_s: float, out_root: Path, last_poll: float | None) -> None:
+        super().__init__(raw_root, _logged_scans, (), None)
+        self.follow_s = recent_s
+        self.out_root = out_root
+        self.last_poll = last_poll
+        self._said = False
+
+    def _logs(self) -> list[tuple[float, str, Path]]:
+        oldest = time.time() - self.follow_s
+        if self.last_poll is not None:
+            oldest = min(oldest, self.last_poll)
+        kept, left = [], []
+        for found in super()._logs():
+            mtime, name, _ = found
+            followed = mtime >= oldest or name in self._stamps or (self.out_root / name).is_dir()
+            (kept if followed else left).append(found)
+        if not self._said:
+            self._said = True
+            if left:
+                names = ", ".join(name for _, name, _ in left[-20:]) + (", ..." if len(left) > 20 else "")
+                log.info("not following %d project%s whose logs are older than %g h (name them with --projects): %s",
+                         len(left), "s" if len(left) != 1 else "", self.follow_s / 3600, names)  # fmt: skip
+        return kept
 
 
 def _find_scan(raw_root: Path, action: FillAction) -> raw.Scan:
@@ -43,15 +83,18 @@ def _when_lock_free(
     (which reads the whole scan before it takes the lock) runs again only if another
     process took the lock in between.
     """
-    deadline = time.monotonic() + timeout_s
+    began = time.monotonic()
+    deadline = began + timeout_s
     while True:
         while is_locked(layout.locks_dir, project) and not stop_requested() and time.monotonic() < deadline:
             time.sleep(LOCK_POLL_S)
         try:
             return call(min(LOCK_SLICE_S, max(0.0, deadline - time.monotonic())))
-        except LockError:
+        except LockError as err:
             if stop_requested() or time.monotonic() >= deadline:
-                raise
+                # The last slice's own timeout is not the wait: say how long it was in all.
+                what = re.sub(r"gave up after [0-9.e+-]+ s$", f"gave up after {time.monotonic() - began:.1f} s", err.what)
+                raise LockError(what, err.where) from err
 
 
 def _logged_scans(project_dir: Path) -> list[LoggedScan]:
@@ -115,6 +158,11 @@ def build_daemon(
         return _when_lock_free(layout, project, lock_timeout_s, stopping,
                                lambda timeout_s: filled_scans(layout, project, lock_timeout_s=timeout_s))  # fmt: skip
 
+    if source is None and not projects and follow_hours:
+        previous = read_status(layout)
+        last_poll = previous.get("last_poll") if previous else None
+        source = _FollowingSource(raw_root, follow_hours * 3600, out_root,
+                                  float(last_poll) if isinstance(last_poll, (int, float)) else None)  # fmt: skip
     daemon = Daemon(
         source=source or ScanLogSource(raw_root, _logged_scans, projects, follow_hours * 3600 or None),
         fill=fill,
@@ -130,7 +178,14 @@ def build_daemon(
 
 
 def run_daemon(max_seconds: float | None = None, until_idle: bool = False, **kwargs: object) -> Daemon:
-    """Build and run the daemon until stopped; return it (for its status)."""
+    """Build and run the daemon until stopped; return it (for its status).
+
+    A catch-up run (``until_idle``) that skipped scans raises :class:`ScansSkipped` (exit 1), naming them.
+    """
     daemon = build_daemon(**kwargs)  # type: ignore[arg-type]
     daemon.run(max_seconds=max_seconds, until_idle=until_idle)
+    skipped = daemon.given_up() if until_idle else []
+    if skipped:
+        raise ScansSkipped(f"finished, but skipped {len(skipped)} scan{'s' if len(skipped) != 1 else ''} whose raw "
+                           "data kept failing (fill them by hand with obsflow fill):\n  " + "\n  ".join(skipped))
     return daemon

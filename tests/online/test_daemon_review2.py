@@ -1,0 +1,164 @@
+"""A second review of the daemon: stalls that were silent or endless (found by review)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from obsflow.cli import main
+from obsflow.errors import LockError
+from obsflow.lock import release_lock, take_lock
+from obsflow.online.daemon import read_status
+from obsflow.online.layout import OutputLayout
+from obsflow.online.service import build_daemon
+from obsflow.simulate.telescope import TelescopeSimulator, TelescopeSpec
+
+PROJECT = "AGBT26A_300_01"
+
+
+def _observe(raw: Path, scans: int = 3, plans=slice(None), project: str = PROJECT) -> TelescopeSimulator:
+    spec = TelescopeSpec(project=project, scans=scans, procedure="Track", banks=2, channels=1024, integrations=2,
+                         start=datetime(2026, 11, 21, 4, tzinfo=UTC))  # fmt: skip
+    sim = TelescopeSimulator(spec, raw)
+    for plan in sim.plans[plans]:
+        sim.start_scan(plan)
+        sim.finish_scan(plan)
+    return sim
+
+
+def _damaged_output(out: Path) -> Path:
+    folder = out / PROJECT / f"{PROJECT}.raw.vegas"
+    folder.mkdir(parents=True)
+    bad = folder / f"{PROJECT}.raw.vegas.B.fits"
+    bad.write_bytes(os.urandom(5760))
+    return bad
+
+
+def test_a_damaged_output_file_is_said_once_backed_off_and_shown(tmp_path, caplog):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _observe(raw)
+    _damaged_output(out)
+    daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.05, quicklook=False)
+    tries = []
+    learn = daemon.filled_scans
+    daemon.filled_scans = lambda project: (tries.append(1), learn(project))[1]
+    daemon.start()
+    with caplog.at_level(logging.ERROR):
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            daemon.step()
+            time.sleep(0.01)
+    lines = [r for r in caplog.records if "are filled" in r.getMessage()]
+    assert len(lines) == 1 and "not a FITS file" in lines[0].getMessage()
+    assert 1 < len(tries) <= 6  # backed off (0.05, 0.1, 0.2, 0.4, 0.8 s), not once a poll
+    status = read_status(OutputLayout(out))
+    (problem,) = status["project_failures"]
+    assert problem["project"] == PROJECT and problem["pending"] == 3 and "not a FITS file" in problem["last_error"]
+    assert "cannot read which scans" in status["activity"] and "3 scans pending" in status["activity"]
+    daemon.close()
+
+
+def test_a_catch_up_run_stops_on_a_damaged_output_file(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _observe(raw)
+    _damaged_output(out)
+    result = subprocess.run([sys.executable, "-m", "obsflow", "online", "--raw-root", str(raw), "--out-root",
+                             str(out), "--until-idle", "--poll", "0.05"], check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("obsflow: error: cannot read which scans of AGBT26A_300_01 are filled")
+    assert "not a FITS file" in last
+
+
+def test_a_catch_up_run_stops_when_only_retried_failures_remain(tmp_path):
+    # The project's output folder cannot be written (as another account's): never given up, retried for ever.
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _observe(raw, 2)
+    (out / PROJECT).mkdir(parents=True)
+    (out / PROJECT).chmod(0o555)
+    dropped = "-dac_override,-dac_read_search"
+    result = subprocess.run(["setpriv", f"--bounding-set={dropped}", f"--inh-caps={dropped}", sys.executable, "-m",
+                             "obsflow", "online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle",
+                             "--poll", "0.01", "--retries", "2"],
+                            check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "still failing after 2 tries" in result.stderr
+    named = [line for line in result.stderr.splitlines() if line.startswith(f"  {PROJECT} scan")]
+    assert len(named) == 2 and all("ermission denied" in line for line in named), result.stderr
+
+
+def test_a_catch_up_run_that_skipped_a_scan_exits_1(tmp_path, capsys):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    sim = _observe(raw, 3)
+    bank = raw / PROJECT / "VEGAS" / f"{sim.plans[1].timestamp}A.fits"
+    bank.write_bytes(bank.read_bytes()[:10000])
+    rc = main(["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle", "--poll", "0.01",
+               "--retries", "1"])
+    assert rc == 1
+    assert f"{PROJECT} scan 2" in capsys.readouterr().err
+
+
+def _age(raw: Path, days: float = 3) -> None:
+    then = time.time() - days * 86400
+    os.utime(raw / PROJECT / "ScanLog.fits", (then, then))
+
+
+def test_a_project_being_filled_is_followed_after_a_long_downtime(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    sim = _observe(raw, 4, slice(0, 2))
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)
+    for plan in sim.plans[2:]:
+        sim.start_scan(plan)
+        sim.finish_scan(plan)
+    _age(raw)
+    status = read_status(OutputLayout(out))
+    status_path = OutputLayout(out).status_path
+    status_path.write_text(status_path.read_text().replace(str(status["last_poll"]), str(time.time() - 4 * 86400)))
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert sorted(k.scan for k in daemon.engine.project(PROJECT).filled) == [1, 2, 3, 4]
+
+
+def test_a_log_written_since_the_last_poll_is_followed(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    (raw / "other").mkdir(parents=True)
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)  # the daemon ran 4 days ago
+    status_path = OutputLayout(out).status_path
+    last_poll = read_status(OutputLayout(out))["last_poll"]
+    status_path.write_text(status_path.read_text().replace(str(last_poll), str(time.time() - 4 * 86400)))
+    _observe(raw, 2)
+    _age(raw)  # observed 3 days ago, while the daemon was down
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert sorted(k.scan for k in daemon.engine.project(PROJECT).filled) == [1, 2]
+
+
+def test_projects_not_followed_are_said_once(tmp_path, caplog):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _observe(raw, 2)
+    _age(raw)
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    with caplog.at_level(logging.INFO):
+        daemon.run(until_idle=True)
+    said = [r.getMessage() for r in caplog.records if "not following" in r.getMessage()]
+    assert said == [f"not following 1 project whose logs are older than 24 h (name them with --projects): {PROJECT}"]
+    assert not daemon.engine.project(PROJECT).filled
+
+
+def test_a_busy_lock_says_how_long_it_was_waited_for(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _observe(raw, 1)
+    daemon = build_daemon(raw, out, poll_s=0.01, lock_timeout_s=1.2, quicklook=False)
+    lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")
+    try:
+        with pytest.raises(LockError, match=r"gave up after 1\.[2-9] s"):
+            daemon.filled_scans(PROJECT)
+    finally:
+        release_lock(lock)
