@@ -89,9 +89,10 @@ def test_a_catch_up_run_stops_when_only_retried_failures_remain(tmp_path):
                              "--poll", "0.01", "--retries", "2"],
                             check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert "still failing after 2 tries" in result.stderr
-    named = [line for line in result.stderr.splitlines() if line.startswith(f"  {PROJECT} scan")]
-    assert len(named) == 2 and all("ermission denied" in line for line in named), result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("obsflow: error:")]
+    assert "still failing after 2 tries" in line
+    named = line.split("(a lock or the output): ", 1)[1].split("; ")
+    assert len(named) == 2 and all(n.startswith(f"{PROJECT} scan") and "ermission denied" in n for n in named), line
 
 
 def test_a_catch_up_run_that_skipped_a_scan_exits_1(tmp_path, capsys):

@@ -175,10 +175,10 @@ class Daemon:
         tries = self._tries
         if not left or any(f is None or tries.get((n, k), 0) < self.engine.retry_limit for n, k, f in left):
             return
-        lines = [f"  {name} scan {key.scan}: {f.last_error}" for name, key, f in left if f is not None]
-        raise CatchUpStalled(f"stopping the catch-up run: {len(lines)} scan{'s' if len(lines) != 1 else ''} "
-                             f"still failing after {self.engine.retry_limit} tries (a lock or the output):\n"
-                             + "\n".join(lines))  # fmt: skip
+        scans = [f"{name} scan {key.scan}: {f.last_error}" for name, key, f in left if f is not None]  # one line
+        raise CatchUpStalled(f"stopping the catch-up run: {len(scans)} scan{'s' if len(scans) != 1 else ''} "
+                             f"still failing after {self.engine.retry_limit} tries (a lock or the output): "
+                             + "; ".join(scans))  # fmt: skip
 
     def given_up(self) -> list[str]:
         """One line per scan skipped after failing on its raw data, for the end of a catch-up run."""

@@ -187,5 +187,5 @@ def run_daemon(max_seconds: float | None = None, until_idle: bool = False, **kwa
     skipped = daemon.given_up() if until_idle else []
     if skipped:
         raise ScansSkipped(f"finished, but skipped {len(skipped)} scan{'s' if len(skipped) != 1 else ''} whose raw "
-                           "data kept failing (fill them by hand with obsflow fill):\n  " + "\n  ".join(skipped))
+                           "data kept failing (fill them by hand with obsflow fill): " + "; ".join(skipped))
     return daemon
