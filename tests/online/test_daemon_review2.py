@@ -62,6 +62,9 @@ def test_a_damaged_output_file_is_said_once_backed_off_and_shown(tmp_path, caplo
     (problem,) = status["project_failures"]
     assert problem["project"] == PROJECT and problem["pending"] == 3 and "not a FITS file" in problem["last_error"]
     assert "cannot read which scans" in status["activity"] and "3 scans pending" in status["activity"]
+    shown = subprocess.run([sys.executable, "-m", "obsflow", "online", "status", "--out-root", str(out)],
+                           check=True, capture_output=True, text=True).stdout  # fmt: skip
+    assert f"  STALLED: {PROJECT}, 3 scan(s) waiting: cannot read which scans" in shown
     daemon.close()
 
 

@@ -186,6 +186,8 @@ def write_filler(samples: Path, config: Config, running: bool = True) -> FillerS
     status.failures = [{"project": PROJECT, "scan": 4, "timestamp": "2026_05_01_01:04:00", "attempts": 5,
                         "last_error": f"bad raw file: VEGAS bank C truncated (raw/{PROJECT}/VEGAS/x.fits)",
                         "retry_at": now + 30, "given_up": True}]  # fmt: skip
+    status.project_failures = [{"project": "AGBT26A_999_01", "pending": 7, "attempts": 3, "retry_at": now + 60,
+                                "last_error": "cannot read which scans of AGBT26A_999_01 are filled: not a FITS file"}]
     layout.status_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(layout.status_path, json.dumps(asdict(status), indent=1))
     if running:

@@ -107,6 +107,9 @@ def test_filler_projects_lag_fills_and_errors(site: Site, server: StatusServer) 
     assert row[0] == f"{PROJECT} (active)" and row[1] == "3" and row[4] == "2 scans behind"
     assert row[5] == f"{project['latency_s']:.1f} s after scan end"
     assert "skipped" in page and "bank C truncated" in page
+    stalled = filler["failures"][1]  # a project whose own files cannot be read: all its scans wait
+    assert (stalled["project"], stalled["scan"], stalled["given_up"]) == ("AGBT26A_999_01", "7 waiting", False)
+    assert "7 waiting" in page and "cannot read which scans of AGBT26A_999_01" in page
     recent = table_with(page, "Filled")
     assert [r[2] for r in recent[1:]] == ["3", "2", "1"] and recent[1][5] == f"{newest['seconds']:.2f}"
     code, kind, png = fetch(server, project["quicklook"])

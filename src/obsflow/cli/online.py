@@ -176,3 +176,5 @@ def _print_status(data: dict[str, object]) -> None:
     for failure in data.get("failures") or []:  # type: ignore[union-attr]
         what = "SKIPPED" if failure["given_up"] else "retrying"
         click.echo(f"  {what}: {failure['project']} scan {failure['scan']}: {failure['last_error']}")
+    for problem in data.get("project_failures") or []:  # type: ignore[union-attr]
+        click.echo(f"  STALLED: {problem['project']}, {problem['pending']} scan(s) waiting: {problem['last_error']}")

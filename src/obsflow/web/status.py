@@ -283,6 +283,12 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
             "attempts": failure.get("attempts"), "given_up": bool(failure.get("given_up")),
             "retry_at": failure.get("retry_at"), "last_error": redactor.clean(failure.get("last_error")),
         })  # fmt: skip
+    for problem in data.get("project_failures", []):  # the project's files cannot be read: all its scans wait
+        out["failures"].append({
+            "project": problem.get("project"), "scan": f"{problem.get('pending')} waiting", "timestamp": None,
+            "attempts": problem.get("attempts"), "given_up": False, "retry_at": problem.get("retry_at"),
+            "last_error": redactor.clean(problem.get("last_error")),
+        })  # fmt: skip
     return out
 
 
