@@ -18,6 +18,7 @@ from obsflow.lock import release_lock, take_lock
 from obsflow.online.daemon import read_status
 from obsflow.online.layout import OutputLayout
 from obsflow.online.service import build_daemon
+from obsflow.sdfits import writer
 from obsflow.simulate.telescope import TelescopeSimulator, TelescopeSpec
 
 PROJECT = "AGBT26A_300_01"
@@ -68,13 +69,17 @@ def test_a_damaged_output_file_is_said_once_backed_off_and_shown(tmp_path, caplo
     daemon.close()
 
 
-def test_a_catch_up_run_stops_on_a_damaged_output_file(tmp_path):
+def test_a_catch_up_run_fills_the_other_projects_then_stops_on_a_damaged_output_file(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     _observe(raw)
+    _observe(raw, 4, project="AGBT26A_400_01")  # healthy: filled whole before the run gives up on the other
     _damaged_output(out)
     result = subprocess.run([sys.executable, "-m", "obsflow", "online", "--raw-root", str(raw), "--out-root",
-                             str(out), "--until-idle", "--poll", "0.05"], check=False, capture_output=True, text=True, timeout=60)
+                             str(out), "--until-idle", "--poll", "0.05", "--retries", "2"],
+                            check=False, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2
+    healthy = OutputLayout(out).bank_fits("AGBT26A_400_01", "A")
+    assert {int(scan) for scan, _ in writer.scans_in_file(healthy)} == {1, 2, 3, 4}
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("obsflow: error: cannot read which scans of AGBT26A_300_01 are filled")
     assert "not a FITS file" in last

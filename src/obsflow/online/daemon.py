@@ -150,8 +150,6 @@ class Daemon:
                 did_work = self.step()
                 if until_idle and self._raw_root_problem is not None:
                     raise InputError(self._raw_root_problem)  # a catch-up run has nothing to catch up from
-                if until_idle and self._project_problems:  # nothing of that project can be filled
-                    raise next(iter(self._project_problems.values())).error
                 if until_idle and not did_work and not self.engine.has_work():
                     break
                 if until_idle and not did_work:
@@ -166,19 +164,33 @@ class Daemon:
             self.close()
 
     def _stop_if_stalled(self) -> None:
-        """In a catch-up run, stop once every scan left is retried (a lock, the output) and was tried ``retry_limit`` times.
+        """In a catch-up run, stop once nothing left can be filled: every scan left is retried (a lock, the
+        output) and was tried ``retry_limit`` times, or belongs to a project whose own files could not be
+        read in ``retry_limit`` tries.  Other projects are filled first.
 
         The long-running daemon waits such failures out; a catch-up run would wait forever.
         """
-        left = [(name, key, self.engine.project(name).failures.get(key))
-                for name in self.engine.projects for key in self.engine.pending(name)]  # fmt: skip
-        tries = self._tries
-        if not left or any(f is None or tries.get((n, k), 0) < self.engine.retry_limit for n, k, f in left):
+        limit, scans, projects = self.engine.retry_limit, [], []
+        for name in self.engine.projects:
+            pending = self.engine.pending(name)
+            problem = self._project_problems.get(name)
+            if problem is not None and pending:
+                if problem.attempts < limit:
+                    return
+                projects.append(problem.error)
+                continue
+            for key in pending:
+                failure = self.engine.project(name).failures.get(key)
+                if failure is None or self._tries.get((name, key), 0) < limit:
+                    return
+                scans.append(f"{name} scan {key.scan}: {failure.last_error}")
+        if projects and not scans and len(projects) == 1:
+            raise projects[0]  # e.g. "cannot read which scans of <PROJ> are filled: ..."
+        if not (projects or scans):
             return
-        scans = [f"{name} scan {key.scan}: {f.last_error}" for name, key, f in left if f is not None]  # one line
-        raise CatchUpStalled(f"stopping the catch-up run: {len(scans)} scan{'s' if len(scans) != 1 else ''} "
-                             f"still failing after {self.engine.retry_limit} tries (a lock or the output): "
-                             + "; ".join(scans))  # fmt: skip
+        what = [error.one_line() for error in projects] + scans  # one line, as every error
+        raise CatchUpStalled(f"stopping the catch-up run: still failing after {limit} tries (a lock or the output): "
+                             + "; ".join(what))
 
     def given_up(self) -> list[str]:
         """One line per scan skipped after failing on its raw data, for the end of a catch-up run."""
