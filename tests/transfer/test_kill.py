@@ -187,6 +187,10 @@ def test_a_run_killed_on_its_own_keeps_the_run_lock_while_its_rsync_still_copies
     while subprocess.run(["pgrep", "-f", f"rsync .*{tmp_path / 'suth'}"], capture_output=True, check=False).stdout:
         assert time.monotonic() < deadline + 30, "the orphaned rsync never ended"
         time.sleep(0.1)
+    with Catalog(tmp_path / "state" / "catalog.sqlite", read_only=True) as catalog:
+        assert [run.status for run in catalog.runs()] == ["running"]  # the killed run never closed its row
     third = subprocess.run(command, capture_output=True, text=True, check=False)
     assert third.returncode == 0, third.stdout + third.stderr
     assert dest.read_bytes() == frame.read_bytes()
+    with Catalog(tmp_path / "state" / "catalog.sqlite", read_only=True) as catalog:
+        assert [run.status for run in catalog.runs()] == ["ok", "interrupted"]  # newest first

@@ -115,8 +115,9 @@ WHERE size != excluded.size OR mtime != excluded.mtime
 """
 
 #: run statuses: "ok" everything done, "incomplete" something left for a later run,
-#: "failed" could not run (host unreachable...), "running" started and never finished (killed)
-RUN_STATUSES = ("ok", "incomplete", "failed", "running")
+#: "failed" could not run (host unreachable...), "running" started and not finished yet,
+#: "interrupted" started and never finished (killed, its state disk full; set by the next run)
+RUN_STATUSES = ("ok", "incomplete", "failed", "running", "interrupted")
 RUN_COUNTS = ("copied", "present", "in_flight", "locked", "conflicts", "refused", "errors", "bytes")
 
 
@@ -438,6 +439,19 @@ class Catalog:
             (now, hop, instrument, int(dry_run)),
         )
         return int(cursor.lastrowid or 0)
+
+    def close_interrupted_runs(self) -> int:
+        """Mark the runs a dead run left ``running`` as ``interrupted``; call with the run lock held.
+
+        Returns how many there were.
+        """
+        if self.read_only:
+            return 0
+        cursor = self._db.execute(
+            "UPDATE runs SET status = 'interrupted', message = ? WHERE status = 'running'",
+            ("the run stopped before it finished (killed, or its state disk full)",),
+        )
+        return cursor.rowcount
 
     def finish_run(self, run_id: int, status: str, counts: Mapping[str, int], message: str = "") -> None:
         """Close a run with its status (see RUN_STATUSES) and counts (keys from RUN_COUNTS)."""

@@ -71,6 +71,8 @@ def run_sync(
         _connections(config, request, shell) as connections,  # handshakes run while the catalog is read
         Catalog(config.catalog_path, read_only=request.dry_run) as catalog,
     ):
+        if catalog.close_interrupted_runs():  # we hold the run lock: no other run is running
+            log.info("runs left 'running' by a run that died are marked interrupted")
         if request.date is None and request.days is None:
             report.warnings += missed_runs(catalog, config, instruments, request.today or date.today())
         settings = HopSettings(

@@ -48,7 +48,7 @@ pre{font-size:.85em;white-space:pre-wrap;margin:.2em 0;background:#f6f8fa;paddin
 a{color:#0969da}
 """
 
-_STATUS_CLASS = {"ok": "ok", "incomplete": "warn", "running": "warn", "failed": "bad",
+_STATUS_CLASS = {"ok": "ok", "incomplete": "warn", "running": "warn", "failed": "bad", "interrupted": "bad",
                  "differences": "bad", "not checked": "warn"}  # fmt: skip
 
 
