@@ -98,15 +98,27 @@ class ScanLogSource:
     log is the active project.  ``projects`` names the only projects followed;
     without it, every project whose log changed within ``recent_s`` seconds (all,
     if None): a raw root holds years of archive, which is not the daemon's to fill.
+    Older ones are followed too when their log changed after ``since`` (the previous
+    daemon's last poll: a long downtime) or ``also_follow(name)`` says so (an output
+    folder: the project is being filled); the rest are named once in the log.
     """
 
     def __init__(
-        self, raw_root: Path, read_log: ScanLogReader, projects: Iterable[str] = (), recent_s: float | None = None
+        self,
+        raw_root: Path,
+        read_log: ScanLogReader,
+        projects: Iterable[str] = (),
+        recent_s: float | None = None,
+        since: float | None = None,
+        also_follow: Callable[[str], bool] | None = None,
     ) -> None:
         self.raw_root = Path(raw_root)
         self.read_log = read_log
         self.projects = set(projects)
         self.recent_s = recent_s
+        self.since = since
+        self.also_follow = also_follow
+        self._said_left = False
         self._stamps: dict[str, tuple[int, int]] = {}
         self._emitted: set[tuple[str, EventKind, ScanKey]] = set()
         self._active: str | None = None
@@ -118,6 +130,9 @@ class ScanLogSource:
         except OSError as err:
             raise InputError(f"cannot read raw data root: {err.strerror}", self.raw_root) from err
         oldest = None if self.projects or self.recent_s is None else time.time() - self.recent_s
+        if oldest is not None and self.since is not None:
+            oldest = min(oldest, self.since)
+        left = []
         for entry in entries:
             if self.projects and entry.name not in self.projects:
                 continue
@@ -126,10 +141,21 @@ class ScanLogSource:
                 stat = scanlog.stat()
             except OSError:
                 continue
-            if oldest is not None and stat.st_mtime < oldest and entry.name not in self._stamps:
-                continue  # not observed lately (once followed, a project stays followed)
+            if (oldest is not None and stat.st_mtime < oldest and entry.name not in self._stamps
+                    and not (self.also_follow and self.also_follow(entry.name))):  # fmt: skip
+                left.append((stat.st_mtime, entry.name))  # not observed lately (once followed, always followed)
+                continue
             found.append((stat.st_mtime, entry.name, scanlog))
+        self._say_left_once(sorted(left))
         return sorted(found)
+
+    def _say_left_once(self, left: list[tuple[float, str]]) -> None:
+        if self._said_left or not left or self.recent_s is None:
+            return
+        self._said_left = True
+        names = ", ".join(name for _, name in left[-20:]) + (", ..." if len(left) > 20 else "")
+        log.info("not following %d project%s whose logs are older than %g h (name them with --projects): %s",
+                 len(left), "s" if len(left) != 1 else "", self.recent_s / 3600, names)  # fmt: skip
 
     def poll(self) -> list[ScanEvent]:
         now = time.time()

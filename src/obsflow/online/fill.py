@@ -77,9 +77,14 @@ class ScanFill:
 
 
 def logged_scans(project_dir: Path) -> list[LoggedScan]:
-    """The scan log of one raw project, as the event source needs it (no device files read)."""
+    """The scan log of one raw project as the event source needs it (no device files read), with each scan's end."""
     return [
-        LoggedScan(ScanKey(s.number, s.timestamp), s.is_finished, tuple(b.lower() for b in s.backends))
+        LoggedScan(
+            ScanKey(s.number, s.timestamp),
+            s.is_finished,
+            tuple(b.lower() for b in s.backends),
+            None if s.finished_at is None else s.finished_at.timestamp(),
+        )
         for s in raw.read_project(project_dir, with_go=False)
     ]
 

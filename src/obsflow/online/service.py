@@ -14,8 +14,8 @@ from obsflow.lock import is_locked
 from obsflow.online import raw
 from obsflow.online.daemon import Daemon, FillOutcome, read_status
 from obsflow.online.engine import FillAction
-from obsflow.online.events import LoggedScan, ScanEventSource, ScanKey, ScanLogSource
-from obsflow.online.fill import ScanFill, fill_scan, filled_scans
+from obsflow.online.events import ScanEventSource, ScanKey, ScanLogSource
+from obsflow.online.fill import ScanFill, fill_scan, filled_scans, logged_scans
 from obsflow.online.layout import OutputLayout
 
 __all__ = ["build_daemon", "run_daemon"]
@@ -31,39 +31,6 @@ class ScansSkipped(ObsflowError):
     """A catch-up run finished, but skipped scans whose raw data kept failing (exit 1: findings)."""
 
     exit_code = EXIT_FINDINGS
-
-
-class _FollowingSource(ScanLogSource):
-    """The ScanLog source that also follows, however old its log, a project already being filled.
-
-    That is one with an output folder under the output root, or whose log changed since the
-    previous daemon's last poll: after a downtime longer than ``recent_s`` its unfilled
-    scans are still caught up.  The projects left out are said once.
-    """
-
-    def __init__(self, raw_root: Path, recent_s: float, out_root: Path, last_poll: float | None) -> None:
-        super().__init__(raw_root, _logged_scans, (), None)
-        self.follow_s = recent_s
-        self.out_root = out_root
-        self.last_poll = last_poll
-        self._said = False
-
-    def _logs(self) -> list[tuple[float, str, Path]]:
-        oldest = time.time() - self.follow_s
-        if self.last_poll is not None:
-            oldest = min(oldest, self.last_poll)
-        kept, left = [], []
-        for found in super()._logs():
-            mtime, name, _ = found
-            followed = mtime >= oldest or name in self._stamps or (self.out_root / name).is_dir()
-            (kept if followed else left).append(found)
-        if not self._said:
-            self._said = True
-            if left:
-                names = ", ".join(name for _, name, _ in left[-20:]) + (", ..." if len(left) > 20 else "")
-                log.info("not following %d project%s whose logs are older than %g h (name them with --projects): %s",
-                         len(left), "s" if len(left) != 1 else "", self.follow_s / 3600, names)  # fmt: skip
-        return kept
 
 
 def _find_scan(raw_root: Path, action: FillAction) -> raw.Scan:
@@ -95,17 +62,6 @@ def _when_lock_free(
                 # The last slice's own timeout is not the wait: say how long it was in all.
                 what = re.sub(r"gave up after [0-9.e+-]+ s$", f"gave up after {time.monotonic() - began:.1f} s", err.what)
                 raise LockError(what, err.where) from err
-
-
-def _logged_scans(project_dir: Path) -> list[LoggedScan]:
-    """The scan log of one raw project as the event source needs it, with each scan's logged end."""
-    return [_logged(scan) for scan in raw.read_project(project_dir, with_go=False)]
-
-
-def _logged(scan: raw.Scan) -> LoggedScan:
-    ended = None if scan.finished_at is None else scan.finished_at.timestamp()
-    return LoggedScan(ScanKey(scan.number, scan.timestamp), scan.is_finished,
-                      tuple(b.lower() for b in scan.backends), ended)  # fmt: skip
 
 
 def _quicklook(layout: OutputLayout, action: FillAction, outcome: FillOutcome) -> None:
@@ -158,13 +114,16 @@ def build_daemon(
         return _when_lock_free(layout, project, lock_timeout_s, stopping,
                                lambda timeout_s: filled_scans(layout, project, lock_timeout_s=timeout_s))  # fmt: skip
 
-    if source is None and not projects and follow_hours:
-        previous = read_status(layout)
+    if source is None:
+        # A project already being filled is followed however old its log: one with an output
+        # folder, or whose log changed since the previous daemon's last poll (a long downtime).
+        previous = read_status(layout) if not projects and follow_hours else None
         last_poll = previous.get("last_poll") if previous else None
-        source = _FollowingSource(raw_root, follow_hours * 3600, out_root,
-                                  float(last_poll) if isinstance(last_poll, (int, float)) else None)  # fmt: skip
+        source = ScanLogSource(raw_root, logged_scans, projects, follow_hours * 3600 or None,
+                               since=float(last_poll) if isinstance(last_poll, (int, float)) else None,
+                               also_follow=lambda name: (out_root / name).is_dir())  # fmt: skip
     daemon = Daemon(
-        source=source or ScanLogSource(raw_root, _logged_scans, projects, follow_hours * 3600 or None),
+        source=source,
         fill=fill,
         layout=layout,
         raw_root=raw_root,
