@@ -276,7 +276,7 @@ class Daemon:
 
     def _cannot_learn(self, project: str, error: ObsflowError, previous: ProjectProblem | None, now: float) -> None:
         attempts = 1 + (previous.attempts if previous else 0)
-        delay = min(self.engine.backoff_s * 2 ** min(attempts - 1, 30), self.engine.max_backoff_s)
+        delay = self.engine.backoff(attempts)
         logged_at = previous.logged_at if previous else -math.inf
         if previous is None or previous.error.one_line() != error.one_line() or now - logged_at >= REPEAT_LOG_S:
             pending = len(self.engine.pending(project))

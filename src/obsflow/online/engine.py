@@ -140,10 +140,14 @@ class Engine:
         previous = state.failures.get(action.key)
         attempts = (previous.attempts if previous else 0) + 1
         counted = (previous.counted if previous else 0) + int(counts)
-        delay = min(self.backoff_s * 2 ** min(attempts - 1, 30), self.max_backoff_s)
-        failure = Failure(attempts, error, now + delay, given_up=counted >= self.retry_limit, counted=counted)
+        failure = Failure(attempts, error, now + self.backoff(attempts), given_up=counted >= self.retry_limit,
+                          counted=counted)  # fmt: skip
         state.failures[action.key] = failure
         return failure
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failure: doubling from ``backoff_s``, capped."""
+        return min(self.backoff_s * 2 ** min(attempts - 1, 30), self.max_backoff_s)
 
     def has_work(self) -> bool:
         """Any finished scan still to fill, now or at a retry."""
