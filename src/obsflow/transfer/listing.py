@@ -207,10 +207,11 @@ def list_files(
     """List the data files in ``folders`` (relative to ``location``) matching ``patterns``.
 
     Missing folders are simply empty; a missing root gives an empty listing with
-    ``root_exists=False``; a folder that cannot be read raises TransportError (never "empty").  ``marker``: an absolute path on the same host whose existence
-    the listing reports (``Listing.marker_present``), in the same round trip.  Remote: one
-    ssh round trip; raises HostUnreachable or RemoteCommandFailed.  Folder names must be
-    safe relative paths (PathEscapeError).
+    ``root_exists=False``; a folder that cannot be read raises TransportError (never
+    "empty").  ``marker``: an absolute path on the same host whose existence the listing
+    reports (``Listing.marker_present``), in the same round trip.  Remote: one ssh round
+    trip; raises HostUnreachable or RemoteCommandFailed.  Folder names must be safe
+    relative paths (PathEscapeError).
     """
     folders = list(dict.fromkeys(folders))
     for folder in folders:
