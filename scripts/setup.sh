@@ -38,3 +38,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     fi
     touch "$stamp"
 fi
+
+# Byte-compile obsflow now, as a non-editable `pip install` would: an editable install compiles
+# nothing, and where PYTHONDONTWRITEBYTECODE is set (as in some images) every command would
+# compile its modules again (~0.06 s of each `obsflow sync`'s start-up, measured).  Quick when
+# nothing changed; a stale .pyc is never used (Python checks the source's mtime).
+.venv/bin/python -m compileall -q src >/dev/null
