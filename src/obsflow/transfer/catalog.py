@@ -296,16 +296,18 @@ class Catalog:
     ) -> Iterator[tuple[str, int, float, str | None]]:
         """``(path, size, mtime, xxh128)`` rows of one host and instrument, within ``folders`` if given.
 
-        A folder is read as a range of the primary key (``folder`` up to ``folder0``, ``0``
-        being the character after ``/``), so the cost follows the window, not the history.
+        A folder is read as a range of the primary key (see :func:`_below`), so the cost follows
+        the window, not the history; the folder's own row (a dated folder that is a symlink) too.
         """
         query = "SELECT path, size, mtime, xxh128 FROM files WHERE host = ? AND instrument = ?"
         folders = None if folders is None else set(folders)
         if folders is None or WHOLE_ROOT in folders:
             yield from self._db.execute(query, (host, instrument))
             return
+        # Two lookups of the key (one statement): an OR of the two would make SQLite scan the history.
+        query = f"{query} AND path = ? UNION ALL {query} AND {_BELOW}"
         for folder in sorted(folders):
-            yield from self._db.execute(query + " AND path >= ? AND path < ?", (host, instrument, folder, folder + "0"))
+            yield from self._db.execute(query, (host, instrument, folder, host, instrument, *_below(folder)))
 
     def stored(self, host: str, instrument: str, folders: Iterable[str] | None = None) -> dict[str, StoredFile]:
         """``{path: (size, mtime, xxh128 or None)}`` as recorded for one host and instrument (within ``folders``)."""
@@ -316,8 +318,8 @@ class Catalog:
     ) -> tuple[int, int]:
         """``(files, bytes)`` recorded on ``host`` in ``folders`` (and below), modified within ``[since, until)``.
 
-        Counted by SQLite over one primary-key range per folder (``folder/`` up to ``folder0``), so
-        the cost follows the window, not the history.
+        Counted by SQLite over one primary-key range per folder (see :func:`_below`), so the cost
+        follows the window, not the history.
         """
         query = "SELECT count(*), coalesce(sum(size), 0) FROM files WHERE host = ? AND instrument = ?"
         args: list[object] = [host, instrument]
@@ -330,8 +332,7 @@ class Catalog:
             return int(files), int(size)
         files = size = 0
         for folder in folders:
-            found, found_size = self._db.execute(query + " AND path >= ? AND path < ?",
-                                                 [*args, folder + "/", folder + "0"]).fetchone()  # fmt: skip
+            found, found_size = self._db.execute(query + " AND " + _BELOW, [*args, *_below(folder)]).fetchone()
             files, size = files + int(found), size + int(found_size)
         return files, size
 
@@ -529,6 +530,15 @@ class Catalog:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self.path)
+
+
+_BELOW = "(path >= ? AND path < ?)"
+
+
+def _below(folder: str) -> tuple[str, str]:
+    """The key range of every path below ``folder``: ``folder/`` up to ``folder0`` (``0`` comes
+    right after ``/``), which leaves out neighbours such as ``folder.bak/`` and ``folder0/``."""
+    return folder + "/", folder + "0"
 
 
 class _Transaction:
