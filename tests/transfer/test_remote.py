@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,7 +14,15 @@ import pytest
 
 from obsflow.config import Config, load_config, parse_location
 from obsflow.errors import HostUnreachable, TransportError
-from obsflow.transfer.remote import Shell, remote_targets, shared_connections
+from obsflow.transfer.remote import (
+    CONTROL_PARENT,
+    CONTROL_PREFIX,
+    STALE_CONTROL_S,
+    Shell,
+    remote_targets,
+    remove_stale_control_dirs,
+    shared_connections,
+)
 from tests.transfer.conftest import write_config
 
 WHO_AM_I = 'printf %s "$SSH_CONNECTION"'  # client address and port: the same for one TCP connection
@@ -102,3 +113,21 @@ def test_a_command_that_cannot_be_started_is_one_transport_error(tmp_path) -> No
     with pytest.raises(TransportError) as caught:
         Shell().run(parse_location(str(tmp_path)), "true " + "x" * 200_000)  # one argument over the kernel's limit
     assert caught.value.one_line() == "cannot run sh: Argument list too long (localhost)"
+
+
+def test_a_run_removes_the_empty_socket_folders_that_killed_runs_left(config: Config) -> None:
+    """A SIGKILLed sync cannot remove its socket folder; a run a day later does, if it is empty."""
+    tag = f"{time.monotonic_ns()}-"
+    old_empty, old_in_use, new_empty = (Path(tempfile.mkdtemp(prefix=CONTROL_PREFIX + tag, dir=CONTROL_PARENT))
+                                        for _ in range(3))  # fmt: skip
+    (old_in_use / "socket").write_text("")
+    for folder in (old_empty, old_in_use):
+        os.utime(folder, (time.time() - 2 * STALE_CONTROL_S,) * 2)
+    try:
+        with shared_connections(config, []) as shell:
+            assert shell.control_dir is not None and old_empty.is_dir()  # tidied after the run's work
+        assert not old_empty.exists() and old_in_use.is_dir() and new_empty.is_dir()
+        assert not Path(shell.control_dir).exists() and remove_stale_control_dirs() == []
+    finally:
+        for folder in (old_empty, old_in_use, new_empty):
+            shutil.rmtree(folder, ignore_errors=True)

@@ -19,10 +19,13 @@ catalog is read; the first command for a host waits for its connection.
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
+import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +43,9 @@ FORCED_SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes")
 #: put after the user's options, so their own setting wins
 DEFAULT_SSH_OPTIONS = ("-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15")
 SSH_FAILED = 255
+CONTROL_PARENT = "/tmp"  # not $TMPDIR: a socket's path must stay under ~100 bytes
+CONTROL_PREFIX = "obsflow-ssh-"
+STALE_CONTROL_S = 86400.0  # a killed run's empty socket folder is removed by a run a day later
 
 
 def shell_path(path: str) -> str:
@@ -187,13 +193,39 @@ def shared_connections(config: Config, targets: Iterable[str] = ()) -> Iterator[
         yield Shell(config.ssh_options)
         return
     # A short private folder for ssh's shared-connection sockets (unix socket paths are short).
-    with tempfile.TemporaryDirectory(prefix="obsflow-ssh-", dir="/tmp") as folder:
+    # ignore_cleanup_errors: another run may have taken it for a killed run's (empty and a day old)
+    with tempfile.TemporaryDirectory(prefix=CONTROL_PREFIX, dir=CONTROL_PARENT, ignore_cleanup_errors=True) as folder:
         shell = Shell(config.ssh_options, control_dir=folder)
         shell.open_early(targets)
         try:
             yield shell
         finally:
             shell._early.stop_pending()
+    remove_stale_control_dirs()
+
+
+def remove_stale_control_dirs(parent: str = CONTROL_PARENT, older_than_s: float = STALE_CONTROL_S) -> list[str]:
+    """Remove our empty socket folders that runs killed outright left behind; return their paths.
+
+    Only a folder of this user's, untouched for ``older_than_s``, and empty (``rmdir`` refuses
+    any other): a folder in use holds its master's socket.  Done after a run's work, not before.
+    """
+    removed, now = [], time.time()
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(CONTROL_PREFIX):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and now - st.st_mtime > older_than_s:
+                os.rmdir(entry.path)
+                removed.append(entry.path)
+        except OSError:
+            continue  # not empty, or gone meanwhile
+    return removed
 
 
 def remote_targets(config: Config, hop: str | None = None, instrument: str | None = None) -> list[str]:
