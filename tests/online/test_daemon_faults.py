@@ -60,6 +60,20 @@ def test_a_header_holding_text_for_a_number_fails_that_scan_only(roots):
     assert "AMBPRESS" in failure["last_error"] or "n/a" in failure["last_error"]
 
 
+def test_a_truncated_go_file_fails_that_scan_only(roots):
+    # Found by review: every scan's GO header was read to find one scan, so one cut GO file failed them all.
+    raw, out = roots
+    sim = _telescope(raw, 3)
+    _observe(sim)
+    go = raw / PROJECT / "GO" / f"{sim.plans[0].timestamp}.fits"
+    go.write_bytes(go.read_bytes()[:1000])
+    daemon = build_daemon(raw, out, poll_s=0.01, retry_limit=1, backoff_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert _filled(daemon) == [2, 3]
+    (failure,) = read_status(OutputLayout(out))["failures"]
+    assert failure["scan"] == 1 and go.name in failure["last_error"]
+
+
 def test_a_failing_quicklook_does_not_stop_the_daemon(roots):
     raw, out = roots
     _observe(_telescope(raw, 2))
