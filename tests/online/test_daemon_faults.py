@@ -320,3 +320,28 @@ def test_the_lag_counts_from_when_the_scan_ended(roots, capsys):
     assert main(["online", "status", "--out-root", str(out)]) == 0
     lag = float(capsys.readouterr().out.split("lag after scan end: last ")[1].split(" s")[0])
     assert 60 < lag < 120
+
+
+def test_status_warns_when_a_read_only_output_disk_keeps_it_from_being_saved(tmp_path, small_disk, capsys):
+    # Found by review: with the output remounted read-only, 'online status' went on showing the last saved
+    # status, "running, idle, 0 pending", while the daemon could write nothing and a new scan waited.
+    raw, out = tmp_path / "raw", small_disk / "out"
+    raw.mkdir()
+    sim = _telescope(raw, 2)
+    daemon = subprocess.Popen([sys.executable, "-m", "obsflow", "online", "--raw-root", str(raw), "--out-root",
+                               str(out), "--poll", "0.05"], stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _observe(sim, sim.plans[:1])
+        time.sleep(2.0)
+        assert main(["online", "status", "--out-root", str(out)]) == 0
+        assert "WARNING" not in capsys.readouterr().out
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        _observe(sim, sim.plans[1:])
+        time.sleep(3.0)
+        assert main(["online", "status", "--out-root", str(out)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].startswith("daemon: running") and "WARNING: status not saved for" in lines[1]
+        assert str(out) in lines[1]
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
