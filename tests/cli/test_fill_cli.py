@@ -186,3 +186,16 @@ def test_a_header_value_that_is_not_a_number_fails_that_scan_with_one_line(raw_p
     assert "Traceback" not in "\n".join(err)
     filled = index_fits.read_sdfits_tables(OutputLayout(tmp_path / "out").bank_fits(PROJECT, "A"))[0].columns["SCAN"]
     assert sorted({int(s) for s in filled}) == [1, 3, 4]
+
+
+def test_a_truncated_go_file_fails_only_its_own_scan(raw_project, tmp_path, capsys):
+    # Found by review: every scan's GO header was read up front, so one cut GO file failed the whole project.
+    raw = tmp_path / PROJECT
+    shutil.copytree(raw_project, raw)
+    go = sorted((raw / "GO").iterdir())[1]  # scan 2's
+    go.write_bytes(go.read_bytes()[:1000])
+    assert main(["fill", str(raw), str(tmp_path / "out"), "--scans", "1-3"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("obsflow: error: scan 2: truncated FITS file") and go.name in err[0]
+    filled = index_fits.read_sdfits_tables(OutputLayout(tmp_path / "out").bank_fits(PROJECT, "A"))[0].columns["SCAN"]
+    assert sorted({int(s) for s in filled}) == [1, 3]

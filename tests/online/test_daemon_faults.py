@@ -60,6 +60,20 @@ def test_a_header_holding_text_for_a_number_fails_that_scan_only(roots):
     assert "AMBPRESS" in failure["last_error"] or "n/a" in failure["last_error"]
 
 
+def test_a_truncated_go_file_fails_that_scan_only(roots):
+    # Found by review: every scan's GO header was read to find one scan, so one cut GO file failed them all.
+    raw, out = roots
+    sim = _telescope(raw, 3)
+    _observe(sim)
+    go = raw / PROJECT / "GO" / f"{sim.plans[0].timestamp}.fits"
+    go.write_bytes(go.read_bytes()[:1000])
+    daemon = build_daemon(raw, out, poll_s=0.01, retry_limit=1, backoff_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert _filled(daemon) == [2, 3]
+    (failure,) = read_status(OutputLayout(out))["failures"]
+    assert failure["scan"] == 1 and go.name in failure["last_error"]
+
+
 def test_a_failing_quicklook_does_not_stop_the_daemon(roots):
     raw, out = roots
     _observe(_telescope(raw, 2))
@@ -306,3 +320,28 @@ def test_the_lag_counts_from_when_the_scan_ended(roots, capsys):
     assert main(["online", "status", "--out-root", str(out)]) == 0
     lag = float(capsys.readouterr().out.split("lag after scan end: last ")[1].split(" s")[0])
     assert 60 < lag < 120
+
+
+def test_status_warns_when_a_read_only_output_disk_keeps_it_from_being_saved(tmp_path, small_disk, capsys):
+    # Found by review: with the output remounted read-only, 'online status' went on showing the last saved
+    # status, "running, idle, 0 pending", while the daemon could write nothing and a new scan waited.
+    raw, out = tmp_path / "raw", small_disk / "out"
+    raw.mkdir()
+    sim = _telescope(raw, 2)
+    daemon = subprocess.Popen([sys.executable, "-m", "obsflow", "online", "--raw-root", str(raw), "--out-root",
+                               str(out), "--poll", "0.05"], stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _observe(sim, sim.plans[:1])
+        time.sleep(2.0)
+        assert main(["online", "status", "--out-root", str(out)]) == 0
+        assert "WARNING" not in capsys.readouterr().out
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        _observe(sim, sim.plans[1:])
+        time.sleep(3.0)
+        assert main(["online", "status", "--out-root", str(out)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].startswith("daemon: running") and "WARNING: status not saved for" in lines[1]
+        assert str(out) in lines[1]
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)

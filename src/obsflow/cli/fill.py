@@ -107,7 +107,8 @@ def command(
     if wanted_backends - {"vegas"}:
         raise UsageError(f"--backends: only 'vegas' can be filled, not {', '.join(sorted(wanted_backends - {'vegas'}))}")
     wanted = parse_scan_list(scan_list) if scan_list is not None else None
-    scans = [s for s in raw.read_project(raw_project) if wanted is None or s.number in wanted]
+    # The fill reads each GO file itself: read up front, one cut GO file would fail every scan.
+    scans = [s for s in raw.read_project(raw_project, with_go=False) if wanted is None or s.number in wanted]
     if wanted is not None:
         missing = wanted.missing(s.number for s in scans)
         if missing:

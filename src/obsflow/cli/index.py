@@ -115,6 +115,10 @@ def command(paths: tuple[Path, ...], check: bool, locks_dir: Path | None, lock_t
     bad input (not FITS, truncated, not SDFITS) leaves every index untouched.  In a filler's
     output tree the project's lock is held while rebuilding, and a rebuilt combined index keeps
     the order of the one it replaces (the fill order GBTIDL may be reading).
+
+    --check builds as the GBT filler does: an index GBTIDL wrote itself (a keep file) is
+    reported as differing though it is not stale, as GBTIDL puts CENTFREQ one channel from
+    the filler's value and writes DATEOBS as the date alone.
     """
     with ExitStack() as stack:
         if not check:

@@ -123,6 +123,7 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
             click.echo(f"no online daemon has run on {root}")
         return 0
     data["running"], data["checked"] = _daemon_running(OutputLayout(Path(root)).locks_dir, data)
+    data["unsaved_s"] = _unsaved_for(data)
     if as_json:
         emit_json(data)
         return 0
@@ -145,6 +146,24 @@ def _daemon_running(locks_dir: Path, data: dict[str, object]) -> tuple[bool, boo
     return not is_stale(holder, stale_after_s=math.inf), True
 
 
+STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
+STALE_MIN_S = 2.0
+
+
+def _unsaved_for(data: dict[str, object]) -> float | None:
+    """Seconds a running, idle daemon has not saved its status (output read-only or full, or hung), else None.
+
+    A fill may hold one status for long ("filling ..."); an idle daemon saves it at every poll.
+    """
+    last_poll, activity = data.get("last_poll"), str(data.get("activity", ""))
+    if not data.get("running") or not isinstance(last_poll, (int, float)) or activity.startswith("filling"):
+        return None
+    age = time.time() - last_poll
+    poll_s = data.get("poll_s")
+    limit = max(STALE_POLLS * (poll_s if isinstance(poll_s, (int, float)) else 1.0), STALE_MIN_S)
+    return age if age > limit else None
+
+
 def _ago(t: object) -> str:
     if not isinstance(t, (int, float)):
         return "never"
@@ -162,6 +181,10 @@ def _print_status(data: dict[str, object]) -> None:
     else:
         state = "running" if data["running"] else "not running"
     click.echo(f"daemon: {state}, pid {data['pid']} on {data['host']}, {data['activity']}, last poll {_ago(data.get('last_poll'))}")
+    unsaved_s = _unsaved_for(data)
+    if unsaved_s is not None:
+        click.echo(f"  WARNING: status not saved for {unsaved_s:.0f} s: the daemon cannot write under {data['out_root']}"
+                   " (read-only or full disk?) or is hung; what follows may be old, see the daemon's log")  # fmt: skip
     click.echo(f"raw root {data['raw_root']} -> out root {data['out_root']}; active project: {data.get('active_project')}")
     projects = data.get("projects") or {}
     for name, info in projects.items():  # type: ignore[union-attr]

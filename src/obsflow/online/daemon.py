@@ -81,6 +81,7 @@ class DaemonStatus:
     recent: list[dict[str, object]] = field(default_factory=list)
     failures: list[dict[str, object]] = field(default_factory=list)
     project_failures: list[dict[str, object]] = field(default_factory=list)  # a whole project cannot be filled
+    poll_s: float = 1.0  # an idle daemon saves this status every poll: `online status` tells an old one
 
 
 class Daemon:
@@ -106,7 +107,8 @@ class Daemon:
         self.filled_scans = filled_scans
         self.poll_s = poll_s
         self.engine = Engine(retry_limit=retry_limit, backoff_s=backoff_s)
-        self.status = DaemonStatus(os.getpid(), socket.gethostname(), time.time(), str(raw_root), str(layout.root))
+        self.status = DaemonStatus(os.getpid(), socket.gethostname(), time.time(), str(raw_root), str(layout.root),
+                                   poll_s=poll_s)  # fmt: skip
         self._stop = False
         self._raw_root_problem: str | None = None  # why the last poll could not read the raw root
         self._lock_path: Path | None = None

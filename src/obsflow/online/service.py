@@ -34,7 +34,8 @@ class ScansSkipped(ObsflowError):
 
 
 def _find_scan(raw_root: Path, action: FillAction) -> raw.Scan:
-    for scan in raw.read_project(raw_root / action.project):
+    # Not the GO headers: the fill reads this scan's, and another scan's cut GO file must not fail this one.
+    for scan in raw.read_project(raw_root / action.project, with_go=False):
         if (scan.number, scan.timestamp) == tuple(action.key):
             return scan
     raise InputError(f"scan {action.key.scan} ({action.key.timestamp}) is not in the scan log", raw_root / action.project)
