@@ -345,3 +345,28 @@ def test_status_warns_when_a_read_only_output_disk_keeps_it_from_being_saved(tmp
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
+
+
+def test_a_read_only_output_disk_is_logged_once_not_at_every_poll(tmp_path, small_disk, caplog):
+    # Found by review: on a read-only output the daemon logged "cannot write the status" at every
+    # poll (431 lines in 3 minutes at a 0.3 s poll). Once, then once more when it can write again.
+    raw, out = tmp_path / "raw", small_disk / "out"
+    sim = _telescope(raw, 2)
+    _observe(sim, sim.plans[:1])
+    daemon = build_daemon(raw, out, poll_s=0.01, backoff_s=0.01, retry_limit=2, quicklook=False)
+    daemon.start()
+    _step_for(daemon, 0.3)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        with caplog.at_level("WARNING", logger="obsflow.online.daemon"):
+            _step_for(daemon, 0.5)  # dozens of polls
+            said = [r.getMessage() for r in caplog.records if "cannot write the status" in r.getMessage()]
+            assert len(said) == 1 and "Read-only file system" in said[0]
+            caplog.clear()
+            subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+            _step_for(daemon, 0.3)
+            assert [r.getMessage() for r in caplog.records] == ["the status can be written again"]
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=False)
+        daemon.close()
+    assert read_status(OutputLayout(out))["last_poll"] > time.time() - 5

@@ -114,6 +114,7 @@ class Daemon:
         self._lock_path: Path | None = None
         self._project_problems: dict[str, ProjectProblem] = {}  # output files that cannot be read
         self._tries: dict[tuple[str, ScanKey], int] = {}  # failed fills per scan by this run (not restored ones)
+        self._unwritable: set[str] = set()  # the status or logs whose failed write was logged (once, not per poll)
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -416,12 +417,22 @@ class Daemon:
         self._persist("fill log", lambda: self.layout.append_fill_log(project, record))
 
     def _persist(self, what: str, write: Callable[[], None]) -> None:
-        """Write the status or a log line; a full or unwritable disk is logged, not fatal (it passes)."""
+        """Write the status or a log line; a full or unwritable disk is logged, not fatal (it passes).
+
+        Logged once until it can be written again: an idle daemon saves its status at every poll,
+        and a read-only disk made one error line per poll (hundreds a minute) of the daemon's log.
+        """
         try:
             write()
         except (ObsflowError, OSError) as err:
             message = err.one_line() if isinstance(err, ObsflowError) else f"{err.strerror or err} ({err.filename})"
-            log.error("cannot write the %s: %s", what, message)
+            if what not in self._unwritable:
+                self._unwritable.add(what)
+                log.error("cannot write the %s: %s (said once, until it can be written again)", what, message)
+            return
+        if what in self._unwritable:
+            self._unwritable.discard(what)
+            log.warning("the %s can be written again", what)
 
 
 def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, object]:
