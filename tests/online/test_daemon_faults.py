@@ -15,11 +15,13 @@ import pytest
 from astropy.io import fits
 
 from obsflow.cli import main
+from obsflow.config import load_config
 from obsflow.lock import release_lock, take_lock
 from obsflow.online.daemon import read_status
 from obsflow.online.layout import OutputLayout
 from obsflow.online.service import build_daemon
 from obsflow.simulate.telescope import TelescopeSimulator, TelescopeSpec
+from obsflow.web.status import filler_status
 
 PROJECT = "AGBT26A_300_01"
 
@@ -370,3 +372,32 @@ def test_a_read_only_output_disk_is_logged_once_not_at_every_poll(tmp_path, smal
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=False)
         daemon.close()
     assert read_status(OutputLayout(out))["last_poll"] > time.time() - 5
+
+
+def test_a_scan_the_log_never_finished_is_reported_not_silently_left(roots, caplog, capsys):
+    # Found by review: scan 1 started and never finished (M&C crashed), scan 2 ran: the daemon said
+    # nothing, `online status` showed 0 pending and a catch-up run exited 0; scan 1 was never filled.
+    raw, out = roots
+    sim = _telescope(raw, 3)
+    sim.start_scan(sim.plans[0])  # no SCAN FINISHED ever comes for it
+    _observe(sim, sim.plans[1:2])
+    with caplog.at_level("WARNING", logger="obsflow.online.daemon"):
+        daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+        daemon.start()
+        _step_for(daemon, 0.3)
+        sim.start_scan(sim.plans[2])  # in progress: not reported
+        _step_for(daemon, 0.2)
+        daemon.close()
+    told = [r.getMessage() for r in caplog.records if "SCAN FINISHED" in r.getMessage()]
+    assert len(told) == 1 and told[0].startswith(f"{PROJECT} scan 1 (") and "scan 2 started after it" in told[0]
+    assert _filled(daemon) == [2]
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if "NEVER FINISHED" in line]
+    assert len(shown) == 1 and f"{PROJECT} scan 1 " in shown[0] and "scan 2 started after it" in shown[0]
+    config = raw.parent / "obsflow.toml"
+    config.write_text(f'[filler]\nraw_root = "{raw}"\nout_root = "{out}"\n')
+    (page,) = filler_status(load_config(config))["failures"]  # the status page's list
+    assert (page["scan"], page["given_up"]) == (1, True) and "never finished" in page["last_error"]
+    assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle"]) == 1
+    err = capsys.readouterr().err
+    assert "1 scan never finished" in err and f"{PROJECT} scan 1:" in err and "scan 3" not in err

@@ -65,6 +65,9 @@ class FillOutcome:
 FillFunction = Callable[[FillAction], FillOutcome]
 
 
+NEVER_FINISHED = "not filled: the scan log has no SCAN FINISHED for it (stopped, or M&C crashed?)"
+
+
 @dataclass
 class DaemonStatus:
     """What ``obsflow online status`` shows; saved after every change."""
@@ -82,6 +85,7 @@ class DaemonStatus:
     failures: list[dict[str, object]] = field(default_factory=list)
     project_failures: list[dict[str, object]] = field(default_factory=list)  # a whole project cannot be filled
     poll_s: float = 1.0  # an idle daemon saves this status every poll: `online status` tells an old one
+    never_finished: list[dict[str, object]] = field(default_factory=list)  # scans the log never finished
 
 
 class Daemon:
@@ -115,6 +119,7 @@ class Daemon:
         self._project_problems: dict[str, ProjectProblem] = {}  # output files that cannot be read
         self._tries: dict[tuple[str, ScanKey], int] = {}  # failed fills per scan by this run (not restored ones)
         self._unwritable: set[str] = set()  # the status or logs whose failed write was logged (once, not per poll)
+        self._told_never_finished: set[tuple[str, ScanKey]] = set()
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -200,6 +205,22 @@ class Daemon:
         return [f"{name} scan {key.scan}: {failure.last_error}" for name, state in self.engine.projects.items()
                 for key, failure in state.failures.items() if failure.given_up]  # fmt: skip
 
+    def never_finished(self) -> list[str]:
+        """One line per scan the log never finished (a later scan started), so never filled."""
+        return [f"{entry['project']} scan {entry['scan']}: {NEVER_FINISHED}" for entry in self.status.never_finished]
+
+    def _tell_never_finished(self) -> None:
+        """Log each scan found never finished once, and list them all in the status (the engine is the truth)."""
+        entries = []
+        for name, state in self.engine.projects.items():
+            for key, later in state.never_finished.items():
+                entries.append({"project": name, "scan": key.scan, "timestamp": key.timestamp, "later_scan": later.scan})
+                if (name, key) not in self._told_never_finished:
+                    self._told_never_finished.add((name, key))
+                    log.warning("%s scan %d (%s): %s (scan %d started after it)", name, key.scan, key.timestamp,
+                                NEVER_FINISHED, later.scan)  # fmt: skip
+        self.status.never_finished = entries
+
     def _idle_activity(self) -> str:
         if not self._project_problems:
             return "idle"
@@ -230,6 +251,7 @@ class Daemon:
             self.engine.observe(event)
             if event.kind == "project":
                 self._service_log("project", project=event.project)
+        self._tell_never_finished()
         self._learn_filled_scans()
         self.status.active_project = self.engine.active_project
         actions = self.engine.next_actions(time.time())

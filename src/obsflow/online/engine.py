@@ -53,6 +53,9 @@ class ProjectState:
     ended_at: dict[ScanKey, float] = field(default_factory=dict)  # when each scan ended, for the lag
     seen_finished_at: dict[ScanKey, float] = field(default_factory=dict)  # when its end was seen
     last_filled: ScanKey | None = None
+    # Scans that will never be filled: the log has no SCAN FINISHED for them, and a later scan
+    # started (the telescope stopped them, or M&C crashed); each maps to that later scan.
+    never_finished: dict[ScanKey, ScanKey] = field(default_factory=dict)
 
 
 class Engine:
@@ -76,8 +79,11 @@ class Engine:
             self.active_project = event.project
             self.project_changes.append((event.seen_at, event.project))
         if event.kind == "started":
+            if state.started not in (None, event.key) and state.started not in state.finished:
+                state.never_finished[state.started] = event.key  # type: ignore[index]
             state.started = event.key
         elif event.kind == "finished":
+            state.never_finished.pop(event.key, None)  # late, but finished after all
             if event.key not in state.finished:
                 state.finished[event.key] = event.backends
                 state.last_finished_at = event.seen_at

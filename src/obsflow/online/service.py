@@ -140,12 +140,17 @@ def build_daemon(
 def run_daemon(max_seconds: float | None = None, until_idle: bool = False, **kwargs: object) -> Daemon:
     """Build and run the daemon until stopped; return it (for its status).
 
-    A catch-up run (``until_idle``) that skipped scans raises :class:`ScansSkipped` (exit 1), naming them.
+    A catch-up run (``until_idle``) that skipped scans, or found scans the log never finished, raises
+    :class:`ScansSkipped` (exit 1), naming them.
     """
     daemon = build_daemon(**kwargs)  # type: ignore[arg-type]
     daemon.run(max_seconds=max_seconds, until_idle=until_idle)
     skipped = daemon.given_up() if until_idle else []
-    if skipped:
-        raise ScansSkipped(f"finished, but skipped {len(skipped)} scan{'s' if len(skipped) != 1 else ''} whose raw "
-                           "data kept failing (fill them by hand with obsflow fill): " + "; ".join(skipped))
+    unfinished = daemon.never_finished() if until_idle else []
+    if skipped or unfinished:
+        what = [f"skipped {len(skipped)} scan{'s' if len(skipped) != 1 else ''} whose raw data kept failing (fill "
+                "them by hand with obsflow fill): " + "; ".join(skipped)] if skipped else []  # fmt: skip
+        what += [f"{len(unfinished)} scan{'s' if len(unfinished) != 1 else ''} never finished: "
+                 + "; ".join(unfinished)] if unfinished else []  # fmt: skip
+        raise ScansSkipped("finished, but " + "; ".join(what))
     return daemon

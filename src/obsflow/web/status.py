@@ -283,6 +283,12 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
             "attempts": failure.get("attempts"), "given_up": bool(failure.get("given_up")),
             "retry_at": failure.get("retry_at"), "last_error": redactor.clean(failure.get("last_error")),
         })  # fmt: skip
+    for entry in data.get("never_finished", []):  # never filled: the log has no SCAN FINISHED for it
+        out["failures"].append({
+            "project": entry.get("project"), "scan": entry.get("scan"), "timestamp": entry.get("timestamp"),
+            "attempts": 0, "given_up": True, "retry_at": None,
+            "last_error": f"never finished (scan {entry.get('later_scan')} started after it): not filled",
+        })  # fmt: skip
     for problem in data.get("project_failures", []):  # the project's files cannot be read: all its scans wait
         out["failures"].append({
             "project": problem.get("project"), "scan": f"{problem.get('pending')} waiting", "timestamp": None,
