@@ -60,7 +60,14 @@ class PathEscapeError(InputError):
 
 
 class LockError(ObsflowError):
-    """A lock is held by someone else and did not come free in time."""
+    """A lock is held by someone else and did not come free in time.
+
+    ``holder``: who holds it, as the lock file says (for a caller that states its own wait).
+    """
+
+    def __init__(self, what: str, where: str | Path | None = None, holder: str | None = None) -> None:
+        super().__init__(what, where)
+        self.holder = holder
 
 
 class TransportError(ObsflowError):

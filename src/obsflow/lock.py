@@ -23,7 +23,9 @@ from pathlib import Path
 from obsflow.atomic import fsync_dir
 from obsflow.errors import LockError, OutputError
 
-__all__ = ["LockInfo", "flocked", "held", "is_locked", "live_locks", "locks_in", "read_lock", "take_lock"]
+__all__ = [
+    "LockInfo", "flocked", "held", "is_locked", "live_locks", "lock_held", "locks_in", "read_lock", "take_lock",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,11 @@ def _create_or_fail(path: Path, info: LockInfo) -> bool:
         raise OutputError(f"cannot create lock: {err.strerror or err}", path) from err
 
 
+def lock_held(holder: str, waited_s: float) -> str:
+    """The one line for a lock that did not come free: who holds it, how long it was waited for."""
+    return f"lock held by {holder}; gave up after {waited_s:g} s"
+
+
 def take_lock(
     locks_dir: Path,
     name: str,
@@ -196,7 +203,7 @@ def take_lock(
             continue
         if time.monotonic() >= deadline:
             who = holder.describe() if holder else "unknown holder"
-            raise LockError(f"lock held by {who}; gave up after {timeout_s:g} s", path)
+            raise LockError(lock_held(who, timeout_s), path, holder=who)
         time.sleep(poll_s)
 
 

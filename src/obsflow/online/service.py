@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from obsflow.errors import EXIT_FINDINGS, InputError, LockError, ObsflowError
-from obsflow.lock import is_locked
+from obsflow.lock import is_locked, lock_held
 from obsflow.online import raw
 from obsflow.online.daemon import Daemon, FillOutcome, read_status
 from obsflow.online.engine import FillAction
@@ -61,8 +60,8 @@ def _when_lock_free(
         except LockError as err:
             if stop_requested() or time.monotonic() >= deadline:
                 # The last slice's own timeout is not the wait: say how long it was in all.
-                what = re.sub(r"gave up after [0-9.e+-]+ s$", f"gave up after {time.monotonic() - began:.1f} s", err.what)
-                raise LockError(what, err.where) from err
+                waited = round(time.monotonic() - began, 1)
+                raise LockError(lock_held(err.holder or "unknown holder", waited), err.where, err.holder) from err
 
 
 def _quicklook(layout: OutputLayout, action: FillAction, outcome: FillOutcome) -> None:
