@@ -49,6 +49,7 @@ def test_date_accepts_both_spellings(small_site, capsys) -> None:
     ("args", "message"),
     [
         (["-d", "2016-02-30"], "not a date: '2016-02-30'"),
+        (["-d", ""], "not a date: ''"),  # -d "$NIGHT" with NIGHT unset: not the whole window
         (["-i", "nosuch"], "unknown instrument 'nosuch'"),
         (["--hop", "suth:nowhere"], "unknown hop 'suth:nowhere'"),
     ],
