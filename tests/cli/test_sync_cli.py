@@ -50,6 +50,8 @@ def test_date_accepts_both_spellings(small_site, capsys) -> None:
     [
         (["-d", "2016-02-30"], "not a date: '2016-02-30'"),
         (["-d", ""], "not a date: ''"),  # -d "$NIGHT" with NIGHT unset: not the whole window
+        (["-d", "00010101", "--days", "5"], "the 5-night window ending 0001-01-01 leaves the calendar"),
+        (["-d", "99991231"], "leaves the calendar"),
         (["-i", "nosuch"], "unknown instrument 'nosuch'"),
         (["--hop", "suth:nowhere"], "unknown hop 'suth:nowhere'"),
     ],
