@@ -128,3 +128,13 @@ def test_demo_with_local_folders_carries_every_product_and_exits_0(tmp_path) -> 
                              "--no-serve"], check=False, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "instruments:suth gbt: copied 5" in result.stdout and "suth:cape gbt: copied 5" in result.stdout
+
+
+def test_the_demo_says_when_its_commands_cannot_be_repeated_by_hand(night) -> None:
+    # "again by hand obsflow sync -c ..." failed with 'cannot reach host' once the demo's sshd had
+    # stopped, and nothing said why.
+    work, out, _ = night
+    done = subprocess.run([sys.executable, "-m", "obsflow", "sync", "-c", str(work / "obsflow.toml"), "-n"],
+                          check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "cannot reach host" in done.stdout
+    assert "only while a demo runs: `obsflow demo --local`" in out
