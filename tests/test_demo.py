@@ -119,3 +119,22 @@ def _removed_from_disk(work: Path) -> list[str]:
                 if upstream_has_it and not (dest / rel).exists():
                     missing.append(f"{inst.path}/{rel}")
     return missing
+
+
+def test_demo_with_local_folders_carries_every_product_and_exits_0(tmp_path) -> None:
+    # Without ssh the sync started within the products' settle time of the last fill: they were
+    # "still being written", never copied, and the demo exited 1.
+    result = subprocess.run([sys.executable, "-m", "obsflow", "demo", "--local", "--workdir", str(tmp_path / "night"),
+                             "--no-serve"], check=False, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "instruments:suth gbt: copied 5" in result.stdout and "suth:cape gbt: copied 5" in result.stdout
+
+
+def test_the_demo_says_when_its_commands_cannot_be_repeated_by_hand(night) -> None:
+    # "again by hand obsflow sync -c ..." failed with 'cannot reach host' once the demo's sshd had
+    # stopped, and nothing said why.
+    work, out, _ = night
+    done = subprocess.run([sys.executable, "-m", "obsflow", "sync", "-c", str(work / "obsflow.toml"), "-n"],
+                          check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "cannot reach host" in done.stdout
+    assert "only while a demo runs: `obsflow demo --local`" in out

@@ -49,6 +49,9 @@ def test_date_accepts_both_spellings(small_site, capsys) -> None:
     ("args", "message"),
     [
         (["-d", "2016-02-30"], "not a date: '2016-02-30'"),
+        (["-d", ""], "not a date: ''"),  # -d "$NIGHT" with NIGHT unset: not the whole window
+        (["-d", "00010101", "--days", "5"], "the 5-night window ending 0001-01-01 leaves the calendar"),
+        (["-d", "99991231"], "leaves the calendar"),
         (["-i", "nosuch"], "unknown instrument 'nosuch'"),
         (["--hop", "suth:nowhere"], "unknown hop 'suth:nowhere'"),
     ],
@@ -158,3 +161,21 @@ def test_days_beyond_ten_years_is_a_usage_error_not_a_crash(tmp_path, capsys) ->
     (tmp_path / "c.toml").write_text("")
     assert main(["sync", "-c", str(tmp_path / "c.toml"), "-n", "--days", "1000000"]) == 2
     assert "1000000 is not in the range 1<=x<=3660" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("[filler]\nout_root = 'sdfits'\n", "configured: nothing to "),  # the filler's config, by mistake
+        ("[instruments.sha]\nsource = 'inst/sha'\n[archives.suth]\nlocation = 'suth'\n", "no hops configured"),
+        ("[archives.suth]\nlocation = 'suth'\n[[hops]]\nfrom = 'instruments'\nto = 'suth'\n", "no instruments"),
+    ],
+)
+@pytest.mark.parametrize("command", ["sync", "verify"])
+def test_a_config_with_nothing_to_do_is_exit_2_not_success(tmp_path, capsys, text, what, command) -> None:
+    # `config check` accepts such a file; a nightly job that "succeeds" copying nothing must not.
+    (tmp_path / "suth").mkdir()
+    (tmp_path / "obsflow.toml").write_text(text)
+    assert main([command, "-c", str(tmp_path / "obsflow.toml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("obsflow: error: ") and what in err[0]

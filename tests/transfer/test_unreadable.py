@@ -168,3 +168,16 @@ def test_a_state_folder_this_user_cannot_enter_is_one_line_for_a_sync_and_a_dry_
             assert done.stderr.strip().splitlines() == [f"obsflow: error: {what}: Permission denied ({state}/{name})"]
     finally:
         state.chmod(0o755)
+
+
+def test_a_state_folder_the_account_cannot_make_is_named_as_such(tmp_path) -> None:
+    # as the obsflow account with state_dir = /var/lib/obsflow not made yet: the message named the
+    # run lock ("cannot take the run lock: Permission denied (.../sync.lock)"), not the folder
+    parent = tmp_path / "varlib"
+    parent.mkdir(mode=0o555)
+    config = tmp_path / "obsflow.toml"
+    config.write_text(f'state_dir = "{parent / "obsflow"}"\n[instruments.sha]\nsource = "{tmp_path}"\n'
+                      f'[archives.suth]\nlocation = "{tmp_path}/suth"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n')  # fmt: skip
+    done = obsflow_nocap("sync", "-c", str(config))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"obsflow: error: cannot create state folder: Permission denied ({parent / 'obsflow'})"

@@ -62,6 +62,8 @@ def command(workdir: Path, scans: int, speed: float, port: int, use_local: bool,
     click.echo(f"  status page       {server.url}")
     click.echo(f"  again by hand     obsflow sync -c {result.config}; obsflow verify -c {result.config}")
     click.echo(f"                    obsflow serve -c {result.config}")
+    if result.over_ssh:  # its hosts were the loopback sshd, which stopped with the night
+        click.echo("                    (over ssh only while a demo runs: `obsflow demo --local` writes a config for this)")
     if serve is None:
         serve = sys.stdin.isatty() and sys.stdout.isatty()
     try:

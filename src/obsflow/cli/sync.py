@@ -58,8 +58,9 @@ def command(
         from obsflow.transfer.plan import parse_date
         from obsflow.transfer.sync import SyncRequest, run_sync
 
+        # `is not None`: -d "$NIGHT" with NIGHT unset is a mistake, not a request for the whole window
         request = SyncRequest(
-            date=parse_date(date_text) if date_text else None, days=days, instrument=instrument, hop=hop,
+            date=parse_date(date_text) if date_text is not None else None, days=days, instrument=instrument, hop=hop,
             dry_run=dry_run,
         )  # fmt: skip
         fancy = is_terminal() and not as_json

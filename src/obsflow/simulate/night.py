@@ -32,6 +32,7 @@ MARKER = ".obsflow-demo"
 PROJECT = "AGBT26B_042_01"
 INSTRUMENTS = ("sha", "shd", "spupnic")
 ARCHIVE_PATHS = {"sha": "74in/sha", "shd": "40in/shd", "spupnic": "74in/spupnic"}
+PRODUCTS_SETTLE_S = 1  # settle_seconds of the SDFITS products in the demo's config
 
 
 @dataclass
@@ -91,7 +92,7 @@ def _config_text(work: Path, ssh_config: Path | None, port: int) -> str:
         'layout = "*"              # so the window picks files by modification time',
         'path = "gbt/sdfits"',
         'patterns = ["*.fits", "*.index"]',
-        "settle_seconds = 1        # a real site: minutes (see docs/transfer.md)",
+        f"settle_seconds = {PRODUCTS_SETTLE_S}        # a real site: minutes (see docs/transfer.md)",
         "grows = true              # a grown file replaces our own older copy, kept in .obsflow-superseded/",
         "keep_superseded_days = 14 # ... for two weeks",
         "",
@@ -159,6 +160,16 @@ def _observe_and_fill(work: Path, say: Callable[[str], None], scans: int, speed:
     return filled
 
 
+def _let_products_settle(out_root: Path) -> None:
+    """Wait until the last fill is older than the products' settle time.
+
+    Else the sync takes them for files still being written and the demo exits 1: with --local
+    it starts well within the second (over ssh, the handshakes used to hide the race).
+    """
+    newest = max((p.stat().st_mtime for p in out_root.rglob("*") if p.is_file()), default=0.0)
+    time.sleep(max(0.0, newest + PRODUCTS_SETTLE_S + 0.2 - time.time()))
+
+
 def _make_files_go_missing(work: Path, ssh: bool) -> list[str]:
     """Lose a few files downstream, as a disk or an operator would: verify must name them."""
     removed = []
@@ -209,6 +220,7 @@ def run_night(
         result.filled_scans = _observe_and_fill(work, say, scans, speed)
         say(f"2/5 instruments: {', '.join(INSTRUMENTS)} write CCD frames over {nights} nights")
         simulate_instruments(work / "instruments", list(INSTRUMENTS), nights=nights, end_date=date.today(), frames=3)
+        _let_products_settle(work / "sdfits")
         say("3/5 sync: the last 30 nights and the SDFITS products, instruments -> suth -> cape")
         result.sync_exit = obsflow_main(["sync", "--config", str(config)])
         result.removed = _make_files_go_missing(work, ssh_config is not None)

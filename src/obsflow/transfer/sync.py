@@ -123,6 +123,8 @@ def _connections(config: Config, request: SyncRequest, shell: Shell | None) -> I
 
 
 def _instruments(config: Config, wanted: str | None) -> list[str]:
+    if not config.instruments:  # else a config for the filler alone "succeeds" every night, copying nothing
+        raise UsageError("no instruments configured: nothing to sync", str(config.path))
     if wanted is None:
         return list(config.instruments)
     if wanted not in config.instruments:
@@ -132,6 +134,8 @@ def _instruments(config: Config, wanted: str | None) -> list[str]:
 
 
 def _hops(config: Config, wanted: str | None) -> list[Hop]:
+    if not config.hops:
+        raise UsageError("no hops configured: nothing to sync", str(config.path))
     if wanted is None:
         return list(config.hops)
     chosen = [hop for hop in config.hops if hop.label == wanted]

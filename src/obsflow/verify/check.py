@@ -117,6 +117,8 @@ def plan_pairs(config: Config, period: Period, hops: Sequence[str] = (), instrum
     chosen_hops = [known_hops[label] for label in dict.fromkeys(hops)] if hops else list(config.hops)
     if not chosen_hops:
         raise UsageError("no hops configured: nothing to verify", str(config.path))
+    if not config.instruments:  # else "OK: 0 files present", every morning
+        raise UsageError("no instruments configured: nothing to verify", str(config.path))
     pairs = []
     dates = period.dates
     for hop in chosen_hops:
