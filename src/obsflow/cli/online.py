@@ -14,7 +14,7 @@ from obsflow.errors import UsageError
 
 EXAMPLES = """\b
 Examples:
-  obsflow online --config /etc/obsflow.toml        settings from its [filler] table
+  obsflow online --config /etc/obsflow/filler.toml settings from its [filler] table
   obsflow online --raw-root /home/gbtdata --out-root /home/sdfits
   obsflow online --raw-root raw --out-root out --projects AGBT26A_001_01 --poll 0.2
   obsflow online status --out-root /home/sdfits
