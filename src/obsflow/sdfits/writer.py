@@ -147,15 +147,15 @@ def read_state(path: Path) -> SdfitsState:
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            primary, table, data_start, end = _walk_hdus(handle, size, path)
+            primary, table, data_start, end = _walk_hdus(handle, size, path)  # each header parsed once
     except FileNotFoundError as err:
         raise InputError("SDFITS file not found", path) from err
     except IsADirectoryError as err:
         raise InputError("SDFITS path is a folder, not a file", path) from err
     except OSError as err:
         raise InputError(f"cannot read SDFITS file: {err.strerror}", path) from err
-    header_start, cards = table
-    nrows, row_bytes, nchan = _check_table(cards, path)
+    header_start, cards, values = table
+    nrows, row_bytes, nchan = _check_table(values, path)
     if size < end:
         raise IntegrityError(
             f"SDFITS file is truncated: {size} bytes, its {nrows} rows need {end} (ends inside row "
@@ -164,8 +164,7 @@ def read_state(path: Path) -> SdfitsState:
         raise IntegrityError(
             f"SDFITS file has {size - end} bytes past its {nrows} rows (an interrupted append? recover it first)", path
         )
-    keywords = {name: value for name, value in (*_values(primary).items(), *_values(cards).items())
-                if name in FILE_KEYWORDS}  # fmt: skip
+    keywords = {name: value for name, value in (*primary.items(), *values.items()) if name in FILE_KEYWORDS}
     naxis2_index = next(i for i, c in enumerate(cards) if c[:8] == "NAXIS2  ")
     return SdfitsState(
         path=path, nrows=nrows, nchan=nchan, row_bytes=row_bytes, header_start=header_start, data_start=data_start,
@@ -173,20 +172,25 @@ def read_state(path: Path) -> SdfitsState:
     )  # fmt: skip
 
 
-def _walk_hdus(handle: BinaryIO, size: int, path: Path) -> tuple[list[str], tuple[int, list[str]], int, int]:
-    """(primary cards, (last HDU's header offset, its cards), its data start, where its padded data ends)."""
+def _walk_hdus(
+    handle: BinaryIO, size: int, path: Path
+) -> tuple[dict[str, object], tuple[int, list[str], dict[str, object]], int, int]:
+    """(primary header's values, (last HDU's header offset, its cards, their values), its data start,
+    where its padded data ends)."""
     if handle.read(9) != b"SIMPLE  =":
         raise InputError("not a FITS file", path)
-    primary, offset = _read_header(handle, 0, size, path)
-    offset += padded(_data_size(_values(primary), primary=True, path=path))
+    primary_cards, offset = _read_header(handle, 0, size, path)
+    primary = _values(primary_cards)
+    offset += padded(_data_size(primary, primary=True, path=path))
     if offset >= size:
         raise InputError(f"not an SDFITS file: no '{EXTNAME}' binary table", path)
     while True:
         cards, data_start = _read_header(handle, offset, size, path)
-        end = data_start + padded(_data_size(_values(cards), primary=False, path=path))
+        values = _values(cards)
+        end = data_start + padded(_data_size(values, primary=False, path=path))
         handle.seek(end)
         if end >= size or handle.read(8) != b"XTENSION":
-            return primary, (offset, cards), data_start, end
+            return primary, (offset, cards, values), data_start, end
         offset = end
 
 
@@ -260,9 +264,8 @@ def _data_size(values: Mapping[str, object], primary: bool, path: Path) -> int:
     return bytes_per * number("GCOUNT", 1) * (number("PCOUNT", 0) + count)
 
 
-def _check_table(cards: list[str], path: Path) -> tuple[int, int, int]:
-    """(NAXIS2, NAXIS1, nchan) of the last HDU, once it is known to be the filler's table."""
-    values = _values(cards)
+def _check_table(values: Mapping[str, object], path: Path) -> tuple[int, int, int]:
+    """(NAXIS2, NAXIS1, nchan) of the last HDU (its header's values), once it is known to be the filler's table."""
     if values.get("XTENSION") != "BINTABLE" or values.get("EXTNAME") != EXTNAME:
         raise InputError(f"not an SDFITS file: its last HDU is not a '{EXTNAME}' binary table", path)
     names = [values.get(f"TTYPE{n}") for n in range(1, len(COLUMNS) + 1)]
