@@ -401,3 +401,26 @@ def test_a_scan_the_log_never_finished_is_reported_not_silently_left(roots, capl
     assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle"]) == 1
     err = capsys.readouterr().err
     assert "1 scan never finished" in err and f"{PROJECT} scan 1:" in err and "scan 3" not in err
+
+
+def test_status_does_not_warn_while_the_daemon_waits_for_an_offline_fill_to_read_a_project(roots, capsys):
+    # Found by review: a new project whose lock an offline `obsflow fill` held kept the daemon reading which
+    # of its scans are filled for the lock timeout (60 s) with the status "idle" and unsaved, and `online
+    # status` said "WARNING: status not saved ...: the daemon cannot write ... (read-only or full disk?)".
+    raw, out = roots
+    sim = _telescope(raw, 1)
+    OutputLayout(out).locks_dir.mkdir(parents=True)
+    lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")
+    daemon = subprocess.Popen([sys.executable, "-m", "obsflow", "online", "--raw-root", str(raw), "--out-root",
+                               str(out), "--poll", "0.05"], stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        time.sleep(1.0)
+        _observe(sim)
+        time.sleep(3.5)  # past the 2 s after which an idle daemon's status counts as unsaved
+        assert main(["online", "status", "--out-root", str(out)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert f"reading which scans of {PROJECT} are filled" in lines[0] and "WARNING" not in lines[1], lines
+    finally:
+        release_lock(lock)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)

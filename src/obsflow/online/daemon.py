@@ -281,6 +281,9 @@ class Daemon:
             problem = self._project_problems.get(project)
             if problem is not None and problem.retry_at > now:
                 continue
+            # Saved first: this may wait for the project's lock (an offline fill) for the lock timeout.
+            self.status.activity = f"reading which scans of {project} are filled"
+            self._save_status()
             try:
                 self.engine.already_filled(project, self.filled_scans(project))
             except ObsflowError as err:  # its lock is busy, a file is damaged: ask again later
