@@ -424,3 +424,21 @@ def test_status_does_not_warn_while_the_daemon_waits_for_an_offline_fill_to_read
         release_lock(lock)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
+
+
+def test_a_scan_left_unfinished_when_the_telescope_went_on_with_another_project_is_reported(roots, capsys):
+    # Found by review: the check looked within one project only. Scan 1 of one project started and never
+    # finished, then the next project observed: nothing said, `--until-idle` exited 0, scan 1 never filled.
+    raw, out = roots
+    first, other = _telescope(raw, 1), _telescope(raw, 2, project="AGBT26A_301_01",
+                                                  start=datetime(2026, 11, 21, 6, tzinfo=UTC))  # fmt: skip
+    first.start_scan(first.plans[0])  # no SCAN FINISHED ever comes for it
+    _observe(other, other.plans[:1])
+    other.start_scan(other.plans[1])  # in progress: not reported, though the other log is read first below
+    os.utime(raw / PROJECT / "ScanLog.fits")  # the newest log: read last at a restart
+    assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle"]) == 1
+    err = capsys.readouterr().err
+    assert f"1 scan never finished: {PROJECT} scan 1:" in err and "AGBT26A_301_01 scan" not in err
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    (shown,) = [line for line in capsys.readouterr().out.splitlines() if "NEVER FINISHED" in line]
+    assert f"{PROJECT} scan 1 " in shown and " of AGBT26A_301_01 started after it)" in shown
