@@ -179,3 +179,17 @@ def test_a_config_with_nothing_to_do_is_exit_2_not_success(tmp_path, capsys, tex
     assert main([command, "-c", str(tmp_path / "obsflow.toml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("obsflow: error: ") and what in err[0]
+
+
+def test_a_window_on_the_first_day_of_the_calendar_is_a_usage_error_for_an_undated_layout(tmp_path, capsys) -> None:
+    # Found by review: `-d 00010101` (one night) passed the calendar check, and the window of the filler's
+    # products (layout "*") as unix time failed: "internal error: ValueError: year 0 is out of range".
+    (tmp_path / "gbt").mkdir()
+    (tmp_path / "obsflow.toml").write_text(f'state_dir = "{tmp_path}/state"\n[instruments.gbt]\nsource = '
+                                           f'"{tmp_path}/gbt"\nlayout = "*"\n[archives.suth]\nlocation = '
+                                           f'"{tmp_path}/suth"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n')  # fmt: skip
+    (tmp_path / "suth").mkdir()
+    assert main(["sync", "-c", str(tmp_path / "obsflow.toml"), "-n", "-d", "00010101"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["obsflow: error: the 1-night window ending 0001-01-01 leaves the calendar (years 1 to 9999) (-d)"]
+    assert main(["sync", "-c", str(tmp_path / "obsflow.toml"), "-n", "-d", "00010102"]) == 0

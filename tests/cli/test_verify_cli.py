@@ -236,3 +236,22 @@ def test_verify_since_1980_over_ssh_lists_every_night_in_one_round_trip(sshd, tm
     by_hop = {folder["hop"]: folder for folder in report["folders"]}
     assert by_hop["instruments:suth"]["status"] == "ok" and by_hop["instruments:suth"]["matched"] == 5  # with the night before the period
     assert by_hop["suth:cape"]["missing"] == [world.files["sha"][1]]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--since", "00010101", "--until", "00010105"], "the period 0001-01-01 .. 0001-01-05 leaves the calendar"),
+        (["--months", "0001-01"], "the period 0001-01-01 .. 0001-01-31 leaves the calendar"),
+        (["--since", "99991201", "--until", "99991231"], "the period 9999-12-01 .. 9999-12-31 leaves the calendar"),
+    ],
+)
+def test_a_period_at_the_ends_of_the_calendar_is_a_usage_error_for_an_undated_layout(tmp_path, capsys, extra, message):
+    # Found by review (sync had just been fixed for this): the window of an undated layout (the filler's
+    # products) as unix time failed with "internal error: ValueError: year 0 is out of range" or OverflowError.
+    config = tmp_path / "obsflow.toml"
+    config.write_text('[instruments.gbt]\nsource = "/x"\nlayout = "*"\n[archives.suth]\nlocation = "/y"\n'
+                      '[[hops]]\nfrom = "instruments"\nto = "suth"\n')  # fmt: skip
+    assert main(["verify", "-c", str(config), "--dry-run", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"obsflow: error: {message}") and err.count("\n") == 1

@@ -401,3 +401,44 @@ def test_a_scan_the_log_never_finished_is_reported_not_silently_left(roots, capl
     assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle"]) == 1
     err = capsys.readouterr().err
     assert "1 scan never finished" in err and f"{PROJECT} scan 1:" in err and "scan 3" not in err
+
+
+def test_status_does_not_warn_while_the_daemon_waits_for_an_offline_fill_to_read_a_project(roots, capsys):
+    # Found by review: a new project whose lock an offline `obsflow fill` held kept the daemon reading which
+    # of its scans are filled for the lock timeout (60 s) with the status "idle" and unsaved, and `online
+    # status` said "WARNING: status not saved ...: the daemon cannot write ... (read-only or full disk?)".
+    raw, out = roots
+    sim = _telescope(raw, 1)
+    OutputLayout(out).locks_dir.mkdir(parents=True)
+    lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")
+    daemon = subprocess.Popen([sys.executable, "-m", "obsflow", "online", "--raw-root", str(raw), "--out-root",
+                               str(out), "--poll", "0.05"], stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        time.sleep(1.0)
+        _observe(sim)
+        time.sleep(3.5)  # past the 2 s after which an idle daemon's status counts as unsaved
+        assert main(["online", "status", "--out-root", str(out)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert f"reading which scans of {PROJECT} are filled" in lines[0] and "WARNING" not in lines[1], lines
+    finally:
+        release_lock(lock)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+
+
+def test_a_scan_left_unfinished_when_the_telescope_went_on_with_another_project_is_reported(roots, capsys):
+    # Found by review: the check looked within one project only. Scan 1 of one project started and never
+    # finished, then the next project observed: nothing said, `--until-idle` exited 0, scan 1 never filled.
+    raw, out = roots
+    first, other = _telescope(raw, 1), _telescope(raw, 2, project="AGBT26A_301_01",
+                                                  start=datetime(2026, 11, 21, 6, tzinfo=UTC))  # fmt: skip
+    first.start_scan(first.plans[0])  # no SCAN FINISHED ever comes for it
+    _observe(other, other.plans[:1])
+    other.start_scan(other.plans[1])  # in progress: not reported, though the other log is read first below
+    os.utime(raw / PROJECT / "ScanLog.fits")  # the newest log: read last at a restart
+    assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle"]) == 1
+    err = capsys.readouterr().err
+    assert f"1 scan never finished: {PROJECT} scan 1:" in err and "AGBT26A_301_01 scan" not in err
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    (shown,) = [line for line in capsys.readouterr().out.splitlines() if "NEVER FINISHED" in line]
+    assert f"{PROJECT} scan 1 " in shown and " of AGBT26A_301_01 started after it)" in shown

@@ -148,15 +148,17 @@ def _daemon_running(locks_dir: Path, data: dict[str, object]) -> tuple[bool, boo
 
 STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
 STALE_MIN_S = 2.0
+BUSY = ("filling", "reading which scans")  # the daemon's activities that keep one status while they last
 
 
 def _unsaved_for(data: dict[str, object]) -> float | None:
     """Seconds a running, idle daemon has not saved its status (output read-only or full, or hung), else None.
 
-    A fill may hold one status for long ("filling ..."); an idle daemon saves it at every poll.
+    A fill may hold one status for long ("filling ...", "reading which scans ...": both may wait for
+    a project's lock); an idle daemon saves it at every poll.
     """
     last_poll, activity = data.get("last_poll"), str(data.get("activity", ""))
-    if not data.get("running") or not isinstance(last_poll, (int, float)) or activity.startswith("filling"):
+    if not data.get("running") or not isinstance(last_poll, (int, float)) or activity.startswith(BUSY):
         return None
     age = time.time() - last_poll
     poll_s = data.get("poll_s")
@@ -202,7 +204,7 @@ def _print_status(data: dict[str, object]) -> None:
     for problem in data.get("project_failures") or []:  # type: ignore[union-attr]
         click.echo(f"  STALLED: {problem['project']}, {problem['pending']} scan(s) waiting: {problem['last_error']}")
     for entry in data.get("never_finished") or []:  # type: ignore[union-attr]
-        from obsflow.online.daemon import NEVER_FINISHED
+        from obsflow.online.daemon import NEVER_FINISHED, later_scan
 
         click.echo(f"  NEVER FINISHED: {entry['project']} scan {entry['scan']} ({entry['timestamp']}): {NEVER_FINISHED} "
-                   f"(scan {entry['later_scan']} started after it)")  # fmt: skip
+                   f"({later_scan(entry)} started after it)")  # fmt: skip

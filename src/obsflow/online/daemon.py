@@ -29,7 +29,7 @@ from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
 
-__all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "read_status"]
+__all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "later_scan", "read_status"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,12 @@ FillFunction = Callable[[FillAction], FillOutcome]
 
 
 NEVER_FINISHED = "not filled: the scan log has no SCAN FINISHED for it (stopped, or M&C crashed?)"
+
+
+def later_scan(entry: dict[str, object]) -> str:
+    """The scan that started after a never-finished one, as a status entry names it: ``scan 2``, or ``scan 1 of P``."""
+    project = entry.get("later_project")
+    return f"scan {entry.get('later_scan')}" + (f" of {project}" if project else "")
 
 
 @dataclass
@@ -213,12 +219,15 @@ class Daemon:
         """Log each scan found never finished once, and list them all in the status (the engine is the truth)."""
         entries = []
         for name, state in self.engine.projects.items():
-            for key, later in state.never_finished.items():
-                entries.append({"project": name, "scan": key.scan, "timestamp": key.timestamp, "later_scan": later.scan})
+            for key, (later_project, later) in state.never_finished.items():
+                entry = {"project": name, "scan": key.scan, "timestamp": key.timestamp, "later_scan": later.scan}
+                if later_project != name:
+                    entry["later_project"] = later_project
+                entries.append(entry)
                 if (name, key) not in self._told_never_finished:
                     self._told_never_finished.add((name, key))
-                    log.warning("%s scan %d (%s): %s (scan %d started after it)", name, key.scan, key.timestamp,
-                                NEVER_FINISHED, later.scan)  # fmt: skip
+                    log.warning("%s scan %d (%s): %s (%s started after it)", name, key.scan, key.timestamp,
+                                NEVER_FINISHED, later_scan(entry))  # fmt: skip
         self.status.never_finished = entries
 
     def _idle_activity(self) -> str:
@@ -281,6 +290,9 @@ class Daemon:
             problem = self._project_problems.get(project)
             if problem is not None and problem.retry_at > now:
                 continue
+            # Saved first: this may wait for the project's lock (an offline fill) for the lock timeout.
+            self.status.activity = f"reading which scans of {project} are filled"
+            self._save_status()
             try:
                 self.engine.already_filled(project, self.filled_scans(project))
             except ObsflowError as err:  # its lock is busy, a file is damaged: ask again later

@@ -54,8 +54,10 @@ class ProjectState:
     seen_finished_at: dict[ScanKey, float] = field(default_factory=dict)  # when its end was seen
     last_filled: ScanKey | None = None
     # Scans that will never be filled: the log has no SCAN FINISHED for them, and a later scan
-    # started (the telescope stopped them, or M&C crashed); each maps to that later scan.
-    never_finished: dict[ScanKey, ScanKey] = field(default_factory=dict)
+    # started (the telescope stopped them, or M&C crashed); each maps to that later scan's
+    # project and key (another project's, when the telescope went on with another project).
+    never_finished: dict[ScanKey, tuple[str, ScanKey]] = field(default_factory=dict)
+    latest_started: ScanKey | None = None  # the scan that started last, by its start timestamp
 
 
 class Engine:
@@ -80,8 +82,9 @@ class Engine:
             self.project_changes.append((event.seen_at, event.project))
         if event.kind == "started":
             if state.started not in (None, event.key) and state.started not in state.finished:
-                state.never_finished[state.started] = event.key  # type: ignore[index]
+                state.never_finished[state.started] = (event.project, event.key)  # type: ignore[index]
             state.started = event.key
+            self._stopped_by(event)
         elif event.kind == "finished":
             state.never_finished.pop(event.key, None)  # late, but finished after all
             if event.key not in state.finished:
@@ -91,6 +94,25 @@ class Engine:
                 state.seen_finished_at[event.key] = event.seen_at
             if state.started == event.key:
                 state.started = None
+
+    def _stopped_by(self, event: ScanEvent) -> None:
+        """Across projects, a scan that started before another project's never finishes: one telescope.
+
+        By the start timestamps, not the order of events: at a restart each project's log is read
+        whole, the oldest log first, so one project's scans may come after a later one's.
+        """
+        state, key = self.project(event.project), event.key
+        for name, other in self.projects.items():
+            if name == event.project:
+                continue
+            started, latest = other.started, other.latest_started
+            if started is not None and started not in other.finished and "" < started.timestamp < key.timestamp:
+                other.never_finished[started] = (event.project, key)
+                other.started = None
+            if latest is not None and "" < key.timestamp < latest.timestamp and key not in state.finished:
+                state.never_finished[key] = (name, latest)  # a late FINISHED still takes it back
+        if state.latest_started is None or key.timestamp > state.latest_started.timestamp:
+            state.latest_started = key
 
     def unknown_filled(self) -> list[str]:
         """Projects with finished scans whose output files have not been read yet."""

@@ -44,8 +44,9 @@ def window_dates(end: date, days: int) -> list[date]:
     if days < 1:
         raise UsageError(f"--days must be at least 1, not {days}", "--days")
     # a typo such as 00010101 must be a usage error, not date arithmetic's OverflowError; the
-    # day after ``end`` is needed too (an undated layout's window ends at the next midnight)
-    if (end - date.min).days < days - 1 or end == date.max:
+    # day after ``end`` is needed too (an undated layout's window ends at the next midnight), and
+    # the day before the first (its first midnight as unix time looks a day back: "year 0")
+    if (end - date.min).days < days or end == date.max:
         raise UsageError(f"the {days}-night window ending {end.isoformat()} leaves the calendar (years 1 to 9999)", "-d")
     return [end - timedelta(days=back) for back in range(days - 1, -1, -1)]
 

@@ -65,7 +65,7 @@ def months_period(words: Sequence[str], today: date) -> Period:
     last = min(end, today)
     if last < firsts[0]:
         raise UsageError(f"{firsts[0]:%Y-%m} lies in the future", "--months")
-    return Period(firsts[0], last)
+    return _in_calendar(Period(firsts[0], last), "--months")
 
 
 def range_period(since: date, until: date | None, today: date) -> Period:
@@ -73,4 +73,12 @@ def range_period(since: date, until: date | None, today: date) -> Period:
     last = until or today
     if last < since:
         raise UsageError(f"--until {last.isoformat()} is before --since {since.isoformat()}", "--since")
-    return Period(since, last)
+    return _in_calendar(Period(since, last), "--since")
+
+
+def _in_calendar(period: Period, option: str) -> Period:
+    """``period``, if the days around it are dates too: an undated layout's window runs from the first
+    day's midnight (as unix time, a day back is looked at) to the midnight after the last."""
+    if period.first == date.min or period.last == date.max:
+        raise UsageError(f"the period {period} leaves the calendar (years 1 to 9999)", option)
+    return period

@@ -27,7 +27,7 @@ from typing import Any
 from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
 from obsflow.lock import is_locked
-from obsflow.online.daemon import DAEMON_LOCK
+from obsflow.online.daemon import DAEMON_LOCK, later_scan
 from obsflow.online.layout import OutputLayout
 from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
@@ -287,7 +287,7 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
         out["failures"].append({
             "project": entry.get("project"), "scan": entry.get("scan"), "timestamp": entry.get("timestamp"),
             "attempts": 0, "given_up": True, "retry_at": None,
-            "last_error": f"never finished (scan {entry.get('later_scan')} started after it): not filled",
+            "last_error": f"never finished ({later_scan(entry)} started after it): not filled",
         })  # fmt: skip
     for problem in data.get("project_failures", []):  # the project's files cannot be read: all its scans wait
         out["failures"].append({
