@@ -86,3 +86,35 @@ def test_an_accented_name_is_copied_and_hashed_under_the_c_locale_of_cron(tmp_pa
     hops = json.loads(capsys.readouterr().out)["hops"]
     assert [(h["copied_files"], h["conflict_files"], h["present"]) for h in hops] == [([], [], 1), ([], [], 1)]
     assert main(["verify", "-c", str(config), "--checksum", "--rehash"]) == 0
+
+
+def test_a_file_dated_before_1970_with_a_fraction_of_a_second_is_copied_and_kept(tmp_path: Path, sshd,
+                                                                                 capsys) -> None:  # fmt: skip
+    """rsync's %M prints the whole second below the mtime (time_t); before 1970 int() rounds the other way,
+    and the copy was taken for one the source changed during the copy: removed again, every night."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    folder = tmp_path / "sha" / night
+    folder.mkdir(parents=True)
+    frame = folder / "SHA_0001.fits"
+    frame.write_bytes(b"frame")
+    os.utime(frame, ns=(-31_535_999_500_000_000,) * 2)  # 1969-01-01 00:00:00.5 UTC
+    suth, cape = tmp_path / "suth", tmp_path / "cape"
+    suth.mkdir(), cape.mkdir()
+    config = ssh_config(
+        tmp_path,
+        sshd,
+        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
+    )
+    rel = f"{night}/SHA_0001.fits"
+
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    hops = json.loads(capsys.readouterr().out)["hops"]
+    assert [(h["copied_files"], h["in_flight_files"]) for h in hops] == [([rel], []), ([rel], [])]
+    for archive in (suth, cape):
+        assert (archive / "sha" / rel).read_bytes() == b"frame"
+        assert (archive / "sha" / rel).stat().st_mtime_ns == -31_535_999_500_000_000
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    assert [h["present"] for h in json.loads(capsys.readouterr().out)["hops"]] == [1, 1]
+    assert main(["verify", "-c", str(config), "--checksum"]) == 0
