@@ -156,3 +156,29 @@ def test_a_file_dated_far_in_the_future_is_copied_not_waited_for_past_the_window
     assert main(["verify", "-c", str(config), "--json"]) == 1
     missing = [f["missing"] for f in json.loads(capsys.readouterr().out)["folders"]]
     assert missing == [[], [rel]]
+
+
+def test_a_name_with_a_backslash_is_refused_for_what_it_is_not_as_escaping_its_root(tmp_path: Path, sshd,
+                                                                                     capsys) -> None:  # fmt: skip
+    """A backslash is an ordinary byte of a POSIX name: it cannot lead out of a root, and saying so sent
+    the operator looking for an attack; the refusal names the backslash."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    folder = tmp_path / "sha" / night
+    folder.mkdir(parents=True)
+    settled = time.time() - 3600
+    for name in ("SHA_back\\slash.fits", "SHA_0001.fits"):
+        (folder / name).write_bytes(b"frame")
+        os.utime(folder / name, (settled, settled))
+    (tmp_path / "suth").mkdir()
+    config = ssh_config(
+        tmp_path,
+        sshd,
+        f'[instruments.sha]\nsource = "sha.test:{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n',
+    )
+
+    assert main(["sync", "-c", str(config), "--json"]) == 1
+    (hop,) = json.loads(capsys.readouterr().out)["hops"]
+    assert hop["copied_files"] == [f"{night}/SHA_0001.fits"]
+    reason = "name holds a backslash: not copied (rename it at the source)"
+    assert hop["refused_files"] == [{"path": f"{night}/SHA_back\\slash.fits", "reason": reason}]

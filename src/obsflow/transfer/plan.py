@@ -18,11 +18,11 @@ from datetime import date, datetime, timedelta
 
 from obsflow.config import UNDATED, WHOLE_ROOT
 from obsflow.errors import UsageError
-from obsflow.transfer.listing import FileStat, is_utf8_name, printable_name, unsafe_relpaths
+from obsflow.transfer.listing import FileStat, is_safe_relpath, is_utf8_name, printable_name, unsafe_relpaths
 
 __all__ = [
-    "CLOCK_AHEAD_S", "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within", "parse_date", "plan_copy", "take_grown",
-    "window_dates",
+    "CLOCK_AHEAD_S", "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within", "parse_date",
+    "plan_copy", "take_grown", "window_dates",
 ]  # fmt: skip
 
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
@@ -182,6 +182,8 @@ def _refusal(path: str, st: FileStat, unsafe: bool) -> str:
     if st.kind == "f" and not unsafe:
         return ""  # the common case, decided first
     if unsafe:
+        if "\\" in path and is_safe_relpath(path.replace("\\", "_")):  # refused, but it leads nowhere
+            return "name holds a backslash: not copied (rename it at the source)"
         return "path escapes its root"
     if st.kind == "l":
         if posixpath.isabs(st.target):
