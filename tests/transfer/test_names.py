@@ -86,3 +86,99 @@ def test_an_accented_name_is_copied_and_hashed_under_the_c_locale_of_cron(tmp_pa
     hops = json.loads(capsys.readouterr().out)["hops"]
     assert [(h["copied_files"], h["conflict_files"], h["present"]) for h in hops] == [([], [], 1), ([], [], 1)]
     assert main(["verify", "-c", str(config), "--checksum", "--rehash"]) == 0
+
+
+def test_a_file_dated_before_1970_with_a_fraction_of_a_second_is_copied_and_kept(tmp_path: Path, sshd,
+                                                                                 capsys) -> None:  # fmt: skip
+    """rsync's %M prints the whole second below the mtime (time_t); before 1970 int() rounds the other way,
+    and the copy was taken for one the source changed during the copy: removed again, every night."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    folder = tmp_path / "sha" / night
+    folder.mkdir(parents=True)
+    frame = folder / "SHA_0001.fits"
+    frame.write_bytes(b"frame")
+    os.utime(frame, ns=(-31_535_999_500_000_000,) * 2)  # 1969-01-01 00:00:00.5 UTC
+    suth, cape = tmp_path / "suth", tmp_path / "cape"
+    suth.mkdir(), cape.mkdir()
+    config = ssh_config(
+        tmp_path,
+        sshd,
+        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
+    )
+    rel = f"{night}/SHA_0001.fits"
+
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    hops = json.loads(capsys.readouterr().out)["hops"]
+    assert [(h["copied_files"], h["in_flight_files"]) for h in hops] == [([rel], []), ([rel], [])]
+    for archive in (suth, cape):
+        assert (archive / "sha" / rel).read_bytes() == b"frame"
+        assert (archive / "sha" / rel).stat().st_mtime_ns == -31_535_999_500_000_000
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    assert [h["present"] for h in json.loads(capsys.readouterr().out)["hops"]] == [1, 1]
+    assert main(["verify", "-c", str(config), "--checksum"]) == 0
+
+
+def test_a_file_dated_far_in_the_future_is_copied_not_waited_for_past_the_window(tmp_path: Path, sshd,
+                                                                                  capsys) -> None:  # fmt: skip
+    """A time set a year ahead (a camera's clock, cp -p from one) is no write under way: were it
+    "still being written" until then, its night would leave the window uncopied and verify would never
+    call it missing.  A file a few minutes ahead (a clock that runs a little fast) still waits."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    folder = tmp_path / "sha" / night
+    folder.mkdir(parents=True)
+    far, near = folder / "SHA_0001.fits", folder / "SHA_0002.fits"
+    far.write_bytes(b"frame one")
+    near.write_bytes(b"frame two")
+    os.utime(far, (time.time() + 365 * 86400,) * 2)
+    os.utime(near, (time.time() + 600,) * 2)
+    suth, cape = tmp_path / "suth", tmp_path / "cape"
+    suth.mkdir(), cape.mkdir()
+    config = ssh_config(
+        tmp_path,
+        sshd,
+        f'[instruments.sha]\nsource = "sha.test:{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
+    )
+    rel, waits = f"{night}/SHA_0001.fits", f"{night}/SHA_0002.fits"
+
+    assert main(["sync", "-c", str(config), "--json"]) == 1  # the one a few minutes ahead waits
+    hops = json.loads(capsys.readouterr().out)["hops"]
+    assert [(h["copied_files"], h["in_flight_files"]) for h in hops] == [([rel], [waits]), ([rel], [])]
+    assert (cape / "sha" / rel).read_bytes() == b"frame one"
+    assert main(["sync", "-c", str(config), "--json"]) == 1
+    assert [h["present"] for h in json.loads(capsys.readouterr().out)["hops"]] == [1, 1]
+    assert main(["verify", "-c", str(config), "--checksum"]) == 0
+    capsys.readouterr()
+    (cape / "sha" / rel).unlink()
+    assert main(["verify", "-c", str(config), "--json"]) == 1
+    missing = [f["missing"] for f in json.loads(capsys.readouterr().out)["folders"]]
+    assert missing == [[], [rel]]
+
+
+def test_a_name_with_a_backslash_is_refused_for_what_it_is_not_as_escaping_its_root(tmp_path: Path, sshd,
+                                                                                     capsys) -> None:  # fmt: skip
+    """A backslash is an ordinary byte of a POSIX name: it cannot lead out of a root, and saying so sent
+    the operator looking for an attack; the refusal names the backslash."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    folder = tmp_path / "sha" / night
+    folder.mkdir(parents=True)
+    settled = time.time() - 3600
+    for name in ("SHA_back\\slash.fits", "SHA_0001.fits"):
+        (folder / name).write_bytes(b"frame")
+        os.utime(folder / name, (settled, settled))
+    (tmp_path / "suth").mkdir()
+    config = ssh_config(
+        tmp_path,
+        sshd,
+        f'[instruments.sha]\nsource = "sha.test:{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n',
+    )
+
+    assert main(["sync", "-c", str(config), "--json"]) == 1
+    (hop,) = json.loads(capsys.readouterr().out)["hops"]
+    assert hop["copied_files"] == [f"{night}/SHA_0001.fits"]
+    reason = "name holds a backslash: not copied (rename it at the source)"
+    assert hop["refused_files"] == [{"path": f"{night}/SHA_back\\slash.fits", "reason": reason}]

@@ -348,7 +348,7 @@ def _accept(
     horizon = max(RECHECK_AFTER_S, 10 * job.settle_s)
     stale = [
         p for p, c in copied.items()
-        if c.size != planned[p].size or (same_clock and c.mtime_text != rsync_time_text(int(planned[p].mtime)))
+        if c.size != planned[p].size or (same_clock and c.mtime_text != rsync_time_text(planned[p].mtime))
     ]  # fmt: skip
     recheck = [p for p in copied if p not in stale and (not same_clock or source_time - planned[p].mtime < horizon)]
     if recheck:
@@ -414,7 +414,7 @@ def _confirmed(job: HopJob, result: RsyncResult, shell: Shell) -> RsyncResult:
     real = [
         c for c in result.copied
         if (st := there.get(c.path)) is not None and st.kind == "f" and st.size == c.size
-        and (not same_clock or rsync_time_text(int(st.mtime)) == c.mtime_text)
+        and (not same_clock or rsync_time_text(st.mtime) == c.mtime_text)
     ]  # fmt: skip
     if len(real) < len(result.copied):
         log.warning("%d file(s) reported by rsync did not reach %s", len(result.copied) - len(real), job.dest)

@@ -18,14 +18,19 @@ from datetime import date, datetime, timedelta
 
 from obsflow.config import UNDATED, WHOLE_ROOT
 from obsflow.errors import UsageError
-from obsflow.transfer.listing import FileStat, is_utf8_name, printable_name, unsafe_relpaths
+from obsflow.transfer.listing import FileStat, is_safe_relpath, is_utf8_name, printable_name, unsafe_relpaths
 
 __all__ = [
-    "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within", "parse_date", "plan_copy", "take_grown",
-    "window_dates",
+    "CLOCK_AHEAD_S", "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within", "parse_date",
+    "plan_copy", "take_grown", "window_dates",
 ]  # fmt: skip
 
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
+
+#: a file modified more than this far ahead of its host's clock is not being written now (its time was
+#: set: a camera's clock, ``cp -p``); it counts as settled, else it would wait until its night left the
+#: window and never be copied.  Less far ahead (a writer's clock a little fast) it is waited for.
+CLOCK_AHEAD_S = 86400.0
 
 
 def parse_date(text: str) -> date:
@@ -128,7 +133,7 @@ def plan_copy(
     hosts cannot make a fresh file look settled); ``locks`` are live filler lock names.
     """
     plan = HopPlan()
-    settled_before = source_time - settle_s
+    settled_before, set_ahead = source_time - settle_s, source_time + CLOCK_AHEAD_S
     dest_get = dest.get
     unsafe = unsafe_relpaths(source)
     for path in sorted(source):
@@ -141,7 +146,7 @@ def plan_copy(
             plan.refused.append(Refusal(path, reason))
         elif locks and any(part in locks for part in path.split("/")):
             plan.locked.append(path)
-        elif st.mtime > settled_before:
+        elif settled_before < st.mtime <= set_ahead:
             plan.in_flight.append(path)
         elif (other := dest_get(path)) is None:
             plan.copy[path] = st
@@ -178,6 +183,8 @@ def _refusal(path: str, st: FileStat, unsafe: bool) -> str:
     if st.kind == "f" and not unsafe:
         return ""  # the common case, decided first
     if unsafe:
+        if "\\" in path and is_safe_relpath(path.replace("\\", "_")):  # refused, but it leads nowhere
+            return "name holds a backslash: not copied (rename it at the source)"
         return "path escapes its root"
     if st.kind == "l":
         if posixpath.isabs(st.target):

@@ -26,6 +26,7 @@ ssh message) -> HostUnreachable; others -> TransportError.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shlex
@@ -244,9 +245,17 @@ def printed_name(raw: bytes) -> str:
     return os.fsdecode(raw)
 
 
+def rsync_time_text(mtime: float) -> str:
+    """An mtime as rsync's ``%M`` prints it, in this process's local time.
+
+    rsync prints the whole second at or below the mtime (its ``time_t``): before 1970 that is
+    not what ``int()`` gives (-0.5 s is 1969/12/31-23:59:59, not 1970/01/01-00:00:00).
+    """
+    return _time_text(math.floor(mtime))
+
+
 @lru_cache(maxsize=4096)
-def rsync_time_text(mtime_s: int) -> str:
-    """An mtime as rsync's ``%M`` prints it, in this process's local time."""
+def _time_text(mtime_s: int) -> str:
     return time.strftime("%Y/%m/%d-%H:%M:%S", time.localtime(mtime_s))
 
 

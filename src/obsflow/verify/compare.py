@@ -2,7 +2,8 @@
 
 Every data file on A (the upstream side of a hop) lands in exactly one bucket:
 
-- ``in_flight``: still being written (younger than the settle time by A's own clock), or it
+- ``in_flight``: still being written (younger than the settle time by A's own clock, and not
+  more than a day ahead of it: such a time was set, see ``transfer.plan.CLOCK_AHEAD_S``), or it
   changed, vanished or reached B while the check ran: never an alarm;
 - ``refused``: a symlink on A that leads outside its root (a dated folder linked elsewhere, an
   absolute link): the sync refuses it, so it never reaches B; a finding, as in the sync's report;
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 from obsflow.config import WHOLE_ROOT
 from obsflow.transfer.listing import FileStat
+from obsflow.transfer.plan import CLOCK_AHEAD_S
 
 __all__ = ["Comparison", "HashDiff", "Refused", "SizeDiff", "compare_hashes", "compare_listings", "confirm", "folders_of"]
 
@@ -104,7 +106,7 @@ def compare_listings(
     # (100,000s of files per hop).
     skipped, in_flight, missing = result.skipped.append, result.in_flight.append, result.missing.append
     size_differs, same_size, b_get = result.size_differs.append, result.same_size.append, b.get
-    settled_before = a_time - settle_s
+    settled_before, set_ahead = a_time - settle_s, a_time + CLOCK_AHEAD_S
     for path, st in sorted(a.items()):
         if st.kind != "f":
             reason = refusal(path, st)
@@ -112,7 +114,7 @@ def compare_listings(
                 skipped(path)
             else:
                 result.refused.append(Refused(path, reason))
-        elif st.mtime > settled_before:
+        elif settled_before < st.mtime <= set_ahead:  # far ahead: set, not being written (see the sync)
             in_flight(path)
         else:
             other = b_get(path)
