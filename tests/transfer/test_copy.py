@@ -5,11 +5,13 @@ from __future__ import annotations
 import calendar
 import os
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
 import xxhash
 
+from obsflow.cli import main
 from obsflow.config import parse_location
 from obsflow.errors import HostUnreachable
 from obsflow.transfer.listing import FileStat
@@ -17,6 +19,7 @@ from obsflow.transfer.localcopy import python_copy
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.rsync import rsync_copy
 from obsflow.transfer.tidy import plan_prune, plan_tidy, tidy
+from tests.transfer.conftest import ssh_config
 
 
 def test_rsync_reports_the_xxh128_of_each_file(tmp_path: Path, sshd) -> None:
@@ -158,3 +161,29 @@ def test_unknown_host_keys_are_refused_even_if_the_ssh_config_would_accept_them(
         Shell(options).run(parse_location(f"cape.test:{tmp_path}"), "true")
     assert (tmp_path / "empty_known_hosts").read_text() == ""  # nothing was learnt silently
     assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("archive_host", ["local", "ssh"])
+def test_a_users_hidden_copy_named_like_a_temp_is_never_tidied(tmp_path: Path, sshd, archive_host: str) -> None:
+    """rsync makes its temps 0600 (mode & 0700); an observer's hidden copy beside a file (0644) is theirs."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    src, suth = tmp_path / "sha" / night, tmp_path / "suth"
+    src.mkdir(parents=True)
+    settled = time.time() - 3600
+    for name in ("SHA_0001.fits", "SHA_0002.fits"):
+        (src / name).write_bytes(name.encode() * 1000)
+        os.utime(src / name, (settled, settled))
+    there = suth / "sha" / night
+    there.mkdir(parents=True)
+    (there / "SHA_0001.fits").write_bytes((src / "SHA_0001.fits").read_bytes())
+    os.utime(there / "SHA_0001.fits", (settled, settled))
+    (there / ".SHA_0001.fits.backup").write_bytes(b"an observer's copy")  # 0644, beside its file
+    (there / ".SHA_0002.fits.AbC123").write_bytes(b"SHA_0002.fits" * 10)  # a killed rsync's temp
+    (there / ".SHA_0002.fits.AbC123").chmod(0o600)
+    archive = str(suth) if archive_host == "local" else f"suth.test:{suth}"
+    config = ssh_config(tmp_path, sshd, f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
+                        f'[archives.suth]\nlocation = "{archive}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n')
+    assert main(["sync", "-c", str(config)]) == 0
+    assert (there / ".SHA_0001.fits.backup").read_bytes() == b"an observer's copy"
+    assert (there / "SHA_0002.fits").read_bytes() == (src / "SHA_0002.fits").read_bytes()
+    assert sorted(p.name for p in there.iterdir()) == [".SHA_0001.fits.backup", "SHA_0001.fits", "SHA_0002.fits"]

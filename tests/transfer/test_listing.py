@@ -26,7 +26,9 @@ def tree(tmp_path: Path) -> Path:
     (night / "SHA_20160907.0001.fits").write_bytes(b"a" * 1000)
     (night / "SHA 20160907 with space.fits").write_bytes(b"b" * 10)
     (night / "notes.txt").write_text("not data")
-    (night / ".SHA_20160907.0002.fits.Xy12Ab").write_bytes(b"partial")  # killed rsync's temp
+    (night / ".SHA_20160907.0002.fits.Xy12Ab").write_bytes(b"partial")  # killed rsync's temp: rsync makes them 0600
+    (night / ".SHA_20160907.0002.fits.Xy12Ab").chmod(0o600)
+    (night / ".SHA_20160907.0001.fits.backup").write_bytes(b"mine")  # an observer's copy (0644), named like a temp
     (night / ".rsync-partial").mkdir()
     (night / ".rsync-partial" / "SHA_20160907.0003.fits").write_bytes(b"resumable")
     (night / "sub").mkdir()

@@ -62,17 +62,20 @@ _READ_BYTES = 1 << 20
 
 
 class FileStat(NamedTuple):
-    """One directory entry: size in bytes, mtime (unix seconds), kind and symlink target.
+    """One directory entry: size in bytes, mtime (unix seconds), kind, symlink target, permission bits.
 
     ``kind`` is find's ``%y`` letter: ``f`` regular file, ``l`` symlink, ``d`` folder,
-    ``p``/``s``/``c``/``b`` special files.  A named tuple: listings make one per file
-    (100,000s), and a tuple is several times cheaper to build than a frozen dataclass.
+    ``p``/``s``/``c``/``b`` special files.  ``mode`` (permission bits, -1 unknown) is read only
+    for the entries that are not plain data files (it tells rsync's temps from a user's files).
+    A named tuple: listings make one per file (100,000s), and a tuple is several times cheaper
+    to build than a frozen dataclass.
     """
 
     size: int
     mtime: float
     kind: str = "f"
     target: str = ""
+    mode: int = -1
 
     @property
     def is_regular(self) -> bool:
@@ -176,9 +179,16 @@ class _Collector:
 
     def add_hidden(self, relpath: str, entry: FileStat) -> None:
         """A dot-file or a file under a partial folder: never data; kept apart if an rsync temp
-        (named like one, of a file the patterns would copy: rsync makes temps of nothing else)."""
+        (named like one, of a file the patterns would copy: rsync makes temps of nothing else).
+
+        A dot-file named like a temp beside its file (``.a.fits.AbC123``) is one only if nobody
+        but its owner may read it: rsync creates its temps so (mode & 0700) and sets the final
+        mode just before the rename; a user's hidden copy (0644) is theirs and never tidied.
+        """
         target = temp_target(relpath) if entry.kind == "f" else None
-        if target is not None and self.matches(target.rsplit("/", 1)[-1]):
+        if target is None or not self.matches(target.rsplit("/", 1)[-1]):
+            return
+        if _in_partial_dir(relpath) or (entry.mode >= 0 and not entry.mode & 0o077):
             self.temps[relpath] = entry
 
     def add_folder(self, folder: str, real: str, root_real: str) -> None:
@@ -353,7 +363,8 @@ def _walk(top: Path | str, prefix: str, collector: _Collector, in_partial: bool 
             continue  # vanished since the folder was read: not there
         except OSError as err:
             raise _cannot_list(top, err) from err  # e.g. a folder readable but not searchable
-        collector.add(relpath, FileStat(st.st_size, st.st_mtime_ns / 1e9, kind, target))
+        mode = stat.S_IMODE(st.st_mode) if kind != "l" else -1  # as find's listing: a link's own mode means nothing
+        collector.add(relpath, FileStat(st.st_size, st.st_mtime_ns / 1e9, kind, target, mode))
 
 
 def _kind(mode: int) -> str:
@@ -406,7 +417,7 @@ done
 shift "$given"
 [ $# -gt 0 ] || exit 0
 exec find -H "$@" -mindepth 1 -ignore_readdir_race -name "$superseded" -prune -o \\
-  -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0"' sh
+  -type l -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0" -o -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%m\\0"' sh
 """
 
 
@@ -464,7 +475,11 @@ def _add_found(fields: list[str], start: int, collector: _Collector, root_real: 
             if not relpath.startswith(".", slash + 1) and matches(relpath, slash + 1) and not _in_partial_dir(relpath):
                 files[relpath] = FileStat(int(size), _seconds(mtime))
                 continue
-        add(relpath, FileStat(int(size), _seconds(mtime), kind, fields[i + 5]))
+        last = fields[i + 5]  # a symlink's target, else the permission bits in octal
+        if kind == "l":
+            add(relpath, FileStat(int(size), _seconds(mtime), kind, last))
+        else:
+            add(relpath, FileStat(int(size), _seconds(mtime), kind, "", int(last, 8)))
 
 
 def _seconds(text: str) -> float:
