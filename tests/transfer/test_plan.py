@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import date
+import time
+from datetime import date, timedelta
 
 import pytest
 
+from obsflow.config import UNDATED
 from obsflow.errors import UsageError
 from obsflow.transfer.listing import FileStat, is_safe_relpath, unsafe_relpaths
-from obsflow.transfer.plan import dated_folders, parse_date, plan_copy, window_dates
+from obsflow.transfer.plan import (
+    dated_folders,
+    modified_window,
+    modified_within,
+    parse_date,
+    plan_copy,
+    window_dates,
+)
 
 NOW = 1_000_000.0
 
@@ -73,3 +82,15 @@ def test_one_unsafe_path_among_many_is_found_and_refused(unsafe: str) -> None:
 
 def test_safe_paths_are_all_safe() -> None:
     assert unsafe_relpaths(SAFE) == set() and all(is_safe_relpath(p) for p in SAFE)
+
+
+def test_an_undated_window_reaching_today_takes_files_from_the_future_too() -> None:
+    """A product whose mtime a wrong clock set a year ahead belongs to no past night: the window
+    that reaches today takes it (the plan then judges whether it settled), a past night's does not."""
+    today = date.today()
+    since, until = modified_window(UNDATED, window_dates(today, 30))
+    ahead = FileStat(1, time.time() + 365 * 86400)
+    assert modified_within({"p.fits": ahead}, (since, until)) == {"p.fits": ahead}
+    last_week = modified_window(UNDATED, window_dates(today - timedelta(days=7), 3))
+    assert last_week is not None and last_week[1] < time.time() and modified_within({"p.fits": ahead}, last_week) == {}
+    assert modified_window("{yyyy}/{mmdd}", window_dates(today, 30)) is None
