@@ -442,3 +442,25 @@ def test_a_scan_left_unfinished_when_the_telescope_went_on_with_another_project_
     assert main(["online", "status", "--out-root", str(out)]) == 0
     (shown,) = [line for line in capsys.readouterr().out.splitlines() if "NEVER FINISHED" in line]
     assert f"{PROJECT} scan 1 " in shown and " of AGBT26A_301_01 started after it)" in shown
+
+
+def test_a_fill_log_that_cannot_be_written_is_said_once_per_project(roots, caplog):
+    # Found by review: the once-only rule was kept per kind ("fill log"), so a second project's
+    # unwritable log was never said, and a writable one in between made the first be said again.
+    raw, out = roots
+    other = "AGBT26A_400_01"
+    first, second = _telescope(raw, 3), _telescope(raw, 3, project=other)
+    logs = OutputLayout(out).logs_dir
+    for project in (PROJECT, other):
+        (logs / f"{project}.fill.log").mkdir(parents=True)  # in the way: the log cannot be opened
+    with caplog.at_level("WARNING", logger="obsflow.online.daemon"):
+        daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False, projects=[PROJECT, other])
+        daemon.start()
+        for plan_a, plan_b in zip(first.plans, second.plans, strict=True):  # the projects take turns
+            _observe(first, [plan_a])
+            _observe(second, [plan_b])
+            _step_for(daemon, 0.2)
+        daemon.close()
+    said = [r.getMessage() for r in caplog.records if "fill log" in r.getMessage()]
+    assert len(said) == 2 and any(PROJECT in m for m in said) and any(other in m for m in said), said
+    assert _filled(daemon) == [1, 2, 3] and _filled(daemon, other) == [1, 2, 3]

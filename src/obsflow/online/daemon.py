@@ -448,7 +448,7 @@ class Daemon:
         self._persist("service log", lambda: self.layout.append_service_log({"time": time.time(), "event": event, **fields}))
 
     def _fill_log(self, project: str, record: dict[str, object]) -> None:
-        self._persist("fill log", lambda: self.layout.append_fill_log(project, record))
+        self._persist(f"fill log of {project}", lambda: self.layout.append_fill_log(project, record))  # one line per project
 
     def _persist(self, what: str, write: Callable[[], None]) -> None:
         """Write the status or a log line; a full or unwritable disk is logged, not fatal (it passes).
