@@ -139,6 +139,7 @@ def test_a_file_dated_far_in_the_future_is_copied_not_waited_for_past_the_window
         tmp_path,
         sshd,
         f'[instruments.sha]\nsource = "sha.test:{tmp_path / "sha"}"\npath = "sha"\n'
+        "settle_seconds = 2\n"  # the far one is copied once seen unchanged this long: the run waits for it
         f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
         '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
     )

@@ -11,7 +11,9 @@ Invariants kept here (see also plan.py, rsync.py, tidy.py):
   removed only once older than the instrument's ``keep_superseded_days`` (if it has one);
 - a copy counts only when rsync's end-to-end xxh128 (``%C``, checked by the receiver against
   the sender's) is recorded and the size and mtime rsync saw equal the listing (and, for files
-  modified within RECHECK_AFTER_S, a second listing after the copy still agrees): a file that
+  modified within RECHECK_AFTER_S, a second listing after the copy still agrees; for a file whose
+  time is set ahead of its host's clock, that listing comes no sooner than the settle time after the
+  first, as its mtime cannot show it settled): a file that
   changed meanwhile (a writer that paused longer than the settle time) is removed again from
   the destination (it is this run's own, stale copy) and reported as still being written, to
   be taken by a later run.
@@ -353,6 +355,13 @@ def _accept(
     recheck = [p for p in copied if p not in stale and (not same_clock or source_time - planned[p].mtime < horizon)]
     if recheck:
         after = _relist(job, recheck, settings.shell)
+        # A file set ahead of its host's clock counts as settled (plan.CLOCK_AHEAD_S) though its time cannot
+        # say how long it rested (a writer on an NFS server whose clock runs days ahead): it must be seen
+        # unchanged for the settle time since the listing, or it may be a writer's pause.
+        wait_s = job.settle_s - (after.host_time - source_time)
+        if wait_s > 0 and any(planned[p].mtime > source_time - job.settle_s for p in recheck):
+            time.sleep(wait_s)
+            after = _relist(job, recheck, settings.shell)
         for path in recheck:
             now, expected = after.get(path), planned[path]
             if now is None or (now.size, now.mtime) != (expected.size, expected.mtime):
