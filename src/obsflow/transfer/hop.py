@@ -46,7 +46,7 @@ from obsflow.transfer.localcopy import python_copy
 from obsflow.transfer.plan import HopPlan, modified_within, plan_copy, take_grown
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.report import HopOutcome, Progress
-from obsflow.transfer.rsync import Copied, RsyncResult, has_rsync, rsync_copy, rsync_time_text
+from obsflow.transfer.rsync import Copied, RsyncResult, has_rsync, prints_as, rsync_copy
 from obsflow.transfer.tidy import plan_prune, plan_tidy, prune_superseded, remove_copies, tidy
 
 __all__ = ["HopJob", "HopSettings", "run_hop"]
@@ -350,7 +350,7 @@ def _accept(
     horizon = max(RECHECK_AFTER_S, 10 * job.settle_s)
     stale = [
         p for p, c in copied.items()
-        if c.size != planned[p].size or (same_clock and c.mtime_text != rsync_time_text(planned[p].mtime))
+        if c.size != planned[p].size or (same_clock and not prints_as(c.mtime_text, planned[p].mtime))
     ]  # fmt: skip
     recheck = [p for p in copied if p not in stale and (not same_clock or source_time - planned[p].mtime < horizon)]
     if recheck:
@@ -423,7 +423,7 @@ def _confirmed(job: HopJob, result: RsyncResult, shell: Shell) -> RsyncResult:
     real = [
         c for c in result.copied
         if (st := there.get(c.path)) is not None and st.kind == "f" and st.size == c.size
-        and (not same_clock or rsync_time_text(st.mtime) == c.mtime_text)
+        and (not same_clock or prints_as(c.mtime_text, st.mtime))
     ]  # fmt: skip
     if len(real) < len(result.copied):
         log.warning("%d file(s) reported by rsync did not reach %s", len(result.copied) - len(real), job.dest)
