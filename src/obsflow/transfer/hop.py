@@ -150,7 +150,8 @@ def _run(
     _hash_checks(job, plan, (source, src_known), (dest, dst_known), catalog, settings.shell,
                  verify_present=not settings.dry_run)  # fmt: skip
     if job.grows and plan.conflicts:
-        take_grown(plan, planned, dest, catalog.copied_here(job.dest_host, job.instrument, plan.conflicts))
+        take_grown(plan, planned, dest, catalog.copied_here(job.dest_host, job.instrument, plan.conflicts),
+                   source_time=source.host_time)
     outcome.present = len(plan.present)
     outcome.in_flight, outcome.locked = list(plan.in_flight), list(plan.locked)
     outcome.conflicts, outcome.refused = list(plan.conflicts), list(plan.refused)
