@@ -139,6 +139,7 @@ def test_a_file_dated_far_in_the_future_is_copied_not_waited_for_past_the_window
         tmp_path,
         sshd,
         f'[instruments.sha]\nsource = "sha.test:{tmp_path / "sha"}"\npath = "sha"\n'
+        "settle_seconds = 2\n"  # the far one is copied once seen unchanged this long: the run waits for it
         f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
         '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
     )
@@ -182,3 +183,35 @@ def test_a_name_with_a_backslash_is_refused_for_what_it_is_not_as_escaping_its_r
     assert hop["copied_files"] == [f"{night}/SHA_0001.fits"]
     reason = "name holds a backslash: not copied (rename it at the source)"
     assert hop["refused_files"] == [{"path": f"{night}/SHA_back\\slash.fits", "reason": reason}]
+
+
+def test_a_file_dated_a_nanosecond_before_a_whole_second_is_copied_and_kept(tmp_path: Path, sshd,
+                                                                            capsys) -> None:  # fmt: skip
+    """A listing's mtime is a float made from the nanoseconds: 1764640000.999999999 becomes 1764640001.0,
+    while rsync's %M prints the second it reads from the nanoseconds, ...000: the copy was taken for one
+    the source changed during the copy and removed again, every night."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    folder = tmp_path / "sha" / night
+    folder.mkdir(parents=True)
+    frame = folder / "SHA_0001.fits"
+    frame.write_bytes(b"frame")
+    mtime_ns = (int(time.time()) - 3600) * 1_000_000_000 - 1
+    os.utime(frame, ns=(mtime_ns, mtime_ns))
+    suth, cape = tmp_path / "suth", tmp_path / "cape"
+    suth.mkdir(), cape.mkdir()
+    config = ssh_config(
+        tmp_path,
+        sshd,
+        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
+    )
+    rel = f"{night}/SHA_0001.fits"
+
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    hops = json.loads(capsys.readouterr().out)["hops"]
+    assert [(h["copied_files"], h["in_flight_files"]) for h in hops] == [([rel], []), ([rel], [])]
+    for archive in (suth, cape):
+        assert (archive / "sha" / rel).stat().st_mtime_ns == mtime_ns
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    assert [h["present"] for h in json.loads(capsys.readouterr().out)["hops"]] == [1, 1]

@@ -268,3 +268,34 @@ def test_a_fill_cut_off_by_a_crash_keeps_its_project_locked_until_the_filler_rol
     report = run_sync(config, SyncRequest(hop="instruments:suth"))
     assert sorted(report.outcomes[0].copied) == sorted(complete) and report.exit_code == 0
     assert _products(tmp_path / "local" / "suth" / "gbt/sdfits", FRESH) == complete
+
+
+def test_a_product_copied_with_a_time_set_ahead_is_replaced_once_it_grows(tmp_path: Path) -> None:
+    """A product whose time was set a year ahead (cp -p from a host with a wrong clock) is copied (see
+    transfer.plan.CLOCK_AHEAD_S); the filler then appends to it and its time becomes today's, which is
+    older than our copy's: 'newer' held the grown file for a conflict every night."""
+    (tmp_path / "products").mkdir()
+    product = tmp_path / "products" / "AGBT26A_001_01.raw.vegas.A.fits"
+    product.write_bytes(b"rows 1")
+    ahead = time.time() + 365 * 86400
+    os.utime(product, (ahead, ahead))
+    (tmp_path / "suth").mkdir()
+    config_path = tmp_path / "obsflow.toml"
+    config_path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nsettle_seconds = 1\n[instruments.products]\n'
+        f'source = "{tmp_path / "products"}"\nlayout = "*"\npath = "products"\ngrows = true\n'
+        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    copy = tmp_path / "suth" / "products" / product.name
+    assert run_sync(load_config(config_path), SyncRequest()).exit_code == 0
+    assert copy.read_bytes() == b"rows 1"
+    with open(product, "ab") as handle:
+        handle.write(b", rows 2")
+    old = time.time() - 600
+    os.utime(product, (old, old))
+    report = run_sync(load_config(config_path), SyncRequest())
+    (outcome,) = report.outcomes
+    assert (outcome.conflicts, outcome.updated) == ([], [product.name]) and report.exit_code == 0
+    assert copy.read_bytes() == b"rows 1, rows 2"
+    (version,) = (tmp_path / "suth" / "products" / ".obsflow-superseded").iterdir()
+    assert (version / product.name).read_bytes() == b"rows 1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import xxhash
 
+from obsflow.config import load_config
 from obsflow.lock import held
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.plan import HopPlan
@@ -247,3 +249,47 @@ def test_many_files_go_in_parallel_streams_and_all_land_verified(tmp_path: Path,
             assert site.archive_file(site.cape, "shd", rel).read_bytes() == path.read_bytes()
             record = catalog.get("cape", "shd", rel)
             assert record is not None and record.xxh128 == digest(path) and record.verified
+
+
+def test_a_file_set_far_ahead_that_changes_soon_after_its_copy_is_not_kept(tmp_path: Path) -> None:
+    """A file more than a day ahead of its host's clock counts as settled (transfer.plan.CLOCK_AHEAD_S),
+    so its time cannot say how long it has rested: a writer on an NFS server whose clock runs days
+    ahead stamps every write so.  The second listing after the copy was all that guarded it, and it
+    ran at once: a writer that paused a moment had its partial file kept under the final name (and
+    reported as a conflict ever after).  It must have stayed unchanged for the settle time, watched."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    (tmp_path / "cam" / night).mkdir(parents=True)
+    frame = tmp_path / "cam" / night / "CAM_0001.fits"
+    frame.write_bytes(b"header")
+    ahead = time.time() + 2 * 86400  # the NFS server's clock
+    os.utime(frame, (ahead, ahead))
+    (tmp_path / "suth").mkdir()
+    config_path = tmp_path / "obsflow.toml"
+    config_path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nsettle_seconds = 3\n[instruments.cam]\nsource = "{tmp_path / "cam"}"\n'
+        f'path = "cam"\n[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    copy = tmp_path / "suth" / "cam" / night / "CAM_0001.fits"
+    writers = []
+
+    def write_on_after_the_copy() -> None:
+        deadline = time.monotonic() + 10
+        while not copy.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # the exposure ends; the camera writes its data
+        with open(frame, "ab") as handle:
+            handle.write(b"data")
+        os.utime(frame, (ahead + 1, ahead + 1))
+
+    def start_writer(plan: HopPlan) -> None:
+        writers.append(threading.Thread(target=write_on_after_the_copy))
+        writers[-1].start()
+
+    report = run_sync(load_config(config_path), SyncRequest(), before_copy=start_writer)
+    for writer in writers:
+        writer.join()
+    (outcome,) = report.outcomes
+    assert outcome.in_flight == [f"{night}/CAM_0001.fits"] and outcome.copied == []
+    assert not copy.exists()
+    report = run_sync(load_config(config_path), SyncRequest())  # the writer is done: copied whole
+    assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"

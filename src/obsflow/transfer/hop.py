@@ -11,7 +11,9 @@ Invariants kept here (see also plan.py, rsync.py, tidy.py):
   removed only once older than the instrument's ``keep_superseded_days`` (if it has one);
 - a copy counts only when rsync's end-to-end xxh128 (``%C``, checked by the receiver against
   the sender's) is recorded and the size and mtime rsync saw equal the listing (and, for files
-  modified within RECHECK_AFTER_S, a second listing after the copy still agrees): a file that
+  modified within RECHECK_AFTER_S, a second listing after the copy still agrees; for a file whose
+  time is set ahead of its host's clock, that listing comes no sooner than the settle time after the
+  first, as its mtime cannot show it settled): a file that
   changed meanwhile (a writer that paused longer than the settle time) is removed again from
   the destination (it is this run's own, stale copy) and reported as still being written, to
   be taken by a later run.
@@ -44,7 +46,7 @@ from obsflow.transfer.localcopy import python_copy
 from obsflow.transfer.plan import HopPlan, modified_within, plan_copy, take_grown
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.report import HopOutcome, Progress
-from obsflow.transfer.rsync import Copied, RsyncResult, has_rsync, rsync_copy, rsync_time_text
+from obsflow.transfer.rsync import Copied, RsyncResult, has_rsync, prints_as, rsync_copy
 from obsflow.transfer.tidy import plan_prune, plan_tidy, prune_superseded, remove_copies, tidy
 
 __all__ = ["HopJob", "HopSettings", "run_hop"]
@@ -148,7 +150,8 @@ def _run(
     _hash_checks(job, plan, (source, src_known), (dest, dst_known), catalog, settings.shell,
                  verify_present=not settings.dry_run)  # fmt: skip
     if job.grows and plan.conflicts:
-        take_grown(plan, planned, dest, catalog.copied_here(job.dest_host, job.instrument, plan.conflicts))
+        take_grown(plan, planned, dest, catalog.copied_here(job.dest_host, job.instrument, plan.conflicts),
+                   source_time=source.host_time)
     outcome.present = len(plan.present)
     outcome.in_flight, outcome.locked = list(plan.in_flight), list(plan.locked)
     outcome.conflicts, outcome.refused = list(plan.conflicts), list(plan.refused)
@@ -348,11 +351,18 @@ def _accept(
     horizon = max(RECHECK_AFTER_S, 10 * job.settle_s)
     stale = [
         p for p, c in copied.items()
-        if c.size != planned[p].size or (same_clock and c.mtime_text != rsync_time_text(planned[p].mtime))
+        if c.size != planned[p].size or (same_clock and not prints_as(c.mtime_text, planned[p].mtime))
     ]  # fmt: skip
     recheck = [p for p in copied if p not in stale and (not same_clock or source_time - planned[p].mtime < horizon)]
     if recheck:
         after = _relist(job, recheck, settings.shell)
+        # A file set ahead of its host's clock counts as settled (plan.CLOCK_AHEAD_S) though its time cannot
+        # say how long it rested (a writer on an NFS server whose clock runs days ahead): it must be seen
+        # unchanged for the settle time since the listing, or it may be a writer's pause.
+        wait_s = job.settle_s - (after.host_time - source_time)
+        if wait_s > 0 and any(planned[p].mtime > source_time - job.settle_s for p in recheck):
+            time.sleep(wait_s)
+            after = _relist(job, recheck, settings.shell)
         for path in recheck:
             now, expected = after.get(path), planned[path]
             if now is None or (now.size, now.mtime) != (expected.size, expected.mtime):
@@ -414,7 +424,7 @@ def _confirmed(job: HopJob, result: RsyncResult, shell: Shell) -> RsyncResult:
     real = [
         c for c in result.copied
         if (st := there.get(c.path)) is not None and st.kind == "f" and st.size == c.size
-        and (not same_clock or rsync_time_text(st.mtime) == c.mtime_text)
+        and (not same_clock or prints_as(c.mtime_text, st.mtime))
     ]  # fmt: skip
     if len(real) < len(result.copied):
         log.warning("%d file(s) reported by rsync did not reach %s", len(result.copied) - len(real), job.dest)

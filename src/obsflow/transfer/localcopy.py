@@ -84,7 +84,7 @@ def _copy_one(src: Path, dst: Path, relpath: str) -> Copied | None:
     fsync_dir(dst.parent)
     _remove_if_empty(partial_dir)
     log.debug("copied %s", relpath)
-    return Copied(relpath, st.st_size, rsync_time_text(st.st_mtime_ns / 1e9), source_hash, st.st_size)
+    return Copied(relpath, st.st_size, rsync_time_text(st.st_mtime_ns // 1_000_000_000), source_hash, st.st_size)
 
 
 def _remove_if_empty(folder: Path) -> None:

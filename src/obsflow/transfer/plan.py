@@ -167,19 +167,25 @@ def plan_copy(
 
 
 def take_grown(
-    plan: HopPlan, source: Mapping[str, FileStat], dest: Mapping[str, FileStat], ours: Collection[str]
+    plan: HopPlan,
+    source: Mapping[str, FileStat],
+    dest: Mapping[str, FileStat],
+    ours: Collection[str],
+    source_time: float = math.inf,
 ) -> None:
     """Move the conflicts that are a grown file over our own older copy of it into ``plan.update``.
 
     For a source whose files only grow (SDFITS products gain rows): the source is larger and
     newer than the destination's copy, and that copy is one a sync made and nobody changed
-    since (``ours``, from the catalog).  Anything else stays a conflict.
+    since (``ours``, from the catalog).  A copy whose time lies more than CLOCK_AHEAD_S ahead of
+    ``source_time`` (the source host's clock) had its time set: an append since is older by the
+    clock.  Anything else stays a conflict.
     """
-    kept = []
+    kept, set_ahead = [], source_time + CLOCK_AHEAD_S
     for path in plan.conflicts:
         st, other = source.get(path), dest.get(path)
         if (st is not None and other is not None and other.kind == "f" and path in ours
-                and st.size > other.size and st.mtime > other.mtime):  # fmt: skip
+                and st.size > other.size and (st.mtime > other.mtime or other.mtime > set_ahead)):  # fmt: skip
             plan.update[path] = st
         else:
             kept.append(path)

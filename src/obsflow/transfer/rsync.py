@@ -254,6 +254,15 @@ def rsync_time_text(mtime: float) -> str:
     return _time_text(math.floor(mtime))
 
 
+def prints_as(text: str, mtime: float) -> bool:
+    """Whether rsync's ``%M`` ``text`` is the time of a file a listing gave ``mtime`` (nanoseconds / 1e9).
+
+    That float is the nearest to the nanoseconds: a whole second may stand for a time a few nanoseconds
+    below it (1764640000.999999999 is 1764640001.0), for which rsync prints the second before.
+    """
+    return text == rsync_time_text(mtime) or (mtime.is_integer() and text == rsync_time_text(mtime - 1))
+
+
 @lru_cache(maxsize=4096)
 def _time_text(mtime_s: int) -> str:
     return time.strftime("%Y/%m/%d-%H:%M:%S", time.localtime(mtime_s))
