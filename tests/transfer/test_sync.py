@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import date, datetime, timedelta
@@ -251,12 +254,13 @@ def test_many_files_go_in_parallel_streams_and_all_land_verified(tmp_path: Path,
             assert record is not None and record.xxh128 == digest(path) and record.verified
 
 
-def test_a_file_set_far_ahead_that_changes_soon_after_its_copy_is_not_kept(tmp_path: Path) -> None:
+def test_a_file_set_far_ahead_that_changes_soon_after_its_listing_is_not_kept(tmp_path: Path) -> None:
     """A file more than a day ahead of its host's clock counts as settled (transfer.plan.CLOCK_AHEAD_S),
     so its time cannot say how long it has rested: a writer on an NFS server whose clock runs days
     ahead stamps every write so.  The second listing after the copy was all that guarded it, and it
     ran at once: a writer that paused a moment had its partial file kept under the final name (and
-    reported as a conflict ever after).  It must have stayed unchanged for the settle time, watched."""
+    reported as a conflict ever after).  It must have stayed unchanged for the settle time, watched
+    (before its copy: see the test below)."""
     night = f"{date.today():%Y}/{date.today():%m%d}"
     (tmp_path / "cam" / night).mkdir(parents=True)
     frame = tmp_path / "cam" / night / "CAM_0001.fits"
@@ -272,17 +276,14 @@ def test_a_file_set_far_ahead_that_changes_soon_after_its_copy_is_not_kept(tmp_p
     copy = tmp_path / "suth" / "cam" / night / "CAM_0001.fits"
     writers = []
 
-    def write_on_after_the_copy() -> None:
-        deadline = time.monotonic() + 10
-        while not copy.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+    def write_on_after_a_pause() -> None:
         time.sleep(0.5)  # the exposure ends; the camera writes its data
         with open(frame, "ab") as handle:
             handle.write(b"data")
         os.utime(frame, (ahead + 1, ahead + 1))
 
     def start_writer(plan: HopPlan) -> None:
-        writers.append(threading.Thread(target=write_on_after_the_copy))
+        writers.append(threading.Thread(target=write_on_after_a_pause))
         writers[-1].start()
 
     report = run_sync(load_config(config_path), SyncRequest(), before_copy=start_writer)
@@ -292,4 +293,39 @@ def test_a_file_set_far_ahead_that_changes_soon_after_its_copy_is_not_kept(tmp_p
     assert outcome.in_flight == [f"{night}/CAM_0001.fits"] and outcome.copied == []
     assert not copy.exists()
     report = run_sync(load_config(config_path), SyncRequest())  # the writer is done: copied whole
+    assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"
+
+
+def test_a_run_stopped_while_it_waits_on_a_file_set_far_ahead_leaves_no_copy_of_it(tmp_path: Path) -> None:
+    """The wait for a file set more than a day ahead (seen unchanged for the settle time) came after its
+    copy, which lay under its final name all that while: a run stopped then (cron's timeout, a shutdown)
+    left it there unaccepted, and once its writer wrote on, it was a conflict every night."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    (tmp_path / "cam" / night).mkdir(parents=True)
+    frame = tmp_path / "cam" / night / "CAM_0001.fits"
+    frame.write_bytes(b"header")
+    ahead = time.time() + 2 * 86400  # the NFS server's clock
+    os.utime(frame, (ahead, ahead))
+    (tmp_path / "suth").mkdir()
+    config_path = tmp_path / "obsflow.toml"
+    config = (
+        f'state_dir = "{tmp_path / "state"}"\nsettle_seconds = {{settle}}\n[instruments.cam]\nsource = "{tmp_path / "cam"}"\n'
+        f'path = "cam"\n[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    config_path.write_text(config.format(settle=60))
+    copy = tmp_path / "suth" / "cam" / night / "CAM_0001.fits"
+    command = [str(Path(sys.executable).parent / "obsflow"), "sync", "-c", str(config_path)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 5  # listed and waiting long before this
+    while not copy.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run did not wait"
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=5) != 0
+    assert not copy.exists()  # nothing unaccepted under the final name
+    with open(frame, "ab") as handle:  # the writer goes on
+        handle.write(b"data")
+    os.utime(frame, (ahead + 1, ahead + 1))
+    config_path.write_text(config.format(settle=1))
+    report = run_sync(load_config(config_path), SyncRequest())
     assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"

@@ -11,9 +11,10 @@ Invariants kept here (see also plan.py, rsync.py, tidy.py):
   removed only once older than the instrument's ``keep_superseded_days`` (if it has one);
 - a copy counts only when rsync's end-to-end xxh128 (``%C``, checked by the receiver against
   the sender's) is recorded and the size and mtime rsync saw equal the listing (and, for files
-  modified within RECHECK_AFTER_S, a second listing after the copy still agrees; for a file whose
-  time is set ahead of its host's clock, that listing comes no sooner than the settle time after the
-  first, as its mtime cannot show it settled): a file that
+  modified within RECHECK_AFTER_S, a second listing after the copy still agrees; a file whose time is
+  set ahead of its host's clock, whose mtime cannot show it settled, is copied only once a listing the
+  settle time after the first found it unchanged: the wait comes before its copy, so a run stopped
+  meanwhile leaves nothing under the final name): a file that
   changed meanwhile (a writer that paused longer than the settle time) is removed again from
   the destination (it is this run's own, stale copy) and reported as still being written, to
   be taken by a later run.
@@ -43,7 +44,7 @@ from obsflow.transfer.listing import (
     missing_disk,
 )
 from obsflow.transfer.localcopy import python_copy
-from obsflow.transfer.plan import HopPlan, modified_within, plan_copy, take_grown
+from obsflow.transfer.plan import CLOCK_AHEAD_S, HopPlan, modified_within, plan_copy, take_grown
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.report import HopOutcome, Progress
 from obsflow.transfer.rsync import Copied, RsyncResult, has_rsync, prints_as, rsync_copy
@@ -165,9 +166,38 @@ def _run(
     tidy(job.dest, plan_tidy(dest.temps, dest), settings.shell)
     if before_copy is not None:
         before_copy(plan)
+    outcome.in_flight += _unsettled_ahead(job, settings, plan, source.host_time)
     if plan.copy or plan.update:
         _copy_and_accept(job, settings, catalog, plan, outcome, progress, source.host_time)
     _prune(job, dest, outcome, settings.shell)
+
+
+def _unsettled_ahead(job: HopJob, settings: HopSettings, plan: HopPlan, source_time: float) -> list[str]:
+    """Take out of ``plan`` (and return) the files set ahead that changed within the settle time.
+
+    A file set more than CLOCK_AHEAD_S ahead of its host's clock counts as settled though its time
+    cannot say how long it rested (a writer on an NFS server whose clock runs days ahead): it must be
+    seen unchanged for the settle time since the listing, or it may be a writer's pause.  The run waits
+    for that before the copy, never with a copy under its final name that is not yet accepted.
+    """
+    ahead = [p for part in (plan.copy, plan.update) for p, st in part.items() if st.mtime > source_time + CLOCK_AHEAD_S]
+    if not ahead:
+        return []
+    after = _relist(job, ahead, settings.shell)
+    wait_s = job.settle_s - (after.host_time - source_time)
+    if wait_s > 0:
+        log.info("waiting %.0f s: %d file(s) dated ahead of %s's clock must stay unchanged", wait_s, len(ahead),
+                 job.source)  # fmt: skip
+        time.sleep(wait_s)
+        after = _relist(job, ahead, settings.shell)
+    changed = []
+    for path in ahead:
+        part = plan.copy if path in plan.copy else plan.update
+        now, expected = after.get(path), part[path]
+        if now is None or (now.size, now.mtime) != (expected.size, expected.mtime):
+            del part[path]
+            changed.append(path)
+    return changed
 
 
 def _old_versions(job: HopJob, dest: Listing) -> list[str]:
@@ -356,13 +386,6 @@ def _accept(
     recheck = [p for p in copied if p not in stale and (not same_clock or source_time - planned[p].mtime < horizon)]
     if recheck:
         after = _relist(job, recheck, settings.shell)
-        # A file set ahead of its host's clock counts as settled (plan.CLOCK_AHEAD_S) though its time cannot
-        # say how long it rested (a writer on an NFS server whose clock runs days ahead): it must be seen
-        # unchanged for the settle time since the listing, or it may be a writer's pause.
-        wait_s = job.settle_s - (after.host_time - source_time)
-        if wait_s > 0 and any(planned[p].mtime > source_time - job.settle_s for p in recheck):
-            time.sleep(wait_s)
-            after = _relist(job, recheck, settings.shell)
         for path in recheck:
             now, expected = after.get(path), planned[path]
             if now is None or (now.size, now.mtime) != (expected.size, expected.mtime):
