@@ -51,8 +51,10 @@ def test_a_name_that_is_not_utf8_is_refused_with_one_readable_line(
     assert f"refused: {source}/{shown}: name is not valid UTF-8" in capsys.readouterr().out
 
     report = tmp_path / "verify.html"
-    assert main(["verify", "-c", str(config), "--html", str(report)]) == 1  # it is missing at suth
-    assert shown in capsys.readouterr().out and shown in report.read_text()
+    assert main(["verify", "-c", str(config), "--html", str(report)]) == 1  # it never reached suth
+    out = capsys.readouterr().out
+    assert f"{shown}  (name is not valid UTF-8: not copied (rename it at the source))" in out  # the sync's words
+    assert "1 refused" in out and shown in report.read_text()
 
 
 def test_an_accented_name_is_copied_and_hashed_under_the_c_locale_of_cron(tmp_path: Path, sshd, monkeypatch,

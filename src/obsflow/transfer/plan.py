@@ -22,8 +22,8 @@ from obsflow.errors import UsageError
 from obsflow.transfer.listing import FileStat, is_safe_relpath, is_utf8_name, printable_name, unsafe_relpaths
 
 __all__ = [
-    "CLOCK_AHEAD_S", "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within", "parse_date",
-    "plan_copy", "take_grown", "window_dates",
+    "CLOCK_AHEAD_S", "NOT_UTF8", "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within",
+    "name_refusal", "parse_date", "plan_copy", "take_grown", "window_dates",
 ]  # fmt: skip
 
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
@@ -148,7 +148,7 @@ def plan_copy(
         reason = _refusal(path, st, path in unsafe)
         if not reason and not is_utf8_name(path):
             # rsync would copy it, but it cannot be recorded, printed or verified as text
-            reason, path = "name is not valid UTF-8: not copied (rename it at the source)", printable_name(path)
+            reason, path = NOT_UTF8, printable_name(path)
         if reason:
             plan.refused.append(Refusal(path, reason))
         elif locks and any(part in locks for part in path.split("/")):
@@ -192,13 +192,27 @@ def take_grown(
     plan.conflicts = kept
 
 
+NOT_UTF8 = "name is not valid UTF-8: not copied (rename it at the source)"
+
+
+def name_refusal(path: str) -> str:
+    """Why the sync refuses a file by its name alone, in its words ('' if it does not); verify says the same."""
+    if not is_safe_relpath(path):
+        return _unsafe_reason(path)
+    return "" if is_utf8_name(path) else NOT_UTF8
+
+
+def _unsafe_reason(path: str) -> str:
+    if "\\" in path and is_safe_relpath(path.replace("\\", "_")):  # refused, but it leads nowhere
+        return "name holds a backslash: not copied (rename it at the source)"
+    return "path escapes its root"
+
+
 def _refusal(path: str, st: FileStat, unsafe: bool) -> str:
     if st.kind == "f" and not unsafe:
         return ""  # the common case, decided first
     if unsafe:
-        if "\\" in path and is_safe_relpath(path.replace("\\", "_")):  # refused, but it leads nowhere
-            return "name holds a backslash: not copied (rename it at the source)"
-        return "path escapes its root"
+        return _unsafe_reason(path)
     if st.kind == "l":
         if posixpath.isabs(st.target):
             return f"symlink to {st.target} (outside the root or absolute): not copied"

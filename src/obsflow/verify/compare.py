@@ -6,7 +6,8 @@ Every data file on A (the upstream side of a hop) lands in exactly one bucket:
   more than a day ahead of it: such a time was set, see ``transfer.plan.CLOCK_AHEAD_S``), or it
   changed, vanished or reached B while the check ran: never an alarm;
 - ``refused``: a symlink on A that leads outside its root (a dated folder linked elsewhere, an
-  absolute link): the sync refuses it, so it never reaches B; a finding, as in the sync's report;
+  absolute link), or a file not on B whose name the sync refuses (a backslash, bytes that are not
+  UTF-8): it never reaches B; a finding, with the sync's own reason;
 - ``skipped``: any other entry on A that is not a regular file (a symlink, a fifo): the sync
   never copies it;
 - ``missing``: on A, not on B;
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 
 from obsflow.config import WHOLE_ROOT
 from obsflow.transfer.listing import FileStat
-from obsflow.transfer.plan import CLOCK_AHEAD_S
+from obsflow.transfer.plan import CLOCK_AHEAD_S, name_refusal
 
 __all__ = ["Comparison", "HashDiff", "Refused", "SizeDiff", "compare_hashes", "compare_listings", "confirm", "folders_of"]
 
@@ -55,7 +56,7 @@ class HashDiff:
 
 @dataclass(frozen=True)
 class Refused:
-    """An entry on A that the sync refuses to copy because it leads outside the root."""
+    """An entry on A that the sync refuses to copy: it leads outside the root, or by its name."""
 
     path: str
     reason: str
@@ -119,7 +120,11 @@ def compare_listings(
         else:
             other = b_get(path)
             if other is None:
-                missing(path)
+                reason = name_refusal(path)  # the sync said why at the time: say the same, not "missing"
+                if reason:
+                    result.refused.append(Refused(path, reason))
+                else:
+                    missing(path)
             elif other.size != st.size or other.kind != "f":
                 size_differs(SizeDiff(path, st.size, other.size, other.kind))
             else:
