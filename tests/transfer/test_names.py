@@ -17,13 +17,33 @@ from tests.transfer.conftest import ssh_config
 BAD = b"SHA_\xff.fits"  # Latin-1 'ÿ', not UTF-8
 
 
+def _night_folder(tmp_path: Path) -> tuple[str, Path]:
+    """Tonight's dated folder of the instrument sha under ``tmp_path``, made."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    folder = tmp_path / "sha" / night
+    folder.mkdir(parents=True)
+    return night, folder
+
+
+def _two_hops(tmp_path: Path, sshd, source: str, instrument_extra: str = "") -> tuple[Path, Path, Path]:
+    """(config, suth, cape): sha's ``source`` -> suth (local) -> cape (over ssh)."""
+    suth, cape = tmp_path / "suth", tmp_path / "cape"
+    suth.mkdir(), cape.mkdir()
+    config = ssh_config(
+        tmp_path,
+        sshd,
+        f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n{instrument_extra}'
+        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
+    )
+    return config, suth, cape
+
+
 @pytest.mark.parametrize("source_host", ["local", "ssh"])
 def test_a_name_that_is_not_utf8_is_refused_with_one_readable_line(
     tmp_path: Path, sshd, capsys, source_host: str
 ) -> None:
-    night = f"{date.today():%Y}/{date.today():%m%d}"
-    folder = tmp_path / "sha" / night
-    folder.mkdir(parents=True)
+    night, folder = _night_folder(tmp_path)
     settled = time.time() - 3600
     for name in (BAD, b"SHA_0001.fits"):
         path = os.path.join(os.fsencode(folder), name)
@@ -62,22 +82,12 @@ def test_an_accented_name_is_copied_and_hashed_under_the_c_locale_of_cron(tmp_pa
     """Under LC_ALL=C rsync prints every byte of 'é' as an escape (\\#303\\#251): the name must still
     be recognised, in rsync's copy reports and in its remote hashing."""
     monkeypatch.setenv("LC_ALL", "C")
-    night = f"{date.today():%Y}/{date.today():%m%d}"
-    folder = tmp_path / "sha" / night
-    folder.mkdir(parents=True)
+    night, folder = _night_folder(tmp_path)
     settled = time.time() - 3600
     frame = folder / "SHA_é.fits"
     frame.write_bytes(b"frame")
     os.utime(frame, (settled, settled))
-    suth, cape = tmp_path / "suth", tmp_path / "cape"
-    suth.mkdir(), cape.mkdir()
-    config = ssh_config(
-        tmp_path,
-        sshd,
-        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
-        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
-        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
-    )
+    config, _suth, cape = _two_hops(tmp_path, sshd, str(tmp_path / "sha"))
     rel = f"{night}/SHA_é.fits"
 
     assert main(["sync", "-c", str(config), "--json"]) == 0
@@ -94,21 +104,11 @@ def test_a_file_dated_before_1970_with_a_fraction_of_a_second_is_copied_and_kept
                                                                                  capsys) -> None:  # fmt: skip
     """rsync's %M prints the whole second below the mtime (time_t); before 1970 int() rounds the other way,
     and the copy was taken for one the source changed during the copy: removed again, every night."""
-    night = f"{date.today():%Y}/{date.today():%m%d}"
-    folder = tmp_path / "sha" / night
-    folder.mkdir(parents=True)
+    night, folder = _night_folder(tmp_path)
     frame = folder / "SHA_0001.fits"
     frame.write_bytes(b"frame")
     os.utime(frame, ns=(-31_535_999_500_000_000,) * 2)  # 1969-01-01 00:00:00.5 UTC
-    suth, cape = tmp_path / "suth", tmp_path / "cape"
-    suth.mkdir(), cape.mkdir()
-    config = ssh_config(
-        tmp_path,
-        sshd,
-        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
-        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
-        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
-    )
+    config, suth, cape = _two_hops(tmp_path, sshd, str(tmp_path / "sha"))
     rel = f"{night}/SHA_0001.fits"
 
     assert main(["sync", "-c", str(config), "--json"]) == 0
@@ -127,24 +127,14 @@ def test_a_file_dated_far_in_the_future_is_copied_not_waited_for_past_the_window
     """A time set a year ahead (a camera's clock, cp -p from one) is no write under way: were it
     "still being written" until then, its night would leave the window uncopied and verify would never
     call it missing.  A file a few minutes ahead (a clock that runs a little fast) still waits."""
-    night = f"{date.today():%Y}/{date.today():%m%d}"
-    folder = tmp_path / "sha" / night
-    folder.mkdir(parents=True)
+    night, folder = _night_folder(tmp_path)
     far, near = folder / "SHA_0001.fits", folder / "SHA_0002.fits"
     far.write_bytes(b"frame one")
     near.write_bytes(b"frame two")
     os.utime(far, (time.time() + 365 * 86400,) * 2)
     os.utime(near, (time.time() + 600,) * 2)
-    suth, cape = tmp_path / "suth", tmp_path / "cape"
-    suth.mkdir(), cape.mkdir()
-    config = ssh_config(
-        tmp_path,
-        sshd,
-        f'[instruments.sha]\nsource = "sha.test:{tmp_path / "sha"}"\npath = "sha"\n'
-        "settle_seconds = 2\n"  # the far one is copied once seen unchanged this long: the run waits for it
-        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
-        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
-    )
+    # the far one is copied once seen unchanged settle_seconds long: the run waits for it
+    config, _suth, cape = _two_hops(tmp_path, sshd, f"sha.test:{tmp_path / 'sha'}", "settle_seconds = 2\n")
     rel, waits = f"{night}/SHA_0001.fits", f"{night}/SHA_0002.fits"
 
     assert main(["sync", "-c", str(config), "--json"]) == 1  # the one a few minutes ahead waits
@@ -165,9 +155,7 @@ def test_a_name_with_a_backslash_is_refused_for_what_it_is_not_as_escaping_its_r
                                                                                      capsys) -> None:  # fmt: skip
     """A backslash is an ordinary byte of a POSIX name: it cannot lead out of a root, and saying so sent
     the operator looking for an attack; the refusal names the backslash."""
-    night = f"{date.today():%Y}/{date.today():%m%d}"
-    folder = tmp_path / "sha" / night
-    folder.mkdir(parents=True)
+    night, folder = _night_folder(tmp_path)
     settled = time.time() - 3600
     for name in ("SHA_back\\slash.fits", "SHA_0001.fits"):
         (folder / name).write_bytes(b"frame")
@@ -192,22 +180,12 @@ def test_a_file_dated_a_nanosecond_before_a_whole_second_is_copied_and_kept(tmp_
     """A listing's mtime is a float made from the nanoseconds: 1764640000.999999999 becomes 1764640001.0,
     while rsync's %M prints the second it reads from the nanoseconds, ...000: the copy was taken for one
     the source changed during the copy and removed again, every night."""
-    night = f"{date.today():%Y}/{date.today():%m%d}"
-    folder = tmp_path / "sha" / night
-    folder.mkdir(parents=True)
+    night, folder = _night_folder(tmp_path)
     frame = folder / "SHA_0001.fits"
     frame.write_bytes(b"frame")
     mtime_ns = (int(time.time()) - 3600) * 1_000_000_000 - 1
     os.utime(frame, ns=(mtime_ns, mtime_ns))
-    suth, cape = tmp_path / "suth", tmp_path / "cape"
-    suth.mkdir(), cape.mkdir()
-    config = ssh_config(
-        tmp_path,
-        sshd,
-        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
-        f'[archives.suth]\nlocation = "{suth}"\n[archives.cape]\nlocation = "cape.test:{cape}"\n'
-        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n',
-    )
+    config, suth, cape = _two_hops(tmp_path, sshd, str(tmp_path / "sha"))
     rel = f"{night}/SHA_0001.fits"
 
     assert main(["sync", "-c", str(config), "--json"]) == 0
