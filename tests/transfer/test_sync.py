@@ -254,6 +254,29 @@ def test_many_files_go_in_parallel_streams_and_all_land_verified(tmp_path: Path,
             assert record is not None and record.xxh128 == digest(path) and record.verified
 
 
+def _frame_set_ahead(tmp_path: Path) -> tuple[Path, float, Path]:
+    """(frame, its time, where suth's copy of it goes): b"header" in tonight's folder of cam, dated two
+    days ahead by the clock of the NFS server it lies on."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    (tmp_path / "cam" / night).mkdir(parents=True)
+    frame = tmp_path / "cam" / night / "CAM_0001.fits"
+    frame.write_bytes(b"header")
+    ahead = time.time() + 2 * 86400
+    os.utime(frame, (ahead, ahead))
+    (tmp_path / "suth").mkdir(exist_ok=True)
+    return frame, ahead, tmp_path / "suth" / "cam" / night / "CAM_0001.fits"
+
+
+def _cam_config(tmp_path: Path, settle_s: float) -> Path:
+    """The config of one hop, cam -> suth (both local), written (again) with ``settle_s``."""
+    config_path = tmp_path / "obsflow.toml"
+    config_path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nsettle_seconds = {settle_s}\n[instruments.cam]\nsource = "{tmp_path / "cam"}"\n'
+        f'path = "cam"\n[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    )
+    return config_path
+
+
 def test_a_file_set_far_ahead_that_changes_soon_after_its_listing_is_not_kept(tmp_path: Path) -> None:
     """A file more than a day ahead of its host's clock counts as settled (transfer.plan.CLOCK_AHEAD_S),
     so its time cannot say how long it has rested: a writer on an NFS server whose clock runs days
@@ -261,19 +284,8 @@ def test_a_file_set_far_ahead_that_changes_soon_after_its_listing_is_not_kept(tm
     ran at once: a writer that paused a moment had its partial file kept under the final name (and
     reported as a conflict ever after).  It must have stayed unchanged for the settle time, watched
     (before its copy: see the test below)."""
-    night = f"{date.today():%Y}/{date.today():%m%d}"
-    (tmp_path / "cam" / night).mkdir(parents=True)
-    frame = tmp_path / "cam" / night / "CAM_0001.fits"
-    frame.write_bytes(b"header")
-    ahead = time.time() + 2 * 86400  # the NFS server's clock
-    os.utime(frame, (ahead, ahead))
-    (tmp_path / "suth").mkdir()
-    config_path = tmp_path / "obsflow.toml"
-    config_path.write_text(
-        f'state_dir = "{tmp_path / "state"}"\nsettle_seconds = 3\n[instruments.cam]\nsource = "{tmp_path / "cam"}"\n'
-        f'path = "cam"\n[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
-    )
-    copy = tmp_path / "suth" / "cam" / night / "CAM_0001.fits"
+    frame, ahead, copy = _frame_set_ahead(tmp_path)
+    config_path = _cam_config(tmp_path, settle_s=3)
     writers = []
 
     def write_on_after_a_pause() -> None:
@@ -290,7 +302,7 @@ def test_a_file_set_far_ahead_that_changes_soon_after_its_listing_is_not_kept(tm
     for writer in writers:
         writer.join()
     (outcome,) = report.outcomes
-    assert outcome.in_flight == [f"{night}/CAM_0001.fits"] and outcome.copied == []
+    assert outcome.in_flight == [f"{date.today():%Y}/{date.today():%m%d}/CAM_0001.fits"] and outcome.copied == []
     assert not copy.exists()
     report = run_sync(load_config(config_path), SyncRequest())  # the writer is done: copied whole
     assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"
@@ -300,20 +312,8 @@ def test_a_run_stopped_while_it_waits_on_a_file_set_far_ahead_leaves_no_copy_of_
     """The wait for a file set more than a day ahead (seen unchanged for the settle time) came after its
     copy, which lay under its final name all that while: a run stopped then (cron's timeout, a shutdown)
     left it there unaccepted, and once its writer wrote on, it was a conflict every night."""
-    night = f"{date.today():%Y}/{date.today():%m%d}"
-    (tmp_path / "cam" / night).mkdir(parents=True)
-    frame = tmp_path / "cam" / night / "CAM_0001.fits"
-    frame.write_bytes(b"header")
-    ahead = time.time() + 2 * 86400  # the NFS server's clock
-    os.utime(frame, (ahead, ahead))
-    (tmp_path / "suth").mkdir()
-    config_path = tmp_path / "obsflow.toml"
-    config = (
-        f'state_dir = "{tmp_path / "state"}"\nsettle_seconds = {{settle}}\n[instruments.cam]\nsource = "{tmp_path / "cam"}"\n'
-        f'path = "cam"\n[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
-    )
-    config_path.write_text(config.format(settle=60))
-    copy = tmp_path / "suth" / "cam" / night / "CAM_0001.fits"
+    frame, ahead, copy = _frame_set_ahead(tmp_path)
+    config_path = _cam_config(tmp_path, settle_s=60)
     command = [str(Path(sys.executable).parent / "obsflow"), "sync", "-c", str(config_path)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 5  # listed and waiting long before this
@@ -326,6 +326,6 @@ def test_a_run_stopped_while_it_waits_on_a_file_set_far_ahead_leaves_no_copy_of_
     with open(frame, "ab") as handle:  # the writer goes on
         handle.write(b"data")
     os.utime(frame, (ahead + 1, ahead + 1))
-    config_path.write_text(config.format(settle=1))
+    _cam_config(tmp_path, settle_s=1)
     report = run_sync(load_config(config_path), SyncRequest())
     assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"
