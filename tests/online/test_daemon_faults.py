@@ -140,18 +140,19 @@ def test_a_full_disk_is_waited_out_never_given_up(tmp_path, small_disk):
     assert read_status(OutputLayout(out))["failures"] == []
 
 
-def _cut_short(path: Path) -> bytes:
-    good = path.read_bytes()
-    path.write_bytes(good[: len(good) // 2])
-    return good
+def _two_scans_the_second_cut_short(raw: Path) -> tuple[Path, bytes]:
+    """Two scans observed; scan 2's VEGAS bank file cut to half: (that file, its good bytes)."""
+    sim = _telescope(raw, 2)
+    _observe(sim)
+    bank = raw / PROJECT / "VEGAS" / f"{sim.plans[1].timestamp}A.fits"
+    good = bank.read_bytes()
+    bank.write_bytes(good[: len(good) // 2])
+    return bank, good
 
 
 def test_a_scan_filled_on_retry_leaves_no_failure_behind(roots):
     raw, out = roots
-    sim = _telescope(raw, 2)
-    _observe(sim)
-    bank = raw / PROJECT / "VEGAS" / f"{sim.plans[1].timestamp}A.fits"
-    good = _cut_short(bank)
+    bank, good = _two_scans_the_second_cut_short(raw)
     daemon = build_daemon(raw, out, poll_s=5, backoff_s=0.05, quicklook=False)  # each step fills all it can
     daemon.start()
     daemon.step()
@@ -170,10 +171,7 @@ def test_a_scan_filled_on_retry_leaves_no_failure_behind(roots):
 
 def test_a_skipped_scan_filled_by_hand_is_no_longer_reported(roots):
     raw, out = roots
-    sim = _telescope(raw, 2)
-    _observe(sim)
-    bank = raw / PROJECT / "VEGAS" / f"{sim.plans[1].timestamp}A.fits"
-    good = _cut_short(bank)
+    bank, good = _two_scans_the_second_cut_short(raw)
     build_daemon(raw, out, poll_s=0.01, retry_limit=1, quicklook=False).run(until_idle=True)
     assert [(f["scan"], f["given_up"]) for f in read_status(OutputLayout(out))["failures"]] == [(2, True)]
     bank.write_bytes(good)
