@@ -203,8 +203,8 @@ def _print_status(data: dict[str, object]) -> None:
         click.echo(f"  {what}: {failure['project']} scan {failure['scan']}: {failure['last_error']}")
     for problem in data.get("project_failures") or []:  # type: ignore[union-attr]
         click.echo(f"  STALLED: {problem['project']}, {problem['pending']} scan(s) waiting: {problem['last_error']}")
-    for entry in data.get("never_finished") or []:  # type: ignore[union-attr]
-        from obsflow.online.daemon import NEVER_FINISHED, later_scan
+    from obsflow.online.daemon import NEVER_FINISHED, later_scan
 
+    for entry in data.get("never_finished") or []:  # type: ignore[union-attr]
         click.echo(f"  NEVER FINISHED: {entry['project']} scan {entry['scan']} ({entry['timestamp']}): {NEVER_FINISHED} "
                    f"({later_scan(entry)} started after it)")  # fmt: skip

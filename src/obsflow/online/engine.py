@@ -49,7 +49,6 @@ class ProjectState:
     filled: set[ScanKey] = field(default_factory=set)
     filled_known: bool = False  # the output files were read: until then nothing is filled (it might be there)
     failures: dict[ScanKey, Failure] = field(default_factory=dict)
-    last_finished_at: float | None = None  # wall time the newest finished scan was seen
     ended_at: dict[ScanKey, float] = field(default_factory=dict)  # when each scan ended, for the lag
     seen_finished_at: dict[ScanKey, float] = field(default_factory=dict)  # when its end was seen
     last_filled: ScanKey | None = None
@@ -89,7 +88,6 @@ class Engine:
             state.never_finished.pop(event.key, None)  # late, but finished after all
             if event.key not in state.finished:
                 state.finished[event.key] = event.backends
-                state.last_finished_at = event.seen_at
                 state.ended_at[event.key] = _ended_at(event)
                 state.seen_finished_at[event.key] = event.seen_at
             if state.started == event.key:
