@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 
@@ -88,9 +89,18 @@ def test_an_undated_window_reaching_today_takes_files_from_the_future_too() -> N
     """A product whose mtime a wrong clock set a year ahead belongs to no past night: the window
     that reaches today takes it (the plan then judges whether it settled), a past night's does not."""
     today = date.today()
-    since, until = modified_window(UNDATED, window_dates(today, 30))
+    since, until = modified_window(UNDATED, window_dates(today, 30), today=today)
     ahead = FileStat(1, time.time() + 365 * 86400)
     assert modified_within({"p.fits": ahead}, (since, until)) == {"p.fits": ahead}
-    last_week = modified_window(UNDATED, window_dates(today - timedelta(days=7), 3))
+    last_week = modified_window(UNDATED, window_dates(today - timedelta(days=7), 3), today=today)
     assert last_week is not None and last_week[1] < time.time() and modified_within({"p.fits": ahead}, last_week) == {}
-    assert modified_window("{yyyy}/{mmdd}", window_dates(today, 30)) is None
+    assert modified_window("{yyyy}/{mmdd}", window_dates(today, 30), today=today) is None
+
+
+def test_the_open_end_follows_the_runs_own_today_not_the_clock() -> None:
+    """A run told its day (``--today``, tests) judges "reaches today" by that day: a window ending
+    on it is open, one ending the day before is closed, whatever the machine's date."""
+    run_day = date(2016, 9, 7)
+    assert modified_window(UNDATED, window_dates(run_day, 30), today=run_day)[1] == math.inf  # type: ignore[index]
+    closed = modified_window(UNDATED, window_dates(run_day - timedelta(days=1), 30), today=run_day)
+    assert closed is not None and closed[1] == datetime(2016, 9, 7).timestamp()

@@ -144,8 +144,9 @@ def command(
     if rehash and not checksum:
         raise UsageError("--rehash only makes sense with --checksum", "--rehash")
     config = load_config(config_path)
-    period = _period(months, since, until, _date(today, "--today") or date.today())
-    pairs = plan_pairs(config, period, hops, instruments)
+    run_day = _date(today, "--today") or date.today()
+    period = _period(months, since, until, run_day)
+    pairs = plan_pairs(config, period, hops, instruments, today=run_day)
     if dry_run:
         return _dry_run(pairs, period, checksum, as_json)
 

@@ -71,18 +71,18 @@ def dated_folders(layout: str, dates: list[date]) -> dict[str, date]:
     return folders
 
 
-def modified_window(layout: str, dates: list[date]) -> tuple[float, float] | None:
+def modified_window(layout: str, dates: list[date], *, today: date) -> tuple[float, float] | None:
     """For an undated layout, the window as unix seconds ``[since, until)``: from the first day's
     midnight to the midnight after the last day, in this host's time zone (as dated folders are
     named by local date).  None for a dated layout: its folders are the window.
 
-    A window that reaches today has no end: a file whose mtime lies in the future (a clock set
+    A window that reaches ``today`` (the run's) has no end: a file whose mtime lies in the future (a clock set
     wrong, ``cp -p`` from such a host) belongs to no past night, and would otherwise never be taken.
     """
     if layout != UNDATED:
         return None
     first = datetime.combine(dates[0], datetime.min.time())
-    if dates[-1] >= date.today():
+    if dates[-1] >= today:
         return first.timestamp(), math.inf
     after = datetime.combine(dates[-1] + timedelta(days=1), datetime.min.time())
     return first.timestamp(), after.timestamp()

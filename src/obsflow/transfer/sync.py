@@ -43,8 +43,13 @@ class SyncRequest:
     dry_run: bool = False
     today: date | None = None  # for tests; default: today's local date
 
+    @property
+    def run_day(self) -> date:
+        """The day this run counts from: ``today`` if given, else the local date."""
+        return self.today or date.today()
+
     def dates(self, config: Config) -> list[date]:
-        end = self.date or self.today or date.today()
+        end = self.date or self.run_day
         days = self.days if self.days is not None else (1 if self.date else config.window_days)
         return window_dates(end, days)
 
@@ -74,7 +79,7 @@ def run_sync(
         if catalog.close_interrupted_runs():  # we hold the run lock: no other run is running
             log.info("runs left 'running' by a run that died are marked interrupted")
         if request.date is None and request.days is None:
-            report.warnings += missed_runs(catalog, config, instruments, request.today or date.today())
+            report.warnings += missed_runs(catalog, config, instruments, request.run_day)
         settings = HopSettings(
             ssh_options=config.ssh_options,
             rsync_options=config.rsync_options,
@@ -85,7 +90,7 @@ def run_sync(
         warned: set[tuple[str, str]] = set()
         for hop in hops:
             for name in instruments:
-                job = _job(config, hop.source, hop.dest, hop.label, name, dates)
+                job = _job(config, hop.source, hop.dest, hop.label, name, dates, request.run_day)
                 try:  # read just before each hop: a fill may have started during the one before
                     locks = filler_locks(config, connections, warned)
                 except TransportError as err:
@@ -145,13 +150,15 @@ def _hops(config: Config, wanted: str | None) -> list[Hop]:
     return chosen
 
 
-def _job(config: Config, source: str, dest: str, label: str, name: str, dates: list[date]) -> HopJob:
+def _job(
+    config: Config, source: str, dest: str, label: str, name: str, dates: list[date], today: date
+) -> HopJob:
     inst = config.instruments[name]
     return HopJob(
         hop=label, source_host=source, dest_host=dest, instrument=name, source=config.instrument_root(source, inst),
         dest=config.instrument_root(dest, inst),
         folders=tuple(dated_folders(inst.layout, dates)), patterns=inst.patterns,
-        modified=modified_window(inst.layout, dates), settle_s=config.settle_seconds_for(inst), grows=inst.grows,
+        modified=modified_window(inst.layout, dates, today=today), settle_s=config.settle_seconds_for(inst), grows=inst.grows,
         keep_superseded_days=inst.keep_superseded_days,
         source_archive=config.archives[source].location if source in config.archives else None,
         dest_archive=config.archives[dest].location,

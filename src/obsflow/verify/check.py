@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date
 
 from obsflow.config import INSTRUMENTS, Config, Hop, Instrument, Location
 from obsflow.errors import OutputError, TransportError, UsageError
@@ -100,8 +101,12 @@ class Pair:
         return self.instrument.patterns
 
 
-def plan_pairs(config: Config, period: Period, hops: Sequence[str] = (), instruments: Sequence[str] = ()) -> list[Pair]:
-    """The (hop, instrument) pairs to verify; ``hops`` as ``FROM:TO`` labels (empty: all).
+def plan_pairs(
+    config: Config, period: Period, hops: Sequence[str] = (), instruments: Sequence[str] = (), *,
+    today: date | None = None,
+) -> list[Pair]:
+    """The (hop, instrument) pairs to verify; ``hops`` as ``FROM:TO`` labels (empty: all);
+    ``today``: the run's day (default: the local date).
 
     Raises UsageError for an unknown hop or instrument.
     """
@@ -121,6 +126,7 @@ def plan_pairs(config: Config, period: Period, hops: Sequence[str] = (), instrum
         raise UsageError("no instruments configured: nothing to verify", str(config.path))
     pairs = []
     dates = period.dates
+    run_day = today or date.today()
     for hop in chosen_hops:
         sources = {inst.name: location for inst, location in config.host_root(hop.source)}
         dests = {inst.name: location for inst, location in config.host_root(hop.dest)}
@@ -130,7 +136,7 @@ def plan_pairs(config: Config, period: Period, hops: Sequence[str] = (), instrum
             folders = tuple(dated_folders(inst.layout, dates))
             a = _side(config, hop.source, inst.name, sources[inst.name])
             b = _side(config, hop.dest, inst.name, dests[inst.name])
-            pairs.append(Pair(hop, inst, a, b, folders, modified_window(inst.layout, dates)))
+            pairs.append(Pair(hop, inst, a, b, folders, modified_window(inst.layout, dates, today=run_day)))
     return pairs
 
 

@@ -101,7 +101,7 @@ def _holdings(catalog: Catalog, config: Config, dates: list[date]) -> list[dict[
     """
     holdings = []
     for name, inst in config.instruments.items():
-        folders, modified = dated_folders(inst.layout, dates), modified_window(inst.layout, dates)
+        folders, modified = dated_folders(inst.layout, dates), modified_window(inst.layout, dates, today=dates[-1])
         hosts = {}
         for host in _hosts(config):
             files, total = catalog.held(host, name, folders, modified)
