@@ -199,3 +199,39 @@ def test_a_truncated_go_file_fails_only_its_own_scan(raw_project, tmp_path, caps
     assert len(err) == 1 and err[0].startswith("obsflow: error: scan 2: truncated FITS file") and go.name in err[0]
     filled = index_fits.read_sdfits_tables(OutputLayout(tmp_path / "out").bank_fits(PROJECT, "A"))[0].columns["SCAN"]
     assert sorted({int(s) for s in filled}) == [1, 3]
+
+
+def test_a_held_project_lock_is_waited_for_once_not_once_per_scan(raw_project, tmp_path, capsys):
+    """A fill that cannot take the project's lock gives up after one --lock-timeout (not one per
+    scan: 100 scans would wait 100 minutes), names the scans it did not try, and exits 2 (it could
+    not run, as for `obsflow index`), touching nothing."""
+    import time
+
+    from obsflow.lock import held
+
+    out = tmp_path / "out"
+    assert main(["fill", str(raw_project), str(out), "--scans", "1"]) == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+    started = time.monotonic()
+    with held(out / "locks", PROJECT, purpose="a fill"):
+        code = main(["fill", str(raw_project), str(out), "--lock-timeout", "0.5", "--json"])
+    waited = time.monotonic() - started
+    assert code == 2
+    assert waited < 2.0, f"waited {waited:.1f} s for 6 scans at 0.5 s each"
+    failed = json.loads(capsys.readouterr().out)["failed"]
+    assert [f["scan"] for f in failed] == [1, 2, 3, 4, 5, 6]
+    assert "lock held by" in failed[0]["error"]
+    assert all(f["error"] == "not tried: the project's lock is held (see scan 1)" for f in failed[1:])
+    assert _snapshot(out) == before
+
+
+def test_a_held_lock_is_one_error_line_for_the_scans_not_tried(raw_project, tmp_path, capsys):
+    from obsflow.lock import held
+
+    out = tmp_path / "out"
+    with held(out / "locks", PROJECT, purpose="a fill"):
+        assert main(["fill", str(raw_project), str(out), "--lock-timeout", "0.2", "--scans", "1-4,6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("obsflow: error: scan 1: lock held by pid")
+    assert err[1] == "obsflow: error: scans 2-4,6: not tried: the project's lock is held (see scan 1)"

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from obsflow.cli._options import emit_json, is_terminal, json_option
-from obsflow.errors import EXIT_FINDINGS, InputError, LockError, OutputError, UsageError
+from obsflow.errors import EXIT_CANNOT_RUN, EXIT_FINDINGS, InputError, LockError, OutputError, UsageError
 
 EXAMPLES = """\b
 Examples:
@@ -97,7 +97,8 @@ def command(
 
     Writes OUTPUT_ROOT/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.<BANK>.fits (one per
     VEGAS bank), appending to files that exist.  A scan already in a file is skipped
-    with a note, never written twice.  Exit 1 if any chosen scan could not be filled.
+    with a note, never written twice.  Exit 1 if any chosen scan could not be filled,
+    2 if the project's lock stayed held for --lock-timeout (the scans not tried are named).
     """
     from obsflow.online import raw
     from obsflow.online.fill import fill_scan
@@ -120,18 +121,24 @@ def command(
         raise OutputError(f"cannot create the output folder: {err.strerror}", layout.root) from err
     project = raw_project.name.split(":")[0]
     results, problems = [], []
+    locked_out: int | None = None  # the scan whose fill could not take the project's lock
     progress = _progress(len(scans), quiet=as_json)
     try:
         for scan in scans:
             progress.describe(f"scan {scan.number}")
             if not scan.is_finished:
                 problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": "scan has not finished"})
+            elif locked_out is not None:  # waiting again for every scan would multiply --lock-timeout
+                problems.append({"scan": scan.number, "timestamp": scan.timestamp,
+                                 "error": f"not tried: the project's lock is held (see scan {locked_out})"})  # fmt: skip
             else:
                 try:
                     results.append(fill_scan(scan, layout, lock_timeout_s=lock_timeout, write_spurs=not no_spurs,
                                              project=project))  # fmt: skip
                 except (InputError, LockError) as err:  # this scan only: go on with the others
                     problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": err.one_line()})
+                    if isinstance(err, LockError):
+                        locked_out = scan.number
             progress.advance()
     finally:
         progress.close()
@@ -148,19 +155,47 @@ def command(
         emit_json(summary)
     else:
         _print_summary(summary)
+    if locked_out is not None:
+        return EXIT_CANNOT_RUN  # could not run, as a lock timeout is everywhere (README, exit codes)
     return EXIT_FINDINGS if problems else 0
 
 
 def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
     for item in summary["skipped"]:
         click.echo(f"note: scan {item['scan']} ({item['timestamp']}) is already in the SDFITS files: skipped", err=True)
-    for item in summary["failed"]:
-        click.echo(f"obsflow: error: scan {item['scan']}: {item['error']}", err=True)
+    for error, scans in _same_error_runs(summary["failed"]):
+        label = f"scan {scans[0]}" if len(scans) == 1 else f"scans {_ranges_text(scans)}"
+        click.echo(f"obsflow: error: {label}: {error}", err=True)
     rows = sum(f["rows"] for f in summary["filled"])
     click.echo(
         f"{summary['project']}: filled {len(summary['filled'])} scans ({rows} rows), skipped {len(summary['skipped'])},"
         f" failed {len(summary['failed'])} -> {summary['output']}"
     )
+
+
+def _same_error_runs(failed: list[dict]) -> list[tuple[str, list[int]]]:  # type: ignore[type-arg]
+    """Consecutive failures with the same error, as one (error, scans) each: a held lock is one line, not 100."""
+    runs: list[tuple[str, list[int]]] = []
+    for item in failed:
+        if runs and runs[-1][0] == item["error"]:
+            runs[-1][1].append(item["scan"])
+        else:
+            runs.append((item["error"], [item["scan"]]))
+    return runs
+
+
+def _ranges_text(numbers: list[int]) -> str:
+    """``[2, 3, 4, 7]`` as '2-4,7'."""
+    parts: list[str] = []
+    start = previous = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == previous + 1:
+            previous = n
+            continue
+        parts.append(_range_text(start, previous))
+        if n is not None:
+            start = previous = n
+    return ",".join(parts)
 
 
 class _progress:
