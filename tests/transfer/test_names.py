@@ -74,6 +74,9 @@ def test_a_name_that_is_not_utf8_is_refused_with_one_readable_line(
     assert main(["verify", "-c", str(config), "--html", str(report)]) == 1  # it never reached suth
     out = capsys.readouterr().out
     assert f"{shown}  (name is not valid UTF-8: not copied (rename it at the source))" in out  # the sync's words
+    lines = out.splitlines()  # found by docs review: its heading said such entries lead outside the root
+    heading = lines[lines.index(f"{shown}  (name is not valid UTF-8: not copied (rename it at the source))") - 2]
+    assert heading.startswith("ENTRIES ON SHA THAT THE SYNC REFUSES") and "OUTSIDE THE ROOT" not in heading
     assert "1 refused" in out and shown in report.read_text()
 
 

@@ -181,3 +181,53 @@ def test_a_state_folder_the_account_cannot_make_is_named_as_such(tmp_path) -> No
     done = obsflow_nocap("sync", "-c", str(config))
     assert done.returncode == 2
     assert done.stderr.strip() == f"obsflow: error: cannot create state folder: Permission denied ({parent / 'obsflow'})"
+
+
+def _with_locks(config: Path, locks: str) -> None:
+    """The world's config honouring the filler's lock folder ``locks`` (a top-level key: before any table)."""
+    config.write_text(f'locks = ["{locks}"]\n' + config.read_text())
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "over-ssh"])
+def test_a_lock_folder_this_user_cannot_read_stops_the_hop(world, tmp_path, sshd_nocap, remote) -> None:
+    # found by docs review: docs/transfer.md says a `locks` folder that cannot be read stops the hops
+    # (exit 2) "rather than copy as if nothing were locked"; such a folder read as empty, and a
+    # project the filler was writing was copied half-written
+    source, dest, config = world
+    if remote:
+        _over_ssh(config, sshd_nocap)
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    (locks / f"{TODAY:%m%d}.lock").write_text("{}")  # guards tonight's folder
+    _with_locks(config, f"sha.test:{locks}" if remote else str(locks))
+    for frame in (dest / NIGHT).iterdir():
+        frame.unlink()
+    locks.chmod(0)
+    try:
+        done = obsflow_nocap("sync", "-c", str(config))
+    finally:
+        locks.chmod(0o755)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    (line,) = [ln for ln in done.stdout.splitlines() if "FAILED" in ln]
+    assert "FAILED: cannot read the filler's locks: " in line and line.endswith(f"{locks})"), line
+    assert list((dest / NIGHT).iterdir()) == []
+
+
+def test_a_lock_file_this_user_cannot_read_still_locks(world, tmp_path) -> None:
+    # found by docs review: an unreadable lock file made the sync stop with a traceback (internal error)
+    _source, dest, config = world
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    lock = locks / f"{TODAY:%m%d}.lock"
+    lock.write_text("{}")
+    lock.chmod(0)
+    _with_locks(config, str(locks))
+    for frame in (dest / NIGHT).iterdir():
+        frame.unlink()
+    done = obsflow_nocap("sync", "-c", str(config), "--json")
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    (hop,) = json.loads(done.stdout)["hops"]
+    assert (hop["copied"], hop["locked"]) == (0, 2)
+    assert list((dest / NIGHT).iterdir()) == []

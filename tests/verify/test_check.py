@@ -241,7 +241,7 @@ def test_a_dated_folder_linked_outside_the_root_is_refused_as_the_sync_refuses_i
     assert report.counts["refused"] == 1 and report.exit_code == 1
     assert report.subject.startswith("FAILED: 0 missing, 0 size differs, 0 not checked, 1 refused")
     section = parse_text(render_text(report))["sha: sha -> suth  (hop instruments:suth)"]
-    assert section["ENTRIES ON SHA THAT THE SYNC REFUSES (THEY LEAD OUTSIDE THE ROOT)"] == [
+    assert section["ENTRIES ON SHA THAT THE SYNC REFUSES (NOT COPIED, FOR THE REASON GIVEN)"] == [
         f"{night}  (symlink to {elsewhere} (outside the root or absolute))"
     ]
 

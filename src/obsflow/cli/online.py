@@ -103,7 +103,15 @@ def _path_or_none(text: str | None) -> Path | None:
     return None if text is None else Path(text)
 
 
-@command.command("status")
+STATUS_EXAMPLES = """\b
+Examples:
+  obsflow online status --out-root /home/sdfits
+  obsflow online --config /etc/obsflow/filler.toml status     the out_root of its [filler] table
+  obsflow online status --out-root /home/sdfits --json
+"""
+
+
+@command.command("status", epilog=STATUS_EXAMPLES)
 @click.option("--out-root", type=click.Path(path_type=Path, file_okay=False), help="The daemon's output root.")
 @json_option
 @click.pass_context

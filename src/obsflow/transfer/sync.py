@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from obsflow.config import Config, Hop, Location, parse_location
 from obsflow.errors import ObsflowError, TransportError, UsageError
-from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, locks_in
+from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, read_lock
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
 from obsflow.transfer.plan import HopPlan, dated_folders, modified_window, window_dates
@@ -185,7 +186,8 @@ def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today:
 
 
 _REMOTE_LOCKS = """\
-cd -- {dir} 2>/dev/null || exit 0
+cd -- {dir} 2>/dev/null || {{ [ -e {dir} ] || exit 0; printf 'cannot enter the folder\\n' >&2; exit 3; }}
+[ -r . ] || {{ printf 'cannot read the folder\\n' >&2; exit 3; }}
 for f in *{suffix}; do [ -f "$f" ] || continue; printf '%s\\0' "$f"; cat -- "$f"; printf '\\0'; done
 """
 
@@ -202,7 +204,7 @@ def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | No
     warned = set() if warned is None else warned
     for entry in config.locks:
         where = parse_location(entry)
-        found = _remote_locks(entry, where, shell) if where.is_remote else locks_in(Path(where.path))
+        found = _remote_locks(entry, where, shell) if where.is_remote else _local_locks(entry, Path(where.path))
         for name, info in found.items():
             if info is not None and is_stale(info) and (entry, name) not in warned:
                 warned.add((entry, name))
@@ -210,6 +212,32 @@ def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | No
                             "restarts and rolls back its interrupted fill", name, entry, info.describe(), name)  # fmt: skip
         names |= set(found)
     return names
+
+
+def _local_locks(entry: str, folder: Path) -> dict[str, LockInfo | None]:
+    """``{name: holder}`` of the locks in a local folder (holder None: unreadable, a lock all the same).
+
+    A folder that is not there holds no lock (no filler has written there yet, as over ssh); one
+    that cannot be read raises TransportError, never reads as empty.
+    """
+    try:
+        names = [name for name in os.listdir(folder) if name.endswith(LOCK_SUFFIX)]
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise TransportError(f"cannot read the filler's locks: cannot list the folder: {err.strerror}; "
+                             "not copying what they may guard", entry) from err  # fmt: skip
+    found: dict[str, LockInfo | None] = {}
+    for name in names:
+        try:
+            info = read_lock(folder / name)
+        except OSError:
+            info = None
+        else:
+            if info is None:
+                continue  # released meanwhile
+        found[name[: -len(LOCK_SUFFIX)]] = info
+    return found
 
 
 def _remote_locks(entry: str, where: Location, shell: Shell) -> dict[str, LockInfo | None]:

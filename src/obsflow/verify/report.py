@@ -62,7 +62,7 @@ def _sections(folder: FolderResult) -> list[tuple[str, list[str], str | None]]:
         heading = "FILES STILL IN FLIGHT (NOT ALARMS: CHANGING OR COPIED WHILE CHECKED)"
         sections.append((heading, list(folder.in_flight), None))
     if folder.refused:
-        heading = f"ENTRIES ON {a} THAT THE SYNC REFUSES (THEY LEAD OUTSIDE THE ROOT)"
+        heading = f"ENTRIES ON {a} THAT THE SYNC REFUSES (NOT COPIED, FOR THE REASON GIVEN)"
         sections.append((heading, [f"{r.path}  ({r.reason})" for r in folder.refused], None))
     if folder.skipped:
         heading = f"ENTRIES ON {a} THAT ARE NOT REGULAR FILES (NOT COPIED, NOT COMPARED)"
