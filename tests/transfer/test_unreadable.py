@@ -193,7 +193,7 @@ def test_a_lock_folder_this_user_cannot_read_stops_the_hop(world, tmp_path, sshd
     # found by docs review: docs/transfer.md says a `locks` folder that cannot be read stops the hops
     # (exit 2) "rather than copy as if nothing were locked"; such a folder read as empty, and a
     # project the filler was writing was copied half-written
-    source, dest, config = world
+    _source, dest, config = world
     if remote:
         _over_ssh(config, sshd_nocap)
     locks = tmp_path / "locks"
@@ -231,3 +231,21 @@ def test_a_lock_file_this_user_cannot_read_still_locks(world, tmp_path) -> None:
     (hop,) = json.loads(done.stdout)["hops"]
     assert (hop["copied"], hop["locked"]) == (0, 2)
     assert list((dest / NIGHT).iterdir()) == []
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "over-ssh"])
+def test_a_lock_folder_that_does_not_exist_is_said_once(world, tmp_path, sshd_nocap, remote) -> None:
+    """A missing lock folder holds no lock (no filler has written there yet), but a mistyped path
+    would honour nothing for ever without a word: the run says so, once, and copies as before."""
+    _source, dest, config = world
+    if remote:
+        _over_ssh(config, sshd_nocap)
+    missing = tmp_path / "sdfits" / "lcoks"
+    _with_locks(config, f"sha.test:{missing}" if remote else str(missing))
+    for frame in (dest / NIGHT).iterdir():
+        frame.unlink()
+    done = obsflow_nocap("sync", "-c", str(config))
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    said = [line for line in done.stderr.splitlines() if "does not exist" in line]
+    assert len(said) == 1 and str(missing) in said[0] and "no filler lock is honoured there" in said[0], done.stderr
+    assert len(list((dest / NIGHT).iterdir())) == 2

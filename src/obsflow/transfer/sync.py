@@ -186,7 +186,7 @@ def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today:
 
 
 _REMOTE_LOCKS = """\
-cd -- {dir} 2>/dev/null || {{ [ -e {dir} ] || exit 0; printf 'cannot enter the folder\\n' >&2; exit 3; }}
+cd -- {dir} 2>/dev/null || {{ [ -e {dir} ] || {{ printf '{missing}'; exit 0; }}; printf 'cannot enter the folder\\n' >&2; exit 3; }}
 [ -r . ] || {{ printf 'cannot read the folder\\n' >&2; exit 3; }}
 for f in *{suffix}; do [ -f "$f" ] || continue; printf '%s\\0' "$f"; cat -- "$f"; printf '\\0'; done
 """
@@ -205,6 +205,12 @@ def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | No
     for entry in config.locks:
         where = parse_location(entry)
         found = _remote_locks(entry, where, shell) if where.is_remote else _local_locks(entry, Path(where.path))
+        if found is None:
+            if (entry, "") not in warned:  # a mistyped path would otherwise honour nothing without a word
+                warned.add((entry, ""))
+                log.warning("lock folder %s does not exist: no filler lock is honoured there until the filler "
+                            "makes it (a mistyped path?)", entry)  # fmt: skip
+            continue
         for name, info in found.items():
             if info is not None and is_stale(info) and (entry, name) not in warned:
                 warned.add((entry, name))
@@ -214,16 +220,16 @@ def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | No
     return names
 
 
-def _local_locks(entry: str, folder: Path) -> dict[str, LockInfo | None]:
+def _local_locks(entry: str, folder: Path) -> dict[str, LockInfo | None] | None:
     """``{name: holder}`` of the locks in a local folder (holder None: unreadable, a lock all the same).
 
-    A folder that is not there holds no lock (no filler has written there yet, as over ssh); one
-    that cannot be read raises TransportError, never reads as empty.
+    None for a folder that is not there (no filler has written there yet, as over ssh); one that
+    cannot be read raises TransportError, never reads as empty.
     """
     try:
         names = [name for name in os.listdir(folder) if name.endswith(LOCK_SUFFIX)]
     except FileNotFoundError:
-        return {}
+        return None
     except OSError as err:
         raise TransportError(f"cannot read the filler's locks: cannot list the folder: {err.strerror}; "
                              "not copying what they may guard", entry) from err  # fmt: skip
@@ -240,13 +246,20 @@ def _local_locks(entry: str, folder: Path) -> dict[str, LockInfo | None]:
     return found
 
 
-def _remote_locks(entry: str, where: Location, shell: Shell) -> dict[str, LockInfo | None]:
-    """``{name: holder}`` of the locks in a remote folder, in one ssh command (holder None: unreadable)."""
+_NO_FOLDER = b"no such folder"  # the script's answer for a missing folder (a lock record holds a NUL)
+
+
+def _remote_locks(entry: str, where: Location, shell: Shell) -> dict[str, LockInfo | None] | None:
+    """``{name: holder}`` of the locks in a remote folder, in one ssh command (holder None: unreadable);
+    None for a folder that is not there."""
+    script = _REMOTE_LOCKS.format(dir=shell_path(where.path), suffix=LOCK_SUFFIX, missing=_NO_FOLDER.decode())
     try:
-        out = shell.run(where, _REMOTE_LOCKS.format(dir=shell_path(where.path), suffix=LOCK_SUFFIX))
+        out = shell.run(where, script)
     except ObsflowError as err:
         raise TransportError(f"cannot read the filler's locks: {err.what}; not copying what they may guard",
                              entry) from err  # fmt: skip
+    if out == _NO_FOLDER:
+        return None
     fields = out.split(b"\0")
     return {name.decode()[: -len(LOCK_SUFFIX)]: _lock_info(body)
             for name, body in zip(fields[0::2], fields[1::2], strict=False) if name}  # fmt: skip
