@@ -249,3 +249,25 @@ def test_a_lock_folder_that_does_not_exist_is_said_once(world, tmp_path, sshd_no
     said = [line for line in done.stderr.splitlines() if "does not exist" in line]
     assert len(said) == 1 and str(missing) in said[0] and "no filler lock is honoured there" in said[0], done.stderr
     assert len(list((dest / NIGHT).iterdir())) == 2
+
+
+def test_a_remote_lock_folder_behind_a_folder_this_user_cannot_search_stops_the_hop(world, tmp_path, sshd_nocap):
+    """Over ssh, `[ -e locks ]` is false both when the folder is missing and when its parent
+    cannot be searched: the second is not "no lock", it is a folder the sync cannot read."""
+    _source, dest, config = world
+    _over_ssh(config, sshd_nocap)
+    parent = tmp_path / "sdfits"
+    (parent / "locks").mkdir(parents=True)
+    (parent / "locks" / f"{TODAY:%m%d}.lock").write_text("{}")
+    _with_locks(config, f"sha.test:{parent / 'locks'}")
+    for frame in (dest / NIGHT).iterdir():
+        frame.unlink()
+    parent.chmod(0o600)  # readable, not searchable
+    try:
+        done = obsflow_nocap("sync", "-c", str(config))
+    finally:
+        parent.chmod(0o755)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    (line,) = [ln for ln in done.stdout.splitlines() if "FAILED" in ln]
+    assert "cannot read the filler's locks: " in line and "cannot enter the folder" in line, line
+    assert list((dest / NIGHT).iterdir()) == []

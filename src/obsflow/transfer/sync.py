@@ -186,7 +186,10 @@ def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today:
 
 
 _REMOTE_LOCKS = """\
-cd -- {dir} 2>/dev/null || {{ [ -e {dir} ] || {{ printf '{missing}'; exit 0; }}; printf 'cannot enter the folder\\n' >&2; exit 3; }}
+cd -- {dir} 2>/dev/null || {{
+  d={dir}; while [ ! -e "$d" ] && [ "$d" != / ] && [ "$d" != . ]; do d=$(dirname -- "$d"); done
+  [ -e {dir} ] || [ ! -x "$d" ] || {{ printf '{missing}'; exit 0; }}
+  printf 'cannot enter the folder\\n' >&2; exit 3; }}
 [ -r . ] || {{ printf 'cannot read the folder\\n' >&2; exit 3; }}
 for f in *{suffix}; do [ -f "$f" ] || continue; printf '%s\\0' "$f"; cat -- "$f"; printf '\\0'; done
 """
