@@ -23,7 +23,7 @@ from obsflow.transfer.listing import FileStat, is_safe_relpath, is_utf8_name, pr
 
 __all__ = [
     "CLOCK_AHEAD_S", "NOT_UTF8", "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within",
-    "name_refusal", "parse_date", "plan_copy", "take_grown", "window_dates",
+    "name_refusal", "parse_date", "plan_copy", "symlink_refusal", "take_grown", "window_dates",
 ]  # fmt: skip
 
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
@@ -208,18 +208,27 @@ def _unsafe_reason(path: str) -> str:
     return "path escapes its root"
 
 
+def symlink_refusal(path: str, st: FileStat) -> str:
+    """Why the sync refuses the symlink ``path`` as leading outside its root, in its words ('' if it
+    does not, or is no symlink); verify says the same.
+
+    A dated folder linked outside the root is listed with its real path as target: absolute.
+    """
+    if st.kind != "l":
+        return ""
+    if posixpath.isabs(st.target):
+        return f"symlink to {st.target} (outside the root or absolute)"
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), st.target))
+    if resolved == ".." or resolved.startswith("../"):
+        return f"symlink to {st.target} points outside the root"
+    return ""
+
+
 def _refusal(path: str, st: FileStat, unsafe: bool) -> str:
     if st.kind == "f" and not unsafe:
         return ""  # the common case, decided first
     if unsafe:
         return _unsafe_reason(path)
     if st.kind == "l":
-        if posixpath.isabs(st.target):
-            return f"symlink to {st.target} (outside the root or absolute): not copied"
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), st.target))
-        if resolved == ".." or resolved.startswith("../"):
-            return f"symlink to {st.target} points outside the root"
-        return "symlink, not a regular file"
-    if not st.is_regular:
-        return "not a regular file"
-    return ""
+        return symlink_refusal(path, st) or "symlink, not a regular file"
+    return "not a regular file"

@@ -24,13 +24,12 @@ archive auditors do (Rucio: LOST = in the catalogue before *and* after the stora
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from obsflow.config import WHOLE_ROOT
 from obsflow.transfer.listing import FileStat
-from obsflow.transfer.plan import CLOCK_AHEAD_S, name_refusal
+from obsflow.transfer.plan import CLOCK_AHEAD_S, name_refusal, symlink_refusal
 
 __all__ = ["Comparison", "HashDiff", "Refused", "SizeDiff", "compare_hashes", "compare_listings", "confirm", "folders_of"]
 
@@ -60,21 +59,6 @@ class Refused:
 
     path: str
     reason: str
-
-
-def refusal(path: str, st: FileStat) -> str | None:
-    """Why the sync refuses the symlink ``path`` as leading outside its root (its words), or None.
-
-    A dated folder linked outside the root is listed with its real path as target: absolute.
-    """
-    if st.kind != "l":
-        return None
-    if posixpath.isabs(st.target):
-        return f"symlink to {st.target} (outside the root or absolute)"
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), st.target))
-    if resolved == ".." or resolved.startswith("../"):
-        return f"symlink to {st.target} points outside the root"
-    return None
 
 
 @dataclass
@@ -110,8 +94,8 @@ def compare_listings(
     settled_before, set_ahead = a_time - settle_s, a_time + CLOCK_AHEAD_S
     for path, st in sorted(a.items()):
         if st.kind != "f":
-            reason = refusal(path, st)
-            if reason is None:
+            reason = symlink_refusal(path, st)
+            if not reason:
                 skipped(path)
             else:
                 result.refused.append(Refused(path, reason))
