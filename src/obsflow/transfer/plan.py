@@ -145,10 +145,9 @@ def plan_copy(
     unsafe = unsafe_relpaths(source)
     for path in sorted(source):
         st = source[path]
-        reason = _refusal(path, st, path in unsafe)
-        if not reason and not is_utf8_name(path):
-            # rsync would copy it, but it cannot be recorded, printed or verified as text
-            reason, path = NOT_UTF8, printable_name(path)
+        reason = _refusal(path, st, is_safe=path not in unsafe)
+        if reason == NOT_UTF8:  # rsync would copy it, but it cannot be recorded, printed or verified as text
+            path = printable_name(path)
         if reason:
             plan.refused.append(Refusal(path, reason))
         elif locks and any(part in locks for part in path.split("/")):
@@ -195,9 +194,13 @@ def take_grown(
 NOT_UTF8 = "name is not valid UTF-8: not copied (rename it at the source)"
 
 
-def name_refusal(path: str) -> str:
-    """Why the sync refuses a file by its name alone, in its words ('' if it does not); verify says the same."""
-    if not is_safe_relpath(path):
+def name_refusal(path: str, *, is_safe: bool | None = None) -> str:
+    """Why the sync refuses a file by its name alone, in its words ('' if it does not); verify says the same.
+
+    ``is_safe``: :func:`is_safe_relpath`'s verdict when the caller has it already (:func:`plan_copy`
+    finds it for a whole listing at once).
+    """
+    if not (is_safe_relpath(path) if is_safe is None else is_safe):
         return _unsafe_reason(path)
     return "" if is_utf8_name(path) else NOT_UTF8
 
@@ -224,11 +227,10 @@ def symlink_refusal(path: str, st: FileStat) -> str:
     return ""
 
 
-def _refusal(path: str, st: FileStat, unsafe: bool) -> str:
-    if st.kind == "f" and not unsafe:
-        return ""  # the common case, decided first
-    if unsafe:
-        return _unsafe_reason(path)
+def _refusal(path: str, st: FileStat, *, is_safe: bool) -> str:
+    """Why the sync refuses ``path`` ('' to copy it): a name leaving its root, then its kind, then its name's bytes."""
+    if st.kind == "f" or not is_safe:
+        return name_refusal(path, is_safe=is_safe)
     if st.kind == "l":
         return symlink_refusal(path, st) or "symlink, not a regular file"
     return "not a regular file"
