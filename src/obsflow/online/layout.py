@@ -64,10 +64,6 @@ class OutputLayout:
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
-    @property
-    def sdfits_status_path(self) -> Path:
-        return self.root / "sdfitsStatus.txt"
-
     def product_dir(self, project: str, backend: str = "vegas") -> Path:
         """``<root>/<PROJ>/<PROJ>.raw.<backend>``."""
         return self.root / project / f"{project}.raw.{backend}"
