@@ -476,6 +476,6 @@ def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, ob
 def read_status(layout: OutputLayout) -> dict[str, object] | None:
     """The daemon's last saved status, or None if it never ran here."""
     try:
-        return json.loads(layout.status_path.read_text())  # type: ignore[no-any-return]
+        return json.loads(layout.status_path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
     except FileNotFoundError:
         return None

@@ -27,7 +27,7 @@ from typing import Any
 from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
 from obsflow.lock import is_locked
-from obsflow.online.daemon import DAEMON_LOCK, later_scan
+from obsflow.online.daemon import DAEMON_LOCK, later_scan, read_status
 from obsflow.online.layout import OutputLayout
 from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
@@ -240,11 +240,11 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"out_root": str(layout.root), "has_run": False, "error": None, "running": False,
                            "projects": [], "recent": [], "failures": []}  # fmt: skip
     try:
-        data = json.loads(layout.status_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return out
+        data = read_status(layout)
     except (OSError, ValueError) as err:
         out["error"] = f"cannot read the daemon status: {err}"
+        return out
+    if data is None:
         return out
     if not isinstance(data, dict):
         out["error"] = f"cannot read the daemon status: {NOT_AN_OBJECT}"
@@ -313,7 +313,7 @@ def fill_history(config: Config, days: int = 7, now: float | None = None) -> lis
             for record in _read_fill_log(log):
                 fills[(record.get("project"), record.get("scan"), record.get("filled_at"))] = record
     try:
-        data = json.loads(layout.status_path.read_text(encoding="utf-8"))
+        data = read_status(layout) or {}
     except (OSError, ValueError):
         data = {}
     for record in data.get("recent", []) if isinstance(data, dict) else []:
