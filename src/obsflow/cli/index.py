@@ -12,7 +12,7 @@ import click
 from obsflow.cli._options import emit_json, json_option
 from obsflow.errors import EXIT_FINDINGS, EXIT_OK, InputError, IntegrityError
 from obsflow.online.layout import OutputLayout
-from obsflow.sdfits.index import same_rows_in_any_order, write_index_text
+from obsflow.sdfits.index import has_same_rows, row_lines, write_index_text
 from obsflow.sdfits.index_fits import build_combined_index, build_index_for_fits, combined_index_path, index_path_for
 
 __all__ = ["command"]
@@ -31,15 +31,6 @@ class _Job:
     index: Path
     text: str
     sizes: dict[Path, int]  # of the FITS files read: re-checked before the index is replaced
-
-
-def _rows_section(text: str) -> str:
-    """Everything from ``[rows]`` on: what --check compares (header dates always differ)."""
-    return text[text.find("\n[rows]\n") :]
-
-
-def _row_lines(text: str) -> list[str]:
-    return _rows_section(text).split("\n")[3:-1]  # after '', '[rows]' and the column-name row
 
 
 def _sizes(paths: list[Path]) -> dict[Path, int]:
@@ -65,10 +56,7 @@ def _compare(job: _Job) -> str:
         current = job.index.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError):
         return "differs"
-    if _rows_section(current) == _rows_section(job.text):
-        return "ok"
-    # scans filled out of order are listed in fill order, a rebuild of a lost index sorts them
-    return "ok" if same_rows_in_any_order(_row_lines(current), _row_lines(job.text)) else "differs"
+    return "ok" if has_same_rows(current, job.text) else "differs"
 
 
 def _write(job: _Job) -> None:
@@ -135,7 +123,7 @@ def command(paths: tuple[Path, ...], check: bool, locks_dir: Path | None, lock_t
 
 
 def _run(job: _Job, check: bool) -> dict[str, object]:
-    n_rows = len(_row_lines(job.text))
+    n_rows = len(row_lines(job.text))
     if check:
         status = _compare(job)
     else:

@@ -44,6 +44,7 @@ __all__ = [
     "append_index_rows",
     "asctime",
     "build_index_rows",
+    "has_same_rows",
     "index_text",
     "int_values",
     "last_row",
@@ -52,6 +53,7 @@ __all__ = [
     "read_index",
     "renumbered",
     "row_count",
+    "row_lines",
     "same_rows_in_any_order",
     "str_values",
     "write_index",
@@ -530,6 +532,24 @@ def last_row(path: Path) -> dict[str, str] | None:
         return parse_index_row(line.decode("ascii"))
     except UnicodeDecodeError as err:
         raise IntegrityError("index's last row is not ASCII text", path) from err
+
+
+def _rows_section(text: str) -> str:
+    """Everything from ``[rows]`` on: what a check compares (header dates always differ)."""
+    return text[text.find("\n[rows]\n") :]
+
+
+def row_lines(text: str) -> list[str]:
+    """The data rows of an index file's text."""
+    return _rows_section(text).split("\n")[3:-1]  # after '', '[rows]' and the column-name row
+
+
+def has_same_rows(current: str, fresh: str) -> bool:
+    """True when the index text ``current`` holds the rows of ``fresh`` (a new build), in its order or another valid one."""
+    if _rows_section(current) == _rows_section(fresh):
+        return True
+    # scans filled out of order are listed in fill order, a rebuild of a lost index sorts them
+    return same_rows_in_any_order(row_lines(current), row_lines(fresh))
 
 
 def same_rows_in_any_order(have: Sequence[str], fresh: Sequence[str]) -> bool:
