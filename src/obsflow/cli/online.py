@@ -145,8 +145,9 @@ def _daemon_running(locks_dir: Path, data: dict[str, object]) -> tuple[bool, boo
     import socket
 
     from obsflow.lock import is_stale, lock_path, read_lock
+    from obsflow.online.daemon import DAEMON_LOCK
 
-    holder = read_lock(lock_path(locks_dir, "obsflow-online"))
+    holder = read_lock(lock_path(locks_dir, DAEMON_LOCK))
     if holder is None or data.get("activity") == "stopped":
         return False, True
     if holder.host != socket.gethostname():
