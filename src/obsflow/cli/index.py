@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ import click
 
 from obsflow.cli._options import emit_json, json_option
 from obsflow.errors import EXIT_FINDINGS, EXIT_OK, InputError, IntegrityError
-from obsflow.online.layout import OutputLayout
+from obsflow.online.layout import OutputLayout, output_project
 from obsflow.sdfits.index import has_same_rows, row_lines, write_index_text
 from obsflow.sdfits.index_fits import build_combined_index, build_index_for_fits, combined_index_path, index_path_for
 
@@ -66,19 +65,10 @@ def _write(job: _Job) -> None:
     write_index_text(job.index, job.text)
 
 
-def _output_project(path: Path) -> tuple[Path, str] | None:
-    """(output root, project) when ``path`` is in a filler's tree <root>/<PROJ>/<PROJ>.raw.vegas/."""
-    folder = Path(os.path.abspath(path if path.is_dir() else path.parent))
-    project = folder.parent.name
-    if project and folder.name == f"{project}.raw.vegas":
-        return folder.parent.parent, project
-    return None
-
-
 def _hold_projects(stack: ExitStack, paths: tuple[Path, ...], locks_dir: Path | None, timeout_s: float) -> None:
     """Hold the project lock of every path in a filler's tree (a fill appending meanwhile would
     lose its rows to the index renamed into place); in name order, so two of us cannot deadlock."""
-    projects = sorted({found for found in map(_output_project, paths) if found is not None})
+    projects = sorted({found for found in map(output_project, paths) if found is not None})
     for root, project in projects:
         layout = OutputLayout(root, locks_root=locks_dir)
         if locks_dir is None and not layout.locks_dir.is_dir():

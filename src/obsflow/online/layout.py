@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from obsflow.sdfits.flag import flag_target_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OutputLayout"]
+__all__ = ["OutputLayout", "output_project"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,15 @@ class OutputLayout:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         with open(self.logs_dir / "online.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, default=str) + "\n")
+
+
+def output_project(path: Path) -> tuple[Path, str] | None:
+    """(output root, project) when ``path`` (a product file or folder) is in a filler's tree <root>/<PROJ>/<PROJ>.raw.vegas/."""
+    folder = Path(os.path.abspath(path if path.is_dir() else path.parent))
+    root, project = folder.parent.parent, folder.parent.name
+    if project and folder == OutputLayout(root).product_dir(project):
+        return root, project
+    return None
 
 
 def _fmt(value: object) -> str:
