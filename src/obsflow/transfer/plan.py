@@ -23,7 +23,7 @@ from obsflow.transfer.listing import FileStat, is_safe_relpath, is_utf8_name, pr
 
 __all__ = [
     "CLOCK_AHEAD_S", "NOT_UTF8", "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within",
-    "name_refusal", "parse_date", "plan_copy", "symlink_refusal", "take_grown", "window_dates",
+    "name_refusal", "parse_date", "plan_copy", "symlink_refusal", "take_grown", "window_dates", "writing_window",
 ]  # fmt: skip
 
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
@@ -32,6 +32,12 @@ _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 #: set: a camera's clock, ``cp -p``); it counts as settled, else it would wait until its night left the
 #: window and never be copied.  Less far ahead (a writer's clock a little fast) it is waited for.
 CLOCK_AHEAD_S = 86400.0
+
+
+def writing_window(host_time: float, settle_s: float) -> tuple[float, float]:
+    """``(after, until)``: a file whose mtime lies in ``(after, until]`` may still be being written, by its
+    host's clock ``host_time``: modified within the settle time, and not set more than CLOCK_AHEAD_S ahead."""
+    return host_time - settle_s, host_time + CLOCK_AHEAD_S
 
 
 def parse_date(text: str) -> date:
@@ -140,7 +146,7 @@ def plan_copy(
     hosts cannot make a fresh file look settled); ``locks`` are live filler lock names.
     """
     plan = HopPlan()
-    settled_before, set_ahead = source_time - settle_s, source_time + CLOCK_AHEAD_S
+    settled_before, set_ahead = writing_window(source_time, settle_s)
     dest_get = dest.get
     unsafe = unsafe_relpaths(source)
     for path in sorted(source):

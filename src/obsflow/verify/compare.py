@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from obsflow.config import WHOLE_ROOT
 from obsflow.transfer.listing import FileStat
-from obsflow.transfer.plan import CLOCK_AHEAD_S, name_refusal, symlink_refusal
+from obsflow.transfer.plan import name_refusal, symlink_refusal, writing_window
 
 __all__ = ["Comparison", "HashDiff", "Refused", "SizeDiff", "compare_hashes", "compare_listings", "confirm", "folders_of"]
 
@@ -91,7 +91,7 @@ def compare_listings(
     # (100,000s of files per hop).
     skipped, in_flight, missing = result.skipped.append, result.in_flight.append, result.missing.append
     size_differs, same_size, b_get = result.size_differs.append, result.same_size.append, b.get
-    settled_before, set_ahead = a_time - settle_s, a_time + CLOCK_AHEAD_S
+    settled_before, set_ahead = writing_window(a_time, settle_s)
     for path, st in sorted(a.items()):
         if st.kind != "f":
             reason = symlink_refusal(path, st)
