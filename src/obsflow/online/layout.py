@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from obsflow.errors import LockError, ObsflowError
 from obsflow.lock import held
@@ -29,6 +31,9 @@ from obsflow.online.journal import recover
 from obsflow.sdfits.flag import flag_target_path
 
 log = logging.getLogger(__name__)
+
+_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')  # one key=value of a fill log line (see _fmt)
+_FLOAT_FIELDS = {"filled_at", "finished_seen_at", "seconds"}
 
 __all__ = ["OutputLayout", "output_project"]
 
@@ -123,6 +128,12 @@ class OutputLayout:
         with open(self.fill_log(project), "a", encoding="utf-8") as handle:
             handle.write(f"{stamp} {fields}\n")
 
+    def read_fill_logs(self) -> list[dict[str, Any]]:
+        """Every record of every project's fill log, log by log in name order (none if there is no log)."""
+        if not self.logs_dir.is_dir():
+            return []
+        return [record for path in sorted(self.logs_dir.glob("*.fill.log")) for record in _read_fill_log(path)]
+
     def append_service_log(self, record: dict[str, object]) -> None:
         """The structured service log: one JSON object per line."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +148,31 @@ def output_project(path: Path) -> tuple[Path, str] | None:
     if project and folder == OutputLayout(root).product_dir(project):
         return root, project
     return None
+
+
+def _read_fill_log(path: Path) -> list[dict[str, Any]]:
+    """The records of one fill log, as :meth:`OutputLayout.append_fill_log` wrote them; lines without ``filled_at`` left out."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        fields: dict[str, Any] = {}
+        for key, value in _FIELD.findall(line):
+            if value.startswith('"'):
+                try:
+                    fields[key] = json.loads(value)
+                except ValueError:
+                    fields[key] = value
+                continue
+            try:
+                fields[key] = int(value) if key == "scan" else float(value) if key in _FLOAT_FIELDS else value
+            except ValueError:
+                fields[key] = value
+        if "filled_at" in fields:
+            records.append(fields)
+    return records
 
 
 def _fmt(value: object) -> str:

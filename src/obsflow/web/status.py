@@ -13,7 +13,6 @@ host locations; free text recorded by other parts (run messages, errors) goes th
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sqlite3
@@ -44,7 +43,6 @@ RECENT_SHOWN = 20
 MISSING_SHOWN = 50
 _RUN_HISTORY = 5000  # runs read for the per-day bytes (a month of nightly runs is a few hundred)
 NOT_AN_OBJECT = "not a JSON object"  # what a hand-edited or foreign file may hold instead
-_FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
 @dataclass(frozen=True)
@@ -308,10 +306,8 @@ def fill_history(config: Config, days: int = 7, now: float | None = None) -> lis
     layout = filler_layout(config)
     since = now - days * 86400.0
     fills: dict[tuple[object, object, object], dict[str, Any]] = {}
-    if layout.logs_dir.is_dir():
-        for log in sorted(layout.logs_dir.glob("*.fill.log")):
-            for record in _read_fill_log(log):
-                fills[(record.get("project"), record.get("scan"), record.get("filled_at"))] = record
+    for record in layout.read_fill_logs():
+        fills[(record.get("project"), record.get("scan"), record.get("filled_at"))] = record
     try:
         data = read_status(layout) or {}
     except (OSError, ValueError):
@@ -328,33 +324,6 @@ def fill_history(config: Config, days: int = 7, now: float | None = None) -> lis
                         "filled_at": float(record["filled_at"]), "latency_s": latency,
                         "seconds": record.get("seconds")})  # fmt: skip
     return sorted(history, key=lambda r: r["filled_at"])
-
-
-def _read_fill_log(path: Path) -> Iterable[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        fields: dict[str, Any] = {}
-        for key, value in _FIELD.findall(line):
-            if value.startswith('"'):
-                try:
-                    fields[key] = json.loads(value)
-                except ValueError:
-                    fields[key] = value
-                continue
-            try:
-                fields[key] = int(value) if key == "scan" else float(value) if key in _FLOAT_FIELDS else value
-            except ValueError:
-                fields[key] = value
-        if "filled_at" in fields:
-            records.append(fields)
-    return records
-
-
-_FLOAT_FIELDS = {"filled_at", "finished_seen_at", "seconds"}
 
 
 def full_status(config: Config, now: float | None = None) -> dict[str, Any]:
