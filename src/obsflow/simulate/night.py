@@ -170,7 +170,7 @@ def _let_products_settle(out_root: Path) -> None:
     time.sleep(max(0.0, newest + PRODUCTS_SETTLE_S + 0.2 - time.time()))
 
 
-def _make_files_go_missing(work: Path, ssh: bool) -> list[str]:
+def _make_files_go_missing(work: Path) -> list[str]:
     """Lose a few files downstream, as a disk or an operator would: verify must name them."""
     removed = []
     today = date.today()
@@ -223,7 +223,7 @@ def run_night(
         _let_products_settle(work / "sdfits")
         say("3/5 sync: the last 30 nights and the SDFITS products, instruments -> suth -> cape")
         result.sync_exit = obsflow_main(["sync", "--config", str(config)])
-        result.removed = _make_files_go_missing(work, ssh_config is not None)
+        result.removed = _make_files_go_missing(work)
         say(f"4/5 some files go missing: {'; '.join(result.removed)}")
         say("5/5 verify: is every file of this and last month on every hop?")
         result.report_html = work / "verify-report.html"
