@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from obsflow.cli._options import emit_json, is_terminal, json_option
 from obsflow.errors import EXIT_CANNOT_RUN, EXIT_FINDINGS, InputError, LockError, OutputError, UsageError
+
+if TYPE_CHECKING:
+    from obsflow.online import raw
+    from obsflow.online.fill import ScanFill
 
 EXAMPLES = """\b
 Examples:
@@ -100,20 +105,13 @@ def command(
     with a note, never written twice.  Exit 1 if any chosen scan could not be filled,
     2 if the project's lock stayed held for --lock-timeout (the scans not tried are named).
     """
-    from obsflow.online import raw
     from obsflow.online.fill import fill_scan
     from obsflow.online.layout import OutputLayout
 
     wanted_backends = {b.strip().lower() for b in backends.split(",") if b.strip()}
     if wanted_backends - {"vegas"}:
         raise UsageError(f"--backends: only 'vegas' can be filled, not {', '.join(sorted(wanted_backends - {'vegas'}))}")
-    wanted = parse_scan_list(scan_list) if scan_list is not None else None
-    # The fill reads each GO file itself: read up front, one cut GO file would fail every scan.
-    scans = [s for s in raw.read_project(raw_project, with_go=False) if wanted is None or s.number in wanted]
-    if wanted is not None:
-        missing = wanted.missing(s.number for s in scans)
-        if missing:
-            raise UsageError(f"--scans: not in the scan log: {missing}", raw_project)
+    scans = _chosen_scans(raw_project, scan_list)
     layout = OutputLayout(output_root, flags_dir, locks_dir)
     try:
         layout.root.mkdir(parents=True, exist_ok=True)
@@ -142,15 +140,7 @@ def command(
             progress.advance()
     finally:
         progress.close()
-    summary = {
-        "project": project,
-        "output": str(layout.product_dir(project)),
-        "filled": [{"scan": r.scan, "timestamp": r.timestamp, "rows": r.rows, "seconds": round(r.seconds, 3),
-                    "banks": [b.bank for b in r.banks if not b.skipped]} for r in results if not r.skipped],
-        "skipped": [{"scan": r.scan, "timestamp": r.timestamp, "note": "already in the SDFITS files"}
-                    for r in results if r.skipped],
-        "failed": problems,
-    }  # fmt: skip
+    summary = _summary(project, layout.product_dir(project), results, problems)
     if as_json:
         emit_json(summary)
     else:
@@ -158,6 +148,33 @@ def command(
     if locked_out is not None:
         return EXIT_CANNOT_RUN  # could not run, as a lock timeout is everywhere (README, exit codes)
     return EXIT_FINDINGS if problems else 0
+
+
+def _chosen_scans(raw_project: Path, scan_list: str | None) -> list[raw.Scan]:
+    """The scans of the project's log that ``--scans`` chose (all without it); UsageError for one not in the log."""
+    from obsflow.online import raw
+
+    wanted = parse_scan_list(scan_list) if scan_list is not None else None
+    # The fill reads each GO file itself: read up front, one cut GO file would fail every scan.
+    scans = [s for s in raw.read_project(raw_project, with_go=False) if wanted is None or s.number in wanted]
+    if wanted is not None:
+        missing = wanted.missing(s.number for s in scans)
+        if missing:
+            raise UsageError(f"--scans: not in the scan log: {missing}", raw_project)
+    return scans
+
+
+def _summary(project: str, output: Path, results: list[ScanFill], problems: list[dict[str, object]]) -> dict[str, object]:
+    """What the fill did, as printed with --json."""
+    return {
+        "project": project,
+        "output": str(output),
+        "filled": [{"scan": r.scan, "timestamp": r.timestamp, "rows": r.rows, "seconds": round(r.seconds, 3),
+                    "banks": [b.bank for b in r.banks if not b.skipped]} for r in results if not r.skipped],
+        "skipped": [{"scan": r.scan, "timestamp": r.timestamp, "note": "already in the SDFITS files"}
+                    for r in results if r.skipped],
+        "failed": problems,
+    }  # fmt: skip
 
 
 def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
