@@ -275,25 +275,32 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
             "filled_at": record.get("filled_at"), "latency_s": _latency(record), "skipped": record.get("skipped"),
             "quicklook": _quicklook_url(layout, str(record.get("project")), record.get("scan")),
         })  # fmt: skip
+    out["failures"] = _failures(data, redactor)
+    return out
+
+
+def _failures(data: dict[str, Any], redactor: Redactor) -> list[dict[str, Any]]:
+    """The daemon's failing scans, the scans the log never finished, and the projects it cannot read, as rows."""
+    failures: list[dict[str, Any]] = []
     for failure in data.get("failures", []):
-        out["failures"].append({
+        failures.append({
             "project": failure.get("project"), "scan": failure.get("scan"), "timestamp": failure.get("timestamp"),
             "attempts": failure.get("attempts"), "given_up": bool(failure.get("given_up")),
             "retry_at": failure.get("retry_at"), "last_error": redactor.clean(failure.get("last_error")),
         })  # fmt: skip
     for entry in data.get("never_finished", []):  # never filled: the log has no SCAN FINISHED for it
-        out["failures"].append({
+        failures.append({
             "project": entry.get("project"), "scan": entry.get("scan"), "timestamp": entry.get("timestamp"),
             "attempts": 0, "given_up": True, "retry_at": None,
             "last_error": f"never finished ({later_scan(entry)} started after it): not filled",
         })  # fmt: skip
     for problem in data.get("project_failures", []):  # the project's files cannot be read: all its scans wait
-        out["failures"].append({
+        failures.append({
             "project": problem.get("project"), "scan": f"{problem.get('pending')} waiting", "timestamp": None,
             "attempts": problem.get("attempts"), "given_up": False, "retry_at": problem.get("retry_at"),
             "last_error": redactor.clean(problem.get("last_error")),
         })  # fmt: skip
-    return out
+    return failures
 
 
 def fill_history(config: Config, days: int = 7, now: float | None = None) -> list[dict[str, Any]]:
