@@ -10,7 +10,8 @@ from astropy.io import fits
 
 from obsflow import __version__
 from obsflow.errors import InputError
-from obsflow.sdfits import columns, rows
+from obsflow.online import rows
+from obsflow.sdfits import columns
 from obsflow.sdfits.columns import (
     BLOCK,
     COLUMNS,

@@ -14,8 +14,8 @@ import pytest
 from obsflow.errors import InputError, OutputError
 from obsflow.online import raw
 from obsflow.online.fitsfile import open_fits, read_cells
+from obsflow.online.rows import scan_header, scan_rows
 from obsflow.sdfits import writer
-from obsflow.sdfits.rows import scan_header, scan_rows
 from obsflow.sdfits.spectra import SpectraInFile
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 

@@ -10,7 +10,7 @@ from dysh.spectra.core import mean_tsys
 
 from obsflow.errors import InputError, UsageError
 from obsflow.online import raw
-from obsflow.sdfits.rows import scan_rows
+from obsflow.online.rows import scan_rows
 from obsflow.simulate.telescope import SimEvent, TelescopeSimulator, TelescopeSpec, plan_scans, simulate_project
 
 SPEC = TelescopeSpec(project="TSIM_01", scans=2, procedure="OnOff", banks=1, pols=2, channels=2048,

@@ -34,8 +34,8 @@ from obsflow.online import raw
 from obsflow.online.events import LoggedScan, ScanKey
 from obsflow.online.journal import FileUndo, Journal, undo_for
 from obsflow.online.layout import OutputLayout
+from obsflow.online.rows import scan_header, scan_rows
 from obsflow.sdfits import flag, index, index_fits, status, writer
-from obsflow.sdfits.rows import scan_header, scan_rows
 
 __all__ = ["BankFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans"]
 

@@ -11,7 +11,7 @@ from dysh.spectra.core import mean_tsys
 
 from obsflow.errors import InputError
 from obsflow.online import raw
-from obsflow.sdfits.rows import COLUMN_NAMES, scan_header, scan_rows
+from obsflow.online.rows import COLUMN_NAMES, scan_header, scan_rows
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 
 LINE_HZ = 1420.405752e6 + 2.0e6
