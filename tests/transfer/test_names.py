@@ -198,3 +198,41 @@ def test_a_file_dated_a_nanosecond_before_a_whole_second_is_copied_and_kept(tmp_
         assert (archive / "sha" / rel).stat().st_mtime_ns == mtime_ns
     assert main(["sync", "-c", str(config), "--json"]) == 0
     assert [h["present"] for h in json.loads(capsys.readouterr().out)["hops"]] == [1, 1]
+
+
+def test_a_symlink_whose_name_is_not_utf8_is_refused_in_a_printable_line(tmp_path: Path, sshd, capsys) -> None:
+    """Found by structure review: a refused symlink kept its undecodable bytes, and printing the
+    refusal crashed (UnicodeEncodeError); it is shown as the not-UTF-8 files are, with ``\\xff``."""
+    night, folder = _night_folder(tmp_path)
+    os.symlink("/etc/passwd", os.path.join(os.fsencode(folder), b"SHA_\xff.fits"))
+    (tmp_path / "suth").mkdir()
+    config = ssh_config(
+        tmp_path,
+        sshd,
+        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n',
+    )
+    assert main(["sync", "-c", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert f"refused: {tmp_path / 'sha'}/{night}/SHA_\\xff.fits: symlink to /etc/passwd" in out
+    assert main(["sync", "-c", str(config), "--json"]) == 1
+    (hop,) = json.loads(capsys.readouterr().out)["hops"]
+    assert [r["path"] for r in hop["refused_files"]] == [f"{night}/SHA_\\xff.fits"]
+
+
+def test_a_name_with_a_newline_is_one_line_of_the_sync_output(tmp_path: Path, sshd, capsys) -> None:
+    """A name holding a newline (or a terminal escape) is shown with backslash escapes, as verify
+    shows it: printed raw it read as two files, or drove the operator's terminal."""
+    night, folder = _night_folder(tmp_path)
+    (folder / "SHA_a\nb.fits").write_bytes(b"frame being written")  # fresh: still being written
+    (tmp_path / "suth").mkdir()
+    config = ssh_config(
+        tmp_path,
+        sshd,
+        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n',
+    )
+    assert main(["sync", "-c", str(config)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert f"  still being written: {tmp_path / 'sha'}/{night}/SHA_a\\nb.fits" in lines
+    assert not any(line.startswith("b.fits") for line in lines)

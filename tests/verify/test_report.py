@@ -6,10 +6,11 @@ import json
 import unicodedata
 from datetime import date
 
+from obsflow.transfer.listing import escape_controls
 from obsflow.verify.compare import HashDiff, SizeDiff
 from obsflow.verify.findings import FolderResult, Report
 from obsflow.verify.period import Period
-from obsflow.verify.report import _visible, render_html, render_json, render_text
+from obsflow.verify.report import render_html, render_json, render_text
 from tests.verify.reading import parse_html, parse_text, paths_in
 
 PERIOD = Period(date(2026, 10, 1), date(2026, 11, 23))
@@ -115,7 +116,7 @@ def test_names_are_escaped_in_html():
 
 def test_exactly_the_control_characters_are_escaped():
     controls = [chr(i) for i in range(0x110000) if unicodedata.category(chr(i)) == "Cc"]
-    assert [_visible(c) for c in controls[:3]] == ["\\x00", "\\x01", "\\x02"]
-    assert (_visible("\n"), _visible("\t"), _visible("\x1b"), _visible("\x9b")) == ("\\n", "\\t", "\\x1b", "\\x9b")
-    assert all(_visible(c).startswith("\\") for c in controls)
-    assert sum(_visible(chr(i)) != chr(i) for i in range(0x110000)) == len(controls)
+    assert [escape_controls(c) for c in controls[:3]] == ["\\x00", "\\x01", "\\x02"]
+    assert (escape_controls("\n"), escape_controls("\t"), escape_controls("\x1b"), escape_controls("\x9b")) == ("\\n", "\\t", "\\x1b", "\\x9b")
+    assert all(escape_controls(c).startswith("\\") for c in controls)
+    assert sum(escape_controls(chr(i)) != chr(i) for i in range(0x110000)) == len(controls)

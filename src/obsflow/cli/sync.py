@@ -11,6 +11,7 @@ import click
 
 from obsflow.cli._options import config_option, dry_run_option, emit_json, is_terminal, json_option
 from obsflow.config import MAX_WINDOW_DAYS, load_config
+from obsflow.transfer.listing import escape_controls
 from obsflow.transfer.remote import remote_targets, shared_connections
 
 if TYPE_CHECKING:
@@ -99,20 +100,23 @@ def _print_outcome(outcome: HopOutcome) -> None:
 
 
 def _print_details(outcome: HopOutcome) -> None:
+    def say(line: str) -> None:  # a name may hold a newline or ESC: one name, one line, a quiet terminal
+        click.echo(escape_controls(line))
+
     if outcome.failure and is_terminal():
-        click.echo(f"{outcome.hop} {outcome.instrument}: FAILED: {outcome.failure}")
+        say(f"{outcome.hop} {outcome.instrument}: FAILED: {outcome.failure}")
     for key, label in UNDONE:
         for path in getattr(outcome, key):
-            click.echo(f"  {label}: {outcome.source}/{path}")
+            say(f"  {label}: {outcome.source}/{path}")
     for path in outcome.updated:
-        click.echo(f"  grown, replaced (older copy in .obsflow-superseded/): {outcome.dest}/{path}")
+        say(f"  grown, replaced (older copy in .obsflow-superseded/): {outcome.dest}/{path}")
     verb = "would remove" if outcome.dry_run else "removed"
     for version in outcome.pruned:
-        click.echo(f"  {verb} old superseded copies: {outcome.dest}/.obsflow-superseded/{version}/")
+        say(f"  {verb} old superseded copies: {outcome.dest}/.obsflow-superseded/{version}/")
     for refusal in outcome.refused:
-        click.echo(f"  refused: {outcome.source}/{refusal.path}: {refusal.reason}")
+        say(f"  refused: {outcome.source}/{refusal.path}: {refusal.reason}")
     for error in outcome.errors:
-        click.echo(f"  error: {error}")
+        say(f"  error: {error}")
 
 
 _COLUMNS = ("copied", "present", "in_flight", "locked", "conflicts", "refused", "errors")
@@ -163,8 +167,14 @@ class _RichProgress:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)  # fmt: skip
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,  # fmt: skip
+        )
 
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),

@@ -46,7 +46,7 @@ from obsflow.transfer.remote import Shell, shell_path
 from obsflow.transfer.rsync import printed_name
 
 __all__ = [
-    "WHOLE_ROOT", "FileStat", "Listing", "hash_files", "is_folder", "is_safe_relpath", "is_utf8_name", "list_files",
+    "WHOLE_ROOT", "FileStat", "Listing", "escape_controls", "hash_files", "is_folder", "is_safe_relpath", "is_utf8_name", "list_files",
     "missing_disk", "printable_name", "unsafe_relpaths", "xxh128_file",
 ]  # fmt: skip
 
@@ -143,6 +143,18 @@ def is_utf8_name(path: str) -> bool:
 def printable_name(path: str) -> str:
     """``path`` as text that can be printed and stored: undecodable bytes as ``\\xff``."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+# Unicode's control characters (category Cc: C0, DEL, C1).  In a file name they would break an
+# output line in two (a newline) or drive the reader's terminal (ESC); JSON escapes them itself.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character written as its backslash escape (``\\n``, ``\\x1b``):
+    how a name is shown on a terminal, in a mail or a report (one name, one line)."""
+    return _CONTROL.sub(lambda m: _NAMED_ESCAPES.get(m[0]) or f"\\x{ord(m[0]):02x}", text)
 
 
 def temp_target(relpath: str) -> str | None:

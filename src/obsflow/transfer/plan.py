@@ -152,10 +152,8 @@ def plan_copy(
     for path in sorted(source):
         st = source[path]
         reason = _refusal(path, st, is_safe=path not in unsafe)
-        if reason == NOT_UTF8:  # rsync would copy it, but it cannot be recorded, printed or verified as text
-            path = printable_name(path)
-        if reason:
-            plan.refused.append(Refusal(path, reason))
+        if reason:  # printable: a refused name may hold bytes that are not UTF-8 (a symlink's too)
+            plan.refused.append(Refusal(printable_name(path), reason))
         elif locks and any(part in locks for part in path.split("/")):
             plan.locked.append(path)
         elif settled_before < st.mtime <= set_ahead:

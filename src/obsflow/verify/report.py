@@ -11,27 +11,16 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
+from obsflow.transfer.listing import escape_controls
 from obsflow.verify.findings import FolderResult, Report
 
 __all__ = ["render_html", "render_json", "render_text", "report_dict"]
 
 WIDTH = 78
 NONE = "None"
-
-
-# Unicode's control characters (category Cc: C0, DEL, C1).  In a file name they would break a
-# report line in two (a newline) or drive the reader's terminal (ESC); JSON escapes them itself.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def _visible(text: str) -> str:
-    """``text`` with each control character written as its backslash escape (``\\n``, ``\\x1b``)."""
-    return _CONTROL.sub(lambda m: _NAMED_ESCAPES.get(m[0]) or f"\\x{ord(m[0]):02x}", text)
 
 
 def _when(seconds: float) -> str:
@@ -124,7 +113,7 @@ def render_text(report: Report) -> str:
         f"{counts['hash_differs']} checksum differs, {counts['not_checked']} not checked, "
         f"{counts['in_flight']} in flight" + (f", {counts['refused']} refused" if counts["refused"] else ""),
     ]
-    return "\n".join(_visible(line) for line in out) + "\n"
+    return "\n".join(escape_controls(line) for line in out) + "\n"
 
 
 def report_dict(report: Report) -> dict[str, Any]:
@@ -191,7 +180,7 @@ table{border-collapse:collapse}td,th{padding:.1em .8em;text-align:right}th{text-
 def render_html(report: Report) -> str:
     """A self-contained HTML page (no external files, scripts or fonts)."""
     def esc(text: str) -> str:
-        return html.escape(_visible(text))
+        return html.escape(escape_controls(text))
 
     css_class = {0: "ok", 1: "bad"}.get(report.exit_code, "unchecked")
     counts = report.counts
