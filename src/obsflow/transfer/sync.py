@@ -81,6 +81,7 @@ def run_sync(
             dry_run=request.dry_run,
             shell=connections,
             keep_open=keep_open,
+            watches_filler=bool(config.locks),
         )
         warned: set[tuple[str, str]] = set()
         for hop in hops:

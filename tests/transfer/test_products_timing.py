@@ -1,0 +1,102 @@
+"""Timings between a running filler and a running sync that the other product tests do not cover.
+
+Real parts only: the telescope simulator's raw scans, the real filler (``fill_scan``, the code the
+daemon runs), the real sync over the loopback sshd with real rsync.  Where a moment must be held
+open, the test waits for what rsync itself leaves on disk (its hidden temp file at the
+destination) rather than sleeping and hoping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from pathlib import Path
+
+from obsflow.config import load_config
+from obsflow.online.layout import OutputLayout
+from obsflow.online.fill import fill_scan
+from obsflow.sdfits import index, index_fits, writer
+from obsflow.transfer.sync import SyncRequest, run_sync
+from tests.transfer.test_products import FRESH, _config, _products
+
+from obsflow.online import raw
+from obsflow.simulate.telescope import TelescopeSpec, simulate_project
+
+
+def _raw_scans(raw_root: Path, project: str, scans: int, channels: int = 1024, integrations: int = 2) -> list[raw.Scan]:
+    spec = TelescopeSpec(project=project, scans=scans, channels=channels, integrations=integrations,
+                         procedure="Track", seed=3)  # fmt: skip
+    simulate_project(spec, raw_root)
+    return raw.read_project(raw_root / project)
+
+
+def _age(root: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    for path in root.rglob("*"):
+        os.utime(path, (then, then), follow_symlinks=False)
+
+
+def _agree(archive: Path, project: str) -> list[str]:
+    """What is wrong with the archive's copy of ``project``: each bank file against its index and the combined one."""
+    product = archive / project / f"{project}.raw.vegas"
+    wrong = []
+    fits_files = sorted(product.glob("*.fits"))
+    total = 0
+    for fits in fits_files:
+        nrows = writer.read_state(fits).nrows
+        total += nrows
+        bank_index = index_fits.index_path_for(fits)
+        if bank_index.exists() and index.next_index(bank_index) != nrows:
+            wrong.append(f"{bank_index.name}: {index.next_index(bank_index)} rows, {fits.name}: {nrows}")
+    combined = product / f"{project}.raw.vegas.index"
+    if combined.exists() and fits_files and index.next_index(combined) != total:
+        wrong.append(f"{combined.name}: {index.next_index(combined)} rows, bank files: {total}")
+    return wrong
+
+
+def _when_rsync_writes(folder: Path, name: str, then, timeout: float = 30.0) -> threading.Thread:
+    """A thread that runs ``then()`` once rsync's hidden temp of ``name`` appears in ``folder``
+    (rsync's sender has opened and stat'ed the source file by then)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if folder.is_dir() and any(p.name.startswith(f".{name}.") for p in folder.iterdir()):
+                then()
+                return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_fill_while_rsync_copies_a_long_settled_product_leaves_no_mixed_copy(tmp_path: Path, sshd) -> None:
+    """A project idle for hours (its files beyond the sync's recheck horizon) gets its next scan while
+    rsync copies it: rsync has listed all three files, opened the bank file, and opens the indexes only
+    after the fill.  Without a second look, the archive kept the old bank file beside indexes that
+    list the new scan's rows too, and the run said all was copied."""
+    out = OutputLayout(tmp_path / "sdfits")
+    scans = _raw_scans(tmp_path / "gbtdata", FRESH, 2, channels=4096, integrations=8)
+    fill_scan(scans[0], out)
+    _age(out.root / FRESH, 3 * 3600)
+    before = _products(out.root, FRESH)  # the session paused three hours ago
+    extra = 'settle_seconds = 0\ngrows = true\n[transfer]\nrsync_options = ["--bwlimit=250"]  # ~2 s for the bank file'
+    config = load_config(_config(tmp_path, sshd, out.root, extra))
+    fits = out.bank_fits(FRESH, "A")
+    dest = tmp_path / "suth" / "gbt/sdfits" / FRESH / f"{FRESH}.raw.vegas"
+    filled: list[object] = []
+    watcher = _when_rsync_writes(dest, fits.name, lambda: filled.append(fill_scan(scans[1], out)))
+    report = run_sync(config, SyncRequest(hop="instruments:suth"))
+    watcher.join()
+    assert filled, "rsync was never seen copying the bank file"
+    (outcome,) = report.outcomes
+    suth = tmp_path / "suth" / "gbt/sdfits"
+    assert _agree(suth, FRESH) == []
+    assert _products(suth, FRESH) == {}, "a copy of a file the filler changed during the copy was kept"
+    assert outcome.copied == [] and sorted(outcome.in_flight) == sorted(before) and report.exit_code == 1
+    again = run_sync(dataclasses.replace(config, rsync_options=()), SyncRequest(hop="instruments:suth"))
+    assert again.exit_code == 0 and _products(suth, FRESH) == _products(out.root, FRESH) != before
+    assert _agree(suth, FRESH) == []
