@@ -12,6 +12,7 @@ import dataclasses
 import os
 import threading
 import time
+from datetime import date
 from pathlib import Path
 
 from obsflow.config import load_config
@@ -19,6 +20,8 @@ from obsflow.online.layout import OutputLayout
 from obsflow.online.fill import fill_scan
 from obsflow.sdfits import index, index_fits, writer
 from obsflow.transfer.sync import SyncRequest, run_sync
+from obsflow.verify.check import plan_pairs, verify
+from obsflow.verify.period import months_period
 from tests.transfer.test_products import FRESH, _config, _products
 
 from obsflow.online import raw
@@ -100,3 +103,30 @@ def test_a_fill_while_rsync_copies_a_long_settled_product_leaves_no_mixed_copy(t
     again = run_sync(dataclasses.replace(config, rsync_options=()), SyncRequest(hop="instruments:suth"))
     assert again.exit_code == 0 and _products(suth, FRESH) == _products(out.root, FRESH) != before
     assert _agree(suth, FRESH) == []
+
+
+def test_a_fill_while_verify_compares_contents_is_in_flight_not_a_difference(tmp_path: Path, sshd) -> None:
+    """verify --checksum lists, then hashes: a scan filled in between (a project idle for hours, its
+    files long settled) changed the source under its listing, and its new hash was reported as a
+    content difference against the archive's (correct) copy: a false alarm for a file being filled."""
+    out = OutputLayout(tmp_path / "sdfits")
+    scans = _raw_scans(tmp_path / "gbtdata", FRESH, 2)
+    fill_scan(scans[0], out)
+    _age(out.root / FRESH, 3 * 3600)
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 600\ngrows = true"))
+    assert run_sync(config, SyncRequest()).exit_code == 0
+    period = months_period(["this", "last"], date.today())
+    steps: list[str] = []
+
+    def fill_meanwhile(step: str) -> None:
+        steps.append(step)
+        if step == "comparing contents":  # listed, not yet hashed: the next scan arrives
+            fill_scan(scans[1], out)
+
+    report = verify(config, period, plan_pairs(config, period), checksum=True, record=False, progress=fill_meanwhile)
+    assert "comparing contents" in steps
+    first, second = report.folders
+    assert first.hash_differs == () and first.size_differs == () and first.missing == ()
+    assert sorted(first.in_flight) == sorted(_products(out.root, FRESH))
+    assert second.hash_differs == () and second.matched == 3  # the two archives agree
+    assert report.exit_code == 0
