@@ -130,3 +130,39 @@ def test_a_fill_while_verify_compares_contents_is_in_flight_not_a_difference(tmp
     assert sorted(first.in_flight) == sorted(_products(out.root, FRESH))
     assert second.hash_differs == () and second.matched == 3  # the two archives agree
     assert report.exit_code == 0
+
+
+def test_a_fill_during_the_replacement_of_a_grown_product_keeps_the_older_copy_whole(tmp_path: Path, sshd) -> None:
+    """grows = true: the archive's copy of scan 1 is replaced by the source's scans 1-2 while the filler
+    appends scan 3 (rsync is inside the bank file).  The replacement is not kept (the source changed
+    during its copy), the older copy stays whole in .obsflow-superseded/, no mixed copy is left under a
+    final name, and the next run brings the archive to scans 1-3 with FITS and indexes agreeing."""
+    out = OutputLayout(tmp_path / "sdfits")
+    scans = _raw_scans(tmp_path / "gbtdata", FRESH, 3, channels=4096, integrations=8)
+    fill_scan(scans[0], out)
+    _age(out.root / FRESH, 5 * 3600)
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0\ngrows = true"))
+    suth = tmp_path / "suth" / "gbt/sdfits"
+    assert run_sync(config, SyncRequest(hop="instruments:suth")).exit_code == 0
+    first = _products(suth, FRESH)
+    fill_scan(scans[1], out)
+    _age(out.root / FRESH, 3 * 3600)  # scan 2 came three hours ago, then the session paused
+    second = _products(out.root, FRESH)
+    slow = dataclasses.replace(config, rsync_options=("--bwlimit=250",))
+    fits = out.bank_fits(FRESH, "A")
+    dest = suth / FRESH / f"{FRESH}.raw.vegas"
+    filled: list[object] = []
+    watcher = _when_rsync_writes(dest, fits.name, lambda: filled.append(fill_scan(scans[2], out)))
+    report = run_sync(slow, SyncRequest(hop="instruments:suth"))
+    watcher.join()
+    assert filled, "rsync was never seen copying the bank file"
+    (outcome,) = report.outcomes
+    assert outcome.updated == [] and sorted(outcome.in_flight) == sorted(second) and report.exit_code == 1
+    copies = _products(suth, FRESH)
+    assert all(copies[p] in (first[p], second[p]) for p in copies), "a copy matching no state the filler committed"
+    assert _agree(suth, FRESH) == []
+    (kept,) = (suth / ".obsflow-superseded").iterdir()
+    assert _products(kept, FRESH) == first
+    again = run_sync(config, SyncRequest(hop="instruments:suth"))
+    assert again.exit_code == 0 and _products(suth, FRESH) == _products(out.root, FRESH)
+    assert _agree(suth, FRESH) == []
