@@ -166,3 +166,42 @@ def test_a_fill_during_the_replacement_of_a_grown_product_keeps_the_older_copy_w
     again = run_sync(config, SyncRequest(hop="instruments:suth"))
     assert again.exit_code == 0 and _products(suth, FRESH) == _products(out.root, FRESH)
     assert _agree(suth, FRESH) == []
+
+
+def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file and link under ``root`` (content or target, and mtime in ns): what the sync must not change."""
+    tree = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        body = os.readlink(path).encode() if path.is_symlink() else path.read_bytes() if path.is_file() else b"<dir>"
+        tree[str(path.relative_to(root))] = (body, st.st_mtime_ns)
+    return tree
+
+
+def test_a_fill_between_the_listing_and_the_copy_is_not_copied_and_the_source_is_left_as_it_is(
+    tmp_path: Path, sshd
+) -> None:
+    """(Passes before this review's fixes: it pins a timing no other test covers.)  The project was not
+    locked when the sync read the locks and listed it; the filler then appends the next scan before
+    rsync starts.  rsync sees other sizes than the listing: nothing is kept, and the whole output
+    tree (status file, flag links and files, logs, journal folder, locks) is as the filler left it."""
+    out = OutputLayout(tmp_path / "sdfits")
+    scans = _raw_scans(tmp_path / "gbtdata", FRESH, 2)
+    fill_scan(scans[0], out)
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0\ngrows = true"))
+    filled: list[dict] = []
+
+    def fill_now(plan) -> None:
+        if not filled:
+            fill_scan(scans[1], out)
+            filled.append(_tree(out.root))
+
+    report = run_sync(config, SyncRequest(), before_copy=fill_now)
+    first, second = report.outcomes
+    assert first.copied == [] and sorted(first.in_flight) == sorted(_products(out.root, FRESH))
+    assert second.copied == [] and _products(tmp_path / "suth" / "gbt/sdfits", FRESH) == {}
+    assert _tree(out.root) == filled[0]
+    again = run_sync(config, SyncRequest())
+    assert again.exit_code == 0 and _agree(tmp_path / "cape" / "gbt/sdfits", FRESH) == []
+    assert _products(tmp_path / "cape" / "gbt/sdfits", FRESH) == _products(out.root, FRESH)
+    assert _tree(out.root) == filled[0]
