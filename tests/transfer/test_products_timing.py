@@ -9,6 +9,8 @@ destination) rather than sleeping and hoping.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 import threading
 import time
@@ -16,16 +18,15 @@ from datetime import date
 from pathlib import Path
 
 from obsflow.config import load_config
-from obsflow.online.layout import OutputLayout
+from obsflow.online import raw
 from obsflow.online.fill import fill_scan
+from obsflow.online.layout import OutputLayout
 from obsflow.sdfits import index, index_fits, writer
+from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 from obsflow.transfer.sync import SyncRequest, run_sync
 from obsflow.verify.check import plan_pairs, verify
 from obsflow.verify.period import months_period
 from tests.transfer.test_products import FRESH, _config, _products
-
-from obsflow.online import raw
-from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 
 
 def _raw_scans(raw_root: Path, project: str, scans: int, channels: int = 1024, integrations: int = 2) -> list[raw.Scan]:
@@ -205,3 +206,22 @@ def test_a_fill_between_the_listing_and_the_copy_is_not_copied_and_the_source_is
     assert again.exit_code == 0 and _agree(tmp_path / "cape" / "gbt/sdfits", FRESH) == []
     assert _products(tmp_path / "cape" / "gbt/sdfits", FRESH) == _products(out.root, FRESH)
     assert _tree(out.root) == filled[0]
+
+
+def test_the_daemon_running_on_the_filler_host_for_hours_is_not_reported_as_a_dead_filler(
+    tmp_path: Path, sshd, caplog
+) -> None:
+    """The daemon holds <locks>/obsflow-online.lock for weeks, on the filler's host; the sync runs on the
+    archive host, where a lock from another host older than 6 h counts as stale.  Every run warned that
+    'obsflow-online' was left by a filler that is gone and would be skipped until the filler rolls back
+    its interrupted fill: a false alarm about a filler that is running (and names no project)."""
+    out = OutputLayout(tmp_path / "sdfits")
+    fill_scan(_raw_scans(tmp_path / "gbtdata", FRESH, 1)[0], out)
+    # as tests/online/test_daemon_lock.py writes it: a daemon on another host, up for 7 h
+    daemon = {"pid": 4242, "host": "sdfits-gbt", "user": "sdfits", "started": time.time() - 7 * 3600}
+    (out.locks_dir / "obsflow-online.lock").write_text(json.dumps({**daemon, "purpose": "online daemon"}))
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0"))
+    with caplog.at_level(logging.WARNING):
+        report = run_sync(config, SyncRequest())
+    assert report.exit_code == 0 and [len(o.copied) for o in report.outcomes] == [3, 3]
+    assert "obsflow-online" not in caplog.text and "gone" not in caplog.text

@@ -317,7 +317,8 @@ def _look_again_at_contents(
     suspects: dict[int, list[str]] = {}
     for index, comparison in comparisons.items():
         pair = pairs[index]
-        differs, _unhashed = compare_hashes(comparison.same_size, hashes.get(pair.a.key, {}), hashes.get(pair.b.key, {}))
+        a_hashes, b_hashes = hashes.get(pair.a.key, {}), hashes.get(pair.b.key, {})
+        differs, _unhashed = compare_hashes(comparison.same_size, a_hashes, b_hashes)
         if differs:
             suspects[index] = [d.path for d in differs]
     wanted: dict[_Key, tuple[Side, set[str], tuple[str, ...]]] = {}
