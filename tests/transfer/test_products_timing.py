@@ -12,6 +12,8 @@ import dataclasses
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import date
@@ -225,3 +227,47 @@ def test_the_daemon_running_on_the_filler_host_for_hours_is_not_reported_as_a_de
         report = run_sync(config, SyncRequest())
     assert report.exit_code == 0 and [len(o.copied) for o in report.outcomes] == [3, 3]
     assert "obsflow-online" not in caplog.text and "gone" not in caplog.text
+
+
+def test_the_real_daemon_killed_mid_fill_keeps_its_project_from_the_archives_until_it_restarts(
+    tmp_path: Path, sshd
+) -> None:
+    """(Passes before this review's fixes; the other crash test writes the crash's leftovers by hand.)
+    The daemon is SIGKILLed while its undo journal exists (rows appended, NAXIS2 or the indexes not
+    yet): its lock stays behind, the sync leaves the project alone and changes nothing at the source;
+    the restarted daemon rolls the fill back, clears the lock and fills on; the next sync copies
+    products whose FITS files and indexes agree."""
+    raw_root, out = tmp_path / "gbtdata", OutputLayout(tmp_path / "sdfits")
+    spec = TelescopeSpec(project=FRESH, scans=6, banks=2, channels=16384, integrations=8, procedure="Track", seed=5)
+    simulate_project(spec, raw_root)
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0\ngrows = true"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    command = [sys.executable, "-m", "obsflow", "online", "--raw-root", str(raw_root), "--out-root", str(out.root),
+               "--poll", "0.05"]  # fmt: skip
+    journal, fits = out.journal_path(FRESH), out.bank_fits(FRESH, "A")  # a fill after the first one
+    for _attempt in range(5):  # until the kill lands inside a fill (it nearly always does at once)
+        daemon = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not (fits.exists() and journal.exists()) and daemon.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        daemon.kill()
+        daemon.wait()
+        if journal.exists():
+            break
+    assert journal.exists(), "the daemon was never caught inside a fill"
+    assert (out.locks_dir / f"{FRESH}.lock").exists()
+    left = _tree(out.root)
+    report = run_sync(config, SyncRequest())
+    assert [o.copied for o in report.outcomes] == [[], []] and report.outcomes[0].locked
+    assert _tree(out.root) == left
+
+    restarted = subprocess.run([*command, "--until-idle"], env=env, capture_output=True, timeout=120, check=False)
+    assert restarted.returncode == 0, restarted.stderr
+    assert not journal.exists() and not (out.locks_dir / f"{FRESH}.lock").exists()
+    report = run_sync(config, SyncRequest())
+    assert report.exit_code == 0
+    for archive in (tmp_path / "suth" / "gbt/sdfits", tmp_path / "cape" / "gbt/sdfits"):
+        assert _products(archive, FRESH) == _products(out.root, FRESH) and _agree(archive, FRESH) == []
+    assert (
+        sum(writer.read_state(p).nrows for p in out.bank_files(FRESH)) == 6 * 2 * 2 * 8 * 2
+    )  # scans x banks x pols x ints x cal: every scan, once
