@@ -24,12 +24,14 @@ from obsflow.atomic import fsync_dir
 from obsflow.errors import LockError, OutputError
 
 __all__ = [
-    "LockInfo", "flocked", "held", "is_locked", "live_locks", "lock_held", "locks_in", "read_lock", "take_lock",
+    "DAEMON_LOCK", "LockInfo", "flocked", "held", "is_locked", "live_locks", "lock_held", "locks_in", "read_lock", "take_lock",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".lock"
+#: the online daemon's own lock (held while it runs, for weeks, on its host): it guards no project
+DAEMON_LOCK = "obsflow-online"
 DEFAULT_STALE_AFTER_S = 6 * 3600.0
 UNREADABLE_STALE_AFTER_S = 60.0  # a lock file that is not ours and not JSON
 

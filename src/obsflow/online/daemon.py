@@ -24,7 +24,7 @@ from types import FrameType
 
 from obsflow.atomic import write_atomic
 from obsflow.errors import InputError, IntegrityError, LockError, ObsflowError, OutputError
-from obsflow.lock import release_lock, take_lock
+from obsflow.lock import DAEMON_LOCK, release_lock, take_lock
 from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
@@ -33,7 +33,6 @@ __all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "later_scan", "read_status
 
 log = logging.getLogger(__name__)
 
-DAEMON_LOCK = "obsflow-online"
 RECENT_FILLS = 200
 REPEAT_LOG_S = 300.0  # a problem that lasts is logged again at most this often
 

@@ -17,7 +17,9 @@ Invariants kept here (see also plan.py, rsync.py, tidy.py):
   meanwhile leaves nothing under the final name): a file that
   changed meanwhile (a writer that paused longer than the settle time) is removed again from
   the destination (it is this run's own, stale copy) and reported as still being written, to
-  be taken by a later run.
+  be taken by a later run.  Files that grow in place (``grows``, or a source whose filler locks
+  the config names) are stat'ed again after their copy whatever their age: the filler may come
+  back hours after a project's last scan.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class HopSettings:
     """How hops run (from the config and the command line)."""
 
     locks: frozenset[str] = frozenset()
+    watches_filler: bool = False  # the config names filler lock folders: a filler appends to files at any time
     ssh_options: tuple[str, ...] = ()
     rsync_options: tuple[str, ...] = ()
     dry_run: bool = False
@@ -373,8 +376,9 @@ def _accept(
 
     rsync reports the size and mtime it saw (``%l``, ``%M``): any difference from the
     listing means the file changed between listing and copy.  A file that was still
-    recent when listed (modified within RECHECK_AFTER_S) is also stat'ed again after the
-    copy, to catch a writer that came back during the copy itself.
+    recent when listed (modified within RECHECK_AFTER_S), or may be appended to at any time
+    (``grows``, or a source the filler writes), is also stat'ed again after the copy, to catch a
+    writer that came back during the copy itself.
     """
     copied = {c.path: c for c in result.copied if c.path in planned}
     same_clock = _prints_our_time(job)
@@ -383,7 +387,11 @@ def _accept(
         p for p, c in copied.items()
         if c.size != planned[p].size or (same_clock and not prints_as(c.mtime_text, planned[p].mtime))
     ]  # fmt: skip
-    recheck = [p for p in copied if p not in stale and (not same_clock or source_time - planned[p].mtime < horizon)]
+    # A file that grows in place (an SDFITS product, or any file of a source a filler writes) may get its
+    # next rows hours after its last ones, during its copy: rsync then sends what it finds when it opens
+    # the file, under the size and mtime it listed.  Such files are looked at again whatever their age.
+    always = job.grows or settings.watches_filler or not same_clock
+    recheck = [p for p in copied if p not in stale and (always or source_time - planned[p].mtime < horizon)]
     if recheck:
         after = _relist(job, recheck, settings.shell)
         for path in recheck:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from obsflow.config import Config, Hop, Location, parse_location
 from obsflow.errors import ObsflowError, TransportError, UsageError
-from obsflow.lock import LOCK_SUFFIX, LockInfo, is_stale, read_lock
+from obsflow.lock import DAEMON_LOCK, LOCK_SUFFIX, LockInfo, is_stale, read_lock
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
 from obsflow.transfer.plan import HopPlan, dated_folders, modified_window, window_dates
@@ -87,6 +87,7 @@ def run_sync(
             dry_run=request.dry_run,
             shell=connections,
             keep_open=keep_open,
+            watches_filler=bool(config.locks),
         )
         warned: set[tuple[str, str]] = set()
         for hop in hops:
@@ -215,6 +216,8 @@ def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | No
                             "makes it (a mistyped path?)", entry)  # fmt: skip
             continue
         for name, info in found.items():
+            if name == DAEMON_LOCK:  # the daemon's own: held for weeks ("stale" by age elsewhere), no cut-off fill
+                continue
             if info is not None and is_stale(info) and (entry, name) not in warned:
                 warned.add((entry, name))
                 log.warning("lock %s at %s was left by a filler that is gone (%s): %s is skipped until the filler "

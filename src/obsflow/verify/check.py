@@ -12,7 +12,8 @@ For each hop and instrument, A is the hop's source and B its destination.  The s
 4. with ``--checksum``: hashes of equal-size files come from the catalog while size and mtime
    are unchanged, else are computed on the host holding the file (one command per side, the
    data never cross the network) and recorded in the catalog (one transaction per side);
-   destination files found equal are marked verified;
+   destination files found equal are marked verified; a file whose hashes differ is listed
+   again on both sides, and one that changed since the first listing is in flight;
 5. the run (period, verdict, counts, JSON report) is kept in the catalog's verification table.
 
 A host that cannot be reached makes its folders "not checked" (never "None").
@@ -207,6 +208,7 @@ def verify(
     if checksum:
         say("comparing contents")
         hashes, hash_errors, fresh = _hash_sides(shell, pairs, first, comparisons, catalog, rehash)
+        comparisons = _look_again_at_contents(shell, pairs, first, comparisons, hashes, say)
 
     folders = tuple(
         _result(pair, first, comparisons.get(index), checksum, hashes, hash_errors) for index, pair in enumerate(pairs)
@@ -307,6 +309,55 @@ def _look_again(
     return confirmed
 
 
+def _look_again_at_contents(
+    shell: Shell,
+    pairs: Sequence[Pair],
+    first: dict[_Key, _Looked],
+    comparisons: dict[int, Comparison],
+    hashes: dict[_Key, dict[str, str]],
+    say: Progress,
+) -> dict[int, Comparison]:
+    """Files whose hashes differ, listed again on both sides: one that changed since its first listing
+    was hashed after it changed (a file written, or a filler appending a scan, while the check ran):
+    in flight, not a difference.  Only the folders holding such files are listed again."""
+    suspects: dict[int, list[str]] = {}
+    for index, comparison in comparisons.items():
+        pair = pairs[index]
+        a_hashes, b_hashes = hashes.get(pair.a.key, {}), hashes.get(pair.b.key, {})
+        differs, _unhashed = compare_hashes(comparison.same_size, a_hashes, b_hashes)
+        if differs:
+            suspects[index] = [d.path for d in differs]
+    wanted: dict[_Key, tuple[Side, set[str], tuple[str, ...]]] = {}
+    for index, paths in suspects.items():
+        pair = pairs[index]
+        for side in (pair.a, pair.b):
+            wanted.setdefault(side.key, (side, set(), pair.patterns))[1].update(folders_of(paths, pair.folders))
+    jobs = [_ListJob(side, tuple(sorted(folders)), patterns) for side, folders, patterns in wanted.values() if folders]
+    if not jobs:
+        return comparisons
+    say(f"looking again at {sum(len(job.folders) for job in jobs)} folders with different contents")
+    second = _list_all(shell, jobs, processes=False)
+    looked = dict(comparisons)
+    for index, paths in suspects.items():
+        pair = pairs[index]
+        changed = set()
+        for key in (pair.a.key, pair.b.key):
+            before, after = first[key].listing, second.get(key, _Looked()).listing
+            if before is None or after is None:
+                continue  # the host went away between the looks: keep the verdict
+            for path in paths:
+                was, now = before.get(path), after.get(path)
+                if was is None or now is None or (now.size, now.mtime) != (was.size, was.mtime):
+                    changed.add(path)
+        if changed:
+            comparison = comparisons[index]
+            looked[index] = dataclasses.replace(
+                comparison, same_size=[p for p in comparison.same_size if p not in changed],
+                in_flight=sorted([*comparison.in_flight, *changed]),
+            )  # fmt: skip
+    return looked
+
+
 @dataclass(frozen=True)
 class _HashJob:
     side: Side
@@ -398,6 +449,7 @@ def _mark_verified(catalog: Catalog, pairs: Sequence[Pair], folders: Sequence[Fo
         if not new:
             continue
         bad = set(result.unhashed) | {d.path for d in result.hash_differs} | {d.path for d in result.size_differs}
+        bad |= set(result.in_flight)  # hashed while it changed: not found equal
         equal = [path for path in new if path not in bad and path not in result.missing]
         if equal:
             catalog.mark_verified(pair.b.host, pair.b.instrument, equal)
