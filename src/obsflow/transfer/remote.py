@@ -144,6 +144,10 @@ class Shell:
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
                 )
 
+    def stop_opening(self) -> None:
+        """At the end of a run: stop connections still being opened (never used, or the run was interrupted)."""
+        self._early.stop_pending()
+
     def wait_connected(self, target: str) -> None:
         """Wait until the connection opened early to ``target`` is up; raise HostUnreachable if it failed.
 
@@ -200,7 +204,7 @@ def shared_connections(config: Config, targets: Iterable[str] = ()) -> Iterator[
         try:
             yield shell
         finally:
-            shell._early.stop_pending()
+            shell.stop_opening()
     remove_stale_control_dirs()
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
 from obsflow.lock import is_locked
-from obsflow.online.daemon import DAEMON_LOCK, later_scan, read_status
+from obsflow.online.daemon import DAEMON_LOCK, NEVER_FINISHED, later_scan, read_status
 from obsflow.online.layout import OutputLayout
 from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
@@ -292,7 +292,7 @@ def _failures(data: dict[str, Any], redactor: Redactor) -> list[dict[str, Any]]:
         failures.append({
             "project": entry.get("project"), "scan": entry.get("scan"), "timestamp": entry.get("timestamp"),
             "attempts": 0, "given_up": True, "retry_at": None,
-            "last_error": f"never finished ({later_scan(entry)} started after it): not filled",
+            "last_error": f"never finished: {NEVER_FINISHED} ({later_scan(entry)} started after it)",
         })  # fmt: skip
     for problem in data.get("project_failures", []):  # the project's files cannot be read: all its scans wait
         failures.append({
