@@ -182,6 +182,10 @@ def test_a_grown_product_replaces_our_own_copy_and_the_older_copy_is_kept(tmp_pa
     assert [sorted(h["updated_files"]) for h in hops] == [sorted(second)] * 2
     assert [sorted(h["copied_files"]) for h in hops] == [sorted(second)] * 2
     assert _products(suth, FRESH) == _products(cape, FRESH) == second
+    # Over ssh only the growth crosses the wire: the archive's older copy is rsync's basis, though
+    # the new copy is written beside it (in the staging folder) until its second look.
+    old_bytes, new_bytes = sum(map(len, first.values())), sum(map(len, second.values()))
+    assert hops[1]["sent_bytes"] < new_bytes - old_bytes // 2, (hops[1]["sent_bytes"], old_bytes, new_bytes)
     for archive in (suth, cape):  # the older copies, moved aside whole
         (kept,) = (archive / ".obsflow-superseded").iterdir()
         assert _products(kept, FRESH) == first

@@ -92,14 +92,21 @@ def test_a_fill_while_rsync_copies_a_long_settled_product_leaves_no_mixed_copy(t
     extra = 'settle_seconds = 0\ngrows = true\n[transfer]\nrsync_options = ["--bwlimit=250"]  # ~2 s for the bank file'
     config = load_config(_config(tmp_path, sshd, out.root, extra))
     fits = out.bank_fits(FRESH, "A")
-    dest = tmp_path / "suth" / "gbt/sdfits" / FRESH / f"{FRESH}.raw.vegas"
+    suth = tmp_path / "suth" / "gbt/sdfits"
+    staged = suth / ".obsflow-staging" / FRESH / f"{FRESH}.raw.vegas"
     filled: list[object] = []
-    watcher = _when_rsync_writes(dest, fits.name, lambda: filled.append(fill_scan(scans[1], out)))
+    at_fill: list[dict] = []
+
+    def fill() -> None:
+        at_fill.append(_products(suth, FRESH))  # what the archive shows under final names meanwhile
+        filled.append(fill_scan(scans[1], out))
+
+    watcher = _when_rsync_writes(staged, fits.name, fill)
     report = run_sync(config, SyncRequest(hop="instruments:suth"))
     watcher.join()
     assert filled, "rsync was never seen copying the bank file"
+    assert at_fill == [{}], "a product took its final name before its second look"
     (outcome,) = report.outcomes
-    suth = tmp_path / "suth" / "gbt/sdfits"
     assert _agree(suth, FRESH) == []
     assert _products(suth, FRESH) == {}, "a copy of a file the filler changed during the copy was kept"
     assert outcome.copied == [] and sorted(outcome.in_flight) == sorted(before) and report.exit_code == 1
@@ -153,22 +160,22 @@ def test_a_fill_during_the_replacement_of_a_grown_product_keeps_the_older_copy_w
     second = _products(out.root, FRESH)
     slow = dataclasses.replace(config, rsync_options=("--bwlimit=250",))
     fits = out.bank_fits(FRESH, "A")
-    dest = suth / FRESH / f"{FRESH}.raw.vegas"
+    staged = suth / ".obsflow-staging" / FRESH / f"{FRESH}.raw.vegas"
     filled: list[object] = []
-    watcher = _when_rsync_writes(dest, fits.name, lambda: filled.append(fill_scan(scans[2], out)))
+    watcher = _when_rsync_writes(staged, fits.name, lambda: filled.append(fill_scan(scans[2], out)))
     report = run_sync(slow, SyncRequest(hop="instruments:suth"))
     watcher.join()
     assert filled, "rsync was never seen copying the bank file"
     (outcome,) = report.outcomes
     assert outcome.updated == [] and sorted(outcome.in_flight) == sorted(second) and report.exit_code == 1
-    copies = _products(suth, FRESH)
-    assert all(copies[p] in (first[p], second[p]) for p in copies), "a copy matching no state the filler committed"
+    assert _products(suth, FRESH) == first, "the older copy stays in place until a replacement is checked"
+    assert not (suth / ".obsflow-superseded").exists()
     assert _agree(suth, FRESH) == []
-    (kept,) = (suth / ".obsflow-superseded").iterdir()
-    assert _products(kept, FRESH) == first
     again = run_sync(config, SyncRequest(hop="instruments:suth"))
     assert again.exit_code == 0 and _products(suth, FRESH) == _products(out.root, FRESH)
     assert _agree(suth, FRESH) == []
+    (kept,) = (suth / ".obsflow-superseded").iterdir()
+    assert _products(kept, FRESH) == first
 
 
 def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -271,3 +278,41 @@ def test_the_real_daemon_killed_mid_fill_keeps_its_project_from_the_archives_unt
     assert (
         sum(writer.read_state(p).nrows for p in out.bank_files(FRESH)) == 6 * 2 * 2 * 8 * 2
     )  # scans x banks x pols x ints x cal: every scan, once
+
+
+def test_a_sync_killed_between_a_mixed_copy_and_its_second_look_leaves_nothing_under_final_names(
+    tmp_path: Path, sshd
+) -> None:
+    """Found by interplay review: the copy of a product the filler appended to during the copy was
+    under its final name until the second look removed it; a sync killed in between (a cron timeout,
+    the OOM killer, a reboot) left it there for good, a conflict every night after.  Copies now wait
+    in the staging folder: killed there, they never reach a final name, and the next run starts over."""
+    import signal
+
+    out = OutputLayout(tmp_path / "sdfits")
+    scans = _raw_scans(tmp_path / "gbtdata", FRESH, 2, channels=4096, integrations=8)
+    fill_scan(scans[0], out)
+    _age(out.root / FRESH, 3 * 3600)
+    extra = 'settle_seconds = 0\ngrows = true\n[transfer]\nrsync_options = ["--bwlimit=250"]'
+    config_path = _config(tmp_path, sshd, out.root, extra)
+    suth = tmp_path / "suth" / "gbt/sdfits"
+    staged = suth / ".obsflow-staging" / FRESH / f"{FRESH}.raw.vegas"
+    fits = out.bank_fits(FRESH, "A")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    sync = subprocess.Popen([sys.executable, "-m", "obsflow", "sync", "-c", str(config_path), "--hop", "instruments:suth"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        watcher = _when_rsync_writes(staged, fits.name, lambda: fill_scan(scans[1], out))
+        watcher.join()
+        deadline = time.monotonic() + 30
+        while not (staged / fits.name).exists() and time.monotonic() < deadline:  # the mixed copy, complete
+            time.sleep(0.001)
+        assert (staged / fits.name).exists(), "rsync never finished the bank file"
+    finally:
+        os.killpg(sync.pid, signal.SIGKILL)
+        sync.wait()
+    assert _products(suth, FRESH) == {}, "a copy reached its final name before its second look"
+    again = run_sync(load_config(config_path), SyncRequest(hop="instruments:suth"))
+    assert again.exit_code == 0 and _products(suth, FRESH) == _products(out.root, FRESH)
+    assert _agree(suth, FRESH) == []
+    assert not any(p.is_file() for p in (suth / ".obsflow-staging").rglob("*"))

@@ -1,25 +1,25 @@
 """Running one instrument over one hop: list both sides, plan, tidy, copy, check, record.
 
-Invariants kept here (see also plan.py, rsync.py, tidy.py):
+Invariants kept here (see also plan.py, rsync.py, staging.py, tidy.py):
 
 - the source is only ever read;
-- a destination file that differs is never overwritten (plan: conflict; rsync: ``--ignore-existing``),
-  with one exception for a source whose files only grow (``grows = true``, SDFITS products): a
-  larger, newer source file replaces the destination's copy when that copy is one a sync made
-  and nobody changed since, and the older copy is first moved whole into
-  ``.obsflow-superseded/<time>/`` (rsync ``--backup-dir``): nothing is lost; such folders are
-  removed only once older than the instrument's ``keep_superseded_days`` (if it has one);
+- a destination file that differs is never overwritten (plan: conflict; rsync: ``--ignore-existing``;
+  staging: a final name taken meanwhile), with one exception for a source whose files only grow
+  (``grows = true``, SDFITS products): a larger, newer source file replaces the destination's copy
+  when that copy is one a sync made and nobody changed since, and the older copy is first moved
+  whole into ``.obsflow-superseded/<time>/``: nothing is lost; such folders are removed only once
+  older than the instrument's ``keep_superseded_days`` (if it has one);
 - a copy counts only when rsync's end-to-end xxh128 (``%C``, checked by the receiver against
-  the sender's) is recorded and the size and mtime rsync saw equal the listing (and, for files
-  modified within RECHECK_AFTER_S, a second listing after the copy still agrees; a file whose time is
-  set ahead of its host's clock, whose mtime cannot show it settled, is copied only once a listing the
-  settle time after the first found it unchanged: the wait comes before its copy, so a run stopped
-  meanwhile leaves nothing under the final name): a file that
-  changed meanwhile (a writer that paused longer than the settle time) is removed again from
-  the destination (it is this run's own, stale copy) and reported as still being written, to
-  be taken by a later run.  Files that grow in place (``grows``, or a source whose filler locks
-  the config names) are stat'ed again after their copy whatever their age: the filler may come
-  back hours after a project's last scan.
+  the sender's) is recorded and the size and mtime rsync saw equal the listing;
+- a file that may still change (modified within RECHECK_AFTER_S of the listing, or any file of a
+  source that grows or that a filler writes: the filler may come back hours after a project's
+  last scan) is copied into the staging folder and takes its final name only once a second
+  listing after the copy found its source unchanged; a file that changed meanwhile is removed
+  again and reported as still being written, to be taken by a later run.  So a copy under its
+  final name is always one state of its source, whenever the run is stopped;
+- a file whose time is set ahead of its host's clock, whose mtime cannot show it settled, is
+  copied only once a listing the settle time after the first found it unchanged: the wait comes
+  before its copy, so a run stopped meanwhile leaves nothing under the final name.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from obsflow.transfer.plan import CLOCK_AHEAD_S, HopPlan, modified_within, plan_
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.report import HopOutcome, Progress
 from obsflow.transfer.rsync import Copied, RsyncResult, has_rsync, prints_as, rsync_copy
+from obsflow.transfer.staging import clear_staging, publish, staging_of
 from obsflow.transfer.tidy import plan_prune, plan_tidy, prune_superseded, remove_copies, tidy
 
 __all__ = ["HopJob", "HopSettings", "run_hop"]
@@ -167,6 +168,8 @@ def _run(
         outcome.pruned = _old_versions(job, dest)
         return
     tidy(job.dest, plan_tidy(dest.temps, dest), settings.shell)
+    if dest.staged:  # copies a stopped run left unchecked: never to be published
+        clear_staging(job.dest, settings.shell)
     if before_copy is not None:
         before_copy(plan)
     outcome.in_flight += _unsettled_ahead(job, settings, plan, source.host_time)
@@ -233,25 +236,35 @@ def _copy_and_accept(
     progress: Progress | None,
     source_time: float,
 ) -> None:
-    """New files, then grown files over our own older copies (each first moved aside whole: nothing is lost)."""
+    """Settled files straight to their final names; files that may still change (and grown files
+    over our own older copies) through the staging folder, published only if their source did not
+    change during the copy (see staging.py)."""
     if progress is not None:
         progress.start(f"{job.hop} {job.instrument}", len(plan.copy) + len(plan.update),
                        plan.copy_bytes + plan.update_bytes)  # fmt: skip
+    second_look = _second_look(job, settings, plan.copy, source_time)
+    direct = {p: st for p, st in plan.copy.items() if p not in second_look}
+    staged = {**{p: plan.copy[p] for p in second_look}, **plan.update}
     superseded = f"{SUPERSEDED_DIR}/{time.strftime(SUPERSEDED_VERSION, time.gmtime())}"  # UTC: never repeats
     stopped: TransportError | None = None
     try:
-        for planned, backup_dir in ((plan.copy, None), (plan.update, superseded)):
+        for planned, where in ((direct, job.dest), (staged, staging_of(job.dest))):
             if stopped is not None:
                 break
+            if not planned:
+                continue
             landed: list[Copied] = []
             try:
-                result = _copy(job, settings, planned, progress, landed, backup_dir)
+                result = _copy(job, settings, planned, progress, landed, where)
             except TransportError as err:
                 # rsync stopped partway (a full disk, a lost connection): what it reported so far
                 # is checked at the destination and counted; the hop then fails with rsync's reason.
                 stopped, result = err, RsyncResult(copied=landed, returncode=STOPPED)
-            result = _confirmed(job, result, settings.shell)
-            _accept(job, settings, catalog, planned, result, outcome, source_time, report_missing=stopped is None)
+            result = _confirmed(job, result, settings.shell, where)
+            good = _judged(job, settings, planned, result, outcome, where, report_missing=stopped is None)
+            if where != job.dest:
+                good = _published(job, settings, good, plan.update, superseded, outcome)
+            _record(job, catalog, planned, good, outcome)
     finally:
         if progress is not None:
             progress.stop()
@@ -261,6 +274,21 @@ def _copy_and_accept(
                     superseded)  # fmt: skip
     if stopped is not None:
         raise stopped
+
+
+def _second_look(job: HopJob, settings: HopSettings, files: dict[str, FileStat], source_time: float) -> set[str]:
+    """The files to list again after their copy, before they count: those modified within
+    RECHECK_AFTER_S of the listing, and every file of a source that may be appended to at any time.
+
+    A file that grows in place (an SDFITS product, or any file of a source a filler writes) may get
+    its next rows hours after its last ones, during its copy: rsync then sends what it finds when
+    it opens the file, under the size and mtime it listed.  (With both ends remote, rsync prints
+    the mtime in the source host's zone: it cannot be compared, so every file is looked at again.)
+    """
+    if job.grows or settings.watches_filler or not _prints_our_time(job):
+        return set(files)
+    horizon = max(RECHECK_AFTER_S, 10 * job.settle_s)
+    return {p for p, st in files.items() if source_time - st.mtime < horizon}
 
 
 def _hash_checks(
@@ -308,10 +336,11 @@ def _copy(
     files: dict[str, FileStat],
     progress: Progress | None,
     landed_into: list[Copied],
-    backup_dir: str | None = None,
+    into: Location,
 ) -> RsyncResult:
-    """Copy ``files``; each file rsync reports is also appended to ``landed_into`` at once (so that
-    the caller still has the reports if rsync then stops partway)."""
+    """Copy ``files`` into ``into`` (the destination or its staging folder); each file rsync reports
+    is also appended to ``landed_into`` at once (so that the caller still has the reports if rsync
+    then stops partway)."""
     if not files:
         return RsyncResult()
     lock = threading.Lock()
@@ -326,16 +355,14 @@ def _copy(
     if not has_rsync():
         if job.source.is_remote or job.dest.is_remote:
             raise TransportError("rsync is not installed here; it is needed to copy over ssh", "PATH")
-        if backup_dir is not None:
-            raise TransportError("rsync is not installed here; it is needed to replace grown files", "PATH")
         log.warning("rsync not found: copying with the slower pure-Python copy")
-        return python_copy(Path(job.source.path), Path(job.dest.path), paths, landed)
+        return python_copy(Path(job.source.path), Path(into.path), paths, landed)
 
     def run(part: Sequence[str]) -> RsyncResult:
         return rsync_copy(
-            job.source, job.dest, part, ssh_options=settings.ssh_options, extra=settings.rsync_options,
-            on_copied=landed, control_dir=settings.shell.control_dir, backup_dir=backup_dir,
-            pass_fds=settings.keep_open,
+            job.source, into, part, ssh_options=settings.ssh_options, extra=settings.rsync_options,
+            on_copied=landed, control_dir=settings.shell.control_dir, pass_fds=settings.keep_open,
+            basis=None if into == job.dest else "..",  # staged: the final copy, if any, is the delta's basis
         )  # fmt: skip
 
     if len(paths) < PARALLEL_MIN_FILES:
@@ -362,47 +389,65 @@ def _balanced(files: dict[str, FileStat], streams: int) -> list[list[str]]:
     return [sorted(part) for part in parts if part]
 
 
-def _accept(
+def _judged(
     job: HopJob,
     settings: HopSettings,
-    catalog: Catalog,
     planned: dict[str, FileStat],
     result: RsyncResult,
     outcome: HopOutcome,
-    source_time: float,
+    where: Location,
     report_missing: bool = True,
-) -> None:
-    """Count a copy only if the source still is what was planned; undo our own stale copies.
+) -> list[Copied]:
+    """The copies at ``where`` whose source still is what was planned; the others are removed there.
 
-    rsync reports the size and mtime it saw (``%l``, ``%M``): any difference from the
-    listing means the file changed between listing and copy.  A file that was still
-    recent when listed (modified within RECHECK_AFTER_S), or may be appended to at any time
-    (``grows``, or a source the filler writes), is also stat'ed again after the copy, to catch a
-    writer that came back during the copy itself.
+    rsync reports the size and mtime it saw (``%l``, ``%M``): any difference from the listing means
+    the file changed between listing and copy.  The files :func:`_second_look` names are listed at
+    the source again after the copy, to catch a writer that came back during the copy itself.
     """
     copied = {c.path: c for c in result.copied if c.path in planned}
     same_clock = _prints_our_time(job)
-    horizon = max(RECHECK_AFTER_S, 10 * job.settle_s)
     stale = [
         p for p, c in copied.items()
         if c.size != planned[p].size or (same_clock and not prints_as(c.mtime_text, planned[p].mtime))
     ]  # fmt: skip
-    # A file that grows in place (an SDFITS product, or any file of a source a filler writes) may get its
-    # next rows hours after its last ones, during its copy: rsync then sends what it finds when it opens
-    # the file, under the size and mtime it listed.  Such files are looked at again whatever their age.
-    always = job.grows or settings.watches_filler or not same_clock
-    recheck = [p for p in copied if p not in stale and (always or source_time - planned[p].mtime < horizon)]
-    if recheck:
-        after = _relist(job, recheck, settings.shell)
-        for path in recheck:
+    look_again = [p for p in copied if p not in stale and where != job.dest]
+    if look_again:
+        after = _relist(job, look_again, settings.shell)
+        for path in look_again:
             now, expected = after.get(path), planned[path]
             if now is None or (now.size, now.mtime) != (expected.size, expected.mtime):
                 stale.append(path)
     if stale:
         log.warning("%d file(s) changed while being copied; removed the copies, will retry later", len(stale))
-        remove_copies(job.dest, stale, settings.shell)
+        remove_copies(where, stale, settings.shell)
         outcome.in_flight.extend(stale)
-    good = [c for p, c in copied.items() if p not in set(stale)]
+    missing = [p for p in planned if p not in copied]
+    if missing and report_missing:  # else the hop fails as a whole, with rsync's reason
+        detail = "; ".join(result.errors[:3]) or "not reported by rsync"
+        outcome.errors.extend(f"{p}: not copied ({detail})" for p in missing)
+    return [c for p, c in copied.items() if p not in set(stale)]
+
+
+def _published(
+    job: HopJob, settings: HopSettings, good: list[Copied], updates: Collection[str], superseded: str,
+    outcome: HopOutcome,
+) -> list[Copied]:
+    """Move checked copies from the staging folder to their final names; those whose name was
+    taken meanwhile (by someone else: the plan found it free) are conflicts, and their copy goes."""
+    done = publish(job.dest, [c.path for c in good if c.path not in updates],
+                   [c.path for c in good if c.path in updates], superseded, settings.shell)  # fmt: skip
+    if done.name_taken:
+        for path in done.name_taken:
+            log.warning("conflict: %s appeared at %s during its copy; both kept", path, job.dest)
+        remove_copies(staging_of(job.dest), done.name_taken, settings.shell)
+        outcome.conflicts.extend(done.name_taken)
+    moved = set(done.moved)
+    return [c for c in good if c.path in moved]
+
+
+def _record(job: HopJob, catalog: Catalog, planned: dict[str, FileStat], good: list[Copied],
+            outcome: HopOutcome) -> None:  # fmt: skip
+    """Count and catalog the copies that made it to their final names."""
     catalog.record_copy(
         job.source_host, job.dest_host, job.instrument,
         [(c.path, planned[c.path].size, planned[c.path].mtime, c.xxh128, c.xxh128) for c in good],
@@ -410,10 +455,6 @@ def _accept(
     outcome.copied += [c.path for c in good]
     outcome.copied_bytes += sum(c.size for c in good)
     outcome.sent_bytes += sum(c.sent if c.sent >= 0 else c.size for c in good)
-    missing = [p for p in planned if p not in copied]
-    if missing and report_missing:  # else the hop fails as a whole, with rsync's reason
-        detail = "; ".join(result.errors[:3]) or "not reported by rsync"
-        outcome.errors.extend(f"{p}: not copied ({detail})" for p in missing)
 
 
 def _unmounted(job: HopJob, source: Listing, dest: Listing, shell: Shell) -> str | None:
@@ -434,7 +475,7 @@ def _relist(job: HopJob, copied: Collection[str], shell: Shell, where: Location 
     return list_files(where or job.source, folders, job.patterns, shell)
 
 
-def _confirmed(job: HopJob, result: RsyncResult, shell: Shell) -> RsyncResult:
+def _confirmed(job: HopJob, result: RsyncResult, shell: Shell, where: Location) -> RsyncResult:
     """After an rsync that failed, only the reported copies that really reached their final name.
 
     rsync prints a file's report line as soon as its data went through, before the receiver
@@ -447,9 +488,9 @@ def _confirmed(job: HopJob, result: RsyncResult, shell: Shell) -> RsyncResult:
     if result.returncode == 0 or not result.copied:
         return result
     try:
-        there = _relist(job, [c.path for c in result.copied], shell, where=job.dest)
+        there = _relist(job, [c.path for c in result.copied], shell, where=where)
     except TransportError as err:  # e.g. the connection is gone: nothing is proven, the next run sees
-        log.warning("cannot check what reached %s: %s", job.dest, err.one_line())
+        log.warning("cannot check what reached %s: %s", where, err.one_line())
         there = Listing()
     same_clock = _prints_our_time(job)
     real = [
@@ -458,5 +499,5 @@ def _confirmed(job: HopJob, result: RsyncResult, shell: Shell) -> RsyncResult:
         and (not same_clock or prints_as(c.mtime_text, st.mtime))
     ]  # fmt: skip
     if len(real) < len(result.copied):
-        log.warning("%d file(s) reported by rsync did not reach %s", len(result.copied) - len(real), job.dest)
+        log.warning("%d file(s) reported by rsync did not reach %s", len(result.copied) - len(real), where)
     return RsyncResult(copied=real, errors=result.errors, returncode=result.returncode)

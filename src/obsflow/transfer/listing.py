@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 PARTIAL_DIRS = (".rsync-partial", ".~tmp~")
 SUPERSEDED_DIR = ".obsflow-superseded"  # older copies of grown files, kept by the sync: not data, not temps
+STAGING_DIR = ".obsflow-staging"  # copies waiting for a second look at their source (staging.py): not data
 SUPERSEDED_VERSION = "%Y%m%dT%H%M%SZ"  # one folder per run that replaced files: when, in UTC
 _RSYNC_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9]{6}$")
 _PARTIAL_PART = re.compile("(?:^|/)(?:" + "|".join(re.escape(d) for d in PARTIAL_DIRS) + ")/")
@@ -93,12 +94,15 @@ class Listing(dict[str, FileStat]):
     superseded: the names of the folders in the root's ``.obsflow-superseded/`` (one per run
       that replaced grown files, e.g. ``20261201T031500Z``); their contents are not read.
     marker_present: whether the ``marker`` file asked for exists on the host (None: not asked).
+    staged: whether the root holds a ``.obsflow-staging/`` folder (copies a stopped run left unchecked).
     """
 
     def __init__(self, files: dict[str, FileStat] | None = None, *, root_exists: bool = True,
                  host_time: float | None = None, temps: dict[str, FileStat] | None = None,
-                 superseded: Sequence[str] = (), marker_present: bool | None = None) -> None:  # fmt: skip
+                 superseded: Sequence[str] = (), marker_present: bool | None = None,
+                 staged: bool = False) -> None:  # fmt: skip
         super().__init__(files or {})
+        self.staged = staged
         self.root_exists = root_exists
         self.marker_present = marker_present
         self.host_time = time.time() if host_time is None else host_time
@@ -288,9 +292,10 @@ def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listin
         return Listing(root_exists=False, host_time=now)
     root_real = os.path.realpath(root)
     superseded = _folders_in(root / SUPERSEDED_DIR)
+    staged = _is_dir(root / STAGING_DIR)
     if WHOLE_ROOT in folders:
         _walk(root, "", collector)
-        return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded)
+        return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded, staged=staged)
     for folder in folders:
         top = root / folder
         is_dir = _is_dir(top)
@@ -300,7 +305,7 @@ def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listin
         if folder in collector.files or not is_dir:
             continue
         _walk(top, folder, collector)
-    return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded)
+    return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded, staged=staged)
 
 
 # What Path.is_dir() takes for "no such folder"; any other error (EACCES: a folder on the way
@@ -357,7 +362,7 @@ def _walk(top: Path | str, prefix: str, collector: _Collector, in_partial: bool 
         relpath = lead + name
         try:
             if entry.is_dir(follow_symlinks=False):
-                if name != SUPERSEDED_DIR:
+                if name not in (SUPERSEDED_DIR, STAGING_DIR):
                     _walk(entry.path, relpath, collector, in_partial or name in PARTIAL_DIRS)
                 continue
             if not (in_partial or name.startswith(".")):
@@ -405,12 +410,13 @@ cd -P -- {root} 2>/dev/null || {{
   [ -e {root} ] || {{ printf 'N\\0'; exit 0; }}
   printf 'cannot list %s: cannot enter the folder\\n' {root} >&2; exit 3
 }}
-root=$PWD superseded={superseded}
-export root superseded
+root=$PWD superseded={superseded} staging={staging}
+export root superseded staging
 printf 'T\\0%s\\0R\\0%s\\0' "$(date +%s.%N)" "$root"
 for v in "$superseded"/*; do
   [ -d "$v" ] && [ ! -L "$v" ] && printf 'V\\0%s\\0' "${{v#"$superseded"/}}"
 done
+[ ! -d "$staging" ] || printf 'S\\0'
 exec xargs -0 -r sh -c '
 given=$#
 for d; do
@@ -428,7 +434,7 @@ for d; do
 done
 shift "$given"
 [ $# -gt 0 ] || exit 0
-exec find -H "$@" -mindepth 1 -ignore_readdir_race -name "$superseded" -prune -o \\
+exec find -H "$@" -mindepth 1 -ignore_readdir_race \\( -name "$superseded" -o -name "$staging" \\) -prune -o \\
   -type l -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0" -o -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%m\\0"' sh
 """
 
@@ -442,11 +448,13 @@ def _list_remote(
         marker_test=f"[ ! -e {shell_path(marker)} ] || printf 'M\\0'" if marker else ":",
         root=shell_path(location.path),
         superseded=shlex.quote(SUPERSEDED_DIR),
+        staging=shlex.quote(STAGING_DIR),
     )
     stdin = b"".join(os.fsencode(folder) + b"\0" for folder in folders)
     # Decoded once as a whole (os.fsdecode's rules: undecodable bytes survive as surrogates).
     fields = shell.run(location, script, stdin=stdin).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
     host_time, root_real, superseded, i = time.time(), "/", [], 0
+    staged = False
     marker_present = False if marker else None
     while i < len(fields) and fields[i] and fields[i] not in "DF":
         tag = fields[i]
@@ -461,11 +469,13 @@ def _list_remote(
         elif tag == "V":
             superseded.append(fields[i + 1])
             i += 2
+        elif tag == "S":
+            staged, i = True, i + 1
         else:
             raise ValueError(f"unexpected listing record {tag!r}")
     _add_found(fields, i, collector, root_real, cut=2 if folders == [WHOLE_ROOT] else 0)
     return Listing(collector.files, host_time=host_time, temps=collector.temps, superseded=superseded,
-                   marker_present=marker_present)  # fmt: skip
+                   marker_present=marker_present, staged=staged)  # fmt: skip
 
 
 def _add_found(fields: list[str], start: int, collector: _Collector, root_real: str, cut: int = 0) -> None:

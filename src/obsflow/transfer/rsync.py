@@ -89,18 +89,20 @@ def rsync_argv(
     ssh_options: Sequence[str],
     extra: Sequence[str],
     control_dir: str | None = None,
-    backup_dir: str | None = None,
+    basis: str | None = None,
 ) -> list[str]:
-    """The rsync command line copying the files named on stdin from ``source`` to ``dest``.
+    """The rsync command line copying the files named on stdin from ``source`` to ``dest``; an
+    existing file is never touched (a grown file replaces its older copy through staging.py).
 
-    With ``backup_dir`` (relative to ``dest``) existing files are replaced, each older copy
-    first moved into that folder; without it an existing file is never touched.
-    """
-    keep = ["--ignore-existing"] if backup_dir is None else ["--backup", f"--backup-dir={backup_dir}"]
+    ``basis``: a folder (relative to ``dest``) whose file of the same name, if any, rsync sends
+    the differences against (``--copy-dest``): a grown file copied into the staging folder
+    costs its growth, not its whole size."""
     argv = [
-        "rsync", "-a", "--from0", "--files-from=-", f"--partial-dir={PARTIAL_DIR}", *keep,
+        "rsync", "-a", "--from0", "--files-from=-", f"--partial-dir={PARTIAL_DIR}", "--ignore-existing",
         "--mkpath", "--checksum-choice=xxh128", f"--out-format={_OUT_FORMAT}", *extra,
     ]  # fmt: skip
+    if basis is not None:
+        argv.append(f"--copy-dest={basis}")
     if source.is_remote or dest.is_remote:
         # remote to remote: that ssh runs on the source host, where our control folder is not
         remote = dest if dest.is_remote else source
@@ -131,7 +133,7 @@ def rsync_copy(
     extra: Sequence[str] = (),
     on_copied: Callable[[Copied], None] | None = None,
     control_dir: str | None = None,
-    backup_dir: str | None = None,
+    basis: str | None = None,
     pass_fds: Sequence[int] = (),
 ) -> RsyncResult:
     """Copy ``paths`` (relative, regular files) from ``source`` to ``dest``; report each as rsync does.
@@ -146,7 +148,7 @@ def rsync_copy(
     result = RsyncResult()
     if not paths:
         return result
-    argv = rsync_argv(source, dest, ssh_options, extra, control_dir, backup_dir)
+    argv = rsync_argv(source, dest, ssh_options, extra, control_dir, basis)
     log.debug("running %s", shlex.join(argv))
     started = time.monotonic()
     # rsync prints one line per file into a file, not a pipe: a pipe wakes this process once per

@@ -1,0 +1,146 @@
+"""Copies that take their final name only after a second look at their source.
+
+rsync renames each file into place as soon as its data are through, and sends what it finds
+when it opens the file, under the size and mtime it listed: a file a writer appended to during
+its copy (a filler adding a scan to an SDFITS product hours after the last one) lands under its
+final name as a mix of two states.  So the files that may change at any time (a source that
+grows or that a filler writes, or a file modified within the last hour) are copied into
+``<dest>/.obsflow-staging/<path>`` instead; the hop lists their source again, and only the
+copies whose source is still what was planned are moved to their final names here (a rename:
+atomic).  The rest are removed.  A run stopped between the copy and the move leaves them in
+the staging folder, hidden and never counted, and the next run clears them (partials in its
+``.rsync-partial`` folders are kept, so an interrupted big file still resumes).
+
+A staged file never replaces anything at its final name, except a grown file's own older copy
+(``replace``), which is first moved whole into the superseded folder: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from obsflow.config import Location
+from obsflow.transfer.listing import STAGING_DIR, is_safe_relpath
+from obsflow.transfer.remote import Shell, shell_path
+from obsflow.transfer.rsync import PARTIAL_DIR
+
+__all__ = ["Published", "clear_staging", "publish", "staging_of"]
+
+log = logging.getLogger(__name__)
+
+
+def staging_of(dest: Location) -> Location:
+    """Where copies to ``dest`` wait for their second look."""
+    return dest.join(STAGING_DIR)
+
+
+@dataclass
+class Published:
+    """What :func:`publish` did: moved to their final names, or left because that name was taken."""
+
+    moved: list[str] = field(default_factory=list)
+    name_taken: list[str] = field(default_factory=list)
+
+
+def publish(dest: Location, new: Sequence[str], replace: Sequence[str], backup: str, shell: Shell) -> Published:
+    """Move staged copies to their final names at ``dest`` (one round trip if remote).
+
+    ``new``: only where nothing is at the final name (else left staged, in ``name_taken``);
+    ``replace``: grown files whose older copy, if still there, is first moved to ``backup/<path>``
+    (relative to ``dest``).  A staged copy that is not there (nothing to move) is skipped.
+    """
+    entries = [("n", p) for p in new if is_safe_relpath(p)] + [("r", p) for p in replace if is_safe_relpath(p)]
+    if not entries:
+        return Published()
+    if dest.is_remote:
+        return _publish_remote(dest, entries, backup, shell)
+    return _publish_local(Path(dest.path), entries, backup)
+
+
+def _publish_local(root: Path, entries: list[tuple[str, str]], backup: str) -> Published:
+    done = Published()
+    staging = root / STAGING_DIR
+    for kind, path in entries:
+        staged, final = staging / path, root / path
+        if not _is_file(staged):
+            continue
+        if os.path.lexists(final):
+            if kind == "n":
+                done.name_taken.append(path)
+                continue
+            aside = root / backup / path
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(final, aside)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged, final)
+        done.moved.append(path)
+    return done
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+# Entries come on stdin as "n/<path>" or "r/<path>", NUL-separated (no limit on how many); each
+# answer is "P" (moved) or "E" (final name taken), NUL-separated with its path.
+_PUBLISH_SCRIPT = """\
+cd -- {root} || exit 3
+S={staging} B={backup}
+export S B
+exec xargs -0 -r sh -c '
+for e; do
+  kind=${{e%%/*}} p=${{e#*/}}
+  case $p in */*) d=${{p%/*}} ;; *) d=. ;; esac
+  [ -f "$S/$p" ] && [ ! -L "$S/$p" ] || continue
+  if [ -e "$p" ] || [ -L "$p" ]; then
+    [ "$kind" = r ] || {{ printf "E\\0%s\\0" "$p"; continue; }}
+    mkdir -p -- "$B/$d" && mv -f -- "$p" "$B/$p" || exit 3
+  fi
+  mkdir -p -- "$d" && mv -f -- "$S/$p" "$p" || exit 3
+  printf "P\\0%s\\0" "$p"
+done' sh
+"""
+
+
+def _publish_remote(dest: Location, entries: list[tuple[str, str]], backup: str, shell: Shell) -> Published:
+    script = _PUBLISH_SCRIPT.format(root=shell_path(dest.path), staging=shlex.quote(STAGING_DIR),
+                                    backup=shlex.quote(backup))  # fmt: skip
+    stdin = b"".join(os.fsencode(f"{kind}/{path}") + b"\0" for kind, path in entries)
+    fields = os.fsdecode(shell.run(dest, script, stdin=stdin)).split("\0")
+    done = Published()
+    for tag, path in zip(fields[0::2], fields[1::2], strict=False):
+        if tag == "P":
+            done.moved.append(path)
+        elif tag == "E":
+            done.name_taken.append(path)
+    return done
+
+
+def clear_staging(dest: Location, shell: Shell) -> None:
+    """Remove the copies a stopped run left staged (never checked: never to be published), keeping
+    the partial files in its ``.rsync-partial`` folders, from which their copies resume."""
+    folder = staging_of(dest)
+    if dest.is_remote:
+        quoted = shell_path(folder.path)
+        shell.run(dest, f"[ -d {quoted} ] && [ ! -L {quoted} ] || exit 0\n"
+                        f"find {quoted} -name {shlex.quote(PARTIAL_DIR)} -prune -o ! -type d -exec rm -f -- {{}} +")  # fmt: skip
+        return
+    top = Path(folder.path)
+    if top.is_symlink() or not top.is_dir():
+        return
+    for parent, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if d != PARTIAL_DIR]
+        for name in files:
+            path = Path(parent, name)
+            log.info("clearing %s (staged by a run that stopped before its check)", path)
+            path.unlink(missing_ok=True)
+
