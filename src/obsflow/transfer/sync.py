@@ -1,4 +1,4 @@
-"""The nightly sync: every hop in order, every instrument, over the dated window.
+"""Running a whole sync: requests, the run lock, every hop of every instrument, missed-run warnings.
 
 ``run_sync`` takes the run lock (one sync at a time; a dry run takes none and records nothing:
 it reads the catalog read-only), reads the filler's live locks, warns
@@ -9,22 +9,19 @@ instrument.  A host that cannot be reached fails only the hops that need it; the
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from pathlib import Path
 
-from obsflow.config import Config, Hop, Location, parse_location
-from obsflow.errors import ObsflowError, TransportError, UsageError
-from obsflow.lock import DAEMON_LOCK, LOCK_SUFFIX, LockInfo, is_stale, read_lock
+from obsflow.config import Config, Hop
+from obsflow.errors import TransportError, UsageError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
+from obsflow.transfer.locks import read_filler_locks
 from obsflow.transfer.plan import HopPlan, dated_folders, modified_window, window_dates
-from obsflow.transfer.remote import Shell, remote_targets, shared_connections, shell_path
+from obsflow.transfer.remote import Shell, remote_targets, shared_connections
 from obsflow.transfer.report import HopOutcome, Progress, SyncReport
 from obsflow.transfer.runlock import sync_lock
 
@@ -186,93 +183,25 @@ def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today:
     return warnings
 
 
-_REMOTE_LOCKS = """\
-cd -- {dir} 2>/dev/null || {{
-  d={dir}; while [ ! -e "$d" ] && [ "$d" != / ] && [ "$d" != . ]; do d=$(dirname -- "$d"); done
-  [ -e {dir} ] || [ ! -x "$d" ] || {{ printf '{missing}'; exit 0; }}
-  printf 'cannot enter the folder\\n' >&2; exit 3; }}
-[ -r . ] || {{ printf 'cannot read the folder\\n' >&2; exit 3; }}
-for f in *{suffix}; do [ -f "$f" ] || continue; printf '%s\\0' "$f"; cat -- "$f"; printf '\\0'; done
-"""
-
-
 def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | None = None) -> set[str]:
-    """Names of the filler locks in every ``locks`` folder of the config (local or remote).
+    """Names of the filler locks in every ``locks`` folder of the config (see transfer.locks).
 
     Stale locks count too: a lock whose holder died marks a fill that was cut off and not yet
     rolled back (its files may hold a half-written scan); the filler clears it when it next
     starts or fills that project (one warning per lock and run, ``warned`` remembers them).
     A lock folder that cannot be read raises TransportError: nothing is copied as if unlocked.
     """
-    names: set[str] = set()
     warned = set() if warned is None else warned
-    for entry in config.locks:
-        where = parse_location(entry)
-        found = _remote_locks(entry, where, shell) if where.is_remote else _local_locks(entry, Path(where.path))
-        if found is None:
-            if (entry, "") not in warned:  # a mistyped path would otherwise honour nothing without a word
-                warned.add((entry, ""))
-                log.warning("lock folder %s does not exist: no filler lock is honoured there until the filler "
-                            "makes it (a mistyped path?)", entry)  # fmt: skip
-            continue
-        for name, info in found.items():
-            if name == DAEMON_LOCK:  # the daemon's own: held for weeks ("stale" by age elsewhere), no cut-off fill
-                continue
-            if info is not None and is_stale(info) and (entry, name) not in warned:
-                warned.add((entry, name))
-                log.warning("lock %s at %s was left by a filler that is gone (%s): %s is skipped until the filler "
-                            "restarts and rolls back its interrupted fill", name, entry, info.describe(), name)  # fmt: skip
-        names |= set(found)
-    return names
-
-
-def _local_locks(entry: str, folder: Path) -> dict[str, LockInfo | None] | None:
-    """``{name: holder}`` of the locks in a local folder (holder None: unreadable, a lock all the same).
-
-    None for a folder that is not there (no filler has written there yet, as over ssh); one that
-    cannot be read raises TransportError, never reads as empty.
-    """
-    try:
-        names = [name for name in os.listdir(folder) if name.endswith(LOCK_SUFFIX)]
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        raise TransportError(f"cannot read the filler's locks: cannot list the folder: {err.strerror}; "
-                             "not copying what they may guard", entry) from err  # fmt: skip
-    found: dict[str, LockInfo | None] = {}
-    for name in names:
-        try:
-            info = read_lock(folder / name)
-        except OSError:
-            info = None
-        else:
-            if info is None:
-                continue  # released meanwhile
-        found[name[: -len(LOCK_SUFFIX)]] = info
-    return found
-
-
-_NO_FOLDER = b"no such folder"  # the script's answer for a missing folder (a lock record holds a NUL)
-
-
-def _remote_locks(entry: str, where: Location, shell: Shell) -> dict[str, LockInfo | None] | None:
-    """``{name: holder}`` of the locks in a remote folder, in one ssh command (holder None: unreadable);
-    None for a folder that is not there."""
-    script = _REMOTE_LOCKS.format(dir=shell_path(where.path), suffix=LOCK_SUFFIX, missing=_NO_FOLDER.decode())
-    try:
-        out = shell.run(where, script)
-    except ObsflowError as err:
-        raise TransportError(f"cannot read the filler's locks: {err.what}; not copying what they may guard",
-                             entry) from err  # fmt: skip
-    if out == _NO_FOLDER:
-        return None
-    fields = out.split(b"\0")
-    return {name.decode()[: -len(LOCK_SUFFIX)]: _lock_info(body)
-            for name, body in zip(fields[0::2], fields[1::2], strict=False) if name}  # fmt: skip
-
-
-def _lock_info(body: bytes) -> LockInfo | None:
-    try:
-        return LockInfo(**json.loads(body))
-    except (ValueError, TypeError):
-        return None  # being written right now, or not ours: a lock all the same
+    found = read_filler_locks(config, shell)
+    for entry in found.missing_folders:
+        if (entry, "") not in warned:  # a mistyped path would otherwise honour nothing without a word
+            warned.add((entry, ""))
+            log.warning("lock folder %s does not exist: no filler lock is honoured there until the filler "
+                        "makes it (a mistyped path?)", entry)  # fmt: skip
+    for lock in found.locks.values():
+        if lock.gone and (lock.entry, lock.name) not in warned:
+            warned.add((lock.entry, lock.name))
+            log.warning("lock %s at %s was left by a filler that is gone (%s): %s is skipped until the filler "
+                        "restarts and rolls back its interrupted fill", lock.name, lock.entry, lock.holder_text,
+                        lock.name)  # fmt: skip
+    return set(found.locks)
