@@ -1,4 +1,4 @@
-"""Running a whole sync: requests, the run lock, every hop of every instrument, missed-run warnings.
+"""The nightly sync: every hop in order, every instrument, over the dated window.
 
 ``run_sync`` takes the run lock (one sync at a time; a dry run takes none and records nothing:
 it reads the catalog read-only), reads the filler's live locks, warns
