@@ -303,3 +303,43 @@ def test_a_product_copied_with_a_time_set_ahead_is_replaced_once_it_grows(tmp_pa
     assert copy.read_bytes() == b"rows 1, rows 2"
     (version,) = (tmp_path / "suth" / "products" / ".obsflow-superseded").iterdir()
     assert (version / product.name).read_bytes() == b"rows 1"
+
+
+def test_verify_says_locked_where_the_sync_does_and_alarms_only_for_a_filler_that_is_gone(tmp_path: Path,
+                                                                                          sshd) -> None:  # fmt: skip
+    """Found by interplay review: the sync leaves a locked project alone (a fill under way, or one a
+    crash cut off), and verify called its files missing.  Now they are listed as locked, with the
+    holder: no alarm while the filler holds the lock, a finding when that filler is gone."""
+    from obsflow.verify.report import render_json, render_text
+
+    out = OutputLayout(tmp_path / "sdfits")
+    _filled(tmp_path / "gbtdata", out, FRESH)
+    products = sorted(_products(out.root, FRESH))
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0"))
+    period = months_period(["this", "last"], date.today())
+
+    def check():  # the first hop only: nothing was synced yet
+        return verify(config, period, plan_pairs(config, period, hops=["instruments:suth"]), record=False)
+
+    with held(out.locks_dir, FRESH, purpose="fill scan 2"):
+        live = check()
+    (folder,) = live.folders
+    assert folder.missing == () and [item.path for item in folder.locked] == products
+    assert live.exit_code == 0 and live.counts["locked"] == len(products)
+    text = render_text(live)
+    assert "THE FILLER HOLDS LOCKED" in text and f"(lock {FRESH}: pid {os.getpid()}" in text
+
+    dead = multiprocessing.get_context("fork").Process(target=time.sleep, args=(0,))
+    dead.start()
+    dead.join()
+    lock = lock_path(out.locks_dir, FRESH)
+    lock.write_text(json.dumps(asdict(LockInfo(dead.pid, socket.gethostname(), "sdfits", time.time(), "fill"))))
+    gone = check()
+    assert gone.exit_code == 1 and f"{len(products)} locked by a filler that is gone" in gone.subject
+    assert "its filler is gone" in render_text(gone) and "restart the filler" in render_text(gone)
+    (entry, *_) = json.loads(render_json(gone))["folders"][0]["locked"]
+    assert entry["lock"] == FRESH and entry["filler_gone"] is True
+
+    lock.unlink()
+    free = check()
+    assert list(free.folders[0].missing) == products and free.folders[0].locked == () and free.exit_code == 1

@@ -46,9 +46,18 @@ from obsflow.transfer.listing import (
     printable_name,
     unsafe_relpaths,
 )
+from obsflow.transfer.locks import FillerLocks, read_filler_locks
 from obsflow.transfer.plan import dated_folders, modified_window, modified_within
 from obsflow.transfer.remote import Shell
-from obsflow.verify.compare import Comparison, HashDiff, compare_hashes, compare_listings, confirm, folders_of
+from obsflow.verify.compare import (
+    Comparison,
+    HashDiff,
+    compare_hashes,
+    compare_listings,
+    confirm,
+    folders_of,
+    set_locked,
+)  # fmt: skip
 from obsflow.verify.findings import FolderResult, Report
 from obsflow.verify.period import Period
 from obsflow.verify.report import report_dict
@@ -201,6 +210,9 @@ def verify(
                 a_files, b, a_time=a.host_time, settle_s=config.settle_seconds_for(pair.instrument)
             )
     comparisons = _look_again(shell, pairs, first, comparisons, say)
+    locks = _filler_locks(config, shell)
+    for comparison in comparisons.values():
+        set_locked(comparison, locks)
 
     hashes: dict[_Key, dict[str, str]] = {}
     hash_errors: dict[_Key, str] = {}
@@ -221,6 +233,15 @@ def verify(
     if record:
         _record_run(config, catalog, report)
     return report
+
+
+def _filler_locks(config: Config, shell: Shell) -> FillerLocks:
+    """The filler's locks, as the sync honours them: a file of a locked project is not copied yet."""
+    try:
+        return read_filler_locks(config, shell)
+    except TransportError as err:  # its files are then judged as any other: missing is missing
+        log.warning("%s", err.one_line())
+        return FillerLocks()
 
 
 def _settle_times(config: Config, pairs: Sequence[Pair]) -> tuple[tuple[str, float], ...]:
@@ -507,6 +528,7 @@ def _result(
         in_flight=_shown(comparison.in_flight),
         skipped=_shown(comparison.skipped),
         refused=tuple(dataclasses.replace(r, path=printable_name(r.path)) for r in comparison.refused),
+        locked=tuple(dataclasses.replace(item, path=printable_name(item.path)) for item in comparison.locked),
         matched=matched,
         hash_checked=checksum,
         hash_error=hash_error,

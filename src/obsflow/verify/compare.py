@@ -10,6 +10,8 @@ Every data file on A (the upstream side of a hop) lands in exactly one bucket:
   UTF-8): it never reaches B; a finding, with the sync's own reason;
 - ``skipped``: any other entry on A that is not a regular file (a symlink, a fifo): the sync
   never copies it;
+- ``locked``: not on B (or not the same), and the filler holds its project's lock: the sync takes
+  it once the fill ends; a finding only when that filler is gone (a fill a crash cut off);
 - ``missing``: on A, not on B;
 - ``size_differs``: on both, sizes differ (or B holds a symlink or special file there; a folder
   on B is not in its listing, so the file is ``missing``);
@@ -29,9 +31,13 @@ from dataclasses import dataclass, field
 
 from obsflow.config import WHOLE_ROOT
 from obsflow.transfer.listing import FileStat
+from obsflow.transfer.locks import FillerLocks, guarded_by
 from obsflow.transfer.plan import name_refusal, symlink_refusal, writing_window
 
-__all__ = ["Comparison", "HashDiff", "Refused", "SizeDiff", "compare_hashes", "compare_listings", "confirm", "folders_of"]
+__all__ = [
+    "Comparison", "HashDiff", "Locked", "Refused", "SizeDiff", "compare_hashes", "compare_listings", "confirm",
+    "folders_of", "set_locked",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,16 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True)
+class Locked:
+    """A file the sync leaves alone because the filler holds its project's lock (``lock``)."""
+
+    path: str
+    lock: str
+    holder: str
+    gone: bool  # the holder died: the project stays locked until the filler restarts and rolls back
+
+
 @dataclass
 class Comparison:
     """The buckets of one instrument on one hop; each list sorted by path."""
@@ -71,6 +87,7 @@ class Comparison:
     in_flight: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
+    locked: list[Locked] = field(default_factory=list)
 
     @property
     def suspects(self) -> list[str]:
@@ -167,3 +184,24 @@ def folders_of(paths: Iterable[str], dated_folders: Iterable[str]) -> list[str]:
                 found.add(folder)
                 break
     return sorted(found)
+
+
+def set_locked(comparison: Comparison, locks: FillerLocks) -> None:
+    """Move the missing and size-differing files of a project the filler holds locked to ``locked``."""
+    if not locks.locks:
+        return
+    missing, size_differs = [], []
+    for path in comparison.missing:
+        lock = guarded_by(path, locks)
+        if lock is None:
+            missing.append(path)
+        else:
+            comparison.locked.append(Locked(path, lock.name, lock.holder_text, lock.gone))
+    for diff in comparison.size_differs:
+        lock = guarded_by(diff.path, locks)
+        if lock is None:
+            size_differs.append(diff)
+        else:
+            comparison.locked.append(Locked(diff.path, lock.name, lock.holder_text, lock.gone))
+    comparison.missing, comparison.size_differs = missing, size_differs
+    comparison.locked.sort(key=lambda item: item.path)

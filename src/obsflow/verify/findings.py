@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from obsflow.errors import EXIT_CANNOT_RUN, EXIT_FINDINGS, EXIT_OK
-from obsflow.verify.compare import HashDiff, Refused, SizeDiff
+from obsflow.verify.compare import HashDiff, Locked, Refused, SizeDiff
 from obsflow.verify.period import Period
 
 __all__ = ["COUNT_NAMES", "FolderResult", "Report"]
@@ -42,6 +42,7 @@ class FolderResult:
     in_flight: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
     refused: tuple[Refused, ...] = ()  # leads outside the root: the sync refuses it (a finding)
+    locked: tuple[Locked, ...] = ()  # the filler holds its project: not yet copied (a finding if it is gone)
     matched: int = 0
     hash_checked: bool = False
     error: str | None = None  # nothing could be compared
@@ -60,7 +61,12 @@ class FolderResult:
 
     @property
     def has_differences(self) -> bool:
-        return bool(self.missing or self.size_differs or self.hash_differs or self.refused)
+        return bool(self.missing or self.size_differs or self.hash_differs or self.refused or self.locked_gone)
+
+    @property
+    def locked_gone(self) -> tuple[Locked, ...]:
+        """Files held back by a lock whose filler died: they stay uncopied until it restarts."""
+        return tuple(item for item in self.locked if item.gone)
 
     @property
     def status(self) -> str:
@@ -84,7 +90,8 @@ class Report:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Totals over all folders (see COUNT_NAMES), plus ``matched``, ``in_flight`` and ``refused``."""
+        """Totals over all folders (see COUNT_NAMES), plus ``matched``, ``in_flight``, ``refused`` and
+        ``locked`` (``locked_gone``: of those, held by a filler that is gone)."""
         totals = {
             "missing": sum(len(f.missing) for f in self.folders),
             "size_differs": sum(len(f.size_differs) for f in self.folders),
@@ -93,6 +100,8 @@ class Report:
             "matched": sum(f.matched for f in self.folders),
             "in_flight": sum(len(f.in_flight) for f in self.folders),
             "refused": sum(len(f.refused) for f in self.folders),
+            "locked": sum(len(f.locked) for f in self.folders),
+            "locked_gone": sum(len(f.locked_gone) for f in self.folders),
         }
         return totals
 
@@ -106,7 +115,7 @@ class Report:
         counts = self.counts
         if counts["not_checked"]:
             return EXIT_CANNOT_RUN
-        if counts["missing"] or counts["size_differs"] or counts["hash_differs"] or counts["refused"]:
+        if any(counts[name] for name in ("missing", "size_differs", "hash_differs", "refused", "locked_gone")):
             return EXIT_FINDINGS
         return EXIT_OK
 
@@ -134,4 +143,6 @@ class Report:
         parts.append(f"{counts['not_checked']} not checked")
         if counts["refused"]:
             parts.append(f"{counts['refused']} refused")
+        if counts["locked_gone"]:
+            parts.append(f"{counts['locked_gone']} locked by a filler that is gone")
         return f"FAILED: {', '.join(parts)}, {self.period}"

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from obsflow.transfer.listing import escape_controls
+from obsflow.verify.compare import Locked
 from obsflow.verify.findings import FolderResult, Report
 
 __all__ = ["render_html", "render_json", "render_text", "report_dict"]
@@ -50,6 +51,9 @@ def _sections(folder: FolderResult) -> list[tuple[str, list[str], str | None]]:
     if folder.in_flight:
         heading = "FILES STILL IN FLIGHT (NOT ALARMS: CHANGING OR COPIED WHILE CHECKED)"
         sections.append((heading, list(folder.in_flight), None))
+    if folder.locked:
+        heading = f"FILES ON {a} THE FILLER HOLDS LOCKED (COPIED ONCE THE FILL ENDS)"
+        sections.append((heading, [_locked_line(item) for item in folder.locked], None))
     if folder.refused:
         heading = f"ENTRIES ON {a} THAT THE SYNC REFUSES (NOT COPIED, FOR THE REASON GIVEN)"
         sections.append((heading, [f"{r.path}  ({r.reason})" for r in folder.refused], None))
@@ -57,6 +61,13 @@ def _sections(folder: FolderResult) -> list[tuple[str, list[str], str | None]]:
         heading = f"ENTRIES ON {a} THAT ARE NOT REGULAR FILES (NOT COPIED, NOT COMPARED)"
         sections.append((heading, list(folder.skipped), None))
     return sections
+
+
+def _locked_line(item: Locked) -> str:
+    if item.gone:
+        return (f"{item.path}  (lock {item.lock}: its filler is gone, {item.holder}; restart the filler: "
+                "it rolls back the cut-off fill, then the sync copies the project)")  # fmt: skip
+    return f"{item.path}  (lock {item.lock}: {item.holder})"
 
 
 def _not_checked_lines(report: Report) -> list[str]:
@@ -111,7 +122,8 @@ def render_text(report: Report) -> str:
         "",
         f"{counts['matched']} present and equal, {counts['missing']} missing, {counts['size_differs']} size differs, "
         f"{counts['hash_differs']} checksum differs, {counts['not_checked']} not checked, "
-        f"{counts['in_flight']} in flight" + (f", {counts['refused']} refused" if counts["refused"] else ""),
+        f"{counts['in_flight']} in flight" + (f", {counts['refused']} refused" if counts["refused"] else "")
+        + (f", {counts['locked']} locked by the filler" if counts["locked"] else ""),
     ]
     return "\n".join(escape_controls(line) for line in out) + "\n"
 
@@ -158,6 +170,10 @@ def _folder_dict(folder: FolderResult) -> dict[str, Any]:
         "in_flight": list(folder.in_flight),
         "skipped": list(folder.skipped),
         "refused": [{"path": r.path, "reason": r.reason} for r in folder.refused],
+        "locked": [
+            {"path": item.path, "lock": item.lock, "holder": item.holder, "filler_gone": item.gone}
+            for item in folder.locked
+        ],
     }
 
 
