@@ -46,3 +46,23 @@ def test_status_says_where_the_daemon_runs_when_it_cannot_check(daemon_elsewhere
     assert main(["online", "status", "--out-root", str(out), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["running"] is True and data["checked"] is False
+
+
+def test_a_daemon_lock_no_one_can_read_frees_it_for_status_and_page_alike(daemon_elsewhere, capsys):
+    """Found by structure review: `online status` and the status page judged "running" by two rules;
+    a lock file that is not JSON (not ours, or cut) read as a daemon on host "?" for ever in one,
+    and as stopped after a minute in the other.  One rule now: stopped after a minute."""
+    import os
+
+    from obsflow.online.daemon import daemon_running, read_status
+
+    _, out = daemon_elsewhere
+    layout = OutputLayout(out)
+    lock = layout.locks_dir / "obsflow-online.lock"
+    lock.write_text("not json")
+    assert daemon_running(layout, read_status(layout)) == (True, False)  # just written: may be a lock being made
+    old = time.time() - 120
+    os.utime(lock, (old, old))
+    assert daemon_running(layout, read_status(layout)) == (False, True)
+    assert main(["online", "status", "--out-root", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["running"] is False

@@ -117,7 +117,7 @@ Examples:
 @click.pass_context
 def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
     """Show what the daemon is doing, the last scan filled per project and any lag."""
-    from obsflow.online.daemon import read_status
+    from obsflow.online.daemon import daemon_running, read_status
     from obsflow.online.layout import OutputLayout
 
     root = out_root or ctx.obj.get("out_root")
@@ -130,29 +130,13 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
         else:
             click.echo(f"no online daemon has run on {root}")
         return 0
-    data["running"], data["checked"] = _daemon_running(OutputLayout(Path(root)).locks_dir, data)
+    data["running"], data["checked"] = daemon_running(OutputLayout(Path(root)), data)
     data["unsaved_s"] = _unsaved_for(data)
     if as_json:
         emit_json(data)
         return 0
     _print_status(data)
     return 0
-
-
-def _daemon_running(locks_dir: Path, data: dict[str, object]) -> tuple[bool, bool]:
-    """(running, checked): a daemon on another host holds its lock, but its process cannot be seen from here."""
-    import math
-    import socket
-
-    from obsflow.lock import is_stale, lock_path, read_lock
-    from obsflow.online.daemon import DAEMON_LOCK
-
-    holder = read_lock(lock_path(locks_dir, DAEMON_LOCK))
-    if holder is None or data.get("activity") == "stopped":
-        return False, True
-    if holder.host != socket.gethostname():
-        return True, False
-    return not is_stale(holder, stale_after_s=math.inf), True
 
 
 STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)

@@ -24,7 +24,7 @@ from types import FrameType
 
 from obsflow.atomic import write_atomic
 from obsflow.errors import InputError, IntegrityError, LockError, ObsflowError, OutputError
-from obsflow.lock import DAEMON_LOCK, release_lock, take_lock
+from obsflow.lock import DAEMON_LOCK, is_stale, lock_path, read_lock, release_lock, take_lock
 from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
@@ -470,6 +470,21 @@ class Daemon:
 
 def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, object]:
     return {"project": project, "scan": key.scan, "timestamp": key.timestamp, **asdict(failure)}
+
+
+def daemon_running(layout: OutputLayout, status: dict[str, object]) -> tuple[bool, bool]:
+    """(running, checked) of the daemon whose saved ``status`` this is, by its lock.
+
+    Never stale by age (a daemon holds its lock for weeks); on this host a dead pid frees it,
+    and a lock file that cannot be read frees it after a minute.  A daemon on another host
+    holds its lock, but its process cannot be seen from here: running, not checked.
+    """
+    holder = read_lock(lock_path(layout.locks_dir, DAEMON_LOCK))
+    if holder is None or status.get("activity") == "stopped" or is_stale(holder, stale_after_s=math.inf):
+        return False, True
+    if holder.host != socket.gethostname():
+        return True, False
+    return True, True
 
 
 def read_status(layout: OutputLayout) -> dict[str, object] | None:

@@ -13,7 +13,6 @@ host locations; free text recorded by other parts (run messages, errors) goes th
 
 from __future__ import annotations
 
-import math
 import re
 import sqlite3
 import time
@@ -25,8 +24,7 @@ from typing import Any
 
 from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
-from obsflow.lock import is_locked
-from obsflow.online.daemon import DAEMON_LOCK, NEVER_FINISHED, later_scan, read_status
+from obsflow.online.daemon import NEVER_FINISHED, daemon_running, later_scan, read_status
 from obsflow.online.layout import OutputLayout
 from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
@@ -249,10 +247,9 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
         return out
     recent = [r for r in data.get("recent", []) if isinstance(r, dict)]
     last_poll = data.get("last_poll")
-    # The daemon holds its lock for weeks: never stale by age (on this host, a dead pid still is).
     out.update({
         "has_run": True,
-        "running": data.get("activity") != "stopped" and is_locked(layout.locks_dir, DAEMON_LOCK, math.inf),
+        "running": daemon_running(layout, data)[0],
         "pid": data.get("pid"), "host": data.get("host"), "started": data.get("started"),
         "activity": data.get("activity"), "active_project": data.get("active_project"), "last_poll": last_poll,
         "last_poll_age_s": round(now - last_poll, 1) if isinstance(last_poll, (int, float)) else None,
