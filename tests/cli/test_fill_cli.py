@@ -235,3 +235,31 @@ def test_a_held_lock_is_one_error_line_for_the_scans_not_tried(raw_project, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and err[0].startswith("obsflow: error: scan 1: lock held by pid")
     assert err[1] == "obsflow: error: scans 2-4,6: not tried: the project's lock is held (see scan 1)"
+
+
+def test_a_dry_run_says_what_would_be_filled_and_writes_nothing(raw_project, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["fill", str(raw_project), str(out), "--scans", "1-2"]) == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(["fill", str(raw_project), str(out), "-n", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["dry_run"] is True and [s["scan"] for s in plan["skipped"]] == [1, 2]
+    assert [(s["scan"], s["banks"]) for s in plan["would_fill"]] == [(n, ["A", "B"]) for n in range(3, 7)]
+    assert _snapshot(out) == before and not (out / "locks" / f"{PROJECT}.lock").exists()
+    fresh = tmp_path / "never"
+    assert main(["fill", str(raw_project), str(fresh), "--dry-run"]) == 0
+    assert "would fill 6 scans, skip 0, fail 0" in capsys.readouterr().out and not fresh.exists()
+
+
+def test_a_dry_run_reads_the_raw_data_as_a_fill_would(raw_project, tmp_path, capsys):
+    """A scan whose raw data are cut would fail the fill: the dry run says so (exit 1), naming it."""
+    raw_copy = tmp_path / "raw" / PROJECT
+    shutil.copytree(raw_project, raw_copy)
+    bank = sorted((raw_copy / "VEGAS").glob("*A.fits"))[2]  # scan 3's bank A
+    with open(bank, "r+b") as handle:
+        handle.truncate(bank.stat().st_size - 2880)
+    assert main(["fill", str(raw_copy), str(tmp_path / "out"), "-n", "--json"]) == 1
+    plan = json.loads(capsys.readouterr().out)
+    assert [f["scan"] for f in plan["failed"]] == [3] and [s["scan"] for s in plan["would_fill"]] == [1, 2, 4, 5, 6]
+    assert not (tmp_path / "out").exists()

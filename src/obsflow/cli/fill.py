@@ -9,18 +9,20 @@ from typing import TYPE_CHECKING
 
 import click
 
-from obsflow.cli._options import emit_json, is_terminal, json_option
+from obsflow.cli._options import dry_run_option, emit_json, is_terminal, json_option
 from obsflow.errors import EXIT_CANNOT_RUN, EXIT_FINDINGS, InputError, LockError, OutputError, UsageError
 
 if TYPE_CHECKING:
     from obsflow.online import raw
     from obsflow.online.fill import ScanFill
+    from obsflow.online.layout import OutputLayout
 
 EXAMPLES = """\b
 Examples:
   obsflow fill /home/gbtdata/AGBT26A_001_01                 # every finished scan -> ./
   obsflow fill raw/AGBT26A_001_01 /home/sdfits --scans 1,3,5-9
   obsflow fill raw/AGBT26A_001_01 out --json
+  obsflow fill raw/AGBT26A_001_01 /home/sdfits -n            # which scans it would fill, and why not
 """
 
 
@@ -86,6 +88,7 @@ def parse_scan_list(text: str) -> ScanList:
 @click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False), help="Lock-file folder [OUT/locks].")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the project lock.")
 @click.option("--no-spurs", is_flag=True, help="Do not write VEGAS spur rows into the flag files.")
+@dry_run_option
 @json_option
 def command(
     raw_project: Path,
@@ -96,6 +99,7 @@ def command(
     locks_dir: Path | None,
     lock_timeout: float,
     no_spurs: bool,
+    dry_run: bool,
     as_json: bool,
 ) -> int:
     """Fill scans of a raw GBT project into SDFITS files with GBTIDL index and flag files.
@@ -113,6 +117,8 @@ def command(
         raise UsageError(f"--backends: only 'vegas' can be filled, not {', '.join(sorted(wanted_backends - {'vegas'}))}")
     scans = _chosen_scans(raw_project, scan_list)
     layout = OutputLayout(output_root, flags_dir, locks_dir)
+    if dry_run:
+        return _dry_run(scans, layout, raw_project.name.split(":")[0], as_json)
     try:
         layout.root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -150,6 +156,32 @@ def command(
     return EXIT_FINDINGS if problems else 0
 
 
+def _dry_run(scans: list[raw.Scan], layout: OutputLayout, project: str, as_json: bool) -> int:
+    """What the fill would do, scan by scan: every raw scan read and converted, nothing written, no lock."""
+    from obsflow.online.fill import plan_fill
+
+    planned = plan_fill(scans, layout, project)
+    summary = {
+        "dry_run": True,
+        "project": project,
+        "output": str(layout.product_dir(project)),
+        "would_fill": [{"scan": p.scan, "timestamp": p.timestamp, "banks": list(p.banks)}
+                       for p in planned if p.action == "fill"],
+        "skipped": [{"scan": p.scan, "timestamp": p.timestamp, "note": "already in the SDFITS files"}
+                    for p in planned if p.action == "skip"],
+        "failed": [{"scan": p.scan, "timestamp": p.timestamp, "error": p.error} for p in planned if p.action == "fail"],
+    }  # fmt: skip
+    if as_json:
+        emit_json(summary)
+    else:
+        for item in summary["would_fill"]:
+            click.echo(f"would fill scan {item['scan']} ({item['timestamp']}), banks {','.join(item['banks'])}")
+        _print_problems(summary)
+        click.echo(f"{project}: would fill {len(summary['would_fill'])} scans, skip {len(summary['skipped'])}, "
+                   f"fail {len(summary['failed'])} -> {summary['output']} (dry run: nothing written)")  # fmt: skip
+    return EXIT_FINDINGS if summary["failed"] else 0
+
+
 def _chosen_scans(raw_project: Path, scan_list: str | None) -> list[raw.Scan]:
     """The scans of the project's log that ``--scans`` chose (all without it); UsageError for one not in the log."""
     from obsflow.online import raw
@@ -177,12 +209,16 @@ def _summary(project: str, output: Path, results: list[ScanFill], problems: list
     }  # fmt: skip
 
 
-def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
+def _print_problems(summary: dict) -> None:  # type: ignore[type-arg]
     for item in summary["skipped"]:
         click.echo(f"note: scan {item['scan']} ({item['timestamp']}) is already in the SDFITS files: skipped", err=True)
     for error, scans in _same_error_runs(summary["failed"]):
         label = f"scan {scans[0]}" if len(scans) == 1 else f"scans {_ranges_text(scans)}"
         click.echo(f"obsflow: error: {label}: {error}", err=True)
+
+
+def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
+    _print_problems(summary)
     rows = sum(f["rows"] for f in summary["filled"])
     click.echo(
         f"{summary['project']}: filled {len(summary['filled'])} scans ({rows} rows), skipped {len(summary['skipped'])},"

@@ -37,7 +37,9 @@ from obsflow.online.layout import OutputLayout
 from obsflow.online.rows import scan_header, scan_rows
 from obsflow.sdfits import flag, index, index_fits, status, writer
 
-__all__ = ["BankFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans"]
+__all__ = [
+    "BankFill", "PlannedFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans", "plan_fill", "scans_in_files",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +98,46 @@ def filled_scans(layout: OutputLayout, project: str, lock_timeout_s: float = 60.
     fill``) finishes first, and only then is an interrupted fill's journal rolled back.
     """
     with layout.project_held(project, lock_timeout_s, "read which scans are filled"):
-        keys: set[ScanKey] = set()
-        for path in layout.bank_files(project, BACKEND):
-            keys |= {ScanKey(int(s), str(t)) for s, t in writer.scans_in_file(path)}
+        return scans_in_files(layout, project)
+
+
+def scans_in_files(layout: OutputLayout, project: str) -> set[ScanKey]:
+    """Scans in the project's bank files now, read without its lock (a fill under way may add one)."""
+    keys: set[ScanKey] = set()
+    for path in layout.bank_files(project, BACKEND):
+        keys |= {ScanKey(int(s), str(t)) for s, t in writer.scans_in_file(path)}
     return keys
+
+
+@dataclass(frozen=True)
+class PlannedFill:
+    """What a fill would do with one scan: ``fill`` (its banks), ``skip`` (already in the files) or ``fail``."""
+
+    scan: int
+    timestamp: str
+    action: str
+    banks: tuple[str, ...] = ()
+    error: str = ""
+
+
+def plan_fill(scans: Sequence[raw.Scan], layout: OutputLayout, project: str) -> list[PlannedFill]:
+    """What :func:`fill_scan` would do with each scan, changing nothing and taking no lock: each
+    raw scan is read and converted as a fill would (bad raw data shows here), nothing is written."""
+    present = scans_in_files(layout, project)
+    planned = []
+    for scan in scans:
+        if not scan.is_finished:
+            planned.append(PlannedFill(scan.number, scan.timestamp, "fail", error="scan has not finished"))
+        elif ScanKey(scan.number, scan.timestamp) in present:
+            planned.append(PlannedFill(scan.number, scan.timestamp, "skip"))
+        else:
+            try:
+                banks = tuple(_convert(scan))
+            except InputError as err:
+                planned.append(PlannedFill(scan.number, scan.timestamp, "fail", error=err.one_line()))
+            else:
+                planned.append(PlannedFill(scan.number, scan.timestamp, "fill", banks=banks))
+    return planned
 
 
 def _convert(scan: raw.Scan) -> dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]:
