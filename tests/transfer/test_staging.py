@@ -54,3 +54,28 @@ def test_leftover_staged_copies_are_cleared_but_partials_kept_and_never_listed(t
     assert sorted(listed) == ["2026/1202/SHA_0.fits"] and listed.staged and not listed.temps
     clear_staging(where, shell)
     assert not staged.exists() and partial.read_bytes() == b"frame" and (root / "2026/1202/SHA_0.fits").exists()
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "over-ssh"])
+def test_publish_never_writes_through_a_symlinked_or_file_folder_on_the_way(tmp_path, sshd, remote) -> None:
+    """Found by staging review: publish made the final name's folders with mkdir -p and renamed into
+    them, following a symlink at the destination out of the root (rsync itself refuses to); a file
+    in place of a folder ended a local run with a traceback."""
+    root, outside = tmp_path / "archive", tmp_path / "elsewhere"
+    staging = root / STAGING_DIR
+    for path in ("p/a.fits", "q/b.fits", "r/grown.fits"):
+        (staging / path).parent.mkdir(parents=True, exist_ok=True)
+        (staging / path).write_bytes(b"new")
+    outside.mkdir()
+    (outside / "grown.fits").write_bytes(b"someone's")
+    (root / "p").symlink_to(outside)  # someone else's link, leading out of the root
+    (root / "q").write_bytes(b"a file, not a folder")
+    (root / "r").mkdir()
+    (root / "r/grown.fits").write_bytes(b"v1")
+    (root / ".obsflow-superseded").symlink_to(outside)
+    shell = Shell(tuple(sshd.ssh_options))
+    done = publish(parse_location(_where(root, remote)), ["p/a.fits", "q/b.fits"], ["r/grown.fits"],
+                   ".obsflow-superseded/v1", shell)  # fmt: skip
+    assert done.moved == [] and sorted(done.name_taken) == ["p/a.fits", "q/b.fits", "r/grown.fits"]
+    assert sorted(p.name for p in outside.rglob("*")) == ["grown.fits"] and (outside / "grown.fits").read_bytes() == b"someone's"
+    assert (root / "q").read_bytes() == b"a file, not a folder" and (root / "r/grown.fits").read_bytes() == b"v1"

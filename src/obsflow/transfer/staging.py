@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obsflow.config import Location
-from obsflow.transfer.listing import STAGING_DIR, is_safe_relpath
+from obsflow.errors import TransportError
+from obsflow.transfer.listing import STAGING_DIR, is_safe_relpath, printable_name
 from obsflow.transfer.remote import Shell, shell_path
 from obsflow.transfer.rsync import PARTIAL_DIR
 
@@ -51,7 +52,8 @@ class Published:
 def publish(dest: Location, new: Sequence[str], replace: Sequence[str], backup: str, shell: Shell) -> Published:
     """Move staged copies to their final names at ``dest`` (one round trip if remote).
 
-    ``new``: only where nothing is at the final name (else left staged, in ``name_taken``);
+    ``new``: only where nothing is at the final name (else left staged, in ``name_taken``, as when a
+    folder on the way to the final name, or to the older copy's place, is a symlink or a file);
     ``replace``: grown files whose older copy, if still there, is first moved to ``backup/<path>``
     (relative to ``dest``).  A staged copy that is not there (nothing to move) is skipped.
     """
@@ -70,17 +72,39 @@ def _publish_local(root: Path, entries: list[tuple[str, str]], backup: str) -> P
         staged, final = staging / path, root / path
         if not _is_file(staged):
             continue
-        if os.path.lexists(final):
-            if kind == "n":
-                done.name_taken.append(path)
-                continue
-            aside = root / backup / path
-            aside.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(final, aside)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staged, final)
+        # A folder on the way that is a symlink (it may lead outside the root) or a file: never
+        # written through, the name is taken (rsync, too, refuses to follow it to a final name).
+        if not _real_folders(root, path) or (kind == "r" and not _real_folders(root, f"{backup}/{path}")):
+            done.name_taken.append(path)
+            continue
+        try:
+            if os.path.lexists(final):
+                if kind == "n":
+                    done.name_taken.append(path)
+                    continue
+                aside = root / backup / path
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(final, aside)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staged, final)
+        except OSError as err:  # e.g. a full disk (a new folder), permissions: as over ssh, the hop stops
+            raise TransportError(f"cannot move {printable_name(path)} into place: {err.strerror}", str(root)) from err
         done.moved.append(path)
     return done
+
+
+def _real_folders(root: Path, path: str) -> bool:
+    """Whether every folder on the way to ``root/path`` that exists is a real folder (no symlink, no file)."""
+    folder = root
+    for part in path.split("/")[:-1]:
+        folder = folder / part
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            return True  # made by mkdir, below a real folder
+        if not stat.S_ISDIR(mode):
+            return False
+    return True
 
 
 def _is_file(path: Path) -> bool:
@@ -91,16 +115,25 @@ def _is_file(path: Path) -> bool:
 
 
 # Entries come on stdin as "n/<path>" or "r/<path>", NUL-separated (no limit on how many); each
-# answer is "P" (moved) or "E" (final name taken), NUL-separated with its path.
+# answer is "P" (moved) or "E" (final name taken, or a folder on its way is a symlink or a file),
+# NUL-separated with its path.
 _PUBLISH_SCRIPT = """\
 cd -- {root} || exit 3
 S={staging} B={backup}
 export S B
 exec xargs -0 -r sh -c '
+real() {{  # every folder on the way to $1 that exists is a real one: no symlink (leading anywhere), no file
+  r=$1
+  while :; do
+    case $r in */*) r=${{r%/*}} ;; *) return 0 ;; esac
+    if [ -L "$r" ] || {{ [ -e "$r" ] && [ ! -d "$r" ]; }}; then return 1; fi
+  done
+}}
 for e; do
   kind=${{e%%/*}} p=${{e#*/}}
   case $p in */*) d=${{p%/*}} ;; *) d=. ;; esac
   [ -f "$S/$p" ] && [ ! -L "$S/$p" ] || continue
+  if ! real "$p" || {{ [ "$kind" = r ] && ! real "$B/$p"; }}; then printf "E\\0%s\\0" "$p"; continue; fi
   if [ -e "$p" ] || [ -L "$p" ]; then
     [ "$kind" = r ] || {{ printf "E\\0%s\\0" "$p"; continue; }}
     mkdir -p -- "$B/$d" && mv -f -- "$p" "$B/$p" || exit 3
