@@ -18,6 +18,7 @@ A staged file never replaces anything at its final name, except a grown file's o
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
@@ -89,7 +90,9 @@ def _publish_local(root: Path, entries: list[tuple[str, str]], backup: str) -> P
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staged, final)
         except OSError as err:  # e.g. a full disk (a new folder), permissions: as over ssh, the hop stops
-            raise TransportError(f"cannot move {printable_name(path)} into place: {err.strerror}", str(root)) from err
+            full = "destination disk full: " if err.errno == errno.ENOSPC else ""
+            raise TransportError(f"{full}cannot move {printable_name(path)} into place: {err.strerror}",
+                                 str(root)) from err  # fmt: skip
         done.moved.append(path)
     return done
 
