@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
@@ -163,3 +164,42 @@ def test_an_archive_source_whose_folder_is_missing_fails_its_hop(tmp_path: Path,
     suth.mkdir()  # mounted, and nothing of sha copied there yet: fine
     assert main(["sync", "-c", str(config), "--json"]) == 0
     capsys.readouterr()
+
+
+@pytest.fixture
+def inodes_for_staging(tmp_path: Path):
+    """A real filesystem for the archive with 6 inodes: its root, sha, the staging folder and its 2
+    folders, the staged copy; none left for the final folders (the test adds some with a remount)."""
+    yield from _tmpfs(tmp_path / "archive", "1m,nr_inodes=6")
+
+
+@pytest.mark.parametrize("archive_host", ["local", "ssh"])
+def test_a_disk_full_when_a_staged_copy_takes_its_final_name_stops_the_hop_and_the_next_run_completes(
+    tmp_path: Path, sshd, inodes_for_staging: Path, archive_host: str
+) -> None:
+    """The staged copy is in; its final folder cannot be made (no inode left).  Found by staging
+    review: locally an internal error (OSError, a traceback) ended the whole sync."""
+    archive = inodes_for_staging
+    source = tmp_path / "sha"
+    frame = source / "2026/1201/SHA_a\nb.fits"  # a name with a newline: the FAILED line stays one line
+    frame.parent.mkdir(parents=True)
+    frame.write_bytes(os.urandom(100 * KiB))
+    recent = time.time() - 600  # modified within the hour: staged
+    os.utime(frame, (recent, recent))
+    location = str(archive) if archive_host == "local" else f"cape.test:{archive}"
+    config_path = ssh_config(tmp_path, sshd, f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
+                             f'[archives.cape]\nlocation = "{location}"\n[[hops]]\nfrom = "instruments"\nto = "cape"\n')  # fmt: skip
+    command = ["sync", "-c", str(config_path), "-d", "2026-12-01", "--json"]
+    plain = subprocess.run([sys.executable, "-m", "obsflow", *command[:-1]], capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    assert plain.returncode == 2 and not any(line.startswith("b.fits") for line in plain.stdout.splitlines())
+    done = subprocess.run([sys.executable, "-m", "obsflow", *command], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "internal error" not in done.stderr, done.stderr
+    (hop,) = json.loads(done.stdout)["hops"]
+    assert "No space left on device" in hop["failure"] and hop["copied_files"] == [], hop
+    assert not (archive / "sha/2026/1201/SHA_a\nb.fits").exists()
+
+    subprocess.run(["mount", "-o", "remount,nr_inodes=64", str(archive)], check=True)  # space freed
+    again = subprocess.run([sys.executable, "-m", "obsflow", *command], capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (archive / "sha/2026/1201/SHA_a\nb.fits").read_bytes() == frame.read_bytes()

@@ -194,3 +194,39 @@ def test_a_run_killed_on_its_own_keeps_the_run_lock_while_its_rsync_still_copies
     assert dest.read_bytes() == frame.read_bytes()
     with Catalog(tmp_path / "state" / "catalog.sqlite", read_only=True) as catalog:
         assert [run.status for run in catalog.runs()] == ["ok", "interrupted"]  # newest first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "sigkill"])
+def test_an_interrupted_big_staged_file_resumes_instead_of_restarting(tmp_path: Path, sshd, sig: signal.Signals) -> None:
+    """A file modified within the hour goes through the staging folder; cut off there, it resumes too
+    (found by staging review: the next run's clear_staging removed a SIGKILLed rsync's temp)."""
+    site = make_site(tmp_path, sshd, nights=1, frames=1, rsync_options='["--bwlimit=5000"]')  # ~5 MB/s
+    rel = f"{site.today:%Y}/{site.today:%m%d}/SHA_{site.today:%Y%m%d}.0100.fits"
+    big = site.source_file("sha", rel)
+    big.write_bytes(random.Random(7).randbytes(24 << 20))
+    recent = time.time() - 600  # settled (settle_seconds = 120), but within the hour: staged
+    os.utime(big, (recent, recent))
+    dest = site.archive_file(site.suth, "sha", rel)
+    staged = site.suth / TELESCOPE["sha"] / "sha" / ".obsflow-staging" / rel
+    command = [str(OBSFLOW), "sync", "-c", str(site.config_path), "-i", "sha", "--hop", "instruments:suth", "--json"]
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while _received(staged) < 8 << 20:
+        assert proc.poll() is None and time.monotonic() < deadline, "the copy ended before it could be interrupted"
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)
+    proc.wait()
+    while subprocess.run(["pgrep", "-f", f"rsync .*{site.suth}"], capture_output=True, check=False).stdout:
+        assert time.monotonic() < deadline, "rsync never ended"  # SIGTERM: rsync saves its partial first
+        time.sleep(0.05)
+    assert not dest.exists() and not staged.exists()
+    cut_at = _received(staged)
+    assert 8 << 20 <= cut_at < 24 << 20
+
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcome = next(o for o in json.loads(done.stdout)["hops"] if rel in o["copied_files"])
+    assert dest.read_bytes() == big.read_bytes()
+    assert outcome["bytes"] >= 24 << 20 and outcome["sent_bytes"] < (24 << 20) - cut_at + (2 << 20), outcome

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -236,3 +238,26 @@ def test_a_name_with_a_newline_is_one_line_of_the_sync_output(tmp_path: Path, ss
     lines = capsys.readouterr().out.splitlines()
     assert f"  still being written: {tmp_path / 'sha'}/{night}/SHA_a\\nb.fits" in lines
     assert not any(line.startswith("b.fits") for line in lines)
+
+
+def test_a_name_with_a_newline_is_one_line_of_the_sync_log_too(tmp_path: Path) -> None:
+    """Found by staging review: the warnings on stderr (cron mails them with the output) printed
+    a conflicting name raw: 'conflict: SHA_a' and 'b.fits differs at …' on two lines, an ESC as is."""
+    night, folder = _night_folder(tmp_path)
+    settled = time.time() - 7200
+    for name in ("SHA_a\nb.fits", "SHA_\x1b[2J.fits"):
+        (folder / name).write_bytes(b"frame")
+        os.utime(folder / name, (settled, settled))
+        (tmp_path / "suth/sha" / night).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "suth/sha" / night / name).write_bytes(b"another frame")  # a conflict
+    config = tmp_path / "obsflow.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n[instruments.sha]\nsource = "{tmp_path / "sha"}"\n'
+                      f'path = "sha"\n[archives.suth]\nlocation = "{tmp_path / "suth"}"\n'
+                      '[[hops]]\nfrom = "instruments"\nto = "suth"\n')  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "obsflow", "sync", "-c", str(config)], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    assert done.returncode == 1
+    warnings = done.stderr.splitlines()
+    assert any("conflict: " + night + "/SHA_a\\nb.fits differs at" in line for line in warnings), warnings
+    assert any("conflict: " + night + "/SHA_\\x1b[2J.fits differs at" in line for line in warnings), warnings
+    assert all("WARNING" in line for line in warnings) and "\x1b" not in done.stderr

@@ -77,7 +77,20 @@ def obsflow(verbose: int, quiet: bool) -> None:
     archive) with its daily verification.
     """
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+class _OneLine(logging.Formatter):
+    """A log line names files (a conflict, a copy removed again): a name holding a newline or ESC is
+    written with backslash escapes, as the sync's own lines show it (one message, one line; a
+    traceback below it stays as it is)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        from obsflow.transfer.listing import escape_controls  # only when something is logged: start-up stays lean
+
+        return escape_controls(super().formatMessage(record))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,7 +86,7 @@ def _print_outcome(outcome: HopOutcome) -> None:
     """One plain line per hop and instrument, as it finishes (cron mail)."""
     c = outcome.counts()
     if outcome.failure:
-        click.echo(f"{outcome.hop} {outcome.instrument}: FAILED: {outcome.failure}")
+        click.echo(escape_controls(f"{outcome.hop} {outcome.instrument}: FAILED: {outcome.failure}"))  # a name in it
         return
     verb = "would copy" if outcome.dry_run else "copied"
     grown = f" of which {len(outcome.updated)} grown, older copies kept" if outcome.updated else ""

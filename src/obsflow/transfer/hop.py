@@ -433,12 +433,14 @@ def _published(
     outcome: HopOutcome,
 ) -> list[Copied]:
     """Move checked copies from the staging folder to their final names; those whose name was
-    taken meanwhile (by someone else: the plan found it free) are conflicts, and their copy goes."""
+    taken meanwhile (by someone else: the plan found it free), or behind a folder that is a symlink or a
+    file, are conflicts, and their copy goes."""
     done = publish(job.dest, [c.path for c in good if c.path not in updates],
                    [c.path for c in good if c.path in updates], superseded, settings.shell)  # fmt: skip
     if done.name_taken:
         for path in done.name_taken:
-            log.warning("conflict: %s appeared at %s during its copy; both kept", path, job.dest)
+            log.warning("conflict: %s appeared at %s during its copy (or a folder on its way is a symlink or a "
+                        "file); both kept", path, job.dest)  # fmt: skip
         remove_copies(staging_of(job.dest), done.name_taken, settings.shell)
         outcome.conflicts.extend(done.name_taken)
     moved = set(done.moved)

@@ -94,7 +94,8 @@ class Listing(dict[str, FileStat]):
     superseded: the names of the folders in the root's ``.obsflow-superseded/`` (one per run
       that replaced grown files, e.g. ``20261201T031500Z``); their contents are not read.
     marker_present: whether the ``marker`` file asked for exists on the host (None: not asked).
-    staged: whether the root holds a ``.obsflow-staging/`` folder (copies a stopped run left unchecked).
+    staged: whether the root holds a ``.obsflow-staging/`` folder (copies a stopped run left unchecked),
+      or a symlink of that name.
     """
 
     def __init__(self, files: dict[str, FileStat] | None = None, *, root_exists: bool = True,
@@ -292,7 +293,7 @@ def _list_local(root: Path, folders: list[str], collector: _Collector) -> Listin
         return Listing(root_exists=False, host_time=now)
     root_real = os.path.realpath(root)
     superseded = _folders_in(root / SUPERSEDED_DIR)
-    staged = _is_dir(root / STAGING_DIR)
+    staged = _is_dir(root / STAGING_DIR) or _is_symlink(root / STAGING_DIR)  # a symlink: clear_staging refuses it
     if WHOLE_ROOT in folders:
         _walk(root, "", collector)
         return Listing(collector.files, host_time=now, temps=collector.temps, superseded=superseded, staged=staged)
@@ -416,7 +417,7 @@ printf 'T\\0%s\\0R\\0%s\\0' "$(date +%s.%N)" "$root"
 for v in "$superseded"/*; do
   [ -d "$v" ] && [ ! -L "$v" ] && printf 'V\\0%s\\0' "${{v#"$superseded"/}}"
 done
-[ ! -d "$staging" ] || printf 'S\\0'
+[ ! -d "$staging" ] && [ ! -L "$staging" ] || printf 'S\\0'
 exec xargs -0 -r sh -c '
 given=$#
 for d; do

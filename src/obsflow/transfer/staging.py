@@ -8,8 +8,9 @@ grows or that a filler writes, or a file modified within the last hour) are copi
 ``<dest>/.obsflow-staging/<path>`` instead; the hop lists their source again, and only the
 copies whose source is still what was planned are moved to their final names here (a rename:
 atomic).  The rest are removed.  A run stopped between the copy and the move leaves them in
-the staging folder, hidden and never counted, and the next run clears them (partials in its
-``.rsync-partial`` folders are kept, so an interrupted big file still resumes).
+the staging folder, hidden and never counted, and the next run turns them into partials in its
+``.rsync-partial`` folders (as it does a SIGKILLed rsync's temps), so an interrupted big file
+still resumes.
 
 A staged file never replaces anything at its final name, except a grown file's own older copy
 (``replace``), which is first moved whole into the superseded folder: nothing is lost.
@@ -17,6 +18,7 @@ A staged file never replaces anything at its final name, except a grown file's o
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
@@ -26,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obsflow.config import Location
-from obsflow.transfer.listing import STAGING_DIR, is_safe_relpath
+from obsflow.errors import TransportError
+from obsflow.transfer.listing import STAGING_DIR, is_safe_relpath, printable_name, temp_target
 from obsflow.transfer.remote import Shell, shell_path
 from obsflow.transfer.rsync import PARTIAL_DIR
 
@@ -51,7 +54,8 @@ class Published:
 def publish(dest: Location, new: Sequence[str], replace: Sequence[str], backup: str, shell: Shell) -> Published:
     """Move staged copies to their final names at ``dest`` (one round trip if remote).
 
-    ``new``: only where nothing is at the final name (else left staged, in ``name_taken``);
+    ``new``: only where nothing is at the final name (else left staged, in ``name_taken``, as when a
+    folder on the way to the final name, or to the older copy's place, is a symlink or a file);
     ``replace``: grown files whose older copy, if still there, is first moved to ``backup/<path>``
     (relative to ``dest``).  A staged copy that is not there (nothing to move) is skipped.
     """
@@ -70,17 +74,41 @@ def _publish_local(root: Path, entries: list[tuple[str, str]], backup: str) -> P
         staged, final = staging / path, root / path
         if not _is_file(staged):
             continue
-        if os.path.lexists(final):
-            if kind == "n":
-                done.name_taken.append(path)
-                continue
-            aside = root / backup / path
-            aside.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(final, aside)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staged, final)
+        # A folder on the way that is a symlink (it may lead outside the root) or a file: never
+        # written through, the name is taken (rsync, too, refuses to follow it to a final name).
+        if not _real_folders(root, path) or (kind == "r" and not _real_folders(root, f"{backup}/{path}")):
+            done.name_taken.append(path)
+            continue
+        try:
+            if os.path.lexists(final):
+                if kind == "n":
+                    done.name_taken.append(path)
+                    continue
+                aside = root / backup / path
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(final, aside)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staged, final)
+        except OSError as err:  # e.g. a full disk (a new folder), permissions: as over ssh, the hop stops
+            full = "destination disk full: " if err.errno == errno.ENOSPC else ""
+            raise TransportError(f"{full}cannot move {printable_name(path)} into place: {err.strerror}",
+                                 str(root)) from err  # fmt: skip
         done.moved.append(path)
     return done
+
+
+def _real_folders(root: Path, path: str) -> bool:
+    """Whether every folder on the way to ``root/path`` that exists is a real folder (no symlink, no file)."""
+    folder = root
+    for part in path.split("/")[:-1]:
+        folder = folder / part
+        try:
+            mode = os.lstat(folder).st_mode
+        except FileNotFoundError:
+            return True  # made by mkdir, below a real folder
+        if not stat.S_ISDIR(mode):
+            return False
+    return True
 
 
 def _is_file(path: Path) -> bool:
@@ -91,16 +119,25 @@ def _is_file(path: Path) -> bool:
 
 
 # Entries come on stdin as "n/<path>" or "r/<path>", NUL-separated (no limit on how many); each
-# answer is "P" (moved) or "E" (final name taken), NUL-separated with its path.
+# answer is "P" (moved) or "E" (final name taken, or a folder on its way is a symlink or a file),
+# NUL-separated with its path.
 _PUBLISH_SCRIPT = """\
 cd -- {root} || exit 3
 S={staging} B={backup}
 export S B
 exec xargs -0 -r sh -c '
+real() {{  # every folder on the way to $1 that exists is a real one: no symlink (leading anywhere), no file
+  r=$1
+  while :; do
+    case $r in */*) r=${{r%/*}} ;; *) return 0 ;; esac
+    if [ -L "$r" ] || {{ [ -e "$r" ] && [ ! -d "$r" ]; }}; then return 1; fi
+  done
+}}
 for e; do
   kind=${{e%%/*}} p=${{e#*/}}
   case $p in */*) d=${{p%/*}} ;; *) d=. ;; esac
   [ -f "$S/$p" ] && [ ! -L "$S/$p" ] || continue
+  if ! real "$p" || {{ [ "$kind" = r ] && ! real "$B/$p"; }}; then printf "E\\0%s\\0" "$p"; continue; fi
   if [ -e "$p" ] || [ -L "$p" ]; then
     [ "$kind" = r ] || {{ printf "E\\0%s\\0" "$p"; continue; }}
     mkdir -p -- "$B/$d" && mv -f -- "$p" "$B/$p" || exit 3
@@ -126,21 +163,67 @@ def _publish_remote(dest: Location, entries: list[tuple[str, str]], backup: str,
 
 
 def clear_staging(dest: Location, shell: Shell) -> None:
-    """Remove the copies a stopped run left staged (never checked: never to be published), keeping
-    the partial files in its ``.rsync-partial`` folders, from which their copies resume."""
+    """Take the copies a stopped run left staged out of their staged names (never checked: never to be
+    published): each becomes its folder's ``.rsync-partial/<name>``, from which its next copy resumes
+    (rsync checks the whole file's hash, so nothing of it can survive unchecked), unless a partial at
+    least as long is there; an rsync temp (``.<name>.XXXXXX``, left by a SIGKILLed rsync) likewise.
+
+    A ``.obsflow-staging`` that is not a real folder (a symlink: it may lead anywhere) is never
+    written through: TransportError, the hop stops before it copies.
+    """
     folder = staging_of(dest)
     if dest.is_remote:
         quoted = shell_path(folder.path)
-        shell.run(dest, f"[ -d {quoted} ] && [ ! -L {quoted} ] || exit 0\n"
-                        f"find {quoted} -name {shlex.quote(PARTIAL_DIR)} -prune -o ! -type d -exec rm -f -- {{}} +")  # fmt: skip
+        shell.run(dest, _CLEAR_SCRIPT.format(staging=quoted, partial=shlex.quote(PARTIAL_DIR)))
         return
     top = Path(folder.path)
-    if top.is_symlink() or not top.is_dir():
+    if top.is_symlink() or (top.exists() and not top.is_dir()):
+        raise TransportError(_NOT_OURS, str(top))
+    if not top.is_dir():
         return
     for parent, dirs, files in os.walk(top):
         dirs[:] = [d for d in dirs if d != PARTIAL_DIR]
         for name in files:
             path = Path(parent, name)
+            keep = Path(parent, PARTIAL_DIR, temp_target(name) or name)
             log.info("clearing %s (staged by a run that stopped before its check)", path)
-            path.unlink(missing_ok=True)
+            try:
+                size, kept = path.lstat(), _size(keep)
+                if not stat.S_ISREG(size.st_mode) or kept >= size.st_size:
+                    path.unlink(missing_ok=True)
+                    continue
+                keep.parent.mkdir(exist_ok=True)
+                os.replace(path, keep)
+            except OSError as err:
+                raise TransportError(f"cannot clear the staging folder: {err}", str(top)) from err
 
+
+def _size(path: Path) -> int:
+    try:
+        return os.lstat(path).st_size
+    except FileNotFoundError:
+        return -1
+
+
+_NOT_OURS = ("not a folder the sync made (a symlink?): nothing is copied through it; move it away "
+             "(the sync makes its own)")  # fmt: skip
+
+# Every leftover file below the staging folder (not in a partial folder) becomes the partial of its
+# name (an rsync temp's: the name it stands for), unless a partial at least as long is there.
+_CLEAR_SCRIPT = """\
+S={staging}
+[ -e "$S" ] || [ -L "$S" ] || exit 0
+[ -d "$S" ] && [ ! -L "$S" ] || {{ printf '%s: %s\\n' "$S" '""" + _NOT_OURS + """' >&2; exit 3; }}
+cd -- "$S" || exit 3
+find . -name {partial} -prune -o ! -type d -print0 | xargs -0 -r sh -c '
+for f; do
+  d=${{f%/*}} n=${{f##*/}}
+  case $n in .?*.[A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9]) n=${{n#.}} n=${{n%.*}} ;; esac
+  k=$d/{partial}/$n
+  if [ ! -f "$f" ] || [ -L "$f" ] || {{ [ -f "$k" ] && [ "$(wc -c <"$k")" -ge "$(wc -c <"$f")" ]; }}; then
+    rm -f -- "$f" || exit 3
+  else
+    mkdir -p -- "$d/{partial}" && mv -f -- "$f" "$k" || exit 3
+  fi
+done' sh
+"""
