@@ -88,13 +88,38 @@ def _publish_local(root: Path, entries: list[tuple[str, str]], backup: str) -> P
                 aside.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(final, aside)
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staged, final)
+            if not _put_in_place(staged, final):
+                done.name_taken.append(path)
+                continue
         except OSError as err:  # e.g. a full disk (a new folder), permissions: as over ssh, the hop stops
             full = "destination disk full: " if err.errno == errno.ENOSPC else ""
             raise TransportError(f"{full}cannot move {printable_name(path)} into place: {err.strerror}",
                                  str(root)) from err  # fmt: skip
         done.moved.append(path)
     return done
+
+
+# link() fails for these where a file system has no hard links (vfat, some network mounts)
+_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV)
+
+
+def _put_in_place(staged: Path, final: Path) -> bool:
+    """Give ``staged`` the name ``final`` unless that name is taken (False): ``link()`` refuses a
+    name in use in the same step that takes it, where a check then a rename would overwrite a file
+    made in between; a file system without hard links gets the check and the rename."""
+    try:
+        os.link(staged, final)
+    except FileExistsError:
+        return False
+    except OSError as err:
+        if err.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(final):
+            return False
+        os.rename(staged, final)
+        return True
+    os.unlink(staged)
+    return True
 
 
 def _real_folders(root: Path, path: str) -> bool:
@@ -142,7 +167,11 @@ for e; do
     [ "$kind" = r ] || {{ printf "E\\0%s\\0" "$p"; continue; }}
     mkdir -p -- "$B/$d" && mv -f -- "$p" "$B/$p" || exit 3
   fi
-  mkdir -p -- "$d" && mv -f -- "$S/$p" "$p" || exit 3
+  mkdir -p -- "$d" || exit 3
+  if ln -T -- "$S/$p" "$p" 2>/dev/null; then rm -f -- "$S/$p"  # ln refuses a name in use as it takes it
+  elif [ -e "$p" ] || [ -L "$p" ]; then printf "E\\0%s\\0" "$p"; continue
+  else mv -f -- "$S/$p" "$p" || exit 3  # no hard links here: the check above, then the move
+  fi
   printf "P\\0%s\\0" "$p"
 done' sh
 """
