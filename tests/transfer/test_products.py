@@ -9,6 +9,7 @@ window picks files by modification time, and a project the filler is writing is 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -343,3 +344,24 @@ def test_verify_says_locked_where_the_sync_does_and_alarms_only_for_a_filler_tha
     lock.unlink()
     free = check()
     assert list(free.folders[0].missing) == products and free.folders[0].locked == () and free.exit_code == 1
+
+
+def test_verify_calls_a_product_that_grew_since_its_copy_grown_not_a_size_difference(tmp_path: Path, sshd) -> None:
+    """Noted by interplay review: with grows = true a product the filler appended to after the night's
+    sync is replaced by the next sync, yet verify (09:00, the session still observing) called every
+    such file an alarm.  It is listed as grown, not an alarm; without grows it stays a size difference."""
+    out = OutputLayout(tmp_path / "sdfits")
+    scans = _filled(tmp_path / "gbtdata", out, FRESH, scans=2)
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0\ngrows = true"))
+    assert run_sync(config, SyncRequest()).exit_code == 0
+    time.sleep(1.1)  # the next fill's mtimes are whole seconds later
+    fill_scan(scans[1], out)
+    period = months_period(["this", "last"], date.today())
+    report = verify(config, period, plan_pairs(config, period, hops=["instruments:suth"]), record=False)
+    (folder,) = report.folders
+    grew = sorted(p for p in _products(out.root, FRESH))
+    assert list(folder.grown) == grew and folder.size_differs == () and report.exit_code == 0
+    plain = dataclasses.replace(config, instruments={
+        name: dataclasses.replace(inst, grows=False) for name, inst in config.instruments.items()})
+    strict = verify(plain, period, plan_pairs(plain, period, hops=["instruments:suth"]), record=False)
+    assert sorted(d.path for d in strict.folders[0].size_differs) == grew and strict.exit_code == 1

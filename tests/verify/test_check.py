@@ -31,7 +31,7 @@ def test_all_present_and_equal(sshd, tmp_path):
     total = sum(len(paths) for paths in world.files.values())
     assert report.counts == {
         "missing": 0, "size_differs": 0, "hash_differs": 0, "not_checked": 0, "matched": 2 * total, "in_flight": 0,
-        "refused": 0, "locked": 0, "locked_gone": 0,
+        "refused": 0, "locked": 0, "locked_gone": 0, "grown": 0,
     }  # fmt: skip
     assert report.subject.startswith("OK: ")
 

@@ -82,7 +82,7 @@ def test_json_carries_the_same_findings():
     assert (data["status"], data["exit_code"]) == ("not checked", 2)
     assert data["counts"] == {
         "missing": 2, "size_differs": 1, "hash_differs": 1, "not_checked": 1, "matched": 13, "in_flight": 1,
-        "refused": 0, "locked": 0, "locked_gone": 0,
+        "refused": 0, "locked": 0, "locked_gone": 0, "grown": 0,
     }  # fmt: skip
     first, second, third = data["folders"]
     assert first["missing"] == ["2026/1101/b.fits", "2026/1102/a.fits"]

@@ -207,7 +207,8 @@ def verify(
         if a is not None and b is not None:
             a_files = modified_within(a, pair.modified)
             comparisons[index] = compare_listings(
-                a_files, b, a_time=a.host_time, settle_s=config.settle_seconds_for(pair.instrument)
+                a_files, b, a_time=a.host_time, settle_s=config.settle_seconds_for(pair.instrument),
+                grows=pair.instrument.grows,
             )
     comparisons = _look_again(shell, pairs, first, comparisons, say)
     locks = _filler_locks(config, shell)
@@ -529,6 +530,7 @@ def _result(
         skipped=_shown(comparison.skipped),
         refused=tuple(dataclasses.replace(r, path=printable_name(r.path)) for r in comparison.refused),
         locked=tuple(dataclasses.replace(item, path=printable_name(item.path)) for item in comparison.locked),
+        grown=_shown(comparison.grown),
         matched=matched,
         hash_checked=checksum,
         hash_error=hash_error,

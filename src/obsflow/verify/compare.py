@@ -12,6 +12,8 @@ Every data file on A (the upstream side of a hop) lands in exactly one bucket:
   never copies it;
 - ``locked``: not on B (or not the same), and the filler holds its project's lock: the sync takes
   it once the fill ends; a finding only when that filler is gone (a fill a crash cut off);
+- ``grown``: a file of a source whose files only grow (``grows = true``, SDFITS products), larger
+  and newer on A than B's copy: the next sync replaces that copy (keeping it aside): not an alarm;
 - ``missing``: on A, not on B;
 - ``size_differs``: on both, sizes differ (or B holds a symlink or special file there; a folder
   on B is not in its listing, so the file is ``missing``);
@@ -88,6 +90,7 @@ class Comparison:
     skipped: list[str] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
     locked: list[Locked] = field(default_factory=list)
+    grown: list[str] = field(default_factory=list)
 
     @property
     def suspects(self) -> list[str]:
@@ -96,12 +99,13 @@ class Comparison:
 
 
 def compare_listings(
-    a: Mapping[str, FileStat], b: Mapping[str, FileStat], *, a_time: float, settle_s: float
+    a: Mapping[str, FileStat], b: Mapping[str, FileStat], *, a_time: float, settle_s: float, grows: bool = False
 ) -> Comparison:
     """Sort every file of ``a`` into the buckets of :class:`Comparison`.
 
     ``a_time`` is A's own clock when it was listed, so clock skew between hosts cannot
-    make a file that is still being written look settled.
+    make a file that is still being written look settled.  ``grows``: the instrument's files
+    only grow (SDFITS products): one larger and newer on A than B's copy is ``grown``.
     """
     result = Comparison()
     # One pass over A in path order; the hot loop avoids attribute and property lookups
@@ -126,6 +130,8 @@ def compare_listings(
                     result.refused.append(Refused(path, reason))
                 else:
                     missing(path)
+            elif grows and other.kind == "f" and st.size > other.size and st.mtime > other.mtime:
+                result.grown.append(path)
             elif other.size != st.size or other.kind != "f":
                 size_differs(SizeDiff(path, st.size, other.size, other.kind))
             else:

@@ -43,6 +43,7 @@ class FolderResult:
     skipped: tuple[str, ...] = ()
     refused: tuple[Refused, ...] = ()  # leads outside the root: the sync refuses it (a finding)
     locked: tuple[Locked, ...] = ()  # the filler holds its project: not yet copied (a finding if it is gone)
+    grown: tuple[str, ...] = ()  # grew on A since its copy (grows = true): the next sync replaces it
     matched: int = 0
     hash_checked: bool = False
     error: str | None = None  # nothing could be compared
@@ -102,6 +103,7 @@ class Report:
             "refused": sum(len(f.refused) for f in self.folders),
             "locked": sum(len(f.locked) for f in self.folders),
             "locked_gone": sum(len(f.locked_gone) for f in self.folders),
+            "grown": sum(len(f.grown) for f in self.folders),
         }
         return totals
 

@@ -51,6 +51,9 @@ def _sections(folder: FolderResult) -> list[tuple[str, list[str], str | None]]:
     if folder.in_flight:
         heading = "FILES STILL IN FLIGHT (NOT ALARMS: CHANGING OR COPIED WHILE CHECKED)"
         sections.append((heading, list(folder.in_flight), None))
+    if folder.grown:
+        heading = f"FILES THAT GREW ON {a} SINCE THEIR COPY (NOT ALARMS: THE NEXT SYNC REPLACES IT)"
+        sections.append((heading, list(folder.grown), None))
     if folder.locked:
         heading = f"FILES ON {a} THE FILLER HOLDS LOCKED (COPIED ONCE THE FILL ENDS)"
         sections.append((heading, [_locked_line(item) for item in folder.locked], None))
@@ -123,7 +126,8 @@ def render_text(report: Report) -> str:
         f"{counts['matched']} present and equal, {counts['missing']} missing, {counts['size_differs']} size differs, "
         f"{counts['hash_differs']} checksum differs, {counts['not_checked']} not checked, "
         f"{counts['in_flight']} in flight" + (f", {counts['refused']} refused" if counts["refused"] else "")
-        + (f", {counts['locked']} locked by the filler" if counts["locked"] else ""),
+        + (f", {counts['locked']} locked by the filler" if counts["locked"] else "")
+        + (f", {counts['grown']} grown since their copy" if counts["grown"] else ""),
     ]
     return "\n".join(escape_controls(line) for line in out) + "\n"
 
@@ -170,6 +174,7 @@ def _folder_dict(folder: FolderResult) -> dict[str, Any]:
         "in_flight": list(folder.in_flight),
         "skipped": list(folder.skipped),
         "refused": [{"path": r.path, "reason": r.reason} for r in folder.refused],
+        "grown": list(folder.grown),
         "locked": [
             {"path": item.path, "lock": item.lock, "holder": item.holder, "filler_gone": item.gone}
             for item in folder.locked
