@@ -22,10 +22,14 @@ from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 PROJECT = "AGBT26A_600_01"
 
 
-def _fill_all(project_dir: str, out: str) -> None:
+def _fill_all(project_dir: str, out: str, seen_it) -> None:  # seen_it: a multiprocessing Event
     layout = OutputLayout(Path(out))
     for scan in rawmod.read_project(Path(project_dir)):
         fill_scan(scan, layout, project=PROJECT)
+        # Until the reader has seen this scan's rows: else a scheduling hiccup (one CI run) let it
+        # see only 3 states of 11, and "it watched the files grow" could not be told from chance.
+        seen_it.wait(timeout=30)
+        seen_it.clear()
 
 
 def _read_once(out: Path) -> int:
@@ -50,17 +54,24 @@ def test_astropy_reader_polling_during_fills_never_fails(tmp_path):
                          integrations=12, seed=21, start=datetime(2026, 11, 22, 3, 0, tzinfo=UTC))  # fmt: skip
     simulate_project(spec, tmp_path / "raw")
     out = tmp_path / "out"
-    filler = multiprocessing.get_context("fork").Process(target=_fill_all, args=(str(tmp_path / "raw" / PROJECT), str(out)))
+    context = multiprocessing.get_context("fork")
+    seen_it = context.Event()
+    filler = context.Process(target=_fill_all, args=(str(tmp_path / "raw" / PROJECT), str(out), seen_it))
     filler.start()
-    reads, seen = 0, set()
+    reads, seen, newest = 0, set(), 0
     while filler.is_alive() or reads == 0:
-        seen.add(_read_once(out))
+        rows = _read_once(out)  # also while a fill writes: the filler waits only between scans
+        seen.add(rows)
         reads += 1
+        if rows > newest:
+            newest = rows
+            seen_it.set()
     filler.join()
     assert filler.exitcode == 0
     final = _read_once(out)
-    assert final == 10 * 12 * 2 * 2 * 2  # scans x integrations x pols x cal states x banks
-    assert reads > 20 and len(seen) > 3  # the reader really watched the files grow
+    per_scan = 12 * 2 * 2 * 2  # integrations x pols x cal states x banks
+    assert final == 10 * per_scan
+    assert {k * per_scan for k in range(1, 11)} <= seen  # the reader really watched the files grow
 
 
 def test_a_json_lines_feed_drives_the_same_engine(tmp_path):
