@@ -63,7 +63,8 @@ def test_demo_runs_a_whole_night(night):
     assert config.window_days == 30 and [h.label for h in config.hops] == ["instruments:suth", "suth:cape"]
     html = (work / "verify-report.html").read_text()
     assert all(Path(p).name in html for p in removed)
-    assert "status page       http://127.0.0.1:" in out
+    # --no-serve: no URL that is dead by the time anyone opens it, but the command that serves it
+    assert f"status page       obsflow serve -c {work / 'obsflow.toml'}" in out and "http://127.0.0.1:" not in out
 
 
 def test_status_page_of_the_night_in_chromium(night, browser, tmp_path):  # noqa: F811

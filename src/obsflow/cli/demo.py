@@ -47,11 +47,13 @@ def command(workdir: Path, scans: int, speed: float, port: int, use_local: bool,
         click.echo(text)
 
     result = run_night(workdir, say, scans=scans, speed=speed, use_ssh=not use_local)
-    config = load_config(result.config)
-    server = make_server(config, "127.0.0.1", port)
-    import threading
+    if serve is None:
+        serve = sys.stdin.isatty() and sys.stdout.isatty()
+    server = make_server(load_config(result.config), "127.0.0.1", port) if serve else None
+    if server is not None:
+        import threading
 
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     out = result.workdir
     click.echo("")
     click.echo(f"done in {time.monotonic() - started:.0f} s. What to look at:")
@@ -59,21 +61,22 @@ def command(workdir: Path, scans: int, speed: float, port: int, use_local: bool,
     click.echo(f"  SDFITS products   {out / 'sdfits' / 'AGBT26B_042_01'}   (GBTIDL/dysh read these)")
     click.echo(f"  archives          {out / 'archive' / 'suth'}  and  {out / 'archive' / 'cape'}")
     click.echo(f"  verify report     {result.report_html}  (exit {result.verify_exit}: the missing files are named)")
-    click.echo(f"  status page       {server.url}")
+    if server is not None:
+        click.echo(f"  status page       {server.url}")
+    else:  # a URL printed here would be dead by the time anyone opens it
+        click.echo(f"  status page       obsflow serve -c {result.config}   (not served: --no-serve, or no terminal)")
     click.echo(f"  again by hand     obsflow sync -c {result.config}; obsflow verify -c {result.config}")
     click.echo(f"                    obsflow serve -c {result.config}")
     if result.over_ssh:  # its hosts were the loopback sshd, which stopped with the night
         click.echo("                    (over ssh only while a demo runs: `obsflow demo --local` writes a config for this)")
-    if serve is None:
-        serve = sys.stdin.isatty() and sys.stdout.isatty()
-    try:
-        if serve:
+    if server is not None:
+        try:
             click.echo("serving the status page: press Enter (or Ctrl-C) to stop")
             sys.stdin.readline()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutdown()
-        server.server_close()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+            server.server_close()
     ok = result.filled_scans == scans and result.sync_exit == 0 and result.verify_exit == 1
     return 0 if ok else 1
