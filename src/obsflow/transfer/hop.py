@@ -425,7 +425,8 @@ def _judged(
     if missing and report_missing:  # else the hop fails as a whole, with rsync's reason
         detail = "; ".join(result.errors[:3]) or "not reported by rsync"
         outcome.errors.extend(f"{p}: not copied ({detail})" for p in missing)
-    return [c for p, c in copied.items() if p not in set(stale)]
+    dropped = set(stale)
+    return [c for p, c in copied.items() if p not in dropped]
 
 
 def _published(
