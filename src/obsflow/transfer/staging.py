@@ -195,7 +195,8 @@ def clear_staging(dest: Location, shell: Shell) -> None:
     """Take the copies a stopped run left staged out of their staged names (never checked: never to be
     published): each becomes its folder's ``.rsync-partial/<name>``, from which its next copy resumes
     (rsync checks the whole file's hash, so nothing of it can survive unchecked), unless a partial at
-    least as long is there; an rsync temp (``.<name>.XXXXXX``, left by a SIGKILLed rsync) likewise.
+    least as long is there.  An rsync temp (``.<name>.XXXXXX``, left by a SIGKILLed rsync) becomes the
+    partial of the name it stands for, by the same rule.
 
     A ``.obsflow-staging`` that is not a real folder (a symlink: it may lead anywhere) is never
     written through: TransportError, the hop stops before it copies.

@@ -196,18 +196,13 @@ def set_locked(comparison: Comparison, locks: FillerLocks) -> None:
     """Move the missing and size-differing files of a project the filler holds locked to ``locked``."""
     if not locks.locks:
         return
-    missing, size_differs = [], []
-    for path in comparison.missing:
+
+    def held(path: str) -> bool:
         lock = guarded_by(path, locks)
-        if lock is None:
-            missing.append(path)
-        else:
+        if lock is not None:
             comparison.locked.append(Locked(path, lock.name, lock.holder_text, lock.gone))
-    for diff in comparison.size_differs:
-        lock = guarded_by(diff.path, locks)
-        if lock is None:
-            size_differs.append(diff)
-        else:
-            comparison.locked.append(Locked(diff.path, lock.name, lock.holder_text, lock.gone))
-    comparison.missing, comparison.size_differs = missing, size_differs
+        return lock is not None
+
+    comparison.missing = [path for path in comparison.missing if not held(path)]
+    comparison.size_differs = [diff for diff in comparison.size_differs if not held(diff.path)]
     comparison.locked.sort(key=lambda item: item.path)
