@@ -41,6 +41,17 @@ def _two_hops(tmp_path: Path, sshd, source: str, instrument_extra: str = "") -> 
     return config, suth, cape
 
 
+def _to_suth(tmp_path: Path, sshd, source: str) -> Path:
+    """The config of one hop: sha's ``source`` -> suth (local, made here)."""
+    (tmp_path / "suth").mkdir()
+    return ssh_config(
+        tmp_path,
+        sshd,
+        f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
+        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n',
+    )
+
+
 @pytest.mark.parametrize("source_host", ["local", "ssh"])
 def test_a_name_that_is_not_utf8_is_refused_with_one_readable_line(
     tmp_path: Path, sshd, capsys, source_host: str
@@ -53,13 +64,7 @@ def test_a_name_that_is_not_utf8_is_refused_with_one_readable_line(
             handle.write(b"frame")
         os.utime(path, (settled, settled))
     source = str(tmp_path / "sha") if source_host == "local" else f"sha.test:{tmp_path / 'sha'}"
-    (tmp_path / "suth").mkdir()
-    config = ssh_config(
-        tmp_path,
-        sshd,
-        f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
-        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n',
-    )
+    config = _to_suth(tmp_path, sshd, source)
     shown = f"{night}/SHA_\\xff.fits"
 
     assert main(["sync", "-c", str(config), "--json"]) == 1  # something left for a person
@@ -165,13 +170,7 @@ def test_a_name_with_a_backslash_is_refused_for_what_it_is_not_as_escaping_its_r
     for name in ("SHA_back\\slash.fits", "SHA_0001.fits"):
         (folder / name).write_bytes(b"frame")
         os.utime(folder / name, (settled, settled))
-    (tmp_path / "suth").mkdir()
-    config = ssh_config(
-        tmp_path,
-        sshd,
-        f'[instruments.sha]\nsource = "sha.test:{tmp_path / "sha"}"\npath = "sha"\n'
-        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n',
-    )
+    config = _to_suth(tmp_path, sshd, f"sha.test:{tmp_path / 'sha'}")
 
     assert main(["sync", "-c", str(config), "--json"]) == 1
     (hop,) = json.loads(capsys.readouterr().out)["hops"]
@@ -207,13 +206,7 @@ def test_a_symlink_whose_name_is_not_utf8_is_refused_in_a_printable_line(tmp_pat
     refusal crashed (UnicodeEncodeError); it is shown as the not-UTF-8 files are, with ``\\xff``."""
     night, folder = _night_folder(tmp_path)
     os.symlink("/etc/passwd", os.path.join(os.fsencode(folder), b"SHA_\xff.fits"))
-    (tmp_path / "suth").mkdir()
-    config = ssh_config(
-        tmp_path,
-        sshd,
-        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
-        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n',
-    )
+    config = _to_suth(tmp_path, sshd, str(tmp_path / "sha"))
     assert main(["sync", "-c", str(config)]) == 1
     out = capsys.readouterr().out
     assert f"refused: {tmp_path / 'sha'}/{night}/SHA_\\xff.fits: symlink to /etc/passwd" in out
@@ -227,13 +220,7 @@ def test_a_name_with_a_newline_is_one_line_of_the_sync_output(tmp_path: Path, ss
     shows it: printed raw it read as two files, or drove the operator's terminal."""
     night, folder = _night_folder(tmp_path)
     (folder / "SHA_a\nb.fits").write_bytes(b"frame being written")  # fresh: still being written
-    (tmp_path / "suth").mkdir()
-    config = ssh_config(
-        tmp_path,
-        sshd,
-        f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
-        f'[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n',
-    )
+    config = _to_suth(tmp_path, sshd, str(tmp_path / "sha"))
     assert main(["sync", "-c", str(config)]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert f"  still being written: {tmp_path / 'sha'}/{night}/SHA_a\\nb.fits" in lines
