@@ -52,6 +52,26 @@ def _to_suth(tmp_path: Path, sshd, source: str) -> Path:
     )
 
 
+def _copied_once_and_kept(tmp_path: Path, sshd, capsys, mtime_ns: int) -> Path:
+    """A frame dated ``mtime_ns`` goes along both hops with its bytes and exact mtime, and the next run
+    finds it present (not copied again, not taken for one still being written); the config."""
+    night, folder = _night_folder(tmp_path)
+    frame = folder / "SHA_0001.fits"
+    frame.write_bytes(b"frame")
+    os.utime(frame, ns=(mtime_ns, mtime_ns))
+    config, suth, cape = _two_hops(tmp_path, sshd, str(tmp_path / "sha"))
+    rel = f"{night}/SHA_0001.fits"
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    hops = json.loads(capsys.readouterr().out)["hops"]
+    assert [(h["copied_files"], h["in_flight_files"]) for h in hops] == [([rel], []), ([rel], [])]
+    for archive in (suth, cape):
+        assert (archive / "sha" / rel).read_bytes() == b"frame"
+        assert (archive / "sha" / rel).stat().st_mtime_ns == mtime_ns
+    assert main(["sync", "-c", str(config), "--json"]) == 0
+    assert [h["present"] for h in json.loads(capsys.readouterr().out)["hops"]] == [1, 1]
+    return config
+
+
 @pytest.mark.parametrize("source_host", ["local", "ssh"])
 def test_a_name_that_is_not_utf8_is_refused_with_one_readable_line(
     tmp_path: Path, sshd, capsys, source_host: str
@@ -114,21 +134,7 @@ def test_a_file_dated_before_1970_with_a_fraction_of_a_second_is_copied_and_kept
                                                                                  capsys) -> None:  # fmt: skip
     """rsync's %M prints the whole second below the mtime (time_t); before 1970 int() rounds the other way,
     and the copy was taken for one the source changed during the copy: removed again, every night."""
-    night, folder = _night_folder(tmp_path)
-    frame = folder / "SHA_0001.fits"
-    frame.write_bytes(b"frame")
-    os.utime(frame, ns=(-31_535_999_500_000_000,) * 2)  # 1969-01-01 00:00:00.5 UTC
-    config, suth, cape = _two_hops(tmp_path, sshd, str(tmp_path / "sha"))
-    rel = f"{night}/SHA_0001.fits"
-
-    assert main(["sync", "-c", str(config), "--json"]) == 0
-    hops = json.loads(capsys.readouterr().out)["hops"]
-    assert [(h["copied_files"], h["in_flight_files"]) for h in hops] == [([rel], []), ([rel], [])]
-    for archive in (suth, cape):
-        assert (archive / "sha" / rel).read_bytes() == b"frame"
-        assert (archive / "sha" / rel).stat().st_mtime_ns == -31_535_999_500_000_000
-    assert main(["sync", "-c", str(config), "--json"]) == 0
-    assert [h["present"] for h in json.loads(capsys.readouterr().out)["hops"]] == [1, 1]
+    config = _copied_once_and_kept(tmp_path, sshd, capsys, -31_535_999_500_000_000)  # 1969-01-01 00:00:00.5 UTC
     assert main(["verify", "-c", str(config), "--checksum"]) == 0
 
 
@@ -184,21 +190,7 @@ def test_a_file_dated_a_nanosecond_before_a_whole_second_is_copied_and_kept(tmp_
     """A listing's mtime is a float made from the nanoseconds: 1764640000.999999999 becomes 1764640001.0,
     while rsync's %M prints the second it reads from the nanoseconds, ...000: the copy was taken for one
     the source changed during the copy and removed again, every night."""
-    night, folder = _night_folder(tmp_path)
-    frame = folder / "SHA_0001.fits"
-    frame.write_bytes(b"frame")
-    mtime_ns = (int(time.time()) - 3600) * 1_000_000_000 - 1
-    os.utime(frame, ns=(mtime_ns, mtime_ns))
-    config, suth, cape = _two_hops(tmp_path, sshd, str(tmp_path / "sha"))
-    rel = f"{night}/SHA_0001.fits"
-
-    assert main(["sync", "-c", str(config), "--json"]) == 0
-    hops = json.loads(capsys.readouterr().out)["hops"]
-    assert [(h["copied_files"], h["in_flight_files"]) for h in hops] == [([rel], []), ([rel], [])]
-    for archive in (suth, cape):
-        assert (archive / "sha" / rel).stat().st_mtime_ns == mtime_ns
-    assert main(["sync", "-c", str(config), "--json"]) == 0
-    assert [h["present"] for h in json.loads(capsys.readouterr().out)["hops"]] == [1, 1]
+    _copied_once_and_kept(tmp_path, sshd, capsys, (int(time.time()) - 3600) * 1_000_000_000 - 1)
 
 
 def test_a_symlink_whose_name_is_not_utf8_is_refused_in_a_printable_line(tmp_path: Path, sshd, capsys) -> None:
