@@ -105,7 +105,9 @@ def test_a_busy_project_lock_is_waited_out_never_given_up(roots):
     (failure,) = daemon.status.failures
     assert failure["attempts"] > 2 and not failure["given_up"] and "lock held" in failure["last_error"]
     release_lock(lock)
-    _step_for(daemon, 0.5)
+    # The next try comes at the daemon's own back-off time (doubling after each busy try: up to
+    # ~0.6 s away after a second of tries, so a fixed half second missed it once under load).
+    _step_for(daemon, max(0.0, failure["retry_at"] - time.time()) + 0.5)
     daemon.close()
     assert _filled(daemon) == [1, 2]
 
