@@ -79,7 +79,11 @@ class HostUnreachable(TransportError):
 
 
 class RemoteCommandFailed(TransportError):
-    """A command on a remote host ran and failed."""
+    """A command on a remote host ran and failed; ``output``: what it printed before (its stdout)."""
+
+    def __init__(self, what: str, where: str | Path | None = None, output: bytes = b"") -> None:
+        super().__init__(what, where)
+        self.output = output
 
 
 class OutputError(ObsflowError):

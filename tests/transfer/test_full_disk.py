@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -203,3 +203,54 @@ def test_a_disk_full_when_a_staged_copy_takes_its_final_name_stops_the_hop_and_t
     again = subprocess.run([sys.executable, "-m", "obsflow", *command], capture_output=True, text=True, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     assert (archive / "sha/2026/1201/SHA_a\nb.fits").read_bytes() == frame.read_bytes()
+
+
+@pytest.mark.parametrize("archive_host", ["local", "ssh"])
+def test_staged_copies_moved_before_a_disk_filled_are_counted_and_not_copied_again(
+    tmp_path: Path, sshd, archive_host: str
+) -> None:
+    """Yesterday's and today's staged copies are in; yesterday's takes its final name, today's final
+    folder cannot be made (no inode left).  Before, the hop failed with nothing counted: the copy
+    under its final name was in no report and no catalog until a later run hashed it."""
+    source = tmp_path / "sha"
+    today = date.today()
+    frames = {}
+    for day in (today - timedelta(days=1), today):
+        path = source / f"{day:%Y/%m%d}/SHA_{day:%Y%m%d}.0001.fits"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(os.urandom(50 * KiB))
+        recent = time.time() - 600  # modified within the hour: staged
+        os.utime(path, (recent, recent))
+        frames[str(path.relative_to(source))] = path
+    first, second = sorted(frames)
+    # root, sha, the staging folder, its dated folders, two staged copies; then the first's final
+    # folders, and locally its link() (tmpfs counts each hard link as an inode; over ssh, where ln
+    # fails, the script moves the copy after its check)
+    folders = lambda *paths: {"/".join(p.split("/")[:i]) for p in paths for i in (1, 2)}  # noqa: E731
+    inodes = 3 + len(folders(first, second)) + 2 + len(folders(first)) + (archive_host == "local")
+    archive = tmp_path / "archive"
+    mounted = _tmpfs(archive, f"1m,nr_inodes={inodes}")
+    next(mounted)
+    try:
+        location = str(archive) if archive_host == "local" else f"cape.test:{archive}"
+        config_path = ssh_config(tmp_path, sshd, f'[instruments.sha]\nsource = "{source}"\npath = "sha"\n'
+                                 f'[archives.cape]\nlocation = "{location}"\n[[hops]]\nfrom = "instruments"\nto = "cape"\n')  # fmt: skip
+        command = [sys.executable, "-m", "obsflow", "sync", "-c", str(config_path), "--days", "2", "--json"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert done.returncode == 2 and "internal error" not in done.stderr, done.stderr
+        (hop,) = json.loads(done.stdout)["hops"]
+        assert "No space left on device" in hop["failure"], hop
+        assert (archive / "sha" / first).read_bytes() == frames[first].read_bytes()
+        assert not (archive / "sha" / second).exists()
+        assert hop["copied_files"] == [first], hop  # counted in the run that moved it
+        with Catalog(load_config(config_path).catalog_path) as catalog:
+            assert catalog.copied_here("cape", "sha", list(frames)) == {first}
+
+        subprocess.run(["mount", "-o", "remount,nr_inodes=64", str(archive)], check=True)  # space freed
+        again = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert again.returncode == 0, again.stdout + again.stderr
+        (hop,) = json.loads(again.stdout)["hops"]
+        assert hop["copied_files"] == [second], hop
+        assert (archive / "sha" / second).read_bytes() == frames[second].read_bytes()
+    finally:
+        next(mounted, None)

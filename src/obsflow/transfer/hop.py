@@ -263,7 +263,8 @@ def _copy_and_accept(
             result = _confirmed(job, result, settings.shell, where)
             good = _judged(job, settings, planned, result, outcome, where, report_missing=stopped is None)
             if where != job.dest:
-                good = _published(job, settings, good, plan.update, superseded, outcome)
+                good, moves_stopped = _published(job, settings, good, plan.update, superseded, outcome)
+                stopped = stopped or moves_stopped  # what did take its final name is counted first
             _record(job, catalog, planned, good, outcome)
     finally:
         if progress is not None:
@@ -432,10 +433,11 @@ def _judged(
 def _published(
     job: HopJob, settings: HopSettings, good: list[Copied], updates: Collection[str], superseded: str,
     outcome: HopOutcome,
-) -> list[Copied]:
+) -> tuple[list[Copied], TransportError | None]:
     """Move checked copies from the staging folder to their final names; those whose name was
     taken meanwhile (by someone else: the plan found it free), or behind a folder that is a symlink or a
-    file, are conflicts, and their copy goes."""
+    file, are conflicts, and their copy goes.  Returns the copies moved, and why the moves stopped
+    partway (a full disk), if they did."""
     done = publish(job.dest, [c.path for c in good if c.path not in updates],
                    [c.path for c in good if c.path in updates], superseded, settings.shell)  # fmt: skip
     if done.name_taken:
@@ -445,7 +447,7 @@ def _published(
         remove_copies(staging_of(job.dest), done.name_taken, settings.shell)
         outcome.conflicts.extend(done.name_taken)
     moved = set(done.moved)
-    return [c for c in good if c.path in moved]
+    return [c for c in good if c.path in moved], done.stopped
 
 
 def _record(job: HopJob, catalog: Catalog, planned: dict[str, FileStat], good: list[Copied],

@@ -187,7 +187,8 @@ class Shell:
         message = _last_line(done.stderr)
         if location.is_remote and done.returncode == SSH_FAILED:
             raise HostUnreachable(f"cannot reach host: {message or 'ssh failed'}", location.ssh_target)
-        raise RemoteCommandFailed(f"command failed (exit {done.returncode}): {message}", _where(location))
+        raise RemoteCommandFailed(f"command failed (exit {done.returncode}): {message}", _where(location),
+                                  output=done.stdout)
 
 
 @contextmanager

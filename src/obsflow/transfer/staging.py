@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obsflow.config import Location
-from obsflow.errors import TransportError
+from obsflow.errors import RemoteCommandFailed, TransportError
 from obsflow.transfer.listing import STAGING_DIR, is_safe_relpath, printable_name, temp_target
 from obsflow.transfer.remote import Shell, shell_path
 from obsflow.transfer.rsync import PARTIAL_DIR
@@ -45,10 +45,12 @@ def staging_of(dest: Location) -> Location:
 
 @dataclass
 class Published:
-    """What :func:`publish` did: moved to their final names, or left because that name was taken."""
+    """What :func:`publish` did: moved to their final names, or left because that name was taken;
+    ``stopped``: why it stopped partway (a full disk), after moving ``moved``."""
 
     moved: list[str] = field(default_factory=list)
     name_taken: list[str] = field(default_factory=list)
+    stopped: TransportError | None = None
 
 
 def publish(dest: Location, new: Sequence[str], replace: Sequence[str], backup: str, shell: Shell) -> Published:
@@ -93,8 +95,9 @@ def _publish_local(root: Path, entries: list[tuple[str, str]], backup: str) -> P
                 continue
         except OSError as err:  # e.g. a full disk (a new folder), permissions: as over ssh, the hop stops
             full = "destination disk full: " if err.errno == errno.ENOSPC else ""
-            raise TransportError(f"{full}cannot move {printable_name(path)} into place: {err.strerror}",
-                                 str(root)) from err  # fmt: skip
+            done.stopped = TransportError(f"{full}cannot move {printable_name(path)} into place: {err.strerror}",
+                                          str(root))  # fmt: skip
+            return done
         done.moved.append(path)
     return done
 
@@ -181,8 +184,12 @@ def _publish_remote(dest: Location, entries: list[tuple[str, str]], backup: str,
     script = _PUBLISH_SCRIPT.format(root=shell_path(dest.path), staging=shlex.quote(STAGING_DIR),
                                     backup=shlex.quote(backup))  # fmt: skip
     stdin = b"".join(os.fsencode(f"{kind}/{path}") + b"\0" for kind, path in entries)
-    fields = os.fsdecode(shell.run(dest, script, stdin=stdin)).split("\0")
     done = Published()
+    try:
+        output = shell.run(dest, script, stdin=stdin)
+    except RemoteCommandFailed as err:  # stopped partway: what it printed before was done
+        output, done.stopped = err.output, err
+    fields = os.fsdecode(output).split("\0")
     for tag, path in zip(fields[0::2], fields[1::2], strict=False):
         if tag == "P":
             done.moved.append(path)
