@@ -90,5 +90,9 @@ class OutputError(ObsflowError):
     """An output file or folder cannot be written (permissions, full disk)."""
 
 
+class CatalogError(OutputError):
+    """The sync's catalog cannot be read or written: damaged, or a full, read-only or missing disk."""
+
+
 class IntegrityError(ObsflowError):
     """Files on disk disagree with each other or with what they claim to hold."""

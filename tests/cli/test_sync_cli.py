@@ -12,7 +12,7 @@ import pytest
 
 from obsflow.cli import main
 from obsflow.transfer.runlock import sync_lock
-from tests.transfer.conftest import make_site
+from tests.transfer.conftest import damage_catalog, make_site
 
 OBSFLOW = Path(sys.executable).parent / "obsflow"
 
@@ -193,3 +193,22 @@ def test_a_window_on_the_first_day_of_the_calendar_is_a_usage_error_for_an_undat
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["obsflow: error: the 1-night window ending 0001-01-01 leaves the calendar (years 1 to 9999) (-d)"]
     assert main(["sync", "-c", str(tmp_path / "obsflow.toml"), "-n", "-d", "00010102"]) == 0
+
+
+def test_a_damaged_catalog_stops_the_sync_with_one_line_and_verify_still_checks(small_site, capsys, caplog) -> None:
+    """Found by review: a catalog with damaged pages ended `obsflow sync` with a traceback
+    ("internal error ... a bug"), though the fix is the operator's (move the catalog aside)."""
+    config = str(small_site.config_path)
+    assert main(["sync", "-c", config]) == 0
+    damage_catalog(small_site.root / "state" / "catalog.sqlite")
+    capsys.readouterr()
+    assert main(["sync", "-c", config]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("obsflow: error: catalog damaged (database disk image is malformed)"), err
+    assert "move it aside" in err and "internal error" not in err and err.count("\n") == 1
+    # verify needs the catalog only to keep its record: it checks, says why nothing was kept, and
+    # its verdict stands (everything was copied)
+    assert main(["verify", "-c", config]) == 0
+    assert "could not record the verification in the catalog: catalog damaged" in caplog.text
+    assert main(["verify", "-c", config, "--checksum"]) == 2  # the hashes are in the catalog
+    assert capsys.readouterr().err.startswith("obsflow: error: catalog damaged")

@@ -3,6 +3,7 @@ there, as at SAAO) and the remote archive, with simulated data for 3 instruments
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -95,3 +96,16 @@ def ssh_config(tmp_path: Path, sshd: SshServer, body: str) -> Path:
     path = tmp_path / "obsflow.toml"
     path.write_text(f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n{body}')
     return path
+
+
+def damage_catalog(path: Path) -> None:
+    """Overwrite every page after the first (the schema stays readable) with garbage, as a bad disk
+    sector or a copy cut short might leave it."""
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    size = path.stat().st_size
+    with path.open("r+b") as file:
+        file.seek(4096)
+        file.write(bytes(range(256)) * ((size - 4096) // 256))
+

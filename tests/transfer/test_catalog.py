@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from obsflow.errors import CatalogError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import FileStat
+from tests.transfer.conftest import damage_catalog
 
 
 def test_catalog_is_one_wal_file(tmp_path: Path) -> None:
@@ -202,3 +204,27 @@ def test_reading_one_folder_costs_the_same_however_long_the_history(tmp_path: Pa
             cost[history] = (steps(cat, lambda: cat.stored("suth", "sha", ["2016/0907"])),
                              steps(cat, lambda: cat.held("suth", "sha", ["2016/0907"])))  # fmt: skip
         assert cost[2000][0] <= cost[0][0] * 1.2 and cost[2000][1] <= cost[0][1] * 1.2, cost
+
+
+def test_a_damaged_catalog_is_one_catalog_error_line_on_every_read_and_write(tmp_path: Path) -> None:
+    """Found by review: SQLite's "database disk image is malformed" came out of the catalog's
+    reads as a raw sqlite3.DatabaseError, which `obsflow sync` printed as an internal error with a
+    traceback."""
+    path = tmp_path / "catalog.sqlite"
+    files = {f"2016/0907/f{i:05d}.fits": FileStat(i, 100.0) for i in range(3000)}
+    with Catalog(path) as cat:
+        cat.observe("suth", "sha", files)
+        cat.finish_run(cat.start_run("instruments:suth", "sha"), "ok", {"copied": 1})
+    damage_catalog(path)
+    for read_only in (False, True):
+        with Catalog(path, read_only=read_only) as cat:
+            calls: list[Callable[[], object]] = [
+                lambda: cat.stored("suth", "sha"), lambda: cat.last_success("sha"), cat.runs,
+                lambda: cat.files("suth"), lambda: cat.observe("suth", "sha", files, folders=["2016/0907"]),
+            ]  # fmt: skip
+            for call in calls:
+                with pytest.raises(CatalogError) as caught:
+                    call()
+                assert caught.value.one_line().startswith("catalog damaged (")
+                assert "move it aside" in caught.value.one_line() and str(path) in caught.value.one_line()
+                assert "\n" not in caught.value.one_line()

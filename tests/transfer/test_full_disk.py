@@ -226,7 +226,7 @@ def test_staged_copies_moved_before_a_disk_filled_are_counted_and_not_copied_aga
     # root, sha, the staging folder, its dated folders, two staged copies; then the first's final
     # folders, and locally its link() (tmpfs counts each hard link as an inode; over ssh, where ln
     # fails, the script moves the copy after its check)
-    folders = lambda *paths: {"/".join(p.split("/")[:i]) for p in paths for i in (1, 2)}  # noqa: E731
+    folders = lambda *paths: {"/".join(p.split("/")[:i]) for p in paths for i in (1, 2)}
     inodes = 3 + len(folders(first, second)) + 2 + len(folders(first)) + (archive_host == "local")
     archive = tmp_path / "archive"
     mounted = _tmpfs(archive, f"1m,nr_inodes={inodes}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.transfer.conftest import damage_catalog
 from tests.web.conftest import Site, serve
 from tests.web.reading import fetch_html, fetch_json
 
@@ -95,3 +96,13 @@ def test_a_catalog_that_cannot_be_opened_is_a_message_on_the_page(site: Site) ->
     assert sync["error"].startswith("cannot read the catalog: ") and not sync["has_runs"]
     assert "read-only" in sync["error"]
     assert "cannot read the catalog" in page and "Verification" in page  # the other parts still shown
+
+
+def test_a_damaged_catalog_is_a_message_on_the_page(site: Site) -> None:
+    """The page read the damaged catalog's pages through sqlite3 itself; now the catalog's own one line."""
+    damage_catalog(site.config.catalog_path)
+    for server in serve(site.config):
+        sync = fetch_json(server, "/api/sync.json")
+        page = fetch_html(server, "/")
+    assert sync["error"].startswith("cannot read the catalog: catalog damaged (") and not sync["has_runs"]
+    assert "move it aside" in sync["error"] and "Verification" in page

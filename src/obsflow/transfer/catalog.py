@@ -16,17 +16,18 @@ hash always describes the file as last seen.  ``copied``/``verified`` are set on
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from obsflow.config import WHOLE_ROOT
-from obsflow.errors import OutputError
+from obsflow.errors import CatalogError
 from obsflow.transfer.listing import is_utf8_name
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
     except (OSError, sqlite3.Error) as err:
-        raise OutputError(f"cannot open catalog: {err}", path) from err
+        raise CatalogError(f"cannot open catalog: {err}", path) from err
     return db
 
 
@@ -203,12 +204,12 @@ def _open_for_reading(path: Path) -> sqlite3.Connection:
         if not path.is_file():
             return _empty_in_memory()
     except OSError as err:  # a state folder this user cannot enter
-        raise OutputError(f"cannot open catalog: {err.strerror}", path) from err
+        raise CatalogError(f"cannot open catalog: {err.strerror}", path) from err
     try:
         db = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=30.0, isolation_level=None)
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as err:
-        raise OutputError(f"cannot open catalog: {err}{_why_unreadable(path)}", path) from err
+        raise CatalogError(f"cannot open catalog: {err}{_why_unreadable(path)}", path) from err
     if not _TABLES <= tables:
         db.close()
         return _empty_in_memory()
@@ -226,6 +227,31 @@ def _empty_in_memory() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", isolation_level=None)
     db.executescript(_SCHEMA)
     return db
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _not_a_bug(err: sqlite3.DatabaseError) -> bool:
+    """SQLite's errors about the file or its disk (damaged, unreadable, full), not about our queries."""
+    return isinstance(err, sqlite3.OperationalError) or type(err) is sqlite3.DatabaseError
+
+
+def _one_line_errors(method: Callable[Concatenate[Catalog, _P], _R]) -> Callable[Concatenate[Catalog, _P], _R]:
+    """A catalog method whose SQLite errors about the file (a damaged page, an I/O error) become one
+    CatalogError line: the caller stops with a clear error, never a traceback."""
+
+    @functools.wraps(method)
+    def guarded(self: Catalog, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as err:
+            if not _not_a_bug(err):
+                raise
+            raise self.unusable(err) from err
+
+    return guarded
 
 
 class Catalog:
@@ -248,6 +274,13 @@ class Catalog:
     def close(self) -> None:
         self._db.close()
 
+    def unusable(self, err: sqlite3.Error) -> CatalogError:
+        """The one line for a catalog SQLite cannot read or write."""
+        if "malformed" in str(err) or "not a database" in str(err):
+            return CatalogError(f"catalog damaged ({err}): move it aside and the next sync starts a new one "
+                                "(run history and stored hashes start afresh)", self.path)  # fmt: skip
+        return CatalogError(f"cannot use catalog: {err}", self.path)
+
     def __enter__(self) -> Catalog:
         return self
 
@@ -256,6 +289,7 @@ class Catalog:
 
     # ---- files -------------------------------------------------------------------------------
 
+    @_one_line_errors
     def observe(
         self,
         host: str,
@@ -309,10 +343,12 @@ class Catalog:
         for folder in sorted(folders):
             yield from self._db.execute(query, (host, instrument, folder, host, instrument, *_below(folder)))
 
+    @_one_line_errors
     def stored(self, host: str, instrument: str, folders: Iterable[str] | None = None) -> dict[str, StoredFile]:
         """``{path: (size, mtime, xxh128 or None)}`` as recorded for one host and instrument (within ``folders``)."""
         return {path: (size, mtime, xxh) for path, size, mtime, xxh in self._stored(host, instrument, folders)}
 
+    @_one_line_errors
     def held(
         self, host: str, instrument: str, folders: Iterable[str], modified: tuple[float, float] | None = None
     ) -> tuple[int, int]:
@@ -336,10 +372,12 @@ class Catalog:
             files, size = files + int(found), size + int(found_size)
         return files, size
 
+    @_one_line_errors
     def record_hash(self, host: str, instrument: str, path: str, size: int, mtime: float, xxh128: str) -> None:
         """Store the hash of a file as it is now (size and mtime it was computed for)."""
         self.record_hashes(host, instrument, [(path, size, mtime, xxh128)])
 
+    @_one_line_errors
     def record_hashes(
         self, host: str, instrument: str, rows: Iterable[tuple[str, int, float, str]], now: float | None = None
     ) -> int:
@@ -355,6 +393,7 @@ class Catalog:
             self._write((_UPSERT_HASH, values))
         return len(values)
 
+    @_one_line_errors
     def record_copy(
         self,
         source: str,
@@ -378,6 +417,7 @@ class Catalog:
             ]),
         )  # fmt: skip
 
+    @_one_line_errors
     def copied_here(self, host: str, instrument: str, paths: Iterable[str]) -> set[str]:
         """Those of ``paths`` on ``host`` that a sync copied there and that have not changed since.
 
@@ -386,6 +426,7 @@ class Catalog:
         query = "SELECT 1 FROM files WHERE host = ? AND instrument = ? AND path = ? AND copied IS NOT NULL"
         return {path for path in paths if self._db.execute(query, (host, instrument, path)).fetchone()}
 
+    @_one_line_errors
     def mark_verified(self, host: str, instrument: str, paths: Iterable[str], now: float | None = None) -> None:
         """Mark files on ``host`` as verified (their hash was found equal to the source's)."""
         now = time.time() if now is None else now
@@ -394,6 +435,7 @@ class Catalog:
             [(now, host, instrument, path) for path in paths if is_utf8_name(path)],
         ))
 
+    @_one_line_errors
     def get(self, host: str, instrument: str, path: str) -> FileRecord | None:
         """The record of one file, or None if never seen."""
         row = self._db.execute(
@@ -401,7 +443,8 @@ class Catalog:
         ).fetchone()
         return FileRecord(*row) if row else None
 
-    def files(self, host: str, instrument: str | None = None, prefix: str = "") -> Iterator[FileRecord]:
+    @_one_line_errors
+    def files(self, host: str, instrument: str | None = None, prefix: str = "") -> list[FileRecord]:
         """Every file recorded on ``host`` (optionally one instrument, paths starting with ``prefix``)."""
         query = "SELECT * FROM files WHERE host = ?"
         args: list[object] = [host]
@@ -411,9 +454,9 @@ class Catalog:
         if prefix:
             query += " AND substr(path, 1, ?) = ?"
             args += [len(prefix), prefix]
-        for row in self._db.execute(query + " ORDER BY instrument, path", args):
-            yield FileRecord(*row)
+        return [FileRecord(*row) for row in self._db.execute(query + " ORDER BY instrument, path", args)]
 
+    @_one_line_errors
     def known_hashes(
         self, host: str, instrument: str, files: Mapping[str, FileStat], folders: Iterable[str] | None = None
     ) -> dict[str, str]:
@@ -430,6 +473,7 @@ class Catalog:
 
     # ---- runs --------------------------------------------------------------------------------
 
+    @_one_line_errors
     def start_run(self, hop: str, instrument: str, dry_run: bool = False, now: float | None = None) -> int:
         """Open a run row (status ``running`` until :meth:`finish_run`); return its id (0: read-only)."""
         now = time.time() if now is None else now
@@ -441,6 +485,7 @@ class Catalog:
         )
         return int(cursor.lastrowid or 0)
 
+    @_one_line_errors
     def close_interrupted_runs(self) -> int:
         """Mark the runs a dead run left ``running`` as ``interrupted``; call with the run lock held.
 
@@ -454,6 +499,7 @@ class Catalog:
         )
         return cursor.rowcount
 
+    @_one_line_errors
     def finish_run(self, run_id: int, status: str, counts: Mapping[str, int], message: str = "") -> None:
         """Close a run with its status (see RUN_STATUSES) and counts (keys from RUN_COUNTS)."""
         if status not in RUN_STATUSES:
@@ -467,6 +513,7 @@ class Catalog:
             [time.time(), status, message, *values, run_id],
         )
 
+    @_one_line_errors
     def runs(self, limit: int = 100, instrument: str | None = None, hop: str | None = None) -> list[RunRecord]:
         """The latest runs, newest first."""
         query, args = "SELECT * FROM runs WHERE 1 = 1", []
@@ -477,6 +524,7 @@ class Catalog:
         rows = self._db.execute(query + " ORDER BY started DESC, id DESC LIMIT ?", [*args, limit])
         return [RunRecord(*row[:6], bool(row[6]), *row[7:]) for row in rows]
 
+    @_one_line_errors
     def last_success(self, instrument: str, hop: str | None = None) -> float | None:
         """Start time of the latest ``ok`` (not dry) run of ``instrument`` (on ``hop`` if given)."""
         query = "SELECT max(started) FROM runs WHERE instrument = ? AND status = 'ok' AND dry_run = 0"
@@ -489,6 +537,7 @@ class Catalog:
 
     # ---- verifications -----------------------------------------------------------------------
 
+    @_one_line_errors
     def record_verification(
         self,
         *,
@@ -512,6 +561,7 @@ class Catalog:
         )
         return int(cursor.lastrowid or 0)
 
+    @_one_line_errors
     def last_verification(self, checksum: bool | None = None) -> VerificationRecord | None:
         """The latest verification run (only content-checked ones with ``checksum=True``), or None."""
         query, args = "SELECT * FROM verifications", []
@@ -573,5 +623,5 @@ class _Transaction:
         if isinstance(err, sqlite3.OperationalError):
             raise self._cannot_write(err) from err
 
-    def _cannot_write(self, err: sqlite3.Error) -> OutputError:
-        return OutputError(f"cannot write catalog: {err}", str(self._path))
+    def _cannot_write(self, err: sqlite3.Error) -> CatalogError:
+        return CatalogError(f"cannot write catalog: {err}", str(self._path))

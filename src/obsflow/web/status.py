@@ -14,7 +14,6 @@ host locations; free text recorded by other parts (run messages, errors) goes th
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -143,7 +142,7 @@ def sync_status(config: Config, now: float | None = None) -> dict[str, Any]:
     try:
         with Catalog(config.catalog_path, read_only=True) as catalog:  # the sync's state: never written here
             _fill_sync(out, catalog, config, dates, redactor)
-    except (ObsflowError, sqlite3.Error) as err:
+    except ObsflowError as err:
         out["error"] = redactor.clean(f"cannot read the catalog: {err}")
     return out
 
