@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from obsflow.cli import main
+from obsflow.web.pages import human_bytes
 from obsflow.transfer.runlock import sync_lock
 from tests.transfer.conftest import damage_catalog, make_site
 
@@ -212,3 +213,16 @@ def test_a_damaged_catalog_stops_the_sync_with_one_line_and_verify_still_checks(
     assert "could not record the verification in the catalog: catalog damaged" in caplog.text
     assert main(["verify", "-c", config, "--checksum"]) == 2  # the hashes are in the catalog
     assert capsys.readouterr().err.startswith("obsflow: error: catalog damaged")
+
+
+def test_sizes_read_the_same_in_the_sync_output_and_on_the_status_page(small_site, capsys) -> None:
+    """Found by the structure review: the sync printed 2.9 MiB where the page (and the progress bar,
+    rich's) said 3.0 MB for the same bytes."""
+    assert main(["sync", "-c", str(small_site.config_path), "-i", "sha", "--json"]) == 0
+    copied = json.loads(capsys.readouterr().out)["hops"][0]["bytes"]
+    assert copied > 1000
+    for sha_file in small_site.suth.rglob("*.fits"):
+        sha_file.unlink()  # copy the same files again, now with the text output
+    assert main(["sync", "-c", str(small_site.config_path), "-i", "sha", "--hop", "instruments:suth"]) == 0
+    out = capsys.readouterr().out
+    assert f"copied 3 ({human_bytes(copied)})" in out and human_bytes(copied).endswith(" kB"), out

@@ -154,12 +154,10 @@ def _rich_table(report: SyncReport) -> None:
 
 
 def _size(size_bytes: int) -> str:
-    value = float(size_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size_bytes} B"
+    """``3.0 MB``: rich's decimal units, as the progress bar and the status page show sizes."""
+    from rich.filesize import decimal
+
+    return decimal(size_bytes)
 
 
 class _RichProgress:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from rich.filesize import decimal
+
 __all__ = ["PAGES", "human_bytes", "render_page"]
 
 #: path -> (title, the JSON beside it)
@@ -57,13 +59,8 @@ def _e(value: object) -> str:
 
 
 def human_bytes(size: int | float) -> str:
-    """``1.5 MB`` style (decimal units, like rsync --human-readable)."""
-    value = float(size)
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
+    """``1.5 MB`` style: rich's decimal units (like rsync --human-readable), as the sync prints sizes."""
+    return decimal(int(size))
 
 
 def _when(seconds: object) -> str:
