@@ -11,6 +11,7 @@ import pytest
 from obsflow.config import UNDATED
 from obsflow.errors import UsageError
 from obsflow.transfer.listing import FileStat, is_safe_relpath, unsafe_relpaths
+from obsflow.transfer.locks import FillerLock, FillerLocks
 from obsflow.transfer.plan import (
     dated_folders,
     modified_window,
@@ -53,7 +54,7 @@ def test_every_file_lands_in_one_bucket() -> None:
         "n/touched.fits": FileStat(10, old + 60),
         "n/differs.fits": FileStat(11, old),
     }
-    plan = plan_copy(source, dest, source_time=NOW, settle_s=120, locks={"AGBT26A_001_01"})
+    plan = plan_copy(source, dest, source_time=NOW, settle_s=120, locks=FillerLocks({"AGBT26A_001_01": FillerLock("AGBT26A_001_01", "/locks", None)}))
     assert list(plan.copy) == ["n/new.fits"]
     assert plan.present == ["n/same.fits"]
     assert plan.check == ["n/touched.fits"]

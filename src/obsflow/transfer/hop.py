@@ -46,6 +46,7 @@ from obsflow.transfer.listing import (
     missing_disk,
 )
 from obsflow.transfer.localcopy import python_copy
+from obsflow.transfer.locks import FillerLocks
 from obsflow.transfer.plan import CLOCK_AHEAD_S, HopPlan, modified_within, plan_copy, take_grown
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.report import HopOutcome, Progress
@@ -96,7 +97,7 @@ class HopJob:
 class HopSettings:
     """How hops run (from the config and the command line)."""
 
-    locks: frozenset[str] = frozenset()
+    locks: FillerLocks = field(default_factory=FillerLocks)
     watches_filler: bool = False  # the config names filler lock folders: a filler appends to files at any time
     ssh_options: tuple[str, ...] = ()
     rsync_options: tuple[str, ...] = ()

@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from obsflow.config import UNDATED, WHOLE_ROOT
 from obsflow.errors import UsageError
 from obsflow.transfer.listing import FileStat, is_safe_relpath, is_utf8_name, printable_name, unsafe_relpaths
+from obsflow.transfer.locks import FillerLocks, guarded_by
 
 __all__ = [
     "CLOCK_AHEAD_S", "NOT_UTF8", "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within",
@@ -138,12 +139,12 @@ def plan_copy(
     *,
     source_time: float,
     settle_s: float,
-    locks: Collection[str] = (),
+    locks: FillerLocks | None = None,
 ) -> HopPlan:
     """Sort every source file of one hop into the buckets of :class:`HopPlan`.
 
     ``source_time`` is the source host's clock when it listed (so clock skew between
-    hosts cannot make a fresh file look settled); ``locks`` are live filler lock names.
+    hosts cannot make a fresh file look settled); ``locks``: the filler's project locks.
     """
     plan = HopPlan()
     settled_before, set_ahead = writing_window(source_time, settle_s)
@@ -154,7 +155,7 @@ def plan_copy(
         reason = _refusal(path, st, is_safe=path not in unsafe)
         if reason:  # printable: a refused name may hold bytes that are not UTF-8 (a symlink's too)
             plan.refused.append(Refusal(printable_name(path), reason))
-        elif locks and any(part in locks for part in path.split("/")):
+        elif locks is not None and locks.locks and guarded_by(path, locks):
             plan.locked.append(path)
         elif settled_before < st.mtime <= set_ahead:
             plan.in_flight.append(path)

@@ -19,7 +19,7 @@ from obsflow.config import Config, Hop
 from obsflow.errors import TransportError, UsageError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
-from obsflow.transfer.locks import read_filler_locks
+from obsflow.transfer.locks import FillerLocks, read_filler_locks
 from obsflow.transfer.plan import HopPlan, dated_folders, modified_window, window_dates
 from obsflow.transfer.remote import Shell, remote_targets, shared_connections
 from obsflow.transfer.report import HopOutcome, Progress, SyncReport
@@ -96,7 +96,7 @@ def run_sync(
                     outcome = HopOutcome(job.hop, job.instrument, str(job.source), str(job.dest),
                                          dry_run=request.dry_run, failure=err.one_line())  # fmt: skip
                 else:
-                    outcome = run_hop(job, replace(settings, locks=frozenset(locks)), catalog, progress, before_copy)
+                    outcome = run_hop(job, replace(settings, locks=locks), catalog, progress, before_copy)
                 report.outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
@@ -183,8 +183,8 @@ def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today:
     return warnings
 
 
-def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | None = None) -> set[str]:
-    """Names of the filler locks in every ``locks`` folder of the config (see transfer.locks).
+def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | None = None) -> FillerLocks:
+    """The filler locks in every ``locks`` folder of the config (see transfer.locks).
 
     Stale locks count too: a lock whose holder died marks a fill that was cut off and not yet
     rolled back (its files may hold a half-written scan); the filler clears it when it next
@@ -204,4 +204,4 @@ def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | No
             log.warning("lock %s at %s was left by a filler that is gone (%s): %s is skipped until the filler "
                         "restarts and rolls back its interrupted fill", lock.name, lock.entry, lock.holder_text,
                         lock.name)  # fmt: skip
-    return set(found.locks)
+    return found
