@@ -160,7 +160,7 @@ def _rows(
 
     # pointing at each integration's middle, with feed offsets
     pointing = antenna.at(vegas.dmjd)
-    offsets = [antenna.beam_offsets.get(str(p.feed), (0.0, 0.0)) for p in paths]
+    offsets = [antenna.feed_offset(str(p.feed)) for p in paths]  # from the tracking beam, whose pointing this is
     xel = np.array([o[0] for o in offsets])
     eloff = np.array([o[1] for o in offsets])
     el = pointing["el"][i_idx] + eloff[s_idx]
