@@ -109,7 +109,7 @@ def scan_rows(scan: Scan, bank: str) -> dict[str, np.ndarray]:
     InputError
         A file the scan needs is missing, truncated or malformed, or the files disagree.
     """
-    if not scan.is_finished:
+    if not scan.is_over:
         raise InputError(f"scan {scan.number} ({scan.timestamp}) has not finished", scan.project_dir / "ScanLog.fits")
     path = bank_file(scan, bank)
     require_files(scan, ("GO", "Antenna", "IF", "VEGAS", "LO1A"))
