@@ -14,7 +14,7 @@ from obsflow.cli import main
 from obsflow.cli.fill import parse_scan_list
 from obsflow.errors import UsageError
 from obsflow.online.layout import OutputLayout
-from obsflow.sdfits import index_fits
+from obsflow.sdfits import index_fits, writer
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 
 PROJECT = "AGBT26A_500_01"
@@ -263,3 +263,37 @@ def test_a_dry_run_reads_the_raw_data_as_a_fill_would(raw_project, tmp_path, cap
     plan = json.loads(capsys.readouterr().out)
     assert [f["scan"] for f in plan["failed"]] == [3] and [s["scan"] for s in plan["would_fill"]] == [1, 2, 4, 5, 6]
     assert not (tmp_path / "out").exists()
+
+
+def _never_finished_first_scan(root: Path) -> Path:
+    """Two Track scans whose scan log never got scan 1's SCAN FINISHED (M&C crashed), its files written."""
+    from astropy.io import fits
+
+    spec = TelescopeSpec(project="AGBT26A_501_01", scans=2, procedure="Track", pols=1, channels=1024,
+                         integrations=2, start=datetime(2026, 11, 21, 6, 0, tzinfo=UTC))  # fmt: skip
+    simulate_project(spec, root)
+    log = root / spec.project / "ScanLog.fits"
+    with fits.open(log) as hdus:
+        rows = hdus[1].data
+        kept = [i for i, row in enumerate(rows) if (row["SCAN"], row["FILEPATH"][:13]) != (1, "SCAN FINISHED")]
+        fits.HDUList([hdus[0].copy(), fits.BinTableHDU(rows[kept], header=hdus[1].header)]).writeto(log, overwrite=True)
+    return root / spec.project
+
+
+def test_a_scan_the_log_never_finished_can_be_filled_by_hand(tmp_path, capsys):
+    # Found by review: `online status` says of such a scan "fill it by hand if its data are wanted", but
+    # `obsflow fill --scans 1` refused it ("scan has not finished", exit 1): there was no way to fill it.
+    raw = _never_finished_first_scan(tmp_path / "raw")
+    out = tmp_path / "out"
+    assert main(["fill", str(raw), str(out)]) == 1  # every scan: left out, as the daemon leaves it, and said how
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [("obsflow: error: scan 1: the scan log never finished it (a later scan started): "
+                    "name it in --scans to fill what its files hold")]  # fmt: skip
+    assert main(["fill", str(raw), str(out), "--scans", "1", "-n"]) == 0
+    assert main(["fill", str(raw), str(out), "--scans", "1", "--json"]) == 0
+    capsys.readouterr()
+    product = OutputLayout(out).product_dir(raw.name)
+    assert {int(scan) for scan, _ in writer.scans_in_file(product / f"{raw.name}.raw.vegas.A.fits")} == {1, 2}
+    assert main(["online", "--raw-root", str(raw.parent), "--out-root", str(out), "--until-idle"]) == 0
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    assert "NEVER FINISHED" not in capsys.readouterr().out  # it is filled now

@@ -2,7 +2,8 @@
 
 dysh (from PyPI) opens our products as a directory, as a single file, with and
 without our index, with flags; ``gettp`` (Track) and ``getps`` (OnOff) must give
-back the line and the system temperature the simulator injected, within 5 %.
+back the line and the system temperature the simulator injected, within 5 %; ``getnod`` (Nod, two feeds)
+must find the two nodding beams and give back the line.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ TSYS, TCAL, PEAK, FWHM_HZ = 22.0, 1.8, 3.0, 120e3
 LINE_HZ = 1420.405752e6 + 0.8e6  # off the band centre, so the centre is really measured
 
 
-def _spec(procedure: str, scans: int, project: str, seed: int) -> TelescopeSpec:
+def _spec(procedure: str, scans: int, project: str, seed: int, feeds: int = 1) -> TelescopeSpec:
     return TelescopeSpec(
-        project=project, scans=scans, procedure=procedure, banks=2, pols=2, feeds=1, channels=4096,
+        project=project, scans=scans, procedure=procedure, banks=2, pols=2, feeds=feeds, channels=4096,
         integrations=30, tsys_k=TSYS, tcal_k=TCAL, line_peak_k=PEAK, line_freq_hz=LINE_HZ, line_fwhm_hz=FWHM_HZ,
         line_fwhm_kms=None, seed=seed, start=datetime(2026, 11, 20, 2, 0, 0, tzinfo=UTC),
     )  # fmt: skip
@@ -116,6 +117,28 @@ def test_gettp_track_recovers_tsys_and_line(filled):
     off_line = np.abs(freq - LINE_HZ) > 5 * FWHM_HZ
     baseline = np.polyval(np.polyfit(freq[off_line], counts[off_line], 3), freq)
     peak, centre, fwhm = _fit_line(freq, tsys * (counts / baseline - 1.0))
+    assert peak == pytest.approx(PEAK, rel=0.05)
+    assert abs(centre - LINE_HZ) < 0.05 * FWHM_HZ
+    assert fwhm == pytest.approx(FWHM_HZ, rel=0.05)
+
+
+def test_getnod_finds_both_nodding_beams_and_recovers_the_line(tmp_path):
+    # Found by review: FEEDXOFF/FEEDEOFF were each beam's offset in the receiver, not from the beam the
+    # antenna tracked with, so in the second scan of a Nod (beam 2 on the source) beam 1 still had offset 0:
+    # dysh's get_nod_beams said [0, 0] and getnod calibrated beam 1 against itself.
+    raw_root, out = tmp_path / "raw", tmp_path / "sdfits"
+    simulate_project(_spec("Nod", 2, "AGBT26A_300_01", seed=5, feeds=2), raw_root)
+    assert main(["fill", str(raw_root / "AGBT26A_300_01"), str(out)]) == 0
+    sdf = _load(OutputLayout(out).product_dir("AGBT26A_300_01"))
+    offsets = {(int(scan), int(fdnum)): (float(x), float(e)) for scan, fdnum, x, e
+               in zip(sdf["SCAN"], sdf["FDNUM"], sdf["FEEDXOFF"], sdf["FEEDEOFF"], strict=True)}  # fmt: skip
+    assert offsets[(1, 0)] == offsets[(2, 1)] == (0.0, 0.0)  # the tracking beam of each scan
+    assert offsets[(1, 1)] == pytest.approx((0.05, 0.0)) and offsets[(2, 0)] == pytest.approx((-0.05, 0.0))
+    assert sdf.get_nod_beams(1) == [0, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ta = sdf.getnod(scan=1, ifnum=0, plnum=0).timeaverage()
+    peak, centre, fwhm = _fit_line(ta.spectral_axis.to("Hz").value, ta.flux.to("K").value)
     assert peak == pytest.approx(PEAK, rel=0.05)
     assert abs(centre - LINE_HZ) < 0.05 * FWHM_HZ
     assert fwhm == pytest.approx(FWHM_HZ, rel=0.05)

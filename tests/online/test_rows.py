@@ -73,6 +73,27 @@ def test_frequency_pointing_and_calibration_values(scans: list[raw.Scan]) -> Non
     assert header["SITELONG"] == pytest.approx(-79.8398, abs=1e-3)
 
 
+def _azel(ra_deg: np.ndarray, dec_deg: np.ndarray, lst_s: np.ndarray, lat_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    ha, dec, lat = np.radians(lst_s / 240.0 - ra_deg), np.radians(dec_deg), np.radians(lat_deg)
+    el = np.arcsin(np.sin(dec) * np.sin(lat) + np.cos(dec) * np.cos(lat) * np.cos(ha))
+    az = np.arctan2(-np.sin(ha) * np.cos(dec), np.sin(dec) * np.cos(lat) - np.cos(dec) * np.sin(lat) * np.cos(ha))
+    return np.degrees(az), np.degrees(el)
+
+
+def test_every_feed_has_its_own_ra_dec(scans: list[raw.Scan]) -> None:
+    # Found by review: CRVAL2/CRVAL3 (RA/DEC) were the tracking beam's for every feed, though the header says
+    # "Feed offsets ARE included in the CRVAL2 and CRVAL3 columns": a multi-beam map put all beams on one spot.
+    rows = scan_rows(scans[1], "A")
+    az, el = _azel(rows["CRVAL2"], rows["CRVAL3"], rows["LST"], scan_header(scans[1], "A")["SITELAT"])
+    az_off, el_off = np.radians(az - rows["AZIMUTH"]), np.radians(el - rows["ELEVATIO"])
+    cos_el = np.cos(np.radians(el)) * np.cos(np.radians(rows["ELEVATIO"]))
+    haversine = np.sin(el_off / 2) ** 2 + cos_el * np.sin(az_off / 2) ** 2
+    assert np.degrees(2 * np.arcsin(np.sqrt(haversine))).max() * 3600 < 2.0  # arcsec, the feed's own AZIMUTH/ELEVATIO
+    feed2 = rows["FEED"] == 2
+    assert rows["CRVAL2"][~feed2] == pytest.approx(np.full((~feed2).sum(), SPEC.source_ra_deg))  # on the source
+    assert np.abs(rows["CRVAL2"][feed2] - SPEC.source_ra_deg).min() * 3600 > 60  # feed 2 is 3 arcmin away
+
+
 def test_position_switched_calibration_recovers_tsys_and_line(scans: list[raw.Scan]) -> None:
     off, on = (scan_rows(s, "A") for s in scans)  # OffOn: the first scan is the reference
     pick = (on["FDNUM"] == 0) & (on["PLNUM"] == 0)

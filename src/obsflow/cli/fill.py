@@ -83,7 +83,8 @@ def parse_scan_list(text: str) -> ScanList:
 @click.argument("raw_project", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("output_root", type=click.Path(path_type=Path, file_okay=False), default=".", required=False)
 @click.option("--backends", default="vegas", show_default=True, help="Backends to fill (only vegas is supported).")
-@click.option("--scans", "scan_list", default=None, help="Scans to fill, e.g. 1,3,5-9 (default: every finished scan).")
+@click.option("--scans", "scan_list", default=None,
+              help="Scans to fill, e.g. 1,3,5-9 (default: every finished scan; one the log never finished: only if named).")
 @click.option("--flags", "flags_dir", type=click.Path(path_type=Path, file_okay=False), help="Flag-file folder [OUT/flags].")
 @click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False), help="Lock-file folder [OUT/locks].")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the project lock.")
@@ -118,7 +119,7 @@ def command(
     scans = _chosen_scans(raw_project, scan_list)
     layout = OutputLayout(output_root, flags_dir, locks_dir)
     if dry_run:
-        return _dry_run(scans, layout, raw_project.name.split(":")[0], as_json)
+        return _dry_run(scans, layout, raw_project.name.split(":")[0], as_json, named=scan_list is not None)
     try:
         layout.root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -130,8 +131,8 @@ def command(
     try:
         for scan in scans:
             progress.describe(f"scan {scan.number}")
-            if not scan.is_finished:
-                problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": "scan has not finished"})
+            if (why := _not_filled(scan, named=scan_list is not None)) is not None:
+                problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": why})
             elif locked_out is not None:  # waiting again for every scan would multiply --lock-timeout
                 problems.append({"scan": scan.number, "timestamp": scan.timestamp,
                                  "error": f"not tried: the project's lock is held (see scan {locked_out})"})  # fmt: skip
@@ -156,11 +157,25 @@ def command(
     return EXIT_FINDINGS if problems else 0
 
 
-def _dry_run(scans: list[raw.Scan], layout: OutputLayout, project: str, as_json: bool) -> int:
-    """What the fill would do, scan by scan: every raw scan read and converted, nothing written, no lock."""
-    from obsflow.online.fill import plan_fill
+def _not_filled(scan: raw.Scan, named: bool) -> str | None:
+    """Why ``scan`` is left out of this fill, or None.  A stopped scan (the log never finished it and a
+    later scan started) is filled with what its files hold when ``--scans`` names it, as the status's
+    NEVER FINISHED line advises; left out of a fill of every scan, as the daemon leaves it."""
+    if scan.is_finished or (scan.stopped and named):
+        return None
+    if scan.stopped:
+        return "the scan log never finished it (a later scan started): name it in --scans to fill what its files hold"
+    return "scan has not finished"
 
-    planned = plan_fill(scans, layout, project)
+
+def _dry_run(scans: list[raw.Scan], layout: OutputLayout, project: str, as_json: bool, named: bool) -> int:
+    """What the fill would do, scan by scan: every raw scan read and converted, nothing written, no lock."""
+    from obsflow.online.fill import PlannedFill, plan_fill
+
+    left_out = {scan.key: why for scan in scans if (why := _not_filled(scan, named)) is not None}
+    kept = iter(plan_fill([scan for scan in scans if scan.key not in left_out], layout, project))
+    planned = [PlannedFill(scan.number, scan.timestamp, "fail", error=left_out[scan.key]) if scan.key in left_out
+               else next(kept) for scan in scans]  # fmt: skip
     summary = {
         "dry_run": True,
         "project": project,

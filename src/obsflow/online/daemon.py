@@ -259,8 +259,8 @@ class Daemon:
             self.engine.observe(event)
             if event.kind == "project":
                 self._service_log("project", project=event.project)
-        self._tell_never_finished()
         self._learn_filled_scans()
+        self._tell_never_finished()  # after: a scan filled by hand is not "not filled"
         self.status.active_project = self.engine.active_project
         actions = self.engine.next_actions(time.time())
         began = time.monotonic()

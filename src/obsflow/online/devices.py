@@ -162,6 +162,17 @@ class AntennaFile:
     az_deg: np.ndarray = field(hash=False, compare=False)
     el_deg: np.ndarray = field(hash=False, compare=False)
     beam_offsets: Mapping[str, tuple[float, float]] = field(hash=False, compare=False)  # name -> (xel, el) deg
+    tracking_offset: tuple[float, float] = (0.0, 0.0)  # the tracking beam's (xel, el) in the receiver, deg
+
+    def feed_offset(self, feed: str) -> tuple[float, float]:
+        """(xel, el) of ``feed`` from the tracking beam, deg (SDFITS FEEDXOFF/FEEDEOFF).
+
+        The pointing (``ANTPOSGR``) is the tracking beam's, and BEAM_OFFSETS place every beam in
+        the receiver: a Nod tracks with beam 1, then beam 2, and in each scan the beam on the
+        source has offset 0 (dysh's getnod finds the nodding beams by exactly that).
+        """
+        xel, el = self.beam_offsets.get(feed, self.tracking_offset)
+        return xel - self.tracking_offset[0], el - self.tracking_offset[1]
 
     def at(self, dmjd: np.ndarray) -> dict[str, np.ndarray]:
         """Pointing linearly interpolated at ``dmjd`` (azimuth unwrapped first)."""
@@ -200,7 +211,22 @@ def read_antenna(path: Path) -> AntennaFile:
         az_deg=float_column(table, az_name, path),
         el_deg=float_column(table, el_name, path),
         beam_offsets=MappingProxyType(offsets),
+        tracking_offset=_tracking_offset(hdus.primary.header, offsets, path),
     )
+
+
+def _tracking_offset(
+    header: Mapping[str, Any], offsets: Mapping[str, tuple[float, float]], path: Path
+) -> tuple[float, float]:
+    """The tracking beam's (xel, el) in the receiver: its BEAM_OFFSETS row (``TRCKBEAM``), else the
+    header's ``TRCKBMXE``/``TRCKBMEL``, else 0 (older files: beam 1, at the receiver's centre)."""
+    name = str(header.get("TRCKBEAM", "")).strip()
+    if name in offsets:
+        return offsets[name]
+    try:
+        return float(header.get("TRCKBMXE", 0.0)), float(header.get("TRCKBMEL", 0.0))
+    except (TypeError, ValueError):
+        raise InputError("Antenna header TRCKBMXE/TRCKBMEL is not a number", path) from None
 
 
 @dataclass(frozen=True)

@@ -119,13 +119,15 @@ class Engine:
     def already_filled(self, project: str, keys: set[ScanKey]) -> None:
         """Scans found in the output files at start-up: never fill them again.
 
-        A failure remembered for one of them is over (an operator filled it by hand).
+        A failure remembered for one of them is over, and a scan the log never finished is no
+        longer "not filled" (an operator filled it by hand).
         """
         state = self.project(project)
         state.filled |= keys
         state.filled_known = True
         for key in keys:
             state.failures.pop(key, None)
+            state.never_finished.pop(key, None)
 
     def restore_failures(self, project: str, failures: dict[ScanKey, Failure]) -> None:
         """Failure bookkeeping saved before a restart."""

@@ -126,7 +126,7 @@ def plan_fill(scans: Sequence[raw.Scan], layout: OutputLayout, project: str) -> 
     present = scans_in_files(layout, project)
     planned = []
     for scan in scans:
-        if not scan.is_finished:
+        if not scan.is_over:
             planned.append(PlannedFill(scan.number, scan.timestamp, "fail", error="scan has not finished"))
         elif ScanKey(scan.number, scan.timestamp) in present:
             planned.append(PlannedFill(scan.number, scan.timestamp, "skip"))
@@ -164,10 +164,12 @@ def fill_scan(
 ) -> ScanFill:
     """Append ``scan`` to its project's bank files, index, combined index and flag files.
 
-    ``project`` names the output folder (default: the scan's PROJID).
+    ``project`` names the output folder (default: the scan's PROJID).  A stopped scan (the log never
+    finished it, a later scan started) is filled with what its files hold: only by hand, the daemon
+    fills finished scans only.
     """
     started = time.perf_counter()
-    if not scan.is_finished:
+    if not scan.is_over:
         raise InputError(f"scan {scan.number} has not finished yet", scan.project_dir / raw.SCANLOG)
     converted = _convert(scan)
     project = project or scan.project

@@ -122,6 +122,7 @@ class Scan:
     project_dir: Path
     devices: Mapping[str, tuple[Path, ...]] = field(hash=False, compare=False)
     go: Mapping[str, Any] = field(hash=False, compare=False, default_factory=lambda: MappingProxyType({}))
+    stopped: bool = False  # never finished, and a later scan of the log started: it never will
 
     @property
     def key(self) -> tuple[int, str]:
@@ -131,6 +132,11 @@ class Scan:
     @property
     def is_finished(self) -> bool:
         return self.state == "finished"
+
+    @property
+    def is_over(self) -> bool:
+        """Finished, or stopped (no SCAN FINISHED, but a later scan started): its files are all it will get."""
+        return self.is_finished or self.stopped
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -197,7 +203,7 @@ def read_project(project_dir: Path, with_go: bool = True) -> list[Scan]:
     table = _table(hdus, "ScanLog", log_path)
     building = _group_log_rows(table, project_dir, log_path)
     scans = []
-    for item in building:
+    for position, item in enumerate(building):
         devices: dict[str, list[Path]] = {}
         for path in item.paths:
             devices.setdefault(path.parent.name, []).append(path)
@@ -218,6 +224,7 @@ def read_project(project_dir: Path, with_go: bool = True) -> list[Scan]:
                 project_dir=project_dir,
                 devices=frozen,
                 go=go,
+                stopped=not item.is_finished and position < len(building) - 1,
             )
         )
     return scans

@@ -13,8 +13,8 @@ Values:
 * frequency axis: the sky-frequency formula of the IF file,
   ``sky = SFF_SIDEBAND*IF + SFF_MULTIPLIER*LO1 + SFF_OFFSET``, applied to the VEGAS
   SAMPLER axis (``CRVAL1`` at ``CRPIX1``, ``CDELT1``) with LO1 at each integration;
-* pointing interpolated from the Antenna file at each integration's middle,
-  feed offsets added to AZIMUTH/ELEVATIO (and to CRVAL2/3 when those are AZ/EL);
+* pointing interpolated from the Antenna file at each integration's middle (the tracking
+  beam's), each feed's offset from that beam added to AZIMUTH/ELEVATIO and to CRVAL2/3;
 * ``DATE-OBS`` the start of each integration, ``TIMESTAMP`` the scan's;
 * ``TCAL`` from the receiver's RX_CAL_INFO table at the observed frequency;
 * VEGAS spur keywords from ``SPUR_CHANNEL = (J*ADCSAMPF/64 - CRVAL1)/CDELT1 + CRPIX1``,
@@ -109,7 +109,7 @@ def scan_rows(scan: Scan, bank: str) -> dict[str, np.ndarray]:
     InputError
         A file the scan needs is missing, truncated or malformed, or the files disagree.
     """
-    if not scan.is_finished:
+    if not scan.is_over:
         raise InputError(f"scan {scan.number} ({scan.timestamp}) has not finished", scan.project_dir / "ScanLog.fits")
     path = bank_file(scan, bank)
     require_files(scan, ("GO", "Antenna", "IF", "VEGAS", "LO1A"))
@@ -160,22 +160,23 @@ def _rows(
 
     # pointing at each integration's middle, with feed offsets
     pointing = antenna.at(vegas.dmjd)
-    offsets = [antenna.beam_offsets.get(str(p.feed), (0.0, 0.0)) for p in paths]
+    offsets = [antenna.feed_offset(str(p.feed)) for p in paths]  # from the tracking beam, whose pointing this is
     xel = np.array([o[0] for o in offsets])
     eloff = np.array([o[1] for o in offsets])
     el = pointing["el"][i_idx] + eloff[s_idx]
     az = (pointing["az"][i_idx] + xel[s_idx] / np.cos(np.radians(el))) % 360.0
-    ctype2, ctype3 = _COORDS.get(str(header.get("COORDSYS", "RADEC")).strip().upper(), ("AZ", "EL"))
-    if (ctype2, ctype3) == ("RA", "DEC"):
-        crval2, crval3 = pointing["ra"][i_idx], pointing["dec"][i_idx]
-    elif ctype2 == "GLON":
-        crval2, crval3 = _galactic(pointing["ra"][i_idx], pointing["dec"][i_idx])
-    else:
-        crval2, crval3 = az, el
-
     lst_start_s = _number(antenna.header, "LSTSTART", 0.0)
     elapsed_s = (vegas.dmjd - antenna.dmjd[0]) * 86400.0
     lst = (lst_start_s + elapsed_s * SIDEREAL_PER_SOLAR) % 86400.0
+
+    ctype2, ctype3 = _COORDS.get(str(header.get("COORDSYS", "RADEC")).strip().upper(), ("AZ", "EL"))
+    if ctype2 in ("RA", "GLON"):  # each feed's own position, as the header says ("Feed offsets ARE included")
+        latitude = _number(antenna.header, "SITELAT", GBT_SITE["SITELAT"])
+        ra, dec = _feed_radec(pointing["ra"][i_idx], pointing["dec"][i_idx], lst[i_idx] / 240.0, latitude,
+                              xel[s_idx], eloff[s_idx])  # fmt: skip
+        crval2, crval3 = (ra, dec) if ctype2 == "RA" else _galactic(ra, dec)
+    else:
+        crval2, crval3 = az, el
 
     # spurs: channels (J*ADCSAMPF/64 - CRVAL1)/CDELT1 + CRPIX1 in the IF axis
     spacing = vegas.adcsampf_hz / 64.0
@@ -361,6 +362,22 @@ def _smooth_centre_spur(data: spectra.SpectraInFile, vsprval: np.ndarray, crpix1
         return data
     mean = 0.5 * (data.channels(rows, channel - 1) + data.channels(rows, channel + 1))  # float32, as the filler
     return data.with_channel_set(rows, channel, mean)
+
+
+def _feed_radec(
+    ra: np.ndarray, dec: np.ndarray, lst_deg: np.ndarray, latitude_deg: float, xel: np.ndarray, eloff: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """RA/Dec (deg) of a feed (xel, el) deg from the tracking beam pointed at (ra, dec).
+
+    On the sky +el points at the zenith, whose position angle (north through east) is the
+    parallactic angle q, and +xel (growing azimuth) at q - 90 deg.
+    """
+    hour_angle = np.radians(lst_deg - ra)
+    dec_r, lat = np.radians(dec), np.radians(latitude_deg)
+    q = np.arctan2(np.sin(hour_angle), np.tan(lat) * np.cos(dec_r) - np.sin(dec_r) * np.cos(hour_angle))
+    north = eloff * np.cos(q) + xel * np.sin(q)
+    east = eloff * np.sin(q) - xel * np.cos(q)
+    return (ra + east / np.cos(dec_r)) % 360.0, dec + north
 
 
 def _galactic(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

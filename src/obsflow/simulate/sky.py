@@ -58,7 +58,7 @@ def bank_counts(
     tsys_k: float,
     tcal_k: float,
     line: GaussianLine | None,
-    on_source: bool,
+    on_source: np.ndarray,
 ) -> np.ndarray:
     """Counts of shape (integrations, samplers, states, channels), float32.
 
@@ -72,17 +72,19 @@ def bank_counts(
         (states,) 1 where the noise diode is on.
     gains
         (samplers,) counts per kelvin of each sampler.
+    on_source
+        (samplers,) True where the sampler's beam sees the source (and its line).
     """
     nint, nstate = exposure_s.shape
     nchan = sky_freq_hz.size
     temp = (tsys_k - tcal_k / 2.0) + cal_on[:, None] * tcal_k  # (states, channels) after broadcasting below
-    temp = np.broadcast_to(temp, (nstate, nchan)).astype(np.float64)
-    if on_source and line is not None:
-        temp = temp + gaussian_line_k(sky_freq_hz, line)[None, :]
+    temp = np.broadcast_to(temp, (gains.size, nstate, nchan)).astype(np.float64)  # per sampler: not all see the line
+    if line is not None:
+        temp[np.asarray(on_source, dtype=bool)] += gaussian_line_k(sky_freq_hz, line)[None, :]
     scale = gains[None, :, None, None] * bandpass(nchan)[None, None, None, :]
     sigma = 1.0 / np.sqrt(abs(chan_width_hz) * exposure_s)  # (integrations, states)
     noise = rng.standard_normal((nint, gains.size, nstate, nchan), dtype=np.float32)
     noise *= sigma[:, None, :, None].astype(np.float32)
     noise += 1.0
-    counts = noise * (scale * temp[None, None, :, :]).astype(np.float32)
+    counts = noise * (scale * temp[None, :, :, :]).astype(np.float32)
     return counts.astype(np.float32, copy=False)

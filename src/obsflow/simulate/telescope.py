@@ -13,8 +13,9 @@ Layout written (see ``docs/raw-format.md``)::
 At scan start the log gets the scan's file rows and ``SCAN STARTING AT``; GO,
 LO1A, IF (and the receiver file) are written then; Antenna and VEGAS files are
 written at the end of the scan, followed by ``SCAN FINISHED AT``.  Procedures:
-``Track`` (one scan) and ``OnOff``/``OffOn`` (two scans, PROCSEQN 1 and 2).  The
-data carry a known Tsys, Tcal and, on source only, a Gaussian line (see
+``Track`` (one scan), ``OnOff``/``OffOn`` (two scans, PROCSEQN 1 and 2) and ``Nod``
+(two feeds, two scans on source: beam 1 tracks it in the first, beam 2 in the second).  The
+data carry a known Tsys, Tcal and, in the beam on source only, a Gaussian line (see
 :mod:`obsflow.simulate.sky`).  Everything is deterministic for a given seed.
 """
 
@@ -47,8 +48,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Procedure = Literal["Track", "OnOff", "OffOn"]
-PROCEDURES: tuple[str, ...] = ("Track", "OnOff", "OffOn")
+Procedure = Literal["Track", "OnOff", "OffOn", "Nod"]
+PROCEDURES: tuple[str, ...] = ("Track", "OnOff", "OffOn", "Nod")
 BANK_LETTERS = "ABCDEFGH"
 SITE_LAT_DEG = 38.4331194
 SITE_LONG_DEG = -79.8398333  # east longitude
@@ -61,6 +62,7 @@ SWITCH_PERIOD_S = 0.2
 BLANKING_S = 0.002
 OFF_OFFSET_DEG = 1.0  # the OFF position is this far east in RA (great circle)
 SLEW_S = 5.0  # pause between scans
+BEAM_OFFSETS_DEG = {1: (0.0, 0.0), 2: (0.05, 0.0)}  # feed -> (xel, el) in the receiver, as the Antenna file's BEAM_OFFSETS
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ class TelescopeSpec:
             problems.append("scans, integrations and integration time must be positive")
         if self.procedure != "Track" and self.scans % 2:
             problems.append(f"{self.procedure} takes scans in pairs: --scans must be even")
+        if self.procedure == "Nod" and self.feeds != 2:
+            problems.append("Nod nods between two beams: --feeds must be 2")
         if self.tsys_k <= self.tcal_k / 2 or self.tcal_k <= 0:
             problems.append("need tcal > 0 and tsys > tcal/2")
         if problems:
@@ -151,6 +155,7 @@ class ScanPlan:
     lastoff: int
     ra_deg: float
     dec_deg: float
+    tracking_beam: int = 1  # the feed the antenna points at (ra_deg, dec_deg)
 
     @property
     def timestamp(self) -> str:
@@ -207,6 +212,8 @@ def plan_scans(spec: TelescopeSpec) -> list[ScanPlan]:
             on = (seqn == 1) == (spec.procedure == "OnOff")
         if spec.procedure == "Track":
             procscan, swstate = "ON", "NONE"
+        elif spec.procedure == "Nod":
+            procscan, swstate, on = f"BEAM{seqn}", "NONE", True
         else:
             procscan, swstate = ("ON", "PSWITCHON") if on else ("OFF", "PSWITCHOFF")
         laston, lastoff = (number, lastoff) if on else (laston, number)
@@ -215,6 +222,7 @@ def plan_scans(spec: TelescopeSpec) -> list[ScanPlan]:
                 number=number, start=start, duration_s=duration, procname=spec.procedure, procseqn=seqn,
                 procsize=size, procscan=procscan, swstate=swstate, is_on_source=on, laston=laston, lastoff=lastoff,
                 ra_deg=spec.source_ra_deg if on else off_ra, dec_deg=spec.dec_deg,
+                tracking_beam=seqn if spec.procedure == "Nod" else 1,
             )
         )  # fmt: skip
         start = start + timedelta(seconds=math.ceil(duration + SLEW_S))
@@ -413,7 +421,10 @@ class TelescopeSimulator:
             "SITELAT": SITE_LAT_DEG, "SITELONG": -SITE_LONG_DEG, "SITEELEV": SITE_ELEV_M, "INDICSYS": "RADEC",
             "RADESYS": "FK5", "EQUINOX": 2000.0, "AMBTEMP": 5.0, "AMBPRESS": 925.0, "AMBHUMID": 0.6,
         }  # fmt: skip
-        offsets = {str(feed): (0.0, 0.0) if feed == 1 else (0.05, 0.0) for feed in range(1, self.spec.feeds + 1)}
+        offsets = {str(feed): BEAM_OFFSETS_DEG[feed] for feed in range(1, self.spec.feeds + 1)}
+        # the pointing above is the tracking beam's; its offset in the receiver is in the header, as at GBT
+        tracking = BEAM_OFFSETS_DEG[plan.tracking_beam]
+        cards |= {"TRCKBEAM": str(plan.tracking_beam), "TRCKBMXE": tracking[0], "TRCKBMEL": tracking[1]}
         path = self.project_dir / "Antenna" / f"{plan.timestamp}.fits"
         files.write_antenna(path, cards, track, offsets)
         return path
@@ -426,6 +437,12 @@ class TelescopeSimulator:
             crval1_if_hz=BASEBAND_CENTRE_HZ, adcsampf_hz=ADCSAMPF_HZ, ports=tuple(range(1, len(self._ports) + 1)),
             sigref=sigref, cal=cal, phasetim_s=SWITCH_PERIOD_S / len(cal), blanktim_s=BLANKING_S,
         )  # fmt: skip
+
+    def _on_source_ports(self, plan: ScanPlan) -> np.ndarray:
+        """Which ports see the source: all on an ON position, only the tracking beam's in a Nod."""
+        if self.spec.procedure == "Nod":
+            return np.array([feed == plan.tracking_beam for feed, _ in self._ports])
+        return np.full(len(self._ports), plan.is_on_source)
 
     def _write_bank(self, plan: ScanPlan, bank_index: int) -> Path:
         spec = self.spec
@@ -440,7 +457,7 @@ class TelescopeSimulator:
         rng = np.random.default_rng([spec.seed, plan.number, bank_index])
         data = bank_counts(
             rng, sky, setup.cdelt1_hz, integrat, np.array(setup.cal, dtype=float), gains, spec.tsys_k, spec.tcal_k,
-            spec.line, plan.is_on_source,
+            spec.line, self._on_source_ports(plan),
         )  # fmt: skip
         path = self.project_dir / "VEGAS" / f"{plan.timestamp}{setup.bank}.fits"
         files.write_vegas_bank(path, self._common_cards(plan), setup, self._integration_mid_dmjd(plan), integrat, data)
