@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -265,11 +266,11 @@ def test_a_dry_run_reads_the_raw_data_as_a_fill_would(raw_project, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
-def _never_finished_first_scan(root: Path) -> Path:
-    """Two Track scans whose scan log never got scan 1's SCAN FINISHED (M&C crashed), its files written."""
+def _never_finished_first_scan(root: Path, scans: int = 2) -> Path:
+    """Track scans (two) whose scan log never got scan 1's SCAN FINISHED (M&C crashed), its files written."""
     from astropy.io import fits
 
-    spec = TelescopeSpec(project="AGBT26A_501_01", scans=2, procedure="Track", pols=1, channels=1024,
+    spec = TelescopeSpec(project="AGBT26A_501_01", scans=scans, procedure="Track", pols=1, channels=1024,
                          integrations=2, start=datetime(2026, 11, 21, 6, 0, tzinfo=UTC))  # fmt: skip
     simulate_project(spec, root)
     log = root / spec.project / "ScanLog.fits"
@@ -297,3 +298,26 @@ def test_a_scan_the_log_never_finished_can_be_filled_by_hand(tmp_path, capsys):
     assert main(["online", "--raw-root", str(raw.parent), "--out-root", str(out), "--until-idle"]) == 0
     assert main(["online", "status", "--out-root", str(out)]) == 0
     assert "NEVER FINISHED" not in capsys.readouterr().out  # it is filled now
+
+
+def test_a_scan_stopped_when_the_telescope_went_on_with_another_project_can_be_filled_by_hand(tmp_path, capsys):
+    # Found by review: the daemon reports such a scan NEVER FINISHED ("fill it by hand"), but `obsflow fill`
+    # read the one project's log, saw scan 1 last and unfinished, and refused it: it might be under way.
+    raw = _never_finished_first_scan(tmp_path / "raw", scans=1)
+    out = tmp_path / "out"
+    assert main(["fill", str(raw), str(out), "--scans", "1"]) == 1  # alone in the raw root: may be under way
+    assert "it may be under way" in capsys.readouterr().err
+    earlier = TelescopeSpec(project="AGBT26A_502_01", scans=1, procedure="Track", pols=1, channels=1024,
+                            integrations=2, start=datetime(2026, 11, 21, 5, 0, tzinfo=UTC))  # fmt: skip
+    simulate_project(earlier, tmp_path / "raw")
+    assert main(["fill", str(raw), str(out), "--scans", "1"]) == 1  # a project observed before it: no
+    capsys.readouterr()
+    later = dataclasses.replace(earlier, project="AGBT26A_503_01", start=datetime(2026, 11, 21, 7, 0, tzinfo=UTC))
+    simulate_project(later, tmp_path / "raw")
+    assert main(["fill", str(raw), str(out), "--scans", "1"]) == 0, capsys.readouterr().err
+    product = OutputLayout(out).product_dir(raw.name)
+    assert {int(scan) for scan, _ in writer.scans_in_file(product / f"{raw.name}.raw.vegas.A.fits")} == {1}
+    capsys.readouterr()
+    assert main(["fill", str(raw), str(out), "-n", "--json"]) == 0  # every scan: the filled one is skipped
+    assert [s["scan"] for s in json.loads(capsys.readouterr().out)["skipped"]] == [1]
+    assert main(["fill", str(raw), str(out)]) == 0

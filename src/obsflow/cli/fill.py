@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,7 +110,7 @@ def command(
     with a note, never written twice.  Exit 1 if any chosen scan could not be filled,
     2 if the project's lock stayed held for --lock-timeout (the scans not tried are named).
     """
-    from obsflow.online.fill import fill_scan
+    from obsflow.online.fill import fill_scan, scans_in_files
     from obsflow.online.layout import OutputLayout
 
     wanted_backends = {b.strip().lower() for b in backends.split(",") if b.strip()}
@@ -127,11 +127,12 @@ def command(
     project = raw_project.name.split(":")[0]
     results, problems = [], []
     locked_out: int | None = None  # the scan whose fill could not take the project's lock
+    filled_before = scans_in_files(layout, project) if any(s.stopped for s in scans) else set()
     progress = _progress(len(scans), quiet=as_json)
     try:
         for scan in scans:
             progress.describe(f"scan {scan.number}")
-            if (why := _not_filled(scan, named=scan_list is not None)) is not None:
+            if (why := _not_filled(scan, named=scan_list is not None, in_files=scan.key in filled_before)) is not None:
                 problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": why})
             elif locked_out is not None:  # waiting again for every scan would multiply --lock-timeout
                 problems.append({"scan": scan.number, "timestamp": scan.timestamp,
@@ -157,22 +158,27 @@ def command(
     return EXIT_FINDINGS if problems else 0
 
 
-def _not_filled(scan: raw.Scan, named: bool) -> str | None:
+def _not_filled(scan: raw.Scan, named: bool, in_files: bool = False) -> str | None:
     """Why ``scan`` is left out of this fill, or None.  A stopped scan (the log never finished it and a
     later scan started) is filled with what its files hold when ``--scans`` names it, as the status's
-    NEVER FINISHED line advises; left out of a fill of every scan, as the daemon leaves it."""
-    if scan.is_finished or (scan.stopped and named):
+    NEVER FINISHED line advises; left out of a fill of every scan, as the daemon leaves it, unless it
+    is ``in_files`` already (filled by hand before: the fill skips it)."""
+    if scan.is_finished or (scan.stopped and (named or in_files)):
         return None
     if scan.stopped:
         return "the scan log never finished it (a later scan started): name it in --scans to fill what its files hold"
+    if named:
+        return "scan has not finished (no later scan in its log or another project's: it may be under way)"
     return "scan has not finished"
 
 
 def _dry_run(scans: list[raw.Scan], layout: OutputLayout, project: str, as_json: bool, named: bool) -> int:
     """What the fill would do, scan by scan: every raw scan read and converted, nothing written, no lock."""
-    from obsflow.online.fill import PlannedFill, plan_fill
+    from obsflow.online.fill import PlannedFill, plan_fill, scans_in_files
 
-    left_out = {scan.key: why for scan in scans if (why := _not_filled(scan, named)) is not None}
+    filled_before = scans_in_files(layout, project) if any(s.stopped for s in scans) else set()
+    left_out = {scan.key: why for scan in scans
+                if (why := _not_filled(scan, named, in_files=scan.key in filled_before)) is not None}  # fmt: skip
     kept = iter(plan_fill([scan for scan in scans if scan.key not in left_out], layout, project))
     planned = [PlannedFill(scan.number, scan.timestamp, "fail", error=left_out[scan.key]) if scan.key in left_out
                else next(kept) for scan in scans]  # fmt: skip
@@ -208,7 +214,8 @@ def _chosen_scans(raw_project: Path, scan_list: str | None) -> list[raw.Scan]:
         missing = wanted.missing(s.number for s in scans)
         if missing:
             raise UsageError(f"--scans: not in the scan log: {missing}", raw_project)
-    return scans
+    # a scan the log never finished is over too when the telescope went on with another project
+    return [replace(s, stopped=True) if raw.stopped_by_another_project(s) else s for s in scans]
 
 
 def _summary(project: str, output: Path, results: list[ScanFill], problems: list[dict[str, object]]) -> dict[str, object]:

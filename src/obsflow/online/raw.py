@@ -78,6 +78,7 @@ __all__ = [
     "read_vegas_bank",
     "require_backend",
     "require_files",
+    "stopped_by_another_project",
 ]
 
 SCANLOG = "ScanLog.fits"
@@ -228,6 +229,34 @@ def read_project(project_dir: Path, with_go: bool = True) -> list[Scan]:
             )
         )
     return scans
+
+
+def stopped_by_another_project(scan: Scan) -> str | None:
+    """The project beside ``scan``'s (same raw root) that started a scan after it, or None.
+
+    One telescope: a scan the log never finished is over when another project's scan started
+    after it (the daemon, watching every project, knows; a fill of one project must look beside
+    it).  Start timestamps compare as text, as the daemon's engine compares them.  Only logs
+    written since the scan started are read: a raw root holds every project ever observed.
+    """
+    if scan.is_over:
+        return None
+    try:
+        since = datetime.strptime(scan.timestamp, "%Y_%m_%d_%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        since = 0.0
+    for log in scan.project_dir.parent.glob(f"*/{SCANLOG}"):
+        if log.parent == scan.project_dir:
+            continue
+        try:
+            if log.stat().st_mtime < since:
+                continue
+            others = read_project(log.parent, with_go=False)
+        except (OSError, InputError):
+            continue  # not a project this can read: it cannot tell the telescope went on
+        if any(other.timestamp > scan.timestamp for other in others):
+            return others[0].project
+    return None
 
 
 def _group_log_rows(table: FitsTable, project_dir: Path, log_path: Path) -> list[_Building]:
