@@ -416,7 +416,7 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     settle = r.get(data, "settle_seconds", "settle_seconds", float, 120.0)
     if settle < 0:
         r.problem("settle_seconds", "must not be negative")
-    patterns = r.strings(data, "patterns", "patterns", ("*.fits",))
+    patterns = _patterns(r, data, "patterns", ("*.fits",))
     base = path.resolve().parent if path else None
     r.base = base
     locks = tuple(str(parse_location(entry, base)) for entry in r.strings(data, "locks", "locks", ()))
@@ -510,12 +510,29 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
             source=parse_location(source or ".", r.base),
             layout=layout,
             path=sub,
-            patterns=r.strings(spec, "patterns", prefix + "patterns", patterns),
+            patterns=_patterns(r, spec, prefix + "patterns", patterns),
             settle_seconds=settle,
             grows=grows,
             keep_superseded_days=keep,
         )
     return instruments
+
+
+def _patterns(r: _Reader, table: dict[str, Any], dotted: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The file name patterns set at ``dotted`` (else ``default``).  A pattern that can match no file
+    name is a problem, not a quiet night: the sync would copy nothing and verify say "OK: 0 files"."""
+    key = dotted.rsplit(".", 1)[-1]
+    patterns = r.strings(table, key, dotted, default)
+    if key not in table:
+        return patterns  # the default, checked where it was set
+    if not patterns:
+        r.problem(dotted, 'must name at least one pattern, e.g. ["*.fits"]: an empty list matches no file')
+    for pattern in patterns:
+        if not pattern:
+            r.problem(dotted, "an empty pattern matches no file")
+        elif "/" in pattern:  # rclone's "**/*.fits", or "2026/*.fits": the listing matches the name alone
+            r.problem(dotted, f"{pattern!r} holds a '/': patterns match file names, not paths (e.g. \"*.fits\")")
+    return patterns
 
 
 def _check_paths_apart(r: _Reader, instruments: dict[str, Instrument]) -> None:
