@@ -444,7 +444,7 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     _check_paths_apart(r, instruments)
     archives = _parse_archives(r, r.get(data, "archives", "archives", dict, {}))
     hops = _parse_hops(r, r.get(data, "hops", "hops", list, []), archives)
-    mail = _parse_mail(r, r.get(data, "mail", "mail", dict, {}))
+    mail = _parse_mail(r, r.get(data, "mail", "mail", dict, {}), present="mail" in data)
     filler = _parse_filler(r, r.get(data, "filler", "filler", dict, {}))
     web = r.get(data, "web", "web", dict, {})
     r.unknown(web, {"host", "port"}, "web.")
@@ -617,7 +617,8 @@ def _parse_hops(r: _Reader, items: list[Any], archives: dict[str, Archive]) -> t
     return tuple(hops)
 
 
-def _parse_mail(r: _Reader, table: dict[str, Any]) -> MailConfig:
+def _parse_mail(r: _Reader, table: dict[str, Any], present: bool = True) -> MailConfig:
+    """The ``[mail]`` table; ``present``: the config has one (else the defaults, unused without ``--mail``)."""
     known = {"server", "starttls", "sender", "to", "when", "username", "password_env", "password_file", "password"}
     r.unknown(table, known, "mail.")
     if "password" in table:
@@ -628,11 +629,14 @@ def _parse_mail(r: _Reader, table: dict[str, Any]) -> MailConfig:
     server = r.get(table, "server", "mail.server", str, "localhost:25")
     if ":" in server and not server.rsplit(":", 1)[1].isdigit():
         r.problem("mail.server", f"port must be a number in {server!r}")
+    to = r.strings(table, "to", "mail.to", ())
+    if present and not to:  # with when = "problems", found out only on the morning a report must go out
+        r.problem("mail.to", 'is required: without a recipient verify --mail cannot send the report')
     return MailConfig(
         server=server,
         starttls=r.get(table, "starttls", "mail.starttls", bool, False),
         sender=r.get(table, "sender", "mail.sender", str, "obsflow@localhost"),
-        to=r.strings(table, "to", "mail.to", ()),
+        to=to,
         when=when,
         username=r.get(table, "username", "mail.username", str, None),
         password_env=r.get(table, "password_env", "mail.password_env", str, None),
