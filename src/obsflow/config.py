@@ -148,9 +148,13 @@ class MailConfig:
         return int(self.server.rsplit(":", 1)[1]) if ":" in self.server else 25
 
     def password(self) -> str | None:
-        """The SMTP password from the environment or a file; never stored in the config."""
-        if self.password_env:
-            return os.environ.get(self.password_env)
+        """The SMTP password from the environment or a file; never stored in the config.
+
+        The variable comes first when it is set; else the file (with both named, cron, which
+        passes no such variable, still finds the password).
+        """
+        if self.password_env and (value := os.environ.get(self.password_env)) is not None:
+            return value
         if self.password_file:
             return Path(self.password_file).expanduser().read_text().strip()
         return None

@@ -109,3 +109,24 @@ def test_a_password_file_that_is_not_utf8_is_one_config_error(tmp_path):
             send_message(build_message(report(), mail), mail)
         assert caught.value.one_line() == f"mail.password_file: not UTF-8 text ({tmp_path / 'pw'})"
         assert server.received == []
+
+
+def test_a_password_file_serves_when_the_environment_variable_is_not_set(tmp_path, monkeypatch):
+    # Both set: the variable for runs by hand, the file for cron (which passes no such variable).  The file
+    # was never read: "mail.username is set but no password found (password_env or password_file)".
+    (tmp_path / "pw").write_text("s3cret\n")
+    monkeypatch.delenv("OBSFLOW_SMTP_PW", raising=False)
+    with running_smtpd(credentials=("obsflow", "s3cret")) as server:
+        mail = MailConfig(server.server, to=("o@p",), username="obsflow", password_env="OBSFLOW_SMTP_PW",
+                          password_file=str(tmp_path / "pw"))  # fmt: skip
+        send_message(build_message(report(), mail), mail)
+        assert server.logins == ["obsflow"] and len(server.received) == 1
+        monkeypatch.setenv("OBSFLOW_SMTP_PW", "wrong")  # set: it comes first
+        with pytest.raises(TransportError, match="cannot send mail"):
+            send_message(build_message(report(), mail), mail)
+    with pytest.raises(ConfigError) as caught:  # neither: the message says which variable was looked for
+        unset = MailConfig(server.server, to=("o@p",), username="obsflow", password_env="OBSFLOW_SMTP_UNSET")
+        send_message(build_message(report(), unset), unset)
+    assert caught.value.one_line() == (
+        "mail.username is set but no password found: OBSFLOW_SMTP_UNSET is not set in this environment (mail)"
+    )
