@@ -631,8 +631,11 @@ def _parse_mail(r: _Reader, table: dict[str, Any], present: bool = True) -> Mail
     if when not in ("always", "problems"):
         r.problem("mail.when", f"must be 'always' or 'problems', not {when!r}")
     server = r.get(table, "server", "mail.server", str, "localhost:25")
-    if ":" in server and not server.rsplit(":", 1)[1].isdigit():
+    port = server.rsplit(":", 1)[1] if ":" in server else "25"
+    if not port.isdigit():
         r.problem("mail.server", f"port must be a number in {server!r}")
+    elif not 1 <= int(port) <= 65535:  # the resolver takes a larger one modulo 65536: 65561 reaches port 25
+        r.problem("mail.server", f"port must be 1 to 65535 in {server!r}")
     to = r.strings(table, "to", "mail.to", ())
     if present and not to:  # with when = "problems", found out only on the morning a report must go out
         r.problem("mail.to", 'is required: without a recipient verify --mail cannot send the report')
