@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from obsflow.cli import main
@@ -202,3 +203,39 @@ def test_problem_lines_point_into_the_right_table(tmp_path: Path) -> None:
     )
     problems = {p.key: p.line for p in check_config(path)}
     assert problems == {"instruments.a.source": 1, "hops[1].from": 11}
+
+
+def test_patterns_that_match_no_file_name_are_problems_not_a_quiet_night(tmp_path: Path, capsys) -> None:
+    # rclone's "**/*.fits" or an empty list made the sync copy nothing and verify mail "OK: 0 files
+    # present" every morning (exit 0): the listing matches a pattern against a file's name alone.
+    night = tmp_path / "inst" / "sha" / "2026" / "1201"
+    night.mkdir(parents=True)
+    frame = night / "SHA_20261201.0001.fits"
+    frame.write_bytes(b"x" * 2880)
+    os.utime(frame, (1764633600, 1764633600))  # 2026-12-02 00:00 UTC: settled
+    (tmp_path / "suth").mkdir()
+    hop = '[archives.suth]\nlocation = "suth"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+    path = tmp_path / "obsflow.toml"
+    path.write_text(
+        'state_dir = "state"\npatterns = ["**/*.fits"]\n'  # 2
+        '[instruments.sha]\nsource = "inst/sha"\n'  # 3, 4
+        '[instruments.shd]\nsource = "inst/shd"\npatterns = []\n'  # 5-7
+        '[instruments.spupnic]\nsource = "inst/spupnic"\npatterns = ["*.fits", ""]\n' + hop  # 8-10
+    )
+    assert [str(p) for p in check_config(path)] == [
+        "patterns: '**/*.fits' holds a '/': patterns match file names, not paths (e.g. \"*.fits\") (line 2)",
+        (
+            'instruments.shd.patterns: must name at least one pattern, e.g. ["*.fits"]: an empty list matches no '
+            "file (line 7)"
+        ),
+        "instruments.spupnic.patterns: an empty pattern matches no file (line 10)",
+    ]
+    capsys.readouterr()
+    for command in (["verify", "--today", "2026-12-02"], ["sync", "-d", "2026-12-01"]):
+        assert main([*command, "-c", str(path)]) == 2, command
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("obsflow: error: config: patterns: '**/*.fits' holds a '/'") and "\n" not in err
+    path.write_text('state_dir = "state"\n[instruments.sha]\nsource = "inst/sha"\n' + hop)  # the default: *.fits
+    assert check_config(path) == []
+    assert main(["sync", "-d", "2026-12-01", "-c", str(path)]) == 0
+    assert (tmp_path / "suth" / "sha" / "2026" / "1201" / "SHA_20261201.0001.fits").stat().st_size == 2880

@@ -148,9 +148,13 @@ class MailConfig:
         return int(self.server.rsplit(":", 1)[1]) if ":" in self.server else 25
 
     def password(self) -> str | None:
-        """The SMTP password from the environment or a file; never stored in the config."""
-        if self.password_env:
-            return os.environ.get(self.password_env)
+        """The SMTP password from the environment or a file; never stored in the config.
+
+        The variable comes first when it is set; else the file (with both named, cron, which
+        passes no such variable, still finds the password).
+        """
+        if self.password_env and (value := os.environ.get(self.password_env)) is not None:
+            return value
         if self.password_file:
             return Path(self.password_file).expanduser().read_text().strip()
         return None
@@ -416,7 +420,7 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     settle = r.get(data, "settle_seconds", "settle_seconds", float, 120.0)
     if settle < 0:
         r.problem("settle_seconds", "must not be negative")
-    patterns = r.strings(data, "patterns", "patterns", ("*.fits",))
+    patterns = _patterns(r, data, "patterns", ("*.fits",))
     base = path.resolve().parent if path else None
     r.base = base
     locks = tuple(str(parse_location(entry, base)) for entry in r.strings(data, "locks", "locks", ()))
@@ -444,7 +448,7 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     _check_paths_apart(r, instruments)
     archives = _parse_archives(r, r.get(data, "archives", "archives", dict, {}))
     hops = _parse_hops(r, r.get(data, "hops", "hops", list, []), archives)
-    mail = _parse_mail(r, r.get(data, "mail", "mail", dict, {}))
+    mail = _parse_mail(r, r.get(data, "mail", "mail", dict, {}), present="mail" in data)
     filler = _parse_filler(r, r.get(data, "filler", "filler", dict, {}))
     web = r.get(data, "web", "web", dict, {})
     r.unknown(web, {"host", "port"}, "web.")
@@ -510,12 +514,29 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
             source=parse_location(source or ".", r.base),
             layout=layout,
             path=sub,
-            patterns=r.strings(spec, "patterns", prefix + "patterns", patterns),
+            patterns=_patterns(r, spec, prefix + "patterns", patterns),
             settle_seconds=settle,
             grows=grows,
             keep_superseded_days=keep,
         )
     return instruments
+
+
+def _patterns(r: _Reader, table: dict[str, Any], dotted: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The file name patterns set at ``dotted`` (else ``default``).  A pattern that can match no file
+    name is a problem, not a quiet night: the sync would copy nothing and verify say "OK: 0 files"."""
+    key = dotted.rsplit(".", 1)[-1]
+    patterns = r.strings(table, key, dotted, default)
+    if key not in table:
+        return patterns  # the default, checked where it was set
+    if not patterns:
+        r.problem(dotted, 'must name at least one pattern, e.g. ["*.fits"]: an empty list matches no file')
+    for pattern in patterns:
+        if not pattern:
+            r.problem(dotted, "an empty pattern matches no file")
+        elif "/" in pattern:  # rclone's "**/*.fits", or "2026/*.fits": the listing matches the name alone
+            r.problem(dotted, f"{pattern!r} holds a '/': patterns match file names, not paths (e.g. \"*.fits\")")
+    return patterns
 
 
 def _check_paths_apart(r: _Reader, instruments: dict[str, Instrument]) -> None:
@@ -600,7 +621,8 @@ def _parse_hops(r: _Reader, items: list[Any], archives: dict[str, Archive]) -> t
     return tuple(hops)
 
 
-def _parse_mail(r: _Reader, table: dict[str, Any]) -> MailConfig:
+def _parse_mail(r: _Reader, table: dict[str, Any], present: bool = True) -> MailConfig:
+    """The ``[mail]`` table; ``present``: the config has one (else the defaults, unused without ``--mail``)."""
     known = {"server", "starttls", "sender", "to", "when", "username", "password_env", "password_file", "password"}
     r.unknown(table, known, "mail.")
     if "password" in table:
@@ -609,13 +631,19 @@ def _parse_mail(r: _Reader, table: dict[str, Any]) -> MailConfig:
     if when not in ("always", "problems"):
         r.problem("mail.when", f"must be 'always' or 'problems', not {when!r}")
     server = r.get(table, "server", "mail.server", str, "localhost:25")
-    if ":" in server and not server.rsplit(":", 1)[1].isdigit():
+    port = server.rsplit(":", 1)[1] if ":" in server else "25"
+    if not port.isdigit():
         r.problem("mail.server", f"port must be a number in {server!r}")
+    elif not 1 <= int(port) <= 65535:  # the resolver takes a larger one modulo 65536: 65561 reaches port 25
+        r.problem("mail.server", f"port must be 1 to 65535 in {server!r}")
+    to = r.strings(table, "to", "mail.to", ())
+    if present and not to:  # with when = "problems", found out only on the morning a report must go out
+        r.problem("mail.to", 'is required: without a recipient verify --mail cannot send the report')
     return MailConfig(
         server=server,
         starttls=r.get(table, "starttls", "mail.starttls", bool, False),
         sender=r.get(table, "sender", "mail.sender", str, "obsflow@localhost"),
-        to=r.strings(table, "to", "mail.to", ()),
+        to=to,
         when=when,
         username=r.get(table, "username", "mail.username", str, None),
         password_env=r.get(table, "password_env", "mail.password_env", str, None),

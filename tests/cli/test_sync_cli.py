@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -226,3 +228,26 @@ def test_sizes_read_the_same_in_the_sync_output_and_on_the_status_page(small_sit
     assert main(["sync", "-c", str(small_site.config_path), "-i", "sha", "--hop", "instruments:suth"]) == 0
     out = capsys.readouterr().out
     assert f"copied 3 ({human_bytes(copied)})" in out and human_bytes(copied).endswith(" kB"), out
+
+
+def test_a_hop_that_fails_after_planning_still_names_its_undone_files_in_cron(tmp_path: Path, sshd) -> None:
+    # rsync missing on the instrument host: the listing (find over ssh) works, the copy fails.  The
+    # plain output (cron's mail) printed the FAILED line and stopped: the table counted a conflict
+    # that no line named.
+    site = make_site(tmp_path, sshd, nights=1, frames=1, rsync_options='["--rsync-path=/nonexistent/rsync"]')
+    (name,) = (p.relative_to(site.inst / "sha").as_posix() for p in (site.inst / "sha").rglob("*.fits"))
+    differing = site.archive_file(site.suth, "sha", name)
+    differing.parent.mkdir(parents=True)
+    differing.write_bytes(b"someone else's file")
+    (site.inst / "sha" / name).with_name("SHA_extra.fits").write_bytes(b"x" * 2880)  # still being written
+    settled = (site.inst / "sha" / name).with_name("SHA_settled.fits")  # to be copied: rsync runs, and fails
+    settled.write_bytes(b"y" * 2880)
+    os.utime(settled, (time.time() - 3600,) * 2)
+    done = subprocess.run([str(OBSFLOW), "sync", "-c", str(site.config_path), "-i", "sha", "--hop",
+                           "instruments:suth"], capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if "FAILED" in line] == [lines[1]]  # after "copying 1 files"
+    assert lines[1].startswith("instruments:suth sha: FAILED: rsync failed (exit 127)")
+    assert f"  conflict: {site.config.instruments['sha'].source}/{name}" in lines
+    assert any(line.startswith("  still being written: ") and line.endswith("SHA_extra.fits") for line in lines)

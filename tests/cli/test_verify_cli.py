@@ -255,3 +255,21 @@ def test_a_period_at_the_ends_of_the_calendar_is_a_usage_error_for_an_undated_la
     assert main(["verify", "-c", str(config), "--dry-run", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"obsflow: error: {message}") and err.count("\n") == 1
+
+
+def test_a_mail_table_without_recipients_is_a_config_problem_not_found_on_a_bad_morning(sshd, tmp_path, capsys, smtpd):
+    # With when = "problems", verify --mail exited 0 every good morning (nothing to send) and config check
+    # said ok: the missing recipients came out only on the first morning with differences, as an error
+    # instead of the report.
+    mail = f'[mail]\nserver = "{smtpd.server}"\nsender = "obsflow@suth.test"\nwhen = "problems"\n'
+    world = build_world(tmp_path, sshd, per_night=1, mail=mail)
+    assert main(["config", "check", "-c", str(world.config_path)]) == 2
+    problem = "mail.to: is required: without a recipient verify --mail cannot send the report"
+    assert problem in capsys.readouterr().out
+    assert main(["verify", "-c", str(world.config_path), *TODAY, "--mail", "--hop", "suth:cape"]) == 2
+    assert capsys.readouterr().err.startswith(f"obsflow: error: config: {problem}")
+    config = world.config_path.read_text().replace('when = "problems"', 'when = "problems"\nto = ["ops@saao.test"]')
+    world.config_path.write_text(config)
+    (world.cape("shd") / world.files["shd"][0]).unlink()  # a bad morning: the report goes out
+    assert main(["verify", "-c", str(world.config_path), *TODAY, "--mail", "--hop", "suth:cape"]) == 1
+    assert [m.rcpt_tos for m in smtpd.received] == [["ops@saao.test"]]

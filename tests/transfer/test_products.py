@@ -365,3 +365,23 @@ def test_verify_calls_a_product_that_grew_since_its_copy_grown_not_a_size_differ
         name: dataclasses.replace(inst, grows=False) for name, inst in config.instruments.items()})
     strict = verify(plain, period, plan_pairs(plain, period, hops=["instruments:suth"]), record=False)
     assert sorted(d.path for d in strict.folders[0].size_differs) == grew and strict.exit_code == 1
+
+
+def test_a_grown_product_stays_listed_when_another_file_is_missing(tmp_path: Path, sshd) -> None:
+    """The second look that confirms a missing file rebuilt the findings without the grown ones: a
+    product that grew since its copy vanished from the report (neither grown nor matched) as soon
+    as any other file of the instrument was missing."""
+    out = OutputLayout(tmp_path / "sdfits")
+    scans = _filled(tmp_path / "gbtdata", out, FRESH, scans=2)
+    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0\ngrows = true"))
+    assert run_sync(config, SyncRequest()).exit_code == 0
+    time.sleep(1.1)  # the next fill's mtimes are whole seconds later
+    fill_scan(scans[1], out)
+    products = sorted(_products(out.root, FRESH))
+    lost = products[0]
+    (tmp_path / "suth" / "gbt" / "sdfits" / lost).unlink()
+    period = months_period(["this", "last"], date.today())
+    report = verify(config, period, plan_pairs(config, period, hops=["instruments:suth"]), record=False)
+    (folder,) = report.folders
+    assert list(folder.missing) == [lost] and report.exit_code == 1
+    assert list(folder.grown) == products[1:] and report.counts["grown"] == len(products) - 1

@@ -109,3 +109,45 @@ def test_a_password_file_that_is_not_utf8_is_one_config_error(tmp_path):
             send_message(build_message(report(), mail), mail)
         assert caught.value.one_line() == f"mail.password_file: not UTF-8 text ({tmp_path / 'pw'})"
         assert server.received == []
+
+
+def test_a_password_file_serves_when_the_environment_variable_is_not_set(tmp_path, monkeypatch):
+    # Both set: the variable for runs by hand, the file for cron (which passes no such variable).  The file
+    # was never read: "mail.username is set but no password found (password_env or password_file)".
+    (tmp_path / "pw").write_text("s3cret\n")
+    monkeypatch.delenv("OBSFLOW_SMTP_PW", raising=False)
+    with running_smtpd(credentials=("obsflow", "s3cret")) as server:
+        mail = MailConfig(server.server, to=("o@p",), username="obsflow", password_env="OBSFLOW_SMTP_PW",
+                          password_file=str(tmp_path / "pw"))  # fmt: skip
+        send_message(build_message(report(), mail), mail)
+        assert server.logins == ["obsflow"] and len(server.received) == 1
+        monkeypatch.setenv("OBSFLOW_SMTP_PW", "wrong")  # set: it comes first
+        with pytest.raises(TransportError, match="cannot send mail"):
+            send_message(build_message(report(), mail), mail)
+    with pytest.raises(ConfigError) as caught:  # neither: the message says which variable was looked for
+        unset = MailConfig(server.server, to=("o@p",), username="obsflow", password_env="OBSFLOW_SMTP_UNSET")
+        send_message(build_message(report(), unset), unset)
+    assert caught.value.one_line() == (
+        "mail.username is set but no password found: OBSFLOW_SMTP_UNSET is not set in this environment (mail)"
+    )
+
+
+def test_a_mail_port_beyond_65535_is_a_config_problem_not_another_port(tmp_path, capsys):
+    # The resolver takes a port modulo 65536: "host:<port + 65536>" passed config check and the report went
+    # to <port>, a server the config does not name (and "host:0" failed only when the report was due).
+    from obsflow.cli import main
+    from obsflow.config import check_config, load_config
+
+    with running_smtpd() as server:
+        path = tmp_path / "obsflow.toml"
+        for port in (server.port + 65536, 0):
+            path.write_text(f'[mail]\nserver = "127.0.0.1:{port}"\nto = ["ops@saao.test"]\n')
+            assert [str(p) for p in check_config(path)] == [
+                f"mail.server: port must be 1 to 65535 in '127.0.0.1:{port}' (line 2)"
+            ]
+        assert main(["verify", "-c", str(path), "--mail"]) == 2
+        assert capsys.readouterr().err.startswith("obsflow: error: config: mail.server: port must be 1 to 65535")
+        path.write_text(f'[mail]\nserver = "127.0.0.1:{server.port}"\nto = ["ops@saao.test"]\n')
+        mail = load_config(path).mail
+        send_message(build_message(report(), mail), mail)
+        assert len(server.received) == 1

@@ -87,6 +87,7 @@ def _print_outcome(outcome: HopOutcome) -> None:
     c = outcome.counts()
     if outcome.failure:
         click.echo(escape_controls(f"{outcome.hop} {outcome.instrument}: FAILED: {outcome.failure}"))  # a name in it
+        _print_details(outcome)  # a hop that fails after planning has its undone files too, counted in the table
         return
     verb = "would copy" if outcome.dry_run else "copied"
     grown = f" of which {len(outcome.updated)} grown, older copies kept" if outcome.updated else ""

@@ -147,8 +147,11 @@ def confirm(first: Comparison, a_before: Mapping[str, FileStat], a_after: Mappin
     disagrees; otherwise it was in flight (written, deleted or copied while the check ran).
     The second look at B may also turn a missing file into a size difference.
     """
+    # Every bucket but the suspects' carries over as the first look judged it (grown files too:
+    # dropped here, a grown product vanished from the report whenever another file was missing).
     result = Comparison(same_size=list(first.same_size), in_flight=list(first.in_flight),
-                        skipped=list(first.skipped), refused=list(first.refused))  # fmt: skip
+                        skipped=list(first.skipped), refused=list(first.refused), locked=list(first.locked),
+                        grown=list(first.grown))  # fmt: skip
     for path in first.suspects:
         before, after = a_before[path], a_after.get(path)
         other = b_after.get(path)

@@ -55,7 +55,9 @@ def send_message(message: EmailMessage, mail: MailConfig, timeout_s: float = SMT
     where = f"smtp {mail.server}"
     password = _password(mail)
     if mail.username and password is None:
-        raise ConfigError("mail.username is set but no password found (password_env or password_file)", "mail")
+        why = (f"{mail.password_env} is not set in this environment" if mail.password_env
+               else "set password_env or password_file")  # fmt: skip
+        raise ConfigError(f"mail.username is set but no password found: {why}", "mail")
     _check_ascii(mail, password)
     try:
         with smtplib.SMTP(mail.host, mail.port, timeout=timeout_s) as smtp:
