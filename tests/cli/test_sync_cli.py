@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from obsflow.cli import main
-from obsflow.web.pages import human_bytes
 from obsflow.transfer.runlock import sync_lock
+from obsflow.web.pages import human_bytes
 from tests.transfer.conftest import damage_catalog, make_site
 
 OBSFLOW = Path(sys.executable).parent / "obsflow"
