@@ -57,6 +57,9 @@ def test_date_accepts_both_spellings(small_site, capsys) -> None:
         (["-d", "99991231"], "leaves the calendar"),
         (["-i", "nosuch"], "unknown instrument 'nosuch'"),
         (["--hop", "suth:nowhere"], "unknown hop 'suth:nowhere'"),
+        # Click's own checks (found by review: "Usage: ... Try ... Error: ..." over four lines)
+        (["--days", "0"], "Invalid value for '--days': 0 is not in the range 1<=x<=3660 (see 'obsflow sync --help')"),
+        (["--no-such-option"], "No such option '--no-such-option' (see 'obsflow sync --help')"),
     ],
 )
 def test_bad_requests_are_one_line_and_exit_2(small_site, capsys, args, message) -> None:

@@ -165,6 +165,7 @@ def test_dry_run_shows_the_plan_without_connecting(tmp_path, capsys):
         (["-i", "spupnic"], "unknown instrument 'spupnic'"),
         (["--rehash"], "--rehash only makes sense with --checksum"),
         (["--months", "later"], "not a month: 'later'"),
+        (["--months", ""], "not a month: ''"),  # --months "$M" with M unset: not the default period (review)
         (["--months", "9999-12"], "month 9999-12 is out of range (--months)"),
     ],
 )

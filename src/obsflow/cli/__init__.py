@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("obsflow: interrupted", err=True)
         return _failed(args, EXIT_INTERRUPTED, "interrupted")
     except click.ClickException as err:
-        err.show()
-        return _failed(args, EXIT_CANNOT_RUN if err.exit_code not in (0, 1) else err.exit_code, err.format_message())
+        message = _click_one_line(err)
+        click.echo(f"obsflow: error: {message}", err=True)
+        return _failed(args, EXIT_CANNOT_RUN if err.exit_code not in (0, 1) else err.exit_code, message)
     except KeyboardInterrupt:
         click.echo("obsflow: interrupted", err=True)
         return _failed(args, EXIT_INTERRUPTED, "interrupted")
@@ -123,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(result, int):
         return result
     return 0
+
+
+def _click_one_line(err: click.ClickException) -> str:
+    """Click's own error (a bad option or value) as one line, as every other error, pointing at the
+    command's --help (Click prints "Usage: ...", "Try ...", a blank line and "Error: ...")."""
+    message = " ".join(err.format_message().split()).rstrip(".")
+    ctx = getattr(err, "ctx", None)
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
 
 
 def _failed(args: list[str], exit_code: int, message: str) -> int:

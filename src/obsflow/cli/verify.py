@@ -56,7 +56,7 @@ def _period(months: str | None, since: str | None, until: str | None, today: dat
         return range_period(since_day, until_day, today)
     if until_day is not None:
         raise UsageError("--until needs --since", "--until")
-    return months_period((months or "this,last").split(","), today)
+    return months_period((months if months is not None else "this,last").split(","), today)  # "": an error
 
 
 @contextlib.contextmanager
