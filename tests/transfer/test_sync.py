@@ -224,9 +224,28 @@ def test_missed_runs_say_which_days_cover_the_gap(site: Site) -> None:
             catalog.finish_run(catalog.start_run(hop, "sha", now=long_ago), "ok", {})
     report = run_sync(config, SyncRequest(instrument="sha", today=site.today, dry_run=True))
     assert len(report.warnings) == 1
-    assert "sha: last successful sync was 45 days ago" in report.warnings[0]
+    assert "sha: last completed sync was 45 days ago" in report.warnings[0]
     assert "--days 46" in report.warnings[0]
     assert archive_files(site, site.suth) == set()  # dry run
+
+
+def test_a_run_that_left_files_to_a_person_still_covered_its_window(site: Site) -> None:
+    """Found by review: only ``ok`` runs counted, so a permanent conflict or refused name (every run
+    ``incomplete``) brought a missed-runs warning every day after window_days, its --days growing."""
+    def day(days_ago: int) -> float:
+        return datetime.combine(site.today - timedelta(days=days_ago), datetime.min.time()).timestamp() + 3600
+
+    with Catalog(site.config.catalog_path) as catalog:
+        for hop in ("instruments:suth", "suth:cape"):
+            catalog.finish_run(catalog.start_run(hop, "sha", now=day(45)), "ok", {})
+            catalog.finish_run(catalog.start_run(hop, "sha", now=day(2)), "failed", {}, "cannot reach host")
+    report = run_sync(site.config, SyncRequest(instrument="sha", today=site.today, dry_run=True))
+    assert ["45 days ago" in w for w in report.warnings] == [True]  # a failed run covered nothing
+    with Catalog(site.config.catalog_path) as catalog:
+        for hop in ("instruments:suth", "suth:cape"):
+            catalog.finish_run(catalog.start_run(hop, "sha", now=day(1)), "incomplete", {"conflicts": 1})
+    report = run_sync(site.config, SyncRequest(instrument="sha", today=site.today, dry_run=True))
+    assert report.warnings == []
 
 
 @pytest.mark.parametrize("hop", ["instruments:suth"])

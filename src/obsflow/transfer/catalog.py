@@ -525,9 +525,12 @@ class Catalog:
         return [RunRecord(*row[:6], bool(row[6]), *row[7:]) for row in rows]
 
     @_one_line_errors
-    def last_success(self, instrument: str, hop: str | None = None) -> float | None:
-        """Start time of the latest ``ok`` (not dry) run of ``instrument`` (on ``hop`` if given)."""
-        query = "SELECT max(started) FROM runs WHERE instrument = ? AND status = 'ok' AND dry_run = 0"
+    def last_success(self, instrument: str, hop: str | None = None, *, incomplete_too: bool = False) -> float | None:
+        """Start time of the latest ``ok`` (not dry) run of ``instrument`` (on ``hop`` if given);
+        ``incomplete_too``: or ``incomplete`` (it listed and copied its whole window, leaving some
+        files for later or to a person: a conflict, a refused name)."""
+        statuses = "('ok', 'incomplete')" if incomplete_too else "('ok')"
+        query = f"SELECT max(started) FROM runs WHERE instrument = ? AND status IN {statuses} AND dry_run = 0"
         args: list[object] = [instrument]
         if hop is not None:
             query += " AND hop = ?"

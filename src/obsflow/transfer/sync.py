@@ -2,7 +2,7 @@
 
 ``run_sync`` takes the run lock (one sync at a time; a dry run takes none and records nothing:
 it reads the catalog read-only), reads the filler's live locks, warns
-about instruments whose last successful sync is older than the window (with the ``--days``
+about instruments whose last completed sync is older than the window (with the ``--days``
 that would cover the gap), then runs :func:`~obsflow.transfer.hop.run_hop` for each hop and
 instrument.  A host that cannot be reached fails only the hops that need it; the rest runs.
 """
@@ -167,17 +167,19 @@ def _job(
 
 
 def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today: date) -> list[str]:
-    """One warning per instrument whose last successful sync is older than the window."""
+    """One warning per instrument whose last sync that went through its window (``ok``, or
+    ``incomplete``: a file left to a person does not make the window uncovered) is older than the window."""
     warnings = []
     for name in instruments:
-        lasts = [t for hop in config.hops if (t := catalog.last_success(name, hop.label)) is not None]
+        lasts = [t for hop in config.hops
+                 if (t := catalog.last_success(name, hop.label, incomplete_too=True)) is not None]  # fmt: skip
         if not lasts:
             continue  # never synced: the first run covers the window
         last_day = datetime.fromtimestamp(min(lasts)).date()
         gap = (today - last_day).days
         if gap >= config.window_days:
             warnings.append(
-                f"{name}: last successful sync was {gap} days ago ({last_day.isoformat()}), older than the "
+                f"{name}: last completed sync was {gap} days ago ({last_day.isoformat()}), older than the "
                 f"{config.window_days}-day window; run `obsflow sync -i {name} --days {gap + 1}` to cover the gap"
             )
     return warnings
