@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,20 @@ def test_a_damaged_catalog_is_one_catalog_error_line_on_every_read_and_write(tmp
                 assert caught.value.one_line().startswith("catalog damaged (")
                 assert "move it aside" in caught.value.one_line() and str(path) in caught.value.one_line()
                 assert "\n" not in caught.value.one_line()
+
+
+def test_a_catalog_from_before_runs_kept_their_nights_is_read_and_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.sqlite"
+    with Catalog(path) as cat:
+        cat.finish_run(cat.start_run("instruments:suth", "sha", now=100.0), "ok", {})
+    with sqlite3.connect(path) as db:  # as an older obsflow made it
+        db.execute("ALTER TABLE runs DROP COLUMN first_night")
+        db.execute("ALTER TABLE runs DROP COLUMN last_night")
+    db.close()
+    with Catalog(path, read_only=True) as cat:  # a dry run: nothing changed, the nights unknown
+        assert cat.completed_windows("sha", "instruments:suth") == [(100.0, None, None)]
+        assert cat.runs()[0].first_night is None
+    with Catalog(path) as cat:
+        night = (date(2026, 11, 3), date(2026, 12, 2))
+        cat.finish_run(cat.start_run("instruments:suth", "sha", now=200.0, nights=night), "incomplete", {})
+        assert sorted(cat.completed_windows("sha", "instruments:suth")) == [(100.0, None, None), (200.0, *night)]

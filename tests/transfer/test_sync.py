@@ -18,7 +18,7 @@ from obsflow.config import load_config
 from obsflow.lock import held
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.plan import HopPlan
-from obsflow.transfer.sync import SyncRequest, run_sync
+from obsflow.transfer.sync import SyncRequest, first_uncovered, run_sync
 from tests.transfer.conftest import INSTRUMENTS, Site, make_site
 
 
@@ -224,7 +224,8 @@ def test_missed_runs_say_which_days_cover_the_gap(site: Site) -> None:
             catalog.finish_run(catalog.start_run(hop, "sha", now=long_ago), "ok", {})
     report = run_sync(config, SyncRequest(instrument="sha", today=site.today, dry_run=True))
     assert len(report.warnings) == 1
-    assert "sha: last completed sync was 45 days ago" in report.warnings[0]
+    gap = f"{site.today - timedelta(days=45)} .. {site.today - timedelta(days=30)}"
+    assert f"sha: no completed sync covered the nights {gap}, before the 30-day window" in report.warnings[0]
     assert "--days 46" in report.warnings[0]
     assert archive_files(site, site.suth) == set()  # dry run
 
@@ -235,17 +236,48 @@ def test_a_run_that_left_files_to_a_person_still_covered_its_window(site: Site) 
     def day(days_ago: int) -> float:
         return datetime.combine(site.today - timedelta(days=days_ago), datetime.min.time()).timestamp() + 3600
 
+    def nightly(status: str) -> None:  # the cron job's runs of the last 44 days
+        with Catalog(site.config.catalog_path) as catalog:
+            for days_ago in range(44, 0, -1):
+                for hop in ("instruments:suth", "suth:cape"):
+                    catalog.finish_run(catalog.start_run(hop, "sha", now=day(days_ago)), status, {"conflicts": 1})
+
     with Catalog(site.config.catalog_path) as catalog:
         for hop in ("instruments:suth", "suth:cape"):
             catalog.finish_run(catalog.start_run(hop, "sha", now=day(45)), "ok", {})
-            catalog.finish_run(catalog.start_run(hop, "sha", now=day(2)), "failed", {}, "cannot reach host")
+    nightly("failed")
     report = run_sync(site.config, SyncRequest(instrument="sha", today=site.today, dry_run=True))
-    assert ["45 days ago" in w for w in report.warnings] == [True]  # a failed run covered nothing
-    with Catalog(site.config.catalog_path) as catalog:
-        for hop in ("instruments:suth", "suth:cape"):
-            catalog.finish_run(catalog.start_run(hop, "sha", now=day(1)), "incomplete", {"conflicts": 1})
+    assert ["--days 46" in w for w in report.warnings] == [True]  # a failed run covered nothing
+    nightly("incomplete")
     report = run_sync(site.config, SyncRequest(instrument="sha", today=site.today, dry_run=True))
     assert report.warnings == []
+
+
+def test_a_one_night_run_does_not_hide_the_nights_no_run_covered(site: Site) -> None:
+    """Found in review: a run counted as covering its whole window up to its day, so after 45 days
+    without runs, `obsflow sync -d <one night>` made the warning go, and 15 nights were never copied."""
+    long_ago = datetime.combine(site.today - timedelta(days=45), datetime.min.time()).timestamp() + 3600
+    with Catalog(site.config.catalog_path) as catalog:
+        for hop in ("instruments:suth", "suth:cape"):
+            catalog.finish_run(catalog.start_run(hop, "sha", now=long_ago), "ok", {})
+    one_night = site.today - timedelta(days=35)
+    assert run_sync(site.config, SyncRequest(instrument="sha", date=one_night, today=site.today)).exit_code == 0
+    report = run_sync(site.config, SyncRequest(instrument="sha", today=site.today, dry_run=True))
+    assert len(report.warnings) == 1 and "--days 46" in report.warnings[0]  # from the night after the old run's
+    assert run_sync(site.config, SyncRequest(instrument="sha", days=46, today=site.today)).exit_code == 0
+    assert run_sync(site.config, SyncRequest(instrument="sha", today=site.today, dry_run=True)).warnings == []
+
+
+def test_first_uncovered_finds_the_first_night_no_run_covered() -> None:
+    d = date(2026, 11, 1)
+    nights = lambda a, b: (d + timedelta(days=a), d + timedelta(days=b))
+    assert first_uncovered([], d) is None  # never synced
+    assert first_uncovered([nights(0, 9), nights(10, 20)], d + timedelta(days=21)) is None  # back to back
+    assert first_uncovered([nights(0, 9), nights(5, 20)], d + timedelta(days=21)) is None  # overlapping
+    assert first_uncovered([nights(0, 9), nights(12, 20)], d + timedelta(days=21)) == d + timedelta(days=10)
+    assert first_uncovered([nights(12, 20), nights(0, 9)], d + timedelta(days=30)) == d + timedelta(days=10)
+    assert first_uncovered([nights(0, 9)], d + timedelta(days=10)) is None  # the window starts right after
+    assert first_uncovered([nights(0, 9)], d + timedelta(days=12)) == d + timedelta(days=10)
 
 
 @pytest.mark.parametrize("hop", ["instruments:suth"])

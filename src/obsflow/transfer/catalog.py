@@ -22,6 +22,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
@@ -64,7 +65,9 @@ CREATE TABLE IF NOT EXISTS runs (
     refused INTEGER NOT NULL DEFAULT 0,
     errors INTEGER NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL DEFAULT 0,
-    message TEXT NOT NULL DEFAULT ''
+    message TEXT NOT NULL DEFAULT '',
+    first_night TEXT,
+    last_night TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_instrument ON runs (instrument, hop, started);
 CREATE TABLE IF NOT EXISTS verifications (
@@ -157,6 +160,8 @@ class RunRecord:
     errors: int
     bytes: int
     message: str
+    first_night: str | None = None  # the window's nights (None: recorded before runs kept them)
+    last_night: str | None = None
 
 
 #: what the catalog holds of one file for ``observe``: size, mtime, xxh128 (None if not known)
@@ -193,9 +198,21 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        _add_run_nights(db)
     except (OSError, sqlite3.Error) as err:
         raise CatalogError(f"cannot open catalog: {err}", path) from err
     return db
+
+
+def _has_run_nights(db: sqlite3.Connection) -> bool:
+    return {"first_night", "last_night"} <= {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+
+
+def _add_run_nights(db: sqlite3.Connection) -> None:
+    """A catalog made before runs kept their nights gets the columns (NULL: the run's nights unknown)."""
+    if not _has_run_nights(db):
+        db.execute("ALTER TABLE runs ADD COLUMN first_night TEXT")
+        db.execute("ALTER TABLE runs ADD COLUMN last_night TEXT")
 
 
 def _open_for_reading(path: Path) -> sqlite3.Connection:
@@ -474,16 +491,31 @@ class Catalog:
     # ---- runs --------------------------------------------------------------------------------
 
     @_one_line_errors
-    def start_run(self, hop: str, instrument: str, dry_run: bool = False, now: float | None = None) -> int:
-        """Open a run row (status ``running`` until :meth:`finish_run`); return its id (0: read-only)."""
+    def start_run(
+        self, hop: str, instrument: str, dry_run: bool = False, now: float | None = None,
+        nights: tuple[date, date] | None = None,
+    ) -> int:  # fmt: skip
+        """Open a run row (status ``running`` until :meth:`finish_run`); return its id (0: read-only).
+        ``nights``: the first and last night of the run's window."""
         now = time.time() if now is None else now
         if self.read_only:
             return 0
+        first, last = (nights[0].isoformat(), nights[1].isoformat()) if nights else (None, None)
         cursor = self._db.execute(
-            "INSERT INTO runs (started, hop, instrument, dry_run) VALUES (?, ?, ?, ?)",
-            (now, hop, instrument, int(dry_run)),
+            "INSERT INTO runs (started, hop, instrument, dry_run, first_night, last_night) VALUES (?, ?, ?, ?, ?, ?)",
+            (now, hop, instrument, int(dry_run), first, last),
         )
         return int(cursor.lastrowid or 0)
+
+    @_one_line_errors
+    def completed_windows(self, instrument: str, hop: str) -> list[tuple[float, date | None, date | None]]:
+        """``(started, first night, last night)`` of every run of ``instrument`` on ``hop`` that went
+        through its window (``ok``, or ``incomplete``: files left for later or to a person), not dry;
+        the nights are None for a run recorded before runs kept them."""
+        nights = "first_night, last_night" if _has_run_nights(self._db) else "NULL, NULL"  # an older catalog, read-only
+        query = (f"SELECT started, {nights} FROM runs WHERE instrument = ? AND hop = ? "
+                 "AND status IN ('ok', 'incomplete') AND dry_run = 0")  # fmt: skip
+        return [(started, _night(first), _night(last)) for started, first, last in self._db.execute(query, (instrument, hop))]
 
     @_one_line_errors
     def close_interrupted_runs(self) -> int:
@@ -525,12 +557,9 @@ class Catalog:
         return [RunRecord(*row[:6], bool(row[6]), *row[7:]) for row in rows]
 
     @_one_line_errors
-    def last_success(self, instrument: str, hop: str | None = None, *, incomplete_too: bool = False) -> float | None:
-        """Start time of the latest ``ok`` (not dry) run of ``instrument`` (on ``hop`` if given);
-        ``incomplete_too``: or ``incomplete`` (it listed and copied its whole window, leaving some
-        files for later or to a person: a conflict, a refused name)."""
-        statuses = "('ok', 'incomplete')" if incomplete_too else "('ok')"
-        query = f"SELECT max(started) FROM runs WHERE instrument = ? AND status IN {statuses} AND dry_run = 0"
+    def last_success(self, instrument: str, hop: str | None = None) -> float | None:
+        """Start time of the latest ``ok`` (not dry) run of ``instrument`` (on ``hop`` if given)."""
+        query = "SELECT max(started) FROM runs WHERE instrument = ? AND status = 'ok' AND dry_run = 0"
         args: list[object] = [instrument]
         if hop is not None:
             query += " AND hop = ?"
@@ -583,6 +612,10 @@ class Catalog:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self.path)
+
+
+def _night(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None
 
 
 _BELOW = "(path >= ? AND path < ?)"

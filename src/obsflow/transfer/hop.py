@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from obsflow.config import Location
@@ -91,6 +92,7 @@ class HopJob:
     dest_archive: Location | None = None  # the archive's own folder (never created by the sync)
     source_marker: str | None = None  # a file that must exist on the source host (config.ARCHIVE_MARKER)
     dest_marker: str | None = None  # the same on the destination host
+    nights: tuple[date, date] | None = None  # the window's first and last night (kept with the run)
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def run_hop(
     """
     started = time.monotonic()
     outcome = HopOutcome(job.hop, job.instrument, str(job.source), str(job.dest), dry_run=settings.dry_run)
-    run_id = catalog.start_run(job.hop, job.instrument, dry_run=settings.dry_run)
+    run_id = catalog.start_run(job.hop, job.instrument, dry_run=settings.dry_run, nights=job.nights)
     try:
         _run(job, settings, catalog, outcome, progress, before_copy)
     except HostUnreachable as err:

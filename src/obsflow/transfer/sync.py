@@ -2,7 +2,7 @@
 
 ``run_sync`` takes the run lock (one sync at a time; a dry run takes none and records nothing:
 it reads the catalog read-only), reads the filler's live locks, warns
-about instruments whose last completed sync is older than the window (with the ``--days``
+about instruments with nights before the window that no completed sync covered (with the ``--days``
 that would cover the gap), then runs :func:`~obsflow.transfer.hop.run_hop` for each hop and
 instrument.  A host that cannot be reached fails only the hops that need it; the rest runs.
 """
@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from obsflow.config import Config, Hop
 from obsflow.errors import TransportError, UsageError
@@ -162,27 +162,53 @@ def _job(
         source_archive=config.archives[source].location if source in config.archives else None,
         dest_archive=config.archives[dest].location,
         source_marker=config.archives[source].marker if source in config.archives else None,
-        dest_marker=config.archives[dest].marker,
+        dest_marker=config.archives[dest].marker, nights=(dates[0], dates[-1]),
     )  # fmt: skip
 
 
 def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today: date) -> list[str]:
-    """One warning per instrument whose last sync that went through its window (``ok``, or
-    ``incomplete``: a file left to a person does not make the window uncovered) is older than the window."""
+    """One warning per instrument with nights before this run's window that no completed sync covered
+    (on some hop that ever synced it), with the ``--days`` that covers them."""
+    window_start = today - timedelta(days=config.window_days - 1)
     warnings = []
     for name in instruments:
-        lasts = [t for hop in config.hops
-                 if (t := catalog.last_success(name, hop.label, incomplete_too=True)) is not None]  # fmt: skip
-        if not lasts:
-            continue  # never synced: the first run covers the window
-        last_day = datetime.fromtimestamp(min(lasts)).date()
-        gap = (today - last_day).days
-        if gap >= config.window_days:
+        gaps = [night for hop in config.hops
+                if (night := first_uncovered(_covered(catalog, name, hop.label, config.window_days), window_start))]  # fmt: skip
+        if gaps:
+            first = min(gaps)
             warnings.append(
-                f"{name}: last completed sync was {gap} days ago ({last_day.isoformat()}), older than the "
-                f"{config.window_days}-day window; run `obsflow sync -i {name} --days {gap + 1}` to cover the gap"
-            )
+                f"{name}: no completed sync covered the nights {first.isoformat()} .. "
+                f"{(window_start - timedelta(days=1)).isoformat()}, before the {config.window_days}-day window; "
+                f"run `obsflow sync -i {name} --days {(today - first).days + 1}` to cover the gap"
+            )  # fmt: skip
     return warnings
+
+
+def _covered(catalog: Catalog, instrument: str, hop: str, window_days: int) -> list[tuple[date, date]]:
+    """The nights each completed run of ``instrument`` on ``hop`` covered.  A run's own day is still
+    being observed (or written) when it runs: it covers its window up to the night before it started.
+    A run recorded before runs kept their nights had the default window."""
+    covered = []
+    for started, first, last in catalog.completed_windows(instrument, hop):
+        day = datetime.fromtimestamp(started).date()
+        first = first or day - timedelta(days=window_days - 1)
+        last = min(last or day, day - timedelta(days=1))
+        if first <= last:
+            covered.append((first, last))
+    return covered
+
+
+def first_uncovered(covered: list[tuple[date, date]], window_start: date) -> date | None:
+    """The first night from the earliest covered one up to ``window_start`` (excluded) that no range
+    in ``covered`` holds, or None (all covered, or never synced: its first run covers its window)."""
+    if not covered:
+        return None
+    night = min(first for first, _ in covered)
+    for first, last in sorted(covered):
+        if first > night:
+            break  # a hole before this range
+        night = max(night, last + timedelta(days=1))
+    return night if night < window_start else None
 
 
 def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | None = None) -> FillerLocks:
