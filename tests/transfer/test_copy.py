@@ -217,3 +217,29 @@ def test_a_killed_rsyncs_temp_is_never_moved_through_a_symlinked_partial_folder(
     assert [p.name for p in outside.iterdir()] == ["SHA_0001.fits"]
     assert (outside / "SHA_0001.fits").read_bytes() == b"not the archive's"
     assert (there / "SHA_0001.fits").read_bytes() == (src / "SHA_0001.fits").read_bytes()
+
+
+def test_python_copy_never_reads_or_writes_through_a_symlink(tmp_path: Path) -> None:
+    """Found by security review: the pure-Python copy (used where rsync is missing) opened every path
+    following symlinks.  A ``.rsync-partial/<name>`` linked to a file outside the archive had that
+    file truncated and overwritten with the copy (and the final name hard-linked to the link); a
+    night folder at the destination linked elsewhere was written into; a source file swapped for a
+    link since the listing was read through.  rsync refuses all three; so does the copy now, per
+    file, and nothing outside the two roots is read or written."""
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    for night in ("1201", "1202", "1203"):
+        (src / night).mkdir(parents=True)
+        (src / night / "a.fits").write_bytes(b"frame" * 100)
+    (outside / "night").mkdir(parents=True)
+    (outside / "victim").write_bytes(b"V" * 2000)  # longer than the source: the copy would start over in it
+    (outside / "secret").write_bytes(b"not for the archive")
+    (dst / "1201" / ".rsync-partial").mkdir(parents=True)
+    (dst / "1201" / ".rsync-partial" / "a.fits").symlink_to(outside / "victim")
+    (dst / "1202").symlink_to(outside / "night")
+    (src / "1203" / "a.fits").unlink()
+    (src / "1203" / "a.fits").symlink_to(outside / "secret")  # swapped since the listing
+    result = python_copy(src, dst, ["1201/a.fits", "1202/a.fits", "1203/a.fits"])
+    assert result.copied == [] and len(result.errors) == 3 and result.returncode == 23
+    assert (outside / "victim").read_bytes() == b"V" * 2000 and list((outside / "night").iterdir()) == []
+    assert not (dst / "1201" / "a.fits").exists() and not os.path.lexists(dst / "1203" / "a.fits")
+    assert (dst / "1201" / ".rsync-partial" / "a.fits").is_symlink()  # not ours: left alone
