@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -50,6 +51,24 @@ class LockInfo:
         age = time.time() - self.started
         return f"pid {self.pid} on {self.host} ({self.purpose or 'writing'}, {age:.0f} s ago)"
 
+    @classmethod
+    def from_json(cls, text: str | bytes) -> LockInfo:
+        """The record a lock file holds; ValueError or TypeError for anything but obsflow's JSON object.
+
+        Checked field by field: a lock file is input from whoever can write the lock folder, and a
+        record such as ``{"started": "yesterday"}`` would otherwise pass here and break every
+        comparison made with it later (the sync and verify decide on its age and pid).
+        """
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError("a lock record is a JSON object")
+        info = cls(**data)  # TypeError for missing or unknown fields
+        pid_ok = type(info.pid) is int and 0 < info.pid < 2**31  # what kill() takes
+        numbers = pid_ok and type(info.started) in (int, float) and math.isfinite(info.started)
+        if not (numbers and all(isinstance(value, str) for value in (info.host, info.user, info.purpose))):
+            raise ValueError("a lock record's fields have the wrong types")
+        return info
+
 
 def lock_path(locks_dir: Path, name: str) -> Path:
     """``<locks_dir>/<name>.lock``."""
@@ -63,8 +82,7 @@ def read_lock(path: Path) -> LockInfo | None:
     except FileNotFoundError:
         return None
     try:
-        data = json.loads(text)
-        return LockInfo(**data)
+        return LockInfo.from_json(text)
     except (ValueError, TypeError):
         # Not written by obsflow (ours are linked into place whole): live until it is old.
         try:

@@ -187,3 +187,59 @@ def test_a_users_hidden_copy_named_like_a_temp_is_never_tidied(tmp_path: Path, s
     assert (there / ".SHA_0001.fits.backup").read_bytes() == b"an observer's copy"
     assert (there / "SHA_0002.fits").read_bytes() == (src / "SHA_0002.fits").read_bytes()
     assert sorted(p.name for p in there.iterdir()) == [".SHA_0001.fits.backup", "SHA_0001.fits", "SHA_0002.fits"]
+
+
+@pytest.mark.parametrize("archive_host", ["local", "ssh"])
+def test_a_killed_rsyncs_temp_is_never_moved_through_a_symlinked_partial_folder(
+    tmp_path: Path, sshd, archive_host: str
+) -> None:
+    """Found by security review: tidying moved a killed rsync's temp into ``.rsync-partial/<name>``
+    through whatever stood at ``.rsync-partial``: a symlink to a folder outside the archive had the
+    move replace that folder's file of the same name.  Now a temp is moved only into a real
+    folder; otherwise it stays where it is (hidden, never data) and nothing outside is touched."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    src, suth, outside = tmp_path / "sha" / night, tmp_path / "suth", tmp_path / "outside"
+    src.mkdir(parents=True)
+    outside.mkdir()
+    (outside / "SHA_0001.fits").write_bytes(b"not the archive's")
+    settled = time.time() - 3600
+    (src / "SHA_0001.fits").write_bytes(b"frame" * 1000)
+    os.utime(src / "SHA_0001.fits", (settled, settled))
+    there = suth / "sha" / night
+    there.mkdir(parents=True)
+    (there / ".SHA_0001.fits.AbC123").write_bytes(b"frame" * 10)  # a killed rsync's temp
+    (there / ".SHA_0001.fits.AbC123").chmod(0o600)
+    (there / ".rsync-partial").symlink_to(outside)
+    archive = str(suth) if archive_host == "local" else f"suth.test:{suth}"
+    config = ssh_config(tmp_path, sshd, f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\npath = "sha"\n'
+                        f'[archives.suth]\nlocation = "{archive}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n')
+    assert main(["sync", "-c", str(config)]) == 0
+    assert [p.name for p in outside.iterdir()] == ["SHA_0001.fits"]
+    assert (outside / "SHA_0001.fits").read_bytes() == b"not the archive's"
+    assert (there / "SHA_0001.fits").read_bytes() == (src / "SHA_0001.fits").read_bytes()
+
+
+def test_python_copy_never_reads_or_writes_through_a_symlink(tmp_path: Path) -> None:
+    """Found by security review: the pure-Python copy (used where rsync is missing) opened every path
+    following symlinks.  A ``.rsync-partial/<name>`` linked to a file outside the archive had that
+    file truncated and overwritten with the copy (and the final name hard-linked to the link); a
+    night folder at the destination linked elsewhere was written into; a source file swapped for a
+    link since the listing was read through.  rsync refuses all three; so does the copy now, per
+    file, and nothing outside the two roots is read or written."""
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    for night in ("1201", "1202", "1203"):
+        (src / night).mkdir(parents=True)
+        (src / night / "a.fits").write_bytes(b"frame" * 100)
+    (outside / "night").mkdir(parents=True)
+    (outside / "victim").write_bytes(b"V" * 2000)  # longer than the source: the copy would start over in it
+    (outside / "secret").write_bytes(b"not for the archive")
+    (dst / "1201" / ".rsync-partial").mkdir(parents=True)
+    (dst / "1201" / ".rsync-partial" / "a.fits").symlink_to(outside / "victim")
+    (dst / "1202").symlink_to(outside / "night")
+    (src / "1203" / "a.fits").unlink()
+    (src / "1203" / "a.fits").symlink_to(outside / "secret")  # swapped since the listing
+    result = python_copy(src, dst, ["1201/a.fits", "1202/a.fits", "1203/a.fits"])
+    assert result.copied == [] and len(result.errors) == 3 and result.returncode == 23
+    assert (outside / "victim").read_bytes() == b"V" * 2000 and list((outside / "night").iterdir()) == []
+    assert not (dst / "1201" / "a.fits").exists() and not os.path.lexists(dst / "1203" / "a.fits")
+    assert (dst / "1201" / ".rsync-partial" / "a.fits").is_symlink()  # not ours: left alone

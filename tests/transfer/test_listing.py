@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import xxhash
 
+from obsflow.cli import main
 from obsflow.config import parse_location
-from obsflow.errors import HostUnreachable, PathEscapeError
+from obsflow.errors import HostUnreachable, PathEscapeError, TransportError
 from obsflow.transfer.listing import WHOLE_ROOT, hash_files, list_files, temp_target
 from obsflow.transfer.remote import Shell
 
@@ -193,3 +194,31 @@ def test_a_remote_listing_of_folders_in_several_batches_equals_the_local_one(tmp
     local = list_files(parse_location(str(tmp_path)), folders, ["*.fits"])
     assert len(remote) == 31 and dict(remote) == dict(local)
     assert remote[folders[2999]].kind == "l"
+
+
+@pytest.mark.parametrize("answer", [b"T\0notanumber\0", b"T\0", b"T\0001.5\0R\0/\0F\0a.fits\0big\0x\0f\x00644\0",
+                                    b"garbage\n"])  # fmt: skip
+def test_a_host_whose_answer_is_not_a_listing_is_a_one_line_error(tmp_path: Path, monkeypatch, capsys,
+                                                                   answer: bytes) -> None:  # fmt: skip
+    """Found by security review: a remote host whose sh or find answered something other than the
+    listing script's records (a broken or hostile host) made ``obsflow sync`` and ``verify`` die with
+    a ValueError or IndexError traceback.  Now it is a TransportError, one line: the hop fails, exit 2.
+    The host is played by an ``ssh`` program first on PATH that prints ``answer`` to any command."""
+    fake = tmp_path / "bin" / "ssh"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nprintf '%b' '{answer.decode().encode('unicode_escape').decode()}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    with pytest.raises(TransportError, match="the host's answer is not a listing"):
+        list_files(parse_location("evil.test:/data"), ["2026/1201"], ("*.fits",), Shell())
+    (tmp_path / "arch").mkdir()
+    (tmp_path / "c.toml").write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[ssh]\nmultiplex = false\n[instruments.sha]\nsource = "evil.test:/data"\n'
+        f'[archives.a]\nlocation = "{tmp_path / "arch"}"\n[[hops]]\nfrom = "instruments"\nto = "a"\n'
+    )
+    assert main(["sync", "-c", str(tmp_path / "c.toml")]) == 2
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.err and "the host's answer is not a listing" in printed.out
+    assert main(["verify", "-c", str(tmp_path / "c.toml")]) == 2
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.err and "the host's answer is not a listing" in printed.out

@@ -385,3 +385,34 @@ def test_a_grown_product_stays_listed_when_another_file_is_missing(tmp_path: Pat
     (folder,) = report.folders
     assert list(folder.missing) == [lost] and report.exit_code == 1
     assert list(folder.grown) == products[1:] and report.counts["grown"] == len(products) - 1
+
+
+def test_a_lock_file_with_odd_fields_is_a_lock_not_a_crash(tmp_path: Path, sshd, capsys) -> None:
+    """Found by security review: a lock record that was JSON with the right keys but other types
+    (``"started": "yesterday"``, a pid that is text or too big for kill()) passed the lock reader, and
+    the sync and verify died with a TypeError traceback when they asked whether its filler was gone.
+    Such a record is a lock all the same (as any file in the lock folder that is not obsflow's JSON):
+    the project stays locked, and both commands finish."""
+    out = OutputLayout(tmp_path / "sdfits")
+    _filled(tmp_path / "gbtdata", out, FRESH)
+    products = _products(out.root, FRESH)
+    out.locks_dir.mkdir(parents=True, exist_ok=True)
+    odd = [{"pid": "1", "host": "x", "user": "u", "started": "yesterday"},
+           {"pid": 10**30, "host": socket.gethostname(), "user": "u", "started": time.time()},
+           {"pid": 1, "host": ["x"], "user": "u", "started": time.time()}]  # fmt: skip
+    for site, locks in (("local", str(out.locks_dir)), ("ssh", f"instruments.test:{out.locks_dir}")):
+        for record in odd:
+            lock_path(out.locks_dir, FRESH).write_text(json.dumps(record))
+            (tmp_path / site).mkdir(exist_ok=True)
+            config_path = tmp_path / site / "obsflow.toml"
+            if not config_path.exists():
+                _config(tmp_path / site, sshd, out.root, "settle_seconds = 0", locks=locks)
+            code = main(["sync", "-c", str(config_path), "--hop", "instruments:suth"])
+            err = capsys.readouterr().err
+            assert code == 1 and "Traceback" not in err, (record, err)
+            assert not (tmp_path / site / "suth" / "gbt/sdfits" / FRESH).exists()
+            code = main(["verify", "-c", str(config_path), "--hop", "instruments:suth", "--json"])
+            printed = capsys.readouterr()
+            assert code == 0 and "Traceback" not in printed.err, (record, printed.err)
+            locked = json.loads(printed.out)["folders"][0]["locked"]
+            assert sorted(item["path"] for item in locked) == sorted(products), record

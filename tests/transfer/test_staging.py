@@ -117,3 +117,21 @@ def test_a_staging_folder_that_is_a_symlink_is_never_copied_through(tmp_path, ss
     assert report.exit_code == 2 and "not a folder the sync made" in hop.failure, hop.failure
     assert sorted(p.name for p in elsewhere.rglob("*")) == ["theirs.txt"]
     assert not (archive / "sha/2026").exists()
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "over-ssh"])
+def test_leftover_staged_copies_never_go_through_a_symlinked_partial_folder(tmp_path, sshd, remote) -> None:
+    """Found by security review: a staged copy a stopped run left became ``.rsync-partial/<name>``
+    through a symlink of that name, replacing a file outside the archive.  Now it is removed instead
+    (it was never checked; only its resume is lost) and nothing outside is touched."""
+    root, outside = tmp_path / "archive", tmp_path / "outside"
+    staged = root / STAGING_DIR / "2026/1202/SHA_1.fits"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"frame")
+    (staged.parent / ".SHA_2.fits.aB3xYz").write_bytes(b"half")  # a SIGKILLed rsync's temp
+    outside.mkdir()
+    (outside / "SHA_1.fits").write_bytes(b"x")  # shorter than the staged copy: it would be replaced
+    (staged.parent / ".rsync-partial").symlink_to(outside)
+    clear_staging(parse_location(_where(root, remote)), Shell(tuple(sshd.ssh_options)))
+    assert sorted(p.name for p in outside.iterdir()) == ["SHA_1.fits"] and (outside / "SHA_1.fits").read_bytes() == b"x"
+    assert sorted(p.name for p in staged.parent.iterdir()) == [".rsync-partial"]

@@ -454,6 +454,14 @@ def _list_remote(
     stdin = b"".join(os.fsencode(folder) + b"\0" for folder in folders)
     # Decoded once as a whole (os.fsdecode's rules: undecodable bytes survive as surrogates).
     fields = shell.run(location, script, stdin=stdin).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
+    try:
+        return _parse_remote(fields, collector, marker, whole_root=folders == [WHOLE_ROOT])
+    except (ValueError, IndexError) as err:  # a host whose sh or find answers something else
+        raise TransportError(f"the host's answer is not a listing ({err})", str(location)) from err
+
+
+def _parse_remote(fields: list[str], collector: _Collector, marker: str | None, whole_root: bool) -> Listing:
+    """The records of :data:`_LIST_SCRIPT`'s answer; ValueError or IndexError for anything else."""
     host_time, root_real, superseded, i = time.time(), "/", [], 0
     staged = False
     marker_present = False if marker else None
@@ -474,7 +482,7 @@ def _list_remote(
             staged, i = True, i + 1
         else:
             raise ValueError(f"unexpected listing record {tag!r}")
-    _add_found(fields, i, collector, root_real, cut=2 if folders == [WHOLE_ROOT] else 0)
+    _add_found(fields, i, collector, root_real, cut=2 if whole_root else 0)
     return Listing(collector.files, host_time=host_time, temps=collector.temps, superseded=superseded,
                    marker_present=marker_present, staged=staged)  # fmt: skip
 

@@ -10,7 +10,6 @@ holds no lock, one that cannot be read raises TransportError (it must never read
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +129,6 @@ def _remote_locks(entry: str, where: Location, shell: Shell) -> dict[str, LockIn
 
 def _lock_info(body: bytes) -> LockInfo | None:
     try:
-        return LockInfo(**json.loads(body))
+        return LockInfo.from_json(body)
     except (ValueError, TypeError):
         return None  # being written right now, or not ours: a lock all the same

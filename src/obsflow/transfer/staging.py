@@ -33,7 +33,7 @@ from obsflow.transfer.listing import STAGING_DIR, is_safe_relpath, printable_nam
 from obsflow.transfer.remote import Shell, shell_path
 from obsflow.transfer.rsync import PARTIAL_DIR
 
-__all__ = ["Published", "clear_staging", "publish", "staging_of"]
+__all__ = ["Published", "clear_staging", "publish", "real_folders", "staging_of"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _publish_local(root: Path, entries: list[tuple[str, str]], backup: str) -> P
             continue
         # A folder on the way that is a symlink (it may lead outside the root) or a file: never
         # written through, the name is taken (rsync, too, refuses to follow it to a final name).
-        if not _real_folders(root, path) or (kind == "r" and not _real_folders(root, f"{backup}/{path}")):
+        if not real_folders(root, path) or (kind == "r" and not real_folders(root, f"{backup}/{path}")):
             done.name_taken.append(path)
             continue
         try:
@@ -125,7 +125,7 @@ def _put_in_place(staged: Path, final: Path) -> bool:
     return True
 
 
-def _real_folders(root: Path, path: str) -> bool:
+def real_folders(root: Path, path: str) -> bool:
     """Whether every folder on the way to ``root/path`` that exists is a real folder (no symlink, no file)."""
     folder = root
     for part in path.split("/")[:-1]:
@@ -226,7 +226,9 @@ def clear_staging(dest: Location, shell: Shell) -> None:
             log.info("clearing %s (staged by a run that stopped before its check)", path)
             try:
                 size, kept = path.lstat(), _size(keep)
-                if not stat.S_ISREG(size.st_mode) or kept >= size.st_size:
+                # a partial folder that is a symlink may lead outside the root: the copy goes instead
+                through_link = not real_folders(top, str(keep.relative_to(top)))
+                if not stat.S_ISREG(size.st_mode) or kept >= size.st_size or through_link:
                     path.unlink(missing_ok=True)
                     continue
                 keep.parent.mkdir(exist_ok=True)
@@ -246,7 +248,8 @@ _NOT_OURS = ("not a folder the sync made (a symlink?): nothing is copied through
              "(the sync makes its own)")  # fmt: skip
 
 # Every leftover file below the staging folder (not in a partial folder) becomes the partial of its
-# name (an rsync temp's: the name it stands for), unless a partial at least as long is there.
+# name (an rsync temp's: the name it stands for), unless a partial at least as long is there, or its
+# folder's partial folder is a symlink or a file (it may lead outside the root: the copy goes instead).
 _CLEAR_SCRIPT = """\
 S={staging}
 [ -e "$S" ] || [ -L "$S" ] || exit 0
@@ -257,7 +260,8 @@ for f; do
   d=${{f%/*}} n=${{f##*/}}
   case $n in .?*.[A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9]) n=${{n#.}} n=${{n%.*}} ;; esac
   k=$d/{partial}/$n
-  if [ ! -f "$f" ] || [ -L "$f" ] || {{ [ -f "$k" ] && [ "$(wc -c <"$k")" -ge "$(wc -c <"$f")" ]; }}; then
+  if [ ! -f "$f" ] || [ -L "$f" ] || [ -L "$d/{partial}" ] || {{ [ -e "$d/{partial}" ] && [ ! -d "$d/{partial}" ]; }} ||
+     {{ [ -f "$k" ] && [ "$(wc -c <"$k")" -ge "$(wc -c <"$f")" ]; }}; then
     rm -f -- "$f" || exit 3
   else
     mkdir -p -- "$d/{partial}" && mv -f -- "$f" "$k" || exit 3

@@ -25,9 +25,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from obsflow.config import Location
-from obsflow.transfer.listing import SUPERSEDED_DIR, SUPERSEDED_VERSION, FileStat, is_safe_relpath, temp_target
+from obsflow.transfer.listing import (
+    SUPERSEDED_DIR,
+    SUPERSEDED_VERSION,
+    FileStat,
+    is_safe_relpath,
+    printable_name,
+    temp_target,
+)
 from obsflow.transfer.remote import Shell, shell_path
 from obsflow.transfer.rsync import PARTIAL_DIR
+from obsflow.transfer.staging import real_folders
 
 __all__ = ["plan_prune", "plan_tidy", "prune_superseded", "remove_copies", "tidy"]
 
@@ -68,22 +76,46 @@ def tidy(location: Location, ops: Sequence[Op], shell: Shell) -> None:
     for op, path, to in ops:
         log.info("tidy %s: %s %s %s", location, op, path, to)
     if location.is_remote:
-        lines = [f"cd -- {shell_path(location.path)} || exit 3"]
+        lines = [f"cd -- {shell_path(location.path)} || exit 3", _REAL_FOLDERS]
         for op, path, to in ops:
             if op == "mv":
-                parent = shlex.quote(str(PurePosixPath(to).parent))
-                lines.append(f"mkdir -p -- {parent} && mv -f -- {shlex.quote(path)} {shlex.quote(to)}")
+                parent, quoted = shlex.quote(str(PurePosixPath(to).parent)), shlex.quote(to)
+                lines.append(f"if real {quoted}; then mkdir -p -- {parent} && mv -f -- {shlex.quote(path)} {quoted}; "
+                             f"else printf '%s\\0' {quoted}; fi")  # fmt: skip
             else:
                 lines.append(f"rm -f -- {shlex.quote(path)}")
-        shell.run(location, "\n".join(lines))
+        out = shell.run(location, "\n".join(lines))
+        _not_moved(location, [os.fsdecode(name) for name in out.split(b"\0") if name])
         return
     root = Path(location.path)
     for op, path, to in ops:
         if op == "mv":
+            if not real_folders(root, to):
+                _not_moved(location, [to])
+                continue
             (root / to).parent.mkdir(parents=True, exist_ok=True)
             os.replace(root / path, root / to)
         else:
             (root / path).unlink(missing_ok=True)
+
+
+# A temp is moved only where every folder on the way to its partial's name that exists is a real
+# folder: a partial folder that is a symlink may lead anywhere, and the move would write there
+# (and replace a file of that name).  The temp then stays where it is: hidden, never data.
+_REAL_FOLDERS = """\
+real() {
+  r=$1
+  while :; do
+    case $r in */*) r=${r%/*} ;; *) return 0 ;; esac
+    if [ -L "$r" ] || { [ -e "$r" ] && [ ! -d "$r" ]; }; then return 1; fi
+  done
+}"""
+
+
+def _not_moved(location: Location, partials: Sequence[str]) -> None:
+    for partial in partials:
+        log.warning("tidy %s: left a temp where it is: a folder on the way to %s is a symlink or a file",
+                    location, printable_name(partial))  # fmt: skip
 
 
 def remove_copies(location: Location, paths: Sequence[str], shell: Shell) -> None:
