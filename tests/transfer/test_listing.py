@@ -15,6 +15,7 @@ from obsflow.config import parse_location
 from obsflow.errors import HostUnreachable, PathEscapeError, TransportError
 from obsflow.transfer.listing import WHOLE_ROOT, hash_files, list_files, temp_target
 from obsflow.transfer.remote import Shell
+from tests.fixtures.sshd import start_sshd
 
 FOLDERS = ["2016/0907", "2016/0908", "2016/0909"]
 
@@ -198,27 +199,35 @@ def test_a_remote_listing_of_folders_in_several_batches_equals_the_local_one(tmp
 
 @pytest.mark.parametrize("answer", [b"T\0notanumber\0", b"T\0", b"T\0001.5\0R\0/\0F\0a.fits\0big\0x\0f\x00644\0",
                                     b"garbage\n"])  # fmt: skip
-def test_a_host_whose_answer_is_not_a_listing_is_a_one_line_error(tmp_path: Path, monkeypatch, capsys,
-                                                                   answer: bytes) -> None:  # fmt: skip
+def test_a_host_whose_answer_is_not_a_listing_is_a_one_line_error(tmp_path: Path, capsys, answer: bytes) -> None:
     """Found by security review: a remote host whose sh or find answered something other than the
     listing script's records (a broken or hostile host) made ``obsflow sync`` and ``verify`` die with
     a ValueError or IndexError traceback.  Now it is a TransportError, one line: the hop fails, exit 2.
-    The host is played by an ``ssh`` program first on PATH that prints ``answer`` to any command."""
-    fake = tmp_path / "bin" / "ssh"
-    fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\nprintf '%b' '{answer.decode().encode('unicode_escape').decode()}'\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
-    with pytest.raises(TransportError, match="the host's answer is not a listing"):
-        list_files(parse_location("evil.test:/data"), ["2026/1201"], ("*.fits",), Shell())
-    (tmp_path / "arch").mkdir()
-    (tmp_path / "c.toml").write_text(
-        f'state_dir = "{tmp_path / "state"}"\n[ssh]\nmultiplex = false\n[instruments.sha]\nsource = "evil.test:/data"\n'
-        f'[archives.a]\nlocation = "{tmp_path / "arch"}"\n[[hops]]\nfrom = "instruments"\nto = "a"\n'
-    )
-    assert main(["sync", "-c", str(tmp_path / "c.toml")]) == 2
+    The host is a real sshd of its own whose key forces a command that prints ``answer`` to any request."""
+    evil = start_sshd(tmp_path / "sshd")
+    try:
+        keys = tmp_path / "sshd" / "authorized_keys"
+        printed = answer.decode().encode("unicode_escape").decode()
+        keys.write_text(f"command=\"printf '%b' '{printed}'\" {keys.read_text()}")  # sshd reads it at each login
+        with pytest.raises(TransportError, match="the host's answer is not a listing"):
+            list_files(parse_location("suth.test:/data"), ["2026/1201"], ("*.fits",), Shell(tuple(evil.ssh_options)))
+        (tmp_path / "arch").mkdir()
+        options = ", ".join(f'"{o}"' for o in evil.ssh_options)
+        (tmp_path / "c.toml").write_text(
+            f'state_dir = "{tmp_path / "state"}"\n[ssh]\noptions = [{options}]\n[instruments.sha]\n'
+            f'source = "suth.test:/data"\n[archives.a]\nlocation = "{tmp_path / "arch"}"\n[[hops]]\n'
+            'from = "instruments"\nto = "a"\n'
+        )  # fmt: skip
+        _one_line_failures(tmp_path / "c.toml", capsys)
+    finally:
+        evil.stop()
+
+
+def _one_line_failures(config: Path, capsys) -> None:
+    """``obsflow sync`` and ``verify`` fail with the listing's one line (exit 2), no traceback."""
+    assert main(["sync", "-c", str(config)]) == 2
     printed = capsys.readouterr()
     assert "Traceback" not in printed.err and "the host's answer is not a listing" in printed.out
-    assert main(["verify", "-c", str(tmp_path / "c.toml")]) == 2
+    assert main(["verify", "-c", str(config)]) == 2
     printed = capsys.readouterr()
     assert "Traceback" not in printed.err and "the host's answer is not a listing" in printed.out
