@@ -165,12 +165,9 @@ def _ago(t: object) -> str:
     return f"{time.time() - t:.0f} s ago"
 
 
-def _scan_end(record: dict[str, object]) -> object:
-    """When the scan ended (``finished_seen_at``: when it was seen, in status files of older versions)."""
-    return record.get("finished_at") or record.get("finished_seen_at")
-
-
 def _print_status(data: dict[str, object]) -> None:
+    from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan
+
     if not data.get("checked", True):
         state = f"running on host {data['host']} (cannot check from here)"
     else:
@@ -188,7 +185,7 @@ def _print_status(data: dict[str, object]) -> None:
             f" {info['pending']} pending"
         )
     recent = data.get("recent") or []
-    lags = [r["filled_at"] - ended for r in recent if (ended := _scan_end(r))]  # type: ignore[operator]
+    lags = [lag for r in recent if (lag := fill_lag_s(r)) is not None]  # type: ignore[arg-type]
     if lags:
         click.echo(f"  lag after scan end: last {lags[0]:.2f} s, worst of last {len(lags)}: {max(lags):.2f} s")
     for failure in data.get("failures") or []:  # type: ignore[union-attr]
@@ -196,8 +193,6 @@ def _print_status(data: dict[str, object]) -> None:
         click.echo(f"  {what}: {failure['project']} scan {failure['scan']}: {failure['last_error']}")
     for problem in data.get("project_failures") or []:  # type: ignore[union-attr]
         click.echo(f"  STALLED: {problem['project']}, {problem['pending']} scan(s) waiting: {problem['last_error']}")
-    from obsflow.online.daemon import NEVER_FINISHED, later_scan
-
     for entry in data.get("never_finished") or []:  # type: ignore[union-attr]
         click.echo(f"  NEVER FINISHED: {entry['project']} scan {entry['scan']} ({entry['timestamp']}): {NEVER_FINISHED} "
                    f"({later_scan(entry)} started after it)")  # fmt: skip

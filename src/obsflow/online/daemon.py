@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -29,7 +29,7 @@ from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
 
-__all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "later_scan", "read_status"]
+__all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "fill_lag_s", "later_scan", "read_status"]
 
 log = logging.getLogger(__name__)
 
@@ -485,6 +485,19 @@ def daemon_running(layout: OutputLayout, status: dict[str, object]) -> tuple[boo
     if holder.host != socket.gethostname():
         return True, False
     return True, True
+
+
+def fill_lag_s(record: Mapping[str, object]) -> float | None:
+    """Seconds from a scan's end to its fill, from a fill record (status ``recent`` or fill log), or None.
+
+    The end is ``finished_at`` (the scan log's SCAN FINISHED); ``finished_seen_at``, when the daemon
+    saw it, only in records of older versions: after a daemon was down it hides the whole wait.
+    """
+    filled = record.get("filled_at")
+    ended = record.get("finished_at") or record.get("finished_seen_at")
+    if isinstance(filled, (int, float)) and isinstance(ended, (int, float)):
+        return float(filled) - float(ended)
+    return None
 
 
 def read_status(layout: OutputLayout) -> dict[str, object] | None:

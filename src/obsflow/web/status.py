@@ -23,7 +23,7 @@ from typing import Any
 
 from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
-from obsflow.online.daemon import NEVER_FINISHED, daemon_running, later_scan, read_status
+from obsflow.online.daemon import NEVER_FINISHED, daemon_running, fill_lag_s, later_scan, read_status
 from obsflow.online.layout import OutputLayout
 from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
@@ -211,11 +211,9 @@ def filler_layout(config: Config) -> OutputLayout:
 
 
 def _latency(record: dict[str, Any]) -> float | None:
-    """Seconds from the scan end being seen to the fill being done."""
-    filled, finished = record.get("filled_at"), record.get("finished_seen_at")
-    if isinstance(filled, (int, float)) and isinstance(finished, (int, float)):
-        return round(float(filled) - float(finished), 3)
-    return None
+    """Seconds from the scan's end to the fill being done (as ``online status`` counts them)."""
+    lag = fill_lag_s(record)
+    return None if lag is None else round(lag, 3)
 
 
 def _quicklook_url(layout: OutputLayout, project: str, scan: object) -> str | None:
