@@ -99,7 +99,8 @@ def test_status_page_of_the_night_in_chromium(night, browser, tmp_path):  # noqa
     # The filler: its last scan is the last scan in the FITS files on disk.
     layout = OutputLayout(work / "sdfits")
     on_disk = max(s for s, _ in writer.scans_in_file(layout.bank_fits(PROJECT, "A")))
-    assert f"{PROJECT} (active)" in text and f" {on_disk} " in text
+    assert f"last active project {PROJECT}" in text and f" {on_disk} " in text  # the daemon stopped with the night
+    assert f"{PROJECT} (active)" not in text
     shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
     png = tmp_path / "night-status.png"
     png.write_bytes(base64.b64decode(shot["data"]))

@@ -117,7 +117,7 @@ Examples:
 @click.pass_context
 def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
     """Show what the daemon is doing, the last scan filled per project and any lag."""
-    from obsflow.online.daemon import daemon_running, read_status
+    from obsflow.online.daemon import daemon_running, read_status, status_unsaved_s
     from obsflow.online.layout import OutputLayout
 
     root = out_root or ctx.obj.get("out_root")
@@ -131,32 +131,12 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
             click.echo(f"no online daemon has run on {root}")
         return 0
     data["running"], data["checked"] = daemon_running(OutputLayout(Path(root)), data)
-    data["unsaved_s"] = _unsaved_for(data)
+    data["unsaved_s"] = status_unsaved_s(data, bool(data["running"]))
     if as_json:
         emit_json(data)
         return 0
     _print_status(data)
     return 0
-
-
-STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
-STALE_MIN_S = 2.0
-BUSY = ("filling", "reading which scans")  # the daemon's activities that keep one status while they last
-
-
-def _unsaved_for(data: dict[str, object]) -> float | None:
-    """Seconds a running, idle daemon has not saved its status (output read-only or full, or hung), else None.
-
-    A fill may hold one status for long ("filling ...", "reading which scans ...": both may wait for
-    a project's lock); an idle daemon saves it at every poll.
-    """
-    last_poll, activity = data.get("last_poll"), str(data.get("activity", ""))
-    if not data.get("running") or not isinstance(last_poll, (int, float)) or activity.startswith(BUSY):
-        return None
-    age = time.time() - last_poll
-    poll_s = data.get("poll_s")
-    limit = max(STALE_POLLS * (poll_s if isinstance(poll_s, (int, float)) else 1.0), STALE_MIN_S)
-    return age if age > limit else None
 
 
 def _ago(t: object) -> str:
@@ -166,14 +146,14 @@ def _ago(t: object) -> str:
 
 
 def _print_status(data: dict[str, object]) -> None:
-    from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan
+    from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan, status_unsaved_s
 
     if not data.get("checked", True):
         state = f"running on host {data['host']} (cannot check from here)"
     else:
         state = "running" if data["running"] else "not running"
     click.echo(f"daemon: {state}, pid {data['pid']} on {data['host']}, {data['activity']}, last poll {_ago(data.get('last_poll'))}")
-    unsaved_s = _unsaved_for(data)
+    unsaved_s = status_unsaved_s(data, bool(data["running"]))
     if unsaved_s is not None:
         click.echo(f"  WARNING: status not saved for {unsaved_s:.0f} s: the daemon cannot write under {data['out_root']}"
                    " (read-only or full disk?) or is hung; what follows may be old, see the daemon's log")  # fmt: skip

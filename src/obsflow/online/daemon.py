@@ -29,11 +29,14 @@ from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
 
-__all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "fill_lag_s", "later_scan", "read_status"]
+__all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "fill_lag_s", "later_scan", "read_status", "status_unsaved_s"]
 
 log = logging.getLogger(__name__)
 
 RECENT_FILLS = 200
+STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
+STALE_MIN_S = 2.0
+BUSY = ("filling", "reading which scans")  # the daemon's activities that keep one status while they last
 REPEAT_LOG_S = 300.0  # a problem that lasts is logged again at most this often
 
 
@@ -498,6 +501,21 @@ def fill_lag_s(record: Mapping[str, object]) -> float | None:
     if isinstance(filled, (int, float)) and isinstance(ended, (int, float)):
         return float(filled) - float(ended)
     return None
+
+
+def status_unsaved_s(status: Mapping[str, object], running: bool, now: float | None = None) -> float | None:
+    """Seconds a running, idle daemon has not saved its ``status`` (output read-only or full, or hung), else None.
+
+    A fill may hold one status for long ("filling ...", "reading which scans ...": both may wait for
+    a project's lock); an idle daemon saves it at every poll.
+    """
+    last_poll, activity = status.get("last_poll"), str(status.get("activity", ""))
+    if not running or not isinstance(last_poll, (int, float)) or activity.startswith(BUSY):
+        return None
+    age = (time.time() if now is None else now) - last_poll
+    poll_s = status.get("poll_s")
+    limit = max(STALE_POLLS * (poll_s if isinstance(poll_s, (int, float)) else 1.0), STALE_MIN_S)
+    return age if age > limit else None
 
 
 def read_status(layout: OutputLayout) -> dict[str, object] | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
-from obsflow.online.daemon import NEVER_FINISHED, daemon_running, fill_lag_s, later_scan, read_status
+from obsflow.online.daemon import NEVER_FINISHED, daemon_running, fill_lag_s, later_scan, read_status, status_unsaved_s
 from obsflow.online.layout import OutputLayout
 from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
@@ -244,9 +244,10 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
         return out
     recent = [r for r in data.get("recent", []) if isinstance(r, dict)]
     last_poll = data.get("last_poll")
+    running, checked = daemon_running(layout, data)
     out.update({
         "has_run": True,
-        "running": daemon_running(layout, data)[0],
+        "running": running, "checked": checked, "unsaved_s": status_unsaved_s(data, running, now),
         "pid": data.get("pid"), "host": data.get("host"), "started": data.get("started"),
         "activity": data.get("activity"), "active_project": data.get("active_project"), "last_poll": last_poll,
         "last_poll_age_s": round(now - last_poll, 1) if isinstance(last_poll, (int, float)) else None,
