@@ -241,3 +241,15 @@ def test_a_server_bound_to_every_address_answers_to_this_machines_own_names(site
         for name in (socket.gethostname(), f"{socket.getfqdn()}:{port}"):
             assert fetch(server, "/", host=name)[0] == 200, name
     assert host_allowed(socket.gethostname(), "0.0.0.0")
+
+
+def test_bytes_per_day_count_every_run_of_the_window_however_many(site: Site, server: StatusServer) -> None:
+    # Found by review: only the latest 5000 runs were read, so with many instruments or hourly syncs
+    # the window's first days read 0 bytes copied. Here 5000 empty runs follow yesterday's sha run.
+    yesterday = site.runs[0]
+    with Catalog(site.config.catalog_path) as catalog:
+        for i in range(5000):
+            run_id = catalog.start_run("suth:cape", "shoc", now=yesterday.started + 60 + i)
+            catalog.finish_run(run_id, "ok", {"copied": 0, "bytes": 0})
+    per_day = fetch_json(server, "/api/sync.json")["bytes_per_day"]
+    assert per_day["hops"]["instruments:suth"]["sha"][-2:] == [1_000_000, 3_000_006]

@@ -38,7 +38,6 @@ __all__ = [
 UNDONE_COUNTS = ("in_flight", "locked", "conflicts", "refused", "errors")
 RECENT_SHOWN = 20
 MISSING_SHOWN = 50
-_RUN_HISTORY = 5000  # runs read for the per-day bytes (a month of nightly runs is a few hundred)
 NOT_AN_OBJECT = "not a JSON object"  # what a hand-edited or foreign file may hold instead
 
 
@@ -156,7 +155,10 @@ def _fill_sync(out: dict[str, Any], catalog: Catalog, config: Config, dates: lis
                 out["has_runs"] = True
             entry["last_success"] = catalog.last_success(entry["instrument"], hop["hop"])
     out["holdings"] = _holdings(catalog, config, dates)
-    out["bytes_per_day"]["hops"] = bytes_per_day(catalog.runs(limit=_RUN_HISTORY), dates)
+    # Every run of the window, however many: a fixed number of the latest ones (many instruments, or
+    # hourly syncs) left the window's first days at 0 bytes.
+    first_day = datetime.combine(dates[0], datetime.min.time()).timestamp()
+    out["bytes_per_day"]["hops"] = bytes_per_day(catalog.runs(limit=None, since=first_day), dates)
 
 
 # ---- verification ------------------------------------------------------------------------------------
