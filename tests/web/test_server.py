@@ -253,3 +253,18 @@ def test_bytes_per_day_count_every_run_of_the_window_however_many(site: Site, se
             catalog.finish_run(run_id, "ok", {"copied": 0, "bytes": 0})
     per_day = fetch_json(server, "/api/sync.json")["bytes_per_day"]
     assert per_day["hops"]["instruments:suth"]["sha"][-2:] == [1_000_000, 3_000_006]
+
+
+def test_the_last_real_run_shows_after_many_dry_runs(site: Site, server: StatusServer) -> None:
+    # Found by review: the page looked for a real run among the latest 20 only; after 20 dry runs
+    # (an operator trying options) the instrument read "no runs yet" and the page "no runs yet".
+    real = _last_real_run(site, "instruments:suth", "shoc")
+    with Catalog(site.config.catalog_path) as catalog:
+        for i in range(25):
+            run_id = catalog.start_run("instruments:suth", "shoc", dry_run=True, now=real.started + 60 + i)
+            catalog.finish_run(run_id, "ok", {"copied": 7, "bytes": 7})
+    sync = fetch_json(server, "/api/sync.json")
+    (shoc,) = [i for i in sync["hops"][0]["instruments"] if i["instrument"] == "shoc"]
+    assert shoc["last_run"]["id"] == real.id
+    rows = {row[0]: row for row in table_with(fetch_html(server, "/sync"), "Instrument")[1:]}
+    assert rows["shoc"][2:5] == ["ok", str(real.copied), human_bytes(real.bytes)]

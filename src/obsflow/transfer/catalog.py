@@ -515,10 +515,12 @@ class Catalog:
 
     @_one_line_errors
     def runs(
-        self, limit: int | None = 100, instrument: str | None = None, hop: str | None = None, since: float | None = None
+        self, limit: int | None = 100, instrument: str | None = None, hop: str | None = None,
+        since: float | None = None, real_only: bool = False,
     ) -> list[RunRecord]:
-        """The latest runs, newest first (``limit`` None: all of them), started at ``since`` or later if given."""
-        query, args = "SELECT * FROM runs WHERE 1 = 1", []
+        """The latest runs, newest first (``limit`` None: all of them), started at ``since`` or later if given;
+        ``real_only``: no dry runs."""
+        query, args = "SELECT * FROM runs WHERE 1 = 1" + (" AND dry_run = 0" if real_only else ""), []
         if instrument is not None:
             query, args = query + " AND instrument = ?", [*args, instrument]
         if hop is not None:

@@ -149,7 +149,7 @@ def sync_status(config: Config, now: float | None = None) -> dict[str, Any]:
 def _fill_sync(out: dict[str, Any], catalog: Catalog, config: Config, dates: list[date], redactor: Redactor) -> None:
     for hop in out["hops"]:
         for entry in hop["instruments"]:
-            runs = [r for r in catalog.runs(limit=20, instrument=entry["instrument"], hop=hop["hop"]) if not r.dry_run]
+            runs = catalog.runs(limit=1, instrument=entry["instrument"], hop=hop["hop"], real_only=True)
             if runs:
                 entry["last_run"] = _run_dict(runs[0], redactor)
                 out["has_runs"] = True
@@ -158,7 +158,7 @@ def _fill_sync(out: dict[str, Any], catalog: Catalog, config: Config, dates: lis
     # Every run of the window, however many: a fixed number of the latest ones (many instruments, or
     # hourly syncs) left the window's first days at 0 bytes.
     first_day = datetime.combine(dates[0], datetime.min.time()).timestamp()
-    out["bytes_per_day"]["hops"] = bytes_per_day(catalog.runs(limit=None, since=first_day), dates)
+    out["bytes_per_day"]["hops"] = bytes_per_day(catalog.runs(limit=None, since=first_day, real_only=True), dates)
 
 
 # ---- verification ------------------------------------------------------------------------------------
