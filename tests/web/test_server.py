@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from obsflow.transfer.catalog import Catalog
 from obsflow.web import status
 from obsflow.web.pages import human_bytes
-from obsflow.web.server import StatusServer, host_allowed
+from obsflow.web.server import StatusServer, host_allowed, make_server
 from tests.web.conftest import Site, serve
 from tests.web.reading import fetch, fetch_html, fetch_json, html_tables, table_with
 from tests.web.site import PROJECT, SECRETS
@@ -268,3 +268,25 @@ def test_the_last_real_run_shows_after_many_dry_runs(site: Site, server: StatusS
     assert shoc["last_run"]["id"] == real.id
     rows = {row[0]: row for row in table_with(fetch_html(server, "/sync"), "Instrument")[1:]}
     assert rows["shoc"][2:5] == ["ok", str(real.copied), human_bytes(real.bytes)]
+
+
+def test_a_viewer_that_sends_nothing_is_let_go(site: Site) -> None:
+    # Found by review: a connection that never finished its request held its server thread for
+    # ever (no socket timeout), so idle or slow clients piled up threads without end.
+    import socket
+
+    server = make_server(site.config, "127.0.0.1", 0, cache_s=0.0)
+    server.client_timeout_s = 1.0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=20) as idle:
+            idle.sendall(b"GET / HTTP/1.1\r\n")  # and never the rest
+            assert fetch(server, "/api/verify.json")[0] == 200  # others are served meanwhile
+            started = time.monotonic()
+            idle.recv(1024)  # b"" (closed) or a 408: either way the server gave up on it
+            assert time.monotonic() - started < 10
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
