@@ -140,3 +140,22 @@ def test_the_demo_says_when_its_commands_cannot_be_repeated_by_hand(night) -> No
                           check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "cannot reach host" in done.stdout
     assert "only while a demo runs: `obsflow demo --local`" in out
+
+
+def test_a_status_page_port_in_use_is_refused_before_the_night(tmp_path) -> None:
+    # Found by review: the night ran whole (half a minute over ssh), then the demo failed on the port
+    # with an error naming "[web] port", and its summary of where to look was never printed.
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "obsflow", "demo", "--local", "--serve", "--port", str(port),
+                                 "--workdir", str(tmp_path / "night")], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and f"port {port}" in result.stderr and "--port" in result.stderr
+    assert not (tmp_path / "night").exists()
+    result = subprocess.run([sys.executable, "-m", "obsflow", "demo", "--port", "70000", "--workdir",
+                             str(tmp_path / "night")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and "--port" in result.stderr and not (tmp_path / "night").exists()
