@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import date, timedelta
@@ -290,3 +291,14 @@ def test_a_viewer_that_sends_nothing_is_let_go(site: Site) -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def test_the_verification_says_how_old_it_is(site: Site, server: StatusServer) -> None:
+    # Found by review: the daily check's result had no age on the page, so one whose timer stopped
+    # weeks ago read as this morning's to anyone not reading its date closely.
+    path = site.config.state_path / "verify-last.json"
+    last = json.loads(path.read_text())
+    last["ended"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() - 3 * 86400))
+    path.write_text(json.dumps(last))
+    page = fetch_html(server, "/verify")
+    assert f"{last['ended']} (3.0 d ago)" in page

@@ -173,7 +173,9 @@ def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> st
         return _closed_empty(out, "no verification yet")
     period = verify.get("period") or {}
     out.append(f'<p>{_badge(verify["status"])} <strong>{_e(verify["subject"])}</strong></p>')
-    out.append(f'<p class="muted">checked {_e(verify["started"])} .. {_e(verify["ended"])}; nights '
+    ago = _ago(verify.get("ended_s"), now)  # a daily check that stopped running shows its age
+    out.append(f'<p class="muted">checked {_e(verify["started"])} .. {_e(verify["ended"])}'
+               f'{f" ({_e(ago)})" if ago else ""}; nights '
                f'{_e(period.get("first"))} .. {_e(period.get("last"))}; '
                f'{"contents compared (xxh128)" if verify["checksum"] else "sizes compared"}</p>')  # fmt: skip
     rows = []

@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -192,9 +192,18 @@ def verify_status(config: Config) -> dict[str, Any]:
         "has_run": True, "error": None,
         "status": last.get("status"), "subject": redactor.clean(last.get("subject", "")),
         "started": last.get("started"), "ended": last.get("ended"), "period": last.get("period"),
+        "ended_s": _report_time(last.get("ended")),
         "checksum": last.get("checksum", False), "counts": last.get("counts", {}),
         "not_checked": [redactor.clean(line) for line in last.get("not_checked", [])], "folders": folders,
     }  # fmt: skip
+
+
+def _report_time(text: object) -> float | None:
+    """UNIX seconds of a time as the verification report writes it (``2026-05-03 09:00:12 UTC``), or None."""
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 # ---- filler ---------------------------------------------------------------------------------------------
