@@ -99,7 +99,8 @@ def test_status_page_of_the_night_in_chromium(night, browser, tmp_path):  # noqa
     # The filler: its last scan is the last scan in the FITS files on disk.
     layout = OutputLayout(work / "sdfits")
     on_disk = max(s for s, _ in writer.scans_in_file(layout.bank_fits(PROJECT, "A")))
-    assert f"{PROJECT} (active)" in text and f" {on_disk} " in text
+    assert f"last active project {PROJECT}" in text and f" {on_disk} " in text  # the daemon stopped with the night
+    assert f"{PROJECT} (active)" not in text
     shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
     png = tmp_path / "night-status.png"
     png.write_bytes(base64.b64decode(shot["data"]))
@@ -139,3 +140,22 @@ def test_the_demo_says_when_its_commands_cannot_be_repeated_by_hand(night) -> No
                           check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "cannot reach host" in done.stdout
     assert "only while a demo runs: `obsflow demo --local`" in out
+
+
+def test_a_status_page_port_in_use_is_refused_before_the_night(tmp_path) -> None:
+    # Found by review: the night ran whole (half a minute over ssh), then the demo failed on the port
+    # with an error naming "[web] port", and its summary of where to look was never printed.
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "obsflow", "demo", "--local", "--serve", "--port", str(port),
+                                 "--workdir", str(tmp_path / "night")], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and f"port {port}" in result.stderr and "--port" in result.stderr
+    assert not (tmp_path / "night").exists()
+    result = subprocess.run([sys.executable, "-m", "obsflow", "demo", "--port", "70000", "--workdir",
+                             str(tmp_path / "night")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and "--port" in result.stderr and not (tmp_path / "night").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import date, timedelta
@@ -9,7 +10,7 @@ from datetime import date, timedelta
 from obsflow.transfer.catalog import Catalog
 from obsflow.web import status
 from obsflow.web.pages import human_bytes
-from obsflow.web.server import StatusServer, host_allowed
+from obsflow.web.server import StatusServer, host_allowed, make_server
 from tests.web.conftest import Site, serve
 from tests.web.reading import fetch, fetch_html, fetch_json, html_tables, table_with
 from tests.web.site import PROJECT, SECRETS
@@ -241,3 +242,63 @@ def test_a_server_bound_to_every_address_answers_to_this_machines_own_names(site
         for name in (socket.gethostname(), f"{socket.getfqdn()}:{port}"):
             assert fetch(server, "/", host=name)[0] == 200, name
     assert host_allowed(socket.gethostname(), "0.0.0.0")
+
+
+def test_bytes_per_day_count_every_run_of_the_window_however_many(site: Site, server: StatusServer) -> None:
+    # Found by review: only the latest 5000 runs were read, so with many instruments or hourly syncs
+    # the window's first days read 0 bytes copied. Here 5000 empty runs follow yesterday's sha run.
+    yesterday = site.runs[0]
+    with Catalog(site.config.catalog_path) as catalog:
+        for i in range(5000):
+            run_id = catalog.start_run("suth:cape", "shoc", now=yesterday.started + 60 + i)
+            catalog.finish_run(run_id, "ok", {"copied": 0, "bytes": 0})
+    per_day = fetch_json(server, "/api/sync.json")["bytes_per_day"]
+    assert per_day["hops"]["instruments:suth"]["sha"][-2:] == [1_000_000, 3_000_006]
+
+
+def test_the_last_real_run_shows_after_many_dry_runs(site: Site, server: StatusServer) -> None:
+    # Found by review: the page looked for a real run among the latest 20 only; after 20 dry runs
+    # (an operator trying options) the instrument read "no runs yet" and the page "no runs yet".
+    real = _last_real_run(site, "instruments:suth", "shoc")
+    with Catalog(site.config.catalog_path) as catalog:
+        for i in range(25):
+            run_id = catalog.start_run("instruments:suth", "shoc", dry_run=True, now=real.started + 60 + i)
+            catalog.finish_run(run_id, "ok", {"copied": 7, "bytes": 7})
+    sync = fetch_json(server, "/api/sync.json")
+    (shoc,) = [i for i in sync["hops"][0]["instruments"] if i["instrument"] == "shoc"]
+    assert shoc["last_run"]["id"] == real.id
+    rows = {row[0]: row for row in table_with(fetch_html(server, "/sync"), "Instrument")[1:]}
+    assert rows["shoc"][2:5] == ["ok", str(real.copied), human_bytes(real.bytes)]
+
+
+def test_a_viewer_that_sends_nothing_is_let_go(site: Site) -> None:
+    # Found by review: a connection that never finished its request held its server thread for
+    # ever (no socket timeout), so idle or slow clients piled up threads without end.
+    import socket
+
+    server = make_server(site.config, "127.0.0.1", 0, cache_s=0.0)
+    server.client_timeout_s = 1.0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=20) as idle:
+            idle.sendall(b"GET / HTTP/1.1\r\n")  # and never the rest
+            assert fetch(server, "/api/verify.json")[0] == 200  # others are served meanwhile
+            started = time.monotonic()
+            idle.recv(1024)  # b"" (closed) or a 408: either way the server gave up on it
+            assert time.monotonic() - started < 10
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_the_verification_says_how_old_it_is(site: Site, server: StatusServer) -> None:
+    # Found by review: the daily check's result had no age on the page, so one whose timer stopped
+    # weeks ago read as this morning's to anyone not reading its date closely.
+    path = site.config.state_path / "verify-last.json"
+    last = json.loads(path.read_text())
+    last["ended"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() - 3 * 86400))
+    path.write_text(json.dumps(last))
+    page = fetch_html(server, "/verify")
+    assert f"{last['ended']} (3.0 d ago)" in page

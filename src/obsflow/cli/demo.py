@@ -22,7 +22,7 @@ Examples:
 @click.option("--scans", type=click.IntRange(2, 40), default=4, show_default=True, help="OnOff scans (pairs) to observe.")
 @click.option("--speed", type=click.FloatRange(1, 1000), default=20.0, show_default=True,
               help="Telescope runs this many times faster than real time.")
-@click.option("--port", type=int, default=0, help="Status page port (default: any free port).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="Status page port (default: any free port).")
 @click.option("--local", "use_local", is_flag=True, help="Use local folders instead of a loopback ssh server.")
 @click.option("--serve/--no-serve", default=None,
               help="Keep serving the status page until Enter/Ctrl-C (default: only on a terminal).")
@@ -42,13 +42,15 @@ def command(workdir: Path, scans: int, speed: float, port: int, use_local: bool,
 
     started = time.monotonic()
     scans += scans % 2  # OnOff scans come in pairs
+    if serve is None:
+        serve = sys.stdin.isatty() and sys.stdout.isatty()
+    if serve:
+        _check_port_free(port)  # now, not after the whole night
 
     def say(text: str) -> None:
         click.echo(text)
 
     result = run_night(workdir, say, scans=scans, speed=speed, use_ssh=not use_local)
-    if serve is None:
-        serve = sys.stdin.isatty() and sys.stdout.isatty()
     server = make_server(load_config(result.config), "127.0.0.1", port) if serve else None
     if server is not None:
         import threading
@@ -80,3 +82,19 @@ def command(workdir: Path, scans: int, speed: float, port: int, use_local: bool,
             server.server_close()
     ok = result.filled_scans == scans and result.sync_exit == 0 and result.verify_exit == 1
     return 0 if ok else 1
+
+
+def _check_port_free(port: int) -> None:
+    """UsageError if the status page could not listen on ``port`` (0: any free port will do)."""
+    import socket
+
+    from obsflow.errors import UsageError
+
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as err:
+            raise UsageError(f"cannot serve the status page on port {port}: {err.strerror or err}", "--port") from err

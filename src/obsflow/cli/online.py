@@ -117,7 +117,7 @@ Examples:
 @click.pass_context
 def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
     """Show what the daemon is doing, the last scan filled per project and any lag."""
-    from obsflow.online.daemon import daemon_running, read_status
+    from obsflow.online.daemon import daemon_running, read_status, status_unsaved_s
     from obsflow.online.layout import OutputLayout
 
     root = out_root or ctx.obj.get("out_root")
@@ -131,32 +131,12 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
             click.echo(f"no online daemon has run on {root}")
         return 0
     data["running"], data["checked"] = daemon_running(OutputLayout(Path(root)), data)
-    data["unsaved_s"] = _unsaved_for(data)
+    data["unsaved_s"] = status_unsaved_s(data, bool(data["running"]))
     if as_json:
         emit_json(data)
         return 0
     _print_status(data)
     return 0
-
-
-STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
-STALE_MIN_S = 2.0
-BUSY = ("filling", "reading which scans")  # the daemon's activities that keep one status while they last
-
-
-def _unsaved_for(data: dict[str, object]) -> float | None:
-    """Seconds a running, idle daemon has not saved its status (output read-only or full, or hung), else None.
-
-    A fill may hold one status for long ("filling ...", "reading which scans ...": both may wait for
-    a project's lock); an idle daemon saves it at every poll.
-    """
-    last_poll, activity = data.get("last_poll"), str(data.get("activity", ""))
-    if not data.get("running") or not isinstance(last_poll, (int, float)) or activity.startswith(BUSY):
-        return None
-    age = time.time() - last_poll
-    poll_s = data.get("poll_s")
-    limit = max(STALE_POLLS * (poll_s if isinstance(poll_s, (int, float)) else 1.0), STALE_MIN_S)
-    return age if age > limit else None
 
 
 def _ago(t: object) -> str:
@@ -165,18 +145,15 @@ def _ago(t: object) -> str:
     return f"{time.time() - t:.0f} s ago"
 
 
-def _scan_end(record: dict[str, object]) -> object:
-    """When the scan ended (``finished_seen_at``: when it was seen, in status files of older versions)."""
-    return record.get("finished_at") or record.get("finished_seen_at")
-
-
 def _print_status(data: dict[str, object]) -> None:
+    from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan, status_unsaved_s
+
     if not data.get("checked", True):
         state = f"running on host {data['host']} (cannot check from here)"
     else:
         state = "running" if data["running"] else "not running"
     click.echo(f"daemon: {state}, pid {data['pid']} on {data['host']}, {data['activity']}, last poll {_ago(data.get('last_poll'))}")
-    unsaved_s = _unsaved_for(data)
+    unsaved_s = status_unsaved_s(data, bool(data["running"]))
     if unsaved_s is not None:
         click.echo(f"  WARNING: status not saved for {unsaved_s:.0f} s: the daemon cannot write under {data['out_root']}"
                    " (read-only or full disk?) or is hung; what follows may be old, see the daemon's log")  # fmt: skip
@@ -188,7 +165,7 @@ def _print_status(data: dict[str, object]) -> None:
             f" {info['pending']} pending"
         )
     recent = data.get("recent") or []
-    lags = [r["filled_at"] - ended for r in recent if (ended := _scan_end(r))]  # type: ignore[operator]
+    lags = [lag for r in recent if (lag := fill_lag_s(r)) is not None]  # type: ignore[arg-type]
     if lags:
         click.echo(f"  lag after scan end: last {lags[0]:.2f} s, worst of last {len(lags)}: {max(lags):.2f} s")
     for failure in data.get("failures") or []:  # type: ignore[union-attr]
@@ -196,8 +173,6 @@ def _print_status(data: dict[str, object]) -> None:
         click.echo(f"  {what}: {failure['project']} scan {failure['scan']}: {failure['last_error']}")
     for problem in data.get("project_failures") or []:  # type: ignore[union-attr]
         click.echo(f"  STALLED: {problem['project']}, {problem['pending']} scan(s) waiting: {problem['last_error']}")
-    from obsflow.online.daemon import NEVER_FINISHED, later_scan
-
     for entry in data.get("never_finished") or []:  # type: ignore[union-attr]
         click.echo(f"  NEVER FINISHED: {entry['project']} scan {entry['scan']} ({entry['timestamp']}): {NEVER_FINISHED} "
                    f"({later_scan(entry)} started after it)")  # fmt: skip

@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -29,11 +29,14 @@ from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
 
-__all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "later_scan", "read_status"]
+__all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "fill_lag_s", "later_scan", "read_status", "status_unsaved_s"]
 
 log = logging.getLogger(__name__)
 
 RECENT_FILLS = 200
+STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
+STALE_MIN_S = 2.0
+BUSY = ("filling", "reading which scans")  # the daemon's activities that keep one status while they last
 REPEAT_LOG_S = 300.0  # a problem that lasts is logged again at most this often
 
 
@@ -485,6 +488,34 @@ def daemon_running(layout: OutputLayout, status: dict[str, object]) -> tuple[boo
     if holder.host != socket.gethostname():
         return True, False
     return True, True
+
+
+def fill_lag_s(record: Mapping[str, object]) -> float | None:
+    """Seconds from a scan's end to its fill, from a fill record (status ``recent`` or fill log), or None.
+
+    The end is ``finished_at`` (the scan log's SCAN FINISHED); ``finished_seen_at``, when the daemon
+    saw it, only in records of older versions: after a daemon was down it hides the whole wait.
+    """
+    filled = record.get("filled_at")
+    ended = record.get("finished_at") or record.get("finished_seen_at")
+    if isinstance(filled, (int, float)) and isinstance(ended, (int, float)):
+        return float(filled) - float(ended)
+    return None
+
+
+def status_unsaved_s(status: Mapping[str, object], running: bool, now: float | None = None) -> float | None:
+    """Seconds a running, idle daemon has not saved its ``status`` (output read-only or full, or hung), else None.
+
+    A fill may hold one status for long ("filling ...", "reading which scans ...": both may wait for
+    a project's lock); an idle daemon saves it at every poll.
+    """
+    last_poll, activity = status.get("last_poll"), str(status.get("activity", ""))
+    if not running or not isinstance(last_poll, (int, float)) or activity.startswith(BUSY):
+        return None
+    age = (time.time() if now is None else now) - last_poll
+    poll_s = status.get("poll_s")
+    limit = max(STALE_POLLS * (poll_s if isinstance(poll_s, (int, float)) else 1.0), STALE_MIN_S)
+    return age if age > limit else None
 
 
 def read_status(layout: OutputLayout) -> dict[str, object] | None:

@@ -33,7 +33,7 @@ from obsflow.sdfits.flag import flag_target_path
 log = logging.getLogger(__name__)
 
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')  # one key=value of a fill log line (see _fmt)
-_FLOAT_FIELDS = {"filled_at", "finished_seen_at", "seconds"}
+_FLOAT_FIELDS = {"filled_at", "finished_at", "finished_seen_at", "seconds"}
 
 __all__ = ["OutputLayout", "output_project"]
 

@@ -130,6 +130,7 @@ def _config_text(work: Path, ssh_config: Path | None, port: int) -> str:
 
 def _observe_and_fill(work: Path, say: Callable[[str], None], scans: int, speed: float) -> int:
     """The telescope writes scans in accelerated real time while the online daemon fills them."""
+    from obsflow.online.daemon import fill_lag_s
     from obsflow.online.service import build_daemon
     from obsflow.simulate.telescope import TelescopeSimulator, TelescopeSpec
 
@@ -154,7 +155,7 @@ def _observe_and_fill(work: Path, say: Callable[[str], None], scans: int, speed:
     daemon.stop()
     thread.join(timeout=30)
     filled = len(daemon.engine.project(PROJECT).filled)
-    lags = [r["filled_at"] - r["finished_seen_at"] for r in daemon.status.recent if r.get("finished_seen_at")]
+    lags = [lag for r in daemon.status.recent if (lag := fill_lag_s(r)) is not None]
     if lags:
         say(f"  online filler: {filled} scans filled, {max(lags):.2f} s at most after each scan ended")
     return filled

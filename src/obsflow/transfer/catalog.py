@@ -546,13 +546,20 @@ class Catalog:
         )
 
     @_one_line_errors
-    def runs(self, limit: int = 100, instrument: str | None = None, hop: str | None = None) -> list[RunRecord]:
-        """The latest runs, newest first."""
-        query, args = "SELECT * FROM runs WHERE 1 = 1", []
+    def runs(
+        self, limit: int | None = 100, instrument: str | None = None, hop: str | None = None,
+        since: float | None = None, real_only: bool = False,
+    ) -> list[RunRecord]:
+        """The latest runs, newest first (``limit`` None: all of them), started at ``since`` or later if given;
+        ``real_only``: no dry runs."""
+        query, args = "SELECT * FROM runs WHERE 1 = 1" + (" AND dry_run = 0" if real_only else ""), []
         if instrument is not None:
             query, args = query + " AND instrument = ?", [*args, instrument]
         if hop is not None:
             query, args = query + " AND hop = ?", [*args, hop]
+        if since is not None:
+            query, args = query + " AND started >= ?", [*args, since]
+        limit = -1 if limit is None else limit  # SQLite: a negative LIMIT is none
         rows = self._db.execute(query + " ORDER BY started DESC, id DESC LIMIT ?", [*args, limit])
         return [RunRecord(*row[:6], bool(row[6]), *row[7:]) for row in rows]
 

@@ -173,7 +173,9 @@ def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> st
         return _closed_empty(out, "no verification yet")
     period = verify.get("period") or {}
     out.append(f'<p>{_badge(verify["status"])} <strong>{_e(verify["subject"])}</strong></p>')
-    out.append(f'<p class="muted">checked {_e(verify["started"])} .. {_e(verify["ended"])}; nights '
+    ago = _ago(verify.get("ended_s"), now)  # a daily check that stopped running shows its age
+    out.append(f'<p class="muted">checked {_e(verify["started"])} .. {_e(verify["ended"])}'
+               f'{f" ({_e(ago)})" if ago else ""}; nights '
                f'{_e(period.get("first"))} .. {_e(period.get("last"))}; '
                f'{"contents compared (xxh128)" if verify["checksum"] else "sizes compared"}</p>')  # fmt: skip
     rows = []
@@ -205,21 +207,28 @@ def filler_section(filler: dict[str, Any], now: float, with_gallery: bool = Fals
     out = _opening("filler", "Online filler", filler)
     if not filler["has_run"]:
         return _closed_empty(out, f"the filler daemon has not run on {_e(filler['out_root'])}")
-    state = _badge("ok", "running") if filler["running"] else _badge("failed", "not running")
-    out.append(f'<p>{state} {_e(filler.get("activity"))}; active project <strong>'
-               f'{_e(filler.get("active_project") or "none")}</strong>; last poll '
+    live = filler["running"] and filler.get("unsaved_s") is None  # else the projects' lag is as of the last save
+    out.append(f'<p>{_daemon_state(filler)} {_e(filler.get("activity"))}; {"" if live else "last "}active project '
+               f'<strong>{_e(filler.get("active_project") or "none")}</strong>; last poll '
                f'{_e(_ago(filler.get("last_poll"), now) or "never")}; output {_e(filler["out_root"])}</p>')  # fmt: skip
+    if filler.get("unsaved_s") is not None:
+        out.append(f'<p class="bad">status not saved for {filler["unsaved_s"]:.0f} s: the daemon cannot write under '
+                   f'{_e(filler["out_root"])} (read-only or full disk?) or is hung; what follows may be old, '
+                   "see the daemon's log</p>")  # fmt: skip
     if filler["projects"]:
         rows = []
         for p in filler["projects"]:
             lag = "up to date" if not p["pending"] else f'{p["pending"]} scans behind'
+            if not live:  # the telescope may have gone on since
+                lag = f'unknown ({p["pending"]} pending at the last poll)'
             latency = "" if p["latency_s"] is None else f'{p["latency_s"]:.1f} s after scan end'
             look = f'<a href="{_e(p["quicklook"])}">plot</a>' if p["quicklook"] else ""
             rows.append([
-                _e(p["project"]) + (" <strong>(active)</strong>" if p["is_active"] else ""), _e(p["last_scan"]),
+                _e(p["project"]) + (" <strong>(active)</strong>" if p["is_active"] and live else ""),
+                _e(p["last_scan"]),
                 _e(p["last_timestamp"]), f'{_e(_when(p["last_filled_at"]))} '
                 f'<span class="muted">({_e(_ago(p["last_filled_at"], now))})</span>',
-                f'<span class="{"warn" if p["pending"] else "ok"}">{_e(lag)}</span>', _e(latency), look,
+                f'<span class="{"warn" if p["pending"] or not live else "ok"}">{_e(lag)}</span>', _e(latency), look,
             ])  # fmt: skip
         out.append(_table(["Project", "Last filled scan", "Scan timestamp", "Filled", "Lag behind telescope",
                            "Fill latency", "Quick look"], rows, numeric=(1,)))  # fmt: skip
@@ -255,6 +264,15 @@ def filler_section(filler: dict[str, Any], now: float, with_gallery: bool = Fals
             out.append('<p class="empty">no quick looks yet</p>')
     out.append("</section>")
     return "\n".join(out)
+
+
+def _daemon_state(filler: dict[str, Any]) -> str:
+    """The daemon's badge, worded as ``online status`` words it."""
+    if not filler["running"]:
+        return _badge("failed", "not running")
+    if not filler.get("checked", True):  # its lock names another host, whose processes cannot be seen from here
+        return _badge("running", f"running on host {filler.get('host')} (cannot check from here)")
+    return _badge("ok", "running")
 
 
 def render_page(path: str, status: dict[str, Any], refresh_s: int) -> str:

@@ -4,7 +4,8 @@ Routes: the pages in :data:`obsflow.web.pages.PAGES`, a JSON document beside eac
 (``/api/status.json``, ``/api/sync.json``, ``/api/verify.json``, ``/api/filler.json``), the plots
 (``/plots/bytes_per_day.png``, ``/plots/fill_latency.png``) and the filler's quick looks
 (``/quicklook/<PROJ>/scan_<N>.png``).  Only GET and HEAD; nothing is ever written.  Only requests
-naming this server in their Host header are answered (see :func:`host_allowed`; 421 otherwise).
+naming this server in their Host header are answered (see :func:`host_allowed`; 421 otherwise);
+a viewer that sends nothing or stops reading is let go after ``client_timeout_s``.
 Each part of the status (sync, verify, filler) is gathered at most once per ``cache_s`` for all
 viewers, and a page waits only for the parts it shows.
 """
@@ -118,6 +119,7 @@ class StatusServer(ThreadingHTTPServer):
     """The status server for one config; ``url`` says where it listens."""
 
     daemon_threads = True
+    client_timeout_s = 30.0  # a viewer's time to send its request, and to take each part of the answer
 
     def __init__(self, config: Config, host: str, port: int, refresh_s: int = 30, cache_s: float = 2.0) -> None:
         self.config = config
@@ -160,6 +162,11 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "obsflow"
     sys_version = ""
 
+    def setup(self) -> None:
+        # Without a timeout a viewer that connects and sends nothing (or reads nothing) holds its thread for ever.
+        self.timeout = self.server.client_timeout_s
+        super().setup()
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._answer(send_body=True)
 
@@ -175,8 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
         """The response, or a short 500 (the traceback logged) rather than a connection closed without one."""
         try:
             self._respond(send_body)
-        except ConnectionError:
-            pass  # the viewer went away
+        except (ConnectionError, TimeoutError):
+            pass  # the viewer went away, or stopped reading
         except Exception:
             log.exception("error answering %s", self.path)
             self._send(HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", b"internal error (logged)\n",

@@ -17,13 +17,13 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
-from obsflow.online.daemon import NEVER_FINISHED, daemon_running, later_scan, read_status
+from obsflow.online.daemon import NEVER_FINISHED, daemon_running, fill_lag_s, later_scan, read_status, status_unsaved_s
 from obsflow.online.layout import OutputLayout
 from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
@@ -38,7 +38,6 @@ __all__ = [
 UNDONE_COUNTS = ("in_flight", "locked", "conflicts", "refused", "errors")
 RECENT_SHOWN = 20
 MISSING_SHOWN = 50
-_RUN_HISTORY = 5000  # runs read for the per-day bytes (a month of nightly runs is a few hundred)
 NOT_AN_OBJECT = "not a JSON object"  # what a hand-edited or foreign file may hold instead
 
 
@@ -150,13 +149,16 @@ def sync_status(config: Config, now: float | None = None) -> dict[str, Any]:
 def _fill_sync(out: dict[str, Any], catalog: Catalog, config: Config, dates: list[date], redactor: Redactor) -> None:
     for hop in out["hops"]:
         for entry in hop["instruments"]:
-            runs = [r for r in catalog.runs(limit=20, instrument=entry["instrument"], hop=hop["hop"]) if not r.dry_run]
+            runs = catalog.runs(limit=1, instrument=entry["instrument"], hop=hop["hop"], real_only=True)
             if runs:
                 entry["last_run"] = _run_dict(runs[0], redactor)
                 out["has_runs"] = True
             entry["last_success"] = catalog.last_success(entry["instrument"], hop["hop"])
     out["holdings"] = _holdings(catalog, config, dates)
-    out["bytes_per_day"]["hops"] = bytes_per_day(catalog.runs(limit=_RUN_HISTORY), dates)
+    # Every run of the window, however many: a fixed number of the latest ones (many instruments, or
+    # hourly syncs) left the window's first days at 0 bytes.
+    first_day = datetime.combine(dates[0], datetime.min.time()).timestamp()
+    out["bytes_per_day"]["hops"] = bytes_per_day(catalog.runs(limit=None, since=first_day, real_only=True), dates)
 
 
 # ---- verification ------------------------------------------------------------------------------------
@@ -190,9 +192,18 @@ def verify_status(config: Config) -> dict[str, Any]:
         "has_run": True, "error": None,
         "status": last.get("status"), "subject": redactor.clean(last.get("subject", "")),
         "started": last.get("started"), "ended": last.get("ended"), "period": last.get("period"),
+        "ended_s": _report_time(last.get("ended")),
         "checksum": last.get("checksum", False), "counts": last.get("counts", {}),
         "not_checked": [redactor.clean(line) for line in last.get("not_checked", [])], "folders": folders,
     }  # fmt: skip
+
+
+def _report_time(text: object) -> float | None:
+    """UNIX seconds of a time as the verification report writes it (``2026-05-03 09:00:12 UTC``), or None."""
+    try:
+        return datetime.strptime(str(text), "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 # ---- filler ---------------------------------------------------------------------------------------------
@@ -211,11 +222,9 @@ def filler_layout(config: Config) -> OutputLayout:
 
 
 def _latency(record: dict[str, Any]) -> float | None:
-    """Seconds from the scan end being seen to the fill being done."""
-    filled, finished = record.get("filled_at"), record.get("finished_seen_at")
-    if isinstance(filled, (int, float)) and isinstance(finished, (int, float)):
-        return round(float(filled) - float(finished), 3)
-    return None
+    """Seconds from the scan's end to the fill being done (as ``online status`` counts them)."""
+    lag = fill_lag_s(record)
+    return None if lag is None else round(lag, 3)
 
 
 def _quicklook_url(layout: OutputLayout, project: str, scan: object) -> str | None:
@@ -246,9 +255,10 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
         return out
     recent = [r for r in data.get("recent", []) if isinstance(r, dict)]
     last_poll = data.get("last_poll")
+    running, checked = daemon_running(layout, data)
     out.update({
         "has_run": True,
-        "running": daemon_running(layout, data)[0],
+        "running": running, "checked": checked, "unsaved_s": status_unsaved_s(data, running, now),
         "pid": data.get("pid"), "host": data.get("host"), "started": data.get("started"),
         "activity": data.get("activity"), "active_project": data.get("active_project"), "last_poll": last_poll,
         "last_poll_age_s": round(now - last_poll, 1) if isinstance(last_poll, (int, float)) else None,
