@@ -195,7 +195,7 @@ def test_the_installed_command_exits_1_on_differences(sshd, tmp_path):
 
 def test_an_html_page_that_cannot_be_written_still_saves_and_mails_then_exits_2(sshd, tmp_path, capsys, smtpd):
     world = build_world(tmp_path, sshd, per_night=1, mail=mail_table(smtpd))
-    args = ["verify", "-c", str(world.config_path), *TODAY, "--hop", "suth:cape", "--mail", "--html", "/nonexistent/r.html"]
+    args = ["verify", "-c", str(world.config_path), *TODAY, "--mail", "--html", "/nonexistent/r.html"]
     assert main(args) == 2
     captured = capsys.readouterr()
     assert captured.out.startswith("OK: ")
@@ -274,3 +274,21 @@ def test_a_mail_table_without_recipients_is_a_config_problem_not_found_on_a_bad_
     (world.cape("shd") / world.files["shd"][0]).unlink()  # a bad morning: the report goes out
     assert main(["verify", "-c", str(world.config_path), *TODAY, "--mail", "--hop", "suth:cape"]) == 1
     assert [m.rcpt_tos for m in smtpd.received] == [["ops@saao.test"]]
+
+
+def test_a_partial_check_by_hand_does_not_replace_the_daily_result_on_the_page(sshd, tmp_path, capsys, caplog):
+    """Found by review: `obsflow verify -i sha` (clean) after the 09:00 check (3 missing) replaced
+    verify-last.json, and the status page's "Last verification" read ok."""
+    caplog.set_level("INFO", logger="obsflow.cli.verify")
+    world = build_world(tmp_path, sshd, per_night=2)
+    (world.cape("shd") / world.files["shd"][2]).unlink()
+    assert main(["verify", "-c", str(world.config_path), *TODAY]) == 1  # the daily check: every hop and instrument
+    last = tmp_path / "state" / "verify-last.json"
+    daily = last.read_bytes()
+    assert json.loads(daily)["status"] == "differences"
+    for partial in (["-i", "sha"], ["--hop", "instruments:suth"], ["--months", "this"], ["--since", "2026-11-20"]):
+        assert main(["verify", "-c", str(world.config_path), *TODAY, *partial]) == 0, partial
+        assert last.read_bytes() == daily, partial
+    assert "not kept as the status page's last verification" in caplog.text
+    assert main(["verify", "-c", str(world.config_path), *TODAY, "--months", "last,this", "--checksum"]) == 1
+    assert last.read_bytes() != daily  # the whole scope (in any spelling, with --checksum too) is kept

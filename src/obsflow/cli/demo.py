@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,7 +21,8 @@ Examples:
 @click.command("demo", epilog=EXAMPLES)
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default="demo-work", show_default=True,
               help="Fresh folder for the night (a previous demo's is replaced).")
-@click.option("--scans", type=click.IntRange(2, 40), default=4, show_default=True, help="OnOff scans (pairs) to observe.")
+@click.option("--scans", type=click.IntRange(2, 40), default=4, show_default=True,
+              help="Scans to observe, in OnOff pairs (an odd number is rounded up).")
 @click.option("--speed", type=click.FloatRange(1, 1000), default=20.0, show_default=True,
               help="Telescope runs this many times faster than real time.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="Status page port (default: any free port).")
@@ -57,6 +60,7 @@ def command(workdir: Path, scans: int, speed: float, port: int, use_local: bool,
 
         threading.Thread(target=server.serve_forever, daemon=True).start()
     out = result.workdir
+    me = _obsflow_command()
     click.echo("")
     click.echo(f"done in {time.monotonic() - started:.0f} s. What to look at:")
     click.echo(f"  config            {result.config}")
@@ -66,9 +70,9 @@ def command(workdir: Path, scans: int, speed: float, port: int, use_local: bool,
     if server is not None:
         click.echo(f"  status page       {server.url}")
     else:  # a URL printed here would be dead by the time anyone opens it
-        click.echo(f"  status page       obsflow serve -c {result.config}   (not served: --no-serve, or no terminal)")
-    click.echo(f"  again by hand     obsflow sync -c {result.config}; obsflow verify -c {result.config}")
-    click.echo(f"                    obsflow serve -c {result.config}")
+        click.echo(f"  status page       {me} serve -c {result.config}   (not served: --no-serve, or no terminal)")
+    click.echo(f"  again by hand     {me} sync -c {result.config}; {me} verify -c {result.config}")
+    click.echo(f"                    {me} serve -c {result.config}")
     if result.over_ssh:  # its hosts were the loopback sshd, which stopped with the night
         click.echo("                    (over ssh only while a demo runs: `obsflow demo --local` writes a config for this)")
     if server is not None:
@@ -98,3 +102,15 @@ def _check_port_free(port: int) -> None:
             probe.bind(("127.0.0.1", port))
         except OSError as err:
             raise UsageError(f"cannot serve the status page on port {port}: {err.strerror or err}", "--port") from err
+
+
+def _obsflow_command() -> str:
+    """How to run obsflow again as this process was run: ``obsflow`` only when PATH finds this one
+    (after `make demo` it is .venv/bin/obsflow, which no PATH holds until the venv is activated)."""
+    argv0 = sys.argv[0]
+    if argv0.endswith("__main__.py"):  # python -m obsflow
+        return f"{shlex.quote(sys.executable)} -m obsflow"
+    on_path = shutil.which("obsflow")
+    if on_path is not None and Path(on_path).resolve() == Path(argv0).resolve():
+        return "obsflow"
+    return shlex.quote(str(Path(argv0).absolute()))

@@ -48,6 +48,11 @@ def _date(text: str | None, option: str) -> date | None:
         raise UsageError(err.what, option) from err
 
 
+def _is_the_daily_check(period: Period, hops: tuple[str, ...], instruments: tuple[str, ...], today: date) -> bool:
+    """Whether this run checked what the daily check does: every hop and instrument, this and last month."""
+    return not hops and not instruments and period == months_period(["this", "last"], today)
+
+
 def _period(months: str | None, since: str | None, until: str | None, today: date) -> Period:
     if months is not None and (since or until):
         raise UsageError("give either --months or --since/--until, not both", "--months")
@@ -163,10 +168,13 @@ def command(
         click.echo(render_text(report), nl=False)
     # A page that cannot be written must not cost the status page its result, nor the mail.
     html_error = _write_html(html_path, report)
-    try:
-        save_last(report, config.state_path)
-    except OutputError as err:
-        log.warning("could not record the result for the status page: %s", err.one_line())
+    if _is_the_daily_check(period, hops, instruments, run_day):
+        try:
+            save_last(report, config.state_path)
+        except OutputError as err:
+            log.warning("could not record the result for the status page: %s", err.one_line())
+    else:  # a check by hand of a part must not stand for the whole on the page
+        log.info("a check of part of the period, hops or instruments: not kept as the status page's last verification")
     if send_mail and should_send(report, config.mail):
         try:
             send_message(build_message(report, config.mail), config.mail)
