@@ -58,18 +58,19 @@ def test_astropy_reader_polling_during_fills_never_fails(tmp_path):
     seen_it = context.Event()
     filler = context.Process(target=_fill_all, args=(str(tmp_path / "raw" / PROJECT), str(out), seen_it))
     filler.start()
+    per_scan = 12 * 2 * 2 * 2  # integrations x pols x cal states x banks
     reads, seen, newest = 0, set(), 0
     while filler.is_alive() or reads == 0:
         rows = _read_once(out)  # also while a fill writes: the filler waits only between scans
         seen.add(rows)
         reads += 1
-        if rows > newest:
+        # a whole scan seen: a state between its two banks (one CI run) must not let the filler on
+        if rows > newest and rows % per_scan == 0:
             newest = rows
             seen_it.set()
     filler.join()
     assert filler.exitcode == 0
     final = _read_once(out)
-    per_scan = 12 * 2 * 2 * 2  # integrations x pols x cal states x banks
     assert final == 10 * per_scan
     assert {k * per_scan for k in range(1, 11)} <= seen  # the reader really watched the files grow
 
