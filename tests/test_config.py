@@ -239,3 +239,21 @@ def test_patterns_that_match_no_file_name_are_problems_not_a_quiet_night(tmp_pat
     assert check_config(path) == []
     assert main(["sync", "-d", "2026-12-01", "-c", str(path)]) == 0
     assert (tmp_path / "suth" / "sha" / "2026" / "1201" / "SHA_20261201.0001.fits").stat().st_size == 2880
+
+
+def test_ssh_options_that_ssh_would_take_for_the_host_are_problems(tmp_path: Path) -> None:
+    """Found by the security review: ``options = ["cape.test"]`` (or a value whose option was left
+    out) made ssh take it for the host and the real host for the command to run there."""
+    path = tmp_path / "obsflow.toml"
+    cases = {
+        '["-o", "BatchMode=yes", "-F", "/etc/obsflow/ssh_config", "-4", "-oConnectTimeout=9"]': [],
+        '["-i", "/k", "-p", "2222", "-J", "jump.saao"]': [],
+        '["cape.test"]': ["cape.test"],
+        '["BatchMode=yes"]': ["BatchMode=yes"],  # its -o left out
+        '["-4", "-v", "uname -a"]': ["uname -a"],
+    }
+    for options, stray in cases.items():
+        path.write_text(f"[ssh]\noptions = {options}\n[archives.a]\nlocation = \"/a\"\n")
+        problems = [p.what for p in check_config(path) if p.key == "ssh.options"]
+        assert [w.split("'")[1] for w in problems] == stray, (options, problems)
+        assert all("ssh would take it for the host" in w for w in problems)

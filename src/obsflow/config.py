@@ -15,6 +15,7 @@ import os
 import posixpath
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -428,6 +429,9 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     ssh = r.get(data, "ssh", "ssh", dict, {})
     r.unknown(ssh, {"options", "multiplex"}, "ssh.")
     ssh_options = r.strings(ssh, "options", "ssh.options", ())
+    for stray in _not_ssh_options(ssh_options):
+        r.problem("ssh.options", f"{stray!r} is not an ssh option nor an option's value (e.g. [\"-o\", \"ConnectTimeout=10\"]):"
+                  " ssh would take it for the host, and the host for the command")  # fmt: skip
     ssh_multiplex = r.get(ssh, "multiplex", "ssh.multiplex", bool, True)
     transfer = r.get(data, "transfer", "transfer", dict, {})
     r.unknown(transfer, {"rsync_options", "wait_seconds"}, "transfer.")
@@ -520,6 +524,23 @@ def _parse_instruments(r: _Reader, table: dict[str, Any], patterns: tuple[str, .
             keep_superseded_days=keep,
         )
     return instruments
+
+
+# OpenSSH client options that take a value (ssh(1)); "-oBatchMode=yes" carries its value itself
+_SSH_VALUE_OPTIONS = set("BbcDEeFIiJLlmOopQRSWw")
+
+
+def _not_ssh_options(options: Sequence[str]) -> list[str]:
+    """The items of ``[ssh] options`` that are neither an option nor the value an option takes."""
+    stray, wants_value = [], False
+    for item in options:
+        if wants_value:
+            wants_value = False
+        elif item.startswith("-") and len(item) > 1:
+            wants_value = len(item) == 2 and item[1] in _SSH_VALUE_OPTIONS
+        else:
+            stray.append(item)
+    return stray
 
 
 def _patterns(r: _Reader, table: dict[str, Any], dotted: str, default: tuple[str, ...]) -> tuple[str, ...]:
