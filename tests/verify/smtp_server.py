@@ -61,10 +61,15 @@ class SmtpServer:
 
 
 @contextmanager
-def running_smtpd(credentials: tuple[str, str] | None = None) -> Iterator[SmtpServer]:
-    """Run aiosmtpd on a free loopback port; with ``credentials`` it offers AUTH (no TLS: loopback only)."""
+def running_smtpd(
+    credentials: tuple[str, str] | None = None, data_size_limit: int = 33_554_432
+) -> Iterator[SmtpServer]:
+    """Run aiosmtpd on a free loopback port; with ``credentials`` it offers AUTH (no TLS: loopback only).
+
+    ``data_size_limit``: the largest message it accepts (aiosmtpd's default, 32 MiB; Postfix's is 10 MB).
+    """
     handler = _Handler()
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"data_size_limit": data_size_limit}
     if credentials is not None:
 
         def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
@@ -75,7 +80,7 @@ def running_smtpd(credentials: tuple[str, str] | None = None) -> Iterator[SmtpSe
                 handler.logins.append(credentials[0])
             return AuthResult(success=ok, handled=False)
 
-        kwargs = {"authenticator": authenticator, "auth_require_tls": False}
+        kwargs |= {"authenticator": authenticator, "auth_require_tls": False}
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import date
 
@@ -151,3 +152,39 @@ def test_a_mail_port_beyond_65535_is_a_config_problem_not_another_port(tmp_path,
         mail = load_config(path).mail
         send_message(build_message(report(), mail), mail)
         assert len(server.received) == 1
+
+
+POSTFIX_SIZE_LIMIT = 10_240_000  # Postfix's default message_size_limit
+
+
+def test_a_report_of_thousands_of_missing_files_is_still_delivered_and_readable():
+    # An archive disk swapped for an empty one: every file of two months missing on cape, 33,000 per
+    # instrument.  The mail listed all 99,000 in the body, the HTML part and the JSON: 13.8 MB, which a
+    # server at Postfix's default limit refuses, so on the worst morning nobody got a report.
+    nights = [f"2026/{month}{day:02d}" for month in ("10", "11") for day in range(1, 31)]
+    missing = tuple(sorted(f"{nights[i % 60]}/SHA_{i:06d}.fits" for i in range(33_000)))
+    folders = tuple(
+        FolderResult(
+            hop="suth:cape", instrument=name, source="suth", dest="cape", source_location="/a", dest_location="c:/b",
+            missing=missing,
+        )
+        for name in ("sha", "shd", "spu")
+    )
+    big = Report(PERIOD, 0.0, 1.0, 60.0, False, folders)
+    with running_smtpd(data_size_limit=POSTFIX_SIZE_LIMIT) as server:
+        mail = MailConfig(server=server.server, to=("ops@saao.test",))
+        send_message(build_message(big, mail), mail)
+        (got,) = server.received
+    message = got.message
+    assert message["Subject"].startswith("FAILED: 99000 missing, 0 size differs, 0 not checked")
+    text = message.get_body(("plain",)).get_content()
+    assert len(text.splitlines()) < 1000  # a page one can read, not 99,000 lines
+    lines = parse_text(text)["sha: suth -> cape  (hop suth:cape)"]["FILES ON SUTH THAT ARE NOT ON CAPE"]
+    assert lines[:3] == list(missing[:3])
+    assert lines[-1] == f"... and {33_000 - len(lines) + 1} more: the attached JSON report names them all"
+    html_part = message.get_body(("html",)).get_content()
+    assert f"... and {33_000 - len(lines) + 1} more" in html_part and missing[-1] not in html_part
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_filename() == "verify-report.json.gz"
+    whole = json.loads(gzip.decompress(attachment.get_content()))
+    assert [folder["missing"] for folder in whole["folders"]] == [list(missing)] * 3

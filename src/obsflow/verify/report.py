@@ -4,7 +4,8 @@ The text keeps the shape of the observatory's existing check: per instrument fol
 ruled heading ``FILES ON <A> THAT ARE NOT ON <B>`` then the relative paths, sorted, or
 ``None``; then the size and checksum sections; at the end a section for everything that could
 not be checked.  A folder that was not checked never says ``None``: it says why.  All three
-renderings carry the same content.
+renderings carry the same content; the mail's text and HTML parts may show only the first lines
+of each section (``lines_per_section``) and say how many more its JSON attachment names.
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ def _sections(folder: FolderResult) -> list[tuple[str, list[str], str | None]]:
     return sections
 
 
+def _bounded(lines: list[str], limit: int | None) -> list[str]:
+    """The first ``limit`` lines, and one saying how many more there are (None: all of them)."""
+    if limit is None or len(lines) <= limit:
+        return lines
+    return [*lines[:limit], f"... and {len(lines) - limit} more: the attached JSON report names them all"]
+
+
 def _locked_line(item: Locked) -> str:
     if item.gone:
         return (f"{item.path}  (lock {item.lock}: its filler is gone, {item.holder}; restart the filler: "
@@ -105,8 +113,8 @@ def _settle_text(report: Report) -> str:
     return f"their instrument's settle time ({each})"
 
 
-def render_text(report: Report) -> str:
-    """The plain-text report (stdout, and the mail body)."""
+def render_text(report: Report, *, lines_per_section: int | None = None) -> str:
+    """The plain-text report (stdout, and the mail body, which shows ``lines_per_section`` lines at most)."""
     heavy, light = "=" * WIDTH, "-" * WIDTH
     out = [report.subject, *_intro(report), ""]
     for folder in report.folders:
@@ -116,7 +124,7 @@ def render_text(report: Report) -> str:
             if reason:
                 out.append(f"NOT CHECKED: {reason}")
             else:
-                out += lines or [NONE]
+                out += _bounded(lines, lines_per_section) or [NONE]
             out.append("")
     out += [heavy, "COULD NOT BE CHECKED", heavy]
     out += _not_checked_lines(report) or [NONE]
@@ -198,8 +206,8 @@ table{border-collapse:collapse}td,th{padding:.1em .8em;text-align:right}th{text-
 """
 
 
-def render_html(report: Report) -> str:
-    """A self-contained HTML page (no external files, scripts or fonts)."""
+def render_html(report: Report, *, lines_per_section: int | None = None) -> str:
+    """A self-contained HTML page (no external files, scripts or fonts); ``lines_per_section`` as in the text."""
     def esc(text: str) -> str:
         return html.escape(escape_controls(text))
 
@@ -221,7 +229,7 @@ def render_html(report: Report) -> str:
             if reason:
                 body.append(f'<pre class="notchecked">NOT CHECKED: {esc(reason)}</pre>')
             elif lines:
-                body.append("<pre>" + "\n".join(esc(line) for line in lines) + "</pre>")
+                body.append("<pre>" + "\n".join(esc(line) for line in _bounded(lines, lines_per_section)) + "</pre>")
             else:
                 body.append(f'<pre class="none">{NONE}</pre>')
     body.append("<h2>COULD NOT BE CHECKED</h2>")
