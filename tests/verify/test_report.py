@@ -114,8 +114,13 @@ def test_names_are_escaped_in_html():
     assert missing == ["2026/1101/<b>&.fits"]
 
 
-def test_exactly_the_control_characters_are_escaped():
-    controls = [chr(i) for i in range(0x110000) if unicodedata.category(chr(i)) == "Cc"]
+def test_exactly_the_control_characters_and_line_and_bidi_marks_are_escaped():
+    # the separators and bidi marks: found by the mail review (U+2028 may break a mail line; an
+    # override shows a name reordered)
+    marks = [chr(c) for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))]
+    controls = [chr(i) for i in range(0x110000) if unicodedata.category(chr(i)) == "Cc"] + marks
+    assert [escape_controls(c) for c in marks[:3]] == ["\\u2028", "\\u2029", "\\u202a"]
+    assert escape_controls("SHA_\u202egol.fits") == "SHA_\\u202egol.fits"
     assert [escape_controls(c) for c in controls[:3]] == ["\\x00", "\\x01", "\\x02"]
     assert (escape_controls("\n"), escape_controls("\t"), escape_controls("\x1b"), escape_controls("\x9b")) == ("\\n", "\\t", "\\x1b", "\\x9b")
     assert all(escape_controls(c).startswith("\\") for c in controls)

@@ -152,14 +152,20 @@ def printable_name(path: str) -> str:
 
 # Unicode's control characters (category Cc: C0, DEL, C1).  In a file name they would break an
 # output line in two (a newline) or drive the reader's terminal (ESC); JSON escapes them itself.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Also the line and paragraph separators (a mail reader may break the line there) and the bidi
+# embedding, override and isolate marks (they can show a name reordered: "Trojan source").
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def escape_controls(text: str) -> str:
-    """``text`` with each control character written as its backslash escape (``\\n``, ``\\x1b``):
-    how a name is shown on a terminal, in a mail or a report (one name, one line)."""
-    return _CONTROL.sub(lambda m: _NAMED_ESCAPES.get(m[0]) or f"\\x{ord(m[0]):02x}", text)
+    """``text`` with each control character written as its backslash escape (``\\n``, ``\\x1b``,
+    ``\\u2028``): how a name is shown on a terminal, in a mail or a report (one name, one line)."""
+    return _CONTROL.sub(lambda m: _NAMED_ESCAPES.get(m[0]) or _escape(m[0]), text)
+
+
+def _escape(char: str) -> str:
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
 
 def temp_target(relpath: str) -> str | None:
