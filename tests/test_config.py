@@ -248,6 +248,8 @@ def test_ssh_options_that_ssh_would_take_for_the_host_are_problems(tmp_path: Pat
     cases = {
         '["-o", "BatchMode=yes", "-F", "/etc/obsflow/ssh_config", "-4", "-oConnectTimeout=9"]': [],
         '["-i", "/k", "-p", "2222", "-J", "jump.saao"]': [],
+        '["-4i", "/k", "-qp", "2222", "-vvv", "-p22"]': [],  # bundled flags, as ssh's getopt reads them (review)
+        '["-4", "-ip", "/k"]': ["/k"],  # -i takes the rest, "p", as its value: "/k" would be the host
         '["cape.test"]': ["cape.test"],
         '["BatchMode=yes"]': ["BatchMode=yes"],  # its -o left out
         '["-4", "-v", "uname -a"]': ["uname -a"],

@@ -531,13 +531,19 @@ _SSH_VALUE_OPTIONS = set("BbcDEeFIiJLlmOopQRSWw")
 
 
 def _not_ssh_options(options: Sequence[str]) -> list[str]:
-    """The items of ``[ssh] options`` that are neither an option nor the value an option takes."""
+    """The items of ``[ssh] options`` that are neither an option nor the value an option takes.
+
+    As ssh's getopt reads them: in a bundle of flags (``-4i``) the first option that takes a value
+    takes the rest of the item (``-p22``, ``-oBatchMode=yes``), or the next item when it ends the bundle.
+    """
     stray, wants_value = [], False
     for item in options:
         if wants_value:
             wants_value = False
         elif item.startswith("-") and len(item) > 1:
-            wants_value = len(item) == 2 and item[1] in _SSH_VALUE_OPTIONS
+            letters = item[1:]
+            takes_value = next((i for i, letter in enumerate(letters) if letter in _SSH_VALUE_OPTIONS), None)
+            wants_value = takes_value == len(letters) - 1
         else:
             stray.append(item)
     return stray

@@ -321,3 +321,20 @@ def test_a_scan_stopped_when_the_telescope_went_on_with_another_project_can_be_f
     assert main(["fill", str(raw), str(out), "-n", "--json"]) == 0  # every scan: the filled one is skipped
     assert [s["scan"] for s in json.loads(capsys.readouterr().out)["skipped"]] == [1]
     assert main(["fill", str(raw), str(out)]) == 0
+
+
+def test_a_project_whose_only_scan_was_stopped_and_filled_by_hand_is_not_named_never_finished(tmp_path, capsys):
+    # Found by review: the daemon read which scans a project's files hold only for projects with a
+    # finished scan, so a project whose one scan was stopped (the telescope went on with another
+    # project) stayed NEVER FINISHED after `obsflow fill --scans 1`, and a catch-up run exited 1.
+    raw = _never_finished_first_scan(tmp_path / "raw", scans=1)
+    out = tmp_path / "out"
+    later = TelescopeSpec(project="AGBT26A_503_01", scans=1, procedure="Track", pols=1, channels=1024,
+                          integrations=2, start=datetime(2026, 11, 21, 7, 0, tzinfo=UTC))  # fmt: skip
+    simulate_project(later, tmp_path / "raw")
+    assert main(["online", "--raw-root", str(raw.parent), "--out-root", str(out), "--until-idle"]) == 1
+    assert "AGBT26A_501_01 scan 1" in capsys.readouterr().err  # not filled: named
+    assert main(["fill", str(raw), str(out), "--scans", "1"]) == 0
+    assert main(["online", "--raw-root", str(raw.parent), "--out-root", str(out), "--until-idle"]) == 0
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    assert "NEVER FINISHED" not in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -233,12 +234,7 @@ def test_a_damaged_catalog_is_one_catalog_error_line_on_every_read_and_write(tmp
 
 def test_a_catalog_from_before_runs_kept_their_nights_is_read_and_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "catalog.sqlite"
-    with Catalog(path) as cat:
-        cat.finish_run(cat.start_run("instruments:suth", "sha", now=100.0), "ok", {})
-    with sqlite3.connect(path) as db:  # as an older obsflow made it
-        db.execute("ALTER TABLE runs DROP COLUMN first_night")
-        db.execute("ALTER TABLE runs DROP COLUMN last_night")
-    db.close()
+    _catalog_from_before_run_nights(path)
     with Catalog(path, read_only=True) as cat:  # a dry run: nothing changed, the nights unknown
         assert cat.completed_windows("sha", "instruments:suth") == [(100.0, None, None)]
         assert cat.runs()[0].first_night is None
@@ -246,3 +242,44 @@ def test_a_catalog_from_before_runs_kept_their_nights_is_read_and_upgraded(tmp_p
         night = (date(2026, 11, 3), date(2026, 12, 2))
         cat.finish_run(cat.start_run("instruments:suth", "sha", now=200.0, nights=night), "incomplete", {})
         assert sorted(cat.completed_windows("sha", "instruments:suth")) == [(100.0, None, None), (200.0, *night)]
+
+
+def _catalog_from_before_run_nights(path: Path) -> None:
+    with Catalog(path) as cat:
+        cat.finish_run(cat.start_run("instruments:suth", "sha", now=100.0), "ok", {})
+    with sqlite3.connect(path) as db:  # as an older obsflow made it
+        db.execute("ALTER TABLE runs DROP COLUMN first_night")
+        db.execute("ALTER TABLE runs DROP COLUMN last_night")
+    db.close()
+
+
+def test_a_catalog_upgraded_by_another_process_meanwhile_still_opens(tmp_path: Path) -> None:
+    """Found by review: the upgrade added the two columns unless both were there, outside a
+    transaction: a sync and a verify opening an older catalog together, or an upgrade cut off between
+    its two steps, left 'duplicate column name: first_night', and every later open failed."""
+    path = tmp_path / "catalog.sqlite"
+    _catalog_from_before_run_nights(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process, upgrading it right now
+    other.execute("ALTER TABLE runs ADD COLUMN first_night TEXT")
+    opened: list[object] = []
+    thread = threading.Thread(target=lambda: opened.append(_open_and_read(path)))
+    thread.start()
+    thread.join(0.5)  # it found the columns missing and waits for the other's transaction
+    other.execute("ALTER TABLE runs ADD COLUMN last_night TEXT")
+    other.execute("COMMIT")
+    other.close()
+    thread.join(30)
+    assert opened == [1]
+    with sqlite3.connect(path) as db:  # an upgrade cut off after its first column
+        db.execute("ALTER TABLE runs DROP COLUMN last_night")
+    db.close()
+    assert _open_and_read(path) == 1
+
+
+def _open_and_read(path: Path) -> int | str:
+    try:
+        with Catalog(path) as cat:
+            return len(cat.runs())
+    except CatalogError as err:
+        return err.one_line()

@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("obsflow: interrupted", err=True)
         return _failed(args, EXIT_INTERRUPTED, "interrupted")
+    except click.exceptions.NoArgsIsHelpError as err:  # a group without its command: its help, not an error line
+        err.show()
+        return _failed(args, EXIT_CANNOT_RUN, "no command given")
     except click.ClickException as err:
         message = _click_one_line(err)
         click.echo(f"obsflow: error: {message}", err=True)

@@ -113,8 +113,10 @@ class Engine:
             state.latest_started = key
 
     def unknown_filled(self) -> list[str]:
-        """Projects with finished scans whose output files have not been read yet."""
-        return [name for name, state in self.projects.items() if state.finished and not state.filled_known]
+        """Projects with finished scans, or scans the log never finished, whose output files have not
+        been read yet (a project whose only scan was stopped may hold it, filled by hand)."""
+        return [name for name, state in self.projects.items()
+                if (state.finished or state.never_finished) and not state.filled_known]  # fmt: skip
 
     def already_filled(self, project: str, keys: set[ScanKey]) -> None:
         """Scans found in the output files at start-up: never fill them again.

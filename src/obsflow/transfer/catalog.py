@@ -198,21 +198,36 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
-        _add_run_nights(db)
+        _add_run_nights(db, path)
     except (OSError, sqlite3.Error) as err:
         raise CatalogError(f"cannot open catalog: {err}", path) from err
     return db
 
 
+_RUN_NIGHTS = ("first_night", "last_night")
+
+
+def _run_columns(db: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+
+
 def _has_run_nights(db: sqlite3.Connection) -> bool:
-    return {"first_night", "last_night"} <= {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    return set(_RUN_NIGHTS) <= _run_columns(db)
 
 
-def _add_run_nights(db: sqlite3.Connection) -> None:
-    """A catalog made before runs kept their nights gets the columns (NULL: the run's nights unknown)."""
-    if not _has_run_nights(db):
-        db.execute("ALTER TABLE runs ADD COLUMN first_night TEXT")
-        db.execute("ALTER TABLE runs ADD COLUMN last_night TEXT")
+def _add_run_nights(db: sqlite3.Connection, path: Path) -> None:
+    """A catalog made before runs kept their nights gets the columns (NULL: the run's nights unknown).
+
+    In one transaction, each column only if missing: a second process upgrading at the same time
+    waits, then finds them made, and a catalog an older upgrade left with one column still opens.
+    """
+    if _has_run_nights(db):
+        return
+    with _Transaction(db, path):
+        have = _run_columns(db)
+        for column in _RUN_NIGHTS:
+            if column not in have:
+                db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
 
 
 def _open_for_reading(path: Path) -> sqlite3.Connection:
