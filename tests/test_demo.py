@@ -142,7 +142,7 @@ def test_the_demo_says_when_its_commands_cannot_be_repeated_by_hand(night) -> No
     sync = shlex.split(again.split(";")[0])  # the command exactly as printed
     done = subprocess.run([*sync, "-n"], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "cannot reach host" in done.stdout
-    assert "only while a demo runs: `obsflow demo --local`" in out
+    assert f"only while a demo runs: `{sys.executable} -m obsflow demo --local`" in out
 
 
 def test_a_status_page_port_in_use_is_refused_before_the_night(tmp_path) -> None:

@@ -266,10 +266,16 @@ def load_config(path: Path | str) -> Config:
     except _NotText as err:
         raise ConfigError(f"config: {err.problem}", path) from err
     config, problems = parse_config(text, path)
+    problems = [p for p in problems if p.key not in ONLY_WHERE_USED]  # those: see ONLY_WHERE_USED
     if problems:
         raise ConfigError(f"config: {problems[0]}", path)
     assert config is not None
     return config
+
+
+#: Problems ``config check`` reports that stop only the commands that need the key (``verify
+#: --mail`` checks its recipients itself): a nightly sync must not stop for the mail settings.
+ONLY_WHERE_USED = frozenset({"mail.to"})
 
 
 def check_config(path: Path | str) -> list[Problem]:

@@ -269,6 +269,10 @@ def test_a_mail_table_without_recipients_is_a_config_problem_not_found_on_a_bad_
     assert problem in capsys.readouterr().out
     assert main(["verify", "-c", str(world.config_path), *TODAY, "--mail", "--hop", "suth:cape"]) == 2
     assert capsys.readouterr().err.startswith(f"obsflow: error: config: {problem}")
+    # only what needs the recipients stops (regression review: every nightly sync failed, exit 2)
+    assert main(["verify", "-c", str(world.config_path), *TODAY, "--hop", "suth:cape"]) == 0
+    assert main(["sync", "-c", str(world.config_path), "-n"]) == 0
+    capsys.readouterr()
     config = world.config_path.read_text().replace('when = "problems"', 'when = "problems"\nto = ["ops@saao.test"]')
     world.config_path.write_text(config)
     (world.cape("shd") / world.files["shd"][0]).unlink()  # a bad morning: the report goes out

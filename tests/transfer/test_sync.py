@@ -224,8 +224,8 @@ def test_missed_runs_say_which_days_cover_the_gap(site: Site) -> None:
             catalog.finish_run(catalog.start_run(hop, "sha", now=long_ago), "ok", {})
     report = run_sync(config, SyncRequest(instrument="sha", today=site.today, dry_run=True))
     assert len(report.warnings) == 1
-    gap = f"{site.today - timedelta(days=45)} .. {site.today - timedelta(days=30)}"
-    assert f"sha: no completed sync covered the nights {gap}, before the 30-day window" in report.warnings[0]
+    first = site.today - timedelta(days=45)
+    assert f"sha: no completed sync covered the night {first} (nor, maybe, some up to the 30-day" in report.warnings[0]
     assert "--days 46" in report.warnings[0]
     assert archive_files(site, site.suth) == set()  # dry run
 

@@ -74,7 +74,7 @@ def command(workdir: Path, scans: int, speed: float, port: int, use_local: bool,
     click.echo(f"  again by hand     {me} sync -c {result.config}; {me} verify -c {result.config}")
     click.echo(f"                    {me} serve -c {result.config}")
     if result.over_ssh:  # its hosts were the loopback sshd, which stopped with the night
-        click.echo("                    (over ssh only while a demo runs: `obsflow demo --local` writes a config for this)")
+        click.echo(f"                    (over ssh only while a demo runs: `{me} demo --local` writes a config for this)")
     if server is not None:
         try:
             click.echo("serving the status page: press Enter (or Ctrl-C) to stop")

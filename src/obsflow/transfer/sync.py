@@ -177,9 +177,9 @@ def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today:
         if gaps:
             first = min(gaps)
             warnings.append(
-                f"{name}: no completed sync covered the nights {first.isoformat()} .. "
-                f"{(window_start - timedelta(days=1)).isoformat()}, before the {config.window_days}-day window; "
-                f"run `obsflow sync -i {name} --days {(today - first).days + 1}` to cover the gap"
+                f"{name}: no completed sync covered the night {first.isoformat()} (nor, maybe, some up to the "
+                f"{config.window_days}-day window); run `obsflow sync -i {name} --days {(today - first).days + 1}` "
+                "to cover the gap"
             )  # fmt: skip
     return warnings
 
