@@ -464,3 +464,22 @@ def test_a_fill_log_that_cannot_be_written_is_said_once_per_project(roots, caplo
     said = [r.getMessage() for r in caplog.records if "fill log" in r.getMessage()]
     assert len(said) == 2 and any(PROJECT in m for m in said) and any(other in m for m in said), said
     assert _filled(daemon) == [1, 2, 3] and _filled(daemon, other) == [1, 2, 3]
+
+
+def test_a_never_finished_scan_filled_by_hand_while_the_daemon_runs_is_no_longer_reported(roots, capsys):
+    # Found by the regression review: the daemon read a project's files once, so after the operator did
+    # what `online status` advises (fill it by hand), NEVER FINISHED stayed until the daemon restarted.
+    from tests.cli.test_fill_cli import _never_finished_first_scan
+
+    raw, out = roots
+    project = _never_finished_first_scan(raw)  # scan 1 never finished, scan 2 did
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.start()
+    _step_for(daemon, 0.3)
+    assert [e["scan"] for e in daemon.status.never_finished] == [1] and _filled(daemon, project.name) == [2]
+    assert main(["fill", str(project), str(out), "--scans", "1"]) == 0
+    _step_for(daemon, 0.3)
+    daemon.close()
+    assert daemon.status.never_finished == [] and _filled(daemon, project.name) == [1, 2]
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    assert "NEVER FINISHED" not in capsys.readouterr().out

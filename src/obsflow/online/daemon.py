@@ -10,6 +10,7 @@ the state file that ``obsflow online status`` reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -128,6 +129,7 @@ class Daemon:
         self._tries: dict[tuple[str, ScanKey], int] = {}  # failed fills per scan by this run (not restored ones)
         self._unwritable: set[str] = set()  # the status or logs whose failed write was logged (once, not per poll)
         self._told_never_finished: set[tuple[str, ScanKey]] = set()
+        self._files_seen: dict[str, tuple[tuple[str, int, int], ...]] = {}  # see _notice_fills_by_hand
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -262,6 +264,7 @@ class Daemon:
             self.engine.observe(event)
             if event.kind == "project":
                 self._service_log("project", project=event.project)
+        self._notice_fills_by_hand()
         self._learn_filled_scans()
         self._tell_never_finished()  # after: a scan filled by hand is not "not filled"
         self.status.active_project = self.engine.active_project
@@ -277,6 +280,26 @@ class Daemon:
             self.status.activity = self._idle_activity()
         self._save_status()
         return bool(actions)
+
+    def _notice_fills_by_hand(self) -> None:
+        """A scan the log never finished, filled by hand while the daemon runs (as ``online status``
+        advises): its project's files changed without a fill of ours, so which scans they hold is read
+        again.  Only for projects with such a scan, by a stat of their bank files: fills stay O(scan)."""
+        for name, state in self.engine.projects.items():
+            if state.never_finished and state.filled_known:
+                now = self._bank_files_now(name)
+                if self._files_seen.setdefault(name, now) != now:
+                    self._files_seen[name] = now
+                    self.engine.read_filled_again(name)
+
+    def _bank_files_now(self, project: str) -> tuple[tuple[str, int, int], ...]:
+        """Name, size and mtime of each of the project's bank files."""
+        seen = []
+        for path in self.layout.bank_files(project):
+            with contextlib.suppress(OSError):  # gone meanwhile: it counts as changed
+                st = path.stat()
+                seen.append((path.name, st.st_size, st.st_mtime_ns))
+        return tuple(seen)
 
     def _learn_filled_scans(self) -> None:
         """Read which scans each new project's files hold.
@@ -367,6 +390,8 @@ class Daemon:
         seconds = time.time() - started
         self.engine.filled(action)
         state = self.engine.project(action.project)
+        if state.never_finished:  # our own fill is no fill by hand (see _notice_fills_by_hand)
+            self._files_seen[action.project] = self._bank_files_now(action.project)
         record = {
             "project": action.project, "scan": action.key.scan, "timestamp": action.key.timestamp,
             "banks": list(outcome.banks), "rows": outcome.rows, "seconds": round(seconds, 4),

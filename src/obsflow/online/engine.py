@@ -131,6 +131,10 @@ class Engine:
             state.failures.pop(key, None)
             state.never_finished.pop(key, None)
 
+    def read_filled_again(self, project: str) -> None:
+        """Someone else wrote to the project's files (a scan filled by hand): ask which scans they hold."""
+        self.project(project).filled_known = False
+
     def restore_failures(self, project: str, failures: dict[ScanKey, Failure]) -> None:
         """Failure bookkeeping saved before a restart."""
         self.project(project).failures.update(failures)
