@@ -34,7 +34,7 @@ from obsflow.config import Config, Location, parse_location
 from obsflow.errors import HostUnreachable, RemoteCommandFailed, TransportError
 
 __all__ = [
-    "FORCED_SSH_OPTIONS", "Shell", "control_path", "remote_targets", "shared_connections", "shell_path", "ssh_argv",
+    "FORCED_SSH_OPTIONS", "REAL_FOLDERS_SH", "Shell", "control_path", "remote_targets", "shared_connections", "shell_path", "ssh_argv",
     "ssh_rsh",
 ]  # fmt: skip
 
@@ -250,3 +250,16 @@ def _where(location: Location) -> str:
 def _last_line(stderr: bytes) -> str:
     lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+#: ``real PATH``: true when every folder on the way to PATH (relative) that exists is a real folder,
+#: no symlink (it may lead anywhere) and no file.  For scripts that move files into place; it holds
+#: no single quote, so it also goes inside an ``sh -c '...'``.
+REAL_FOLDERS_SH = """\
+real() {
+  r=$1
+  while :; do
+    case $r in */*) r=${r%/*} ;; *) return 0 ;; esac
+    if [ -L "$r" ] || { [ -e "$r" ] && [ ! -d "$r" ]; }; then return 1; fi
+  done
+}"""

@@ -30,7 +30,7 @@ from pathlib import Path
 from obsflow.config import Location
 from obsflow.errors import RemoteCommandFailed, TransportError
 from obsflow.transfer.listing import STAGING_DIR, is_safe_relpath, printable_name, temp_target
-from obsflow.transfer.remote import Shell, shell_path
+from obsflow.transfer.remote import REAL_FOLDERS_SH, Shell, shell_path
 from obsflow.transfer.rsync import PARTIAL_DIR
 
 __all__ = ["Published", "clear_staging", "publish", "real_folders", "staging_of"]
@@ -154,13 +154,7 @@ cd -- {root} || exit 3
 S={staging} B={backup}
 export S B
 exec xargs -0 -r sh -c '
-real() {{  # every folder on the way to $1 that exists is a real one: no symlink (leading anywhere), no file
-  r=$1
-  while :; do
-    case $r in */*) r=${{r%/*}} ;; *) return 0 ;; esac
-    if [ -L "$r" ] || {{ [ -e "$r" ] && [ ! -d "$r" ]; }}; then return 1; fi
-  done
-}}
+{real}
 for e; do
   kind=${{e%%/*}} p=${{e#*/}}
   case $p in */*) d=${{p%/*}} ;; *) d=. ;; esac
@@ -182,7 +176,7 @@ done' sh
 
 def _publish_remote(dest: Location, entries: list[tuple[str, str]], backup: str, shell: Shell) -> Published:
     script = _PUBLISH_SCRIPT.format(root=shell_path(dest.path), staging=shlex.quote(STAGING_DIR),
-                                    backup=shlex.quote(backup))  # fmt: skip
+                                    backup=shlex.quote(backup), real=REAL_FOLDERS_SH)  # fmt: skip
     stdin = b"".join(os.fsencode(f"{kind}/{path}") + b"\0" for kind, path in entries)
     done = Published()
     try:

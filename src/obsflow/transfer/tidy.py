@@ -33,7 +33,7 @@ from obsflow.transfer.listing import (
     printable_name,
     temp_target,
 )
-from obsflow.transfer.remote import Shell, shell_path
+from obsflow.transfer.remote import REAL_FOLDERS_SH, Shell, shell_path
 from obsflow.transfer.rsync import PARTIAL_DIR
 from obsflow.transfer.staging import real_folders
 
@@ -76,7 +76,7 @@ def tidy(location: Location, ops: Sequence[Op], shell: Shell) -> None:
     for op, path, to in ops:
         log.info("tidy %s: %s %s %s", location, op, path, to)
     if location.is_remote:
-        lines = [f"cd -- {shell_path(location.path)} || exit 3", _REAL_FOLDERS]
+        lines = [f"cd -- {shell_path(location.path)} || exit 3", REAL_FOLDERS_SH]
         for op, path, to in ops:
             if op == "mv":
                 parent, quoted = shlex.quote(str(PurePosixPath(to).parent)), shlex.quote(to)
@@ -102,14 +102,6 @@ def tidy(location: Location, ops: Sequence[Op], shell: Shell) -> None:
 # A temp is moved only where every folder on the way to its partial's name that exists is a real
 # folder: a partial folder that is a symlink may lead anywhere, and the move would write there
 # (and replace a file of that name).  The temp then stays where it is: hidden, never data.
-_REAL_FOLDERS = """\
-real() {
-  r=$1
-  while :; do
-    case $r in */*) r=${r%/*} ;; *) return 0 ;; esac
-    if [ -L "$r" ] || { [ -e "$r" ] && [ ! -d "$r" ]; }; then return 1; fi
-  done
-}"""
 
 
 def _not_moved(location: Location, partials: Sequence[str]) -> None:
