@@ -302,3 +302,19 @@ def test_the_verification_says_how_old_it_is(site: Site, server: StatusServer) -
     path.write_text(json.dumps(last))
     page = fetch_html(server, "/verify")
     assert f"{last['ended']} (3.0 d ago)" in page
+
+
+def test_the_verification_times_are_in_the_pages_zone_like_every_other_time(
+    site: Site, server: StatusServer, monkeypatch
+) -> None:
+    """Found by review: the last verification's times were the report's UTC strings beside the
+    local times of everything else on the page."""
+    monkeypatch.setenv("TZ", "Africa/Johannesburg")  # SAST, UTC+2, as at SAAO
+    time.tzset()
+    try:
+        page = fetch_html(server, "/")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    (checked,) = [line for line in page.splitlines() if "checked " in line and "nights" in line]
+    assert checked.count("SAST") == 2 and "UTC" not in checked, checked

@@ -174,7 +174,9 @@ def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> st
     period = verify.get("period") or {}
     out.append(f'<p>{_badge(verify["status"])} <strong>{_e(verify["subject"])}</strong></p>')
     ago = _ago(verify.get("ended_s"), now)  # a daily check that stopped running shows its age
-    out.append(f'<p class="muted">checked {_e(verify["started"])} .. {_e(verify["ended"])}'
+    # in the page's one zone, as every other time on it (the report writes UTC)
+    started, ended = (_when(verify.get(k + "_s")) if verify.get(k + "_s") else verify[k] for k in ("started", "ended"))
+    out.append(f'<p class="muted">checked {_e(started)} .. {_e(ended)}'
                f'{f" ({_e(ago)})" if ago else ""}; nights '
                f'{_e(period.get("first"))} .. {_e(period.get("last"))}; '
                f'{"contents compared (xxh128)" if verify["checksum"] else "sizes compared"}</p>')  # fmt: skip

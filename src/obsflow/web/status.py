@@ -192,7 +192,7 @@ def verify_status(config: Config) -> dict[str, Any]:
         "has_run": True, "error": None,
         "status": last.get("status"), "subject": redactor.clean(last.get("subject", "")),
         "started": last.get("started"), "ended": last.get("ended"), "period": last.get("period"),
-        "ended_s": _report_time(last.get("ended")),
+        "started_s": _report_time(last.get("started")), "ended_s": _report_time(last.get("ended")),
         "checksum": last.get("checksum", False), "counts": last.get("counts", {}),
         "not_checked": [redactor.clean(line) for line in last.get("not_checked", [])], "folders": folders,
     }  # fmt: skip
