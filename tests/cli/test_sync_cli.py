@@ -251,6 +251,8 @@ def test_a_hop_that_fails_after_planning_still_names_its_undone_files_in_cron(tm
     assert done.returncode == 2
     lines = done.stdout.splitlines()
     assert [line for line in lines if "FAILED" in line] == [lines[1]]  # after "copying 1 files"
-    assert lines[1].startswith("instruments:suth sha: FAILED: rsync failed (exit 127)")
+    # 127 (the remote shell found no rsync), or 12 when rsync sees the connection close first (one CI run)
+    assert lines[1].startswith(("instruments:suth sha: FAILED: rsync failed (exit 127)",
+                                "instruments:suth sha: FAILED: rsync failed (exit 12)"))  # fmt: skip
     assert f"  conflict: {site.config.instruments['sha'].source}/{name}" in lines
     assert any(line.startswith("  still being written: ") and line.endswith("SHA_extra.fits") for line in lines)
