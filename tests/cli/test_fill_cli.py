@@ -17,6 +17,7 @@ from obsflow.errors import UsageError
 from obsflow.online.layout import OutputLayout
 from obsflow.sdfits import index_fits, writer
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
+from tests.fixtures.raw_projects import never_finished_first_scan
 
 PROJECT = "AGBT26A_500_01"
 
@@ -266,25 +267,10 @@ def test_a_dry_run_reads_the_raw_data_as_a_fill_would(raw_project, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
-def _never_finished_first_scan(root: Path, scans: int = 2) -> Path:
-    """Track scans (two) whose scan log never got scan 1's SCAN FINISHED (M&C crashed), its files written."""
-    from astropy.io import fits
-
-    spec = TelescopeSpec(project="AGBT26A_501_01", scans=scans, procedure="Track", pols=1, channels=1024,
-                         integrations=2, start=datetime(2026, 11, 21, 6, 0, tzinfo=UTC))  # fmt: skip
-    simulate_project(spec, root)
-    log = root / spec.project / "ScanLog.fits"
-    with fits.open(log) as hdus:
-        rows = hdus[1].data
-        kept = [i for i, row in enumerate(rows) if (row["SCAN"], row["FILEPATH"][:13]) != (1, "SCAN FINISHED")]
-        fits.HDUList([hdus[0].copy(), fits.BinTableHDU(rows[kept], header=hdus[1].header)]).writeto(log, overwrite=True)
-    return root / spec.project
-
-
 def test_a_scan_the_log_never_finished_can_be_filled_by_hand(tmp_path, capsys):
     # Found by review: `online status` says of such a scan "fill it by hand if its data are wanted", but
     # `obsflow fill --scans 1` refused it ("scan has not finished", exit 1): there was no way to fill it.
-    raw = _never_finished_first_scan(tmp_path / "raw")
+    raw = never_finished_first_scan(tmp_path / "raw")
     out = tmp_path / "out"
     assert main(["fill", str(raw), str(out)]) == 1  # every scan: left out, as the daemon leaves it, and said how
     err = capsys.readouterr().err.strip().splitlines()
@@ -303,7 +289,7 @@ def test_a_scan_the_log_never_finished_can_be_filled_by_hand(tmp_path, capsys):
 def test_a_scan_stopped_when_the_telescope_went_on_with_another_project_can_be_filled_by_hand(tmp_path, capsys):
     # Found by review: the daemon reports such a scan NEVER FINISHED ("fill it by hand"), but `obsflow fill`
     # read the one project's log, saw scan 1 last and unfinished, and refused it: it might be under way.
-    raw = _never_finished_first_scan(tmp_path / "raw", scans=1)
+    raw = never_finished_first_scan(tmp_path / "raw", scans=1)
     out = tmp_path / "out"
     assert main(["fill", str(raw), str(out), "--scans", "1"]) == 1  # alone in the raw root: may be under way
     assert "it may be under way" in capsys.readouterr().err
@@ -327,7 +313,7 @@ def test_a_project_whose_only_scan_was_stopped_and_filled_by_hand_is_not_named_n
     # Found by review: the daemon read which scans a project's files hold only for projects with a
     # finished scan, so a project whose one scan was stopped (the telescope went on with another
     # project) stayed NEVER FINISHED after `obsflow fill --scans 1`, and a catch-up run exited 1.
-    raw = _never_finished_first_scan(tmp_path / "raw", scans=1)
+    raw = never_finished_first_scan(tmp_path / "raw", scans=1)
     out = tmp_path / "out"
     later = TelescopeSpec(project="AGBT26A_503_01", scans=1, procedure="Track", pols=1, channels=1024,
                           integrations=2, start=datetime(2026, 11, 21, 7, 0, tzinfo=UTC))  # fmt: skip

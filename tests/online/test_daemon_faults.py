@@ -22,6 +22,7 @@ from obsflow.online.layout import OutputLayout
 from obsflow.online.service import build_daemon
 from obsflow.simulate.telescope import TelescopeSimulator, TelescopeSpec
 from obsflow.web.status import filler_status
+from tests.fixtures.raw_projects import never_finished_first_scan
 
 PROJECT = "AGBT26A_300_01"
 
@@ -469,10 +470,8 @@ def test_a_fill_log_that_cannot_be_written_is_said_once_per_project(roots, caplo
 def test_a_never_finished_scan_filled_by_hand_while_the_daemon_runs_is_no_longer_reported(roots, capsys):
     # Found by the regression review: the daemon read a project's files once, so after the operator did
     # what `online status` advises (fill it by hand), NEVER FINISHED stayed until the daemon restarted.
-    from tests.cli.test_fill_cli import _never_finished_first_scan
-
     raw, out = roots
-    project = _never_finished_first_scan(raw)  # scan 1 never finished, scan 2 did
+    project = never_finished_first_scan(raw)  # scan 1 never finished, scan 2 did
     daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
     daemon.start()
     _step_for(daemon, 0.3)
