@@ -196,8 +196,8 @@ def clear_staging(dest: Location, shell: Shell) -> None:
     """Take the copies a stopped run left staged out of their staged names (never checked: never to be
     published): each becomes its folder's ``.rsync-partial/<name>``, from which its next copy resumes
     (rsync checks the whole file's hash, so nothing of it can survive unchecked), unless a partial at
-    least as long is there.  An rsync temp (``.<name>.XXXXXX``, left by a SIGKILLed rsync) becomes the
-    partial of the name it stands for, by the same rule.
+    least as long is there.  An rsync temp (``.<name>.`` and six random letters or digits, left by a
+    SIGKILLed rsync) becomes the partial of the name it stands for, by the same rule.
 
     A ``.obsflow-staging`` that is not a real folder (a symlink: it may lead anywhere) is never
     written through: TransportError, the hop stops before it copies.
@@ -205,7 +205,7 @@ def clear_staging(dest: Location, shell: Shell) -> None:
     folder = staging_of(dest)
     if dest.is_remote:
         quoted = shell_path(folder.path)
-        shell.run(dest, _CLEAR_SCRIPT.format(staging=quoted, partial=shlex.quote(PARTIAL_DIR)))
+        shell.run(dest, _CLEAR_SCRIPT.format(staging=quoted, partial=shlex.quote(PARTIAL_DIR), real=REAL_FOLDERS_SH))
         return
     top = Path(folder.path)
     if top.is_symlink() or (top.exists() and not top.is_dir()):
@@ -250,12 +250,12 @@ S={staging}
 [ -d "$S" ] && [ ! -L "$S" ] || {{ printf '%s: %s\\n' "$S" '""" + _NOT_OURS + """' >&2; exit 3; }}
 cd -- "$S" || exit 3
 find . -name {partial} -prune -o ! -type d -print0 | xargs -0 -r sh -c '
+{real}
 for f; do
   d=${{f%/*}} n=${{f##*/}}
   case $n in .?*.[A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9]) n=${{n#.}} n=${{n%.*}} ;; esac
   k=$d/{partial}/$n
-  if [ ! -f "$f" ] || [ -L "$f" ] || [ -L "$d/{partial}" ] || {{ [ -e "$d/{partial}" ] && [ ! -d "$d/{partial}" ]; }} ||
-     {{ [ -f "$k" ] && [ "$(wc -c <"$k")" -ge "$(wc -c <"$f")" ]; }}; then
+  if [ ! -f "$f" ] || [ -L "$f" ] || ! real "$k" || {{ [ -f "$k" ] && [ "$(wc -c <"$k")" -ge "$(wc -c <"$f")" ]; }}; then
     rm -f -- "$f" || exit 3
   else
     mkdir -p -- "$d/{partial}" && mv -f -- "$f" "$k" || exit 3

@@ -70,7 +70,12 @@ def plan_tidy(temps: Mapping[str, FileStat], present: Mapping[str, FileStat]) ->
 
 
 def tidy(location: Location, ops: Sequence[Op], shell: Shell) -> None:
-    """Apply :func:`plan_tidy` operations at ``location`` (one round trip if remote)."""
+    """Apply :func:`plan_tidy` operations at ``location`` (one round trip if remote).
+
+    A temp is moved only where every folder on the way to its partial's name that exists is a real
+    folder: a partial folder that is a symlink may lead anywhere, and the move would write there
+    (and replace a file of that name).  The temp then stays where it is: hidden, never data.
+    """
     if not ops:
         return
     for op, path, to in ops:
@@ -97,11 +102,6 @@ def tidy(location: Location, ops: Sequence[Op], shell: Shell) -> None:
             os.replace(root / path, root / to)
         else:
             (root / path).unlink(missing_ok=True)
-
-
-# A temp is moved only where every folder on the way to its partial's name that exists is a real
-# folder: a partial folder that is a symlink may lead anywhere, and the move would write there
-# (and replace a file of that name).  The temp then stays where it is: hidden, never data.
 
 
 def _not_moved(location: Location, partials: Sequence[str]) -> None:
