@@ -146,15 +146,15 @@ def _ago(t: object) -> str:
 
 
 def _print_status(data: dict[str, object]) -> None:
-    from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan, status_unsaved_s
+    from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan
 
     if not data.get("checked", True):
         state = f"running on host {data['host']} (cannot check from here)"
     else:
         state = "running" if data["running"] else "not running"
     click.echo(f"daemon: {state}, pid {data['pid']} on {data['host']}, {data['activity']}, last poll {_ago(data.get('last_poll'))}")
-    unsaved_s = status_unsaved_s(data, bool(data["running"]))
-    if unsaved_s is not None:
+    unsaved_s = data["unsaved_s"]  # as status judged it
+    if isinstance(unsaved_s, (int, float)):
         click.echo(f"  WARNING: status not saved for {unsaved_s:.0f} s: the daemon cannot write under {data['out_root']}"
                    " (read-only or full disk?) or is hung; what follows may be old, see the daemon's log")  # fmt: skip
     click.echo(f"raw root {data['raw_root']} -> out root {data['out_root']}; active project: {data.get('active_project')}")
