@@ -110,7 +110,7 @@ def command(
     with a note, never written twice.  Exit 1 if any chosen scan could not be filled,
     2 if the project's lock stayed held for --lock-timeout (the scans not tried are named).
     """
-    from obsflow.online.fill import fill_scan, scans_in_files
+    from obsflow.online.fill import fill_scan
     from obsflow.online.layout import OutputLayout
 
     wanted_backends = {b.strip().lower() for b in backends.split(",") if b.strip()}
@@ -127,12 +127,12 @@ def command(
     project = raw_project.name.split(":")[0]
     results, problems = [], []
     locked_out: int | None = None  # the scan whose fill could not take the project's lock
-    filled_before = scans_in_files(layout, project) if any(s.stopped for s in scans) else set()
+    left_out = _left_out(scans, layout, project, named=scan_list is not None)
     progress = _progress(len(scans), quiet=as_json)
     try:
         for scan in scans:
             progress.describe(f"scan {scan.number}")
-            if (why := _not_filled(scan, named=scan_list is not None, in_files=scan.key in filled_before)) is not None:
+            if (why := left_out.get(scan.key)) is not None:
                 problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": why})
             elif locked_out is not None:  # waiting again for every scan would multiply --lock-timeout
                 problems.append({"scan": scan.number, "timestamp": scan.timestamp,
@@ -158,6 +158,15 @@ def command(
     return EXIT_FINDINGS if problems else 0
 
 
+def _left_out(scans: list[raw.Scan], layout: OutputLayout, project: str, named: bool) -> dict[tuple[int, str], str]:
+    """``{scan key: why}`` of the scans this fill leaves out (see :func:`_not_filled`)."""
+    from obsflow.online.fill import scans_in_files
+
+    filled_before = scans_in_files(layout, project) if any(s.stopped for s in scans) else set()
+    return {scan.key: why for scan in scans
+            if (why := _not_filled(scan, named, in_files=scan.key in filled_before)) is not None}  # fmt: skip
+
+
 def _not_filled(scan: raw.Scan, named: bool, in_files: bool = False) -> str | None:
     """Why ``scan`` is left out of this fill, or None.  A stopped scan (the log never finished it and a
     later scan started) is filled with what its files hold when ``--scans`` names it, as the status's
@@ -174,11 +183,9 @@ def _not_filled(scan: raw.Scan, named: bool, in_files: bool = False) -> str | No
 
 def _dry_run(scans: list[raw.Scan], layout: OutputLayout, project: str, as_json: bool, named: bool) -> int:
     """What the fill would do, scan by scan: every raw scan read and converted, nothing written, no lock."""
-    from obsflow.online.fill import PlannedFill, plan_fill, scans_in_files
+    from obsflow.online.fill import PlannedFill, plan_fill
 
-    filled_before = scans_in_files(layout, project) if any(s.stopped for s in scans) else set()
-    left_out = {scan.key: why for scan in scans
-                if (why := _not_filled(scan, named, in_files=scan.key in filled_before)) is not None}  # fmt: skip
+    left_out = _left_out(scans, layout, project, named)
     kept = iter(plan_fill([scan for scan in scans if scan.key not in left_out], layout, project))
     planned = [PlannedFill(scan.number, scan.timestamp, "fail", error=left_out[scan.key]) if scan.key in left_out
                else next(kept) for scan in scans]  # fmt: skip
