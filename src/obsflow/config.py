@@ -276,6 +276,7 @@ def load_config(path: Path | str) -> Config:
 #: Problems ``config check`` reports that stop only the commands that need the key (``verify
 #: --mail`` checks its recipients itself): a nightly sync must not stop for the mail settings.
 ONLY_WHERE_USED = frozenset({"mail.to"})
+MAIL_TO_REQUIRED = "is required: without a recipient verify --mail cannot send the report"
 
 
 def check_config(path: Path | str) -> list[Problem]:
@@ -671,7 +672,7 @@ def _parse_mail(r: _Reader, table: dict[str, Any], present: bool = True) -> Mail
         r.problem("mail.server", f"port must be 1 to 65535 in {server!r}")
     to = r.strings(table, "to", "mail.to", ())
     if present and not to:  # with when = "problems", found out only on the morning a report must go out
-        r.problem("mail.to", 'is required: without a recipient verify --mail cannot send the report')
+        r.problem("mail.to", MAIL_TO_REQUIRED)
     return MailConfig(
         server=server,
         starttls=r.get(table, "starttls", "mail.starttls", bool, False),

@@ -12,7 +12,7 @@ import click
 
 from obsflow.atomic import write_atomic
 from obsflow.cli._options import config_option, dry_run_option, emit_json, is_terminal, json_option
-from obsflow.config import load_config
+from obsflow.config import MAIL_TO_REQUIRED, load_config
 from obsflow.errors import EXIT_OK, ConfigError, ObsflowError, OutputError, UsageError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.plan import parse_date
@@ -150,8 +150,7 @@ def command(
         raise UsageError("--rehash only makes sense with --checksum", "--rehash")
     config = load_config(config_path)
     if send_mail and not config.mail.to:  # now, not on the first morning that has something to report
-        raise ConfigError("config: mail.to: is required: without a recipient verify --mail cannot send the report",
-                          config_path)  # fmt: skip
+        raise ConfigError(f"config: mail.to: {MAIL_TO_REQUIRED}", config_path)
     run_day = _date(today, "--today") or date.today()
     period = _period(months, since, until, run_day)
     pairs = plan_pairs(config, period, hops, instruments, today=run_day)
