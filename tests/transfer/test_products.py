@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 
 from obsflow.cli import main
-from obsflow.config import load_config
+from obsflow.config import Config, load_config
 from obsflow.lock import LockInfo, held, lock_path
 from obsflow.online import raw
 from obsflow.online.fill import fill_scan
@@ -346,16 +346,22 @@ def test_verify_says_locked_where_the_sync_does_and_alarms_only_for_a_filler_tha
     assert list(free.folders[0].missing) == products and free.folders[0].locked == () and free.exit_code == 1
 
 
-def test_verify_calls_a_product_that_grew_since_its_copy_grown_not_a_size_difference(tmp_path: Path, sshd) -> None:
-    """Noted by interplay review: with grows = true a product the filler appended to after the night's
-    sync is replaced by the next sync, yet verify (09:00, the session still observing) called every
-    such file an alarm.  It is listed as grown, not an alarm; without grows it stays a size difference."""
+def _grown_since_their_sync(tmp_path: Path, sshd) -> tuple[Config, OutputLayout]:
+    """Products copied by a sync (``grows = true``), then appended to by the filler: the config and output."""
     out = OutputLayout(tmp_path / "sdfits")
     scans = _filled(tmp_path / "gbtdata", out, FRESH, scans=2)
     config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0\ngrows = true"))
     assert run_sync(config, SyncRequest()).exit_code == 0
     time.sleep(1.1)  # the next fill's mtimes are whole seconds later
     fill_scan(scans[1], out)
+    return config, out
+
+
+def test_verify_calls_a_product_that_grew_since_its_copy_grown_not_a_size_difference(tmp_path: Path, sshd) -> None:
+    """Noted by interplay review: with grows = true a product the filler appended to after the night's
+    sync is replaced by the next sync, yet verify (09:00, the session still observing) called every
+    such file an alarm.  It is listed as grown, not an alarm; without grows it stays a size difference."""
+    config, out = _grown_since_their_sync(tmp_path, sshd)
     period = months_period(["this", "last"], date.today())
     report = verify(config, period, plan_pairs(config, period, hops=["instruments:suth"]), record=False)
     (folder,) = report.folders
@@ -371,12 +377,7 @@ def test_a_grown_product_stays_listed_when_another_file_is_missing(tmp_path: Pat
     """The second look that confirms a missing file rebuilt the findings without the grown ones: a
     product that grew since its copy vanished from the report (neither grown nor matched) as soon
     as any other file of the instrument was missing."""
-    out = OutputLayout(tmp_path / "sdfits")
-    scans = _filled(tmp_path / "gbtdata", out, FRESH, scans=2)
-    config = load_config(_config(tmp_path, sshd, out.root, "settle_seconds = 0\ngrows = true"))
-    assert run_sync(config, SyncRequest()).exit_code == 0
-    time.sleep(1.1)  # the next fill's mtimes are whole seconds later
-    fill_scan(scans[1], out)
+    config, out = _grown_since_their_sync(tmp_path, sshd)
     products = sorted(_products(out.root, FRESH))
     lost = products[0]
     (tmp_path / "suth" / "gbt" / "sdfits" / lost).unlink()
