@@ -268,6 +268,31 @@ def test_a_one_night_run_does_not_hide_the_nights_no_run_covered(site: Site) -> 
     assert run_sync(site.config, SyncRequest(instrument="sha", today=site.today, dry_run=True)).warnings == []
 
 
+def test_a_gap_longer_than_the_longest_window_asks_for_a_days_the_command_takes(tmp_path: Path) -> None:
+    """Found by the documentation audit: after a one-night run of 2016-09-07 (docs/transfer.md's own
+    example), the next default run said `run obsflow sync -i sha --days 3738`, which `--days` refuses
+    (1..3660)."""
+    from obsflow.config import MAX_WINDOW_DAYS, parse_config
+    from obsflow.transfer.sync import missed_runs
+
+    text = (f'state_dir = "{tmp_path}"\n[instruments.sha]\nsource = "{tmp_path}/sha"\n'
+            'layout = "{yyyy}/{mmdd}"\npath = "sha"\n'
+            f'[archives.suth]\nlocation = "{tmp_path}/suth"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n')
+    config, problems = parse_config(text)
+    assert problems == []
+    today = date(2026, 12, 2)
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        old_night = date(2016, 9, 7)
+        started = datetime.combine(date(2026, 11, 1), datetime.min.time()).timestamp()
+        run = catalog.start_run("instruments:suth", "sha", now=started, nights=(old_night, old_night))
+        catalog.finish_run(run, "ok", {})
+        [warning] = missed_runs(catalog, config, ["sha"], today)
+    assert "no completed sync covered the night 2016-09-08" in warning
+    days = int(warning.split("--days ")[1].split("`")[0])
+    assert days == MAX_WINDOW_DAYS  # the longest window the command takes, not (today - 2016-09-08) + 1
+    assert "-d" in warning.split("--days ")[1]  # and how the nights older than that are synced
+
+
 def test_first_uncovered_finds_the_first_night_no_run_covered() -> None:
     d = date(2026, 11, 1)
     nights = lambda a, b: (d + timedelta(days=a), d + timedelta(days=b))

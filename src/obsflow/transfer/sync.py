@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
-from obsflow.config import Config, Hop
+from obsflow.config import MAX_WINDOW_DAYS, Config, Hop
 from obsflow.errors import TransportError, UsageError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
@@ -176,10 +176,15 @@ def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today:
                 if (night := first_uncovered(_covered(catalog, name, hop.label, config.window_days), window_start))]  # fmt: skip
         if gaps:
             first = min(gaps)
+            days = (today - first).days + 1
+            # --days takes at most MAX_WINDOW_DAYS: a longer gap (often one old night synced with -d) is
+            # covered that far, the older nights one by one
+            cover = (f"run `obsflow sync -i {name} --days {days}` to cover the gap" if days <= MAX_WINDOW_DAYS else
+                     f"run `obsflow sync -i {name} --days {MAX_WINDOW_DAYS}` (the longest window) to cover the last "
+                     f"{MAX_WINDOW_DAYS} nights of the gap, and `obsflow sync -i {name} -d NIGHT` for any older night")
             warnings.append(
                 f"{name}: no completed sync covered the night {first.isoformat()} (nor, maybe, some up to the "
-                f"{config.window_days}-day window); run `obsflow sync -i {name} --days {(today - first).days + 1}` "
-                "to cover the gap"
+                f"{config.window_days}-day window); {cover}"
             )  # fmt: skip
     return warnings
 
