@@ -67,7 +67,7 @@ def undo_for(path: Path, patch_ranges: list[tuple[int, int]] = ()) -> FileUndo: 
 
 
 class Journal:
-    """One fill's undo journal, stored at ``path`` (``<out>/.journal/<PROJ>.json``)."""
+    """One fill's undo journal, stored at ``path`` (``<out>/.obsflow/journal/<PROJ>.json``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
