@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from obsflow.config import load_config
+from obsflow.config import MAX_WINDOW_DAYS, Config, load_config, parse_config
 from obsflow.lock import held
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.plan import HopPlan
-from obsflow.transfer.sync import SyncRequest, first_uncovered, run_sync
+from obsflow.transfer.sync import Covered, SyncRequest, first_uncovered, missed_runs, run_sync
 from tests.transfer.conftest import INSTRUMENTS, Site, make_site
 
 
@@ -268,24 +268,43 @@ def test_a_one_night_run_does_not_hide_the_nights_no_run_covered(site: Site) -> 
     assert run_sync(site.config, SyncRequest(instrument="sha", today=site.today, dry_run=True)).warnings == []
 
 
-def test_a_gap_longer_than_the_longest_window_asks_for_a_days_the_command_takes(tmp_path: Path) -> None:
-    """Found by the documentation audit: after a one-night run of 2016-09-07 (docs/transfer.md's own
-    example), the next default run said `run obsflow sync -i sha --days 3738`, which `--days` refuses
-    (1..3660)."""
-    from obsflow.config import MAX_WINDOW_DAYS, parse_config
-    from obsflow.transfer.sync import missed_runs
-
+def _one_hop_config(tmp_path: Path) -> Config:
     text = (f'state_dir = "{tmp_path}"\n[instruments.sha]\nsource = "{tmp_path}/sha"\n'
             'layout = "{yyyy}/{mmdd}"\npath = "sha"\n'
             f'[archives.suth]\nlocation = "{tmp_path}/suth"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n')
     config, problems = parse_config(text)
     assert problems == []
-    today = date(2026, 12, 2)
-    with Catalog(tmp_path / "catalog.sqlite") as catalog:
-        old_night = date(2016, 9, 7)
-        started = datetime.combine(date(2026, 11, 1), datetime.min.time()).timestamp()
-        run = catalog.start_run("instruments:suth", "sha", now=started, nights=(old_night, old_night))
-        catalog.finish_run(run, "ok", {})
+    return config
+
+
+def _ran(catalog: Catalog, day: date, nights: tuple[date, date] | None = None) -> None:
+    """A completed run of sha on the one hop, started at 01:00 on ``day`` (nights: its window, default the config's)."""
+    started = datetime.combine(day, datetime.min.time()).timestamp() + 3600
+    catalog.finish_run(catalog.start_run("instruments:suth", "sha", now=started, nights=nights), "ok", {})
+
+
+def test_one_old_night_synced_by_hand_is_no_gap_in_the_nightly_history(tmp_path: Path) -> None:
+    """Found in review: after `obsflow sync -d 2016-09-07` (docs/transfer.md's own example) beside a
+    nightly job that never missed a night, every later run warned that no sync covered 2016-09-08
+    and asked for a sync of ten years: a night chosen by hand starts no history, it only fills holes."""
+    config, today = _one_hop_config(tmp_path), date(2026, 12, 2)
+    with Catalog(config.catalog_path) as catalog:
+        for days_ago in range(60, 0, -1):
+            _ran(catalog, today - timedelta(days=days_ago))
+        _ran(catalog, today - timedelta(days=20), nights=(date(2016, 9, 7), date(2016, 9, 7)))
+        assert missed_runs(catalog, config, ["sha"], today) == []
+        one_night_only = Catalog(tmp_path / "other.sqlite")
+        _ran(one_night_only, date(2026, 11, 1), nights=(date(2016, 9, 7), date(2016, 9, 7)))
+        assert missed_runs(one_night_only, config, ["sha"], today) == []  # as never synced: the next run covers its window
+        one_night_only.close()
+
+
+def test_a_gap_longer_than_the_longest_window_asks_for_a_days_the_command_takes(tmp_path: Path) -> None:
+    """Found by the documentation audit: the warning asked for `--days 3738`, which `--days` refuses
+    (1..3660)."""
+    config, today = _one_hop_config(tmp_path), date(2026, 12, 2)
+    with Catalog(config.catalog_path) as catalog:
+        _ran(catalog, date(2016, 9, 8))  # the nightly job, then nothing for ten years
         [warning] = missed_runs(catalog, config, ["sha"], today)
     assert "no completed sync covered the night 2016-09-08" in warning
     days = int(warning.split("--days ")[1].split("`")[0])
@@ -295,7 +314,7 @@ def test_a_gap_longer_than_the_longest_window_asks_for_a_days_the_command_takes(
 
 def test_first_uncovered_finds_the_first_night_no_run_covered() -> None:
     d = date(2026, 11, 1)
-    nights = lambda a, b: (d + timedelta(days=a), d + timedelta(days=b))
+    nights = lambda a, b, window=True: Covered(d + timedelta(days=a), d + timedelta(days=b), window)
     assert first_uncovered([], d) is None  # never synced
     assert first_uncovered([nights(0, 9), nights(10, 20)], d + timedelta(days=21)) is None  # back to back
     assert first_uncovered([nights(0, 9), nights(5, 20)], d + timedelta(days=21)) is None  # overlapping
@@ -303,6 +322,10 @@ def test_first_uncovered_finds_the_first_night_no_run_covered() -> None:
     assert first_uncovered([nights(12, 20), nights(0, 9)], d + timedelta(days=30)) == d + timedelta(days=10)
     assert first_uncovered([nights(0, 9)], d + timedelta(days=10)) is None  # the window starts right after
     assert first_uncovered([nights(0, 9)], d + timedelta(days=12)) == d + timedelta(days=10)
+    # nights chosen by hand (-d) fill holes, but the history starts at the first window run
+    assert first_uncovered([nights(0, 0, window=False), nights(20, 29)], d + timedelta(days=30)) is None
+    assert first_uncovered([nights(0, 0, window=False)], d + timedelta(days=30)) is None
+    assert first_uncovered([nights(0, 9), nights(10, 11, window=False), nights(12, 20)], d + timedelta(days=21)) is None
 
 
 @pytest.mark.parametrize("hop", ["instruments:suth"])

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from obsflow.config import MAX_WINDOW_DAYS, Config, Hop
 from obsflow.errors import TransportError, UsageError
@@ -177,7 +178,7 @@ def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today:
         if gaps:
             first = min(gaps)
             days = (today - first).days + 1
-            # --days takes at most MAX_WINDOW_DAYS: a longer gap (often one old night synced with -d) is
+            # --days takes at most MAX_WINDOW_DAYS: a longer gap (a nightly job stopped for years) is
             # covered that far, the older nights one by one
             cover = (f"run `obsflow sync -i {name} --days {days}` to cover the gap" if days <= MAX_WINDOW_DAYS else
                      f"run `obsflow sync -i {name} --days {MAX_WINDOW_DAYS}` (the longest window) to cover the last "
@@ -189,27 +190,40 @@ def missed_runs(catalog: Catalog, config: Config, instruments: list[str], today:
     return warnings
 
 
-def _covered(catalog: Catalog, instrument: str, hop: str, window_days: int) -> list[tuple[date, date]]:
+class Covered(NamedTuple):
+    """The nights one completed run covered.  ``window``: the run took the window up to its own day
+    (the nightly job, or ``--days``), not nights chosen by hand (``-d``)."""
+
+    first: date
+    last: date
+    window: bool = True
+
+
+def _covered(catalog: Catalog, instrument: str, hop: str, window_days: int) -> list[Covered]:
     """The nights each completed run of ``instrument`` on ``hop`` covered.  A run's own day is still
     being observed (or written) when it runs: it covers its window up to the night before it started.
     A run recorded before runs kept their nights had the default window."""
     covered = []
     for started, first, last in catalog.completed_windows(instrument, hop):
         day = datetime.fromtimestamp(started).date()
+        window = last is None or last >= day - timedelta(days=1)
         first = first or day - timedelta(days=window_days - 1)
         last = min(last or day, day - timedelta(days=1))
         if first <= last:
-            covered.append((first, last))
+            covered.append(Covered(first, last, window))
     return covered
 
 
-def first_uncovered(covered: list[tuple[date, date]], window_start: date) -> date | None:
-    """The first night from the earliest covered one up to ``window_start`` (excluded) that no range
-    in ``covered`` holds, or None (all covered, or never synced: its first run covers its window)."""
-    if not covered:
+def first_uncovered(covered: list[Covered], window_start: date) -> date | None:
+    """The first night from the earliest one a window run covered up to ``window_start`` (excluded)
+    that no run in ``covered`` holds, or None (all covered, or no window run yet: the next covers its
+    window).  Nights chosen by hand fill holes but start no history: one old night synced once must
+    not make every later run warn about the years between it and the nightly job."""
+    starts = [run.first for run in covered if run.window]
+    if not starts:
         return None
-    night = min(first for first, _ in covered)
-    for first, last in sorted(covered):
+    night = min(starts)
+    for first, last, _ in sorted(covered):
         if first > night:
             break  # a hole before this range
         night = max(night, last + timedelta(days=1))
