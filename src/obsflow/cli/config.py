@@ -13,7 +13,8 @@ from obsflow.errors import EXIT_CANNOT_RUN, EXIT_OK
 __all__ = ["command"]
 
 
-@click.group("config")
+@click.group("config", epilog="\b\nExamples:\n  obsflow config check                       $OBSFLOW_CONFIG, else ./obsflow.toml\n"
+             "  obsflow config check /etc/obsflow/obsflow.toml --json")
 def command() -> None:
     """Inspect the obsflow configuration."""
 
