@@ -425,35 +425,14 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     r = _Reader(text)
     r.unknown(data, _TOP_KEYS, "")
     window_days = r.number_in(data, "window_days", "window_days", int, 30, 1, MAX_WINDOW_DAYS)
-    settle = r.get(data, "settle_seconds", "settle_seconds", float, 120.0)
-    if settle < 0:
-        r.problem("settle_seconds", "must not be negative")
+    settle = _seconds(r, data, "settle_seconds", "settle_seconds", 120.0)
     patterns = _patterns(r, data, "patterns", ("*.fits",))
     base = path.resolve().parent if path else None
     r.base = base
     locks = tuple(str(parse_location(entry, base)) for entry in r.strings(data, "locks", "locks", ()))
     state_dir = r.get(data, "state_dir", "state_dir", str, "~/.local/state/obsflow")
-    ssh = r.get(data, "ssh", "ssh", dict, {})
-    r.unknown(ssh, {"options", "multiplex"}, "ssh.")
-    ssh_options = r.strings(ssh, "options", "ssh.options", ())
-    for stray in _not_ssh_options(ssh_options):
-        r.problem("ssh.options", f"{stray!r} is not an ssh option nor an option's value (e.g. [\"-o\", \"ConnectTimeout=10\"]):"
-                  " ssh would take it for the host, and the host for the command")  # fmt: skip
-    ssh_multiplex = r.get(ssh, "multiplex", "ssh.multiplex", bool, True)
-    transfer = r.get(data, "transfer", "transfer", dict, {})
-    r.unknown(transfer, {"rsync_options", "wait_seconds"}, "transfer.")
-    rsync_options = r.strings(transfer, "rsync_options", "transfer.rsync_options", ())
-    for option in rsync_options:
-        name = option.split("=", 1)[0]
-        if name in _UNSAFE_RSYNC_OPTIONS or name[:2] in _UNSAFE_RSYNC_OPTIONS:  # -T/tmp: -T with its value
-            r.problem("transfer.rsync_options", f"{option!r} would break obsflow's no-overwrite, no-partial rules")
-        elif name not in _ALLOWED_RSYNC_OPTIONS:
-            r.problem("transfer.rsync_options", f"{option!r} is not an option obsflow passes to rsync (allowed: "
-                      "--bwlimit, --timeout, --contimeout, -z, --rsync-path, --chmod, -W and the like; "
-                      "one option per string)")  # fmt: skip
-    sync_wait = r.get(transfer, "wait_seconds", "transfer.wait_seconds", float, 0.0)
-    if sync_wait < 0:
-        r.problem("transfer.wait_seconds", "must not be negative")
+    ssh_options, ssh_multiplex = _parse_ssh(r, r.get(data, "ssh", "ssh", dict, {}))
+    rsync_options, sync_wait = _parse_transfer(r, r.get(data, "transfer", "transfer", dict, {}))
 
     instruments = _parse_instruments(r, r.get(data, "instruments", "instruments", dict, {}), patterns)
     _check_paths_apart(r, instruments)
@@ -461,8 +440,7 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     hops = _parse_hops(r, r.get(data, "hops", "hops", list, []), archives)
     mail = _parse_mail(r, r.get(data, "mail", "mail", dict, {}), present="mail" in data)
     filler = _parse_filler(r, r.get(data, "filler", "filler", dict, {}))
-    web = r.get(data, "web", "web", dict, {})
-    r.unknown(web, {"host", "port"}, "web.")
+    web_host, web_port = _parse_web(r, r.get(data, "web", "web", dict, {}))
     config = Config(
         path=path.resolve() if path else None,
         window_days=window_days,
@@ -479,10 +457,56 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
         hops=hops,
         mail=mail,
         filler=filler,
-        web_host=_web_host(r, web),
-        web_port=r.number_in(web, "port", "web.port", int, 8080, 0, 65535),
+        web_host=web_host,
+        web_port=web_port,
     )
     return config, r.problems
+
+
+def _seconds(r: _Reader, table: dict[str, Any], key: str, dotted: str, default: float) -> float:
+    """A time in seconds, which must not be negative (reported, and kept as given)."""
+    seconds: float = r.get(table, key, dotted, float, default)
+    if seconds < 0:
+        r.problem(dotted, "must not be negative")
+    return seconds
+
+
+def _parse_ssh(r: _Reader, ssh: dict[str, Any]) -> tuple[tuple[str, ...], bool]:
+    """``[ssh]``: the options given to every ssh (checked to be options) and whether to multiplex."""
+    r.unknown(ssh, {"options", "multiplex"}, "ssh.")
+    options = r.strings(ssh, "options", "ssh.options", ())
+    for stray in _not_ssh_options(options):
+        r.problem("ssh.options", f"{stray!r} is not an ssh option nor an option's value (e.g. [\"-o\", \"ConnectTimeout=10\"]):"
+                  " ssh would take it for the host, and the host for the command")  # fmt: skip
+    multiplex = r.get(ssh, "multiplex", "ssh.multiplex", bool, True)
+    return options, multiplex
+
+
+def _parse_transfer(r: _Reader, transfer: dict[str, Any]) -> tuple[tuple[str, ...], float]:
+    """``[transfer]``: the extra rsync options (only safe ones) and how long a second sync waits for the first."""
+    r.unknown(transfer, {"rsync_options", "wait_seconds"}, "transfer.")
+    rsync_options = r.strings(transfer, "rsync_options", "transfer.rsync_options", ())
+    for option in rsync_options:
+        _check_rsync_option(r, option)
+    wait_seconds = _seconds(r, transfer, "wait_seconds", "transfer.wait_seconds", 0.0)
+    return rsync_options, wait_seconds
+
+
+def _check_rsync_option(r: _Reader, option: str) -> None:
+    """Report an rsync option that would break obsflow's copy rules, or that it does not know."""
+    name = option.split("=", 1)[0]
+    if name in _UNSAFE_RSYNC_OPTIONS or name[:2] in _UNSAFE_RSYNC_OPTIONS:  # -T/tmp: -T with its value
+        r.problem("transfer.rsync_options", f"{option!r} would break obsflow's no-overwrite, no-partial rules")
+    elif name not in _ALLOWED_RSYNC_OPTIONS:
+        r.problem("transfer.rsync_options", f"{option!r} is not an option obsflow passes to rsync (allowed: "
+                  "--bwlimit, --timeout, --contimeout, -z, --rsync-path, --chmod, -W and the like; "
+                  "one option per string)")  # fmt: skip
+
+
+def _parse_web(r: _Reader, web: dict[str, Any]) -> tuple[str, int]:
+    """``[web]``: the status page's host and port."""
+    r.unknown(web, {"host", "port"}, "web.")
+    return _web_host(r, web), r.number_in(web, "port", "web.port", int, 8080, 0, 65535)
 
 
 def _web_host(r: _Reader, web: dict[str, Any]) -> str:

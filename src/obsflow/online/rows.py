@@ -24,6 +24,7 @@ Values:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -124,157 +125,269 @@ def scan_rows(scan: Scan, bank: str) -> dict[str, np.ndarray]:
 def _rows(
     scan: Scan, go: GoFile, antenna: AntennaFile, lo1: Lo1File, if_rows: Sequence[IfPath], vegas: VegasBank
 ) -> dict[str, np.ndarray]:
-    nint, nsamp, nstate, nchan = vegas.data_shape
-    if nint == 0:
+    """The 74 columns in file order, one column group per helper.
+
+    The groups run in a fixed order, so of several malformed header keywords the same one is always reported.
+    """
+    if vegas.integrations == 0:
         raise InputError("VEGAS bank file has no integrations", vegas.path)
     vegas_ifs = [row for row in if_rows if row.backend == "VEGAS"]
-    paths = [_if_for(vegas_ifs, s.bank_a, s.port_a, vegas.path) for s in vegas.samplers]
-    shape = (nint, nsamp, nstate)
-    i_idx, s_idx, k_idx = (a.ravel() for a in np.indices(shape))
-    nrows = i_idx.size
+    paths = [_if_for(vegas_ifs, s.bank_a, s.port_a, vegas.path) for s in vegas.samplers]  # each sampler's IF path
+    grid = _RowGrid.of(vegas)
+    lo = lo1.at(vegas.dmjd)  # LO1, VFRAME, RVSYS at each integration's middle
+    crval1 = _sky_crval1(vegas, paths, lo["lo1"])  # (nint, nsamp): the frequency axis and TCAL both need it
+    columns = {
+        **_time_columns(vegas, grid),
+        **_frequency_columns(vegas, paths, crval1, grid),
+        **_pointing_columns(go.header, antenna, vegas.dmjd, paths, grid),
+        **_spectrum_columns(vegas, grid),
+        **_receiver_columns(scan, vegas, paths, crval1, grid),
+        **_window_columns(go, lo1.header, vegas_ifs, vegas, paths, grid),
+        **_weather_columns(antenna.header, grid),
+        **_target_columns(go.header, grid),
+        **_procedure_columns(scan, go.header, grid),
+        **_doppler_columns(go.header, lo1.header, lo, grid),
+        **_switching_columns(vegas, grid),
+    }
+    return {name: columns[name] for name in COLUMN_NAMES}
 
-    def per_sampler(values: Sequence[Any], dtype: Any = None) -> np.ndarray:
-        return np.asarray(values, dtype=dtype)[s_idx]
 
-    def const(value: Any, dtype: Any = None) -> np.ndarray:
-        return np.full(nrows, value, dtype=dtype)
+@dataclass(frozen=True, eq=False)
+class _RowGrid:
+    """The integration, sampler and switching state of each row, in the filler's row order (nested in that order)."""
 
-    header = go.header
-    # time: DMJD is the middle of each integration; each state's share of it
-    state_len = vegas.integrat_s * np.array(
+    integration: np.ndarray
+    sampler: np.ndarray
+    state: np.ndarray
+
+    @classmethod
+    def of(cls, vegas: VegasBank) -> _RowGrid:
+        nint, nsamp, nstate, _ = vegas.data_shape
+        integration, sampler, state = (a.ravel() for a in np.indices((nint, nsamp, nstate)))
+        return cls(integration, sampler, state)
+
+    def per_sampler(self, values: Sequence[Any], dtype: Any = None) -> np.ndarray:
+        """One value per sampler, repeated on each of its rows."""
+        return np.asarray(values, dtype=dtype)[self.sampler]
+
+    def const(self, value: Any, dtype: Any = None) -> np.ndarray:
+        """The same value on every row."""
+        return np.full(self.integration.size, value, dtype=dtype)
+
+
+def _time_columns(vegas: VegasBank, grid: _RowGrid) -> dict[str, np.ndarray]:
+    """DATE-OBS (each integration's start), DURATION (each state's share of it) and EXPOSURE."""
+    # a state's exposure excludes its blanked time, its duration does not
+    duration_s = vegas.integrat_s * np.array(
         [p / (p - b) if p > b else 1.0 for p, b in zip(vegas.phasetim_s, vegas.blanktim_s, strict=True)]
     )  # (nint, nstate)
-    int_len_s = state_len.sum(axis=1)
-    start_dmjd = vegas.dmjd - int_len_s / 2.0 / 86400.0
-    date_obs = _iso(start_dmjd)
+    # DMJD is the middle of each integration
+    start_dmjd = vegas.dmjd - duration_s.sum(axis=1) / 2.0 / 86400.0
+    return {
+        "DATE-OBS": _iso(start_dmjd)[grid.integration],
+        "DURATION": duration_s[grid.integration, grid.state],
+        "EXPOSURE": vegas.integrat_s[grid.integration, grid.state],
+    }
 
-    # frequency axis on the sky, per integration and sampler
-    lo = lo1.at(vegas.dmjd)
+
+def _sky_crval1(vegas: VegasBank, paths: Sequence[IfPath], lo1_hz: np.ndarray) -> np.ndarray:
+    """Sky frequency at CRPIX1 per (integration, sampler): the IF file's formula with LO1 at each integration."""
     crval_if = np.array([s.crval1_hz for s in vegas.samplers])
-    cdelt_if = np.array([s.cdelt1_hz for s in vegas.samplers])
     sideband = np.array([p.sff_sideband for p in paths])
     multiplier = np.array([p.sff_multiplier for p in paths])
     offset = np.array([p.sff_offset_hz for p in paths])
-    crval1 = sideband * crval_if + multiplier * lo["lo1"][:, None] + offset  # (nint, nsamp): IfPath.sky_hz
-    cdelt1 = sideband * cdelt_if
+    return sideband * crval_if + multiplier * lo1_hz[:, None] + offset  # as IfPath.sky_hz
 
-    # pointing at each integration's middle, with feed offsets
-    pointing = antenna.at(vegas.dmjd)
-    offsets = [antenna.feed_offset(str(p.feed)) for p in paths]  # from the tracking beam, whose pointing this is
+
+def _frequency_columns(
+    vegas: VegasBank, paths: Sequence[IfPath], crval1: np.ndarray, grid: _RowGrid
+) -> dict[str, np.ndarray]:
+    """The sky-frequency axis (CTYPE1, CRVAL1, CRPIX1, CDELT1), its width and resolution, OBSFREQ, SIDEBAND."""
+    cdelt_if = np.array([s.cdelt1_hz for s in vegas.samplers])
+    sideband = np.array([p.sff_sideband for p in paths])
+    return {
+        "BANDWID": grid.per_sampler(np.abs(cdelt_if) * vegas.nchan, np.float64),
+        "CTYPE1": grid.const("FREQ-OBS"),
+        "CRVAL1": crval1[grid.integration, grid.sampler],
+        "CRPIX1": grid.const(vegas.crpix1),
+        "CDELT1": (sideband * cdelt_if)[grid.sampler],  # a lower sideband runs backwards on the sky
+        "OBSFREQ": crval1[grid.integration, grid.sampler],  # CRPIX1 is the centre channel
+        "FREQRES": grid.per_sampler([abs(s.freqres_hz) for s in vegas.samplers], np.float64),
+        "SIDEBAND": grid.per_sampler(["U" if p.sff_sideband > 0 else "L" for p in paths]),
+    }
+
+
+def _pointing_columns(
+    go_header: Any, antenna: AntennaFile, dmjd: np.ndarray, paths: Sequence[IfPath], grid: _RowGrid
+) -> dict[str, np.ndarray]:
+    """Where each feed points at each integration's middle (az/el and the scan's coordinates), LST, feed offsets."""
+    pointing = antenna.at(dmjd)  # the tracking beam's
+    offsets = [antenna.feed_offset(str(p.feed)) for p in paths]  # from the tracking beam
     xel = np.array([o[0] for o in offsets])
     eloff = np.array([o[1] for o in offsets])
-    el = pointing["el"][i_idx] + eloff[s_idx]
-    az = (pointing["az"][i_idx] + xel[s_idx] / np.cos(np.radians(el))) % 360.0
-    lst_start_s = _number(antenna.header, "LSTSTART", 0.0)
-    elapsed_s = (vegas.dmjd - antenna.dmjd[0]) * 86400.0
-    lst = (lst_start_s + elapsed_s * SIDEREAL_PER_SOLAR) % 86400.0
+    el = pointing["el"][grid.integration] + eloff[grid.sampler]
+    az = (pointing["az"][grid.integration] + xel[grid.sampler] / np.cos(np.radians(el))) % 360.0
+    lst = _lst_s(antenna, dmjd)
 
-    ctype2, ctype3 = _COORDS.get(str(header.get("COORDSYS", "RADEC")).strip().upper(), ("AZ", "EL"))
+    ctype2, ctype3 = _COORDS.get(str(go_header.get("COORDSYS", "RADEC")).strip().upper(), ("AZ", "EL"))
     if ctype2 in ("RA", "GLON"):  # each feed's own position, as the header says ("Feed offsets ARE included")
         latitude = _number(antenna.header, "SITELAT", GBT_SITE["SITELAT"])
-        ra, dec = _feed_radec(pointing["ra"][i_idx], pointing["dec"][i_idx], lst[i_idx] / 240.0, latitude,
-                              xel[s_idx], eloff[s_idx])  # fmt: skip
+        ra, dec = _feed_radec(pointing["ra"][grid.integration], pointing["dec"][grid.integration],
+                              lst[grid.integration] / 240.0, latitude, xel[grid.sampler], eloff[grid.sampler])  # fmt: skip
         crval2, crval3 = (ra, dec) if ctype2 == "RA" else _galactic(ra, dec)
     else:
         crval2, crval3 = az, el
+    return {
+        "CTYPE2": grid.const(ctype2),
+        "CRVAL2": crval2,
+        "CTYPE3": grid.const(ctype3),
+        "CRVAL3": crval3,
+        "LST": lst[grid.integration],
+        "AZIMUTH": az,
+        "ELEVATIO": el,
+        "FEEDXOFF": xel[grid.sampler],
+        "FEEDEOFF": eloff[grid.sampler],
+        # no quadrant-detector pointing corrections
+        "QD_XEL": grid.const(np.nan),
+        "QD_EL": grid.const(np.nan),
+        "QD_BAD": grid.const(-1, np.int16),
+        "QD_METHOD": grid.const(""),
+    }
 
+
+def _lst_s(antenna: AntennaFile, dmjd: np.ndarray) -> np.ndarray:
+    """Local sidereal time (s) at ``dmjd``, counted on from the Antenna file's LSTSTART at its first sample."""
+    lst_start_s = _number(antenna.header, "LSTSTART", 0.0)
+    elapsed_s = (dmjd - antenna.dmjd[0]) * 86400.0
+    return (lst_start_s + elapsed_s * SIDEREAL_PER_SOLAR) % 86400.0
+
+
+def _spectrum_columns(vegas: VegasBank, grid: _RowGrid) -> dict[str, np.ndarray]:
+    """DATA (where each spectrum is in the raw file), its shape and unit, and the VEGAS spur keywords."""
+    _, _, nstate, nchan = vegas.data_shape
+    crval_if = np.array([s.crval1_hz for s in vegas.samplers])
+    cdelt_if = np.array([s.cdelt1_hz for s in vegas.samplers])
     # spurs: channels (J*ADCSAMPF/64 - CRVAL1)/CDELT1 + CRPIX1 in the IF axis
     spacing = vegas.adcsampf_hz / 64.0
     vspdelt = spacing / np.abs(cdelt_if)
     vsprval = crval_if / spacing
     # the spectra stay in the raw file until the writer copies them (row order: integration, sampler, state)
-    cell = vegas.data_offsets[i_idx] + (s_idx * nstate + k_idx) * nchan * spectra.DTYPE.itemsize
-    data = _smooth_centre_spur(spectra.SpectraInFile(vegas.path, cell, nchan), vsprval[s_idx], vegas.crpix1)
+    cell = (vegas.data_offsets[grid.integration]
+            + (grid.sampler * nstate + grid.state) * nchan * spectra.DTYPE.itemsize)  # fmt: skip
+    data = _smooth_centre_spur(spectra.SpectraInFile(vegas.path, cell, nchan), vsprval[grid.sampler], vegas.crpix1)
+    return {
+        "DATA": data,  # big-endian float32 as in the raw file: copied there, never read or swapped
+        "TDIM7": grid.const(f"({nchan},1,1,1)"),
+        "TUNIT7": grid.const("Counts"),
+        "ZEROCHAN": grid.const(np.nan, np.float32),
+        "ADCSAMPF": grid.const(vegas.adcsampf_hz),
+        "VSPDELT": vspdelt[grid.sampler],
+        "VSPRVAL": vsprval[grid.sampler],
+        "VSPRPIX": grid.const(vegas.crpix1),
+    }
 
-    obsfreq = crval1[i_idx, s_idx]  # CRPIX1 is the centre channel
-    tcal = _tcal(scan, paths, float(np.mean(crval1[0])))
+
+def _receiver_columns(
+    scan: Scan, vegas: VegasBank, paths: Sequence[IfPath], crval1: np.ndarray, grid: _RowGrid
+) -> dict[str, np.ndarray]:
+    """Each sampler's name, receiver, feeds, polarization and noise diode (TCAL, CALTYPE); TSYS is left at 1."""
+    tcal = _tcal(scan, paths, float(np.mean(crval1[0])))  # at the first integration's mean sky frequency
+    return {
+        "TSYS": grid.const(1.0),
+        "SAMPLER": grid.per_sampler([s.name for s in vegas.samplers]),
+        "CRVAL4": grid.per_sampler([_pol_code(p, s) for p, s in zip(paths, vegas.samplers, strict=True)], np.int16),
+        "FRONTEND": grid.per_sampler([p.receiver for p in paths]),
+        "TCAL": grid.per_sampler(tcal, np.float32),
+        "FEED": grid.per_sampler([p.feed for p in paths], np.int16),
+        "SRFEED": grid.per_sampler([p.srfeed1 for p in paths], np.int16),
+        "CALTYPE": grid.per_sampler(["HIGH" if p.high_cal else "LOW" for p in paths]),
+        "TWARM": grid.const(np.nan, np.float32),
+        "TCOLD": grid.const(np.nan, np.float32),
+        "CALPOSITION": grid.const("Unknown"),
+    }
+
+
+def _window_columns(
+    go: GoFile, lo1_header: Any, vegas_ifs: Sequence[IfPath], vegas: VegasBank, paths: Sequence[IfPath],
+    grid: _RowGrid,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Each sampler's spectral window (IFNUM), polarization (PLNUM) and feed (FDNUM) number, and its RESTFREQ."""
     windows = {(w.bank, w.port): w for w in go.windows}
     ifnum, plnum, fdnum = _numbering(vegas_ifs, windows, paths)
+    # a sampler outside GO's IFWINDOWS gets the Doppler rest frequency
     restfreq = [windows[(s.bank_a, s.port_a)].restfreq_hz if (s.bank_a, s.port_a) in windows
-                else _number(lo1.header, "RESTFRQ", _number(header, "RESTFRQ", 0.0)) for s in vegas.samplers]  # fmt: skip
-    ambient = antenna.header
-    weather_temp = _number(ambient, "AMBTEMP", np.nan) + 273.15
-    sig = np.where(np.array(vegas.sigref) == 0, "T", "F")[k_idx]
-    cal = np.where(np.array(vegas.cal) == 1, "T", "F")[k_idx]
-    obsmode = f"{_str(header, 'PROCNAME')}:{_str(header, 'SWSTATE')}:{_str(header, 'SWTCHSIG')}"
-
-    columns: dict[str, np.ndarray] = {
-        "OBJECT": const(_str(header, "OBJECT")),
-        "BANDWID": per_sampler(np.abs(cdelt_if) * nchan, np.float64),
-        "DATE-OBS": date_obs[i_idx],
-        "DURATION": state_len[i_idx, k_idx],
-        "EXPOSURE": vegas.integrat_s[i_idx, k_idx],
-        "TSYS": const(1.0),
-        "DATA": data,  # big-endian float32 as in the raw file: copied there, never read or swapped
-        "TDIM7": const(f"({nchan},1,1,1)"),
-        "TUNIT7": const("Counts"),
-        "CTYPE1": const("FREQ-OBS"),
-        "CRVAL1": crval1[i_idx, s_idx],
-        "CRPIX1": const(vegas.crpix1),
-        "CDELT1": cdelt1[s_idx],
-        "CTYPE2": const(ctype2),
-        "CRVAL2": crval2,
-        "CTYPE3": const(ctype3),
-        "CRVAL3": crval3,
-        "CRVAL4": per_sampler([_pol_code(p, s) for p, s in zip(paths, vegas.samplers, strict=True)], np.int16),
-        "OBSERVER": const(_str(header, "OBSERVER")),
-        "OBSID": const(_str(header, "OBSID")),
-        "SCAN": const(scan.number, np.int32),
-        "OBSMODE": const(obsmode),
-        "FRONTEND": per_sampler([p.receiver for p in paths]),
-        "TCAL": per_sampler(tcal, np.float32),
-        "VELDEF": const(_veldef(_str(header, "VELDEF"))),
-        "VFRAME": lo["vframe"][i_idx],
-        "RVSYS": lo["rvsys"][i_idx],
-        "OBSFREQ": obsfreq,
-        "LST": lst[i_idx],
-        "AZIMUTH": az,
-        "ELEVATIO": el,
-        "TAMBIENT": const(weather_temp),
-        "PRESSURE": const(_number(ambient, "AMBPRESS", np.nan) * MBAR_TO_MMHG),
-        "HUMIDITY": const(_number(ambient, "AMBHUMID", np.nan)),
-        "RESTFREQ": per_sampler(restfreq, np.float64),
-        "FREQRES": per_sampler([abs(s.freqres_hz) for s in vegas.samplers], np.float64),
-        "EQUINOX": const(_number(header, "EQUINOX", 0.0)),
-        "RADESYS": const(_str(header, "RADESYS")),
-        "TRGTLONG": const(_number(header, "RA", np.nan)),
-        "TRGTLAT": const(_number(header, "DEC", np.nan)),
-        "SAMPLER": per_sampler([s.name for s in vegas.samplers]),
-        "FEED": per_sampler([p.feed for p in paths], np.int16),
-        "SRFEED": per_sampler([p.srfeed1 for p in paths], np.int16),
-        "FEEDXOFF": xel[s_idx],
-        "FEEDEOFF": eloff[s_idx],
-        "SUBREF_STATE": const(1, np.int16),
-        "SIDEBAND": per_sampler(["U" if p.sff_sideband > 0 else "L" for p in paths]),
-        "PROCSEQN": const(_number(header, "PROCSEQN", 1, int), np.int16),
-        "PROCSIZE": const(_number(header, "PROCSIZE", 1, int), np.int16),
-        "PROCSCAN": const(_str(header, "PROCSCAN")),
-        "PROCTYPE": const(_str(header, "PROCTYPE")),
-        "LASTON": const(_number(header, "LASTON", 0, int), np.int32),
-        "LASTOFF": const(_number(header, "LASTOFF", 0, int), np.int32),
-        "TIMESTAMP": const(scan.timestamp),
-        "QD_XEL": const(np.nan),
-        "QD_EL": const(np.nan),
-        "QD_BAD": const(-1, np.int16),
-        "QD_METHOD": const(""),
-        "VELOCITY": const(_number(header, "VELOCITY", 0.0)),
-        "ZEROCHAN": const(np.nan, np.float32),
-        "DOPFREQ": const(_number(lo1.header, "RESTFRQ", _number(header, "RESTFRQ", np.nan))),
-        "ADCSAMPF": const(vegas.adcsampf_hz),
-        "VSPDELT": vspdelt[s_idx],
-        "VSPRVAL": vsprval[s_idx],
-        "VSPRPIX": const(vegas.crpix1),
-        "SIG": sig,
-        "CAL": cal,
-        "CALTYPE": per_sampler(["HIGH" if p.high_cal else "LOW" for p in paths]),
-        "TWARM": const(np.nan, np.float32),
-        "TCOLD": const(np.nan, np.float32),
-        "CALPOSITION": const("Unknown"),
-        "IFNUM": per_sampler(ifnum, np.int16),
-        "PLNUM": per_sampler(plnum, np.int16),
-        "FDNUM": per_sampler(fdnum, np.int16),
+                else _rest_frequency_hz(lo1_header, go.header, 0.0) for s in vegas.samplers]  # fmt: skip
+    return {
+        "RESTFREQ": grid.per_sampler(restfreq, np.float64),
+        "IFNUM": grid.per_sampler(ifnum, np.int16),
+        "PLNUM": grid.per_sampler(plnum, np.int16),
+        "FDNUM": grid.per_sampler(fdnum, np.int16),
     }
-    return {name: columns[name] for name in COLUMN_NAMES}
+
+
+def _weather_columns(antenna_header: Any, grid: _RowGrid) -> dict[str, np.ndarray]:
+    """TAMBIENT (K), PRESSURE (mmHg) and HUMIDITY from the Antenna file's weather keywords (C, mbar)."""
+    return {
+        "TAMBIENT": grid.const(_number(antenna_header, "AMBTEMP", np.nan) + 273.15),
+        "PRESSURE": grid.const(_number(antenna_header, "AMBPRESS", np.nan) * MBAR_TO_MMHG),
+        "HUMIDITY": grid.const(_number(antenna_header, "AMBHUMID", np.nan)),
+    }
+
+
+def _target_columns(go_header: Any, grid: _RowGrid) -> dict[str, np.ndarray]:
+    """The source's name and the position the scan was asked for (TRGTLONG/TRGTLAT, EQUINOX, RADESYS)."""
+    return {
+        "OBJECT": grid.const(_str(go_header, "OBJECT")),
+        "EQUINOX": grid.const(_number(go_header, "EQUINOX", 0.0)),
+        "RADESYS": grid.const(_str(go_header, "RADESYS")),
+        "TRGTLONG": grid.const(_number(go_header, "RA", np.nan)),
+        "TRGTLAT": grid.const(_number(go_header, "DEC", np.nan)),
+    }
+
+
+def _procedure_columns(scan: Scan, go_header: Any, grid: _RowGrid) -> dict[str, np.ndarray]:
+    """Bookkeeping: who observed, which scan this is and its place in its observing procedure."""
+    obsmode = f"{_str(go_header, 'PROCNAME')}:{_str(go_header, 'SWSTATE')}:{_str(go_header, 'SWTCHSIG')}"
+    return {
+        "OBSERVER": grid.const(_str(go_header, "OBSERVER")),
+        "OBSID": grid.const(_str(go_header, "OBSID")),
+        "SCAN": grid.const(scan.number, np.int32),
+        "OBSMODE": grid.const(obsmode),
+        "TIMESTAMP": grid.const(scan.timestamp),
+        "PROCSEQN": grid.const(_number(go_header, "PROCSEQN", 1, int), np.int16),
+        "PROCSIZE": grid.const(_number(go_header, "PROCSIZE", 1, int), np.int16),
+        "PROCSCAN": grid.const(_str(go_header, "PROCSCAN")),
+        "PROCTYPE": grid.const(_str(go_header, "PROCTYPE")),
+        "LASTON": grid.const(_number(go_header, "LASTON", 0, int), np.int32),
+        "LASTOFF": grid.const(_number(go_header, "LASTOFF", 0, int), np.int32),
+    }
+
+
+def _doppler_columns(
+    go_header: Any, lo1_header: Any, lo: dict[str, np.ndarray], grid: _RowGrid
+) -> dict[str, np.ndarray]:
+    """The velocity definition and the LO's Doppler tracking: VELDEF, VFRAME, RVSYS, VELOCITY, DOPFREQ."""
+    return {
+        "VELDEF": grid.const(_veldef(_str(go_header, "VELDEF"))),
+        "VFRAME": lo["vframe"][grid.integration],
+        "RVSYS": lo["rvsys"][grid.integration],
+        "VELOCITY": grid.const(_number(go_header, "VELOCITY", 0.0)),
+        "DOPFREQ": grid.const(_rest_frequency_hz(lo1_header, go_header, np.nan)),
+    }
+
+
+def _rest_frequency_hz(lo1_header: Any, go_header: Any, default: float) -> float:
+    """The Doppler rest frequency: the LO1 file's RESTFRQ, else GO's, else ``default``."""
+    return _number(lo1_header, "RESTFRQ", _number(go_header, "RESTFRQ", default))
+
+
+def _switching_columns(vegas: VegasBank, grid: _RowGrid) -> dict[str, np.ndarray]:
+    """SIG and CAL of each row's switching state, from the backend's state table, and SUBREF_STATE."""
+    return {
+        "SUBREF_STATE": grid.const(1, np.int16),
+        "SIG": np.where(np.array(vegas.sigref) == 0, "T", "F")[grid.state],
+        "CAL": np.where(np.array(vegas.cal) == 1, "T", "F")[grid.state],
+    }
 
 
 def _if_for(rows: Sequence[IfPath], bank: str, port: int, where: Any) -> IfPath:

@@ -193,23 +193,8 @@ def verify(
     shell = shell or Shell(ssh_options=config.ssh_options)
     say: Progress = progress or (lambda _step: None)
     started = time.time()
-    jobs: dict[_Key, _ListJob] = {}
-    for pair in pairs:
-        for side in (pair.a, pair.b):
-            jobs.setdefault(side.key, _ListJob(side, pair.folders, pair.patterns))
-    say(f"listing {len(jobs)} folders")
-    first = _list_all(shell, list(jobs.values()))
-
-    comparisons: dict[int, Comparison] = {}
-    for index, pair in enumerate(pairs):
-        a, b = first[pair.a.key].listing, first[pair.b.key].listing
-        if a is not None and b is not None:
-            a_files = modified_within(a, pair.modified)
-            comparisons[index] = compare_listings(
-                a_files, b, a_time=a.host_time, settle_s=config.settle_seconds_for(pair.instrument),
-                grows=pair.instrument.grows,
-            )
-    comparisons = _look_again(shell, pairs, first, comparisons, say)
+    first = _list_sides(shell, pairs, say)
+    comparisons = _look_again(shell, pairs, first, _compare_listed(config, pairs, first), say)
     locks = _filler_locks(config, shell)
     for comparison in comparisons.values():
         set_locked(comparison, locks)
@@ -227,12 +212,44 @@ def verify(
     )
     if catalog is not None and fresh:
         _mark_verified(catalog, pairs, folders, fresh)
-    settle = _settle_times(config, pairs)
-    longest = max((seconds for _name, seconds in settle), default=config.settle_seconds)
-    report = Report(period, started, time.time(), longest, checksum, folders, settle)
+    report = _report(config, period, pairs, started, checksum, folders)
     if record:
         _record_run(config, catalog, report)
     return report
+
+
+def _list_sides(shell: Shell, pairs: Sequence[Pair], say: Progress) -> dict[_Key, _Looked]:
+    """List every side once, though several pairs share it (a hop's destination is the next hop's source)."""
+    jobs: dict[_Key, _ListJob] = {}
+    for pair in pairs:
+        for side in (pair.a, pair.b):
+            jobs.setdefault(side.key, _ListJob(side, pair.folders, pair.patterns))
+    say(f"listing {len(jobs)} folders")
+    return _list_all(shell, list(jobs.values()))
+
+
+def _compare_listed(config: Config, pairs: Sequence[Pair], first: dict[_Key, _Looked]) -> dict[int, Comparison]:
+    """Compare the two listings of each pair (by its index) whose sides could both be listed."""
+    comparisons: dict[int, Comparison] = {}
+    for index, pair in enumerate(pairs):
+        a, b = first[pair.a.key].listing, first[pair.b.key].listing
+        if a is not None and b is not None:
+            a_files = modified_within(a, pair.modified)
+            comparisons[index] = compare_listings(
+                a_files, b, a_time=a.host_time, settle_s=config.settle_seconds_for(pair.instrument),
+                grows=pair.instrument.grows,
+            )
+    return comparisons
+
+
+def _report(
+    config: Config, period: Period, pairs: Sequence[Pair], started: float, checksum: bool,
+    folders: tuple[FolderResult, ...],
+) -> Report:  # fmt: skip
+    """The run's report, ending now; its settle time is the longest of the instruments checked."""
+    settle = _settle_times(config, pairs)
+    longest = max((seconds for _name, seconds in settle), default=config.settle_seconds)
+    return Report(period, started, time.time(), longest, checksum, folders, settle)
 
 
 def _filler_locks(config: Config, shell: Shell) -> FillerLocks:
