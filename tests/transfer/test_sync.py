@@ -459,3 +459,39 @@ def test_a_run_stopped_while_it_waits_on_a_file_set_far_ahead_leaves_no_copy_of_
     _cam_config(tmp_path, settle_s=1)
     report = run_sync(load_config(config_path), SyncRequest())
     assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"
+
+
+def test_a_run_that_crosses_midnight_keeps_the_day_it_started_on(tmp_path: Path, monkeypatch) -> None:
+    """Found by review: the run's day was the local date asked anew at every use (the window, the
+    missed-runs check, each hop's window of modification times), so in a run started just before
+    midnight the hops ran after it with the old night's window closed at that midnight: a product
+    modified after midnight (the session still observing) was copied by neither hop."""
+    import obsflow.transfer.sync as sync_module
+
+    started_on, real_today = date.today() - timedelta(days=1), date.today()
+    calls: list[date] = []
+
+    class Clock(date):
+        @classmethod
+        def today(cls) -> date:  # the first look is before midnight, every later one after it
+            calls.append(started_on if not calls else real_today)
+            return calls[-1]
+
+    monkeypatch.setattr(sync_module, "date", Clock)
+    product = tmp_path / "products" / "PROJ" / "PROJ.fits"
+    product.parent.mkdir(parents=True)
+    product.write_bytes(b"x" * 2880)
+    os.utime(product, (time.time() - 600, time.time() - 600))  # settled, modified "after midnight"
+    for archive in ("suth", "cape"):
+        (tmp_path / archive).mkdir()
+    config, problems = parse_config(
+        f'state_dir = "{tmp_path}"\n[instruments.gbt]\nsource = "{tmp_path / "products"}"\nlayout = "*"\n'
+        f'path = "gbt"\n[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[archives.cape]\n'
+        f'location = "{tmp_path / "cape"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+        '[[hops]]\nfrom = "suth"\nto = "cape"\n'
+    )  # fmt: skip
+    assert problems == []
+    report = run_sync(config, SyncRequest())
+    assert report.dates[1] == started_on.isoformat()
+    assert [len(o.copied) for o in report.outcomes] == [1, 1]
+    assert (tmp_path / "cape" / "gbt" / "PROJ" / "PROJ.fits").is_file()

@@ -68,6 +68,8 @@ def run_sync(
     """
     instruments = _instruments(config, request.instrument)
     hops = _hops(config, request.hop)
+    # one day for the whole run: one that crosses midnight keeps the window it started with
+    request = replace(request, today=request.run_day)
     dates = request.dates(config)
     report = SyncReport(dates=(dates[0].isoformat(), dates[-1].isoformat()))
     with (
