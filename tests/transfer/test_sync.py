@@ -17,7 +17,7 @@ import xxhash
 from obsflow.config import MAX_WINDOW_DAYS, Config, load_config, parse_config
 from obsflow.lock import held
 from obsflow.transfer.catalog import Catalog
-from obsflow.transfer.plan import HopPlan
+from obsflow.transfer.plan import HopPlan, window_dates
 from obsflow.transfer.sync import Covered, SyncRequest, first_uncovered, missed_runs, run_sync
 from tests.transfer.conftest import INSTRUMENTS, Site, make_site
 
@@ -218,7 +218,8 @@ def test_remote_to_remote_hop_runs_rsync_on_the_source_host(tmp_path: Path, sshd
 
 def test_missed_runs_say_which_days_cover_the_gap(site: Site) -> None:
     config = site.config
-    long_ago = datetime.combine(site.today - timedelta(days=45), datetime.min.time()).timestamp() + 3600
+    # an afternoon run: the night before it is over
+    long_ago = datetime.combine(site.today - timedelta(days=45), datetime.min.time()).timestamp() + 13 * 3600
     with Catalog(config.catalog_path) as catalog:
         for hop in ("instruments:suth", "suth:cape"):
             catalog.finish_run(catalog.start_run(hop, "sha", now=long_ago), "ok", {})
@@ -234,7 +235,7 @@ def test_a_run_that_left_files_to_a_person_still_covered_its_window(site: Site) 
     """Found by review: only ``ok`` runs counted, so a permanent conflict or refused name (every run
     ``incomplete``) brought a missed-runs warning every day after window_days, its --days growing."""
     def day(days_ago: int) -> float:
-        return datetime.combine(site.today - timedelta(days=days_ago), datetime.min.time()).timestamp() + 3600
+        return datetime.combine(site.today - timedelta(days=days_ago), datetime.min.time()).timestamp() + 13 * 3600
 
     def nightly(status: str) -> None:  # the cron job's runs of the last 44 days
         with Catalog(site.config.catalog_path) as catalog:
@@ -256,7 +257,7 @@ def test_a_run_that_left_files_to_a_person_still_covered_its_window(site: Site) 
 def test_a_one_night_run_does_not_hide_the_nights_no_run_covered(site: Site) -> None:
     """Found in review: a run counted as covering its whole window up to its day, so after 45 days
     without runs, `obsflow sync -d <one night>` made the warning go, and 15 nights were never copied."""
-    long_ago = datetime.combine(site.today - timedelta(days=45), datetime.min.time()).timestamp() + 3600
+    long_ago = datetime.combine(site.today - timedelta(days=45), datetime.min.time()).timestamp() + 13 * 3600
     with Catalog(site.config.catalog_path) as catalog:
         for hop in ("instruments:suth", "suth:cape"):
             catalog.finish_run(catalog.start_run(hop, "sha", now=long_ago), "ok", {})
@@ -278,9 +279,39 @@ def _one_hop_config(tmp_path: Path) -> Config:
 
 
 def _ran(catalog: Catalog, day: date, nights: tuple[date, date] | None = None) -> None:
-    """A completed run of sha on the one hop, started at 01:00 on ``day`` (nights: its window, default the config's)."""
-    started = datetime.combine(day, datetime.min.time()).timestamp() + 3600
+    """A completed run of sha on the one hop, started at 13:00 on ``day`` (nights: its window, default the config's)."""
+    started = datetime.combine(day, datetime.min.time()).timestamp() + 13 * 3600
     catalog.finish_run(catalog.start_run("instruments:suth", "sha", now=started, nights=nights), "ok", {})
+
+
+def test_a_run_before_the_night_is_over_does_not_cover_that_night(tmp_path: Path) -> None:
+    """Found by review (real runs under faketime): a night is named by the date of its evening and observed
+    into the next morning.  The nightly job ran at 00:30 up to 1 January, then not until 15 February: the
+    warning named 1 January and its `--days 46`, so the frames of the night of 31 December written after
+    00:30 were never copied, and no warning or verification (January and February) named that night."""
+    config = _one_hop_config(tmp_path)
+    with Catalog(config.catalog_path) as catalog:
+        for day in window_dates(date(2027, 1, 1), 32):  # every night at 00:30, 1 December .. 1 January
+            started = datetime.combine(day, datetime.min.time()).timestamp() + 1800
+            catalog.finish_run(catalog.start_run("instruments:suth", "sha", now=started,
+                                                 nights=(day - timedelta(days=29), day)), "ok", {})  # fmt: skip
+        [warning] = missed_runs(catalog, config, ["sha"], date(2027, 2, 15))
+    assert "no completed sync covered the night 2026-12-31" in warning
+    assert "--days 47" in warning
+
+
+def test_a_run_in_the_afternoon_covers_the_night_before(tmp_path: Path) -> None:
+    """The night before an afternoon run is over: it is covered, and a nightly job never warns."""
+    config = _one_hop_config(tmp_path)
+    with Catalog(config.catalog_path) as catalog:
+        for hour in (13, 8):
+            for day in window_dates(date(2027, 1, 1), 32):
+                started = datetime.combine(day, datetime.min.time()).timestamp() + hour * 3600
+                catalog.finish_run(catalog.start_run("instruments:suth", "sha", now=started,
+                                                     nights=(day - timedelta(days=29), day)), "ok", {})  # fmt: skip
+            assert missed_runs(catalog, config, ["sha"], date(2027, 1, 2)) == []  # the nightly job never warns
+        [warning] = missed_runs(catalog, config, ["sha"], date(2027, 2, 15))
+    assert "no completed sync covered the night 2027-01-01" in warning  # the 13:00 run covered 31 December
 
 
 def test_one_old_night_synced_by_hand_is_no_gap_in_the_nightly_history(tmp_path: Path) -> None:
@@ -428,3 +459,39 @@ def test_a_run_stopped_while_it_waits_on_a_file_set_far_ahead_leaves_no_copy_of_
     _cam_config(tmp_path, settle_s=1)
     report = run_sync(load_config(config_path), SyncRequest())
     assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"
+
+
+def test_a_run_that_crosses_midnight_keeps_the_day_it_started_on(tmp_path: Path, monkeypatch) -> None:
+    """Found by review: the run's day was the local date asked anew at every use (the window, the
+    missed-runs check, each hop's window of modification times), so in a run started just before
+    midnight the hops ran after it with the old night's window closed at that midnight: a product
+    modified after midnight (the session still observing) was copied by neither hop."""
+    import obsflow.transfer.sync as sync_module
+
+    started_on, real_today = date.today() - timedelta(days=1), date.today()
+    calls: list[date] = []
+
+    class Clock(date):
+        @classmethod
+        def today(cls) -> date:  # the first look is before midnight, every later one after it
+            calls.append(started_on if not calls else real_today)
+            return calls[-1]
+
+    monkeypatch.setattr(sync_module, "date", Clock)
+    product = tmp_path / "products" / "PROJ" / "PROJ.fits"
+    product.parent.mkdir(parents=True)
+    product.write_bytes(b"x" * 2880)
+    os.utime(product, (time.time() - 600, time.time() - 600))  # settled, modified "after midnight"
+    for archive in ("suth", "cape"):
+        (tmp_path / archive).mkdir()
+    config, problems = parse_config(
+        f'state_dir = "{tmp_path}"\n[instruments.gbt]\nsource = "{tmp_path / "products"}"\nlayout = "*"\n'
+        f'path = "gbt"\n[archives.suth]\nlocation = "{tmp_path / "suth"}"\n[archives.cape]\n'
+        f'location = "{tmp_path / "cape"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+        '[[hops]]\nfrom = "suth"\nto = "cape"\n'
+    )  # fmt: skip
+    assert problems == []
+    report = run_sync(config, SyncRequest())
+    assert report.dates[1] == started_on.isoformat()
+    assert [len(o.copied) for o in report.outcomes] == [1, 1]
+    assert (tmp_path / "cape" / "gbt" / "PROJ" / "PROJ.fits").is_file()

@@ -68,6 +68,8 @@ def run_sync(
     """
     instruments = _instruments(config, request.instrument)
     hops = _hops(config, request.hop)
+    # one day for the whole run: one that crosses midnight keeps the window it started with
+    request = replace(request, today=request.run_day)
     dates = request.dates(config)
     report = SyncReport(dates=(dates[0].isoformat(), dates[-1].isoformat()))
     with (
@@ -199,16 +201,29 @@ class Covered(NamedTuple):
     window: bool = True
 
 
+#: a night is named by the date of its evening and observed into the next morning: it is over for a run
+#: that starts at this local hour (noon, as observatories turn their night's date) of the next day or later
+NIGHT_OVER_HOUR = 12
+
+
+def last_night_over(started: float) -> date:
+    """The last night that was over when a run started at ``started`` (unix seconds, local time):
+    at 00:30 or 08:00 on 2 January the night of 1 January may still be observed (or its last frames
+    still be written), so that is the night of 31 December; from noon, the night of 1 January."""
+    moment = datetime.fromtimestamp(started)
+    return moment.date() - timedelta(days=1 if moment.hour >= NIGHT_OVER_HOUR else 2)
+
+
 def _covered(catalog: Catalog, instrument: str, hop: str, window_days: int) -> list[Covered]:
-    """The nights each completed run of ``instrument`` on ``hop`` covered.  A run's own day is still
-    being observed (or written) when it runs: it covers its window up to the night before it started.
-    A run recorded before runs kept their nights had the default window."""
+    """The nights each completed run of ``instrument`` on ``hop`` covered.  The nights still observed
+    (or written) when it ran are not: it covers its window up to the last night that was over when it
+    started (:func:`last_night_over`).  A run recorded before runs kept their nights had the default window."""
     covered = []
     for started, first, last in catalog.completed_windows(instrument, hop):
         day = datetime.fromtimestamp(started).date()
         window = last is None or last >= day - timedelta(days=1)
         first = first or day - timedelta(days=window_days - 1)
-        last = min(last or day, day - timedelta(days=1))
+        last = min(last or day, last_night_over(started))
         if first <= last:
             covered.append(Covered(first, last, window))
     return covered
