@@ -380,3 +380,33 @@ def test_a_run_stopped_while_it_waits_on_a_file_set_far_ahead_leaves_no_copy_of_
     _cam_config(tmp_path, settle_s=1)
     report = run_sync(load_config(config_path), SyncRequest())
     assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"
+
+
+def test_a_file_rewritten_during_its_copy_under_its_old_time_is_not_kept(tmp_path: Path) -> None:
+    """A copy counts only when the size rsync saw equals the listing's, not only its time: a file
+    rewritten between listing and copy that kept its old mtime (``cp -p`` of a newer version, a
+    camera's clock) must not be kept as the file that was listed."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    (tmp_path / "cam" / night).mkdir(parents=True)
+    frame = tmp_path / "cam" / night / "CAM_0001.fits"
+    frame.write_bytes(b"header")
+    old = time.time() - 86400  # settled long ago: copied straight to its final name, not staged
+    os.utime(frame, (old, old))
+    (tmp_path / "suth").mkdir()
+    copy = tmp_path / "suth" / "cam" / night / "CAM_0001.fits"
+    config_path = _cam_config(tmp_path, settle_s=120)
+    rel = f"{night}/CAM_0001.fits"
+
+    def rewrite_under_its_old_time(plan: HopPlan) -> None:
+        if rel in plan.copy:
+            listed = frame.stat()
+            with open(frame, "ab") as handle:
+                handle.write(b"data")
+            os.utime(frame, ns=(listed.st_atime_ns, listed.st_mtime_ns))
+
+    report = run_sync(load_config(config_path), SyncRequest(), before_copy=rewrite_under_its_old_time)
+    (outcome,) = report.outcomes
+    assert outcome.in_flight == [rel] and outcome.copied == []
+    assert not copy.exists() and report.exit_code == 1
+    report = run_sync(load_config(config_path), SyncRequest())  # unchanged since: copied as it is now
+    assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"
