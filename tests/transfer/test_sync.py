@@ -176,6 +176,7 @@ def test_a_conflicting_destination_file_is_kept_and_reported(tmp_path: Path, ssh
     before = {p: p.read_bytes() for p in sha}
     report = run_sync(site.config, SyncRequest(instrument="sha", hop="instruments:suth", today=site.today))
     assert sorted(report.outcomes[0].conflicts) == sorted([rel0, rel1])
+    assert report.outcomes[0].present == 0  # a file whose hash differs is a conflict only, never also present
     assert report.exit_code == 1
     assert other_size.read_bytes() == b"someone else's data"
     assert same_size.read_bytes() == b"X" * sha[1].stat().st_size
