@@ -15,7 +15,7 @@ from obsflow.cli import main
 from obsflow.cli.fill import parse_scan_list
 from obsflow.errors import UsageError
 from obsflow.online.layout import OutputLayout
-from obsflow.sdfits import index_fits, writer
+from obsflow.sdfits import index, index_fits, writer
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 from tests.fixtures.raw_projects import never_finished_first_scan
 
@@ -102,6 +102,18 @@ def test_appending_a_scan_keeps_every_earlier_byte_of_the_fits_and_index_files(r
             start = old.index(b"NAXIS2  =")  # the row count; new rows go over the old padding
             old, new = old[:start] + old[start + 80 : data_end[path]], new[:start] + new[start + 80 :]
         assert new[: len(old)] == old, f"{path.name}: earlier bytes changed"
+
+
+def test_the_combined_index_numbers_its_rows_on_across_fills(raw_project, tmp_path):
+    """Each fill appends to the combined index with INDEX going on from its last row (GBTIDL reads
+    INDEX as the row's number): it runs 0..n-1 over every bank's rows, whatever the fills were."""
+    out = tmp_path / "out"
+    for scans in ("1", "2", "3-4"):
+        assert main(["fill", str(raw_project), str(out), "--scans", scans]) == 0
+    layout = OutputLayout(out)
+    combined = layout.combined_index(PROJECT)
+    assert [row.index for row in index.read_index(combined).rows] == list(range(4 * 2 * 3 * 2))
+    assert index_fits.index_mismatch(combined, *layout.bank_files(PROJECT)) is None
 
 
 def test_unknown_scan_is_a_usage_error(raw_project, tmp_path, capsys):
