@@ -205,6 +205,25 @@ def test_problem_lines_point_into_the_right_table(tmp_path: Path) -> None:
     assert problems == {"instruments.a.source": 1, "hops[1].from": 11}
 
 
+def test_a_mistyped_key_inside_a_table_is_named_with_its_table_and_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "obsflow.toml"
+    path.write_text(
+        "[instruments.sha]\n"  # 1
+        'source = "/sha"\n'  # 2
+        'sorce = "/typo"\n'  # 3
+        '[archives.suth]\nlocation = "/suth"\n'  # 4, 5
+        "keep_days = 3\n"  # 6
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n'  # 7-9
+        'to_host = "x"\n'  # 10
+    )
+    assert main(["config", "check", str(path)]) == 2
+    assert capsys.readouterr().out.strip().splitlines() == [
+        f"{path}: instruments.sha.sorce: unknown key (line 3)",
+        f"{path}: archives.suth.keep_days: unknown key (line 6)",
+        f"{path}: hops[0].to_host: unknown key (line 10)",
+    ]
+
+
 def test_patterns_that_match_no_file_name_are_problems_not_a_quiet_night(tmp_path: Path, capsys) -> None:
     # rclone's "**/*.fits" or an empty list made the sync copy nothing and verify mail "OK: 0 files
     # present" every morning (exit 0): the listing matches a pattern against a file's name alone.

@@ -15,7 +15,7 @@ from obsflow.cli import main
 from obsflow.cli.fill import parse_scan_list
 from obsflow.errors import UsageError
 from obsflow.online.layout import OutputLayout
-from obsflow.sdfits import index_fits, writer
+from obsflow.sdfits import index, index_fits, writer
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 from tests.fixtures.raw_projects import never_finished_first_scan
 
@@ -77,6 +77,43 @@ def test_fills_chosen_scans_then_skips_duplicates_with_a_note(raw_project, tmp_p
         scans = index_fits.read_sdfits_tables(fits_path)[0].columns["SCAN"]
         assert sorted(set(int(s) for s in scans)) == [1, 2, 3, 4, 5, 6]
         assert len(scans) == 6 * 3 * 2  # never a duplicate row: 6 scans x 3 integrations x cal on/off
+
+
+def test_appending_a_scan_keeps_every_earlier_byte_of_the_fits_and_index_files(raw_project, tmp_path):
+    """A later scan is appended in place: every FITS and index file keeps its inode and its earlier bytes
+    (but NAXIS2 and an index's last_modified line), so GBTIDL's online reader (new index lines only,
+    from where it stopped) goes on reading the same file.  A fill that rewrote an index whole (a
+    rebuild, an atomic replace) passed every other test."""
+    out = tmp_path / "out"
+    assert main(["fill", str(raw_project), str(out), "--scans", "1"]) == 0
+    files = [p for p in sorted((out / PROJECT).rglob("*")) if p.suffix in (".fits", ".index")]
+    assert len(files) == 2 + 2 + 1  # two banks' FITS files and indexes, the combined index
+    before = {p: (p.stat().st_ino, p.read_bytes()) for p in files}
+    data_end = {p: writer.read_state(p).data_end for p in files if p.suffix == ".fits"}  # then padding
+    assert main(["fill", str(raw_project), str(out), "--scans", "2"]) == 0
+    for path, (inode, old) in before.items():
+        new = path.read_bytes()
+        assert path.stat().st_ino == inode, f"{path.name} was replaced, not appended to"
+        assert len(new) > len(old), path.name
+        if path.suffix == ".index":
+            start = old.index(b"last_modified")  # the one line rewritten in place, at its own length
+            old, new = old[:start] + old[start + 256 :], new[:start] + new[start + 256 :]
+        else:
+            start = old.index(b"NAXIS2  =")  # the row count; new rows go over the old padding
+            old, new = old[:start] + old[start + 80 : data_end[path]], new[:start] + new[start + 80 :]
+        assert new[: len(old)] == old, f"{path.name}: earlier bytes changed"
+
+
+def test_the_combined_index_numbers_its_rows_on_across_fills(raw_project, tmp_path):
+    """Each fill appends to the combined index with INDEX going on from its last row (GBTIDL reads
+    INDEX as the row's number): it runs 0..n-1 over every bank's rows, whatever the fills were."""
+    out = tmp_path / "out"
+    for scans in ("1", "2", "3-4"):
+        assert main(["fill", str(raw_project), str(out), "--scans", scans]) == 0
+    layout = OutputLayout(out)
+    combined = layout.combined_index(PROJECT)
+    assert [row.index for row in index.read_index(combined).rows] == list(range(4 * 2 * 3 * 2))
+    assert index_fits.index_mismatch(combined, *layout.bank_files(PROJECT)) is None
 
 
 def test_unknown_scan_is_a_usage_error(raw_project, tmp_path, capsys):

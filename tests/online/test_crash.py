@@ -149,6 +149,29 @@ def test_failure_midway_rolls_back_every_file(raw_project, tmp_path, monkeypatch
     check_consistent(out, {1, 2})
 
 
+def test_a_failure_after_the_index_appends_rolls_back_the_indexes_too(raw_project, tmp_path):
+    """The fill fails at its last step, the flag file (its folder is a file), after the FITS rows and
+    the bank index rows of bank A were written: every FITS and index file is back to its old bytes."""
+    out, not_a_folder = tmp_path / "out", tmp_path / "flags"
+    scans = rawmod.read_project(raw_project)
+    layout = OutputLayout(out)
+    for scan in scans[:2]:
+        fill_scan(scan, layout, project=PROJECT)
+    for link in out.rglob("*.flag"):
+        link.unlink()  # gone: the next fill makes the flag file again, and fails to
+    not_a_folder.write_text("a file where the flag folder should be\n")
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".obsflow" not in p.parts}
+    assert len([p for p in before if p.suffix == ".index"]) == 3  # two bank indexes and the combined one
+    with pytest.raises(OutputError):
+        fill_scan(scans[2], OutputLayout(out, flags_root=not_a_folder / "sub"), project=PROJECT)
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".obsflow" not in p.parts}
+    assert after == before
+    banks = layout.bank_files(PROJECT)
+    for fits_path in banks:
+        assert index_fits.index_mismatch(index_fits.index_path_for(fits_path), fits_path) is None
+    assert index_fits.index_mismatch(layout.combined_index(PROJECT), *banks) is None
+
+
 def test_truncated_backend_file_fails_before_any_write(raw_project, tmp_path):
     project = tmp_path / PROJECT
     shutil.copytree(raw_project, project)

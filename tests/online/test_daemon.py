@@ -134,6 +134,33 @@ def test_catches_up_after_restart_in_order_never_twice(tmp_path):
         assert scans == [1, 2, 3, 4, 5]
 
 
+def test_after_a_project_change_each_projects_scans_go_into_its_own_files(tmp_path):
+    """The telescope went on with another project while the daemon was down: the catch-up fills
+    the first project's scans into its files and the new project's into new files of its own
+    (not into the files of the project that is active now)."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    other = "AGBT26A_301_01"
+    first = TelescopeSimulator(_spec(2), raw)
+    second = TelescopeSimulator(_spec(2, project=other, seed=8, start=datetime(2026, 11, 21, 6, tzinfo=UTC)), raw)
+    for sim in (first, second):
+        for plan in sim.plans:
+            sim.start_scan(plan)
+            sim.finish_scan(plan)
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.run(max_seconds=30, until_idle=True)  # bounded: a daemon filling into the wrong project never idles
+    assert daemon.engine.active_project == other
+    layout = OutputLayout(out)
+    for project in (PROJECT, other):
+        banks = layout.bank_files(project)
+        assert [p.name for p in banks] == [f"{project}.raw.vegas.{bank}.fits" for bank in "AB"]
+        for fits_path in banks:
+            table = index_fits.read_sdfits_tables(fits_path)[0]
+            assert table.projid == project
+            assert list(dict.fromkeys(int(s) for s in table.columns["SCAN"])) == [1, 2]
+            assert index_fits.index_mismatch(index_fits.index_path_for(fits_path), fits_path) is None
+
+
 def test_incomplete_scan_is_retried_then_skipped_not_fatal(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()

@@ -176,6 +176,7 @@ def test_a_conflicting_destination_file_is_kept_and_reported(tmp_path: Path, ssh
     before = {p: p.read_bytes() for p in sha}
     report = run_sync(site.config, SyncRequest(instrument="sha", hop="instruments:suth", today=site.today))
     assert sorted(report.outcomes[0].conflicts) == sorted([rel0, rel1])
+    assert report.outcomes[0].present == 0  # a file whose hash differs is a conflict only, never also present
     assert report.exit_code == 1
     assert other_size.read_bytes() == b"someone else's data"
     assert same_size.read_bytes() == b"X" * sha[1].stat().st_size
@@ -495,3 +496,33 @@ def test_a_run_that_crosses_midnight_keeps_the_day_it_started_on(tmp_path: Path,
     assert report.dates[1] == started_on.isoformat()
     assert [len(o.copied) for o in report.outcomes] == [1, 1]
     assert (tmp_path / "cape" / "gbt" / "PROJ" / "PROJ.fits").is_file()
+
+
+def test_a_file_rewritten_during_its_copy_under_its_old_time_is_not_kept(tmp_path: Path) -> None:
+    """A copy counts only when the size rsync saw equals the listing's, not only its time: a file
+    rewritten between listing and copy that kept its old mtime (``cp -p`` of a newer version, a
+    camera's clock) must not be kept as the file that was listed."""
+    night = f"{date.today():%Y}/{date.today():%m%d}"
+    (tmp_path / "cam" / night).mkdir(parents=True)
+    frame = tmp_path / "cam" / night / "CAM_0001.fits"
+    frame.write_bytes(b"header")
+    old = time.time() - 86400  # settled long ago: copied straight to its final name, not staged
+    os.utime(frame, (old, old))
+    (tmp_path / "suth").mkdir()
+    copy = tmp_path / "suth" / "cam" / night / "CAM_0001.fits"
+    config_path = _cam_config(tmp_path, settle_s=120)
+    rel = f"{night}/CAM_0001.fits"
+
+    def rewrite_under_its_old_time(plan: HopPlan) -> None:
+        if rel in plan.copy:
+            listed = frame.stat()
+            with open(frame, "ab") as handle:
+                handle.write(b"data")
+            os.utime(frame, ns=(listed.st_atime_ns, listed.st_mtime_ns))
+
+    report = run_sync(load_config(config_path), SyncRequest(), before_copy=rewrite_under_its_old_time)
+    (outcome,) = report.outcomes
+    assert outcome.in_flight == [rel] and outcome.copied == []
+    assert not copy.exists() and report.exit_code == 1
+    report = run_sync(load_config(config_path), SyncRequest())  # unchanged since: copied as it is now
+    assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"
