@@ -216,6 +216,30 @@ def test_checksum_hashes_come_from_the_catalog_while_size_and_mtime_hold(sshd, t
         assert [d.path for d in report.folders[0].hash_differs] == [path, world.files["sha"][3]]
 
 
+def test_checksum_reads_only_the_periods_hashes_from_the_catalog(sshd, tmp_path, monkeypatch):
+    """Years of nights in the catalog cost a --checksum run nothing: it reads the period's folders only."""
+    world = build_world(tmp_path, sshd)
+    config = world.config
+    pairs = plan_pairs(config, PERIOD, hops=["suth:cape"], instruments=["sha"])
+    with Catalog(tmp_path / "catalog.sqlite") as catalog:
+        assert verify(config, PERIOD, pairs, checksum=True, catalog=catalog).exit_code == 0  # the period's hashes
+        old = [(f"2019/{1 + n // 28:02d}{1 + n % 28:02d}/SHA_old.fits", 100, 1.5e9, "0" * 32) for n in range(300)]
+        for host in ("suth", "cape"):
+            catalog.record_hashes(host, "sha", old)
+        read: list[str] = []
+        stored = Catalog._stored
+
+        def counted(self, *args):
+            for row in stored(self, *args):
+                read.append(row[0])
+                yield row
+
+        monkeypatch.setattr(Catalog, "_stored", counted)
+        assert verify(config, PERIOD, pairs, checksum=True, catalog=catalog).exit_code == 0
+    assert read, "the hashes came from the catalog"
+    assert not [path for path in read if path.startswith("2019/")]
+
+
 def test_unknown_hop_or_instrument_is_a_usage_error(sshd, tmp_path):
     from obsflow.errors import UsageError
 

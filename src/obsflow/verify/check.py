@@ -415,20 +415,23 @@ def _hash_sides(
 
     Returns the hashes, the per-side errors, and per side the paths hashed anew in this run.
     """
-    wanted: dict[_Key, tuple[Side, set[str]]] = {}
+    wanted: dict[_Key, tuple[Side, set[str], set[str]]] = {}
     for index, comparison in comparisons.items():
         pair = pairs[index]
         for side in (pair.a, pair.b):
-            wanted.setdefault(side.key, (side, set()))[1].update(comparison.same_size)
+            _, paths, folders = wanted.setdefault(side.key, (side, set(), set()))
+            paths.update(comparison.same_size)
+            folders.update(pair.folders)
 
     known: dict[_Key, dict[str, str]] = {}
     stored: dict[_Key, dict[str, str]] = {}
     jobs = []
-    for key, (side, paths) in wanted.items():
+    for key, (side, paths, folders) in wanted.items():
         listing = first[key].listing
         assert listing is not None  # only listed sides have comparisons
         stats = {path: listing[path] for path in paths}
-        stored[key] = catalog.known_hashes(side.host, side.instrument, stats) if catalog is not None else {}
+        # Only the period's folders: the catalog holds every night the host ever had.
+        stored[key] = catalog.known_hashes(side.host, side.instrument, stats, folders) if catalog is not None else {}
         known[key] = {} if rehash else dict(stored[key])
         # A name hash_files refuses (a backslash) is left unhashed: "not compared" for that file only.
         todo = sorted(path for path in paths - unsafe_relpaths(paths) if path not in known[key])
