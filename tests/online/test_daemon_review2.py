@@ -135,6 +135,42 @@ def test_a_project_being_filled_is_followed_after_a_long_downtime(tmp_path):
     assert sorted(k.scan for k in daemon.engine.project(PROJECT).filled) == [1, 2, 3, 4]
 
 
+def test_projects_filled_to_the_end_are_not_read_again_at_start(tmp_path):
+    """Every project ever filled has an output folder: a restart must not read them all before the live one."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _observe(raw, 2)
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)
+    _age(raw)  # finished and filled 3 days ago; the daemon polled since
+    live = "AGBT26A_301_01"
+    _observe(raw, 1, project=live)
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    read: list[str] = []
+    filled_scans = daemon.filled_scans
+    daemon.filled_scans = lambda project: read.append(project) or filled_scans(project)
+    daemon.run(until_idle=True)
+    assert [k.scan for k in daemon.engine.project(live).filled] == [1]
+    assert read == [live]
+
+
+def test_a_project_left_with_scans_to_fill_is_followed_after_a_long_downtime(tmp_path):
+    """The previous daemon saw scans 3 and 4 end but could not fill them (a busy lock) before it stopped."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    sim = _observe(raw, 4, slice(0, 2))
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)
+    for plan in sim.plans[2:]:
+        sim.start_scan(plan)
+        sim.finish_scan(plan)
+    lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")
+    try:
+        build_daemon(raw, out, poll_s=0.01, lock_timeout_s=0.05, quicklook=False).run(max_seconds=0.5)
+    finally:
+        release_lock(lock)
+    _age(raw)  # then down for 3 days: the log is older than --follow-hours and than that daemon's last poll
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert sorted(k.scan for k in daemon.engine.project(PROJECT).filled) == [1, 2, 3, 4]
+
+
 def test_a_log_written_since_the_last_poll_is_followed(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     (raw / "other").mkdir(parents=True)

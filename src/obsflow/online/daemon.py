@@ -95,6 +95,9 @@ class DaemonStatus:
     project_failures: list[dict[str, object]] = field(default_factory=list)  # a whole project cannot be filled
     poll_s: float = 1.0  # an idle daemon saves this status every poll: `online status` tells an old one
     never_finished: list[dict[str, object]] = field(default_factory=list)  # scans the log never finished
+    # Projects with scans still to fill (or failing, or never finished): the next daemon follows these however
+    # old their logs, and no other project merely for having an output folder (every project ever filled has one).
+    unfinished: list[str] = field(default_factory=list)
 
 
 class Daemon:
@@ -464,6 +467,8 @@ class Daemon:
         # The engine's failures are the truth: an entry goes when its scan is filled, however.
         self.status.failures = [_failure_entry(name, key, failure) for name, state in self.engine.projects.items()
                                 for key, failure in state.failures.items()]  # fmt: skip
+        self.status.unfinished = sorted(name for name, state in self.engine.projects.items()
+                                        if state.failures or state.never_finished or self.engine.pending(name))  # fmt: skip
 
         def write() -> None:
             self.layout.state_dir.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,16 @@ def _quicklook(layout: OutputLayout, action: FillAction, outcome: FillOutcome) -
         log.warning("no quick-look plot for %s scan %d: %s", action.project, action.key.scan, err)
 
 
+def _unfinished_projects(previous: dict[str, object] | None, out_root: Path) -> Callable[[str], bool]:
+    """Which old projects to follow: those the previous daemon's status lists as unfinished; with no
+    such list (no status, or one saved by an older version), every project with an output folder."""
+    unfinished = previous.get("unfinished") if previous else None
+    if isinstance(unfinished, list):
+        names = {str(name) for name in unfinished}
+        return lambda name: name in names
+    return lambda name: (out_root / name).is_dir()
+
+
 def build_daemon(
     raw_root: Path,
     out_root: Path,
@@ -115,13 +125,14 @@ def build_daemon(
                                lambda timeout_s: filled_scans(layout, project, lock_timeout_s=timeout_s))  # fmt: skip
 
     if source is None:
-        # A project already being filled is followed however old its log: one with an output
-        # folder, or whose log changed since the previous daemon's last poll (a long downtime).
+        # A project already being filled is followed however old its log: one the previous daemon left
+        # with scans to fill, or whose log changed since its last poll (a long downtime).  Not every
+        # project with an output folder: that is every project ever filled, years of them.
         previous = read_status(layout) if not projects and follow_hours else None
         last_poll = previous.get("last_poll") if previous else None
         source = ScanLogSource(raw_root, logged_scans, projects, follow_hours * 3600 or None,
                                since=float(last_poll) if isinstance(last_poll, (int, float)) else None,
-                               also_follow=lambda name: (out_root / name).is_dir())  # fmt: skip
+                               also_follow=_unfinished_projects(previous, out_root))  # fmt: skip
     daemon = Daemon(
         source=source,
         fill=fill,
