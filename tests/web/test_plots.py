@@ -42,3 +42,26 @@ def test_fill_history_comes_from_the_fill_logs_when_the_status_forgot(site: Site
     assert [h["latency_s"] for h in history] == [
         round(r["filled_at"] - r["finished_seen_at"], 3) for r in expected  # type: ignore[operator]
     ]
+
+
+def test_fill_history_reads_only_the_fill_logs_written_within_its_days(site: Site, monkeypatch) -> None:
+    """A fill log is appended to: one not written for longer than the plot's days holds none of its fills.
+    After years the logs hold every fill of every project; the plot must not read them all."""
+    import os
+    import time
+
+    from obsflow.online import layout as layout_module
+    from obsflow.web.status import fill_history, filler_layout
+
+    layout = filler_layout(site.config)
+    before = fill_history(site.config)
+    old = layout.fill_log("AGBT24A_001_01")
+    then = time.time() - 60 * 86400
+    old.write_text("".join(f"2024-10-01T00:00:00Z project=AGBT24A_001_01 scan={n} timestamp=2024_10_01_00:00:00 "
+                           f"banks=A rows=8 seconds=0.1 filled_at={then} finished_at={then - 1}\n" for n in range(1, 500)))
+    os.utime(old, (then, then))
+    read = []
+    reader = layout_module._read_fill_log
+    monkeypatch.setattr(layout_module, "_read_fill_log", lambda path: read.append(path.name) or reader(path))
+    assert fill_history(site.config, days=7) == before
+    assert read and old.name not in read

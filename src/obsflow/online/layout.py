@@ -128,11 +128,17 @@ class OutputLayout:
         with open(self.fill_log(project), "a", encoding="utf-8") as handle:
             handle.write(f"{stamp} {fields}\n")
 
-    def read_fill_logs(self) -> list[dict[str, Any]]:
-        """Every record of every project's fill log, log by log in name order (none if there is no log)."""
+    def read_fill_logs(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Every record of every project's fill log, log by log in name order (none if there is no log).
+
+        ``since``: only the logs written to at that time or later (by their mtime; a log is only ever
+        appended to, so an older one holds no fill since): the logs keep every fill of every project
+        ever filled, and a look at the last days must not read years of them.
+        """
         if not self.logs_dir.is_dir():
             return []
-        return [record for path in sorted(self.logs_dir.glob("*.fill.log")) for record in _read_fill_log(path)]
+        return [record for path in sorted(self.logs_dir.glob("*.fill.log")) if _written_since(path, since)
+                for record in _read_fill_log(path)]  # fmt: skip
 
     def append_service_log(self, record: dict[str, object]) -> None:
         """The structured service log: one JSON object per line."""
@@ -148,6 +154,15 @@ def output_project(path: Path) -> tuple[Path, str] | None:
     if project and folder == OutputLayout(root).product_dir(project):
         return root, project
     return None
+
+
+def _written_since(path: Path, since: float | None) -> bool:
+    if since is None:
+        return True
+    try:
+        return path.stat().st_mtime >= since
+    except OSError:
+        return False  # gone meanwhile: nothing to read
 
 
 def _read_fill_log(path: Path) -> list[dict[str, Any]]:

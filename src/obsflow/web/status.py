@@ -312,14 +312,15 @@ def _failures(data: dict[str, Any], redactor: Redactor) -> list[dict[str, Any]]:
 def fill_history(config: Config, days: int = 7, now: float | None = None) -> list[dict[str, Any]]:
     """Every fill of the last ``days`` with its latency, oldest first: the fill logs, plus the daemon's recent list.
 
-    The fill logs hold the whole history (one ``key=value`` line per fill); the status JSON holds
-    the last few hundred, and is used alone when the logs are gone.
+    The fill logs hold the whole history (one ``key=value`` line per fill), of which only those
+    written within the ``days`` are read; the status JSON holds the last few hundred, and is used
+    alone when the logs are gone.
     """
     now = time.time() if now is None else now
     layout = filler_layout(config)
     since = now - days * 86400.0
     fills: dict[tuple[object, object, object], dict[str, Any]] = {}
-    for record in layout.read_fill_logs():
+    for record in layout.read_fill_logs(since=since):
         fills[(record.get("project"), record.get("scan"), record.get("filled_at"))] = record
     try:
         data = read_status(layout) or {}
