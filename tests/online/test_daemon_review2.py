@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -207,3 +208,20 @@ def test_a_busy_lock_says_how_long_it_was_waited_for(tmp_path):
             daemon.filled_scans(PROJECT)
     finally:
         release_lock(lock)
+
+
+def test_the_status_keeps_only_the_projects_filled_lately(tmp_path):
+    """Saved at every poll and listed whole by `online status` and the status page: not every project ever filled."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _observe(raw, 1)
+    layout = OutputLayout(out)
+    layout.state_dir.mkdir(parents=True)
+    now = time.time()
+    old = {f"AGBT24A_{n:03d}_01": {"last_scan": 9, "last_timestamp": "2024_10_01_00:00:00",
+                                    "last_filled_at": now - 60 * 86400, "pending": 0} for n in range(300)}
+    lately = {"AGBT26A_299_01": {"last_scan": 3, "last_timestamp": "2026_11_30_00:00:00",
+                                 "last_filled_at": now - 2 * 86400, "pending": 0}}
+    layout.status_path.write_text(json.dumps({"projects": {**old, **lately}, "last_poll": now - 60}))
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert sorted(read_status(layout)["projects"]) == ["AGBT26A_299_01", PROJECT]

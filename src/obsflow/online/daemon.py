@@ -35,6 +35,9 @@ __all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "fill_lag_s", "later_scan"
 log = logging.getLogger(__name__)
 
 RECENT_FILLS = 200
+#: a project not filled for this long leaves the status (its fill log keeps it): the status is saved at every
+#: poll, and ``online status`` and the status page list its projects, which are otherwise every project ever filled
+PROJECTS_KEPT_S = 30 * 86400.0
 STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
 STALE_MIN_S = 2.0
 BUSY = ("filling", "reading which scans")  # the daemon's activities that keep one status while they last
@@ -409,6 +412,7 @@ class Daemon:
             "last_filled_at": record["filled_at"],
             "pending": len(self.engine.pending(action.project)),
         }
+        self.status.projects = _lately_filled(self.status.projects, time.time())
         self._fill_log(action.project, record)
         self._service_log("filled", **record)
         self._save_status()  # the fill is on record before any extra work such as plots
@@ -461,7 +465,7 @@ class Daemon:
                               bool(entry["given_up"]), int(entry.get("counted", entry["attempts"])))  # fmt: skip
             self.engine.restore_failures(str(entry["project"]), {key: failure})
         self.status.recent = list(previous.get("recent", []))
-        self.status.projects = dict(previous.get("projects", {}))
+        self.status.projects = _lately_filled(dict(previous.get("projects", {})), time.time())
 
     def _save_status(self) -> None:
         # The engine's failures are the truth: an entry goes when its scan is filled, however.
@@ -499,6 +503,15 @@ class Daemon:
         if what in self._unwritable:
             self._unwritable.discard(what)
             log.warning("the %s can be written again", what)
+
+
+def _lately_filled(projects: dict[str, dict[str, object]], now: float) -> dict[str, dict[str, object]]:
+    """The projects of the status filled within :data:`PROJECTS_KEPT_S` (or of unknown fill time)."""
+    def lately(info: object) -> bool:
+        filled = info.get("last_filled_at") if isinstance(info, dict) else None
+        return not isinstance(filled, (int, float)) or now - filled < PROJECTS_KEPT_S
+
+    return {name: info for name, info in projects.items() if lately(info)}
 
 
 def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, object]:
