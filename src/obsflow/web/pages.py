@@ -126,45 +126,49 @@ def sync_section(sync: dict[str, Any], now: float, with_plot: bool = True) -> st
     elif not sync["has_runs"]:
         out.append(f'<p class="empty">{NO_RUNS}</p>')
     for hop in sync["hops"] if sync["has_runs"] else []:
-        rows = []
-        for entry in hop["instruments"]:
-            run = entry["last_run"]
-            if run is None:
-                rows.append([_e(entry["instrument"]), f'<span class="empty">{NO_RUNS}</span>', "", "", "", "", ""])
-                continue
-            undone = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in run["undone"].items() if v)
-            rows.append([
-                _e(entry["instrument"]),
-                f'{_e(_when(run["started"]))} <span class="muted">({_e(_ago(run["started"], now))})</span>',
-                _badge(run["status"]), str(run["copied"]), _bytes_cell(run["bytes"]),
-                f'{run["left_undone"]}' + (f' <span class="muted">({_e(undone)})</span>' if undone else ""),
-                _e(run["message"]),
-            ])  # fmt: skip
+        rows = [_last_sync_row(entry, now) for entry in hop["instruments"]]
         out.append(f'<h3>{_e(hop["source"])} &rarr; {_e(hop["dest"])}</h3>')
         out.append(_table(["Instrument", "Last sync", "Status", "Files copied", "Bytes", "Left undone", "Message"],
                           rows, numeric=(3, 4)))  # fmt: skip
     window = sync["window"]
     out.append(f'<h3>Files of the last {window["days"]} nights ({_e(window["first"])} .. {_e(window["last"])}) '
                "on each host, as the last sync listed them</h3>")  # fmt: skip
-    if sync["holdings"]:
-        hosts = sync["hosts"]
-        rows = []
-        for holding in sync["holdings"]:
-            cells = [_e(holding["instrument"])]
-            upstream = holding["hosts"].get(hosts[0], {}).get("files", 0)
-            for host in hosts:
-                count = holding["hosts"][host]
-                css = "warn" if count["files"] < upstream else ""
-                cells.append(f'<span class="{css}">{count["files"]} files</span> / {_bytes_cell(count["bytes"])}')
-            rows.append(cells)
-        out.append(_table(["Instrument", *hosts], rows, numeric=tuple(range(1, len(hosts) + 1))))
-    else:
-        out.append(f'<p class="empty">{NO_RUNS}</p>')
+    out.append(_holdings_table(sync) if sync["holdings"] else f'<p class="empty">{NO_RUNS}</p>')
     if with_plot:
         out.append('<h3>Bytes copied per day</h3><img class="plot" src="/plots/bytes_per_day.png" '
                    'alt="bytes copied per day and instrument">')  # fmt: skip
     out.append("</section>")
     return "\n".join(out)
+
+
+def _last_sync_row(entry: dict[str, Any], now: float) -> list[str]:
+    """One instrument's last sync on a hop: when, how it ended, what it copied and left undone."""
+    run = entry["last_run"]
+    if run is None:
+        return [_e(entry["instrument"]), f'<span class="empty">{NO_RUNS}</span>', "", "", "", "", ""]
+    undone = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in run["undone"].items() if v)
+    return [
+        _e(entry["instrument"]),
+        f'{_e(_when(run["started"]))} <span class="muted">({_e(_ago(run["started"], now))})</span>',
+        _badge(run["status"]), str(run["copied"]), _bytes_cell(run["bytes"]),
+        f'{run["left_undone"]}' + (f' <span class="muted">({_e(undone)})</span>' if undone else ""),
+        _e(run["message"]),
+    ]  # fmt: skip
+
+
+def _holdings_table(sync: dict[str, Any]) -> str:
+    """Files and bytes of each instrument on each host; a host holding fewer than the first is marked."""
+    hosts = sync["hosts"]
+    rows = []
+    for holding in sync["holdings"]:
+        cells = [_e(holding["instrument"])]
+        upstream = holding["hosts"].get(hosts[0], {}).get("files", 0)
+        for host in hosts:
+            count = holding["hosts"][host]
+            css = "warn" if count["files"] < upstream else ""
+            cells.append(f'<span class="{css}">{count["files"]} files</span> / {_bytes_cell(count["bytes"])}')
+        rows.append(cells)
+    return _table(["Instrument", *hosts], rows, numeric=tuple(range(1, len(hosts) + 1)))
 
 
 def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> str:
