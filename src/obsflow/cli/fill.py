@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,52 +110,105 @@ def command(
     with a note, never written twice.  Exit 1 if any chosen scan could not be filled,
     2 if the project's lock stayed held for --lock-timeout (the scans not tried are named).
     """
-    from obsflow.online.fill import fill_scan
     from obsflow.online.layout import OutputLayout
 
-    wanted_backends = {b.strip().lower() for b in backends.split(",") if b.strip()}
-    if wanted_backends - {"vegas"}:
-        raise UsageError(f"--backends: only 'vegas' can be filled, not {', '.join(sorted(wanted_backends - {'vegas'}))}")
+    _check_backends(backends)
     scans = _chosen_scans(raw_project, scan_list)
     layout = OutputLayout(output_root, flags_dir, locks_dir)
-    if dry_run:
-        return _dry_run(scans, layout, raw_project.name.split(":")[0], as_json, named=scan_list is not None)
-    try:
-        layout.root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create the output folder: {err.strerror}", layout.root) from err
     project = raw_project.name.split(":")[0]
-    results, problems = [], []
-    locked_out: int | None = None  # the scan whose fill could not take the project's lock
-    left_out = _left_out(scans, layout, project, named=scan_list is not None)
-    progress = _progress(len(scans), quiet=as_json)
-    try:
-        for scan in scans:
-            progress.describe(f"scan {scan.number}")
-            if (why := left_out.get(scan.key)) is not None:
-                problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": why})
-            elif locked_out is not None:  # waiting again for every scan would multiply --lock-timeout
-                problems.append({"scan": scan.number, "timestamp": scan.timestamp,
-                                 "error": f"not tried: the project's lock is held (see scan {locked_out})"})  # fmt: skip
-            else:
-                try:
-                    results.append(fill_scan(scan, layout, lock_timeout_s=lock_timeout, write_spurs=not no_spurs,
-                                             project=project))  # fmt: skip
-                except (InputError, LockError) as err:  # this scan only: go on with the others
-                    problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": err.one_line()})
-                    if isinstance(err, LockError):
-                        locked_out = scan.number
-            progress.advance()
-    finally:
-        progress.close()
-    summary = _summary(project, layout.product_dir(project), results, problems)
+    named = scan_list is not None
+    if dry_run:
+        return _dry_run(scans, layout, project, as_json, named=named)
+    _make_output_root(layout)
+    run = _fill_scans(scans, layout, project, named, lock_timeout, write_spurs=not no_spurs, quiet=as_json)
+    summary = _summary(project, layout.product_dir(project), run.results, run.problems)
     if as_json:
         emit_json(summary)
     else:
         _print_summary(summary)
-    if locked_out is not None:
-        return EXIT_CANNOT_RUN  # could not run, as a lock timeout is everywhere (README, exit codes)
-    return EXIT_FINDINGS if problems else 0
+    return run.exit_code
+
+
+def _check_backends(backends: str) -> None:
+    """UsageError if ``--backends`` names one other than VEGAS, the only one this filler can read."""
+    wanted_backends = {b.strip().lower() for b in backends.split(",") if b.strip()}
+    if wanted_backends - {"vegas"}:
+        raise UsageError(f"--backends: only 'vegas' can be filled, not {', '.join(sorted(wanted_backends - {'vegas'}))}")
+
+
+def _make_output_root(layout: OutputLayout) -> None:
+    """Create the output root, OutputError (one line) if it cannot be."""
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create the output folder: {err.strerror}", layout.root) from err
+
+
+@dataclass
+class _FillRun:
+    """What a fill did so far: the scans filled (or skipped as already there) and the problems, one per scan."""
+
+    results: list[ScanFill] = field(default_factory=list)
+    problems: list[dict[str, object]] = field(default_factory=list)
+    locked_out: int | None = None  # the scan whose fill could not take the project's lock
+
+    def fail(self, scan: raw.Scan, error: str) -> None:
+        self.problems.append({"scan": scan.number, "timestamp": scan.timestamp, "error": error})
+
+    @property
+    def exit_code(self) -> int:
+        if self.locked_out is not None:
+            return EXIT_CANNOT_RUN  # could not run, as a lock timeout is everywhere (README, exit codes)
+        return EXIT_FINDINGS if self.problems else 0
+
+
+def _fill_scans(
+    scans: list[raw.Scan],
+    layout: OutputLayout,
+    project: str,
+    named: bool,
+    lock_timeout_s: float,
+    write_spurs: bool,
+    quiet: bool,
+) -> _FillRun:
+    """Fill ``scans`` in order, each on its own: one that fails is noted and the others go on."""
+    run = _FillRun()
+    left_out = _left_out(scans, layout, project, named=named)
+    progress = _progress(len(scans), quiet=quiet)
+    try:
+        for scan in scans:
+            progress.describe(f"scan {scan.number}")
+            _fill_one(run, scan, left_out.get(scan.key), layout, project, lock_timeout_s, write_spurs)
+            progress.advance()
+    finally:
+        progress.close()
+    return run
+
+
+def _fill_one(
+    run: _FillRun,
+    scan: raw.Scan,
+    left_out_why: str | None,
+    layout: OutputLayout,
+    project: str,
+    lock_timeout_s: float,
+    write_spurs: bool,
+) -> None:
+    """Fill ``scan`` into ``run``, or note there why it was not (left out, lock held, bad input)."""
+    from obsflow.online.fill import fill_scan
+
+    if left_out_why is not None:
+        run.fail(scan, left_out_why)
+    elif run.locked_out is not None:  # waiting again for every scan would multiply --lock-timeout
+        run.fail(scan, f"not tried: the project's lock is held (see scan {run.locked_out})")
+    else:
+        try:
+            run.results.append(fill_scan(scan, layout, lock_timeout_s=lock_timeout_s, write_spurs=write_spurs,
+                                         project=project))  # fmt: skip
+        except (InputError, LockError) as err:  # this scan only: go on with the others
+            run.fail(scan, err.one_line())
+            if isinstance(err, LockError):
+                run.locked_out = scan.number
 
 
 def _left_out(scans: list[raw.Scan], layout: OutputLayout, project: str, named: bool) -> dict[tuple[int, str], str]:

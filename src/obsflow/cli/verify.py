@@ -12,7 +12,7 @@ import click
 
 from obsflow.atomic import write_atomic
 from obsflow.cli._options import config_option, dry_run_option, emit_json, is_terminal, json_option
-from obsflow.config import MAIL_TO_REQUIRED, load_config
+from obsflow.config import MAIL_TO_REQUIRED, Config, load_config
 from obsflow.errors import EXIT_OK, ConfigError, ObsflowError, OutputError, UsageError
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.plan import parse_date
@@ -148,45 +148,67 @@ def command(
     """
     if rehash and not checksum:
         raise UsageError("--rehash only makes sense with --checksum", "--rehash")
-    config = load_config(config_path)
-    if send_mail and not config.mail.to:  # now, not on the first morning that has something to report
-        raise ConfigError(f"config: mail.to: {MAIL_TO_REQUIRED}", config_path)
+    config = _load_config(config_path, send_mail)
     run_day = _date(today, "--today") or date.today()
     period = _period(months, since, until, run_day)
     pairs = plan_pairs(config, period, hops, instruments, today=run_day)
     if dry_run:
         return _dry_run(pairs, period, checksum, as_json)
+    report = _check(config, period, pairs, checksum, rehash)
+    _print_report(report, as_json)
+    # A page that cannot be written must not cost the status page its result, nor the mail.
+    html_error = _write_html(html_path, report)
+    _record_for_status_page(report, config, is_daily=_is_the_daily_check(period, hops, instruments, run_day))
+    if send_mail:
+        _mail(report, config, html_error)
+    if html_error is not None:
+        raise html_error
+    return report.exit_code
 
+
+def _load_config(config_path: Path, send_mail: bool) -> Config:
+    """The configuration; ConfigError at once if --mail has no recipient to send to."""
+    config = load_config(config_path)
+    if send_mail and not config.mail.to:  # now, not on the first morning that has something to report
+        raise ConfigError(f"config: mail.to: {MAIL_TO_REQUIRED}", config_path)
+    return config
+
+
+def _check(config: Config, period: Period, pairs: list[Pair], checksum: bool, rehash: bool) -> Report:
+    """Run the checks, showing progress; the catalog is opened only when checksums are compared."""
     with contextlib.ExitStack() as stack:
         catalog = stack.enter_context(Catalog(config.catalog_path)) if checksum else None
         progress = stack.enter_context(_progress())
-        report = verify(
-            config, period, pairs, checksum=checksum, rehash=rehash, catalog=catalog, progress=progress
-        )
+        return verify(config, period, pairs, checksum=checksum, rehash=rehash, catalog=catalog, progress=progress)
 
+
+def _print_report(report: Report, as_json: bool) -> None:
     if as_json:
         emit_json(report_dict(report))
     else:
         click.echo(render_text(report), nl=False)
-    # A page that cannot be written must not cost the status page its result, nor the mail.
-    html_error = _write_html(html_path, report)
-    if _is_the_daily_check(period, hops, instruments, run_day):
+
+
+def _record_for_status_page(report: Report, config: Config, is_daily: bool) -> None:
+    """Keep the daily check's result for the status page; a failure to is a warning, the report stands."""
+    if is_daily:
         try:
             save_last(report, config.state_path)
         except OutputError as err:
             log.warning("could not record the result for the status page: %s", err.one_line())
     else:  # a check by hand of a part must not stand for the whole on the page
         log.info("a check of part of the period, hops or instruments: not kept as the status page's last verification")
-    if send_mail and should_send(report, config.mail):
+
+
+def _mail(report: Report, config: Config, html_error: OutputError | None) -> None:
+    """Mail the report if [mail] wants this one; a mail error is raised, the HTML one only logged before it."""
+    if should_send(report, config.mail):
         try:
             send_message(build_message(report, config.mail), config.mail)
         except ObsflowError:
             if html_error is not None:
                 log.error("%s", html_error.one_line())  # the mail's error is the one raised
             raise
-    if html_error is not None:
-        raise html_error
-    return report.exit_code
 
 
 def _write_html(html_path: Path | None, report: Report) -> OutputError | None:

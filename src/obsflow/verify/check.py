@@ -415,6 +415,29 @@ def _hash_sides(
 
     Returns the hashes, the per-side errors, and per side the paths hashed anew in this run.
     """
+    known, stored, jobs = _plan_hashing(_equal_size_paths(pairs, comparisons), first, catalog, rehash)
+    errors: dict[_Key, str] = {}
+    fresh_paths: dict[_Key, set[str]] = {}
+    if not jobs:
+        return known, errors, fresh_paths
+    for job, (fresh, error) in _compute_hashes(shell, jobs):
+        key = job.side.key
+        if error:
+            errors[key] = error
+        known[key].update(fresh)
+        fresh_paths[key] = set(fresh)
+        log.info("hashed %d of %d files on %s", len(fresh), len(job.todo), job.side.location)
+        if catalog is not None:
+            news = {path: digest for path, digest in fresh.items() if stored[key].get(path) != digest}
+            _record_hashes(catalog, job.side, news, job.stats)
+    return known, errors, fresh_paths
+
+
+def _equal_size_paths(
+    pairs: Sequence[Pair], comparisons: dict[int, Comparison]
+) -> dict[_Key, tuple[Side, set[str], set[str]]]:
+    """Per side, the files of equal size on both ends of any of its pairs (the only ones whose contents
+    matter), and the dated folders those pairs cover."""
     wanted: dict[_Key, tuple[Side, set[str], set[str]]] = {}
     for index, comparison in comparisons.items():
         pair = pairs[index]
@@ -422,7 +445,17 @@ def _hash_sides(
             _, paths, folders = wanted.setdefault(side.key, (side, set(), set()))
             paths.update(comparison.same_size)
             folders.update(pair.folders)
+    return wanted
 
+
+def _plan_hashing(
+    wanted: dict[_Key, tuple[Side, set[str], set[str]]],
+    first: dict[_Key, _Looked],
+    catalog: Catalog | None,
+    rehash: bool,
+) -> tuple[dict[_Key, dict[str, str]], dict[_Key, dict[str, str]], list[_HashJob]]:
+    """Per side the hashes already known (none with ``rehash``) and those the catalog holds, and the
+    jobs hashing the rest where the files lie."""
     known: dict[_Key, dict[str, str]] = {}
     stored: dict[_Key, dict[str, str]] = {}
     jobs = []
@@ -437,35 +470,27 @@ def _hash_sides(
         todo = sorted(path for path in paths - unsafe_relpaths(paths) if path not in known[key])
         if todo:
             jobs.append(_HashJob(side, todo, stats))
+    return known, stored, jobs
 
-    def one(job: _HashJob) -> tuple[dict[str, str], str | None]:
-        try:
-            return hash_files(job.side.location, job.todo, shell), None
-        except TransportError as err:
-            return {}, f"cannot compute checksums on {job.side.location}: {err.one_line()}"
 
-    errors: dict[_Key, str] = {}
-    fresh_paths: dict[_Key, set[str]] = {}
-    if not jobs:
-        return known, errors, fresh_paths
+def _compute_hashes(shell: Shell, jobs: list[_HashJob]) -> list[tuple[_HashJob, tuple[dict[str, str], str | None]]]:
+    """Each job with its hashes (or its error), the local jobs first."""
     # Remote hashing waits on ssh: threads.  Local hashing is many short reads holding the GIL
     # in between, which threads would only fight over (measured 4x slower): one after the other.
     remote = [job for job in jobs if job.side.location.is_remote]
     local = [job for job in jobs if not job.side.location.is_remote]
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(remote)))) as pool:
-        computed_remote = pool.map(one, remote)
-        computed = [one(job) for job in local] + list(computed_remote)
-    for job, (fresh, error) in zip(local + remote, computed, strict=True):
-        key = job.side.key
-        if error:
-            errors[key] = error
-        known[key].update(fresh)
-        fresh_paths[key] = set(fresh)
-        log.info("hashed %d of %d files on %s", len(fresh), len(job.todo), job.side.location)
-        if catalog is not None:
-            news = {path: digest for path, digest in fresh.items() if stored[key].get(path) != digest}
-            _record_hashes(catalog, job.side, news, job.stats)
-    return known, errors, fresh_paths
+        computed_remote = pool.map(lambda job: _hash_one(shell, job), remote)
+        computed = [_hash_one(shell, job) for job in local] + list(computed_remote)
+    return list(zip(local + remote, computed, strict=True))
+
+
+def _hash_one(shell: Shell, job: _HashJob) -> tuple[dict[str, str], str | None]:
+    """The job's hashes, computed on the host holding the files; a side that cannot be hashed is its error."""
+    try:
+        return hash_files(job.side.location, job.todo, shell), None
+    except TransportError as err:
+        return {}, f"cannot compute checksums on {job.side.location}: {err.one_line()}"
 
 
 def _shown(paths: Iterable[str]) -> tuple[str, ...]:

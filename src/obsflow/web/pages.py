@@ -126,45 +126,49 @@ def sync_section(sync: dict[str, Any], now: float, with_plot: bool = True) -> st
     elif not sync["has_runs"]:
         out.append(f'<p class="empty">{NO_RUNS}</p>')
     for hop in sync["hops"] if sync["has_runs"] else []:
-        rows = []
-        for entry in hop["instruments"]:
-            run = entry["last_run"]
-            if run is None:
-                rows.append([_e(entry["instrument"]), f'<span class="empty">{NO_RUNS}</span>', "", "", "", "", ""])
-                continue
-            undone = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in run["undone"].items() if v)
-            rows.append([
-                _e(entry["instrument"]),
-                f'{_e(_when(run["started"]))} <span class="muted">({_e(_ago(run["started"], now))})</span>',
-                _badge(run["status"]), str(run["copied"]), _bytes_cell(run["bytes"]),
-                f'{run["left_undone"]}' + (f' <span class="muted">({_e(undone)})</span>' if undone else ""),
-                _e(run["message"]),
-            ])  # fmt: skip
+        rows = [_last_sync_row(entry, now) for entry in hop["instruments"]]
         out.append(f'<h3>{_e(hop["source"])} &rarr; {_e(hop["dest"])}</h3>')
         out.append(_table(["Instrument", "Last sync", "Status", "Files copied", "Bytes", "Left undone", "Message"],
                           rows, numeric=(3, 4)))  # fmt: skip
     window = sync["window"]
     out.append(f'<h3>Files of the last {window["days"]} nights ({_e(window["first"])} .. {_e(window["last"])}) '
                "on each host, as the last sync listed them</h3>")  # fmt: skip
-    if sync["holdings"]:
-        hosts = sync["hosts"]
-        rows = []
-        for holding in sync["holdings"]:
-            cells = [_e(holding["instrument"])]
-            upstream = holding["hosts"].get(hosts[0], {}).get("files", 0)
-            for host in hosts:
-                count = holding["hosts"][host]
-                css = "warn" if count["files"] < upstream else ""
-                cells.append(f'<span class="{css}">{count["files"]} files</span> / {_bytes_cell(count["bytes"])}')
-            rows.append(cells)
-        out.append(_table(["Instrument", *hosts], rows, numeric=tuple(range(1, len(hosts) + 1))))
-    else:
-        out.append(f'<p class="empty">{NO_RUNS}</p>')
+    out.append(_holdings_table(sync) if sync["holdings"] else f'<p class="empty">{NO_RUNS}</p>')
     if with_plot:
         out.append('<h3>Bytes copied per day</h3><img class="plot" src="/plots/bytes_per_day.png" '
                    'alt="bytes copied per day and instrument">')  # fmt: skip
     out.append("</section>")
     return "\n".join(out)
+
+
+def _last_sync_row(entry: dict[str, Any], now: float) -> list[str]:
+    """One instrument's last sync on a hop: when, how it ended, what it copied and left undone."""
+    run = entry["last_run"]
+    if run is None:
+        return [_e(entry["instrument"]), f'<span class="empty">{NO_RUNS}</span>', "", "", "", "", ""]
+    undone = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in run["undone"].items() if v)
+    return [
+        _e(entry["instrument"]),
+        f'{_e(_when(run["started"]))} <span class="muted">({_e(_ago(run["started"], now))})</span>',
+        _badge(run["status"]), str(run["copied"]), _bytes_cell(run["bytes"]),
+        f'{run["left_undone"]}' + (f' <span class="muted">({_e(undone)})</span>' if undone else ""),
+        _e(run["message"]),
+    ]  # fmt: skip
+
+
+def _holdings_table(sync: dict[str, Any]) -> str:
+    """Files and bytes of each instrument on each host; a host holding fewer than the first is marked."""
+    hosts = sync["hosts"]
+    rows = []
+    for holding in sync["holdings"]:
+        cells = [_e(holding["instrument"])]
+        upstream = holding["hosts"].get(hosts[0], {}).get("files", 0)
+        for host in hosts:
+            count = holding["hosts"][host]
+            css = "warn" if count["files"] < upstream else ""
+            cells.append(f'<span class="{css}">{count["files"]} files</span> / {_bytes_cell(count["bytes"])}')
+        rows.append(cells)
+    return _table(["Instrument", *hosts], rows, numeric=tuple(range(1, len(hosts) + 1)))
 
 
 def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> str:
@@ -210,62 +214,79 @@ def filler_section(filler: dict[str, Any], now: float, with_gallery: bool = Fals
     if not filler["has_run"]:
         return _closed_empty(out, f"the filler daemon has not run on {_e(filler['out_root'])}")
     live = filler["running"] and filler.get("unsaved_s") is None  # else the projects' lag is as of the last save
-    out.append(f'<p>{_daemon_state(filler)} {_e(filler.get("activity"))}; {"" if live else "last "}active project '
-               f'<strong>{_e(filler.get("active_project") or "none")}</strong>; last poll '
-               f'{_e(_ago(filler.get("last_poll"), now) or "never")}; output {_e(filler["out_root"])}</p>')  # fmt: skip
+    out.append(_daemon_line(filler, now, live))
     if filler.get("unsaved_s") is not None:
         out.append(f'<p class="bad">status not saved for {filler["unsaved_s"]:.0f} s: the daemon cannot write under '
                    f'{_e(filler["out_root"])} (read-only or full disk?) or is hung; what follows may be old, '
                    "see the daemon's log</p>")  # fmt: skip
-    if filler["projects"]:
-        rows = []
-        for p in filler["projects"]:
-            lag = "up to date" if not p["pending"] else f'{p["pending"]} scans behind'
-            if not live:  # the telescope may have gone on since
-                lag = f'unknown ({p["pending"]} pending at the last poll)'
-            latency = "" if p["latency_s"] is None else f'{p["latency_s"]:.1f} s after scan end'
-            look = f'<a href="{_e(p["quicklook"])}">plot</a>' if p["quicklook"] else ""
-            rows.append([
-                _e(p["project"]) + (" <strong>(active)</strong>" if p["is_active"] and live else ""),
-                _e(p["last_scan"]),
-                _e(p["last_timestamp"]), f'{_e(_when(p["last_filled_at"]))} '
-                f'<span class="muted">({_e(_ago(p["last_filled_at"], now))})</span>',
-                f'<span class="{"warn" if p["pending"] or not live else "ok"}">{_e(lag)}</span>', _e(latency), look,
-            ])  # fmt: skip
-        out.append(_table(["Project", "Last filled scan", "Scan timestamp", "Filled", "Lag behind telescope",
-                           "Fill latency", "Quick look"], rows, numeric=(1,)))  # fmt: skip
-    else:
-        out.append('<p class="empty">no scans filled yet</p>')
-    out.append("<h3>Fill errors</h3>")
-    if filler["failures"]:
-        rows = [[_e(f["project"]), _e(f["scan"]), _e(f["timestamp"]), _e(f["attempts"]),
-                 _badge("failed", "skipped") if f["given_up"] else _badge("running", "will retry"),
-                 _e(f["last_error"])] for f in filler["failures"]]  # fmt: skip
-        out.append(_table(["Project", "Scan", "Timestamp", "Attempts", "State", "Last error"], rows, numeric=(1, 3)))
-    else:
-        out.append('<p class="ok">None</p>')
-    out.append("<h3>Recent fills</h3>")
-    if filler["recent"]:
-        rows = [[_e(_when(r["filled_at"])), _e(r["project"]), _e(r["scan"]), _e(",".join(map(str, r["banks"]))),
-                 _e(r["rows"]), "" if r["seconds"] is None else f'{r["seconds"]:.2f}',
-                 "" if r["latency_s"] is None else f'{r["latency_s"]:.1f}'] for r in filler["recent"]]  # fmt: skip
-        out.append(_table(["Filled", "Project", "Scan", "Banks", "Rows", "Fill (s)", "Scan end → filled (s)"], rows,
-                          numeric=(2, 4, 5, 6)))  # fmt: skip
-    else:
-        out.append('<p class="empty">no fills yet</p>')
+    out.append(_projects_table(filler["projects"], now, live))
+    out += ["<h3>Fill errors</h3>", _failures_table(filler["failures"])]
+    out += ["<h3>Recent fills</h3>", _recent_fills_table(filler["recent"])]
     out.append('<h3>Fill latency</h3><img class="plot" src="/plots/fill_latency.png" alt="fill latency over time">')
     if with_gallery:
-        looks = [r for r in filler["recent"] if r["quicklook"]][:QUICKLOOKS_SHOWN]
-        out.append("<h3>Quick looks of the latest scans</h3>")
-        if looks:
-            figures = "".join(f'<figure><img src="{_e(r["quicklook"])}" alt="{_e(r["project"])} scan {_e(r["scan"])}">'
-                              f'<figcaption>{_e(r["project"])} scan {_e(r["scan"])}</figcaption></figure>'
-                              for r in looks)  # fmt: skip
-            out.append(f'<div class="gallery">{figures}</div>')
-        else:
-            out.append('<p class="empty">no quick looks yet</p>')
+        out += ["<h3>Quick looks of the latest scans</h3>", _quicklook_gallery(filler["recent"])]
     out.append("</section>")
     return "\n".join(out)
+
+
+def _daemon_line(filler: dict[str, Any], now: float, live: bool) -> str:
+    """The daemon's state, what it does, its active project, last poll and output folder."""
+    return (f'<p>{_daemon_state(filler)} {_e(filler.get("activity"))}; {"" if live else "last "}active project '
+            f'<strong>{_e(filler.get("active_project") or "none")}</strong>; last poll '
+            f'{_e(_ago(filler.get("last_poll"), now) or "never")}; output {_e(filler["out_root"])}</p>')  # fmt: skip
+
+
+def _projects_table(projects: list[dict[str, Any]], now: float, live: bool) -> str:
+    """Each project's last filled scan and its lag behind the telescope (unknown unless ``live``)."""
+    if not projects:
+        return '<p class="empty">no scans filled yet</p>'
+    rows = []
+    for p in projects:
+        lag = "up to date" if not p["pending"] else f'{p["pending"]} scans behind'
+        if not live:  # the telescope may have gone on since
+            lag = f'unknown ({p["pending"]} pending at the last poll)'
+        latency = "" if p["latency_s"] is None else f'{p["latency_s"]:.1f} s after scan end'
+        look = f'<a href="{_e(p["quicklook"])}">plot</a>' if p["quicklook"] else ""
+        rows.append([
+            _e(p["project"]) + (" <strong>(active)</strong>" if p["is_active"] and live else ""),
+            _e(p["last_scan"]),
+            _e(p["last_timestamp"]), f'{_e(_when(p["last_filled_at"]))} '
+            f'<span class="muted">({_e(_ago(p["last_filled_at"], now))})</span>',
+            f'<span class="{"warn" if p["pending"] or not live else "ok"}">{_e(lag)}</span>', _e(latency), look,
+        ])  # fmt: skip
+    return _table(["Project", "Last filled scan", "Scan timestamp", "Filled", "Lag behind telescope",
+                   "Fill latency", "Quick look"], rows, numeric=(1,))  # fmt: skip
+
+
+def _failures_table(failures: list[dict[str, Any]]) -> str:
+    """Scans the daemon could not fill: retried, or given up and skipped."""
+    if not failures:
+        return '<p class="ok">None</p>'
+    rows = [[_e(f["project"]), _e(f["scan"]), _e(f["timestamp"]), _e(f["attempts"]),
+             _badge("failed", "skipped") if f["given_up"] else _badge("running", "will retry"),
+             _e(f["last_error"])] for f in failures]  # fmt: skip
+    return _table(["Project", "Scan", "Timestamp", "Attempts", "State", "Last error"], rows, numeric=(1, 3))
+
+
+def _recent_fills_table(recent: list[dict[str, Any]]) -> str:
+    if not recent:
+        return '<p class="empty">no fills yet</p>'
+    rows = [[_e(_when(r["filled_at"])), _e(r["project"]), _e(r["scan"]), _e(",".join(map(str, r["banks"]))),
+             _e(r["rows"]), "" if r["seconds"] is None else f'{r["seconds"]:.2f}',
+             "" if r["latency_s"] is None else f'{r["latency_s"]:.1f}'] for r in recent]  # fmt: skip
+    return _table(["Filled", "Project", "Scan", "Banks", "Rows", "Fill (s)", "Scan end → filled (s)"], rows,
+                  numeric=(2, 4, 5, 6))  # fmt: skip
+
+
+def _quicklook_gallery(recent: list[dict[str, Any]]) -> str:
+    """The quick-look plots of the latest fills that have one."""
+    looks = [r for r in recent if r["quicklook"]][:QUICKLOOKS_SHOWN]
+    if not looks:
+        return '<p class="empty">no quick looks yet</p>'
+    figures = "".join(f'<figure><img src="{_e(r["quicklook"])}" alt="{_e(r["project"])} scan {_e(r["scan"])}">'
+                      f'<figcaption>{_e(r["project"])} scan {_e(r["scan"])}</figcaption></figure>'
+                      for r in looks)  # fmt: skip
+    return f'<div class="gallery">{figures}</div>'
 
 
 def _daemon_state(filler: dict[str, Any]) -> str:
