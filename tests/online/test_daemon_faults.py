@@ -499,3 +499,14 @@ def test_status_pending_counts_only_scans_still_to_fill(roots, capsys):
     shown = capsys.readouterr().out
     assert "0 pending" in shown and "SKIPPED" in shown
 
+
+def test_a_missing_raw_file_is_named_once_per_line(roots, capsys):
+    # Found by the night stress run: "SKIPPED: P scan 3: scan 3: file named in the scan log is missing".
+    raw, out = roots
+    sim = _telescope(raw, 1)
+    _observe(sim)
+    (raw / PROJECT / "VEGAS" / f"{sim.plans[0].timestamp}A.fits").unlink()
+    build_daemon(raw, out, poll_s=0.01, retry_limit=1, backoff_s=0.01, quicklook=False).run(until_idle=True)
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "SKIPPED" in line]
+    assert line.count("scan 1") == 1 and "file named in the scan log is missing" in line
