@@ -482,3 +482,31 @@ def test_a_never_finished_scan_filled_by_hand_while_the_daemon_runs_is_no_longer
     assert daemon.status.never_finished == [] and _filled(daemon, project.name) == [1, 2]
     assert main(["online", "status", "--out-root", str(out)]) == 0
     assert "NEVER FINISHED" not in capsys.readouterr().out
+
+
+def test_status_pending_counts_only_scans_still_to_fill(roots, capsys):
+    # Found by the night stress run: `online status` said "2 pending" beside two SKIPPED scans, and
+    # after a scan failed for good; the count was only updated when a scan was filled.
+    raw, out = roots
+    sim = _telescope(raw, 3)
+    _observe(sim)
+    (raw / PROJECT / "VEGAS" / f"{sim.plans[2].timestamp}A.fits").unlink()  # scan 3's bank file never comes
+    daemon = build_daemon(raw, out, poll_s=0.01, retry_limit=2, backoff_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert _filled(daemon) == [1, 2]
+    assert read_status(OutputLayout(out))["projects"][PROJECT]["pending"] == 0
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "0 pending" in shown and "SKIPPED" in shown
+
+
+def test_a_missing_raw_file_is_named_once_per_line(roots, capsys):
+    # Found by the night stress run: "SKIPPED: P scan 3: scan 3: file named in the scan log is missing".
+    raw, out = roots
+    sim = _telescope(raw, 1)
+    _observe(sim)
+    (raw / PROJECT / "VEGAS" / f"{sim.plans[0].timestamp}A.fits").unlink()
+    build_daemon(raw, out, poll_s=0.01, retry_limit=1, backoff_s=0.01, quicklook=False).run(until_idle=True)
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "SKIPPED" in line]
+    assert line.count("scan 1") == 1 and "file named in the scan log is missing" in line

@@ -471,6 +471,11 @@ class Daemon:
         # The engine's failures are the truth: an entry goes when its scan is filled, however.
         self.status.failures = [_failure_entry(name, key, failure) for name, state in self.engine.projects.items()
                                 for key, failure in state.failures.items()]  # fmt: skip
+        # ... and of what is pending: a scan given up, or one finished since the last fill, changes it too.
+        for name, info in self.status.projects.items():
+            state = self.engine.projects.get(name)
+            if state is not None and state.filled_known:
+                info["pending"] = len(self.engine.pending(name))
         self.status.unfinished = sorted(name for name, state in self.engine.projects.items()
                                         if state.failures or state.never_finished or self.engine.pending(name))  # fmt: skip
 

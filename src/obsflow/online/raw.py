@@ -332,7 +332,7 @@ def require_files(scan: Scan, devices: tuple[str, ...] | None = None) -> None:
             continue
         for path in paths:
             if not path.is_file():
-                raise InputError(f"scan {scan.number}: file named in the scan log is missing", path)
+                raise InputError("file named in the scan log is missing", path)  # the caller names the scan
 
 
 def require_backend(scan: Scan) -> tuple[str, ...]:
