@@ -100,7 +100,8 @@ class DaemonStatus:
     never_finished: list[dict[str, object]] = field(default_factory=list)  # scans the log never finished
     # Projects with scans still to fill (or failing, or never finished): the next daemon follows these however
     # old their logs, and no other project merely for having an output folder (every project ever filled has one).
-    unfinished: list[str] = field(default_factory=list)
+    # None: not known (the previous status had no such list and this daemon has not read the raw root yet).
+    unfinished: list[str] | None = field(default_factory=list)
 
 
 class Daemon:
@@ -130,6 +131,10 @@ class Daemon:
                                    poll_s=poll_s)  # fmt: skip
         self._stop = False
         self._raw_root_problem: str | None = None  # why the last poll could not read the raw root
+        # Until the raw root was read once the engine knows no project: the previous daemon's unfinished
+        # projects are kept as it left them (None: an older status without the list, or none).
+        self._polled = False
+        self._inherited_unfinished: list[str] | None = None
         self._lock_path: Path | None = None
         self._project_problems: dict[str, ProjectProblem] = {}  # output files that cannot be read
         self._tries: dict[tuple[str, ScanKey], int] = {}  # failed fills per scan by this run (not restored ones)
@@ -372,6 +377,7 @@ class Daemon:
             log.error("polling for scan events failed", exc_info=err)
             problem = f"{type(err).__name__}: {err}"
         else:
+            self._polled = True
             if self._raw_root_problem is not None:
                 log.warning("raw root available again")
                 self._raw_root_problem = None
@@ -466,6 +472,8 @@ class Daemon:
             self.engine.restore_failures(str(entry["project"]), {key: failure})
         self.status.recent = list(previous.get("recent", []))
         self.status.projects = _lately_filled(dict(previous.get("projects", {})), time.time())
+        unfinished = previous.get("unfinished")
+        self._inherited_unfinished = [str(name) for name in unfinished] if isinstance(unfinished, list) else None
 
     def _save_status(self) -> None:
         # The engine's failures are the truth: an entry goes when its scan is filled, however.
@@ -476,8 +484,13 @@ class Daemon:
             state = self.engine.projects.get(name)
             if state is not None and state.filled_known:
                 info["pending"] = len(self.engine.pending(name))
-        self.status.unfinished = sorted(name for name, state in self.engine.projects.items()
-                                        if state.failures or state.never_finished or self.engine.pending(name))  # fmt: skip
+        unfinished = {name for name, state in self.engine.projects.items()
+                      if state.failures or state.never_finished or self.engine.pending(name)}  # fmt: skip
+        if not self._polled:  # the engine has not seen the previous daemon's projects yet: they are still unfinished
+            inherited = self._inherited_unfinished
+            self.status.unfinished = None if inherited is None else sorted(unfinished | set(inherited))
+        else:
+            self.status.unfinished = sorted(unfinished)
 
         def write() -> None:
             self.layout.state_dir.mkdir(parents=True, exist_ok=True)
