@@ -225,3 +225,54 @@ def test_the_status_keeps_only_the_projects_filled_lately(tmp_path):
     daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
     daemon.run(until_idle=True)
     assert sorted(read_status(layout)["projects"]) == ["AGBT26A_299_01", PROJECT]
+
+
+@pytest.mark.parametrize("saved_by", ["this version", "an older version"])
+def test_projects_left_to_fill_stay_followed_by_a_daemon_that_never_polled(tmp_path, saved_by):
+    """The previous daemon stopped with scans 3 and 4 of the project still to fill; the next one starts
+    while the raw root is unmounted (it polls on) and is stopped again before it comes back.  Its status
+    must still say which projects to follow: the one after it fills scans 3 and 4."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    sim = _observe(raw, 4, slice(0, 2))
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)
+    for plan in sim.plans[2:]:
+        sim.start_scan(plan)
+        sim.finish_scan(plan)
+    _age(raw)  # observed 3 days ago; the daemon that saw scans 3 and 4 end was stopped (SIGTERM) in its backlog
+    layout = OutputLayout(out)
+    status = read_status(layout)
+    status["last_poll"] = time.time() - 60
+    if saved_by == "this version":
+        status["unfinished"] = [PROJECT]
+    else:
+        del status["unfinished"]
+    layout.status_path.write_text(json.dumps(status))
+    away = tmp_path / "raw.unmounted"
+    raw.rename(away)
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(max_seconds=0.2)  # the raw root cannot be read
+    away.rename(raw)
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.run(until_idle=True)
+    assert sorted(k.scan for k in daemon.engine.project(PROJECT).filled) == [1, 2, 3, 4]
+
+
+def test_the_status_keeps_a_project_not_filled_lately_while_it_has_scans_to_fill(tmp_path):
+    """A project last filled 40 days ago whose scan keeps failing (an output it cannot write) still has
+    scans to fill: `online status` and the status page go on showing its line and its pending count."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    layout = OutputLayout(out)
+    layout.state_dir.mkdir(parents=True)
+    now = time.time()
+    stuck = "AGBT26A_200_01"
+    failure = {"project": stuck, "scan": 4, "timestamp": "2026_10_20_00:00:00", "attempts": 40,
+               "last_error": "cannot write: Permission denied", "retry_at": now, "given_up": False, "counted": 0}
+    layout.status_path.write_text(json.dumps({
+        "projects": {stuck: {"last_scan": 3, "last_timestamp": "2026_10_19_00:00:00",
+                             "last_filled_at": now - 40 * 86400, "pending": 1}},
+        "failures": [failure], "unfinished": [stuck], "last_poll": now - 60,
+    }))  # fmt: skip
+    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(max_seconds=0.1)
+    status = read_status(layout)
+    assert status["unfinished"] == [stuck] and [f["scan"] for f in status["failures"]] == [4]
+    assert list(status["projects"]) == [stuck]

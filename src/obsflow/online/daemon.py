@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -35,8 +35,9 @@ __all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "fill_lag_s", "later_scan"
 log = logging.getLogger(__name__)
 
 RECENT_FILLS = 200
-#: a project not filled for this long leaves the status (its fill log keeps it): the status is saved at every
-#: poll, and ``online status`` and the status page list its projects, which are otherwise every project ever filled
+#: a project not filled for this long leaves the status (its fill log keeps it) once it has no scan left to fill:
+#: the status is saved at every poll, and ``online status`` and the status page list its projects, which are
+#: otherwise every project ever filled
 PROJECTS_KEPT_S = 30 * 86400.0
 STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
 STALE_MIN_S = 2.0
@@ -100,7 +101,8 @@ class DaemonStatus:
     never_finished: list[dict[str, object]] = field(default_factory=list)  # scans the log never finished
     # Projects with scans still to fill (or failing, or never finished): the next daemon follows these however
     # old their logs, and no other project merely for having an output folder (every project ever filled has one).
-    unfinished: list[str] = field(default_factory=list)
+    # None: not known (the previous status had no such list and this daemon has not read the raw root yet).
+    unfinished: list[str] | None = field(default_factory=list)
 
 
 class Daemon:
@@ -130,6 +132,10 @@ class Daemon:
                                    poll_s=poll_s)  # fmt: skip
         self._stop = False
         self._raw_root_problem: str | None = None  # why the last poll could not read the raw root
+        # Until the raw root was read once the engine knows no project: the previous daemon's unfinished
+        # projects are kept as it left them (None: an older status without the list, or none).
+        self._polled = False
+        self._inherited_unfinished: list[str] | None = None
         self._lock_path: Path | None = None
         self._project_problems: dict[str, ProjectProblem] = {}  # output files that cannot be read
         self._tries: dict[tuple[str, ScanKey], int] = {}  # failed fills per scan by this run (not restored ones)
@@ -372,6 +378,7 @@ class Daemon:
             log.error("polling for scan events failed", exc_info=err)
             problem = f"{type(err).__name__}: {err}"
         else:
+            self._polled = True
             if self._raw_root_problem is not None:
                 log.warning("raw root available again")
                 self._raw_root_problem = None
@@ -412,7 +419,6 @@ class Daemon:
             "last_filled_at": record["filled_at"],
             "pending": len(self.engine.pending(action.project)),
         }
-        self.status.projects = _lately_filled(self.status.projects, time.time())
         self._fill_log(action.project, record)
         self._service_log("filled", **record)
         self._save_status()  # the fill is on record before any extra work such as plots
@@ -465,7 +471,9 @@ class Daemon:
                               bool(entry["given_up"]), int(entry.get("counted", entry["attempts"])))  # fmt: skip
             self.engine.restore_failures(str(entry["project"]), {key: failure})
         self.status.recent = list(previous.get("recent", []))
-        self.status.projects = _lately_filled(dict(previous.get("projects", {})), time.time())
+        self.status.projects = dict(previous.get("projects", {}))  # those not filled lately go at the first save
+        unfinished = previous.get("unfinished")
+        self._inherited_unfinished = [str(name) for name in unfinished] if isinstance(unfinished, list) else None
 
     def _save_status(self) -> None:
         # The engine's failures are the truth: an entry goes when its scan is filled, however.
@@ -476,8 +484,16 @@ class Daemon:
             state = self.engine.projects.get(name)
             if state is not None and state.filled_known:
                 info["pending"] = len(self.engine.pending(name))
-        self.status.unfinished = sorted(name for name, state in self.engine.projects.items()
-                                        if state.failures or state.never_finished or self.engine.pending(name))  # fmt: skip
+        unfinished = {name for name, state in self.engine.projects.items()
+                      if state.failures or state.never_finished or self.engine.pending(name)}  # fmt: skip
+        if not self._polled:  # the engine has not seen the previous daemon's projects yet: they are still unfinished
+            inherited = self._inherited_unfinished
+            self.status.unfinished = None if inherited is None else sorted(unfinished | set(inherited))
+        else:
+            self.status.unfinished = sorted(unfinished)
+        # a project with scans still to fill keeps its line (and pending count) however long ago its last fill
+        self.status.projects = _lately_filled(self.status.projects, time.time(),
+                                              keep=unfinished | set(self.status.unfinished or ()))  # fmt: skip
 
         def write() -> None:
             self.layout.state_dir.mkdir(parents=True, exist_ok=True)
@@ -510,13 +526,15 @@ class Daemon:
             log.warning("the %s can be written again", what)
 
 
-def _lately_filled(projects: dict[str, dict[str, object]], now: float) -> dict[str, dict[str, object]]:
-    """The projects of the status filled within :data:`PROJECTS_KEPT_S` (or of unknown fill time)."""
-    def lately(info: object) -> bool:
+def _lately_filled(
+    projects: dict[str, dict[str, object]], now: float, keep: Collection[str] = ()
+) -> dict[str, dict[str, object]]:
+    """The projects of the status filled within :data:`PROJECTS_KEPT_S` (or of unknown fill time), and those in ``keep``."""
+    def lately(name: str, info: object) -> bool:
         filled = info.get("last_filled_at") if isinstance(info, dict) else None
-        return not isinstance(filled, (int, float)) or now - filled < PROJECTS_KEPT_S
+        return name in keep or not isinstance(filled, (int, float)) or now - filled < PROJECTS_KEPT_S
 
-    return {name: info for name, info in projects.items() if lately(info)}
+    return {name: info for name, info in projects.items() if lately(name, info)}
 
 
 def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, object]:
