@@ -244,7 +244,8 @@ def test_verify_since_1980_over_ssh_lists_every_night_in_one_round_trip(sshd, tm
     [
         (["--since", "00010101", "--until", "00010105"], "the period 0001-01-01 .. 0001-01-05 leaves the calendar"),
         (["--months", "0001-01"], "the period 0001-01-01 .. 0001-01-31 leaves the calendar"),
-        (["--since", "99991201", "--until", "99991231"], "the period 9999-12-01 .. 9999-12-31 leaves the calendar"),
+        (["--since", "99991201", "--until", "99991231", "--today", "99991231"],
+         "the period 9999-12-01 .. 9999-12-31 leaves the calendar"),
     ],
 )
 def test_a_period_at_the_ends_of_the_calendar_is_a_usage_error_for_an_undated_layout(tmp_path, capsys, extra, message):

@@ -36,3 +36,12 @@ def test_range_defaults_to_today_and_refuses_backwards():
     assert range_period(date(2026, 11, 20), None, date(2026, 11, 23)).dates[-1] == date(2026, 11, 23)
     with pytest.raises(UsageError, match="before"):
         range_period(date(2026, 11, 20), date(2026, 11, 1), date(2026, 11, 23))
+
+
+def test_a_range_ends_today_at_the_latest_as_months_do():
+    """Found by the documentation audit: `--until` in the future reported a period of nights not yet
+    observed (the months never ask for nights after today); a range starting after today is refused."""
+    today = date(2026, 12, 2)
+    assert range_period(date(2026, 11, 20), date(2026, 12, 31), today) == Period(date(2026, 11, 20), today)
+    with pytest.raises(UsageError, match="future"):
+        range_period(date(2026, 12, 3), None, today)

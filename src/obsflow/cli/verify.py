@@ -108,7 +108,7 @@ def _dry_run(pairs: list[Pair], period: Period, checksum: bool, as_json: bool) -
     help="Calendar months to check (this, last or YYYY-MM).  [default: this,last]",
 )
 @click.option("--since", metavar="DATE", help="First night to check (YYYY-MM-DD), instead of --months.")
-@click.option("--until", metavar="DATE", help="Last night to check (default: today).")
+@click.option("--until", metavar="DATE", help="Last night to check (default and latest: today).")
 @click.option("-i", "--instrument", "instruments", multiple=True, metavar="NAME", help="Only this instrument (repeat).")
 @click.option("--hop", "hops", multiple=True, metavar="FROM:TO", help="Only this hop, e.g. instruments:suth (repeat).")
 @click.option("--checksum", is_flag=True, help="Also compare contents (xxh128, computed where each file lies).")

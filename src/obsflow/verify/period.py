@@ -69,8 +69,10 @@ def months_period(words: Sequence[str], today: date) -> Period:
 
 
 def range_period(since: date, until: date | None, today: date) -> Period:
-    """``--since``/``--until`` (until defaults to today)."""
-    last = until or today
+    """``--since``/``--until`` (until defaults to today); as with months, nights after today are not asked for."""
+    if since > today:
+        raise UsageError(f"--since {since.isoformat()} lies in the future", "--since")
+    last = min(until or today, today)
     if last < since:
         raise UsageError(f"--until {last.isoformat()} is before --since {since.isoformat()}", "--since")
     return _in_calendar(Period(since, last), "--since")
