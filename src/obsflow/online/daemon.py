@@ -479,21 +479,20 @@ class Daemon:
         # The engine's failures are the truth: an entry goes when its scan is filled, however.
         self.status.failures = [_failure_entry(name, key, failure) for name, state in self.engine.projects.items()
                                 for key, failure in state.failures.items()]  # fmt: skip
+        pending = {name: len(self.engine.pending(name)) for name in self.engine.projects}  # once per save: every poll
         # ... and of what is pending: a scan given up, or one finished since the last fill, changes it too.
         for name, info in self.status.projects.items():
             state = self.engine.projects.get(name)
             if state is not None and state.filled_known:
-                info["pending"] = len(self.engine.pending(name))
+                info["pending"] = pending[name]
         unfinished = {name for name, state in self.engine.projects.items()
-                      if state.failures or state.never_finished or self.engine.pending(name)}  # fmt: skip
-        if not self._polled:  # the engine has not seen the previous daemon's projects yet: they are still unfinished
-            inherited = self._inherited_unfinished
-            self.status.unfinished = None if inherited is None else sorted(unfinished | set(inherited))
-        else:
-            self.status.unfinished = sorted(unfinished)
+                      if state.failures or state.never_finished or pending[name]}  # fmt: skip
+        if not self._polled and self._inherited_unfinished is not None:
+            unfinished |= set(self._inherited_unfinished)  # the engine has not seen the previous daemon's projects yet
+        # None: an older status without the list, and no poll yet to make one (the next start keeps the old rule)
+        self.status.unfinished = None if not self._polled and self._inherited_unfinished is None else sorted(unfinished)
         # a project with scans still to fill keeps its line (and pending count) however long ago its last fill
-        self.status.projects = _lately_filled(self.status.projects, time.time(),
-                                              keep=unfinished | set(self.status.unfinished or ()))  # fmt: skip
+        self.status.projects = _lately_filled(self.status.projects, time.time(), keep=unfinished)
 
         def write() -> None:
             self.layout.state_dir.mkdir(parents=True, exist_ok=True)
