@@ -120,13 +120,18 @@ def _age(raw: Path, days: float = 3) -> None:
     os.utime(raw / PROJECT / "ScanLog.fits", (then, then))
 
 
-def test_a_project_being_filled_is_followed_after_a_long_downtime(tmp_path):
-    raw, out = tmp_path / "raw", tmp_path / "out"
+def _two_filled_two_more_ended(raw: Path, out: Path) -> None:
+    """Scans 1 and 2 observed and filled by a daemon that then stopped; scans 3 and 4 observed after."""
     sim = _observe(raw, 4, slice(0, 2))
     build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)
     for plan in sim.plans[2:]:
         sim.start_scan(plan)
         sim.finish_scan(plan)
+
+
+def test_a_project_being_filled_is_followed_after_a_long_downtime(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _two_filled_two_more_ended(raw, out)
     _age(raw)
     status = read_status(OutputLayout(out))
     status_path = OutputLayout(out).status_path
@@ -156,11 +161,7 @@ def test_projects_filled_to_the_end_are_not_read_again_at_start(tmp_path):
 def test_a_project_left_with_scans_to_fill_is_followed_after_a_long_downtime(tmp_path):
     """The previous daemon saw scans 3 and 4 end but could not fill them (a busy lock) before it stopped."""
     raw, out = tmp_path / "raw", tmp_path / "out"
-    sim = _observe(raw, 4, slice(0, 2))
-    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)
-    for plan in sim.plans[2:]:
-        sim.start_scan(plan)
-        sim.finish_scan(plan)
+    _two_filled_two_more_ended(raw, out)
     lock = take_lock(OutputLayout(out).locks_dir, PROJECT, purpose="offline fill")
     try:
         build_daemon(raw, out, poll_s=0.01, lock_timeout_s=0.05, quicklook=False).run(max_seconds=0.5)
@@ -233,11 +234,7 @@ def test_projects_left_to_fill_stay_followed_by_a_daemon_that_never_polled(tmp_p
     while the raw root is unmounted (it polls on) and is stopped again before it comes back.  Its status
     must still say which projects to follow: the one after it fills scans 3 and 4."""
     raw, out = tmp_path / "raw", tmp_path / "out"
-    sim = _observe(raw, 4, slice(0, 2))
-    build_daemon(raw, out, poll_s=0.01, quicklook=False).run(until_idle=True)
-    for plan in sim.plans[2:]:
-        sim.start_scan(plan)
-        sim.finish_scan(plan)
+    _two_filled_two_more_ended(raw, out)
     _age(raw)  # observed 3 days ago; the daemon that saw scans 3 and 4 end was stopped (SIGTERM) in its backlog
     layout = OutputLayout(out)
     status = read_status(layout)
