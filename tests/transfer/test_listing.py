@@ -231,3 +231,33 @@ def _one_line_failures(config: Path, capsys) -> None:
     assert main(["verify", "-c", str(config)]) == 2
     printed = capsys.readouterr()
     assert "Traceback" not in printed.err and "the host's answer is not a listing" in printed.out
+
+
+def test_a_plain_remote_listing_parsed_in_bulk_equals_the_local_one(tmp_path: Path, sshd) -> None:
+    """The usual answer (regular files only, no dot-names) is parsed in bulk; what it gives must be
+    what the entry-by-entry parse and the local walk give: sizes, and mtimes to the nanosecond, and
+    names no pattern matches left out.  One dot-file among them sends the parse entry by entry."""
+    root = tmp_path / "root"
+    for night in FOLDERS[:2]:
+        (root / night / "sub").mkdir(parents=True)
+        for i in range(40):
+            path = root / night / f"SHA_{i:04d}.fits"
+            path.write_bytes(b"x" * i)
+            os.utime(path, ns=(0, 1_700_000_000_123_456_789 + i * 1_000_000_007))
+        (root / night / "notes.txt").write_text("not data")
+        (root / night / "sub" / "deep.fits").write_bytes(b"d")
+    (root / FOLDERS[0] / "2016").mkdir()  # a folder named like a year, inside a night
+    shell = Shell(tuple(sshd.ssh_options))
+
+    def both() -> tuple[dict, dict]:
+        local = list_files(parse_location(str(root)), FOLDERS, ["SHA_*.fits", "deep.fits"], shell)
+        remote = list_files(parse_location(f"suth.test:{root}"), FOLDERS, ["SHA_*.fits", "deep.fits"], shell)
+        return dict(local), dict(remote)
+
+    local, remote = both()
+    assert remote == local and len(remote) == 82
+    assert remote[f"{FOLDERS[0]}/SHA_0003.fits"].mtime == 1_700_000_003_123_456_810 / 1e9
+    assert all(type(st) is type(local[path]) and st.kind == "f" for path, st in remote.items())
+    (root / FOLDERS[1] / ".SHA_0001.fits.Ab12Cd").write_bytes(b"p")  # a 0644 dot-file: a user's, not a temp
+    local, remote = both()
+    assert remote == local and len(remote) == 82
