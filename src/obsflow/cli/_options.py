@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -62,3 +63,14 @@ def json_emitted(reset: bool = False) -> bool:
 def is_terminal() -> bool:
     """True when stderr is a terminal: show progress bars; in cron print plain lines."""
     return sys.stderr.isatty()
+
+
+def collect_garbage_rarely() -> None:
+    """For a command that lists many files (sync, verify): the cyclic garbage collector every
+    100,000 new objects instead of every 700.
+
+    Such a run builds a few tuples per file (listings, catalog rows) that live until its end;
+    the collector's passes over them free nothing and took ~5 % of a no-op sync of 10,000
+    files.  Reference counting frees everything else as always.
+    """
+    gc.set_threshold(100_000)

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from obsflow.cli._options import config_option, dry_run_option, emit_json, is_terminal, json_option
+from obsflow.cli._options import (
+    collect_garbage_rarely,
+    config_option,
+    dry_run_option,
+    emit_json,
+    is_terminal,
+    json_option,
+)
 from obsflow.config import MAX_WINDOW_DAYS, load_config
 from obsflow.transfer.listing import escape_controls
 from obsflow.transfer.remote import remote_targets, shared_connections
@@ -53,6 +60,7 @@ def command(
     "*" (the filler's SDFITS products) is listed whole and its files modified within the
     window are taken.
     """
+    collect_garbage_rarely()
     config = load_config(config_path)
     # The ssh handshakes start now and run while the rest of the sync machinery is imported.
     with shared_connections(config, remote_targets(config, hop, instrument)) as connections:

@@ -11,7 +11,14 @@ from pathlib import Path
 import click
 
 from obsflow.atomic import write_atomic
-from obsflow.cli._options import config_option, dry_run_option, emit_json, is_terminal, json_option
+from obsflow.cli._options import (
+    collect_garbage_rarely,
+    config_option,
+    dry_run_option,
+    emit_json,
+    is_terminal,
+    json_option,
+)
 from obsflow.config import MAIL_TO_REQUIRED, Config, load_config
 from obsflow.errors import EXIT_OK, ConfigError, ObsflowError, OutputError, UsageError
 from obsflow.transfer.catalog import Catalog
@@ -148,6 +155,7 @@ def command(
     """
     if rehash and not checksum:
         raise UsageError("--rehash only makes sense with --checksum", "--rehash")
+    collect_garbage_rarely()
     config = _load_config(config_path, send_mail)
     run_day = _date(today, "--today") or date.today()
     period = _period(months, since, until, run_day)
