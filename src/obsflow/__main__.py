@@ -1,5 +1,5 @@
 """``python -m obsflow`` is the ``obsflow`` command."""
 
-from obsflow.cli import main
+from obsflow.launch import main
 
 raise SystemExit(main())

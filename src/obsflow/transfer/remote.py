@@ -18,7 +18,9 @@ catalog is read; the first command for a host waits for its connection.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import logging
 import os
 import shlex
 import stat
@@ -37,6 +39,8 @@ __all__ = [
     "FORCED_SSH_OPTIONS", "REAL_FOLDERS_SH", "Shell", "control_path", "remote_targets", "shared_connections", "shell_path", "ssh_argv",
     "ssh_rsh",
 ]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 #: put before the user's options: ssh keeps the first value it sees for each option
 FORCED_SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes")
@@ -193,20 +197,64 @@ class Shell:
 
 @contextmanager
 def shared_connections(config: Config, targets: Iterable[str] = ()) -> Iterator[Shell]:
-    """A Shell whose connections are shared for the run (``[ssh] multiplex``), ``targets`` opened at once."""
+    """A Shell whose connections are shared for the run (``[ssh] multiplex``), ``targets`` opened at once.
+
+    Connections :func:`open_before_sync` opened with the same ssh options are taken over.
+    """
+    global _opened_before
+    early, _opened_before = _opened_before, None
+    if early is not None and (not config.ssh_multiplex or early[1].ssh_options != config.ssh_options):
+        _abandon(early)
+        early = None
     if not config.ssh_multiplex:
         yield Shell(config.ssh_options)
         return
-    # A short private folder for ssh's shared-connection sockets (unix socket paths are short).
-    # ignore_cleanup_errors: another run may have taken it for a killed run's (empty and a day old)
-    with tempfile.TemporaryDirectory(prefix=CONTROL_PREFIX, dir=CONTROL_PARENT, ignore_cleanup_errors=True) as folder:
-        shell = Shell(config.ssh_options, control_dir=folder)
+    with early[0] if early else _control_folder() as folder:
+        if early:
+            log.debug("taking over the ssh connections opened at start (%s)", folder)
+        shell = early[1] if early else Shell(config.ssh_options, control_dir=folder)
         shell.open_early(targets)
         try:
             yield shell
         finally:
             shell.stop_opening()
     remove_stale_control_dirs()
+
+
+def open_before_sync(config: Config, targets: Iterable[str]) -> None:
+    """Start the shared connections to ``targets`` now, for the sync this process is about to run
+    (before its modules load: see :mod:`obsflow.launch`); :func:`shared_connections` takes them over.
+    Stopped at exit if the run never came to take them (a mistyped option)."""
+    global _opened_before
+    if not config.ssh_multiplex or _opened_before is not None:
+        return
+    folder = _control_folder()
+    shell = Shell(config.ssh_options, control_dir=folder.name)
+    shell.open_early(targets)
+    _opened_before = (folder, shell)
+    atexit.register(_abandon_unclaimed)
+
+
+def _control_folder() -> tempfile.TemporaryDirectory[str]:
+    """A short private folder for ssh's shared-connection sockets (unix socket paths are short).
+    ignore_cleanup_errors: another run may have taken it for a killed run's (empty and a day old)."""
+    return tempfile.TemporaryDirectory(prefix=CONTROL_PREFIX, dir=CONTROL_PARENT, ignore_cleanup_errors=True)
+
+
+_opened_before: tuple[tempfile.TemporaryDirectory[str], Shell] | None = None
+
+
+def _abandon(early: tuple[tempfile.TemporaryDirectory[str], Shell]) -> None:
+    folder, shell = early
+    shell.stop_opening()
+    folder.cleanup()
+
+
+def _abandon_unclaimed() -> None:
+    global _opened_before
+    if _opened_before is not None:
+        early, _opened_before = _opened_before, None
+        _abandon(early)
 
 
 def remove_stale_control_dirs(parent: str = CONTROL_PARENT, older_than_s: float = STALE_CONTROL_S) -> list[str]:

@@ -1,0 +1,71 @@
+"""`obsflow sync` opens its ssh connections before the command line machinery loads (obsflow.launch),
+and the run takes them over; anything unusual on the command line just means no early start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from obsflow.launch import sync_arguments
+from tests.transfer.conftest import Site
+
+OBSFLOW = str(Path(sys.executable).parent / "obsflow")
+TAKEN_OVER = "taking over the ssh connections opened at start"
+
+
+@pytest.mark.parametrize(
+    ("argv", "wanted"),
+    [
+        (["sync"], {"config": "obsflow.toml"}),
+        (["sync", "-c", "a.toml", "-i", "sha", "--hop", "suth:cape"], {"config": "a.toml", "instrument": "sha",
+                                                                        "hop": "suth:cape"}),
+        (["-vv", "sync", "--config=b.toml", "--instrument=shd", "-n"], {"config": "b.toml", "instrument": "shd"}),
+        (["-q", "sync", "-cc.toml", "-d", "20160907", "--json"], {"config": "c.toml"}),
+        (["sync", "--help"], None),
+        (["sync", "-c"], None),  # the command says what is missing
+        (["verify", "-c", "a.toml"], None),
+        ([], None),
+    ],
+)  # fmt: skip
+def test_the_quick_look_at_the_command_line_finds_what_the_connections_need(argv, wanted, monkeypatch) -> None:
+    monkeypatch.delenv("OBSFLOW_CONFIG", raising=False)
+    assert sync_arguments(argv) == wanted
+
+
+def test_the_config_named_in_the_environment_is_used(monkeypatch) -> None:
+    monkeypatch.setenv("OBSFLOW_CONFIG", "/etc/obsflow.toml")
+    assert sync_arguments(["sync", "-i", "sha"]) == {"config": "/etc/obsflow.toml", "instrument": "sha"}
+
+
+def _control_folders() -> set[str]:
+    return {p.name for p in Path("/tmp").glob("obsflow-ssh-*")}
+
+
+def test_the_sync_command_takes_over_the_connections_opened_at_start(site: Site) -> None:
+    before = _control_folders()
+    done = subprocess.run([OBSFLOW, "-vv", "sync", "-c", str(site.config_path), "-i", "sha"], capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(TAKEN_OVER) == 1
+    assert "instruments:suth sha: copied 60" in done.stdout and "suth:cape sha: copied 60" in done.stdout
+    assert _control_folders() <= before  # the early folder went with the run
+
+
+def test_a_mistyped_option_still_gets_the_commands_own_error_and_nothing_is_left_behind(site: Site) -> None:
+    before = _control_folders()
+    done = subprocess.run([OBSFLOW, "sync", "-c", str(site.config_path), "--bogus"], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2 and "No such option '--bogus'" in done.stderr
+    assert _control_folders() <= before  # the connections opened at start were stopped, their folder removed
+    assert not any((site.suth / "74in").rglob("*.fits"))
+
+
+def test_an_early_start_that_cannot_read_the_config_leaves_the_error_to_the_command(tmp_path: Path) -> None:
+    bad = tmp_path / "obsflow.toml"
+    bad.write_text("window_days = 'thirty'\n")
+    done = subprocess.run([OBSFLOW, "sync", "-c", str(bad)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("obsflow: error: config: window_days") and done.stderr.count("\n") == 1
