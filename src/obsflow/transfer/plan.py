@@ -150,9 +150,10 @@ def plan_copy(
     settled_before, set_ahead = writing_window(source_time, settle_s)
     dest_get = dest.get
     unsafe = unsafe_relpaths(source)
+    plain_names = not unsafe and "".join(source).isascii()  # the usual listing: only a file's kind can refuse it
     for path in sorted(source):
         st = source[path]
-        reason = _refusal(path, st, is_safe=path not in unsafe)
+        reason = "" if plain_names and st.kind == "f" else _refusal(path, st, is_safe=path not in unsafe)
         if reason:  # printable: a refused name may hold bytes that are not UTF-8 (a symlink's too)
             plan.refused.append(Refusal(printable_name(path), reason))
         elif locks is not None and locks.locks and guarded_by(path, locks):
