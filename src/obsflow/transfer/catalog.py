@@ -672,6 +672,16 @@ class Catalog:
             self._db.executemany("DELETE FROM verifications WHERE id = ?", [(one,) for one in verifications])
         return Pruned(len(files), len(runs), len(verifications))
 
+    @_one_line_errors
+    def completed_runs(self) -> list[tuple[int, str, str, float, date | None, date | None]]:
+        """``(id, instrument, hop, started, first night, last night)`` of every run that went through its
+        window (as :meth:`completed_windows`, for every instrument and hop): what the missed-runs check reads."""
+        nights = "first_night, last_night" if _has_run_nights(self._db) else "NULL, NULL"  # an older catalog, read-only
+        query = (f"SELECT id, instrument, hop, started, {nights} FROM runs "
+                 "WHERE status IN ('ok', 'incomplete') AND dry_run = 0")  # fmt: skip
+        return [(run, instrument, hop, started, _night(first), _night(last))
+                for run, instrument, hop, started, first, last in self._db.execute(query)]  # fmt: skip
+
     def _hosts(self) -> list[str]:
         """Every host the files table names, one primary-key lookup each (not a scan of every row)."""
         query = ("WITH RECURSIVE h(host) AS (SELECT min(host) FROM files UNION ALL "
