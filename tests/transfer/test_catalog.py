@@ -413,3 +413,17 @@ def test_runs_since_a_day_are_read_through_an_index_in_new_and_older_catalogs(tm
             [query] = statements  # as run, its values in it
             plan = " ".join(row[-1] for row in cat._db.execute("EXPLAIN QUERY PLAN " + query))
             assert "USING INDEX runs_by_start" in plan, plan
+
+
+def test_a_long_history_is_forgotten_a_limited_number_of_rows_at_a_time_oldest_first(tmp_path: Path) -> None:
+    files = {f"2024/{month:02d}01/a.fits": FileStat(1, 1.0) for month in range(1, 13)}
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        cat.observe("suth", "sha", {**files, "2026/0101/b.fits": FileStat(1, 1.0)})
+        for started in range(5):
+            cat.record_verification(started=float(started), ended=1.0, first_night="x", last_night="y",
+                                    checksum=False, status="ok", counts={})  # fmt: skip
+        first = cat.prune(KEEP_FROM, LAYOUTS, limit=5)
+        assert (first.files, first.verifications, first.more) == (5, 4, True)
+        assert _paths(cat, "suth", "sha")[:2] == ["2024/0601/a.fits", "2024/0701/a.fits"]
+        assert [cat.prune(KEEP_FROM, LAYOUTS, limit=5).more for _ in range(2)] == [True, False]
+        assert _paths(cat, "suth", "sha") == ["2026/0101/b.fits"]

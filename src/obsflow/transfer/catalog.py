@@ -17,6 +17,7 @@ hash always describes the file as last seen.  ``copied``/``verified`` are set on
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sqlite3
 import time
@@ -166,6 +167,10 @@ class RunRecord:
     last_night: str | None = None
 
 
+#: at most this many rows of each table go in one prune (about 2 s): a catalog years old is pruned over a few
+#: runs, none holding the write lock long (a verify storing hashes meanwhile waits at most 30 s)
+PRUNE_LIMIT = 100_000
+
 #: what the catalog holds of one file for ``observe``: size, mtime, xxh128 (None if not known)
 StoredFile = tuple[int, float, "str | None"]
 
@@ -200,6 +205,7 @@ class Pruned:
     files: int = 0
     runs: int = 0
     verifications: int = 0
+    more: bool = False  # the limit was reached: a later prune forgets the rest
 
     @property
     def total(self) -> int:
@@ -642,8 +648,11 @@ class Catalog:
     # ---- retention ---------------------------------------------------------------------------
 
     @_one_line_errors
-    def prune(self, oldest_night: date, layouts: Mapping[str, str], keep_runs: Collection[int] = ()) -> Pruned:
-        """Forget what is older than ``oldest_night``, in one transaction; nothing on a read-only catalog.
+    def prune(
+        self, oldest_night: date, layouts: Mapping[str, str], keep_runs: Collection[int] = (), limit: int = PRUNE_LIMIT
+    ) -> Pruned:
+        """Forget what is older than ``oldest_night`` (at most ``limit`` rows of each table, the oldest nights'
+        files first), in one transaction; nothing on a read-only catalog.
 
         - ``files``: the rows of nights before it, by the dated folder of the path (``layouts``:
           ``{instrument: layout}``; a path in no dated folder stays); of an undated tree, those
@@ -663,14 +672,18 @@ class Catalog:
             return Pruned()
         since = datetime.combine(oldest_night, datetime.min.time()).timestamp()  # local, as folders are named
         with self._transaction():
-            files = [key for instrument, layout in layouts.items()
-                     for key in self._old_files(instrument, layout, oldest_night, since)]  # fmt: skip
+            old_files = (key for instrument, layout in layouts.items()
+                         for key in self._old_files(instrument, layout, oldest_night, since))  # fmt: skip
+            files = list(itertools.islice(old_files, limit + 1))  # one more: is there more?
+            old_files.close()  # its read ends here, before the deletes
             runs = self._old_runs(since, set(keep_runs))
             verifications = self._old_verifications(since)
+            more = max(len(files), len(runs), len(verifications)) > limit
+            files, runs, verifications = files[:limit], runs[:limit], verifications[:limit]
             self._db.executemany("DELETE FROM files WHERE host = ? AND instrument = ? AND path = ?", files)
             self._db.executemany("DELETE FROM runs WHERE id = ?", [(run,) for run in runs])
             self._db.executemany("DELETE FROM verifications WHERE id = ?", [(one,) for one in verifications])
-        return Pruned(len(files), len(runs), len(verifications))
+        return Pruned(len(files), len(runs), len(verifications), more)
 
     @_one_line_errors
     def completed_runs(self) -> list[tuple[int, str, str, float, date | None, date | None]]:
@@ -689,19 +702,24 @@ class Catalog:
                  "SELECT host FROM h WHERE host IS NOT NULL")  # fmt: skip
         return [host for (host,) in self._db.execute(query)]
 
-    def _old_files(self, instrument: str, layout: str, oldest_night: date, since: float) -> list[tuple[str, str, str]]:
-        """The keys of ``instrument``'s rows older than ``oldest_night`` (see :meth:`prune`): by the night of
-        their dated folder, or for an undated tree by their latest mtime on any host; none for a layout
-        whose folders name no whole night (``{yyyy}/{mm}``)."""
+    def _old_files(
+        self, instrument: str, layout: str, oldest_night: date, since: float
+    ) -> Iterator[tuple[str, str, str]]:
+        """The keys of ``instrument``'s rows older than ``oldest_night`` (see :meth:`prune`), read as they are
+        taken: by the night of their dated folder, or for an undated tree by their latest mtime on any host;
+        none for a layout whose folders name no whole night (``{yyyy}/{mm}``)."""
         if layout == UNDATED:
-            return self._idle_files(instrument, since)
+            yield from self._idle_files(instrument, since)
+            return
         if not names_the_night(layout):
-            return []
+            return
         query, args = "SELECT path FROM files WHERE host = ? AND instrument = ?", [instrument]
         if sorts_by_night(layout):  # only the rows below the oldest night's folder: a key range
             query, args = query + " AND path < ?", [*args, *dated_folders(layout, [oldest_night])]
-        return [(host, instrument, path) for host in self._hosts() for (path,) in self._db.execute(query, [host, *args])
-                if (night := folder_night(layout, path)) is not None and night < oldest_night]  # fmt: skip
+        for host in self._hosts():
+            for (path,) in self._db.execute(query, [host, *args]):
+                if (night := folder_night(layout, path)) is not None and night < oldest_night:
+                    yield host, instrument, path
 
     def _idle_files(self, instrument: str, since: float) -> list[tuple[str, str, str]]:
         """The keys of an undated tree's files that no host holds modified at ``since`` or later: an

@@ -267,8 +267,9 @@ def prune_catalog(catalog: Catalog, config: Config, today: date) -> Pruned:
     layouts = {name: inst.layout for name, inst in config.instruments.items()}
     pruned = catalog.prune(oldest, layouts, runs_to_keep(catalog, config.window_days))
     if pruned.total:
-        log.info("catalog: forgot %d file rows, %d runs and %d verifications older than %s (keep_catalog_days %d)",
-                 pruned.files, pruned.runs, pruned.verifications, oldest, config.keep_catalog_days)  # fmt: skip
+        log.info("catalog: forgot %d file rows, %d runs and %d verifications older than %s (keep_catalog_days %d)%s",
+                 pruned.files, pruned.runs, pruned.verifications, oldest, config.keep_catalog_days,
+                 "; more in the next runs" if pruned.more else "")  # fmt: skip
     return pruned
 
 
