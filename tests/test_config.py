@@ -278,3 +278,26 @@ def test_ssh_options_that_ssh_would_take_for_the_host_are_problems(tmp_path: Pat
         problems = [p.what for p in check_config(path) if p.key == "ssh.options"]
         assert [w.split("'")[1] for w in problems] == stray, (options, problems)
         assert all("ssh would take it for the host" in w for w in problems)
+
+
+def test_the_catalog_keeps_rows_long_enough_for_every_window_and_verification(tmp_path: Path, capsys) -> None:
+    """keep_catalog_days below window_days + 62 would drop rows the sync window or verify's two months read."""
+    path = tmp_path / "obsflow.toml"
+    path.write_text("window_days = 45\nsettle_seconds = 60\nkeep_catalog_days = 100\n")
+    assert main(["config", "check", str(path)]) == 2
+    [line] = capsys.readouterr().out.strip().splitlines()
+    assert line == (f"{path}: keep_catalog_days: must be at least 107 (window_days 45 + 62: the sync window and "
+                    "verify's two months read the catalog rows of those nights) (line 3)")
+    path.write_text('keep_catalog_days = 400.5\n[transfer]\nwait_seconds = 1\n')
+    assert [(p.key, p.what, p.line) for p in check_config(path)] == [
+        ("keep_catalog_days", "must be a int, not float 400.5", 1)]
+    path.write_text("keep_catalog_days = 107\nwindow_days = 45\n")
+    assert check_config(path) == [] and load_config(path).keep_catalog_days == 107
+
+
+def test_the_catalog_keeps_400_days_by_default_or_longer_for_a_long_window(tmp_path: Path) -> None:
+    path = tmp_path / "obsflow.toml"
+    path.write_text("window_days = 30\n")
+    assert load_config(path).keep_catalog_days == 400
+    path.write_text("window_days = 1000\n")  # no key: never shorter than the window needs
+    assert load_config(path).keep_catalog_days == 1062

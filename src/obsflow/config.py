@@ -41,6 +41,11 @@ __all__ = [
 INSTRUMENTS = "instruments"  # the ``from`` of the first hop: every instrument's source
 LAYOUT_FIELDS = ("yyyy", "mm", "dd", "mmdd", "yyyymmdd")
 MAX_WINDOW_DAYS = 3660  # ten years: a longer window is a typo (and past year 9999, a crash)
+#: the catalog keeps what a sync window or a verification reads: window_days, plus verify's this month and
+#: last month (up to 62 nights), before it may forget a night
+CATALOG_MARGIN_DAYS = 62
+DEFAULT_KEEP_CATALOG_DAYS = 400
+MAX_KEEP_CATALOG_DAYS = 36600  # a century: a longer one is a typo (and far enough back, past year 1)
 UNDATED = "*"  # a layout: no dated folders; every file under the source, chosen by its modification time
 WHOLE_ROOT = "."  # the one folder an undated layout lists: the whole root
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -183,6 +188,7 @@ class Config:
 
     path: Path | None
     window_days: int = 30
+    keep_catalog_days: int = DEFAULT_KEEP_CATALOG_DAYS  # the catalog forgets nights (and runs) older than this
     settle_seconds: float = 120.0
     patterns: tuple[str, ...] = ("*.fits",)
     locks: tuple[str, ...] = ()
@@ -392,7 +398,7 @@ class _Reader:
 
 
 _TOP_KEYS = {
-    "window_days", "settle_seconds", "patterns", "locks", "state_dir",
+    "window_days", "keep_catalog_days", "settle_seconds", "patterns", "locks", "state_dir",
     "ssh", "transfer", "instruments", "archives", "hops", "mail", "filler", "web",
 }  # fmt: skip
 
@@ -425,6 +431,7 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     r = _Reader(text)
     r.unknown(data, _TOP_KEYS, "")
     window_days = r.number_in(data, "window_days", "window_days", int, 30, 1, MAX_WINDOW_DAYS)
+    keep_catalog_days = _keep_catalog_days(r, data, window_days)
     settle = _seconds(r, data, "settle_seconds", "settle_seconds", 120.0)
     patterns = _patterns(r, data, "patterns", ("*.fits",))
     base = path.resolve().parent if path else None
@@ -444,6 +451,7 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
     config = Config(
         path=path.resolve() if path else None,
         window_days=window_days,
+        keep_catalog_days=keep_catalog_days,
         settle_seconds=settle,
         patterns=patterns,
         locks=locks,
@@ -461,6 +469,22 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
         web_port=web_port,
     )
     return config, r.problems
+
+
+def _keep_catalog_days(r: _Reader, data: dict[str, Any], window_days: int) -> int:
+    """How many nights the catalog keeps: never fewer than a sync window and verify's two months read
+    (without the key: 400, or more for a longer window)."""
+    shortest = window_days + CATALOG_MARGIN_DAYS
+    keep: int = r.get(data, "keep_catalog_days", "keep_catalog_days", int, max(DEFAULT_KEEP_CATALOG_DAYS, shortest))
+    if "keep_catalog_days" not in data:
+        return keep
+    if keep < shortest:
+        r.problem("keep_catalog_days", f"must be at least {shortest} (window_days {window_days} + "
+                  f"{CATALOG_MARGIN_DAYS}: the sync window and verify's two months read the catalog rows of "
+                  "those nights)")  # fmt: skip
+    elif keep > MAX_KEEP_CATALOG_DAYS:
+        r.problem("keep_catalog_days", f"must be at most {MAX_KEEP_CATALOG_DAYS}")
+    return keep
 
 
 def _seconds(r: _Reader, table: dict[str, Any], key: str, dotted: str, default: float) -> float:

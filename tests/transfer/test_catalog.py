@@ -283,3 +283,147 @@ def _open_and_read(path: Path) -> int | str:
             return len(cat.runs())
     except CatalogError as err:
         return err.one_line()
+
+
+# ---- retention ----------------------------------------------------------------------------------
+
+LAYOUTS = {"sha": "{yyyy}/{mmdd}", "gbt": "*"}
+KEEP_FROM = date(2025, 3, 1)  # the oldest night kept
+
+
+def _midnight(day: date) -> float:
+    from datetime import datetime
+
+    return datetime.combine(day, datetime.min.time()).timestamp()
+
+
+def _paths(cat: Catalog, host: str, instrument: str) -> list[str]:
+    return [record.path for record in cat.files(host, instrument)]
+
+
+def test_prune_forgets_the_files_of_nights_older_than_kept_and_nothing_newer(tmp_path: Path) -> None:
+    old, recent = _midnight(date(2024, 1, 1)), _midnight(KEEP_FROM)
+    dated = {"2024/0101/a.fits": FileStat(1, recent),  # an old night, however recent its mtime
+             "2025/0228/b.fits": FileStat(1, recent),  # the night before the oldest kept
+             "2025/0301/c.fits": FileStat(1, old),  # the oldest night kept, however old its mtime
+             "2026/0101/d.fits": FileStat(1, recent),
+             ".notes/e.fits": FileStat(1, old), "notes/f.fits": FileStat(1, old)}  # in no dated folder: kept
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        for host in ("instruments", "suth", "cape"):
+            cat.observe(host, "sha", dated)
+            cat.observe(host, "retired", {"2016/0907/x.fits": FileStat(1, old)})  # no layout: not ours to judge
+            cat.observe(host, "monthly", {"2016/09/x.fits": FileStat(1, old)})  # which night? not ours to judge
+        pruned = cat.prune(KEEP_FROM, {**LAYOUTS, "monthly": "{yyyy}/{mm}"})
+        for host in ("instruments", "suth", "cape"):
+            assert _paths(cat, host, "sha") == [".notes/e.fits", "2025/0301/c.fits", "2026/0101/d.fits", "notes/f.fits"]
+            assert _paths(cat, host, "retired") == ["2016/0907/x.fits"]
+            assert _paths(cat, host, "monthly") == ["2016/09/x.fits"]
+    assert (pruned.files, pruned.runs, pruned.verifications) == (6, 0, 0)
+
+
+def test_prune_keeps_an_undated_file_while_any_host_holds_it_modified_within_the_kept_nights(tmp_path: Path) -> None:
+    """A grown product's older copy at the archive keeps the copied mark plan.take_grown needs, as long as the
+    source's file is recent: pruning by each row's own mtime would make its next growth a conflict."""
+    old, recent = _midnight(date(2024, 6, 1)), _midnight(KEEP_FROM) + 3600
+    grown, idle = "AGBT22A_325/AGBT22A_325.raw.vegas.A.fits", "AGBT16B_001/AGBT16B_001.raw.vegas.A.fits"
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        cat.record_copy("instruments", "suth", "gbt", [(grown, 10, old, "11" * 16, "11" * 16),
+                                                       (idle, 10, old, "22" * 16, "22" * 16)])  # fmt: skip
+        cat.observe("instruments", "gbt", {grown: FileStat(20, recent), idle: FileStat(10, old)})  # it grew
+        pruned = cat.prune(KEEP_FROM, LAYOUTS)
+        assert _paths(cat, "instruments", "gbt") == _paths(cat, "suth", "gbt") == [grown]
+        assert cat.copied_here("suth", "gbt", [grown]) == {grown}
+    assert pruned.files == 2
+
+
+def test_prune_keeps_the_last_verification_of_each_kind_and_forgets_older_ones(tmp_path: Path) -> None:
+    old, recent = _midnight(date(2024, 6, 1)), _midnight(KEEP_FROM) + 3600
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        for i, (started, checksum) in enumerate([(old, True), (old + 10, True), (old + 20, False),
+                                                 (recent, False), (old - 10, False)]):  # fmt: skip
+            cat.record_verification(started=started, ended=started + 1, first_night="2024-05-01",
+                                    last_night="2024-06-01", checksum=checksum, status="ok", counts={"matched": i},
+                                    report="x" * 100_000)  # fmt: skip
+        pruned = cat.prune(KEEP_FROM, LAYOUTS)
+        last_checked, last = cat.last_verification(checksum=True), cat.last_verification()
+        assert last_checked is not None and (last_checked.started, last_checked.matched) == (old + 10, 1)
+        assert last is not None and (last.started, last.matched) == (recent, 3)
+        assert sorted(started for (started,) in cat._db.execute("SELECT started FROM verifications")) == [
+            old + 10, recent]
+    assert pruned.verifications == 3
+
+
+def test_prune_forgets_old_runs_but_the_last_of_each_instrument_and_hop_and_those_asked_for(tmp_path: Path) -> None:
+    old, recent = _midnight(date(2024, 6, 1)), _midnight(KEEP_FROM) + 3600
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        def ran(hop: str, started: float, status: str, dry_run: bool = False) -> int:
+            run = cat.start_run(hop, "sha", dry_run=dry_run, now=started)
+            cat.finish_run(run, status, {})
+            return run
+
+        kept = ran("instruments:suth", old, "ok")  # asked for (what missed_runs needs)
+        ran("instruments:suth", old + 1, "ok")
+        last_ok = ran("instruments:suth", old + 2, "ok")  # the status page's last success
+        ran("instruments:suth", old + 3, "failed")
+        ran("instruments:suth", old + 4, "ok", dry_run=True)
+        ran("instruments:suth", recent, "failed")  # its last run: kept for its age
+        only = ran("suth:cape", old, "ok")  # the last success on this hop
+        running = cat.start_run("suth:cape", "sha", now=old + 1)  # under way: never ours to drop
+        last = ran("suth:cape", old + 2, "failed")  # the last run on this hop
+        before = [cat.runs(limit=1, hop=hop, real_only=True) + [cat.last_success("sha", hop)]
+                  for hop in ("instruments:suth", "suth:cape")]  # fmt: skip
+        pruned = cat.prune(KEEP_FROM, LAYOUTS, keep_runs={kept})
+        assert sorted(run.id for run in cat.runs(limit=None) if run.started < recent) == sorted(
+            [kept, last_ok, only, running, last])
+        assert before == [cat.runs(limit=1, hop=hop, real_only=True) + [cat.last_success("sha", hop)]
+                          for hop in ("instruments:suth", "suth:cape")]  # fmt: skip
+    assert pruned.runs == 3
+
+
+def test_prune_with_nothing_old_writes_nothing_and_a_read_only_catalog_is_never_pruned(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    with Catalog(path) as cat:
+        cat.observe("suth", "sha", {"2016/0907/a.fits": FileStat(1, 1.0), "2026/0101/b.fits": FileStat(1, 1.0)})
+        cat.finish_run(cat.start_run("instruments:suth", "sha", now=1.0), "failed", {})
+        cat.finish_run(cat.start_run("instruments:suth", "sha", now=2.0), "failed", {})
+    with Catalog(path, read_only=True) as cat:  # a dry run
+        assert cat.prune(KEEP_FROM, LAYOUTS).total == 0
+        assert len(cat.files("suth")) == 2 and len(cat.runs()) == 2
+    with Catalog(path) as cat:
+        assert cat.prune(KEEP_FROM, LAYOUTS).total == 2
+        before = _writes(cat)
+        assert cat.prune(KEEP_FROM, LAYOUTS).total == 0
+        assert _writes(cat) == before
+
+
+def test_runs_since_a_day_are_read_through_an_index_in_new_and_older_catalogs(tmp_path: Path) -> None:
+    """The status page's bytes per day reads the runs of its window: without an index on the start time it
+    read every run ever recorded."""
+    path = tmp_path / "catalog.sqlite"
+    _catalog_from_before_run_nights(path)
+    with sqlite3.connect(path) as db:  # as obsflow made it before the index
+        db.execute("DROP INDEX IF EXISTS runs_by_start")
+    db.close()
+    for read_only in (False, True):  # a sync upgrades it; the status page then reads it
+        with Catalog(path, read_only=read_only) as cat:
+            statements: list[str] = []
+            cat._db.set_trace_callback(statements.append)
+            cat.runs(limit=None, since=1000.0, real_only=True)
+            cat._db.set_trace_callback(None)
+            [query] = statements  # as run, its values in it
+            plan = " ".join(row[-1] for row in cat._db.execute("EXPLAIN QUERY PLAN " + query))
+            assert "USING INDEX runs_by_start" in plan, plan
+
+
+def test_a_long_history_is_forgotten_a_limited_number_of_rows_at_a_time_oldest_first(tmp_path: Path) -> None:
+    files = {f"2024/{month:02d}01/a.fits": FileStat(1, 1.0) for month in range(1, 13)}
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        cat.observe("suth", "sha", {**files, "2026/0101/b.fits": FileStat(1, 1.0)})
+        for started in range(5):
+            cat.record_verification(started=float(started), ended=1.0, first_night="x", last_night="y",
+                                    checksum=False, status="ok", counts={})  # fmt: skip
+        first = cat.prune(KEEP_FROM, LAYOUTS, limit=5)
+        assert (first.files, first.verifications, first.more) == (5, 4, True)
+        assert _paths(cat, "suth", "sha")[:2] == ["2024/0601/a.fits", "2024/0701/a.fits"]
+        assert [cat.prune(KEEP_FROM, LAYOUTS, limit=5).more for _ in range(2)] == [True, False]
+        assert _paths(cat, "suth", "sha") == ["2026/0101/b.fits"]

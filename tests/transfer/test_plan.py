@@ -105,3 +105,24 @@ def test_the_open_end_follows_the_runs_own_today_not_the_clock() -> None:
     assert modified_window(UNDATED, window_dates(run_day, 30), today=run_day)[1] == math.inf  # type: ignore[index]
     closed = modified_window(UNDATED, window_dates(run_day - timedelta(days=1), 30), today=run_day)
     assert closed is not None and closed[1] == datetime(2016, 9, 7).timestamp()
+
+
+def test_a_paths_night_is_read_from_its_dated_folder() -> None:
+    from obsflow.transfer.plan import folder_night
+
+    assert folder_night("{yyyy}/{mmdd}", "2016/0907/SHA_20160907.0122.fits") == date(2016, 9, 7)
+    assert folder_night("{yyyymmdd}", "20160907/a.fits") == date(2016, 9, 7)
+    assert folder_night("/raw/{yyyy}/{mm}/{dd}/", "raw/2016/09/07/deeper/a.fits") == date(2016, 9, 7)
+    assert folder_night("{yyyy}/{mmdd}", "2016/09070/a.fits") is None  # a neighbour of the folder, not in it
+    assert folder_night("{yyyy}/{mmdd}", "2016/1340/a.fits") is None  # digits, but no date
+    assert folder_night("{yyyy}/{yyyymmdd}", "2016/20170101/a.fits") is None  # two years: no night
+    assert folder_night("{mmdd}", "0907/a.fits") is None  # which year?
+    assert folder_night(UNDATED, "AGBT22A_325/a.fits") is None
+
+
+def test_only_layouts_from_year_to_day_sort_as_their_nights() -> None:
+    from obsflow.transfer.plan import sorts_by_night
+
+    assert sorts_by_night("{yyyy}/{mmdd}") and sorts_by_night("{yyyymmdd}") and sorts_by_night("d/{yyyy}/{mm}/{dd}")
+    assert not sorts_by_night("{mmdd}/{yyyy}") and not sorts_by_night("{dd}{mm}{yyyy}")
+    assert not sorts_by_night("{yyyy}/{mm}") and not sorts_by_night(UNDATED)

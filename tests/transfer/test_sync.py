@@ -526,3 +526,140 @@ def test_a_file_rewritten_during_its_copy_under_its_old_time_is_not_kept(tmp_pat
     assert not copy.exists() and report.exit_code == 1
     report = run_sync(load_config(config_path), SyncRequest())  # unchanged since: copied as it is now
     assert report.exit_code == 0 and copy.read_bytes() == b"headerdata"
+
+
+# ---- the catalog forgets old runs, but not what the missed-runs check needs ------------------------
+
+HOPS = ("instruments:suth", "suth:cape")
+
+
+def _two_hop_config(tmp_path: Path, name: str) -> Config:
+    text = (f'state_dir = "{tmp_path / name}"\nkeep_catalog_days = 400\n'
+            f'[instruments.sha]\nsource = "{tmp_path}/sha"\nlayout = "{{yyyy}}/{{mmdd}}"\npath = "sha"\n'
+            f'[archives.suth]\nlocation = "{tmp_path}/suth"\n[archives.cape]\nlocation = "{tmp_path}/cape"\n'
+            '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n')  # fmt: skip
+    config, problems = parse_config(text)
+    assert problems == [] and config is not None
+    return config
+
+
+def _run_at(catalog: Catalog, hop: str, day: date, hour: int, status: str, nights: tuple[date, date] | None,
+            dry_run: bool = False, instrument: str = "sha") -> None:  # fmt: skip
+    started = datetime.combine(day, datetime.min.time()).timestamp() + hour * 3600
+    run = catalog.start_run(hop, instrument, dry_run=dry_run, now=started, nights=nights)
+    catalog.finish_run(run, status, {})
+
+
+def _three_years_of_runs(catalog: Catalog, first: date) -> date:
+    """The nightly job (at 01:00, 08:00 or 13:00; some runs failed, some left files to a person) with two
+    stops, nights synced by hand, a --days run, dry runs, a run from before runs kept their nights and an
+    instrument no longer configured; returns the last day."""
+    import random
+
+    rng = random.Random(7)
+    _run_at(catalog, HOPS[0], first - timedelta(days=3), 13, "ok", None)  # before runs kept their nights
+    _run_at(catalog, HOPS[0], first - timedelta(days=900), 13, "ok", (date(2020, 1, 5),) * 2)  # -d, long ago
+    for offset in range(1000):
+        day = first + timedelta(days=offset)
+        if 200 <= offset < 215 or 300 <= offset < 345:  # the nightly job stopped twice
+            continue
+        status = rng.choice(["ok", "ok", "ok", "incomplete", "failed"])
+        for hop in HOPS:
+            _run_at(catalog, hop, day, rng.choice([1, 8, 13]), status, (day - timedelta(days=29), day))
+            _run_at(catalog, hop, day, 14, "ok", (day - timedelta(days=29), day), dry_run=True)
+        _run_at(catalog, HOPS[0], day, 9, "ok", (day - timedelta(days=29), day), instrument="retired")
+    day = first + timedelta(days=330)
+    _run_at(catalog, HOPS[0], day, 15, "ok", (first + timedelta(days=305),) * 2)  # -d, in the second stop
+    _run_at(catalog, HOPS[1], day, 15, "ok", (day - timedelta(days=44), day))  # --days 45 on the second hop
+    return first + timedelta(days=999)
+
+
+def _warnings(catalog: Catalog, config: Config, days: list[date]) -> list[list[str]]:
+    return [missed_runs(catalog, config, ["sha"], day) for day in days]
+
+
+def test_forgetting_old_runs_leaves_every_missed_runs_warning_as_it_was(tmp_path: Path) -> None:
+    """The missed-runs check reads the whole history of completed runs: the first night a window run
+    covered, and every night covered since.  After a prune its warnings and suggested --days are the same,
+    on the day of the prune, on later days, and after later runs (one filling the old gap by hand)."""
+    from obsflow.transfer.sync import prune_catalog
+
+    pruned_config, kept_config = _two_hop_config(tmp_path, "pruned"), _two_hop_config(tmp_path, "kept")
+    with Catalog(pruned_config.catalog_path) as pruned, Catalog(kept_config.catalog_path) as kept:
+        first = date(2023, 1, 2)
+        last = _three_years_of_runs(pruned, first)
+        _three_years_of_runs(kept, first)
+        days = [last, last + timedelta(days=1), last + timedelta(days=40), last + timedelta(days=700)]
+        before = _warnings(pruned, pruned_config, days)
+        # the second stop, older than the nights the catalog keeps: the whole history counts
+        assert all(len(w) == 1 and "no completed sync covered the night 2023-10-27" in w[0] for w in before)
+        assert "--days 742" in before[2][0] and date(2023, 10, 27) < last - timedelta(days=400)
+        runs_before = len(pruned.runs(limit=None))
+        forgot = prune_catalog(pruned, pruned_config, last)
+        assert forgot.runs > runs_before * 0.5  # most of three years of runs went
+        assert _warnings(pruned, pruned_config, days) == before
+        back, handed = last + timedelta(days=51), first + timedelta(days=305)  # the night synced by hand before
+        for catalog in (pruned, kept):  # the old gap synced by hand (but the night that was), then the nightly job
+            for hop, nights in ((HOPS[0], (first + timedelta(days=290), handed - timedelta(days=1))),
+                                (HOPS[0], (handed + timedelta(days=1), first + timedelta(days=350))),
+                                (HOPS[1], (first + timedelta(days=290), first + timedelta(days=350)))):  # fmt: skip
+                _run_at(catalog, hop, back - timedelta(days=1), 15, "ok", nights)
+            for hop in HOPS:
+                _run_at(catalog, hop, back, 13, "ok", (last - timedelta(days=5), back))
+        later = [back, back + timedelta(days=39), back + timedelta(days=900)]
+        after = _warnings(pruned, pruned_config, later)
+        assert after == _warnings(kept, kept_config, later)
+        assert after[0] == [] and f"the night {back}" in after[1][0] and "--days 40" in after[1][0]
+
+
+def test_forgetting_old_runs_keeps_the_window_run_the_history_starts_with(tmp_path: Path) -> None:
+    """The history starts at the first night a window run covered; nights chosen by hand fill holes but
+    start none.  A hand-chosen range holding that run's nights does not make it redundant."""
+    from obsflow.transfer.sync import prune_catalog
+
+    config, start = _two_hop_config(tmp_path, "state"), date(2024, 1, 10)
+    with Catalog(config.catalog_path) as catalog:
+        _run_at(catalog, HOPS[0], start, 13, "ok", (start - timedelta(days=29), start))  # the nightly job, once
+        _run_at(catalog, HOPS[0], start + timedelta(days=30), 13, "ok",  # `-d` with `--days 61`
+                (start - timedelta(days=40), start + timedelta(days=20)))
+        for day in window_dates(start + timedelta(days=70), 11):  # the nightly job again
+            _run_at(catalog, HOPS[0], day, 13, "ok", (day - timedelta(days=29), day))
+        today = start + timedelta(days=500)
+        [before] = missed_runs(catalog, config, ["sha"], today)
+        assert f"the night {start + timedelta(days=21)}" in before
+        assert prune_catalog(catalog, config, today).runs == 9  # the nightly job's but its first and last
+        assert missed_runs(catalog, config, ["sha"], today) == [before]
+
+
+def test_a_real_sync_prunes_the_catalog_after_its_hops_and_a_dry_run_does_not(site: Site, caplog) -> None:
+    import logging
+
+    from obsflow.transfer.listing import FileStat
+
+    old_night = site.today - timedelta(days=401)  # keep_catalog_days: 400 by default
+    old = datetime.combine(old_night, datetime.min.time()).timestamp() + 13 * 3600
+    with Catalog(site.config.catalog_path) as catalog:
+        kept_night = site.today - timedelta(days=400)
+        for host in ("instruments", "suth", "cape"):
+            catalog.observe(host, "sha", {f"{old_night:%Y/%m%d}/SHA_old.fits": FileStat(10, old),
+                                          f"{kept_night:%Y/%m%d}/SHA_kept.fits": FileStat(10, old)})
+        for started in (old, old + 1):
+            catalog.finish_run(catalog.start_run("instruments:suth", "sha", now=started), "failed", {})
+            catalog.record_verification(started=started, ended=started, first_night="x", last_night="y",
+                                        checksum=False, status="ok", counts={})  # fmt: skip
+    caplog.set_level(logging.INFO, logger="obsflow.transfer.sync")
+    assert run_sync(site.config, SyncRequest(instrument="sha", hop="instruments:suth", dry_run=True,
+                                             today=site.today)).exit_code == 0  # fmt: skip
+    with Catalog(site.config.catalog_path) as catalog:
+        assert len(catalog.files("cape", "sha")) == 2 and len(catalog.runs(since=old - 1)) == 2
+    assert "catalog: forgot" not in caplog.text
+    assert run_sync(site.config, SyncRequest(instrument="sha", hop="instruments:suth", today=site.today)).exit_code == 0
+    with Catalog(site.config.catalog_path) as catalog:
+        assert [record.path.split("/")[-1] for record in catalog.files("cape", "sha")] == ["SHA_kept.fits"]
+        assert [run.started for run in catalog.runs(limit=None) if run.started < old + 10] == []
+        last = catalog.last_verification()
+        assert last is not None and last.started == old + 1  # the last one is kept however old
+        assert len(catalog.files("suth", "sha")) == 60 + 1  # the window's copies, and the kept old night's
+    [line] = [line for line in caplog.messages if line.startswith("catalog: forgot")]
+    assert line == (f"catalog: forgot 3 file rows, 2 runs and 1 verifications older than "
+                    f"{site.today - timedelta(days=400)} (keep_catalog_days 400)")

@@ -17,24 +17,26 @@ hash always describes the file as last seen.  ``copied``/``verified`` are set on
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
-from obsflow.config import WHOLE_ROOT
+from obsflow.config import UNDATED, WHOLE_ROOT
 from obsflow.errors import CatalogError
 from obsflow.transfer.listing import is_utf8_name
+from obsflow.transfer.plan import dated_folders, folder_night, names_the_night, sorts_by_night
 
 if TYPE_CHECKING:
     from obsflow.transfer.listing import FileStat
 
-__all__ = ["Catalog", "FileRecord", "RunRecord", "VerificationRecord"]
+__all__ = ["Catalog", "FileRecord", "Pruned", "RunRecord", "VerificationRecord"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -70,6 +72,7 @@ CREATE TABLE IF NOT EXISTS runs (
     last_night TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_instrument ON runs (instrument, hop, started);
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started);
 CREATE TABLE IF NOT EXISTS verifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started REAL NOT NULL,
@@ -164,6 +167,10 @@ class RunRecord:
     last_night: str | None = None
 
 
+#: at most this many rows of each table go in one prune (about 2 s): a catalog years old is pruned over a few
+#: runs, none holding the write lock long (a verify storing hashes meanwhile waits at most 30 s)
+PRUNE_LIMIT = 100_000
+
 #: what the catalog holds of one file for ``observe``: size, mtime, xxh128 (None if not known)
 StoredFile = tuple[int, float, "str | None"]
 
@@ -189,6 +196,20 @@ class VerificationRecord:
     matched: int
     in_flight: int
     report: str  # the report as JSON (``verify.report.report_dict``), "" if not kept
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """How many rows :meth:`Catalog.prune` forgot, per table."""
+
+    files: int = 0
+    runs: int = 0
+    verifications: int = 0
+    more: bool = False  # the limit was reached: a later prune forgets the rest
+
+    @property
+    def total(self) -> int:
+        return self.files + self.runs + self.verifications
 
 
 def _open_for_writing(path: Path) -> sqlite3.Connection:
@@ -623,6 +644,118 @@ class Catalog:
             query, args = query + " WHERE checksum = ?", [int(checksum)]
         row = self._db.execute(query + " ORDER BY started DESC, id DESC LIMIT 1", args).fetchone()
         return VerificationRecord(*row[:5], bool(row[5]), *row[6:]) if row else None
+
+    # ---- retention ---------------------------------------------------------------------------
+
+    @_one_line_errors
+    def prune(
+        self, oldest_night: date, layouts: Mapping[str, str], keep_runs: Collection[int] = (), limit: int = PRUNE_LIMIT
+    ) -> Pruned:
+        """Forget what is older than ``oldest_night`` (at most ``limit`` rows of each table, the oldest nights'
+        files first), in one transaction; nothing on a read-only catalog.
+
+        - ``files``: the rows of nights before it, by the dated folder of the path (``layouts``:
+          ``{instrument: layout}``; a path in no dated folder stays); of an undated tree, those
+          modified before its midnight on every host (an archive's older copy of a grown file stays
+          while the source's is recent: ``copied_here`` still vouches for it).  Instruments not in
+          ``layouts``, or whose folders name no whole night (``{yyyy}/{mm}``), are left alone.
+        - ``runs`` started before that midnight, except ``keep_runs`` (those the missed-runs check
+          needs: :func:`obsflow.transfer.sync.runs_to_keep`), the last real run and the last ``ok``
+          one of each instrument and hop (the status page's), and runs still ``running``.
+        - ``verifications`` started before it, except the last one of each kind (checksum or not).
+
+        The caller keeps the sync's run lock: no run starts or ends meanwhile.  Reads follow the
+        indexes (primary key ranges below the oldest night's folder, ``runs_by_start``), so a catalog
+        with nothing old costs a few lookups and no write.
+        """
+        if self.read_only:
+            return Pruned()
+        since = datetime.combine(oldest_night, datetime.min.time()).timestamp()  # local, as folders are named
+        with self._transaction():
+            old_files = (key for instrument, layout in layouts.items()
+                         for key in self._old_files(instrument, layout, oldest_night, since))  # fmt: skip
+            files = list(itertools.islice(old_files, limit + 1))  # one more: is there more?
+            old_files.close()  # its read ends here, before the deletes
+            runs = self._old_runs(since, set(keep_runs))
+            verifications = self._old_verifications(since)
+            more = max(len(files), len(runs), len(verifications)) > limit
+            files, runs, verifications = files[:limit], runs[:limit], verifications[:limit]
+            self._db.executemany("DELETE FROM files WHERE host = ? AND instrument = ? AND path = ?", files)
+            self._db.executemany("DELETE FROM runs WHERE id = ?", [(run,) for run in runs])
+            self._db.executemany("DELETE FROM verifications WHERE id = ?", [(one,) for one in verifications])
+        return Pruned(len(files), len(runs), len(verifications), more)
+
+    @_one_line_errors
+    def completed_runs(self) -> list[tuple[int, str, str, float, date | None, date | None]]:
+        """``(id, instrument, hop, started, first night, last night)`` of every run that went through its
+        window (as :meth:`completed_windows`, for every instrument and hop): what the missed-runs check reads."""
+        nights = "first_night, last_night" if _has_run_nights(self._db) else "NULL, NULL"  # an older catalog, read-only
+        query = (f"SELECT id, instrument, hop, started, {nights} FROM runs "
+                 "WHERE status IN ('ok', 'incomplete') AND dry_run = 0")  # fmt: skip
+        return [(run, instrument, hop, started, _night(first), _night(last))
+                for run, instrument, hop, started, first, last in self._db.execute(query)]  # fmt: skip
+
+    def _hosts(self) -> list[str]:
+        """Every host the files table names, one primary-key lookup each (not a scan of every row)."""
+        query = ("WITH RECURSIVE h(host) AS (SELECT min(host) FROM files UNION ALL "
+                 "SELECT (SELECT min(host) FROM files WHERE host > h.host) FROM h WHERE h.host IS NOT NULL) "
+                 "SELECT host FROM h WHERE host IS NOT NULL")  # fmt: skip
+        return [host for (host,) in self._db.execute(query)]
+
+    def _old_files(
+        self, instrument: str, layout: str, oldest_night: date, since: float
+    ) -> Iterator[tuple[str, str, str]]:
+        """The keys of ``instrument``'s rows older than ``oldest_night`` (see :meth:`prune`), read as they are
+        taken: by the night of their dated folder, or for an undated tree by their latest mtime on any host;
+        none for a layout whose folders name no whole night (``{yyyy}/{mm}``)."""
+        if layout == UNDATED:
+            yield from self._idle_files(instrument, since)
+            return
+        if not names_the_night(layout):
+            return
+        query, args = "SELECT path FROM files WHERE host = ? AND instrument = ?", [instrument]
+        if sorts_by_night(layout):  # only the rows below the oldest night's folder: a key range
+            query, args = query + " AND path < ?", [*args, *dated_folders(layout, [oldest_night])]
+        for host in self._hosts():
+            for (path,) in self._db.execute(query, [host, *args]):
+                if (night := folder_night(layout, path)) is not None and night < oldest_night:
+                    yield host, instrument, path
+
+    def _idle_files(self, instrument: str, since: float) -> list[tuple[str, str, str]]:
+        """The keys of an undated tree's files that no host holds modified at ``since`` or later: an
+        archive's older copy of a grown file stays while the source's is recent (``copied_here``)."""
+        hosts, newest = self._hosts(), dict[str, float]()
+        query = "SELECT path, mtime FROM files WHERE host = ? AND instrument = ?"
+        for host in hosts:
+            for path, mtime in self._db.execute(query, (host, instrument)):
+                newest[path] = max(mtime, newest.get(path, mtime))
+        idle = sorted(path for path, mtime in newest.items() if mtime < since)
+        held = "SELECT 1 FROM files WHERE host = ? AND instrument = ? AND path = ?"
+        return [(host, instrument, path) for host in hosts for path in idle
+                if self._db.execute(held, (host, instrument, path)).fetchone()]  # fmt: skip
+
+    def _old_runs(self, since: float, keep: set[int]) -> list[int]:
+        """The runs started before ``since`` that :meth:`prune` may drop."""
+        old = self._db.execute("SELECT id, instrument, hop FROM runs WHERE started < ? AND status != 'running'",
+                               (since,)).fetchall()  # fmt: skip
+        for instrument, hop in {(instrument, hop) for _, instrument, hop in old}:
+            keep |= self._last_runs(instrument, hop)
+        return [run for run, _, _ in old if run not in keep]
+
+    def _last_runs(self, instrument: str, hop: str) -> set[int]:
+        """The last real run and the last ``ok`` one of ``instrument`` on ``hop`` (the status page's
+        ``runs(limit=1)`` and ``last_success``)."""
+        query = ("SELECT id FROM runs WHERE instrument = ? AND hop = ? AND dry_run = 0{} "
+                 "ORDER BY started DESC, id DESC LIMIT 1")  # fmt: skip
+        return {row[0] for status in ("", " AND status = 'ok'")
+                for row in self._db.execute(query.format(status), (instrument, hop))}  # fmt: skip
+
+    def _old_verifications(self, since: float) -> list[int]:
+        """The verifications started before ``since`` but the last one of each kind (``last_verification``)."""
+        last = {row[0] for checksum in (0, 1) for row in self._db.execute(
+            "SELECT id FROM verifications WHERE checksum = ? ORDER BY started DESC, id DESC LIMIT 1", (checksum,))}
+        old = self._db.execute("SELECT id FROM verifications WHERE started < ?", (since,))
+        return [one for (one,) in old if one not in last]
 
     def _write(self, *batches: tuple[str, list[tuple[object, ...]]]) -> None:
         """Each statement over its rows, all in one transaction; nothing on a read-only catalog."""

@@ -10,6 +10,7 @@ symlink that leaves the root).
 
 from __future__ import annotations
 
+import functools
 import math
 import posixpath
 import re
@@ -23,8 +24,9 @@ from obsflow.transfer.listing import FileStat, is_safe_relpath, is_utf8_name, pr
 from obsflow.transfer.locks import FillerLocks, guarded_by
 
 __all__ = [
-    "CLOCK_AHEAD_S", "NOT_UTF8", "HopPlan", "Refusal", "dated_folders", "modified_window", "modified_within",
-    "name_refusal", "parse_date", "plan_copy", "symlink_refusal", "take_grown", "window_dates", "writing_window",
+    "CLOCK_AHEAD_S", "NOT_UTF8", "HopPlan", "Refusal", "dated_folders", "folder_night", "modified_window",
+    "modified_within", "name_refusal", "names_the_night", "parse_date", "plan_copy", "sorts_by_night",
+    "symlink_refusal", "take_grown", "window_dates", "writing_window",
 ]  # fmt: skip
 
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
@@ -76,6 +78,65 @@ def dated_folders(layout: str, dates: list[date]) -> dict[str, date]:
         )  # fmt: skip
         folders[folder.strip("/")] = day
     return folders
+
+
+# each layout field: its digits, and the parts of the date it spells, most significant first
+_FIELDS = {"yyyy": (4, "y"), "mm": (2, "m"), "dd": (2, "d"), "mmdd": (4, "md"), "yyyymmdd": (8, "ymd")}
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+@functools.cache
+def _folder_pattern(layout: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """A regex matching a path inside one of ``layout``'s dated folders, and the field of each group."""
+    pieces = _FIELD.split(layout.strip("/"))  # literal, field, literal, field, ..., literal
+    regex = "".join(re.escape(piece) if i % 2 == 0 else rf"(\d{{{_FIELDS[piece][0]}}})"
+                    for i, piece in enumerate(pieces))  # fmt: skip
+    return re.compile(f"^{regex}(?:/|$)"), tuple(pieces[1::2])
+
+
+def names_the_night(layout: str) -> bool:
+    """Whether ``layout``'s folders name a whole night (year, month and day): ``{yyyy}/{mmdd}``, not ``{yyyy}/{mm}``."""
+    return layout != UNDATED and set("ymd") <= {part for field in _FIELD.findall(layout) for part in _FIELDS[field][1]}
+
+
+def folder_night(layout: str, path: str) -> date | None:
+    """The night of the dated folder holding ``path`` (``2016/0907/x.fits`` under ``{yyyy}/{mmdd}``: 7 September
+    2016); None for an undated layout, one that does not name the whole date, or a path in no dated folder."""
+    if not names_the_night(layout):
+        return None
+    pattern, fields = _folder_pattern(layout)
+    match = pattern.match(path)
+    if match is None:
+        return None
+    parts: dict[str, str] = {}
+    for name, digits in zip(fields, match.groups(), strict=True):
+        for part, text in zip(_FIELDS[name][1], _split_digits(name, digits), strict=True):
+            if parts.setdefault(part, text) != text:
+                return None  # {yyyy}/{yyyymmdd} with two years: no night of ours
+    try:
+        return date(int(parts["y"]), int(parts["m"]), int(parts["d"]))
+    except ValueError:
+        return None  # 2016/1340: digits, but no date
+
+
+def _split_digits(field: str, digits: str) -> list[str]:
+    """``mmdd``'s ``0907`` as ``["09", "07"]`` (``yyyy`` four digits, the others two)."""
+    out, at = [], 0
+    for part in _FIELDS[field][1]:
+        width = 4 if part == "y" else 2
+        out.append(digits[at : at + width])
+        at += width
+    return out
+
+
+def sorts_by_night(layout: str) -> bool:
+    """Whether ``layout``'s folders sort as their nights do (``{yyyy}/{mmdd}``, ``{yyyymmdd}``, ...): the year
+    comes before the month and the month before the day, so every path of an older night sorts before the
+    folder of a later one (fixed-width digits between the same literal text)."""
+    if layout == UNDATED:
+        return False
+    seen = "".join(dict.fromkeys(part for field in _FIELD.findall(layout) for part in _FIELDS[field][1]))
+    return seen == "ymd"
 
 
 def modified_window(layout: str, dates: list[date], *, today: date) -> tuple[float, float] | None:

@@ -4,7 +4,9 @@
 it reads the catalog read-only), reads the filler's live locks, warns
 about instruments with nights before the window that no completed sync covered (with the ``--days``
 that would cover the gap), then runs :func:`~obsflow.transfer.hop.run_hop` for each hop and
-instrument.  A host that cannot be reached fails only the hops that need it; the rest runs.
+instrument.  A host that cannot be reached fails only the hops that need it; the rest runs.  A real run then
+has the catalog forget what is older than ``keep_catalog_days`` (:func:`prune_catalog`), keeping the runs the
+missed-runs check needs (:func:`runs_to_keep`): its warnings are the same after a prune as before.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
 from obsflow.config import MAX_WINDOW_DAYS, Config, Hop
-from obsflow.errors import TransportError, UsageError
-from obsflow.transfer.catalog import Catalog
+from obsflow.errors import CatalogError, TransportError, UsageError
+from obsflow.transfer.catalog import Catalog, Pruned
 from obsflow.transfer.hop import HopJob, HopSettings, run_hop
 from obsflow.transfer.locks import FillerLocks, read_filler_locks
 from obsflow.transfer.plan import HopPlan, dated_folders, modified_window, window_dates
@@ -26,7 +28,7 @@ from obsflow.transfer.remote import Shell, remote_targets, shared_connections
 from obsflow.transfer.report import HopOutcome, Progress, SyncReport
 from obsflow.transfer.runlock import sync_lock
 
-__all__ = ["SyncRequest", "run_sync"]
+__all__ = ["SyncRequest", "prune_catalog", "run_sync", "runs_to_keep"]
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,18 @@ def run_sync(
                 report.outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
+        if not request.dry_run:
+            _forget_old(catalog, config, request.run_day)
     return report
+
+
+def _forget_old(catalog: Catalog, config: Config, today: date) -> None:
+    """Prune the catalog after the hops; a catalog that cannot be pruned now is pruned by a later run, and
+    must not turn the copies made into a failed sync."""
+    try:
+        prune_catalog(catalog, config, today)
+    except CatalogError as err:
+        log.warning("the catalog was not pruned: %s", err.one_line())
 
 
 @contextmanager
@@ -215,18 +228,20 @@ def last_night_over(started: float) -> date:
 
 
 def _covered(catalog: Catalog, instrument: str, hop: str, window_days: int) -> list[Covered]:
-    """The nights each completed run of ``instrument`` on ``hop`` covered.  The nights still observed
-    (or written) when it ran are not: it covers its window up to the last night that was over when it
-    started (:func:`last_night_over`).  A run recorded before runs kept their nights had the default window."""
-    covered = []
-    for started, first, last in catalog.completed_windows(instrument, hop):
-        day = datetime.fromtimestamp(started).date()
-        window = last is None or last >= day - timedelta(days=1)
-        first = first or day - timedelta(days=window_days - 1)
-        last = min(last or day, last_night_over(started))
-        if first <= last:
-            covered.append(Covered(first, last, window))
-    return covered
+    """The nights each completed run of ``instrument`` on ``hop`` covered (see :func:`_nights_covered`)."""
+    return [covered for started, first, last in catalog.completed_windows(instrument, hop)
+            if (covered := _nights_covered(started, first, last, window_days)) is not None]  # fmt: skip
+
+
+def _nights_covered(started: float, first: date | None, last: date | None, window_days: int) -> Covered | None:
+    """The nights a completed run covered, or None.  The nights still observed (or written) when it ran are
+    not: it covers its window up to the last night that was over when it started (:func:`last_night_over`).
+    A run recorded before runs kept their nights had the default window."""
+    day = datetime.fromtimestamp(started).date()
+    window = last is None or last >= day - timedelta(days=1)
+    first = first or day - timedelta(days=window_days - 1)
+    last = min(last or day, last_night_over(started))
+    return Covered(first, last, window) if first <= last else None
 
 
 def first_uncovered(covered: list[Covered], window_start: date) -> date | None:
@@ -243,6 +258,56 @@ def first_uncovered(covered: list[Covered], window_start: date) -> date | None:
             break  # a hole before this range
         night = max(night, last + timedelta(days=1))
     return night if night < window_start else None
+
+
+def prune_catalog(catalog: Catalog, config: Config, today: date) -> Pruned:
+    """Have the catalog forget the nights older than ``keep_catalog_days`` before ``today``, and the runs and
+    verifications started before them, but the runs the missed-runs check needs; log what went."""
+    oldest = today - timedelta(days=config.keep_catalog_days)
+    layouts = {name: inst.layout for name, inst in config.instruments.items()}
+    pruned = catalog.prune(oldest, layouts, runs_to_keep(catalog, config.window_days))
+    if pruned.total:
+        log.info("catalog: forgot %d file rows, %d runs and %d verifications older than %s (keep_catalog_days %d)%s",
+                 pruned.files, pruned.runs, pruned.verifications, oldest, config.keep_catalog_days,
+                 "; more in the next runs" if pruned.more else "")  # fmt: skip
+    return pruned
+
+
+def runs_to_keep(catalog: Catalog, window_days: int) -> set[int]:
+    """The runs :func:`missed_runs` needs, however old: per instrument and hop (configured or not), the
+    window run with the earliest first night (where the history starts) and the fewest runs that cover every
+    night the completed runs covered.  :func:`first_uncovered` is the first night from the history's start
+    that no run covers: with the start and the covered nights the same, so is its answer, now and after any
+    later run."""
+    runs: dict[tuple[str, str], list[tuple[Covered, int]]] = {}
+    for run, instrument, hop, started, first, last in catalog.completed_runs():
+        if (covered := _nights_covered(started, first, last, window_days)) is not None:
+            runs.setdefault((instrument, hop), []).append((covered, run))
+    keep = set()
+    for covering in runs.values():
+        keep |= _fewest_covering(covering)
+        starts = [(covered.first, run) for covered, run in covering if covered.window]
+        if starts:  # a range chosen by hand may hold its nights: it is kept for where the history starts
+            keep.add(min(starts)[1])
+    return keep
+
+
+def _fewest_covering(runs: list[tuple[Covered, int]]) -> set[int]:
+    """The fewest of ``runs`` whose nights together are all the nights ``runs`` cover: from each uncovered
+    night, the run reaching furthest among those that start by it."""
+    ordered, chosen, i = sorted(runs), set(), 0
+    night: date | None = None  # the first night not covered by the runs chosen so far
+    while i < len(ordered):
+        if night is None or ordered[i][0].first > night:
+            night = ordered[i][0].first  # a hole before it: a new stretch of covered nights
+        reach = ordered[i]
+        while i < len(ordered) and ordered[i][0].first <= night:
+            reach = max(reach, ordered[i], key=lambda one: one[0].last)
+            i += 1
+        if reach[0].last >= night:
+            chosen.add(reach[1])
+            night = reach[0].last + timedelta(days=1)
+    return chosen
 
 
 def filler_locks(config: Config, shell: Shell, warned: set[tuple[str, str]] | None = None) -> FillerLocks:
