@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from astropy.io import fits
 
 from obsflow.cli import main
 from obsflow.cli.fill import parse_scan_list
@@ -17,7 +18,7 @@ from obsflow.errors import UsageError
 from obsflow.online.layout import OutputLayout
 from obsflow.sdfits import index, index_fits, writer
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
-from tests.fixtures.raw_projects import never_finished_first_scan
+from tests.fixtures.raw_projects import bank_file_never_came, never_finished_first_scan
 
 PROJECT = "AGBT26A_500_01"
 
@@ -361,3 +362,64 @@ def test_a_project_whose_only_scan_was_stopped_and_filled_by_hand_is_not_named_n
     assert main(["online", "--raw-root", str(raw.parent), "--out-root", str(out), "--until-idle"]) == 0
     assert main(["online", "status", "--out-root", str(out)]) == 0
     assert "NEVER FINISHED" not in capsys.readouterr().out
+
+
+def test_a_scan_whose_bank_file_is_missing_gets_its_other_banks_filled_and_exit_1(tmp_path, capsys):
+    raw, aside = bank_file_never_came(tmp_path / "raw")
+    out = tmp_path / "out"
+    assert main(["fill", str(raw), str(out), "--scans", "1"]) == 1
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("obsflow: error: scan 1: VEGAS bank B not filled (A,C were)")
+    assert line.endswith(f"({raw / 'VEGAS' / aside.name})")  # what, then where
+    assert "filled 1 scans" in captured.out and "1 without some banks" in captured.out
+    layout = OutputLayout(out)
+    assert [p.name.split(".")[-2] for p in layout.bank_files(raw.name)] == ["A", "C"]
+    for path in layout.bank_files(raw.name):
+        with fits.open(path) as hdul:
+            assert set(hdul[1].data["SCAN"].tolist()) == {1}
+            assert len(index.read_index(index_fits.index_path_for(path)).rows) == hdul[1].header["NAXIS2"]
+    assert index_fits.index_mismatch(layout.combined_index(raw.name), *layout.bank_files(raw.name)) is None
+
+
+def test_json_names_the_missing_bank_and_a_late_bank_is_filled_once(tmp_path, capsys):
+    raw, aside = bank_file_never_came(tmp_path / "raw")
+    out = tmp_path / "out"
+    assert main(["fill", str(raw), str(out), "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert [(f["scan"], f["banks"], f["missing_banks"]) for f in summary["filled"]] == [
+        (1, ["A", "C"], ["B"]), (2, ["A", "B", "C"], [])]
+    (missing,) = summary["missing_banks"]
+    assert missing["scan"] == 1 and missing["banks"] == ["B"] and missing["files"] == [str(raw / "VEGAS" / aside.name)]
+    assert summary["failed"] == [] and "bank B" in missing["error"]
+    aside.rename(raw / "VEGAS" / aside.name)  # the late file
+    assert main(["fill", str(raw), str(out), "--scans", "1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [(f["scan"], f["banks"]) for f in summary["filled"]] == [(1, ["B"])] and summary["missing_banks"] == []
+    assert main(["fill", str(raw), str(out), "--scans", "1"]) == 0  # again: already everywhere
+    assert "skipped 1" in capsys.readouterr().out
+    layout = OutputLayout(out)
+    for path in layout.bank_files(raw.name):
+        with fits.open(path) as hdul:
+            scans = hdul[1].data["SCAN"].tolist()
+        assert scans.count(1) == scans.count(2) > 0  # each scan once in every bank
+    assert index_fits.index_mismatch(layout.combined_index(raw.name), *layout.bank_files(raw.name)) is None
+
+
+def test_a_dry_run_names_the_missing_bank(tmp_path, capsys):
+    raw, aside = bank_file_never_came(tmp_path / "raw")
+    assert main(["fill", str(raw), str(tmp_path / "out"), "-n", "--json"]) == 1
+    plan = json.loads(capsys.readouterr().out)
+    assert [(s["scan"], s["banks"], s["missing_banks"]) for s in plan["would_fill"]] == [
+        (1, ["A", "C"], ["B"]), (2, ["A", "B", "C"], [])]
+    assert not (tmp_path / "out").exists()
+    assert main(["fill", str(raw), str(tmp_path / "out"), "-n", "--scans", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "scan 1: VEGAS bank B not filled" in err and aside.name in err
+    out = tmp_path / "out"
+    assert main(["fill", str(raw), str(out), "--scans", "1"]) == 1  # banks A and C
+    aside.rename(raw / "VEGAS" / aside.name)  # the late file: the dry run sees what the fill would add
+    capsys.readouterr()
+    assert main(["fill", str(raw), str(out), "-n", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [(s["scan"], s["banks"]) for s in plan["would_fill"]] == [(1, ["B"]), (2, ["A", "B", "C"])]

@@ -249,7 +249,7 @@ def test_recovery_leaves_a_running_fill_alone_and_clears_a_dead_fillers_lock(raw
     assert not layout.journal_path(PROJECT).exists()
 
 
-def _crash_at_naxis2(raw_project: Path, layout: OutputLayout, scan_index: int) -> None:
+def _crash_at_naxis2(raw_project: Path, layout: OutputLayout, scan_index: int, missing_banks_ok: bool = False) -> None:
     """Fill one more scan in a forked filler that dies (os._exit) just before its NAXIS2 write."""
 
     def child() -> None:
@@ -261,7 +261,8 @@ def _crash_at_naxis2(raw_project: Path, layout: OutputLayout, scan_index: int) -
             real(fd, data, offset)
 
         writer.write_at = die_at_naxis2
-        fill_scan(rawmod.read_project(raw_project)[scan_index], layout, project=PROJECT)
+        fill_scan(rawmod.read_project(raw_project)[scan_index], layout, project=PROJECT,
+                  missing_banks_ok=missing_banks_ok)  # fmt: skip
         os._exit(0)
 
     proc = multiprocessing.get_context("fork").Process(target=child)
@@ -286,6 +287,40 @@ def test_recovery_after_a_crash_leaves_the_observers_flag_edits_alone(raw_projec
     assert {p: p.read_bytes() for p in layout.bank_files(PROJECT)} == products
     assert {p: p.read_bytes() for p in edited} == edited  # ... the observer's edits are not
     check_consistent(layout.root, {1})
+
+
+def _products(layout: OutputLayout) -> dict[Path, bytes]:
+    """Every file a fill writes, not the daemon's state nor the locks (clearing a dead filler's leaves a file)."""
+    return {p: p.read_bytes() for p in sorted(layout.root.rglob("*"))
+            if p.is_file() and not {".obsflow", "locks"} & set(p.relative_to(layout.root).parts)}  # fmt: skip
+
+
+def test_crashes_while_a_scan_is_filled_without_a_bank_and_when_the_bank_comes_roll_back_whole(raw_project: Path,
+                                                                                              tmp_path: Path) -> None:
+    """Both fills that touch only some banks (the banks that came; later the one that came late) are rolled
+    back to the files' previous complete state, the bank indexes and the combined index with them."""
+    project = tmp_path / PROJECT
+    shutil.copytree(raw_project, project)
+    layout = OutputLayout(tmp_path / "out")
+    fill_scan(rawmod.read_project(project)[0], layout, project=PROJECT)
+    late = rawmod.bank_file(rawmod.read_project(project)[1], "B")
+    aside = late.rename(tmp_path / late.name)  # scan 2's bank B never came
+    before = _products(layout)
+    _crash_at_naxis2(project, layout, 1, missing_banks_ok=True)  # dies filling scan 2 into bank A only
+    assert layout.recover_all() and _products(layout) == before
+    check_consistent(layout.root, {1})
+    fill_scan(rawmod.read_project(project)[1], layout, project=PROJECT, missing_banks_ok=True)
+    fill_scan(rawmod.read_project(project)[2], layout, project=PROJECT)
+    before = _products(layout)
+    aside.rename(late)  # it comes late
+    _crash_at_naxis2(project, layout, 1)  # dies appending scan 2 to bank B, after scan 3
+    assert layout.recover_all() and _products(layout) == before
+    check_consistent(layout.root, {1, 2, 3})
+    fill_scan(rawmod.read_project(project)[1], layout, project=PROJECT)  # the restart fills it again
+    check_consistent(layout.root, {1, 2, 3})
+    with fits.open(layout.bank_fits(PROJECT, "B")) as hdul:
+        scans = hdul[1].data["SCAN"].tolist()
+    assert [n for i, n in enumerate(scans) if i == 0 or scans[i - 1] != n] == [1, 3, 2]
 
 
 def test_reading_which_scans_are_filled_waits_for_the_fill_that_holds_the_lock(raw_project: Path,

@@ -19,10 +19,10 @@ from obsflow.config import load_config
 from obsflow.lock import release_lock, take_lock
 from obsflow.online.daemon import read_status
 from obsflow.online.layout import OutputLayout
-from obsflow.online.service import build_daemon
+from obsflow.online.service import ScansSkipped, build_daemon, run_daemon
 from obsflow.simulate.telescope import TelescopeSimulator, TelescopeSpec
 from obsflow.web.status import filler_status
-from tests.fixtures.raw_projects import never_finished_first_scan
+from tests.fixtures.raw_projects import bank_file_never_came, never_finished_first_scan
 
 PROJECT = "AGBT26A_300_01"
 
@@ -510,3 +510,53 @@ def test_a_missing_raw_file_is_named_once_per_line(roots, capsys):
     assert main(["online", "status", "--out-root", str(out)]) == 0
     (line,) = [line for line in capsys.readouterr().out.splitlines() if "SKIPPED" in line]
     assert line.count("scan 1") == 1 and "file named in the scan log is missing" in line
+
+
+def _fill_log_lines(out: Path, project: str) -> list[str]:
+    return OutputLayout(out).fill_log(project).read_text().splitlines()
+
+
+def test_a_bank_file_that_never_comes_is_waited_for_then_the_other_banks_are_filled(roots, capsys, caplog):
+    raw, out = roots
+    project, aside = bank_file_never_came(raw)
+    name = project.name
+    with pytest.raises(ScansSkipped, match=rf"{name} scan 1: VEGAS bank B not filled") as caught:
+        run_daemon(until_idle=True, raw_root=raw, out_root=out, poll_s=0.01, retry_limit=3, backoff_s=0.01,
+                   quicklook=False)  # fmt: skip
+    assert caught.value.exit_code == 1 and aside.name in str(caught.value)
+    layout = OutputLayout(out)
+    # Waited as for any late file: the tries before the last failed on the missing file, then banks A and C
+    # were filled (bank B's SDFITS file starts with scan 2).
+    scan1 = [line for line in _fill_log_lines(out, name) if " scan=1 " in line]
+    assert len(scan1) == 3 and all("error=" in line and "missing" in line for line in scan1[:2])
+    assert "missing_banks=B" in scan1[2] and "error=" not in scan1[2] and aside.name in scan1[2]
+    for bank, scans in (("A", {1, 2}), ("B", {2}), ("C", {1, 2})):
+        with fits.open(layout.bank_fits(name, bank)) as hdul:
+            assert set(hdul[1].data["SCAN"].tolist()) == scans
+    status = read_status(layout)
+    assert status["failures"] == [] and status["unfinished"] == [] and status["projects"][name]["pending"] == 0
+    (entry,) = status["missing_banks"]
+    assert (entry["project"], entry["scan"], entry["banks"]) == (name, 1, ["B"])
+    assert entry["files"] == [str(project / "VEGAS" / aside.name)]
+    assert any(f"{name} scan 1 filled, but VEGAS bank B not filled" in r.getMessage() for r in caplog.records)
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    shown = capsys.readouterr().out
+    (line,) = [line for line in shown.splitlines() if "BANK MISSING" in line]
+    assert f"{name} scan 1" in line and "bank B" in line and aside.name in line and "SKIPPED" not in shown
+    config = raw.parent / "obsflow.toml"
+    config.write_text(f'[filler]\nraw_root = "{raw}"\nout_root = "{out}"\n')
+    (page,) = filler_status(load_config(config))["failures"]  # the status page's list
+    assert page["scan"] == 1 and page["bank_missing"] and "VEGAS bank B not filled" in page["last_error"]
+
+
+def test_a_scan_filled_without_a_bank_is_not_filled_again_after_a_restart(roots):
+    raw, out = roots
+    project, _ = bank_file_never_came(raw)
+    with pytest.raises(ScansSkipped):
+        run_daemon(until_idle=True, raw_root=raw, out_root=out, poll_s=0.01, retry_limit=1, backoff_s=0.01,
+                   quicklook=False)  # fmt: skip
+    log = _fill_log_lines(out, project.name)
+    run_daemon(until_idle=True, raw_root=raw, out_root=out, poll_s=0.01, retry_limit=1, quicklook=False)  # exit 0
+    assert _fill_log_lines(out, project.name) == log
+    status = read_status(OutputLayout(out))
+    assert status["unfinished"] == [] and [e["scan"] for e in status["missing_banks"]] == [1]  # still said

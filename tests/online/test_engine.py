@@ -76,3 +76,22 @@ def test_transient_failures_never_give_up_but_back_off_capped():
         failure = engine.failed(action, "lock held", now=0, counts=False)
     assert not failure.given_up and failure.attempts == 10 and failure.retry_at == 8
     assert engine.failed(engine.next_actions(now=1e9)[0], "truncated", now=0).counted == 1
+
+
+def test_the_try_before_giving_up_is_marked_last_and_transient_failures_do_not_bring_it_closer():
+    # The last try may fill the banks whose files came and leave out one that never did.
+    engine = Engine(retry_limit=3, backoff_s=1)
+    engine.observe(finished("P", 1))
+    engine.already_filled("P", set())
+    first = engine.next_actions(now=0)[0]
+    assert not first.is_last_try
+    engine.failed(first, "bank file missing", now=0)
+    engine.failed(engine.next_actions(now=1e6)[0], "lock held", now=1e6, counts=False)
+    second = engine.next_actions(now=2e6)[0]
+    assert second.attempt == 3 and not second.is_last_try  # one counted failure so far
+    engine.failed(second, "bank file missing", now=2e6)
+    assert engine.next_actions(now=3e6)[0].is_last_try
+    single = Engine(retry_limit=1)
+    single.observe(finished("P", 1))
+    single.already_filled("P", set())
+    assert single.next_actions(now=0)[0].is_last_try  # no retries: the first try is the last

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +14,7 @@ from obsflow.errors import EXIT_CANNOT_RUN, EXIT_FINDINGS, InputError, LockError
 
 if TYPE_CHECKING:
     from obsflow.online import raw
-    from obsflow.online.fill import ScanFill
+    from obsflow.online.fill import MissingBank, ScanFill
     from obsflow.online.layout import OutputLayout
 
 EXAMPLES = """\b
@@ -107,8 +107,10 @@ def command(
 
     Writes OUTPUT_ROOT/<PROJ>/<PROJ>.raw.vegas/<PROJ>.raw.vegas.<BANK>.fits (one per
     VEGAS bank), appending to files that exist.  A scan already in a file is skipped
-    with a note, never written twice.  Exit 1 if any chosen scan could not be filled,
-    2 if the project's lock stayed held for --lock-timeout (the scans not tried are named).
+    with a note, never written twice.  A bank whose raw file is missing is left out (named)
+    and the scan's other banks are filled; fill the scan again if the file comes.  Exit 1 if
+    any chosen scan or bank could not be filled, 2 if the project's lock stayed held for
+    --lock-timeout (the scans not tried are named).
     """
     from obsflow.online.layout import OutputLayout
 
@@ -159,7 +161,8 @@ class _FillRun:
     def exit_code(self) -> int:
         if self.locked_out is not None:
             return EXIT_CANNOT_RUN  # could not run, as a lock timeout is everywhere (README, exit codes)
-        return EXIT_FINDINGS if self.problems else 0
+        left_out_banks = any(r.missing_banks for r in self.results)  # a bank left undone is a finding too
+        return EXIT_FINDINGS if self.problems or left_out_banks else 0
 
 
 def _fill_scans(
@@ -203,8 +206,9 @@ def _fill_one(
         run.fail(scan, f"not tried: the project's lock is held (see scan {run.locked_out})")
     else:
         try:
+            # The banks whose files are there are filled; one that never came is named, not the whole scan lost.
             run.results.append(fill_scan(scan, layout, lock_timeout_s=lock_timeout_s, write_spurs=write_spurs,
-                                         project=project))  # fmt: skip
+                                         project=project, missing_banks_ok=True))  # fmt: skip
         except (InputError, LockError) as err:  # this scan only: go on with the others
             run.fail(scan, err.one_line())
             if isinstance(err, LockError):
@@ -239,15 +243,17 @@ def _dry_run(scans: list[raw.Scan], layout: OutputLayout, project: str, as_json:
     from obsflow.online.fill import PlannedFill, plan_fill
 
     left_out = _left_out(scans, layout, project, named)
-    kept = iter(plan_fill([scan for scan in scans if scan.key not in left_out], layout, project))
+    kept = iter(plan_fill([scan for scan in scans if scan.key not in left_out], layout, project, missing_banks_ok=True))
     planned = [PlannedFill(scan.number, scan.timestamp, "fail", error=left_out[scan.key]) if scan.key in left_out
                else next(kept) for scan in scans]  # fmt: skip
     summary = {
         "dry_run": True,
         "project": project,
         "output": str(layout.product_dir(project)),
-        "would_fill": [{"scan": p.scan, "timestamp": p.timestamp, "banks": list(p.banks)}
-                       for p in planned if p.action == "fill"],
+        "would_fill": [{"scan": p.scan, "timestamp": p.timestamp, "banks": list(p.banks),
+                        "missing_banks": [m.bank for m in p.missing_banks]} for p in planned if p.action == "fill"],
+        "missing_banks": [_missing_entry(p.scan, p.timestamp, p.missing_banks, p.banks)
+                          for p in planned if p.missing_banks],
         "skipped": [{"scan": p.scan, "timestamp": p.timestamp, "note": "already in the SDFITS files"}
                     for p in planned if p.action == "skip"],
         "failed": [{"scan": p.scan, "timestamp": p.timestamp, "error": p.error} for p in planned if p.action == "fail"],
@@ -258,9 +264,11 @@ def _dry_run(scans: list[raw.Scan], layout: OutputLayout, project: str, as_json:
         for item in summary["would_fill"]:
             click.echo(f"would fill scan {item['scan']} ({item['timestamp']}), banks {','.join(item['banks'])}")
         _print_problems(summary)
+        partial = len(summary["missing_banks"])
         click.echo(f"{project}: would fill {len(summary['would_fill'])} scans, skip {len(summary['skipped'])}, "
-                   f"fail {len(summary['failed'])} -> {summary['output']} (dry run: nothing written)")  # fmt: skip
-    return EXIT_FINDINGS if summary["failed"] else 0
+                   f"fail {len(summary['failed'])}" + (f", {partial} without some banks" if partial else "")
+                   + f" -> {summary['output']} (dry run: nothing written)")  # fmt: skip
+    return EXIT_FINDINGS if summary["failed"] or summary["missing_banks"] else 0
 
 
 def _chosen_scans(raw_project: Path, scan_list: str | None) -> list[raw.Scan]:
@@ -284,11 +292,24 @@ def _summary(project: str, output: Path, results: list[ScanFill], problems: list
         "project": project,
         "output": str(output),
         "filled": [{"scan": r.scan, "timestamp": r.timestamp, "rows": r.rows, "seconds": round(r.seconds, 3),
-                    "banks": [b.bank for b in r.banks if not b.skipped]} for r in results if not r.skipped],
+                    "banks": [b.bank for b in r.banks if not b.skipped],
+                    "missing_banks": [m.bank for m in r.missing_banks]} for r in results if not r.skipped],
         "skipped": [{"scan": r.scan, "timestamp": r.timestamp, "note": "already in the SDFITS files"}
                     for r in results if r.skipped],
         "failed": problems,
+        "missing_banks": [_missing_entry(r.scan, r.timestamp, r.missing_banks, [b.bank for b in r.banks])
+                          for r in results if r.missing_banks],
     }  # fmt: skip
+
+
+def _missing_entry(
+    scan: int, timestamp: str, missing: Sequence[MissingBank], filled: Sequence[str]
+) -> dict[str, object]:
+    """A scan filled without the banks whose raw file is missing: which, where, and the line printed for it."""
+    from obsflow.online.fill import missing_banks_text
+
+    return {"scan": scan, "timestamp": timestamp, "banks": [m.bank for m in missing],
+            "files": [str(m.raw_path) for m in missing], "error": missing_banks_text(missing, filled)}  # fmt: skip
 
 
 def _print_problems(summary: dict) -> None:  # type: ignore[type-arg]
@@ -297,14 +318,18 @@ def _print_problems(summary: dict) -> None:  # type: ignore[type-arg]
     for error, scans in _same_error_runs(summary["failed"]):
         label = f"scan {scans[0]}" if len(scans) == 1 else f"scans {_ranges_text(scans)}"
         click.echo(f"obsflow: error: {label}: {error}", err=True)
+    for item in summary["missing_banks"]:
+        click.echo(f"obsflow: error: scan {item['scan']}: {item['error']}", err=True)
 
 
 def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
     _print_problems(summary)
     rows = sum(f["rows"] for f in summary["filled"])
+    partial = len(summary["missing_banks"])
     click.echo(
         f"{summary['project']}: filled {len(summary['filled'])} scans ({rows} rows), skipped {len(summary['skipped'])},"
-        f" failed {len(summary['failed'])} -> {summary['output']}"
+        f" failed {len(summary['failed'])}" + (f", {partial} without some banks" if partial else "")
+        + f" -> {summary['output']}"
     )
 
 

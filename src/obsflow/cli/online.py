@@ -173,6 +173,10 @@ def _print_status(data: dict[str, object]) -> None:
         click.echo(f"  {what}: {failure['project']} scan {failure['scan']}: {failure['last_error']}")
     for problem in data.get("project_failures") or []:  # type: ignore[union-attr]
         click.echo(f"  STALLED: {problem['project']}, {problem['pending']} scan(s) waiting: {problem['last_error']}")
+    for entry in data.get("missing_banks") or []:  # type: ignore[union-attr]
+        click.echo(f"  BANK MISSING: {entry['project']} scan {entry['scan']} ({entry['timestamp']}): {entry['note']}; "
+                   f"if the file comes: obsflow fill {data['raw_root']}/{entry['project']} {data['out_root']} "
+                   f"--scans {entry['scan']}")  # fmt: skip
     for entry in data.get("never_finished") or []:  # type: ignore[union-attr]
         click.echo(f"  NEVER FINISHED: {entry['project']} scan {entry['scan']} ({entry['timestamp']}): {NEVER_FINISHED} "
                    f"({later_scan(entry)} started after it)")  # fmt: skip

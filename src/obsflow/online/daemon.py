@@ -67,6 +67,8 @@ class FillOutcome:
     banks: tuple[str, ...]
     skipped: bool = False  # already in the files
     note: str = ""
+    missing_banks: tuple[str, ...] = ()  # banks left out: their raw file never came (the note says which files)
+    missing_files: tuple[str, ...] = ()
 
 
 FillFunction = Callable[[FillAction], FillOutcome]
@@ -99,6 +101,9 @@ class DaemonStatus:
     project_failures: list[dict[str, object]] = field(default_factory=list)  # a whole project cannot be filled
     poll_s: float = 1.0  # an idle daemon saves this status every poll: `online status` tells an old one
     never_finished: list[dict[str, object]] = field(default_factory=list)  # scans the log never finished
+    # Scans filled without some VEGAS banks, whose raw files never came (newest first; kept while
+    # their project is in ``projects``): a fill by hand adds those banks if the files come later.
+    missing_banks: list[dict[str, object]] = field(default_factory=list)
     # Projects with scans still to fill (or failing, or never finished): the next daemon follows these however
     # old their logs, and no other project merely for having an output folder (every project ever filled has one).
     # None: not known (the previous status had no such list and this daemon has not read the raw root yet).
@@ -141,6 +146,7 @@ class Daemon:
         self._tries: dict[tuple[str, ScanKey], int] = {}  # failed fills per scan by this run (not restored ones)
         self._unwritable: set[str] = set()  # the status or logs whose failed write was logged (once, not per poll)
         self._told_never_finished: set[tuple[str, ScanKey]] = set()
+        self._missing_this_run: list[str] = []  # scans filled without some banks, for a catch-up run's end
         self._files_seen: dict[str, tuple[tuple[str, int, int], ...]] = {}  # see _notice_fills_by_hand
 
     # -- life cycle -------------------------------------------------------
@@ -410,8 +416,10 @@ class Daemon:
             "banks": list(outcome.banks), "rows": outcome.rows, "seconds": round(seconds, 4),
             "filled_at": time.time(), "finished_at": state.ended_at.get(action.key),
             "finished_seen_at": state.seen_finished_at.get(action.key), "skipped": outcome.skipped,
-            "note": outcome.note,
+            "note": outcome.note, "missing_banks": list(outcome.missing_banks),
         }  # fmt: skip
+        if outcome.missing_banks:
+            self._tell_missing_banks(action, outcome, record)
         self.status.recent = ([record] + self.status.recent)[:RECENT_FILLS]
         self.status.projects[action.project] = {
             "last_scan": action.key.scan,
@@ -427,6 +435,21 @@ class Daemon:
                 self.after_fill(action, outcome)
             except Exception:  # extras such as plots never stop the daemon
                 log.exception("after-fill work for %s scan %d failed", action.project, action.key.scan)
+
+    def _tell_missing_banks(self, action: FillAction, outcome: FillOutcome, record: dict[str, object]) -> None:
+        """A scan filled without the banks whose raw file never came: logged, and listed in the status."""
+        log.warning("%s scan %d filled, but %s", action.project, action.key.scan, outcome.note)
+        entry = {"project": action.project, "scan": action.key.scan, "timestamp": action.key.timestamp,
+                 "banks": list(outcome.missing_banks), "files": list(outcome.missing_files),
+                 "note": outcome.note, "filled_at": record["filled_at"]}  # fmt: skip
+        same = (action.project, action.key.scan, action.key.timestamp)
+        kept = [e for e in self.status.missing_banks if (e.get("project"), e.get("scan"), e.get("timestamp")) != same]
+        self.status.missing_banks = ([entry] + kept)[:RECENT_FILLS]
+        self._missing_this_run.append(f"{action.project} scan {action.key.scan}: {outcome.note}")
+
+    def filled_without_banks(self) -> list[str]:
+        """One line per scan this run filled without some banks (their raw files never came)."""
+        return list(self._missing_this_run)
 
     def _fill_failed(self, action: FillAction, err: Exception) -> None:
         """Record a failed fill; an unexpected exception (a bug, or raw data no reader foresaw) gets its traceback."""
@@ -472,6 +495,7 @@ class Daemon:
             self.engine.restore_failures(str(entry["project"]), {key: failure})
         self.status.recent = list(previous.get("recent", []))
         self.status.projects = dict(previous.get("projects", {}))  # those not filled lately go at the first save
+        self.status.missing_banks = [e for e in previous.get("missing_banks", []) if isinstance(e, dict)]
         unfinished = previous.get("unfinished")
         self._inherited_unfinished = [str(name) for name in unfinished] if isinstance(unfinished, list) else None
 
@@ -493,6 +517,7 @@ class Daemon:
         self.status.unfinished = None if not self._polled and self._inherited_unfinished is None else sorted(unfinished)
         # a project with scans still to fill keeps its line (and pending count) however long ago its last fill
         self.status.projects = _lately_filled(self.status.projects, time.time(), keep=unfinished)
+        self.status.missing_banks = [e for e in self.status.missing_banks if e.get("project") in self.status.projects]
 
         def write() -> None:
             self.layout.state_dir.mkdir(parents=True, exist_ok=True)

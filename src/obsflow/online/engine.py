@@ -27,6 +27,9 @@ class FillAction:
     key: ScanKey
     backends: tuple[str, ...]
     attempt: int  # 1 for the first try
+    # Another failure on the raw data would give up on the scan: a fill may now leave out a bank file
+    # that never came (and fill the banks that did) rather than skip the whole scan.
+    is_last_try: bool = False
 
 
 @dataclass
@@ -155,7 +158,8 @@ class Engine:
                 if failure is not None and (failure.given_up or failure.retry_at > now):
                     continue
                 attempt = 1 + (failure.attempts if failure else 0)
-                actions.append(FillAction(name, key, backends, attempt))
+                is_last_try = 1 + (failure.counted if failure else 0) >= self.retry_limit
+                actions.append(FillAction(name, key, backends, attempt, is_last_try))
         return actions
 
     def filled(self, action: FillAction) -> None:

@@ -3,7 +3,10 @@
 For each VEGAS bank the scan used: the bank's SDFITS file grows by the scan's
 rows (never rewritten), its GBTIDL index and the combined index grow by the same
 rows, its flag file exists (linked beside the FITS file) with the scan's VEGAS
-spur rows, and ``sdfitsStatus.txt`` names the new last INDEX.
+spur rows, and ``sdfitsStatus.txt`` names the new last INDEX.  A bank already
+holding the scan is skipped, so a bank whose raw file came late (left out of an
+earlier fill that was allowed to leave it out) is added later without repeating
+the others.
 
 Order of work, under the project's lock:
   1. roll back any fill a crash interrupted (the undo journal);
@@ -38,7 +41,8 @@ from obsflow.online.rows import scan_header, scan_rows
 from obsflow.sdfits import flag, index, index_fits, status, writer
 
 __all__ = [
-    "BankFill", "PlannedFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans", "plan_fill", "scans_in_files",
+    "BankFill", "MissingBank", "PlannedFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans",
+    "missing_banks_text", "plan_fill", "scans_in_files",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -59,14 +63,33 @@ class BankFill:
 
 
 @dataclass(frozen=True)
+class MissingBank:
+    """A VEGAS bank the scan log names whose raw file is not there (VEGAS never wrote it, or not yet)."""
+
+    bank: str
+    raw_path: Path
+
+
+def missing_banks_text(missing: Sequence[MissingBank], filled: Sequence[str] = ()) -> str:
+    """One line naming the banks left out and their raw files: what, then where."""
+    letters = ",".join(m.bank for m in missing)
+    what = f"VEGAS bank {letters} not filled" if len(missing) == 1 else f"VEGAS banks {letters} not filled"
+    if filled:
+        what += f" ({','.join(filled)} {'was' if len(filled) == 1 else 'were'})"
+    files = ", ".join(str(m.raw_path) for m in missing)
+    return f"{what}: raw file{'s' if len(missing) != 1 else ''} missing ({files})"
+
+
+@dataclass(frozen=True)
 class ScanFill:
-    """What filling one scan did."""
+    """What filling one scan did; ``missing_banks``: banks left out because their raw file is not there."""
 
     project: str
     scan: int
     timestamp: str
     banks: tuple[BankFill, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    missing_banks: tuple[MissingBank, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -118,40 +141,69 @@ class PlannedFill:
     action: str
     banks: tuple[str, ...] = ()
     error: str = ""
+    missing_banks: tuple[MissingBank, ...] = ()
 
 
-def plan_fill(scans: Sequence[raw.Scan], layout: OutputLayout, project: str) -> list[PlannedFill]:
+def plan_fill(
+    scans: Sequence[raw.Scan], layout: OutputLayout, project: str, missing_banks_ok: bool = False
+) -> list[PlannedFill]:
     """What :func:`fill_scan` would do with each scan, changing nothing and taking no lock: each
     raw scan is read and converted as a fill would (bad raw data shows here), nothing is written."""
-    present = scans_in_files(layout, project)
+    in_bank = _scans_per_bank(layout, project)
     planned = []
     for scan in scans:
+        key = ScanKey(scan.number, scan.timestamp)
         if not scan.is_over:
             planned.append(PlannedFill(scan.number, scan.timestamp, "fail", error="scan has not finished"))
-        elif ScanKey(scan.number, scan.timestamp) in present:
+        elif scan.banks and all(key in in_bank.get(bank, ()) for bank in scan.banks):
             planned.append(PlannedFill(scan.number, scan.timestamp, "skip"))
-        else:
+        else:  # some bank lacks it: a new scan, or one filled without a bank whose file may have come since
             try:
-                banks = tuple(_convert(scan))
+                converted, missing = _convert(scan, missing_banks_ok)
             except InputError as err:
                 planned.append(PlannedFill(scan.number, scan.timestamp, "fail", error=err.one_line()))
-            else:
-                planned.append(PlannedFill(scan.number, scan.timestamp, "fill", banks=banks))
+                continue
+            banks = tuple(bank for bank in converted if key not in in_bank.get(bank, ()))
+            planned.append(PlannedFill(scan.number, scan.timestamp, "fill" if banks else "skip", banks, "", missing))
     return planned
 
 
-def _convert(scan: raw.Scan) -> dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]:
-    """bank -> (SDFITS row columns, header keywords): all reading and arithmetic, no writing."""
+def _scans_per_bank(layout: OutputLayout, project: str) -> dict[str, set[ScanKey]]:
+    """Bank letter -> the scans in that bank's SDFITS file now."""
+    return {path.stem.rsplit(".", 1)[-1]: {ScanKey(int(s), str(t)) for s, t in writer.scans_in_file(path)}
+            for path in layout.bank_files(project, BACKEND)}  # fmt: skip
+
+
+Converted = dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]  # bank -> (SDFITS row columns, header keywords)
+
+
+def _convert(scan: raw.Scan, missing_banks_ok: bool = False) -> tuple[Converted, tuple[MissingBank, ...]]:
+    """Every bank's rows and header, and the banks left out: all reading and arithmetic, no writing.
+
+    A bank file that is not there fails the scan, unless ``missing_banks_ok`` and another bank's is
+    there: then that bank is left out.  A bank file that is there but cut or malformed always fails it.
+    """
     raw.require_backend(scan)
     banks = scan.banks
     if not banks:
         raise InputError(f"scan {scan.number} has no VEGAS bank files", scan.project_dir / raw.SCANLOG)
+    missing = _missing_banks(scan)
+    if missing and (not missing_banks_ok or len(missing) == len(banks)):
+        raise InputError("file named in the scan log is missing", missing[0].raw_path)  # the caller names the scan
+    left_out = {m.bank for m in missing}
     try:
-        return {bank: (scan_rows(scan, bank), scan_header(scan, bank)) for bank in banks}
+        converted = {bank: (scan_rows(scan, bank), scan_header(scan, bank)) for bank in banks if bank not in left_out}
     except InputError as err:
         if err.where is not None:
             raise
         raise InputError(err.what, scan.project_dir) from err  # the caller names the scan
+    return converted, missing
+
+
+def _missing_banks(scan: raw.Scan) -> tuple[MissingBank, ...]:
+    """The banks whose raw file the scan log names but which is not there."""
+    paths = ((bank, raw.bank_file(scan, bank)) for bank in scan.banks)
+    return tuple(MissingBank(bank, path) for bank, path in paths if not path.is_file())
 
 
 def fill_scan(
@@ -161,21 +213,24 @@ def fill_scan(
     write_spurs: bool = True,
     on_written: Callable[[ScanFill], None] | None = None,
     project: str | None = None,
+    missing_banks_ok: bool = False,
 ) -> ScanFill:
     """Append ``scan`` to its project's bank files, index, combined index and flag files.
 
     ``project`` names the output folder (default: the scan's PROJID).  A stopped scan (the log never
     finished it, a later scan started) is filled with what its files hold: only by hand, the daemon
-    fills finished scans only.
+    fills finished scans only.  ``missing_banks_ok``: fill the banks whose raw file is there when
+    another's is not (the result names those left out; a later fill adds them, the others skipped);
+    else a missing bank file fails the scan, as any missing file.
     """
     started = time.perf_counter()
     if not scan.is_over:
         raise InputError(f"scan {scan.number} has not finished yet", scan.project_dir / raw.SCANLOG)
-    converted = _convert(scan)
+    converted, missing = _convert(scan, missing_banks_ok)
     project = project or scan.project
     with layout.project_held(project, lock_timeout_s, f"fill scan {scan.number}"):
         banks = _fill_locked(scan, project, converted, layout, write_spurs)
-        result = ScanFill(project, scan.number, scan.timestamp, banks, time.perf_counter() - started)
+        result = ScanFill(project, scan.number, scan.timestamp, banks, time.perf_counter() - started, missing)
         if not result.skipped:
             _update_status(layout, result)  # under the lock: the index it names is this fill's
     if on_written is not None:
@@ -186,7 +241,7 @@ def fill_scan(
 def _fill_locked(
     scan: raw.Scan,
     project: str,
-    converted: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]],
+    converted: Converted,
     layout: OutputLayout,
     write_spurs: bool,
 ) -> tuple[BankFill, ...]:

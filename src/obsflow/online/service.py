@@ -14,7 +14,7 @@ from obsflow.online import raw
 from obsflow.online.daemon import Daemon, FillOutcome, read_status
 from obsflow.online.engine import FillAction
 from obsflow.online.events import ScanEventSource, ScanKey, ScanLogSource
-from obsflow.online.fill import ScanFill, fill_scan, filled_scans, logged_scans
+from obsflow.online.fill import ScanFill, fill_scan, filled_scans, logged_scans, missing_banks_text
 from obsflow.online.layout import OutputLayout
 
 __all__ = ["build_daemon", "run_daemon"]
@@ -27,7 +27,7 @@ LOCK_POLL_S = 0.05
 
 
 class ScansSkipped(ObsflowError):
-    """A catch-up run finished, but skipped scans whose raw data kept failing (exit 1: findings)."""
+    """A catch-up run finished, but skipped scans or banks whose raw data kept failing (exit 1: findings)."""
 
     exit_code = EXIT_FINDINGS
 
@@ -115,10 +115,17 @@ def build_daemon(
         scan = _find_scan(raw_root, action)
         if not scan.banks:  # DCR-only or no backend at all: nothing for the VEGAS filler, and nothing wrong
             return FillOutcome(0, (), skipped=True, note="no VEGAS data")
+        # Until the last try a bank file that is not there fails the scan (it may still come, as any late
+        # file); the last try fills the banks that came rather than give up on the whole scan.
         result = _when_lock_free(layout, action.project, lock_timeout_s, stopping, lambda timeout_s: fill_scan(
-            scan, layout, lock_timeout_s=timeout_s, project=action.project, on_written=on_filled))  # fmt: skip
-        note = "already filled" if result.skipped else ""
-        return FillOutcome(result.rows, tuple(b.bank for b in result.banks), result.skipped, note)
+            scan, layout, lock_timeout_s=timeout_s, project=action.project, on_written=on_filled,
+            missing_banks_ok=action.is_last_try))  # fmt: skip
+        banks = tuple(b.bank for b in result.banks)
+        if result.missing_banks:
+            return FillOutcome(result.rows, banks, result.skipped, missing_banks_text(result.missing_banks, banks),
+                               tuple(m.bank for m in result.missing_banks),
+                               tuple(str(m.raw_path) for m in result.missing_banks))  # fmt: skip
+        return FillOutcome(result.rows, banks, result.skipped, "already filled" if result.skipped else "")
 
     def filled(project: str) -> set[ScanKey]:
         return _when_lock_free(layout, project, lock_timeout_s, stopping,
@@ -150,16 +157,19 @@ def build_daemon(
 def run_daemon(max_seconds: float | None = None, until_idle: bool = False, **kwargs: object) -> Daemon:
     """Build and run the daemon until stopped; return it (for its status).
 
-    A catch-up run (``until_idle``) that skipped scans, or found scans the log never finished, raises
-    :class:`ScansSkipped` (exit 1), naming them.
+    A catch-up run (``until_idle``) that skipped scans, filled scans without a bank whose file never
+    came, or found scans the log never finished, raises :class:`ScansSkipped` (exit 1), naming them.
     """
     daemon = build_daemon(**kwargs)  # type: ignore[arg-type]
     daemon.run(max_seconds=max_seconds, until_idle=until_idle)
     skipped = daemon.given_up() if until_idle else []
+    partial = daemon.filled_without_banks() if until_idle else []
     unfinished = daemon.never_finished() if until_idle else []
-    if skipped or unfinished:
+    if skipped or partial or unfinished:
         what = [f"skipped {len(skipped)} scan{'s' if len(skipped) != 1 else ''} whose raw data kept failing (fill "
                 "them by hand with obsflow fill): " + "; ".join(skipped)] if skipped else []  # fmt: skip
+        what += [f"filled {len(partial)} scan{'s' if len(partial) != 1 else ''} without some banks (fill them by "
+                 "hand with obsflow fill if the files come): " + "; ".join(partial)] if partial else []  # fmt: skip
         what += [f"{len(unfinished)} scan{'s' if len(unfinished) != 1 else ''} never finished: "
                  + "; ".join(unfinished)] if unfinished else []  # fmt: skip
         raise ScansSkipped("finished, but " + "; ".join(what))

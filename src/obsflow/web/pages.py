@@ -262,10 +262,15 @@ def _failures_table(failures: list[dict[str, Any]]) -> str:
     """Scans the daemon could not fill: retried, or given up and skipped."""
     if not failures:
         return '<p class="ok">None</p>'
-    rows = [[_e(f["project"]), _e(f["scan"]), _e(f["timestamp"]), _e(f["attempts"]),
-             _badge("failed", "skipped") if f["given_up"] else _badge("running", "will retry"),
+    rows = [[_e(f["project"]), _e(f["scan"]), _e(f["timestamp"]), _e(f["attempts"]), _failure_badge(f),
              _e(f["last_error"])] for f in failures]  # fmt: skip
     return _table(["Project", "Scan", "Timestamp", "Attempts", "State", "Last error"], rows, numeric=(1, 3))
+
+
+def _failure_badge(failure: dict[str, Any]) -> str:
+    if failure.get("bank_missing"):
+        return _badge("failed", "bank missing")  # the scan's other banks are filled
+    return _badge("failed", "skipped") if failure["given_up"] else _badge("running", "will retry")
 
 
 def _recent_fills_table(recent: list[dict[str, Any]]) -> str:

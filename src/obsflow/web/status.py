@@ -286,7 +286,8 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
 
 
 def _failures(data: dict[str, Any], redactor: Redactor) -> list[dict[str, Any]]:
-    """The daemon's failing scans, the scans the log never finished, and the projects it cannot read, as rows."""
+    """The daemon's failing scans, the scans the log never finished or filled without a bank, and the projects it
+    cannot read, as rows."""
     failures: list[dict[str, Any]] = []
     for failure in data.get("failures", []):
         failures.append({
@@ -299,6 +300,12 @@ def _failures(data: dict[str, Any], redactor: Redactor) -> list[dict[str, Any]]:
             "project": entry.get("project"), "scan": entry.get("scan"), "timestamp": entry.get("timestamp"),
             "attempts": 0, "given_up": True, "retry_at": None,
             "last_error": f"never finished: {NEVER_FINISHED} ({later_scan(entry)} started after it)",
+        })  # fmt: skip
+    for entry in data.get("missing_banks", []):  # filled, but without the banks whose raw file never came
+        failures.append({
+            "project": entry.get("project"), "scan": entry.get("scan"), "timestamp": entry.get("timestamp"),
+            "attempts": None, "given_up": False, "bank_missing": True, "retry_at": None,
+            "last_error": redactor.clean(entry.get("note")),
         })  # fmt: skip
     for problem in data.get("project_failures", []):  # the project's files cannot be read: all its scans wait
         failures.append({

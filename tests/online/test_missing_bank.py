@@ -1,0 +1,128 @@
+"""A VEGAS bank file that never came: the banks that did are filled, the missing one can follow late.
+
+The raw data come from the simulator with one bank file moved aside (``bank_file_never_came``);
+what was written is read back with astropy and checked against the indexes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from obsflow.errors import InputError
+from obsflow.online import raw as rawmod
+from obsflow.online.fill import fill_scan
+from obsflow.online.layout import OutputLayout
+from obsflow.sdfits import index, index_fits
+from tests.fixtures.raw_projects import bank_file_never_came
+
+PROJECT = "AGBT26A_502_01"
+
+
+def _scans_per_bank(layout: OutputLayout) -> dict[str, list[int]]:
+    """Bank letter -> SCAN of each row of its SDFITS file, read with astropy."""
+    out = {}
+    for path in layout.bank_files(PROJECT):
+        with fits.open(path) as hdul:
+            out[path.name.split(".")[-2]] = [int(s) for s in hdul[1].data["SCAN"]]
+    return out
+
+
+def _raw_rows(bank_path: Path) -> int:
+    """Rows a raw VEGAS bank file makes: integrations x samplers x switching states."""
+    with fits.open(bank_path) as hdul:
+        nint, nsamp, nstate = len(hdul["DATA"].data), len(hdul["SAMPLER"].data), len(hdul["STATE"].data)
+    return nint * nsamp * nstate
+
+
+def _assert_indexes_agree(layout: OutputLayout) -> None:
+    banks = layout.bank_files(PROJECT)
+    for path in banks:
+        with fits.open(path) as hdul:
+            assert len(index.read_index(index_fits.index_path_for(path)).rows) == hdul[1].header["NAXIS2"]
+        assert index_fits.index_mismatch(index_fits.index_path_for(path), path) is None
+    combined = layout.combined_index(PROJECT)
+    assert len(index.read_index(combined).rows) == sum(fits.getheader(p, 1)["NAXIS2"] for p in banks)
+    assert index_fits.index_mismatch(combined, *banks) is None
+
+
+def _snapshot(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and ".obsflow" not in p.parts}
+
+
+def test_a_missing_bank_file_fails_the_scan_unless_the_fill_may_leave_it_out(tmp_path):
+    project, aside = bank_file_never_came(tmp_path / "raw")
+    scan = rawmod.read_project(project)[0]
+    layout = OutputLayout(tmp_path / "out")
+    with pytest.raises(InputError, match="missing") as caught:
+        fill_scan(scan, layout, project=PROJECT)  # the daemon's tries before it gives up: nothing written
+    assert caught.value.where == str(project / "VEGAS" / aside.name)
+    assert not layout.product_dir(PROJECT).exists()
+
+    result = fill_scan(scan, layout, project=PROJECT, missing_banks_ok=True)
+
+    assert [b.bank for b in result.banks] == ["A", "C"]
+    assert [(m.bank, m.raw_path) for m in result.missing_banks] == [("B", project / "VEGAS" / aside.name)]
+    rows_a = _raw_rows(rawmod.bank_file(scan, "A"))
+    assert _scans_per_bank(layout) == {"A": [1] * rows_a, "C": [1] * _raw_rows(rawmod.bank_file(scan, "C"))}
+    assert result.rows == 2 * rows_a
+    _assert_indexes_agree(layout)
+
+
+def test_a_bank_file_that_comes_late_is_filled_later_once(tmp_path):
+    project, aside = bank_file_never_came(tmp_path / "raw")
+    scan1, scan2 = rawmod.read_project(project)
+    layout = OutputLayout(tmp_path / "out")
+    fill_scan(scan1, layout, project=PROJECT, missing_banks_ok=True)
+    fill_scan(scan2, layout, project=PROJECT)  # bank B's file starts with scan 2
+    before = {name: scans for name, scans in _scans_per_bank(layout).items()}
+    a_and_c = {p: p.read_bytes() for p in layout.bank_files(PROJECT) if not p.name.endswith(".B.fits")}
+    aside.rename(project / "VEGAS" / aside.name)  # the late file arrives
+
+    late = fill_scan(rawmod.read_project(project)[0], layout, project=PROJECT)
+
+    assert [(b.bank, b.skipped) for b in late.banks] == [("A", True), ("B", False), ("C", True)]
+    assert late.missing_banks == ()
+    scans = _scans_per_bank(layout)
+    assert scans["B"] == before["B"] + [1] * late.rows  # appended after scan 2's rows
+    assert {p: p.read_bytes() for p in a_and_c} == a_and_c  # the banks already holding scan 1 are untouched
+    _assert_indexes_agree(layout)
+
+    everything = _snapshot(layout.root)
+    again = fill_scan(rawmod.read_project(project)[0], layout, project=PROJECT)
+    assert again.skipped and _snapshot(layout.root) == everything  # never twice, in any bank or index
+
+
+def test_a_truncated_bank_file_is_still_an_error_when_another_is_missing(tmp_path):
+    project, _ = bank_file_never_came(tmp_path / "raw")
+    scan = rawmod.read_project(project)[0]
+    bank_c = rawmod.bank_file(scan, "C")
+    bank_c.write_bytes(bank_c.read_bytes()[:5000])
+    layout = OutputLayout(tmp_path / "out")
+    with pytest.raises(InputError) as caught:
+        fill_scan(scan, layout, project=PROJECT, missing_banks_ok=True)
+    assert caught.value.where == str(bank_c)
+    assert not layout.product_dir(PROJECT).exists()  # bank A, which is whole, was not filled either
+
+
+def test_a_scan_without_any_bank_file_is_still_an_error(tmp_path):
+    project, aside = bank_file_never_came(tmp_path / "raw", banks=1, bank="A")
+    scan = rawmod.read_project(project)[0]
+    layout = OutputLayout(tmp_path / "out")
+    with pytest.raises(InputError, match="file named in the scan log is missing") as caught:
+        fill_scan(scan, layout, project=PROJECT, missing_banks_ok=True)
+    assert caught.value.where == str(project / "VEGAS" / aside.name)
+    assert not layout.product_dir(PROJECT).exists()
+
+
+def test_another_missing_device_file_is_still_an_error(tmp_path):
+    project, _ = bank_file_never_came(tmp_path / "raw")
+    scan = rawmod.read_project(project)[0]
+    scan.device_file("Antenna").unlink()
+    layout = OutputLayout(tmp_path / "out")
+    with pytest.raises(InputError, match="missing") as caught:
+        fill_scan(scan, layout, project=PROJECT, missing_banks_ok=True)
+    assert "Antenna" in str(caught.value.where)
+    assert not layout.product_dir(PROJECT).exists()
