@@ -11,9 +11,11 @@ its arguments and config as always and reports any problem itself.
 
 from __future__ import annotations
 
+import atexit
 import os
 import stat
 import sys
+from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -28,7 +30,23 @@ def main() -> int:
         _connect_early(wanted)
     from obsflow.cli import main as run_command
 
-    return run_command()
+    code = run_command()
+    if wanted is not None:
+        _leave(code)
+    return code
+
+
+def _leave(code: int) -> NoReturn:
+    """End a sync without the interpreter's teardown, which frees a run's ~100,000 listing and catalog
+    objects one by one: ~0.05 s of a 0.7 s no-op sync of 10,000 files.  What of the teardown matters
+    is done here: the exit handlers (logging's flush among them), then the output streams."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away: the normal exit would not print either
+            pass
+    os._exit(code)
 
 
 def sync_arguments(args: list[str]) -> dict[str, str] | None:

@@ -3,6 +3,7 @@ and the run takes them over; anything unusual on the command line just means no 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from obsflow.launch import sync_arguments
-from tests.transfer.conftest import Site
+from tests.fixtures.sshd import DOWN_ALIAS
+from tests.transfer.conftest import HOST, Site, make_site
 
 OBSFLOW = str(Path(sys.executable).parent / "obsflow")
 TAKEN_OVER = "taking over the ssh connections opened at start"
@@ -69,3 +71,20 @@ def test_an_early_start_that_cannot_read_the_config_leaves_the_error_to_the_comm
     done = subprocess.run([OBSFLOW, "sync", "-c", str(bad)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert done.stderr.startswith("obsflow: error: config: window_days") and done.stderr.count("\n") == 1
+
+
+def test_a_sync_that_ends_without_the_interpreters_teardown_still_delivers_all_its_output(tmp_path: Path, sshd) -> None:
+    """The sync command leaves with os._exit (launch._leave): its JSON, written into a file (block
+    buffered), must be whole, its log lines out and its exit status the run's (2: a host unreachable)."""
+    hosts = {**HOST, "shd": DOWN_ALIAS}
+    site = make_site(tmp_path, sshd, nights=3, hosts=hosts)
+    out = tmp_path / "out.json"
+    with out.open("w") as stdout:
+        done = subprocess.run([OBSFLOW, "-vv", "sync", "-c", str(site.config_path), "--json"], stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, timeout=300, check=False)  # fmt: skip
+    report = json.loads(out.read_text())
+    assert done.returncode == report["exit_code"] == 2
+    failed = [o for o in report["hops"] if o["failure"]]
+    assert {o["instrument"] for o in failed} == {"shd"} and "cannot reach host" in failed[0]["failure"]
+    assert sum(o["copied"] for o in report["hops"]) == 2 * 2 * 3 * 2  # 2 instruments x 2 hops x 3 nights x 2
+    assert TAKEN_OVER in done.stderr  # the log lines reach stderr
