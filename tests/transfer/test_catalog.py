@@ -321,9 +321,10 @@ def test_prune_forgets_the_files_of_nights_older_than_kept_and_nothing_newer(tmp
     assert (pruned.files, pruned.runs, pruned.verifications) == (6, 0, 0)
 
 
-def test_prune_keeps_an_undated_file_while_any_host_holds_it_modified_within_the_kept_nights(tmp_path: Path) -> None:
-    """A grown product's older copy at the archive keeps the copied mark plan.take_grown needs, as long as the
-    source's file is recent: pruning by each row's own mtime would make its next growth a conflict."""
+def test_prune_leaves_an_undated_tree_alone(tmp_path: Path) -> None:
+    """The sync lists an undated tree whole and records every file again at its next run: forgetting an idle
+    product would be undone by the next run (and redone by its prune, every night), and would take the
+    archive copy's copied mark that plan.take_grown needs when the product grows again."""
     old, recent = _midnight(date(2024, 6, 1)), _midnight(KEEP_FROM) + 3600
     grown, idle = "AGBT22A_325/AGBT22A_325.raw.vegas.A.fits", "AGBT16B_001/AGBT16B_001.raw.vegas.A.fits"
     with Catalog(tmp_path / "c.sqlite") as cat:
@@ -331,9 +332,9 @@ def test_prune_keeps_an_undated_file_while_any_host_holds_it_modified_within_the
                                                        (idle, 10, old, "22" * 16, "22" * 16)])  # fmt: skip
         cat.observe("instruments", "gbt", {grown: FileStat(20, recent), idle: FileStat(10, old)})  # it grew
         pruned = cat.prune(KEEP_FROM, LAYOUTS)
-        assert _paths(cat, "instruments", "gbt") == _paths(cat, "suth", "gbt") == [grown]
-        assert cat.copied_here("suth", "gbt", [grown]) == {grown}
-    assert pruned.files == 2
+        assert _paths(cat, "instruments", "gbt") == _paths(cat, "suth", "gbt") == [idle, grown]
+        assert cat.copied_here("suth", "gbt", [grown, idle]) == {grown, idle}
+    assert pruned.files == 0
 
 
 def test_prune_keeps_the_last_verification_of_each_kind_and_forgets_older_ones(tmp_path: Path) -> None:

@@ -663,3 +663,48 @@ def test_a_real_sync_prunes_the_catalog_after_its_hops_and_a_dry_run_does_not(si
     [line] = [line for line in caplog.messages if line.startswith("catalog: forgot")]
     assert line == (f"catalog: forgot 3 file rows, 2 runs and 1 verifications older than "
                     f"{site.today - timedelta(days=400)} (keep_catalog_days 400)")
+
+
+def _products_config(tmp_path: Path) -> Config:
+    """The filler's products (undated, growing) from a local folder to two local archives."""
+    for archive in ("suth", "cape"):
+        (tmp_path / archive).mkdir(exist_ok=True)
+    config, problems = parse_config(
+        f'state_dir = "{tmp_path}"\nsettle_seconds = 1\n[instruments.gbt]\nsource = "{tmp_path / "products"}"\n'
+        f'layout = "*"\npath = "gbt"\ngrows = true\n[archives.suth]\nlocation = "{tmp_path / "suth"}"\n'
+        f'[archives.cape]\nlocation = "{tmp_path / "cape"}"\n[[hops]]\nfrom = "instruments"\nto = "suth"\n'
+        '[[hops]]\nfrom = "suth"\nto = "cape"\n'
+    )  # fmt: skip
+    assert problems == [] and config is not None
+    return config
+
+
+def test_an_idle_product_is_not_forgotten_by_every_run_and_still_replaces_its_copy_when_it_grows(
+    tmp_path: Path, caplog
+) -> None:
+    """Found by review: the sync lists an undated tree whole and records every file it lists, so a
+    prune that forgot an idle product's rows (last modified before the kept nights) saw them come back
+    at the next run and forgot them again, every night (a write of every idle product on every host,
+    and a "forgot" line, for ever); and the archive copy's "a sync made this copy" went with them, so
+    once that product grew again the sync reported a conflict instead of replacing the copy."""
+    import logging
+
+    config = _products_config(tmp_path)
+    product = tmp_path / "products" / "AGBT16B_001" / "AGBT16B_001.raw.vegas.A.fits"
+    product.parent.mkdir(parents=True)
+    product.write_bytes(b"x" * 2880)
+    idle = time.time() - 500 * 86400  # last written 500 nights ago: older than keep_catalog_days (400)
+    os.utime(product, (idle, idle))
+    caplog.set_level(logging.INFO, logger="obsflow.transfer.sync")
+    assert run_sync(config, SyncRequest(days=600)).exit_code == 0  # an archive's catch-up: copied to both
+    caplog.clear()
+    assert run_sync(config, SyncRequest()).exit_code == 0  # the next night: nothing new
+    assert not [line for line in caplog.messages if line.startswith("catalog: forgot")]
+    with open(product, "ab") as handle:  # the project observes again: its file grows
+        handle.write(b"y" * 2880)
+    os.utime(product, (time.time() - 600, time.time() - 600))
+    report = run_sync(config, SyncRequest())
+    assert [o.conflicts for o in report.outcomes] == [[], []]
+    assert report.exit_code == 0
+    for archive in ("suth", "cape"):
+        assert (tmp_path / archive / "gbt" / "AGBT16B_001" / product.name).read_bytes() == product.read_bytes()

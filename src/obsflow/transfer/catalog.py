@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
-from obsflow.config import UNDATED, WHOLE_ROOT
+from obsflow.config import WHOLE_ROOT
 from obsflow.errors import CatalogError
 from obsflow.transfer.listing import is_utf8_name
 from obsflow.transfer.plan import dated_folders, folder_night, names_the_night, sorts_by_night
@@ -655,10 +655,10 @@ class Catalog:
         files first), in one transaction; nothing on a read-only catalog.
 
         - ``files``: the rows of nights before it, by the dated folder of the path (``layouts``:
-          ``{instrument: layout}``; a path in no dated folder stays); of an undated tree, those
-          modified before its midnight on every host (an archive's older copy of a grown file stays
-          while the source's is recent: ``copied_here`` still vouches for it).  Instruments not in
-          ``layouts``, or whose folders name no whole night (``{yyyy}/{mm}``), are left alone.
+          ``{instrument: layout}``; a path in no dated folder stays).  Instruments not in ``layouts``,
+          whose folders name no whole night (``{yyyy}/{mm}``), or undated (``*``) are left alone: the
+          sync lists an undated tree whole and records every file again at its next run, and an
+          archive's copy would lose the ``copied`` mark a grown product needs (``copied_here``).
         - ``runs`` started before that midnight, except ``keep_runs`` (those the missed-runs check
           needs: :func:`obsflow.transfer.sync.runs_to_keep`), the last real run and the last ``ok``
           one of each instrument and hop (the status page's), and runs still ``running``.
@@ -673,7 +673,7 @@ class Catalog:
         since = datetime.combine(oldest_night, datetime.min.time()).timestamp()  # local, as folders are named
         with self._transaction():
             old_files = (key for instrument, layout in layouts.items()
-                         for key in self._old_files(instrument, layout, oldest_night, since))  # fmt: skip
+                         for key in self._old_files(instrument, layout, oldest_night))  # fmt: skip
             files = list(itertools.islice(old_files, limit + 1))  # one more: is there more?
             old_files.close()  # its read ends here, before the deletes
             runs = self._old_runs(since, set(keep_runs))
@@ -702,15 +702,10 @@ class Catalog:
                  "SELECT host FROM h WHERE host IS NOT NULL")  # fmt: skip
         return [host for (host,) in self._db.execute(query)]
 
-    def _old_files(
-        self, instrument: str, layout: str, oldest_night: date, since: float
-    ) -> Iterator[tuple[str, str, str]]:
-        """The keys of ``instrument``'s rows older than ``oldest_night`` (see :meth:`prune`), read as they are
-        taken: by the night of their dated folder, or for an undated tree by their latest mtime on any host;
-        none for a layout whose folders name no whole night (``{yyyy}/{mm}``)."""
-        if layout == UNDATED:
-            yield from self._idle_files(instrument, since)
-            return
+    def _old_files(self, instrument: str, layout: str, oldest_night: date) -> Iterator[tuple[str, str, str]]:
+        """The keys of ``instrument``'s rows of nights older than ``oldest_night`` (see :meth:`prune`), read as
+        they are taken, by the night of their dated folder; none for an undated layout or one whose folders
+        name no whole night (``{yyyy}/{mm}``)."""
         if not names_the_night(layout):
             return
         query, args = "SELECT path FROM files WHERE host = ? AND instrument = ?", [instrument]
@@ -720,19 +715,6 @@ class Catalog:
             for (path,) in self._db.execute(query, [host, *args]):
                 if (night := folder_night(layout, path)) is not None and night < oldest_night:
                     yield host, instrument, path
-
-    def _idle_files(self, instrument: str, since: float) -> list[tuple[str, str, str]]:
-        """The keys of an undated tree's files that no host holds modified at ``since`` or later: an
-        archive's older copy of a grown file stays while the source's is recent (``copied_here``)."""
-        hosts, newest = self._hosts(), dict[str, float]()
-        query = "SELECT path, mtime FROM files WHERE host = ? AND instrument = ?"
-        for host in hosts:
-            for path, mtime in self._db.execute(query, (host, instrument)):
-                newest[path] = max(mtime, newest.get(path, mtime))
-        idle = sorted(path for path, mtime in newest.items() if mtime < since)
-        held = "SELECT 1 FROM files WHERE host = ? AND instrument = ? AND path = ?"
-        return [(host, instrument, path) for host in hosts for path in idle
-                if self._db.execute(held, (host, instrument, path)).fetchone()]  # fmt: skip
 
     def _old_runs(self, since: float, keep: set[int]) -> list[int]:
         """The runs started before ``since`` that :meth:`prune` may drop."""
