@@ -560,3 +560,81 @@ def test_a_scan_filled_without_a_bank_is_not_filled_again_after_a_restart(roots)
     assert _fill_log_lines(out, project.name) == log
     status = read_status(OutputLayout(out))
     assert status["unfinished"] == [] and [e["scan"] for e in status["missing_banks"]] == [1]  # still said
+
+
+def _bank_missing_lines(out: Path, capsys) -> list[str]:
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    return [line for line in capsys.readouterr().out.splitlines() if "BANK MISSING" in line]
+
+
+def _counting_reads(daemon) -> list[str]:
+    """The projects whose bank files the daemon reads (which scans each holds), in order."""
+    read: list[str] = []
+    per_bank = daemon.filled_scans
+    daemon.filled_scans = lambda project: read.append(project) or per_bank(project)
+    return read
+
+
+def test_a_bank_filled_by_hand_leaves_the_status_of_the_running_daemon(roots, capsys):
+    raw, out = roots
+    project, aside = bank_file_never_came(raw)
+    daemon = build_daemon(raw, out, poll_s=0.01, retry_limit=1, backoff_s=0.01, quicklook=False)
+    read = _counting_reads(daemon)
+    daemon.start()
+    while daemon.step():
+        pass
+    assert [e["scan"] for e in read_status(OutputLayout(out))["missing_banks"]] == [1]
+    daemon.step()
+    # Read once, before the first fill: the daemon's own fills (scan 2 after scan 1's entry) are no fills by hand.
+    assert read == [project.name]
+    aside.rename(project / "VEGAS" / aside.name)  # the late file arrives, and is filled by hand
+
+    assert main(["fill", str(project), str(out), "--scans", "1"]) == 0
+
+    daemon.step()
+    assert read_status(OutputLayout(out))["missing_banks"] == []
+    assert read == [project.name] * 2
+    assert _bank_missing_lines(out, capsys) == []
+    config = raw.parent / "obsflow.toml"
+    config.write_text(f'[filler]\nraw_root = "{raw}"\nout_root = "{out}"\n')
+    assert filler_status(load_config(config))["failures"] == []  # the status page's list
+    daemon.close()
+
+
+def test_a_bank_filled_by_hand_while_no_daemon_ran_is_not_inherited(roots, capsys):
+    raw, out = roots
+    project, aside = bank_file_never_came(raw)
+    with pytest.raises(ScansSkipped):
+        run_daemon(until_idle=True, raw_root=raw, out_root=out, poll_s=0.01, retry_limit=1, backoff_s=0.01,
+                   quicklook=False)  # fmt: skip
+    aside.rename(project / "VEGAS" / aside.name)
+    assert main(["fill", str(project), str(out), "--scans", "1"]) == 0
+
+    run_daemon(until_idle=True, raw_root=raw, out_root=out, poll_s=0.01, retry_limit=1, quicklook=False)
+
+    assert read_status(OutputLayout(out))["missing_banks"] == []
+    assert _bank_missing_lines(out, capsys) == []
+
+
+def test_a_bank_still_missing_stays_in_the_status_when_the_files_change(roots, capsys):
+    raw, out = roots
+    project, aside = bank_file_never_came(raw)
+    with pytest.raises(ScansSkipped):
+        run_daemon(until_idle=True, raw_root=raw, out_root=out, poll_s=0.01, retry_limit=1, backoff_s=0.01,
+                   quicklook=False)  # fmt: skip
+    assert main(["fill", str(project), str(out), "--scans", "1"]) == 1  # still no file: bank B not filled
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    read = _counting_reads(daemon)
+    daemon.start()  # the inherited entry is checked against the files: bank B lacks scan 1
+    assert read == [project.name]
+    bank_a = OutputLayout(out).bank_fits(project.name, "A")
+    os.utime(bank_a, ns=(bank_a.stat().st_atime_ns, bank_a.stat().st_mtime_ns + 10**9))  # changed by someone else
+    daemon.step()
+    daemon.step()
+
+    assert read == [project.name] * 2
+    daemon.close()
+    (entry,) = read_status(OutputLayout(out))["missing_banks"]
+    assert (entry["scan"], entry["banks"]) == (1, ["B"])
+    (line,) = _bank_missing_lines(out, capsys)
+    assert f"{project.name} scan 1" in line and aside.name in line

@@ -102,7 +102,8 @@ class DaemonStatus:
     poll_s: float = 1.0  # an idle daemon saves this status every poll: `online status` tells an old one
     never_finished: list[dict[str, object]] = field(default_factory=list)  # scans the log never finished
     # Scans filled without some VEGAS banks, whose raw files never came (newest first; kept while
-    # their project is in ``projects``): a fill by hand adds those banks if the files come later.
+    # their project is in ``projects``): a fill by hand adds those banks if the files come later,
+    # and the entry goes once the daemon finds every bank it names holding the scan.
     missing_banks: list[dict[str, object]] = field(default_factory=list)
     # Projects with scans still to fill (or failing, or never finished): the next daemon follows these however
     # old their logs, and no other project merely for having an output folder (every project ever filled has one).
@@ -119,7 +120,7 @@ class Daemon:
         fill: FillFunction,
         layout: OutputLayout,
         raw_root: Path,
-        filled_scans: Callable[[str], set[ScanKey]],
+        filled_scans: Callable[[str], Mapping[str, set[ScanKey]]],  # bank letter -> the scans its file holds
         poll_s: float = 1.0,
         retry_limit: int = 5,
         backoff_s: float = 2.0,
@@ -165,6 +166,7 @@ class Daemon:
             self._service_log("rolled_back", file=path)
         self._load_failures()
         self._save_status()
+        self._check_inherited_missing_banks()
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -300,15 +302,25 @@ class Daemon:
         return bool(actions)
 
     def _notice_fills_by_hand(self) -> None:
-        """A scan the log never finished, filled by hand while the daemon runs (as ``online status``
-        advises): its project's files changed without a fill of ours, so which scans they hold is read
-        again.  Only for projects with such a scan, by a stat of their bank files: fills stay O(scan)."""
-        for name, state in self.engine.projects.items():
-            if state.never_finished and state.filled_known:
-                now = self._bank_files_now(name)
-                if self._files_seen.setdefault(name, now) != now:
-                    self._files_seen[name] = now
-                    self.engine.read_filled_again(name)
+        """A scan the log never finished, or a bank whose raw file came late, filled by hand while the
+        daemon runs (as ``online status`` advises): its project's files changed without a fill of ours,
+        so which scans they hold is read again.  Only for projects with such a scan, by a stat of their
+        bank files: fills stay O(scan)."""
+        for name in self._watched_projects():
+            now = self._bank_files_now(name)
+            if self._files_seen.setdefault(name, now) == now:
+                continue
+            self._files_seen[name] = now
+            state = self.engine.projects.get(name)
+            if state is not None and (state.finished or state.never_finished):
+                self.engine.read_filled_again(name)  # _learn_filled_scans reads them, banks too, with its back-off
+            else:
+                self._check_missing_banks(name)  # no poll follows the project (an entry a previous daemon left)
+
+    def _watched_projects(self) -> set[str]:
+        """Projects whose status a fill by hand may change: a scan the log never finished, or a bank missing."""
+        names = {name for name, state in self.engine.projects.items() if state.never_finished and state.filled_known}
+        return names | {str(entry["project"]) for entry in self.status.missing_banks if entry.get("project")}
 
     def _bank_files_now(self, project: str) -> tuple[tuple[str, int, int], ...]:
         """Name, size and mtime of each of the project's bank files."""
@@ -337,7 +349,8 @@ class Daemon:
             self.status.activity = f"reading which scans of {project} are filled"
             self._save_status()
             try:
-                self.engine.already_filled(project, self.filled_scans(project))
+                per_bank = self.filled_scans(project)
+                self.engine.already_filled(project, set().union(*per_bank.values()))
             except ObsflowError as err:  # its lock is busy, a file is damaged: ask again later
                 self._cannot_learn(project, type(err)(f"cannot read which scans of {project} are filled: {err.what}",
                                                       err.where), problem, now)  # fmt: skip
@@ -349,6 +362,7 @@ class Daemon:
             else:
                 if self._project_problems.pop(project, None) is not None:
                     log.warning("the output files of %s can be read again", project)
+                self._forget_banks_filled_since(project, per_bank)
         self.status.project_failures = [
             {"project": name, "pending": len(self.engine.pending(name)), "last_error": p.error.one_line(),
              "attempts": p.attempts, "retry_at": p.retry_at} for name, p in self._project_problems.items()
@@ -400,6 +414,9 @@ class Daemon:
     def _do(self, action: FillAction) -> None:
         self.status.activity = f"filling {action.project} scan {action.key.scan}"
         self._save_status()
+        # A fill by hand since the last poll must still be noticed after ours (see _notice_fills_by_hand).
+        watched = action.project in self._watched_projects()
+        changed_by_hand = watched and self._files_seen.get(action.project) != self._bank_files_now(action.project)
         started = time.time()
         try:
             outcome = self.fill(action)
@@ -409,8 +426,6 @@ class Daemon:
         seconds = time.time() - started
         self.engine.filled(action)
         state = self.engine.project(action.project)
-        if state.never_finished:  # our own fill is no fill by hand (see _notice_fills_by_hand)
-            self._files_seen[action.project] = self._bank_files_now(action.project)
         record = {
             "project": action.project, "scan": action.key.scan, "timestamp": action.key.timestamp,
             "banks": list(outcome.banks), "rows": outcome.rows, "seconds": round(seconds, 4),
@@ -420,6 +435,8 @@ class Daemon:
         }  # fmt: skip
         if outcome.missing_banks:
             self._tell_missing_banks(action, outcome, record)
+        if action.project in self._watched_projects() and not changed_by_hand:
+            self._files_seen[action.project] = self._bank_files_now(action.project)  # ours is no fill by hand
         self.status.recent = ([record] + self.status.recent)[:RECENT_FILLS]
         self.status.projects[action.project] = {
             "last_scan": action.key.scan,
@@ -446,6 +463,46 @@ class Daemon:
         kept = [e for e in self.status.missing_banks if (e.get("project"), e.get("scan"), e.get("timestamp")) != same]
         self.status.missing_banks = ([entry] + kept)[:RECENT_FILLS]
         self._missing_this_run.append(f"{action.project} scan {action.key.scan}: {outcome.note}")
+
+    def _check_inherited_missing_banks(self) -> None:
+        """At start, drop the previous daemon's entries whose banks were filled by hand since
+        (with ``obsflow fill`` while no daemon ran): its project may be one no poll follows."""
+        for project in sorted({str(entry["project"]) for entry in self.status.missing_banks if entry.get("project")}):
+            if self._stop:
+                return
+            self.status.activity = f"reading which scans of {project} are filled"  # may wait for its lock
+            self._save_status()
+            self._check_missing_banks(project)
+        self.status.activity = "starting"
+
+    def _check_missing_banks(self, project: str) -> None:
+        """Read which scans the project's bank files hold, and drop the entries whose banks all hold theirs.
+
+        A file that cannot be read keeps the entries (logged): they are checked again when the files change.
+        """
+        self._files_seen[project] = self._bank_files_now(project)  # before the read: a later fill by hand counts
+        try:
+            per_bank = self.filled_scans(project)
+        except ObsflowError as err:
+            log.warning("cannot check the missing banks of %s: %s", project, err.one_line())
+            return
+        except Exception as err:  # nor may anything unforeseen stop the daemon
+            log.error("cannot check the missing banks of %s", project, exc_info=err)
+            return
+        self._forget_banks_filled_since(project, per_bank)
+
+    def _forget_banks_filled_since(self, project: str, per_bank: Mapping[str, set[ScanKey]]) -> None:
+        """Drop the project's missing-bank entries whose banks all hold the scan now (filled by hand)."""
+        kept = []
+        for entry in self.status.missing_banks:
+            if entry.get("project") == project and _banks_hold_scan(entry, per_bank):
+                log.info("%s scan %s: VEGAS bank %s filled since: no longer missing", project, entry.get("scan"),
+                         ",".join(map(str, entry.get("banks") or [])))  # fmt: skip
+                self._service_log("missing_banks_filled", project=project, scan=entry.get("scan"),
+                                  timestamp=entry.get("timestamp"), banks=entry.get("banks"))  # fmt: skip
+            else:
+                kept.append(entry)
+        self.status.missing_banks = kept
 
     def filled_without_banks(self) -> list[str]:
         """One line per scan this run filled without some banks (their raw files never came)."""
@@ -559,6 +616,15 @@ def _lately_filled(
         return name in keep or not isinstance(filled, (int, float)) or now - filled < PROJECTS_KEPT_S
 
     return {name: info for name, info in projects.items() if lately(name, info)}
+
+
+def _banks_hold_scan(entry: Mapping[str, object], per_bank: Mapping[str, set[ScanKey]]) -> bool:
+    """Every bank a missing-bank entry names holds its scan in ``per_bank`` (bank letter -> scans)."""
+    banks, scan = entry.get("banks"), entry.get("scan")
+    if not isinstance(banks, list) or not banks or not isinstance(scan, int):
+        return False  # not an entry this daemon wrote: kept, as it was before
+    key = ScanKey(scan, str(entry.get("timestamp")))
+    return all(key in per_bank.get(str(bank), ()) for bank in banks)
 
 
 def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, object]:

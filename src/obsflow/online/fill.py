@@ -42,7 +42,7 @@ from obsflow.sdfits import flag, index, index_fits, status, writer
 
 __all__ = [
     "BankFill", "MissingBank", "PlannedFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans",
-    "missing_banks_text", "plan_fill", "scans_in_files",
+    "missing_banks_text", "plan_fill", "scans_in_files", "scans_per_bank", "scans_per_bank_held",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,12 @@ def filled_scans(layout: OutputLayout, project: str, lock_timeout_s: float = 60.
         return scans_in_files(layout, project)
 
 
+def scans_per_bank_held(layout: OutputLayout, project: str, lock_timeout_s: float = 60.0) -> dict[str, set[ScanKey]]:
+    """Bank letter -> the scans in that bank's SDFITS file, read under the project's lock as :func:`filled_scans`."""
+    with layout.project_held(project, lock_timeout_s, "read which scans are filled"):
+        return scans_per_bank(layout, project)
+
+
 def scans_in_files(layout: OutputLayout, project: str) -> set[ScanKey]:
     """Scans in the project's bank files now, read without its lock (a fill under way may add one)."""
     keys: set[ScanKey] = set()
@@ -149,7 +155,7 @@ def plan_fill(
 ) -> list[PlannedFill]:
     """What :func:`fill_scan` would do with each scan, changing nothing and taking no lock: each
     raw scan is read and converted as a fill would (bad raw data shows here), nothing is written."""
-    in_bank = _scans_per_bank(layout, project)
+    in_bank = scans_per_bank(layout, project)
     planned = []
     for scan in scans:
         key = ScanKey(scan.number, scan.timestamp)
@@ -168,8 +174,8 @@ def plan_fill(
     return planned
 
 
-def _scans_per_bank(layout: OutputLayout, project: str) -> dict[str, set[ScanKey]]:
-    """Bank letter -> the scans in that bank's SDFITS file now."""
+def scans_per_bank(layout: OutputLayout, project: str) -> dict[str, set[ScanKey]]:
+    """Bank letter -> the scans in that bank's SDFITS file now (read without the project's lock)."""
     return {path.stem.rsplit(".", 1)[-1]: {ScanKey(int(s), str(t)) for s, t in writer.scans_in_file(path)}
             for path in layout.bank_files(project, BACKEND)}  # fmt: skip
 

@@ -14,7 +14,7 @@ from obsflow.online import raw
 from obsflow.online.daemon import Daemon, FillOutcome, read_status
 from obsflow.online.engine import FillAction
 from obsflow.online.events import ScanEventSource, ScanKey, ScanLogSource
-from obsflow.online.fill import ScanFill, fill_scan, filled_scans, logged_scans, missing_banks_text
+from obsflow.online.fill import ScanFill, fill_scan, logged_scans, missing_banks_text, scans_per_bank_held
 from obsflow.online.layout import OutputLayout
 
 __all__ = ["build_daemon", "run_daemon"]
@@ -127,9 +127,9 @@ def build_daemon(
                                tuple(str(m.raw_path) for m in result.missing_banks))  # fmt: skip
         return FillOutcome(result.rows, banks, result.skipped, "already filled" if result.skipped else "")
 
-    def filled(project: str) -> set[ScanKey]:
+    def filled(project: str) -> dict[str, set[ScanKey]]:
         return _when_lock_free(layout, project, lock_timeout_s, stopping,
-                               lambda timeout_s: filled_scans(layout, project, lock_timeout_s=timeout_s))  # fmt: skip
+                               lambda timeout_s: scans_per_bank_held(layout, project, lock_timeout_s=timeout_s))  # fmt: skip
 
     if source is None:
         # A project already being filled is followed however old its log: one the previous daemon left
