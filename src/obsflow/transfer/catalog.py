@@ -651,8 +651,9 @@ class Catalog:
     def prune(
         self, oldest_night: date, layouts: Mapping[str, str], keep_runs: Collection[int] = (), limit: int = PRUNE_LIMIT
     ) -> Pruned:
-        """Forget what is older than ``oldest_night`` (at most ``limit`` rows of each table, the oldest nights'
-        files first), in one transaction; nothing on a read-only catalog.
+        """Forget what is older than ``oldest_night`` (at most ``limit`` rows of each table; the files
+        instrument by instrument and host by host, each one's oldest nights first), in one transaction; nothing
+        on a read-only catalog.
 
         - ``files``: the rows of nights before it, by the dated folder of the path (``layouts``:
           ``{instrument: layout}``; a path in no dated folder stays).  Instruments not in ``layouts``,
