@@ -120,8 +120,7 @@ def filled_scans(layout: OutputLayout, project: str, lock_timeout_s: float = 60.
     Read under the project's lock: a fill running in another process (an offline ``obsflow
     fill``) finishes first, and only then is an interrupted fill's journal rolled back.
     """
-    with layout.project_held(project, lock_timeout_s, "read which scans are filled"):
-        return scans_in_files(layout, project)
+    return set().union(*scans_per_bank_held(layout, project, lock_timeout_s).values())
 
 
 def scans_per_bank_held(layout: OutputLayout, project: str, lock_timeout_s: float = 60.0) -> dict[str, set[ScanKey]]:
@@ -132,10 +131,7 @@ def scans_per_bank_held(layout: OutputLayout, project: str, lock_timeout_s: floa
 
 def scans_in_files(layout: OutputLayout, project: str) -> set[ScanKey]:
     """Scans in the project's bank files now, read without its lock (a fill under way may add one)."""
-    keys: set[ScanKey] = set()
-    for path in layout.bank_files(project, BACKEND):
-        keys |= {ScanKey(int(s), str(t)) for s, t in writer.scans_in_file(path)}
-    return keys
+    return set().union(*scans_per_bank(layout, project).values())
 
 
 @dataclass(frozen=True)
