@@ -94,9 +94,14 @@ def _folder_pattern(layout: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
     return re.compile(f"^{regex}(?:/|$)"), tuple(pieces[1::2])
 
 
+def _date_parts(layout: str) -> str:
+    """The parts of the date ``layout``'s folders spell, in order of first appearance (``{yyyy}/{mmdd}``: ``ymd``)."""
+    return "".join(dict.fromkeys(part for field in _FIELD.findall(layout) for part in _FIELDS[field][1]))
+
+
 def names_the_night(layout: str) -> bool:
     """Whether ``layout``'s folders name a whole night (year, month and day): ``{yyyy}/{mmdd}``, not ``{yyyy}/{mm}``."""
-    return layout != UNDATED and set("ymd") <= {part for field in _FIELD.findall(layout) for part in _FIELDS[field][1]}
+    return layout != UNDATED and set("ymd") <= set(_date_parts(layout))
 
 
 def folder_night(layout: str, path: str) -> date | None:
@@ -133,10 +138,7 @@ def sorts_by_night(layout: str) -> bool:
     """Whether ``layout``'s folders sort as their nights do (``{yyyy}/{mmdd}``, ``{yyyymmdd}``, ...): the year
     comes before the month and the month before the day, so every path of an older night sorts before the
     folder of a later one (fixed-width digits between the same literal text)."""
-    if layout == UNDATED:
-        return False
-    seen = "".join(dict.fromkeys(part for field in _FIELD.findall(layout) for part in _FIELDS[field][1]))
-    return seen == "ymd"
+    return layout != UNDATED and _date_parts(layout) == "ymd"
 
 
 def modified_window(layout: str, dates: list[date], *, today: date) -> tuple[float, float] | None:
