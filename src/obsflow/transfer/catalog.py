@@ -548,10 +548,14 @@ class Catalog:
         """``(started, first night, last night)`` of every run of ``instrument`` on ``hop`` that went
         through its window (``ok``, or ``incomplete``: files left for later or to a person), not dry;
         the nights are None for a run recorded before runs kept them."""
-        nights = "first_night, last_night" if _has_run_nights(self._db) else "NULL, NULL"  # an older catalog, read-only
-        query = (f"SELECT started, {nights} FROM runs WHERE instrument = ? AND hop = ? "
-                 "AND status IN ('ok', 'incomplete') AND dry_run = 0")  # fmt: skip
+        query = self._completed_runs_query("started", " AND instrument = ? AND hop = ?")
         return [(started, _night(first), _night(last)) for started, first, last in self._db.execute(query, (instrument, hop))]
+
+    def _completed_runs_query(self, columns: str, where: str = "") -> str:
+        """SELECT ``columns``, first and last night of the runs that went through their window (see
+        :meth:`completed_windows`), ``where`` added; the nights are NULL in a catalog from before runs kept them."""
+        nights = "first_night, last_night" if _has_run_nights(self._db) else "NULL, NULL"  # an older catalog, read-only
+        return f"SELECT {columns}, {nights} FROM runs WHERE status IN ('ok', 'incomplete') AND dry_run = 0{where}"
 
     @_one_line_errors
     def close_interrupted_runs(self) -> int:
@@ -690,9 +694,7 @@ class Catalog:
     def completed_runs(self) -> list[tuple[int, str, str, float, date | None, date | None]]:
         """``(id, instrument, hop, started, first night, last night)`` of every run that went through its
         window (as :meth:`completed_windows`, for every instrument and hop): what the missed-runs check reads."""
-        nights = "first_night, last_night" if _has_run_nights(self._db) else "NULL, NULL"  # an older catalog, read-only
-        query = (f"SELECT id, instrument, hop, started, {nights} FROM runs "
-                 "WHERE status IN ('ok', 'incomplete') AND dry_run = 0")  # fmt: skip
+        query = self._completed_runs_query("id, instrument, hop, started")
         return [(run, instrument, hop, started, _night(first), _night(last))
                 for run, instrument, hop, started, first, last in self._db.execute(query)]  # fmt: skip
 
