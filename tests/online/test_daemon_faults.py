@@ -22,7 +22,7 @@ from obsflow.online.layout import OutputLayout
 from obsflow.online.service import ScansSkipped, build_daemon, run_daemon
 from obsflow.simulate.telescope import TelescopeSimulator, TelescopeSpec
 from obsflow.web.status import filler_status
-from tests.fixtures.raw_projects import bank_file_never_came, never_finished_first_scan
+from tests.fixtures.raw_projects import bank_file_never_came, filled_without_bank_b, never_finished_first_scan
 
 PROJECT = "AGBT26A_300_01"
 
@@ -551,22 +551,12 @@ def test_a_bank_file_that_never_comes_is_waited_for_then_the_other_banks_are_fil
 
 def test_a_scan_filled_without_a_bank_is_not_filled_again_after_a_restart(roots):
     raw, out = roots
-    project, _ = _filled_without_bank_b(raw, out)
+    project, _ = filled_without_bank_b(raw, out)
     log = _fill_log_lines(out, project.name)
     run_daemon(until_idle=True, raw_root=raw, out_root=out, poll_s=0.01, retry_limit=1, quicklook=False)  # exit 0
     assert _fill_log_lines(out, project.name) == log
     status = read_status(OutputLayout(out))
     assert status["unfinished"] == [] and [e["scan"] for e in status["missing_banks"]] == [1]  # still said
-
-
-def _filled_without_bank_b(raw: Path, out: Path) -> tuple[Path, Path]:
-    """A catch-up daemon run (one try) that fills scan 1 without bank B, whose raw file never came;
-    returns the raw project and where that file is kept aside."""
-    project, aside = bank_file_never_came(raw)
-    with pytest.raises(ScansSkipped):
-        run_daemon(until_idle=True, raw_root=raw, out_root=out, poll_s=0.01, retry_limit=1, backoff_s=0.01,
-                   quicklook=False)  # fmt: skip
-    return project, aside
 
 
 def _bank_missing_lines(out: Path, capsys) -> list[str]:
@@ -610,7 +600,7 @@ def test_a_bank_filled_by_hand_leaves_the_status_of_the_running_daemon(roots, ca
 
 def test_a_bank_filled_by_hand_while_no_daemon_ran_is_not_inherited(roots, capsys):
     raw, out = roots
-    project, aside = _filled_without_bank_b(raw, out)
+    project, aside = filled_without_bank_b(raw, out)
     aside.rename(project / "VEGAS" / aside.name)
     assert main(["fill", str(project), str(out), "--scans", "1"]) == 0
 
@@ -622,7 +612,7 @@ def test_a_bank_filled_by_hand_while_no_daemon_ran_is_not_inherited(roots, capsy
 
 def test_a_bank_still_missing_stays_in_the_status_when_the_files_change(roots, capsys):
     raw, out = roots
-    project, aside = _filled_without_bank_b(raw, out)
+    project, aside = filled_without_bank_b(raw, out)
     assert main(["fill", str(project), str(out), "--scans", "1"]) == 1  # still no file: bank B not filled
     daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
     read = _counting_reads(daemon)
