@@ -119,6 +119,7 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
     """Show what the daemon is doing, the last scan filled per project and any lag."""
     from obsflow.online.daemon import daemon_running, read_status, status_unsaved_s
     from obsflow.online.layout import OutputLayout
+    from obsflow.online.missing import recheck_missing_banks
 
     root = out_root or ctx.obj.get("out_root")
     if root is None:
@@ -130,7 +131,11 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
         else:
             click.echo(f"no online daemon has run on {root}")
         return 0
-    data["running"], data["checked"] = daemon_running(OutputLayout(Path(root)), data)
+    layout = OutputLayout(Path(root))
+    data["running"], data["checked"] = daemon_running(layout, data)
+    # the daemon drops an entry once it sees the bank filled; while none runs, the files say it first
+    banks = recheck_missing_banks(layout, data.get("missing_banks") or [])  # type: ignore[arg-type]
+    data["missing_banks"], data["missing_banks_filled_since"] = banks.still_missing, banks.filled_since
     data["unsaved_s"] = status_unsaved_s(data, bool(data["running"]))
     if as_json:
         emit_json(data)

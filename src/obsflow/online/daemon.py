@@ -29,6 +29,7 @@ from obsflow.lock import DAEMON_LOCK, is_stale, lock_path, read_lock, release_lo
 from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
+from obsflow.online.missing import banks_hold_scan
 
 __all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "fill_lag_s", "later_scan", "read_status", "status_unsaved_s"]
 
@@ -495,7 +496,7 @@ class Daemon:
         """Drop the project's missing-bank entries whose banks all hold the scan now (filled by hand)."""
         kept = []
         for entry in self.status.missing_banks:
-            if entry.get("project") == project and _banks_hold_scan(entry, per_bank):
+            if entry.get("project") == project and banks_hold_scan(entry, per_bank):
                 log.info("%s scan %s: VEGAS bank %s filled since: no longer missing", project, entry.get("scan"),
                          ",".join(map(str, entry.get("banks") or [])))  # fmt: skip
                 self._service_log("missing_banks_filled", project=project, scan=entry.get("scan"),
@@ -616,15 +617,6 @@ def _lately_filled(
         return name in keep or not isinstance(filled, (int, float)) or now - filled < PROJECTS_KEPT_S
 
     return {name: info for name, info in projects.items() if lately(name, info)}
-
-
-def _banks_hold_scan(entry: Mapping[str, object], per_bank: Mapping[str, set[ScanKey]]) -> bool:
-    """Every bank a missing-bank entry names holds its scan in ``per_bank`` (bank letter -> scans)."""
-    banks, scan = entry.get("banks"), entry.get("scan")
-    if not isinstance(banks, list) or not banks or not isinstance(scan, int):
-        return False  # not an entry this daemon wrote: kept, as it was before
-    key = ScanKey(scan, str(entry.get("timestamp")))
-    return all(key in per_bank.get(str(bank), ()) for bank in banks)
 
 
 def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, object]:

@@ -25,6 +25,7 @@ from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
 from obsflow.online.daemon import NEVER_FINISHED, daemon_running, fill_lag_s, later_scan, read_status, status_unsaved_s
 from obsflow.online.layout import OutputLayout
+from obsflow.online.missing import recheck_missing_banks
 from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
 from obsflow.verify.last import load_last
@@ -281,7 +282,8 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
             "filled_at": record.get("filled_at"), "latency_s": _latency(record), "skipped": record.get("skipped"),
             "quicklook": _quicklook_url(layout, str(record.get("project")), record.get("scan")),
         })  # fmt: skip
-    out["failures"] = _failures(data, redactor)
+    banks = recheck_missing_banks(layout, data.get("missing_banks") or [])  # a bank filled since is not missing
+    out["failures"] = _failures({**data, "missing_banks": banks.still_missing}, redactor)
     return out
 
 
