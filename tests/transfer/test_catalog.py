@@ -381,6 +381,36 @@ def test_prune_forgets_old_runs_but_the_last_of_each_instrument_and_hop_and_thos
     assert pruned.runs == 3
 
 
+def test_prune_keeps_the_nights_of_a_run_it_keeps_and_forgets_them_with_it(tmp_path: Path) -> None:
+    """A catch-up run (``--days`` past keep_catalog_days, or ``-d`` an old night) records files of nights older
+    than the kept ones: they stay as long as the run does (started since the oldest kept night), or the same
+    run's prune forgot what it had just copied and verified, and the next catch-up hashed it all again."""
+    old, recent = _midnight(date(2024, 1, 1)), _midnight(KEEP_FROM) + 3600
+    nights = ["2024/0101", "2024/0430", "2024/0501", "2024/0630", "2024/0701", "2024/0901", "2025/0228", "2025/0301"]
+    with Catalog(tmp_path / "c.sqlite") as cat:
+        for host in ("instruments", "suth"):
+            cat.observe(host, "sha", {f"{night}/a.fits": FileStat(1, old) for night in nights})
+            cat.observe(host, "shd", {"01-06-2024/a.fits": FileStat(1, old), "01-07-2024/a.fits": FileStat(1, old)})
+
+        def ran(started: float, first: date, last: date, instrument: str = "sha", dry_run: bool = False) -> None:
+            run = cat.start_run("instruments:suth", instrument, dry_run=dry_run, now=started, nights=(first, last))
+            cat.finish_run(run, "failed", {})  # however it ended: what it recorded stays with it
+
+        ran(recent, date(2024, 5, 1), date(2024, 6, 30))  # a catch-up ending on an old night (-d with --days)
+        ran(recent, date(2025, 2, 28), date(2025, 3, 30))  # a window reaching one night past the kept ones
+        ran(old, date(2023, 12, 1), date(2024, 1, 31))  # a catch-up itself older than the kept nights: no longer kept
+        ran(recent, date(2024, 9, 1), date(2024, 9, 1), dry_run=True)  # a dry run records nothing
+        ran(recent, date(2024, 7, 1), date(2024, 7, 1), instrument="shd")  # another instrument's nights
+        pruned = cat.prune(KEEP_FROM, {**LAYOUTS, "shd": "{dd}-{mm}-{yyyy}"})  # its folders: not in night order
+        kept = ["2024/0501/a.fits", "2024/0630/a.fits", "2025/0228/a.fits", "2025/0301/a.fits"]
+        assert _paths(cat, "instruments", "sha") == _paths(cat, "suth", "sha") == kept
+        assert _paths(cat, "suth", "shd") == ["01-07-2024/a.fits"]  # the night a run of shd covered
+        assert (pruned.files, pruned.kept_from) == (10, date(2024, 5, 1))
+        # once the catch-up is older than the kept nights too, its nights go with it
+        assert cat.prune(date(2025, 6, 1), LAYOUTS).files == 8
+        assert _paths(cat, "suth", "sha") == []
+
+
 def test_prune_with_nothing_old_writes_nothing_and_a_read_only_catalog_is_never_pruned(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     with Catalog(path) as cat:

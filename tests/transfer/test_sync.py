@@ -665,6 +665,48 @@ def test_a_real_sync_prunes_the_catalog_after_its_hops_and_a_dry_run_does_not(si
                     f"{site.today - timedelta(days=400)} (keep_catalog_days 400)")
 
 
+def test_a_catch_up_longer_than_keep_catalog_days_keeps_what_it_copied_and_checked(
+    tmp_path: Path, sshd, caplog
+) -> None:
+    """Found by review: ``--days`` past keep_catalog_days (the catch-up the missed-runs check suggests
+    after a long stop) recorded the nights before the kept ones, then its own prune forgot them: their
+    copied and verified marks were gone at once, and the next catch-up listed and hashed them all again."""
+    import logging
+
+    from obsflow.web.status import sync_status
+
+    site = make_site(tmp_path, sshd, nights=100, frames=1, extra="keep_catalog_days = 92")
+    oldest = site.today - timedelta(days=99)
+    folder = f"{oldest:%Y/%m%d}"
+    caplog.set_level(logging.INFO, logger="obsflow.transfer.sync")
+
+    def old_rows() -> dict[str, list[tuple[object, ...]]]:
+        with Catalog(site.config.catalog_path, read_only=True) as catalog:
+            return {host: [(r.path, r.xxh128, r.first_seen, r.copied, r.verified)
+                           for r in catalog.files(host, "sha", prefix=folder + "/")]
+                    for host in ("instruments", "suth", "cape")}  # fmt: skip
+
+    catch_up = SyncRequest(instrument="sha", days=100, today=site.today)
+    first = run_sync(site.config, catch_up)
+    assert first.exit_code == 0 and [len(o.copied) for o in first.outcomes] == [100, 100]
+    rows = old_rows()
+    assert all(len(rows[host]) == 1 for host in rows)
+    assert all(copied and verified for host in ("suth", "cape") for _, _, _, copied, verified in rows[host])
+    assert (f"the window reaches 7 nights past keep_catalog_days (92): the catalog keeps its nights back to "
+            f"{oldest} as long as it keeps this run") in caplog.messages
+    nightly = run_sync(site.config, SyncRequest(instrument="sha", today=site.today))
+    assert nightly.exit_code == 0 and nightly.warnings == []  # the missed-runs check: nothing missed
+    again = run_sync(site.config, catch_up)  # the catch-up run again: nothing copied, nothing re-recorded
+    assert again.exit_code == 0 and [o.copied for o in again.outcomes] == [[], []]
+    assert old_rows() == rows
+    status = sync_status(site.config)  # the status page: last runs and the window's holdings as usual
+    assert status["error"] is None and status["has_runs"]
+    assert [entry["last_run"]["status"] for hop in status["hops"] for entry in hop["instruments"]
+            if entry["instrument"] == "sha"] == ["ok", "ok"]  # fmt: skip
+    [sha] = [held for held in status["holdings"] if held["instrument"] == "sha"]
+    assert [sha["hosts"][host]["files"] for host in ("instruments", "suth", "cape")] == [30, 30, 30]
+
+
 def _products_config(tmp_path: Path) -> Config:
     """The filler's products (undated, growing) from a local folder to two local archives."""
     for archive in ("suth", "cape"):

@@ -23,7 +23,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
@@ -206,6 +206,7 @@ class Pruned:
     runs: int = 0
     verifications: int = 0
     more: bool = False  # the limit was reached: a later prune forgets the rest
+    kept_from: date | None = None  # the oldest night kept past the horizon, for a run started since it
 
     @property
     def total(self) -> int:
@@ -664,6 +665,9 @@ class Catalog:
           whose folders name no whole night (``{yyyy}/{mm}``), or undated (``*``) are left alone: the
           sync lists an undated tree whole and records every file again at its next run, and an
           archive's copy would lose the ``copied`` mark a grown product needs (``copied_here``).
+          The nights a real run started since that midnight covered stay too, as long as the run is
+          that recent (a catch-up: ``--days`` past the kept nights, ``-d`` an old night): else its own
+          prune forgot what it had just copied and verified, and the next catch-up hashed it all again.
         - ``runs`` started before that midnight, except ``keep_runs`` (those the missed-runs check
           needs: :func:`obsflow.transfer.sync.runs_to_keep`), the last real run and the last ``ok``
           one of each instrument and hop (the status page's), and runs still ``running``.
@@ -677,8 +681,10 @@ class Catalog:
             return Pruned()
         since = datetime.combine(oldest_night, datetime.min.time()).timestamp()  # local, as folders are named
         with self._transaction():
+            kept = self._nights_of_recent_runs(since, oldest_night)
+            gaps = {instrument: _gaps(kept.get(instrument, []), oldest_night) for instrument in layouts}
             old_files = (key for instrument, layout in layouts.items()
-                         for key in self._old_files(instrument, layout, oldest_night))  # fmt: skip
+                         for key in self._old_files(instrument, layout, gaps[instrument]))  # fmt: skip
             files = list(itertools.islice(old_files, limit + 1))  # one more: is there more?
             old_files.close()  # its read ends here, before the deletes
             runs = self._old_runs(since, set(keep_runs))
@@ -688,7 +694,8 @@ class Catalog:
             self._db.executemany("DELETE FROM files WHERE host = ? AND instrument = ? AND path = ?", files)
             self._db.executemany("DELETE FROM runs WHERE id = ?", [(run,) for run in runs])
             self._db.executemany("DELETE FROM verifications WHERE id = ?", [(one,) for one in verifications])
-        return Pruned(len(files), len(runs), len(verifications), more)
+        kept_from = min((first for nights in kept.values() for first, _ in nights), default=None)
+        return Pruned(len(files), len(runs), len(verifications), more, kept_from)
 
     @_one_line_errors
     def completed_runs(self) -> list[tuple[int, str, str, float, date | None, date | None]]:
@@ -705,19 +712,43 @@ class Catalog:
                  "SELECT host FROM h WHERE host IS NOT NULL")  # fmt: skip
         return [host for (host,) in self._db.execute(query)]
 
-    def _old_files(self, instrument: str, layout: str, oldest_night: date) -> Iterator[tuple[str, str, str]]:
-        """The keys of ``instrument``'s rows of nights older than ``oldest_night`` (see :meth:`prune`), read as
-        they are taken, by the night of their dated folder; none for an undated layout or one whose folders
-        name no whole night (``{yyyy}/{mm}``)."""
+    def _old_files(self, instrument: str, layout: str, gaps: list[_Gap]) -> Iterator[tuple[str, str, str]]:
+        """The keys of ``instrument``'s rows of nights in ``gaps`` (the old nights no recent run covered, see
+        :meth:`prune`), read as they are taken, by the night of their dated folder; none for an undated layout
+        or one whose folders name no whole night (``{yyyy}/{mm}``)."""
         if not names_the_night(layout):
             return
         query, args = "SELECT path FROM files WHERE host = ? AND instrument = ?", [instrument]
-        if sorts_by_night(layout):  # only the rows below the oldest night's folder: a key range
-            query, args = query + " AND path < ?", [*args, *dated_folders(layout, [oldest_night])]
+        if not sorts_by_night(layout):  # every row, each judged by its night
+            reads = [(query, args)]
+        else:  # only the rows of each gap's folders: a key range each
+            reads = [(query + (" AND path >= ?" if first else "") + " AND path < ?",
+                      [*args, *(dated_folders(layout, [first]) if first else []), *dated_folders(layout, [end])])
+                     for first, end in gaps]  # fmt: skip
         for host in self._hosts():
-            for (path,) in self._db.execute(query, [host, *args]):
-                if (night := folder_night(layout, path)) is not None and night < oldest_night:
-                    yield host, instrument, path
+            for read, read_args in reads:
+                for (path,) in self._db.execute(read, [host, *read_args]):
+                    if (night := folder_night(layout, path)) is not None and _in_gaps(night, gaps):
+                        yield host, instrument, path
+
+    def _nights_of_recent_runs(self, since: float, oldest_night: date) -> dict[str, list[tuple[date, date]]]:
+        """Per instrument, the nights before ``oldest_night`` that the real runs started since ``since``
+        covered, merged and in order: what a catch-up recorded, kept as long as the run (see :meth:`prune`)."""
+        if not _has_run_nights(self._db):
+            return {}
+        rows = self._db.execute("SELECT instrument, first_night, last_night FROM runs "
+                                "WHERE started >= ? AND dry_run = 0 AND first_night < ?",
+                                (since, oldest_night.isoformat())).fetchall()  # fmt: skip
+        last_old = oldest_night - timedelta(days=1)
+        nights: dict[str, list[tuple[date, date]]] = {}
+        for instrument, first, last in sorted(rows):
+            merged = nights.setdefault(instrument, [])
+            first, last = date.fromisoformat(first), min(date.fromisoformat(last), last_old)
+            if merged and first <= merged[-1][1] + timedelta(days=1):
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        return nights
 
     def _old_runs(self, since: float, keep: set[int]) -> list[int]:
         """The runs started before ``since`` that :meth:`prune` may drop."""
@@ -756,6 +787,27 @@ class Catalog:
 
 def _night(text: str | None) -> date | None:
     return date.fromisoformat(text) if text else None
+
+
+#: nights from the first (None: the oldest there is) up to the end, excluded
+_Gap = tuple["date | None", date]
+
+
+def _gaps(kept: list[tuple[date, date]], oldest_night: date) -> list[_Gap]:
+    """The nights before ``oldest_night`` outside the ``kept`` ranges (merged, in order, before it), oldest first."""
+    gaps: list[_Gap] = []
+    first: date | None = None
+    for kept_first, kept_last in kept:
+        if first is None or first < kept_first:
+            gaps.append((first, kept_first))
+        first = kept_last + timedelta(days=1)
+    if first is None or first < oldest_night:
+        gaps.append((first, oldest_night))
+    return gaps
+
+
+def _in_gaps(night: date, gaps: list[_Gap]) -> bool:
+    return any((first is None or first <= night) and night < end for first, end in gaps)
 
 
 _BELOW = "(path >= ? AND path < ?)"

@@ -6,7 +6,8 @@ about instruments with nights before the window that no completed sync covered (
 that would cover the gap), then runs :func:`~obsflow.transfer.hop.run_hop` for each hop and
 instrument.  A host that cannot be reached fails only the hops that need it; the rest runs.  A real run then
 has the catalog forget what is older than ``keep_catalog_days`` (:func:`prune_catalog`), keeping the runs the
-missed-runs check needs (:func:`runs_to_keep`): its warnings are the same after a prune as before.
+missed-runs check needs (:func:`runs_to_keep`): its warnings are the same after a prune as before.  A window
+longer than that (a catch-up's ``--days``) keeps its nights in the catalog as long as the catalog keeps the run.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def run_sync(
                     on_outcome(outcome)
         if not request.dry_run:
             _forget_old(catalog, config, request.run_day)
+            _say_kept(config, request.run_day, dates[0])
     return report
 
 
@@ -117,6 +119,14 @@ def _forget_old(catalog: Catalog, config: Config, today: date) -> None:
         prune_catalog(catalog, config, today)
     except CatalogError as err:
         log.warning("the catalog was not pruned: %s", err.one_line())
+
+
+def _say_kept(config: Config, today: date, first_night: date) -> None:
+    """Say when the window reaches past the nights the catalog keeps: their rows are kept as long as the run."""
+    past = (today - timedelta(days=config.keep_catalog_days) - first_night).days
+    if past > 0:
+        log.info("the window reaches %d nights past keep_catalog_days (%d): the catalog keeps its nights back to %s "
+                 "as long as it keeps this run", past, config.keep_catalog_days, first_night)  # fmt: skip
 
 
 @contextmanager
@@ -262,13 +272,15 @@ def first_uncovered(covered: list[Covered], window_start: date) -> date | None:
 
 def prune_catalog(catalog: Catalog, config: Config, today: date) -> Pruned:
     """Have the catalog forget the nights older than ``keep_catalog_days`` before ``today``, and the runs and
-    verifications started before them, but the runs the missed-runs check needs; log what went."""
+    verifications started before them, but the runs the missed-runs check needs and the nights that runs
+    started since then covered (a catch-up's ``--days`` past them: never its own window); log what went."""
     oldest = today - timedelta(days=config.keep_catalog_days)
     layouts = {name: inst.layout for name, inst in config.instruments.items()}
     pruned = catalog.prune(oldest, layouts, runs_to_keep(catalog, config.window_days))
     if pruned.total:
-        log.info("catalog: forgot %d file rows, %d runs and %d verifications older than %s (keep_catalog_days %d)%s",
-                 pruned.files, pruned.runs, pruned.verifications, oldest, config.keep_catalog_days,
+        kept = f"; nights back to {pruned.kept_from} that runs since then covered stay" if pruned.kept_from else ""
+        log.info("catalog: forgot %d file rows, %d runs and %d verifications older than %s (keep_catalog_days %d%s)%s",
+                 pruned.files, pruned.runs, pruned.verifications, oldest, config.keep_catalog_days, kept,
                  "; more in the next runs" if pruned.more else "")  # fmt: skip
     return pruned
 
