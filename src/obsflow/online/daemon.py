@@ -43,6 +43,9 @@ STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (a
 STALE_MIN_S = 2.0
 BUSY = ("filling", "reading which scans")  # the daemon's activities that keep one status while they last
 REPEAT_LOG_S = 300.0  # a problem that lasts is logged again at most this often
+#: a project with nothing left to do whose scan log has not changed for this long is forgotten (no longer read,
+#: nor kept in memory) until its log changes: a daemon runs for months, through hundreds of projects
+FORGET_AFTER_S = 6 * 3600.0
 
 
 class CatchUpStalled(ObsflowError):
@@ -57,6 +60,23 @@ class ProjectProblem:
     attempts: int
     retry_at: float
     logged_at: float
+
+
+@dataclass
+class LeftReports:
+    """What the status still says of a project the daemon forgot: scans given up, scans the log never finished.
+
+    Kept until a fill by hand puts those scans in the files, or the project is followed again (back to the engine).
+    """
+
+    failures: dict[ScanKey, Failure]
+    never_finished: dict[ScanKey, tuple[str, ScanKey]]
+
+    def drop_filled(self, held: set[ScanKey]) -> bool:
+        """Forget the scans now in the files; True if nothing is left to report."""
+        self.failures = {key: failure for key, failure in self.failures.items() if key not in held}
+        self.never_finished = {key: later for key, later in self.never_finished.items() if key not in held}
+        return not (self.failures or self.never_finished)
 
 
 @dataclass(frozen=True)
@@ -125,8 +145,10 @@ class Daemon:
         retry_limit: int = 5,
         backoff_s: float = 2.0,
         after_fill: Callable[[FillAction, FillOutcome], None] | None = None,
+        forget_after_s: float = FORGET_AFTER_S,
     ) -> None:
         self.source = source
+        self.forget_after_s = forget_after_s
         self.after_fill = after_fill
         self.fill = fill
         self.layout = layout
@@ -149,6 +171,7 @@ class Daemon:
         self._told_never_finished: set[tuple[str, ScanKey]] = set()
         self._missing_this_run: list[str] = []  # scans filled without some banks, for a catch-up run's end
         self._files_seen: dict[str, tuple[tuple[str, int, int], ...]] = {}  # see _notice_fills_by_hand
+        self._left: dict[str, LeftReports] = {}  # forgotten projects the status still reports on
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -232,8 +255,13 @@ class Daemon:
 
     def given_up(self) -> list[str]:
         """One line per scan skipped after failing on its raw data, for the end of a catch-up run."""
-        return [f"{name} scan {key.scan}: {failure.last_error}" for name, state in self.engine.projects.items()
-                for key, failure in state.failures.items() if failure.given_up]  # fmt: skip
+        return [f"{name} scan {key.scan}: {failure.last_error}" for name, failures in self._all_failures()
+                for key, failure in failures.items() if failure.given_up]  # fmt: skip
+
+    def _all_failures(self) -> list[tuple[str, dict[ScanKey, Failure]]]:
+        """Each project's failures: the engine's, and those of the projects it forgot."""
+        return ([(name, state.failures) for name, state in self.engine.projects.items()]
+                + [(name, left.failures) for name, left in self._left.items()])  # fmt: skip
 
     def never_finished(self) -> list[str]:
         """One line per scan the log never finished (a later scan started), so never filled."""
@@ -242,8 +270,9 @@ class Daemon:
     def _tell_never_finished(self) -> None:
         """Log each scan found never finished once, and list them all in the status (the engine is the truth)."""
         entries = []
-        for name, state in self.engine.projects.items():
-            for key, (later_project, later) in state.never_finished.items():
+        never_finished = [(name, state.never_finished) for name, state in self.engine.projects.items()]
+        for name, scans in never_finished + [(name, left.never_finished) for name, left in self._left.items()]:
+            for key, (later_project, later) in scans.items():
                 entry = {"project": name, "scan": key.scan, "timestamp": key.timestamp, "later_scan": later.scan}
                 if later_project != name:
                     entry["later_project"] = later_project
@@ -281,6 +310,7 @@ class Daemon:
             self._save_status()
             return False
         for event in events:
+            self._take_back(event.project)
             self.engine.observe(event)
             if event.kind == "project":
                 self._service_log("project", project=event.project)
@@ -298,8 +328,39 @@ class Daemon:
                 break  # a backlog: poll again first, so a scan that just ended is not kept waiting
         if not actions and self._project_problems:
             self.status.activity = self._idle_activity()
+        self._forget_finished_projects(time.time())
         self._save_status()
         return bool(actions)
+
+    def _forget_finished_projects(self, now: float) -> None:
+        """Forget each project the daemon is finished with (see :meth:`Engine.is_finished_with`), but for one
+        whose files are watched for a missing bank or cannot be read: memory and the work of a poll stay
+        bounded over months.  A change of its log makes it a new project again (its files say what is filled)."""
+        banks_missing = {entry.get("project") for entry in self.status.missing_banks}
+        for name in [name for name in self.engine.projects if name not in banks_missing
+                     and name not in self._project_problems
+                     and self.engine.is_finished_with(name, now, self.forget_after_s)]:  # fmt: skip
+            self._forget(name)
+
+    def _forget(self, project: str) -> None:
+        state = self.engine.forget(project)
+        self.source.forget(project)
+        self._tries = {key: tries for key, tries in self._tries.items() if key[0] != project}
+        self._told_never_finished = {key for key in self._told_never_finished if key[0] != project}
+        if state.failures or state.never_finished:  # given up, or never finished: still reported
+            self._left[project] = LeftReports(dict(state.failures), dict(state.never_finished))
+        else:
+            self._files_seen.pop(project, None)
+        log.info("%s: nothing left to fill, scan log unchanged for %g h: no longer followed (until it changes)",
+                 project, self.forget_after_s / 3600)  # fmt: skip
+        self._service_log("project_forgotten", project=project)
+
+    def _take_back(self, project: str) -> None:
+        """A forgotten project seen again: what the status said of it goes back to the engine."""
+        left = self._left.pop(project, None)
+        if left is not None:
+            self.engine.restore_failures(project, left.failures)
+            self.engine.restore_never_finished(project, left.never_finished)
 
     def _notice_fills_by_hand(self) -> None:
         """A scan the log never finished, or a bank whose raw file came late, filled by hand while the
@@ -320,6 +381,7 @@ class Daemon:
     def _watched_projects(self) -> set[str]:
         """Projects whose status a fill by hand may change: a scan the log never finished, or a bank missing."""
         names = {name for name, state in self.engine.projects.items() if state.never_finished and state.filled_known}
+        names |= set(self._left)  # forgotten, with scans given up or never finished
         return names | {str(entry["project"]) for entry in self.status.missing_banks if entry.get("project")}
 
     def _bank_files_now(self, project: str) -> tuple[tuple[str, int, int], ...]:
@@ -490,6 +552,10 @@ class Daemon:
             log.error("cannot check the missing banks of %s", project, exc_info=err)
             return
         self._forget_banks_filled_since(project, per_bank)
+        left = self._left.get(project)
+        if left is not None and left.drop_filled(set().union(*per_bank.values())):
+            del self._left[project]
+            self._files_seen.pop(project, None)
 
     def _forget_banks_filled_since(self, project: str, per_bank: Mapping[str, set[ScanKey]]) -> None:
         """Drop the project's missing-bank entries whose banks all hold the scan now (filled by hand)."""
@@ -558,8 +624,8 @@ class Daemon:
 
     def _save_status(self) -> None:
         # The engine's failures are the truth: an entry goes when its scan is filled, however.
-        self.status.failures = [_failure_entry(name, key, failure) for name, state in self.engine.projects.items()
-                                for key, failure in state.failures.items()]  # fmt: skip
+        self.status.failures = [_failure_entry(name, key, failure) for name, failures in self._all_failures()
+                                for key, failure in failures.items()]  # fmt: skip
         pending = {name: len(self.engine.pending(name)) for name in self.engine.projects}  # once per save: every poll
         # ... and of what is pending: a scan given up, or one finished since the last fill, changes it too.
         for name, info in self.status.projects.items():
@@ -567,7 +633,7 @@ class Daemon:
             if state is not None and state.filled_known:
                 info["pending"] = pending[name]
         unfinished = {name for name, state in self.engine.projects.items()
-                      if state.failures or state.never_finished or pending[name]}  # fmt: skip
+                      if state.failures or state.never_finished or pending[name]} | set(self._left)  # fmt: skip
         if not self._polled and self._inherited_unfinished is not None:
             unfinished |= set(self._inherited_unfinished)  # the engine has not seen the previous daemon's projects yet
         # None: an older status without the list, and no poll yet to make one (the next start keeps the old rule)
