@@ -42,6 +42,7 @@ PROJECTS_KEPT_S = 30 * 86400.0
 STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
 STALE_MIN_S = 2.0
 BUSY = ("filling", "reading which scans")  # the daemon's activities that keep one status while they last
+FITS_BLOCK = 2880  # a whole FITS file is a multiple of this many bytes
 REPEAT_LOG_S = 300.0  # a problem that lasts is logged again at most this often
 #: a project with nothing left to do whose scan log has not changed for this long is forgotten (no longer read,
 #: nor kept in memory) until its log changes: a daemon runs for months, through hundreds of projects
@@ -77,6 +78,15 @@ class LeftReports:
         self.failures = {key: failure for key, failure in self.failures.items() if key not in held}
         self.never_finished = {key: later for key, later in self.never_finished.items() if key not in held}
         return not (self.failures or self.never_finished)
+
+
+@dataclass
+class LateBankWatch:
+    """The raw files of a missing-bank entry, as a stat saw them at the last poll, and a failed fill's."""
+
+    seen: tuple[tuple[int, int] | None, ...] = ()  # (size, mtime) per file, None while it is not there
+    failed: tuple[tuple[int, int] | None, ...] | None = None  # the files as the last failed fill found them
+    retry_at: float = 0.0  # ... and when to try again, if they stay so (a busy lock passes)
 
 
 @dataclass(frozen=True)
@@ -122,8 +132,8 @@ class DaemonStatus:
     poll_s: float = 1.0  # an idle daemon saves this status every poll: `online status` tells an old one
     never_finished: list[dict[str, object]] = field(default_factory=list)  # scans the log never finished
     # Scans filled without some VEGAS banks, whose raw files never came (newest first; kept while
-    # their project is in ``projects``): a fill by hand adds those banks if the files come later,
-    # and the entry goes once the daemon finds every bank it names holding the scan.
+    # their project is in ``projects``): if the files come later the daemon fills those banks
+    # (_fill_late_banks), or a fill by hand does; the entry goes once every bank it names holds the scan.
     missing_banks: list[dict[str, object]] = field(default_factory=list)
     # Projects with scans still to fill (or failing, or never finished): the next daemon follows these however
     # old their logs, and no other project merely for having an output folder (every project ever filled has one).
@@ -172,6 +182,7 @@ class Daemon:
         self._missing_this_run: list[str] = []  # scans filled without some banks, for a catch-up run's end
         self._files_seen: dict[str, tuple[tuple[str, int, int], ...]] = {}  # see _notice_fills_by_hand
         self._left: dict[str, LeftReports] = {}  # forgotten projects the status still reports on
+        self._late_banks: dict[tuple[object, object, object], LateBankWatch] = {}  # see _fill_late_banks
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -328,9 +339,10 @@ class Daemon:
                 break  # a backlog: poll again first, so a scan that just ended is not kept waiting
         if not actions and self._project_problems:
             self.status.activity = self._idle_activity()
+        filled_late = not actions and self._fill_late_banks()  # live scans first
         self._forget_finished_projects(time.time())
         self._save_status()
-        return bool(actions)
+        return bool(actions) or filled_late
 
     def _forget_finished_projects(self, now: float) -> None:
         """Forget each project the daemon is finished with (see :meth:`Engine.is_finished_with`), but for one
@@ -570,6 +582,55 @@ class Daemon:
                 kept.append(entry)
         self.status.missing_banks = kept
 
+    def _fill_late_banks(self) -> bool:
+        """Fill the banks of missing-bank entries whose raw file came late (a slow copy from VEGAS); True
+        if any was tried.  Each poll only stats the files; a file is filled once it is there, a whole
+        number of FITS blocks, and unchanged since the previous poll (a copy under way changes it)."""
+        now = time.time()
+        entries = {_entry_key(entry): entry for entry in self.status.missing_banks}
+        self._late_banks = {key: watch for key, watch in self._late_banks.items() if key in entries}
+        tried = False
+        for key, entry in entries.items():
+            files, scan = entry.get("files"), entry.get("scan")
+            if self._stop or not isinstance(files, list) or not isinstance(scan, int):
+                continue  # an entry of an older version names no files
+            watch = self._late_banks.setdefault(key, LateBankWatch())
+            stamps, watch.seen = watch.seen, tuple(_whole_file_stamp(Path(str(path))) for path in files)
+            if stamps != watch.seen or all(stamp is None for stamp in stamps):
+                continue  # not there, or still changing
+            if watch.failed == stamps and now < watch.retry_at:
+                continue
+            tried = True
+            self._fill_late_bank(entry, ScanKey(scan, str(entry.get("timestamp"))), watch, now)
+        return tried
+
+    def _fill_late_bank(self, entry: dict[str, object], key: ScanKey, watch: LateBankWatch, now: float) -> None:
+        """Fill a scan again with the bank files that came (the banks holding it are skipped, never twice)."""
+        project, banks = str(entry.get("project")), entry.get("banks")
+        banks = ",".join(map(str, banks)) if isinstance(banks, list) else "?"
+        self.status.activity = f"filling {project} scan {key.scan} (VEGAS bank {banks}, came late)"
+        self._save_status()
+        try:
+            outcome = self.fill(FillAction(project, key, ("vegas",), attempt=1, is_last_try=True))
+        except Exception as err:  # noqa: BLE001 - a late file that cannot be filled yet must not stop the daemon
+            message = err.one_line() if isinstance(err, ObsflowError) else f"{type(err).__name__}: {err}"
+            if watch.failed != watch.seen:  # said once per state of the files
+                log.warning("%s scan %d: cannot fill VEGAS bank %s, whose raw file came late: %s", project, key.scan,
+                            banks, message)  # fmt: skip
+            watch.failed, watch.retry_at = watch.seen, now + self.engine.max_backoff_s
+            return
+        self._files_seen[project] = self._bank_files_now(project)  # our fill is no fill by hand
+        filled = [bank for bank in outcome.banks if bank not in outcome.missing_banks]
+        log.info("%s scan %d: VEGAS bank %s came late: filled (%d rows)", project, key.scan, banks, outcome.rows)
+        record = {"project": project, "scan": key.scan, "timestamp": key.timestamp, "banks": filled,
+                  "rows": outcome.rows, "filled_at": time.time(), "note": f"VEGAS bank {banks} came late",
+                  "missing_banks": list(outcome.missing_banks)}  # fmt: skip
+        self._fill_log(project, record)
+        self._service_log("late_bank_filled", **record)
+        self.status.missing_banks = [e for e in self.status.missing_banks if _entry_key(e) != _entry_key(entry)]
+        if outcome.missing_banks:  # another bank of the entry is still missing: it stays, naming that one
+            self._tell_missing_banks(FillAction(project, key, ("vegas",), 1, True), outcome, record)
+
     def filled_without_banks(self) -> list[str]:
         """One line per scan this run filled without some banks (their raw files never came)."""
         return list(self._missing_this_run)
@@ -691,6 +752,22 @@ def _banks_hold_scan(entry: Mapping[str, object], per_bank: Mapping[str, set[Sca
         return False  # not an entry this daemon wrote: kept, as it was before
     key = ScanKey(scan, str(entry.get("timestamp")))
     return all(key in per_bank.get(str(bank), ()) for bank in banks)
+
+
+def _entry_key(entry: Mapping[str, object]) -> tuple[object, object, object]:
+    """The scan a status entry names: (project, scan, timestamp)."""
+    return entry.get("project"), entry.get("scan"), entry.get("timestamp")
+
+
+def _whole_file_stamp(path: Path) -> tuple[int, int] | None:
+    """(size, mtime) of a raw file that may be whole: there, and a whole number of FITS blocks (else None)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if stat.st_size == 0 or stat.st_size % FITS_BLOCK:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, object]:
