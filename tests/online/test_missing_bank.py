@@ -1,7 +1,8 @@
 """A VEGAS bank file that never came: the banks that did are filled, the missing one can follow late.
 
 The raw data come from the simulator with one bank file moved aside (``bank_file_never_came``);
-what was written is read back with astropy and checked against the indexes.
+what was written is read back with astropy and checked against the indexes.  The daemon fills a
+late file by itself.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from astropy.io import fits
 
 from obsflow.errors import InputError
 from obsflow.online import raw as rawmod
+from obsflow.online.daemon import read_status
 from obsflow.online.fill import fill_scan
 from obsflow.online.layout import OutputLayout
+from obsflow.online.service import build_daemon
 from obsflow.sdfits import index, index_fits
 from tests.fixtures.raw_projects import bank_file_never_came
 
@@ -126,3 +129,47 @@ def test_another_missing_device_file_is_still_an_error(tmp_path):
         fill_scan(scan, layout, project=PROJECT, missing_banks_ok=True)
     assert "Antenna" in str(caught.value.where)
     assert not layout.product_dir(PROJECT).exists()
+
+
+def _daemon_filled_without_bank_b(raw: Path, out: Path):
+    """A running daemon (one try per scan) that filled scan 1 without bank B, whose raw file is kept aside."""
+    project, aside = bank_file_never_came(raw)
+    daemon = build_daemon(raw, out, poll_s=0.01, retry_limit=1, backoff_s=0.01, quicklook=False)
+    daemon.start()
+    while daemon.step():
+        pass
+    daemon.step()
+    assert [(e["scan"], e["banks"]) for e in read_status(OutputLayout(out))["missing_banks"]] == [(1, ["B"])]
+    return daemon, project, aside
+
+
+def test_the_daemon_fills_a_bank_file_that_comes_late_by_itself(tmp_path, caplog):
+    daemon, project, aside = _daemon_filled_without_bank_b(tmp_path / "raw", tmp_path / "out")
+    layout = OutputLayout(tmp_path / "out")
+    before = _scans_per_bank(layout)
+    a_and_c = {p: p.read_bytes() for p in layout.bank_files(PROJECT) if not p.name.endswith(".B.fits")}
+    arrived = project / "VEGAS" / aside.name
+    whole = aside.read_bytes()
+
+    arrived.write_bytes(whole[:5000])  # a slow copy from the backend, under way
+    for _ in range(3):
+        daemon.step()
+    arrived.write_bytes(whole[:5760])  # ... a whole number of FITS blocks, but cut: the fill refuses it
+    for _ in range(3):
+        daemon.step()
+    assert _scans_per_bank(layout)["B"] == before["B"]  # not filled from part of a file
+    assert [e["scan"] for e in read_status(layout)["missing_banks"]] == [1]
+    arrived.write_bytes(whole)
+    for _ in range(3):
+        daemon.step()
+
+    rows_b = _raw_rows(arrived)
+    assert _scans_per_bank(layout)["B"] == before["B"] + [1] * rows_b  # after scan 2's rows, once
+    assert {p: p.read_bytes() for p in a_and_c} == a_and_c  # the banks already holding scan 1 are untouched
+    _assert_indexes_agree(layout)
+    assert read_status(layout)["missing_banks"] == []
+    refused = [r for r in caplog.records if "cannot fill VEGAS bank B, whose raw file came late" in r.getMessage()]
+    assert len(refused) == 1  # said once, not at every poll
+    late = [line for line in layout.fill_log(PROJECT).read_text().splitlines() if "late" in line]
+    assert len(late) == 1 and " scan=1 " in late[0] and f"rows={rows_b}" in late[0]
+    daemon.close()

@@ -43,7 +43,11 @@ PROJECTS_KEPT_S = 30 * 86400.0
 STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
 STALE_MIN_S = 2.0
 BUSY = ("filling", "reading which scans")  # the daemon's activities that keep one status while they last
+FITS_BLOCK = 2880  # a whole FITS file is a multiple of this many bytes
 REPEAT_LOG_S = 300.0  # a problem that lasts is logged again at most this often
+#: a project with nothing left to do whose scan log has not changed for this long is forgotten (no longer read,
+#: nor kept in memory) until its log changes: a daemon runs for months, through hundreds of projects
+FORGET_AFTER_S = 6 * 3600.0
 
 
 class CatchUpStalled(ObsflowError):
@@ -58,6 +62,32 @@ class ProjectProblem:
     attempts: int
     retry_at: float
     logged_at: float
+
+
+@dataclass
+class LeftReports:
+    """What the status still says of a project the daemon forgot: scans given up, scans the log never finished.
+
+    Kept until a fill by hand puts those scans in the files, or the project is followed again (back to the engine).
+    """
+
+    failures: dict[ScanKey, Failure]
+    never_finished: dict[ScanKey, tuple[str, ScanKey]]
+
+    def drop_filled(self, held: set[ScanKey]) -> bool:
+        """Forget the scans now in the files; True if nothing is left to report."""
+        self.failures = {key: failure for key, failure in self.failures.items() if key not in held}
+        self.never_finished = {key: later for key, later in self.never_finished.items() if key not in held}
+        return not (self.failures or self.never_finished)
+
+
+@dataclass
+class LateBankWatch:
+    """The raw files of a missing-bank entry, as a stat saw them at the last poll, and a failed fill's."""
+
+    seen: tuple[tuple[int, int] | None, ...] = ()  # (size, mtime) per file, None while it is not there
+    failed: tuple[tuple[int, int] | None, ...] | None = None  # the files as the last failed fill found them
+    retry_at: float = 0.0  # ... and when to try again, if they stay so (a busy lock passes)
 
 
 @dataclass(frozen=True)
@@ -103,8 +133,8 @@ class DaemonStatus:
     poll_s: float = 1.0  # an idle daemon saves this status every poll: `online status` tells an old one
     never_finished: list[dict[str, object]] = field(default_factory=list)  # scans the log never finished
     # Scans filled without some VEGAS banks, whose raw files never came (newest first; kept while
-    # their project is in ``projects``): a fill by hand adds those banks if the files come later,
-    # and the entry goes once the daemon finds every bank it names holding the scan.
+    # their project is in ``projects``): if the files come later the daemon fills those banks
+    # (_fill_late_banks), or a fill by hand does; the entry goes once every bank it names holds the scan.
     missing_banks: list[dict[str, object]] = field(default_factory=list)
     # Projects with scans still to fill (or failing, or never finished): the next daemon follows these however
     # old their logs, and no other project merely for having an output folder (every project ever filled has one).
@@ -126,8 +156,10 @@ class Daemon:
         retry_limit: int = 5,
         backoff_s: float = 2.0,
         after_fill: Callable[[FillAction, FillOutcome], None] | None = None,
+        forget_after_s: float = FORGET_AFTER_S,
     ) -> None:
         self.source = source
+        self.forget_after_s = forget_after_s
         self.after_fill = after_fill
         self.fill = fill
         self.layout = layout
@@ -150,6 +182,8 @@ class Daemon:
         self._told_never_finished: set[tuple[str, ScanKey]] = set()
         self._missing_this_run: list[str] = []  # scans filled without some banks, for a catch-up run's end
         self._files_seen: dict[str, tuple[tuple[str, int, int], ...]] = {}  # see _notice_fills_by_hand
+        self._left: dict[str, LeftReports] = {}  # forgotten projects the status still reports on
+        self._late_banks: dict[tuple[object, object, object], LateBankWatch] = {}  # see _fill_late_banks
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -233,8 +267,13 @@ class Daemon:
 
     def given_up(self) -> list[str]:
         """One line per scan skipped after failing on its raw data, for the end of a catch-up run."""
-        return [f"{name} scan {key.scan}: {failure.last_error}" for name, state in self.engine.projects.items()
-                for key, failure in state.failures.items() if failure.given_up]  # fmt: skip
+        return [f"{name} scan {key.scan}: {failure.last_error}" for name, failures in self._all_failures()
+                for key, failure in failures.items() if failure.given_up]  # fmt: skip
+
+    def _all_failures(self) -> list[tuple[str, dict[ScanKey, Failure]]]:
+        """Each project's failures: the engine's, and those of the projects it forgot."""
+        return ([(name, state.failures) for name, state in self.engine.projects.items()]
+                + [(name, left.failures) for name, left in self._left.items()])  # fmt: skip
 
     def never_finished(self) -> list[str]:
         """One line per scan the log never finished (a later scan started), so never filled."""
@@ -243,8 +282,9 @@ class Daemon:
     def _tell_never_finished(self) -> None:
         """Log each scan found never finished once, and list them all in the status (the engine is the truth)."""
         entries = []
-        for name, state in self.engine.projects.items():
-            for key, (later_project, later) in state.never_finished.items():
+        never_finished = [(name, state.never_finished) for name, state in self.engine.projects.items()]
+        for name, scans in never_finished + [(name, left.never_finished) for name, left in self._left.items()]:
+            for key, (later_project, later) in scans.items():
                 entry = {"project": name, "scan": key.scan, "timestamp": key.timestamp, "later_scan": later.scan}
                 if later_project != name:
                     entry["later_project"] = later_project
@@ -282,6 +322,7 @@ class Daemon:
             self._save_status()
             return False
         for event in events:
+            self._take_back(event.project)
             self.engine.observe(event)
             if event.kind == "project":
                 self._service_log("project", project=event.project)
@@ -299,8 +340,40 @@ class Daemon:
                 break  # a backlog: poll again first, so a scan that just ended is not kept waiting
         if not actions and self._project_problems:
             self.status.activity = self._idle_activity()
+        filled_late = not actions and self._fill_late_banks()  # live scans first
+        self._forget_finished_projects(time.time())
         self._save_status()
-        return bool(actions)
+        return bool(actions) or filled_late
+
+    def _forget_finished_projects(self, now: float) -> None:
+        """Forget each project the daemon is finished with (see :meth:`Engine.is_finished_with`), but for one
+        whose files are watched for a missing bank or cannot be read: memory and the work of a poll stay
+        bounded over months.  A change of its log makes it a new project again (its files say what is filled)."""
+        banks_missing = {entry.get("project") for entry in self.status.missing_banks}
+        for name in [name for name in self.engine.projects if name not in banks_missing
+                     and name not in self._project_problems
+                     and self.engine.is_finished_with(name, now, self.forget_after_s)]:  # fmt: skip
+            self._forget(name)
+
+    def _forget(self, project: str) -> None:
+        state = self.engine.forget(project)
+        self.source.forget(project)
+        self._tries = {key: tries for key, tries in self._tries.items() if key[0] != project}
+        self._told_never_finished = {key for key in self._told_never_finished if key[0] != project}
+        if state.failures or state.never_finished:  # given up, or never finished: still reported
+            self._left[project] = LeftReports(dict(state.failures), dict(state.never_finished))
+        else:
+            self._files_seen.pop(project, None)
+        log.info("%s: nothing left to fill, scan log unchanged for %g h: no longer followed (until it changes)",
+                 project, self.forget_after_s / 3600)  # fmt: skip
+        self._service_log("project_forgotten", project=project)
+
+    def _take_back(self, project: str) -> None:
+        """A forgotten project seen again: what the status said of it goes back to the engine."""
+        left = self._left.pop(project, None)
+        if left is not None:
+            self.engine.restore_failures(project, left.failures)
+            self.engine.restore_never_finished(project, left.never_finished)
 
     def _notice_fills_by_hand(self) -> None:
         """A scan the log never finished, or a bank whose raw file came late, filled by hand while the
@@ -321,6 +394,7 @@ class Daemon:
     def _watched_projects(self) -> set[str]:
         """Projects whose status a fill by hand may change: a scan the log never finished, or a bank missing."""
         names = {name for name, state in self.engine.projects.items() if state.never_finished and state.filled_known}
+        names |= set(self._left)  # forgotten, with scans given up or never finished
         return names | {str(entry["project"]) for entry in self.status.missing_banks if entry.get("project")}
 
     def _bank_files_now(self, project: str) -> tuple[tuple[str, int, int], ...]:
@@ -491,6 +565,10 @@ class Daemon:
             log.error("cannot check the missing banks of %s", project, exc_info=err)
             return
         self._forget_banks_filled_since(project, per_bank)
+        left = self._left.get(project)
+        if left is not None and left.drop_filled(set().union(*per_bank.values())):
+            del self._left[project]
+            self._files_seen.pop(project, None)
 
     def _forget_banks_filled_since(self, project: str, per_bank: Mapping[str, set[ScanKey]]) -> None:
         """Drop the project's missing-bank entries whose banks all hold the scan now (filled by hand)."""
@@ -504,6 +582,55 @@ class Daemon:
             else:
                 kept.append(entry)
         self.status.missing_banks = kept
+
+    def _fill_late_banks(self) -> bool:
+        """Fill the banks of missing-bank entries whose raw file came late (a slow copy from VEGAS); True
+        if any was tried.  Each poll only stats the files; a file is filled once it is there, a whole
+        number of FITS blocks, and unchanged since the previous poll (a copy under way changes it)."""
+        now = time.time()
+        entries = {_entry_key(entry): entry for entry in self.status.missing_banks}
+        self._late_banks = {key: watch for key, watch in self._late_banks.items() if key in entries}
+        tried = False
+        for key, entry in entries.items():
+            files, scan = entry.get("files"), entry.get("scan")
+            if self._stop or not isinstance(files, list) or not isinstance(scan, int):
+                continue  # an entry of an older version names no files
+            watch = self._late_banks.setdefault(key, LateBankWatch())
+            stamps, watch.seen = watch.seen, tuple(_whole_file_stamp(Path(str(path))) for path in files)
+            if stamps != watch.seen or all(stamp is None for stamp in stamps):
+                continue  # not there, or still changing
+            if watch.failed == stamps and now < watch.retry_at:
+                continue
+            tried = True
+            self._fill_late_bank(entry, ScanKey(scan, str(entry.get("timestamp"))), watch, now)
+        return tried
+
+    def _fill_late_bank(self, entry: dict[str, object], key: ScanKey, watch: LateBankWatch, now: float) -> None:
+        """Fill a scan again with the bank files that came (the banks holding it are skipped, never twice)."""
+        project, banks = str(entry.get("project")), entry.get("banks")
+        banks = ",".join(map(str, banks)) if isinstance(banks, list) else "?"
+        self.status.activity = f"filling {project} scan {key.scan} (VEGAS bank {banks}, came late)"
+        self._save_status()
+        try:
+            outcome = self.fill(FillAction(project, key, ("vegas",), attempt=1, is_last_try=True))
+        except Exception as err:  # noqa: BLE001 - a late file that cannot be filled yet must not stop the daemon
+            message = err.one_line() if isinstance(err, ObsflowError) else f"{type(err).__name__}: {err}"
+            if watch.failed != watch.seen:  # said once per state of the files
+                log.warning("%s scan %d: cannot fill VEGAS bank %s, whose raw file came late: %s", project, key.scan,
+                            banks, message)  # fmt: skip
+            watch.failed, watch.retry_at = watch.seen, now + self.engine.max_backoff_s
+            return
+        self._files_seen[project] = self._bank_files_now(project)  # our fill is no fill by hand
+        filled = [bank for bank in outcome.banks if bank not in outcome.missing_banks]
+        log.info("%s scan %d: VEGAS bank %s came late: filled (%d rows)", project, key.scan, banks, outcome.rows)
+        record = {"project": project, "scan": key.scan, "timestamp": key.timestamp, "banks": filled,
+                  "rows": outcome.rows, "filled_at": time.time(), "note": f"VEGAS bank {banks} came late",
+                  "missing_banks": list(outcome.missing_banks)}  # fmt: skip
+        self._fill_log(project, record)
+        self._service_log("late_bank_filled", **record)
+        self.status.missing_banks = [e for e in self.status.missing_banks if _entry_key(e) != _entry_key(entry)]
+        if outcome.missing_banks:  # another bank of the entry is still missing: it stays, naming that one
+            self._tell_missing_banks(FillAction(project, key, ("vegas",), 1, True), outcome, record)
 
     def filled_without_banks(self) -> list[str]:
         """One line per scan this run filled without some banks (their raw files never came)."""
@@ -559,8 +686,8 @@ class Daemon:
 
     def _save_status(self) -> None:
         # The engine's failures are the truth: an entry goes when its scan is filled, however.
-        self.status.failures = [_failure_entry(name, key, failure) for name, state in self.engine.projects.items()
-                                for key, failure in state.failures.items()]  # fmt: skip
+        self.status.failures = [_failure_entry(name, key, failure) for name, failures in self._all_failures()
+                                for key, failure in failures.items()]  # fmt: skip
         pending = {name: len(self.engine.pending(name)) for name in self.engine.projects}  # once per save: every poll
         # ... and of what is pending: a scan given up, or one finished since the last fill, changes it too.
         for name, info in self.status.projects.items():
@@ -568,7 +695,7 @@ class Daemon:
             if state is not None and state.filled_known:
                 info["pending"] = pending[name]
         unfinished = {name for name, state in self.engine.projects.items()
-                      if state.failures or state.never_finished or pending[name]}  # fmt: skip
+                      if state.failures or state.never_finished or pending[name]} | set(self._left)  # fmt: skip
         if not self._polled and self._inherited_unfinished is not None:
             unfinished |= set(self._inherited_unfinished)  # the engine has not seen the previous daemon's projects yet
         # None: an older status without the list, and no poll yet to make one (the next start keeps the old rule)
@@ -617,6 +744,22 @@ def _lately_filled(
         return name in keep or not isinstance(filled, (int, float)) or now - filled < PROJECTS_KEPT_S
 
     return {name: info for name, info in projects.items() if lately(name, info)}
+
+
+def _entry_key(entry: Mapping[str, object]) -> tuple[object, object, object]:
+    """The scan a status entry names: (project, scan, timestamp)."""
+    return entry.get("project"), entry.get("scan"), entry.get("timestamp")
+
+
+def _whole_file_stamp(path: Path) -> tuple[int, int] | None:
+    """(size, mtime) of a raw file that may be whole: there, and a whole number of FITS blocks (else None)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if stat.st_size == 0 or stat.st_size % FITS_BLOCK:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _failure_entry(project: str, key: ScanKey, failure: Failure) -> dict[str, object]:

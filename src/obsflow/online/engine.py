@@ -12,11 +12,14 @@ so those are retried for as long as they last.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from obsflow.online.events import ScanEvent, ScanKey
 
 __all__ = ["Engine", "Failure", "FillAction"]
+
+PROJECT_CHANGES_KEPT = 100  # the telescope's last project changes, for a look back (not every one for months)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class ProjectState:
     # project and key (another project's, when the telescope went on with another project).
     never_finished: dict[ScanKey, tuple[str, ScanKey]] = field(default_factory=dict)
     latest_started: ScanKey | None = None  # the scan that started last, by its start timestamp
+    last_event_at: float = 0.0  # when the source last saw something of it (its log changed)
 
 
 class Engine:
@@ -71,7 +75,7 @@ class Engine:
         self.max_backoff_s = max_backoff_s
         self.projects: dict[str, ProjectState] = {}
         self.active_project: str | None = None
-        self.project_changes: list[tuple[float, str]] = []
+        self.project_changes: deque[tuple[float, str]] = deque(maxlen=PROJECT_CHANGES_KEPT)
 
     def project(self, name: str) -> ProjectState:
         return self.projects.setdefault(name, ProjectState())
@@ -79,6 +83,7 @@ class Engine:
     def observe(self, event: ScanEvent) -> None:
         """Take in one event from a scan-event source."""
         state = self.project(event.project)
+        state.last_event_at = max(state.last_event_at, event.seen_at)
         if event.project != self.active_project and event.kind in ("started", "project"):
             self.active_project = event.project
             self.project_changes.append((event.seen_at, event.project))
@@ -142,6 +147,10 @@ class Engine:
         """Failure bookkeeping saved before a restart."""
         self.project(project).failures.update(failures)
 
+    def restore_never_finished(self, project: str, scans: dict[ScanKey, tuple[str, ScanKey]]) -> None:
+        """Scans found never finished before the project was forgotten (what stopped each may be forgotten too)."""
+        self.project(project).never_finished.update(scans)
+
     def next_actions(self, now: float) -> list[FillAction]:
         """Every finished, unfilled scan whose time has come, in scan-log order per project.
 
@@ -186,6 +195,23 @@ class Engine:
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failure: doubling from ``backoff_s``, capped."""
         return min(self.backoff_s * 2 ** min(attempts - 1, 30), self.max_backoff_s)
+
+    def is_finished_with(self, project: str, now: float, idle_s: float) -> bool:
+        """Nothing left to do for the project: not the current one, no scan under way or to fill (each
+        filled or given up), its output files read, and nothing new of it for ``idle_s`` seconds."""
+        state = self.project(project)
+        return (
+            project != self.active_project
+            and (state.started is None or state.started in state.never_finished)
+            and now - state.last_event_at >= idle_s
+            and (state.filled_known or not (state.finished or state.never_finished))
+            and all(failure.given_up for failure in state.failures.values())
+            and not self.pending(project)
+        )
+
+    def forget(self, project: str) -> ProjectState:
+        """Drop all the engine knows of the project (it is finished with); if it is seen again, it is new."""
+        return self.projects.pop(project)
 
     def has_work(self) -> bool:
         """Any finished scan still to fill, now or at a retry."""

@@ -77,6 +77,11 @@ class ScanEventSource(Protocol):
         """New events since the previous call, oldest first (may be empty)."""
         ...
 
+    def forget(self, project: str) -> None:
+        """The daemon is finished with the project: keep nothing of it, and say its scans again, as
+        a new project's, only if it changes (a later event of it)."""
+        ...
+
 
 @dataclass(frozen=True)
 class LoggedScan:
@@ -101,6 +106,7 @@ class ScanLogSource:
     Older ones are followed too when their log changed after ``since`` (the previous
     daemon's last poll: a long downtime) or ``also_follow(name)`` says so (an output
     folder: the project is being filled); the rest are named once in the log.
+    A project the daemon is finished with (:meth:`forget`) is no longer read, until its log changes.
     """
 
     def __init__(
@@ -120,8 +126,21 @@ class ScanLogSource:
         self.also_follow = also_follow
         self._said_left = False
         self._stamps: dict[str, tuple[int, int]] = {}
-        self._emitted: set[tuple[str, EventKind, ScanKey]] = set()
+        self._emitted: dict[str, set[tuple[EventKind, ScanKey]]] = {}  # per project: forgotten with it
+        # Projects forgotten, with the (size, mtime) of their log then: a change makes them new projects.
+        self._forgotten: dict[str, tuple[int, int]] = {}
         self._active: str | None = None
+
+    @property
+    def followed(self) -> set[str]:
+        """The projects whose log is read whenever it changes."""
+        return set(self._stamps)
+
+    def forget(self, project: str) -> None:
+        stamp = self._stamps.pop(project, None)
+        if stamp is not None:
+            self._forgotten[project] = stamp
+        self._emitted.pop(project, None)
 
     def _logs(self) -> list[tuple[float, str, Path]]:
         found = []
@@ -141,6 +160,9 @@ class ScanLogSource:
                 stat = scanlog.stat()
             except OSError:
                 continue
+            if self._forgotten.get(entry.name) == (stat.st_size, stat.st_mtime_ns):
+                continue  # finished with, and its log unchanged since
+            self._forgotten.pop(entry.name, None)
             if (oldest is not None and stat.st_mtime < oldest and entry.name not in self._stamps
                     and not (self.also_follow and self.also_follow(entry.name))):  # fmt: skip
                 left.append((stat.st_mtime, entry.name))  # not observed lately (once followed, always followed)
@@ -183,13 +205,14 @@ class ScanLogSource:
 
     def _new_events(self, project: str, logged: list[LoggedScan], now: float) -> list[ScanEvent]:
         events = []
+        emitted = self._emitted.setdefault(project, set())
         for item in logged:
             kinds: list[EventKind] = ["started", "finished"] if item.finished else ["started"]
             for kind in kinds:
-                marker = (project, kind, item.key)
-                if marker in self._emitted:
+                marker = (kind, item.key)
+                if marker in emitted:
                     continue
-                self._emitted.add(marker)
+                emitted.add(marker)
                 if kind == "started" and self._active != project:
                     self._active = project
                     events.append(ScanEvent("project", project, item.key, item.backends, now))
@@ -227,6 +250,9 @@ class JsonLinesSource:
             except (ValueError, KeyError) as err:
                 log.warning("ignoring bad event line %r: %s", line[:80], err)
         return events
+
+    def forget(self, project: str) -> None:
+        """Nothing to forget: each event comes once, as it happens."""
 
     def _read_available(self) -> str:
         if self._fd is None:

@@ -11,7 +11,7 @@ from typing import TypeVar
 from obsflow.errors import EXIT_FINDINGS, InputError, LockError, ObsflowError
 from obsflow.lock import is_locked, lock_held
 from obsflow.online import raw
-from obsflow.online.daemon import Daemon, FillOutcome, read_status
+from obsflow.online.daemon import FORGET_AFTER_S, Daemon, FillOutcome, read_status
 from obsflow.online.engine import FillAction
 from obsflow.online.events import ScanEventSource, ScanKey, ScanLogSource
 from obsflow.online.fill import ScanFill, fill_scan, logged_scans, missing_banks_text, scans_per_bank_held
@@ -99,6 +99,7 @@ def build_daemon(
     source: ScanEventSource | None = None,
     on_filled: Callable[[ScanFill], None] | None = None,
     quicklook: bool = True,
+    forget_after_s: float = FORGET_AFTER_S,
 ) -> Daemon:
     """A daemon following ``raw_root`` (or ``source``) and filling into ``out_root``.
 
@@ -150,6 +151,7 @@ def build_daemon(
         retry_limit=retry_limit,
         backoff_s=backoff_s,
         after_fill=(lambda action, outcome: _quicklook(layout, action, outcome)) if quicklook else None,
+        forget_after_s=forget_after_s,
     )
     return daemon
 
