@@ -133,7 +133,7 @@ def test_numbers_out_of_range_are_problems(tmp_path: Path) -> None:
     path.write_text(
         "settle_seconds = nan\nwindow_days = 1000000\n"  # nan compares false with everything: no settle time
         "[instruments.sha]\nsource = \"/a\"\nsettle_seconds = inf\n"
-        "[filler]\npoll_seconds = -5.0\nretry_limit = 0\nlock_timeout_seconds = -1\n"
+        "[filler]\npoll_seconds = -5.0\nretry_limit = 0\nlock_timeout_seconds = -1\nforget_after_hours = -1\n"
         "[web]\nport = 70000\nhost = \"\"\n"
     )
     problems = {p.key: (p.what, p.line) for p in check_config(path)}
@@ -144,8 +144,9 @@ def test_numbers_out_of_range_are_problems(tmp_path: Path) -> None:
         "filler.poll_seconds": ("must be at least 0.01", 7),
         "filler.retry_limit": ("must be at least 1", 8),
         "filler.lock_timeout_seconds": ("must be at least 0", 9),
-        "web.port": ("must be at most 65535", 11),
-        "web.host": ("must not be empty (an empty host listens on every address)", 12),
+        "filler.forget_after_hours": ("must be at least 0", 10),
+        "web.port": ("must be at most 65535", 12),
+        "web.host": ("must not be empty (an empty host listens on every address)", 13),
     }
 
 

@@ -177,6 +177,7 @@ class FillerConfig:
     backends: tuple[str, ...] = ("vegas",)
     projects: tuple[str, ...] = ()  # empty: every project observed lately (follow_hours)
     follow_hours: float = 24.0  # without projects: follow those whose ScanLog changed this lately (0: all)
+    forget_after_hours: float = 6.0  # a project with nothing left to fill and its ScanLog unchanged this long is let go
     poll_seconds: float = 1.0
     lock_timeout_seconds: float = 60.0
     retry_limit: int = 5
@@ -736,7 +737,7 @@ def _parse_mail(r: _Reader, table: dict[str, Any], present: bool = True) -> Mail
 def _parse_filler(r: _Reader, table: dict[str, Any]) -> FillerConfig:
     known = {
         "raw_root", "out_root", "flags_dir", "locks_dir", "backends", "projects", "follow_hours",
-        "poll_seconds", "lock_timeout_seconds", "retry_limit",
+        "forget_after_hours", "poll_seconds", "lock_timeout_seconds", "retry_limit",
     }  # fmt: skip
     r.unknown(table, known, "filler.")
     default = FillerConfig()
@@ -751,6 +752,8 @@ def _parse_filler(r: _Reader, table: dict[str, Any]) -> FillerConfig:
         backends=backends,
         projects=r.strings(table, "projects", "filler.projects", ()),
         follow_hours=r.number_in(table, "follow_hours", "filler.follow_hours", float, default.follow_hours, 0),
+        forget_after_hours=r.number_in(table, "forget_after_hours", "filler.forget_after_hours", float,
+                                       default.forget_after_hours, 0),
         poll_seconds=r.number_in(table, "poll_seconds", "filler.poll_seconds", float, default.poll_seconds, 0.01),
         lock_timeout_seconds=r.number_in(
             table, "lock_timeout_seconds", "filler.lock_timeout_seconds", float, default.lock_timeout_seconds, 0

@@ -133,3 +133,24 @@ def test_a_forgotten_project_stays_reported_for_a_scan_never_finished(tmp_path):
     status = read_status(OutputLayout(out))
     assert [(e["project"], e["scan"]) for e in status["never_finished"]] == [(stopped, 2)]
     assert status["unfinished"] == [stopped]  # the next daemon follows it, as it did before forgetting
+
+
+def test_forget_after_hours_comes_from_the_config_and_the_command_line_wins(tmp_path, caplog):
+    from obsflow.cli import main
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _semester(raw)
+    config = tmp_path / "filler.toml"
+    config.write_text(f'[filler]\nraw_root = "{raw}"\nout_root = "{out}"\nforget_after_hours = 0\n')
+
+    def forgotten() -> set[str]:
+        return {r.getMessage().split(":")[0] for r in caplog.records if "no longer followed" in r.getMessage()}
+
+    with caplog.at_level("INFO", logger="obsflow"):
+        assert main(["online", "-c", str(config), "--until-idle", "--forget-after-hours", "6"]) == 0
+    assert forgotten() == set()  # the command line's 6 hours win over the file's 0
+    caplog.clear()
+    with caplog.at_level("INFO", logger="obsflow"):
+        assert main(["online", "-c", str(config), "--until-idle"]) == 0
+    assert forgotten() == set(PROJECTS[:-1])  # all but the current one: the first run filled them
+

@@ -33,6 +33,9 @@ Examples:
 @click.option("--follow-hours", type=click.FloatRange(min=0), default=None,
               help="Without --projects: follow projects whose ScanLog.fits changed within this many hours; "
                    "0: every project under RAW-ROOT [24].")  # fmt: skip
+@click.option("--forget-after-hours", type=click.FloatRange(min=0), default=None,
+              help="Stop following a project with nothing left to fill whose ScanLog.fits has not changed "
+                   "for this many hours (it is followed again when it changes; 0: at once) [6].")  # fmt: skip
 @click.option("--poll", "poll_s", type=click.FloatRange(min=0.01), default=None, help="Seconds between polls [1].")
 @click.option("--lock-timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for a project lock [60].")
 @click.option("--retries", type=click.IntRange(min=1), default=None, help="Attempts before a failing scan is skipped [5].")
@@ -48,6 +51,7 @@ def command(
     locks_dir: Path | None,
     projects: str | None,
     follow_hours: float | None,
+    forget_after_hours: float | None,
     poll_s: float | None,
     lock_timeout: float | None,
     retries: int | None,
@@ -81,6 +85,7 @@ def command(
         locks_dir=locks_dir or _path_or_none(filler.locks_dir),
         projects=[p for p in projects.split(",") if p] if projects is not None else list(filler.projects),
         follow_hours=filler.follow_hours if follow_hours is None else follow_hours,
+        forget_after_s=3600 * (filler.forget_after_hours if forget_after_hours is None else forget_after_hours),
         poll_s=filler.poll_seconds if poll_s is None else poll_s,
         lock_timeout_s=filler.lock_timeout_seconds if lock_timeout is None else lock_timeout,
         retry_limit=filler.retry_limit if retries is None else retries,
