@@ -10,7 +10,7 @@ import click
 
 from obsflow.cli._options import emit_json, json_option
 from obsflow.config import FillerConfig
-from obsflow.errors import UsageError
+from obsflow.errors import InputError, UsageError
 
 EXAMPLES = """\b
 Examples:
@@ -124,6 +124,8 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
     root = out_root or ctx.obj.get("out_root")
     if root is None:
         raise UsageError("give --out-root")
+    if not Path(root).is_dir():  # a typo, or a disk not mounted: not "no daemon has run here"
+        raise InputError("output root not found", root)
     data = read_status(OutputLayout(Path(root)))
     if data is None:
         if as_json:
