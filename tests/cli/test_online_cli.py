@@ -23,3 +23,14 @@ def test_status_of_a_root_no_daemon_ran_on_still_exits_0(tmp_path: Path, capsys)
     assert main(["online", "status", "--out-root", str(tmp_path)]) == 0
     assert capsys.readouterr().out == f"no online daemon has run on {tmp_path}\n"
 
+
+def test_status_without_an_active_project_says_none_not_python_none(tmp_path: Path, capsys) -> None:
+    """A catch-up run that found nothing to fill leaves no active project: not "active project: None"."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    out = tmp_path / "out"
+    assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle"]) == 0
+    capsys.readouterr()
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "; no active project\n" in text and "None" not in text
