@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -99,6 +100,16 @@ def test_a_dry_run_on_a_fresh_state_folder_creates_nothing(small_site, capsys) -
     assert main(["sync", "-c", str(small_site.config_path), "-n", "--json"]) == 0
     assert [len(h["copied_files"]) for h in json.loads(capsys.readouterr().out)["hops"]][:3] == [3, 3, 3]
     assert not state.exists()  # no folder, no catalog, no lock file
+
+
+def test_a_dry_run_s_table_says_would_copy_not_copied(small_site, capsys) -> None:
+    """Found by review: the lines said "would copy 3" and the table below them "copied 3", "sync ..."."""
+    assert main(["sync", "-c", str(small_site.config_path), "-n", "-i", "sha"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.startswith("sync "))
+    assert lines[title].endswith(" (dry run: nothing copied)")
+    assert re.split(r"\s{2,}", lines[title + 1])[:3] == ["hop", "instrument", "would copy"]
+    assert not any(small_site.suth.iterdir())
 
 
 def test_a_dry_run_takes_no_run_lock_and_records_nothing(small_site, capsys) -> None:
