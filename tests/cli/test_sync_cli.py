@@ -73,7 +73,7 @@ def test_bad_requests_are_one_line_and_exit_2(small_site, capsys, args, message)
 def test_bad_config_exits_2(tmp_path: Path, capsys) -> None:
     (tmp_path / "obsflow.toml").write_text("window_days = 'thirty'\n")
     assert main(["sync", "-c", str(tmp_path / "obsflow.toml")]) == 2
-    assert "window_days: must be a int" in capsys.readouterr().err
+    assert "window_days: must be an integer, not a string 'thirty'" in capsys.readouterr().err
 
 
 def test_unreachable_host_is_one_clear_line_and_the_rest_runs(tmp_path: Path, sshd) -> None:
