@@ -321,3 +321,13 @@ def test_the_catalog_keeps_400_days_by_default_or_longer_for_a_long_window(tmp_p
     assert load_config(path).keep_catalog_days == 400
     path.write_text("window_days = 1000\n")  # no key: never shorter than the window needs
     assert load_config(path).keep_catalog_days == 1062
+
+
+def test_a_toml_syntax_error_names_its_line_once(tmp_path: Path, capsys) -> None:
+    """Found by review: "... declaration (at line 3, column 15) (line 3)", the line twice."""
+    path = tmp_path / "obsflow.toml"
+    path.write_text("window_days = 30\n\n[archives.site\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert capsys.readouterr().out == (
+        f"{path}: (syntax): not valid TOML: Expected ']' at the end of a table declaration (column 15) (line 3)\n"
+    )

@@ -446,7 +446,8 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         line = re.search(r"line (\d+)", str(err))
-        return None, [Problem("(syntax)", f"not valid TOML: {err}", int(line.group(1)) if line else None)]
+        what = re.sub(r" \(at line \d+, column (\d+)\)$", r" (column \1)", str(err))  # the line comes once, last
+        return None, [Problem("(syntax)", f"not valid TOML: {what}", int(line.group(1)) if line else None)]
     r = _Reader(text)
     r.unknown(data, _TOP_KEYS, "")
     window_days = r.number_in(data, "window_days", "window_days", int, 30, 1, MAX_WINDOW_DAYS)
