@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from obsflow.cli import main
 from obsflow.config import check_config, load_config, parse_location
 
@@ -36,14 +38,32 @@ def test_check_prints_one_line_per_problem_with_key_and_line(tmp_path: Path, cap
     expected = [
         "colour: unknown key (line 2)",
         "window_days: must be at least 1 (line 1)",
-        "ssh.options: must be a list, not str '-F cfg' (line 4)",
+        "ssh.options: must be a list, not a string '-F cfg' (line 4)",
         "transfer.rsync_options: '--inplace' would break obsflow's no-overwrite, no-partial rules (line 6)",
         "instruments.sha.source: is required ([user@]host:path or a local path) (line 7)",
         "instruments.sha.layout: unknown field {yy} (use {yyyy}, {mm}, {dd}, {mmdd}, {yyyymmdd}) (line 8)",
-        "archives.suth.require_marker: must be a bool, not str 'yes' (line 11)",
+        "archives.suth.require_marker: must be true or false, not a string 'yes' (line 11)",
         "hops[0].to: unknown archive 'cape' (line 14)",
     ]
     assert lines == [f"{path}: {line}" for line in expected]
+
+
+@pytest.mark.parametrize(
+    ("toml", "what"),
+    [  # found by review: "must be a int, not str '30'", Python's names where TOML's are meant
+        ('window_days = "30"', "must be an integer, not a string '30'"),
+        ("window_days = true", "must be an integer, not a boolean true"),
+        ("settle_seconds = [1]", "must be a number, not a list [1]"),
+        ("state_dir = 5", "must be a string, not an integer 5"),
+        ("ssh = 1", "must be a table, not an integer 1"),
+        ("[ssh]\nmultiplex = 1", "must be true or false, not an integer 1"),
+        ("window_days = 2026-12-01", "must be an integer, not a date 2026-12-01"),
+    ],
+)
+def test_a_wrong_type_is_named_in_toml_s_words(tmp_path: Path, toml: str, what: str) -> None:
+    path = tmp_path / "obsflow.toml"
+    path.write_text(toml + "\n")
+    assert [p.what for p in check_config(path)] == [what]
 
 
 def test_check_accepts_the_saao_example(capsys) -> None:
@@ -291,7 +311,7 @@ def test_the_catalog_keeps_rows_long_enough_for_every_window_and_verification(tm
                     "verify's two months read the catalog rows of those nights) (line 3)")
     path.write_text('keep_catalog_days = 400.5\n[transfer]\nwait_seconds = 1\n')
     assert [(p.key, p.what, p.line) for p in check_config(path)] == [
-        ("keep_catalog_days", "must be a int, not float 400.5", 1)]
+        ("keep_catalog_days", "must be an integer, not a float 400.5", 1)]
     path.write_text("keep_catalog_days = 107\nwindow_days = 45\n")
     assert check_config(path) == [] and load_config(path).keep_catalog_days == 107
 
@@ -302,3 +322,13 @@ def test_the_catalog_keeps_400_days_by_default_or_longer_for_a_long_window(tmp_p
     assert load_config(path).keep_catalog_days == 400
     path.write_text("window_days = 1000\n")  # no key: never shorter than the window needs
     assert load_config(path).keep_catalog_days == 1062
+
+
+def test_a_toml_syntax_error_names_its_line_once(tmp_path: Path, capsys) -> None:
+    """Found by review: "... declaration (at line 3, column 15) (line 3)", the line twice."""
+    path = tmp_path / "obsflow.toml"
+    path.write_text("window_days = 30\n\n[archives.site\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert capsys.readouterr().out == (
+        f"{path}: (syntax): not valid TOML: Expected ']' at the end of a table declaration (column 15) (line 3)\n"
+    )

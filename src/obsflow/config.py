@@ -17,6 +17,7 @@ import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -316,6 +317,23 @@ def _read_text(path: Path) -> str:
 _TABLE_HEADER = re.compile(r"^\s*\[")
 
 
+# A wrong type in TOML's words, not Python's ("must be an integer, not a string '30'", not "a int, not str")
+_WANTED: dict[type, str] = {
+    int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list", dict: "a table",
+}  # fmt: skip
+_GIVEN: dict[type, str] = {
+    bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "a list", dict: "a table",
+    datetime: "a date and time", date: "a date", time: "a time",
+}  # fmt: skip
+
+
+def _toml_value(value: object) -> str:
+    """``a string '30'``, ``a boolean true``: the kind of a TOML value, then the value."""
+    kind = next((name for k, name in _GIVEN.items() if isinstance(value, k)), type(value).__name__)
+    shown = str(value).lower() if isinstance(value, bool) else str(value) if isinstance(value, date | time) else repr(value)
+    return f"{kind} {shown}"
+
+
 class _Reader:
     """Pulls typed values out of the parsed TOML, collecting problems with line numbers."""
 
@@ -365,8 +383,9 @@ class _Reader:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
-            name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            self.problem(dotted, f"must be a {name}, not {type(value).__name__} {value!r}")
+            kinds = (kind,) if isinstance(kind, type) else kind
+            wanted = " or ".join(_WANTED.get(k, f"a {k.__name__}") for k in kinds)
+            self.problem(dotted, f"must be {wanted}, not {_toml_value(value)}")
             return default
         if isinstance(value, float) and not math.isfinite(value):
             self.problem(dotted, f"must be a finite number, not {value!r}")  # nan compares false: no settle time
@@ -428,7 +447,8 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         line = re.search(r"line (\d+)", str(err))
-        return None, [Problem("(syntax)", f"not valid TOML: {err}", int(line.group(1)) if line else None)]
+        what = re.sub(r" \(at line \d+, column (\d+)\)$", r" (column \1)", str(err))  # the line comes once, last
+        return None, [Problem("(syntax)", f"not valid TOML: {what}", int(line.group(1)) if line else None)]
     r = _Reader(text)
     r.unknown(data, _TOP_KEYS, "")
     window_days = r.number_in(data, "window_days", "window_days", int, 30, 1, MAX_WINDOW_DAYS)

@@ -423,3 +423,12 @@ def test_a_dry_run_names_the_missing_bank(tmp_path, capsys):
     assert main(["fill", str(raw), str(out), "-n", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert [(s["scan"], s["banks"]) for s in plan["would_fill"]] == [(1, ["B"]), (2, ["A", "B", "C"])]
+
+
+def test_a_negative_lock_timeout_is_refused_as_online_refuses_it(raw_project, tmp_path, capsys):
+    """Found by review: -1 was taken, and a held lock then read "gave up after -1 s"."""
+    out = tmp_path / "out"
+    assert main(["fill", str(raw_project), str(out), "--lock-timeout", "-1"]) == 2
+    assert capsys.readouterr().err == ("obsflow: error: Invalid value for '--lock-timeout': -1.0 is not in the range "
+                                       "x>=0 (see 'obsflow fill --help')\n")  # fmt: skip
+    assert not out.exists()

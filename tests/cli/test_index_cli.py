@@ -212,3 +212,10 @@ def test_a_tree_without_a_filler_lock_folder_is_indexed_without_creating_one(sam
     shutil.copyfile(samples / f"{AGBT15}.fits", folder / f"{project}.raw.vegas.A.fits")
     assert main(["index", str(folder / f"{project}.raw.vegas.A.fits"), f"{folder}/"]) == 0
     assert sorted(p.name for p in (tmp_path / "top").iterdir()) == [project]  # no locks/ made beside it
+
+
+def test_a_negative_lock_timeout_is_refused(fits_copy: Path, capsys) -> None:
+    assert main(["index", str(fits_copy), "--lock-timeout", "-5"]) == 2
+    assert capsys.readouterr().err == ("obsflow: error: Invalid value for '--lock-timeout': -5.0 is not in the range "
+                                       "x>=0 (see 'obsflow index --help')\n")  # fmt: skip
+    assert not fits_copy.with_suffix(".index").exists()

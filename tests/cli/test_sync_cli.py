@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -72,7 +73,7 @@ def test_bad_requests_are_one_line_and_exit_2(small_site, capsys, args, message)
 def test_bad_config_exits_2(tmp_path: Path, capsys) -> None:
     (tmp_path / "obsflow.toml").write_text("window_days = 'thirty'\n")
     assert main(["sync", "-c", str(tmp_path / "obsflow.toml")]) == 2
-    assert "window_days: must be a int" in capsys.readouterr().err
+    assert "window_days: must be an integer, not a string 'thirty'" in capsys.readouterr().err
 
 
 def test_unreachable_host_is_one_clear_line_and_the_rest_runs(tmp_path: Path, sshd) -> None:
@@ -99,6 +100,16 @@ def test_a_dry_run_on_a_fresh_state_folder_creates_nothing(small_site, capsys) -
     assert main(["sync", "-c", str(small_site.config_path), "-n", "--json"]) == 0
     assert [len(h["copied_files"]) for h in json.loads(capsys.readouterr().out)["hops"]][:3] == [3, 3, 3]
     assert not state.exists()  # no folder, no catalog, no lock file
+
+
+def test_a_dry_run_s_table_says_would_copy_not_copied(small_site, capsys) -> None:
+    """Found by review: the lines said "would copy 3" and the table below them "copied 3", "sync ..."."""
+    assert main(["sync", "-c", str(small_site.config_path), "-n", "-i", "sha"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.startswith("sync "))
+    assert lines[title].endswith(" (dry run: nothing copied)")
+    assert re.split(r"\s{2,}", lines[title + 1])[:3] == ["hop", "instrument", "would copy"]
+    assert not any(small_site.suth.iterdir())
 
 
 def test_a_dry_run_takes_no_run_lock_and_records_nothing(small_site, capsys) -> None:

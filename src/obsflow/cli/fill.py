@@ -87,7 +87,8 @@ def parse_scan_list(text: str) -> ScanList:
               help="Scans to fill, e.g. 1,3,5-9 (default: every finished scan; one the log never finished: only if named).")
 @click.option("--flags", "flags_dir", type=click.Path(path_type=Path, file_okay=False), help="Flag-file folder [OUT/flags].")
 @click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False), help="Lock-file folder [OUT/locks].")
-@click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the project lock.")
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Seconds to wait for the project lock.")
 @click.option("--no-spurs", is_flag=True, help="Do not write VEGAS spur rows into the flag files.")
 @dry_run_option
 @json_option

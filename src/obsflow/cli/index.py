@@ -26,7 +26,7 @@ Examples:
 @click.option("--check", is_flag=True, help="Only compare each existing .index with a fresh build; exit 1 if any differs.")
 @click.option("--locks", "locks_dir", type=click.Path(path_type=Path, file_okay=False),
               help="The filler's lock-file folder [<root>/locks of each output tree, where there is one].")
-@click.option("--lock-timeout", type=float, default=60.0, show_default=True,
+@click.option("--lock-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Seconds to wait for a fill of the project to finish.")
 @json_option
 def command(paths: tuple[Path, ...], check: bool, locks_dir: Path | None, lock_timeout: float, as_json: bool) -> int:

@@ -10,7 +10,7 @@ import click
 
 from obsflow.cli._options import emit_json, json_option
 from obsflow.config import FillerConfig
-from obsflow.errors import UsageError
+from obsflow.errors import InputError, UsageError
 
 EXAMPLES = """\b
 Examples:
@@ -129,6 +129,8 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
     root = out_root or ctx.obj.get("out_root")
     if root is None:
         raise UsageError("give --out-root")
+    if not Path(root).is_dir():  # a typo, or a disk not mounted: not "no daemon has run here"
+        raise InputError("output root not found", root)
     data = read_status(OutputLayout(Path(root)))
     if data is None:
         if as_json:
@@ -155,6 +157,10 @@ def _ago(t: object) -> str:
     return f"{time.time() - t:.0f} s ago"
 
 
+def _active(project: object) -> str:
+    return f"active project: {project}" if project else "no active project"
+
+
 def _print_status(data: dict[str, object]) -> None:
     from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan
 
@@ -167,7 +173,7 @@ def _print_status(data: dict[str, object]) -> None:
     if isinstance(unsaved_s, (int, float)):
         click.echo(f"  WARNING: status not saved for {unsaved_s:.0f} s: the daemon cannot write under {data['out_root']}"
                    " (read-only or full disk?) or is hung; what follows may be old, see the daemon's log")  # fmt: skip
-    click.echo(f"raw root {data['raw_root']} -> out root {data['out_root']}; active project: {data.get('active_project')}")
+    click.echo(f"raw root {data['raw_root']} -> out root {data['out_root']}; {_active(data.get('active_project'))}")
     projects = data.get("projects") or {}
     for name, info in projects.items():  # type: ignore[union-attr]
         click.echo(

@@ -133,6 +133,20 @@ _HEADERS = ("hop", "instrument", "copied", "already there", "still being written
             "refused", "errors", "size", "status")  # fmt: skip
 
 
+def _headers(report: SyncReport) -> tuple[str, ...]:
+    """The table's headers; a dry run copied nothing: its first count is what it would copy."""
+    return ("hop", "instrument", "would copy", *_HEADERS[3:]) if _is_dry_run(report) else _HEADERS
+
+
+def _title(report: SyncReport) -> str:
+    dry = " (dry run: nothing copied)" if _is_dry_run(report) else ""
+    return f"sync {report.dates[0]} .. {report.dates[1]}{dry}"
+
+
+def _is_dry_run(report: SyncReport) -> bool:
+    return any(o.dry_run for o in report.outcomes)
+
+
 def _rows(report: SyncReport) -> list[list[str]]:
     rows = []
     for o in report.outcomes:
@@ -142,9 +156,9 @@ def _rows(report: SyncReport) -> list[list[str]]:
 
 
 def _plain_table(report: SyncReport) -> None:
-    rows = [list(_HEADERS), *_rows(report)]
+    rows = [list(_headers(report)), *_rows(report)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS))]
-    click.echo(f"sync {report.dates[0]} .. {report.dates[1]}")
+    click.echo(_title(report))
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
@@ -153,8 +167,8 @@ def _rich_table(report: SyncReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"sync {report.dates[0]} .. {report.dates[1]}")
-    for i, header in enumerate(_HEADERS):
+    table = Table(title=_title(report))
+    for i, header in enumerate(_headers(report)):
         table.add_column(header, justify="left" if i < 2 or header == "status" else "right")
     style = {"ok": "green", "incomplete": "yellow", "failed": "red"}
     for row in _rows(report):

@@ -99,7 +99,8 @@ def _config_text(work: Path, ssh_config: Path | None, port: int) -> str:
         "[archives.suth]           # the site archive: the host this job runs on",
         f'location = "{work / "archive" / "suth"}"',
         "require_marker = true     # written only while it holds .obsflow-archive (its disk is mounted)",
-        "[archives.cape]           # the remote archive, over ssh",
+        "[archives.cape]           # the remote archive, "
+        + ("over ssh" if ssh_config else "a local folder here (over ssh at a real site)"),
         f'location = "{where("cape.test", work / "archive" / "cape")}"',
         "require_marker = true",
         "",
