@@ -204,6 +204,7 @@ class Config:
     hops: tuple[Hop, ...] = ()
     mail: MailConfig = field(default_factory=MailConfig)
     filler: FillerConfig = field(default_factory=FillerConfig)
+    has_filler: bool = False  # the file has a [filler] table (else ``filler`` is only defaults: no filler here)
     web_host: str = "127.0.0.1"
     web_port: int = 8080
 
@@ -486,6 +487,7 @@ def parse_config(text: str, path: Path | None = None) -> tuple[Config | None, li
         hops=hops,
         mail=mail,
         filler=filler,
+        has_filler="filler" in data,
         web_host=web_host,
         web_port=web_port,
     )

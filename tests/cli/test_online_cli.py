@@ -34,3 +34,45 @@ def test_status_without_an_active_project_says_none_not_python_none(tmp_path: Pa
     assert main(["online", "status", "--out-root", str(out)]) == 0
     text = capsys.readouterr().out
     assert "; no active project\n" in text and "None" not in text
+
+
+def _sync_only_config(tmp_path: Path) -> Path:
+    """A config of the nightly sync alone: no [filler] table."""
+    config = tmp_path / "obsflow.toml"
+    config.write_text(f'[instruments.sha]\nsource = "{tmp_path / "sha"}"\n[archives.site]\nlocation = "{tmp_path / "a"}"\n'
+                      '[[hops]]\nfrom = "instruments"\nto = "site"\n')  # fmt: skip
+    return config
+
+
+def test_a_config_without_a_filler_table_is_refused_not_filled_into_home_sdfits(tmp_path: Path, capsys) -> None:
+    """The built-in /home/gbtdata and /home/sdfits are no settings of a sync-only config (nor of $OBSFLOW_CONFIG)."""
+    config = _sync_only_config(tmp_path)
+    assert main(["online", "-c", str(config), "--until-idle"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"obsflow: error: {config} has no [filler] table: add one (examples/gbt-filler.toml) or give "
+        "--raw-root and --out-root"]  # fmt: skip
+    assert main(["online", "-c", str(config), "status"]) == 2
+    assert capsys.readouterr().err.strip() == f"obsflow: error: {config} has no [filler] table: give --out-root"
+    # the roots given on the command line: the rest of the settings are the defaults, as without a file
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    assert main(["online", "-c", str(config), "--raw-root", str(raw), "--out-root", str(out), "--until-idle"]) == 0
+    assert (out / "locks").is_dir()
+
+
+def test_status_without_any_root_says_how_to_give_one(capsys) -> None:
+    assert main(["online", "status"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "obsflow: error: give --out-root, or a config with a [filler] table: obsflow online -c FILE status")
+
+
+def test_the_status_page_of_a_config_without_a_filler_says_so(tmp_path: Path) -> None:
+    from obsflow.config import load_config
+    from obsflow.web import status
+    from obsflow.web.pages import filler_section
+
+    config = load_config(_sync_only_config(tmp_path))
+    filler = status.filler_status(config)
+    assert (filler["configured"], filler["out_root"], filler["has_run"]) == (False, None, False)
+    assert "no online filler in this config (it has no [filler] table)" in filler_section(filler, 0.0)
+    assert status.fill_history(config) == []

@@ -67,13 +67,16 @@ def command(
     journal so a crash never damages a file.  Runs until SIGTERM/SIGINT.
     """
     ctx.ensure_object(dict)
-    filler = _filler_settings(config_path)
-    out_root = out_root or (Path(filler.out_root) if config_path else None)
-    ctx.obj["out_root"] = out_root
+    filler, has_filler = _filler_settings(config_path)
+    out_root = out_root or (Path(filler.out_root) if has_filler else None)
+    ctx.obj["out_root"], ctx.obj["config_without_filler"] = out_root, config_path if config_path and not has_filler else None
     if ctx.invoked_subcommand is not None:
         return 0
-    raw_root = raw_root or (Path(filler.raw_root) if config_path else None)
+    raw_root = raw_root or (Path(filler.raw_root) if has_filler else None)
     if raw_root is None or out_root is None:
+        if config_path and not has_filler:  # never the built-in /home/gbtdata and /home/sdfits of a sync-only config
+            raise UsageError(f"{config_path} has no [filler] table: add one (examples/gbt-filler.toml) or give "
+                             "--raw-root and --out-root")  # fmt: skip
         raise UsageError("obsflow online needs --config (its [filler] table) or --raw-root and --out-root "
                          "(or use 'obsflow online status')")  # fmt: skip
     from obsflow.online.service import run_daemon
@@ -95,13 +98,14 @@ def command(
     return 0
 
 
-def _filler_settings(config_path: Path | None) -> FillerConfig:
-    """The config file's [filler] table, or the defaults when no file is given."""
+def _filler_settings(config_path: Path | None) -> tuple[FillerConfig, bool]:
+    """The config file's [filler] settings, and whether it has a [filler] table (the defaults without a file)."""
     if config_path is None:
-        return FillerConfig()
+        return FillerConfig(), False
     from obsflow.config import load_config
 
-    return load_config(config_path).filler
+    config = load_config(config_path)
+    return config.filler, config.has_filler
 
 
 def _path_or_none(text: str | None) -> Path | None:
@@ -128,7 +132,10 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
 
     root = out_root or ctx.obj.get("out_root")
     if root is None:
-        raise UsageError("give --out-root")
+        without = ctx.obj.get("config_without_filler")
+        if without:
+            raise UsageError(f"{without} has no [filler] table: give --out-root")
+        raise UsageError("give --out-root, or a config with a [filler] table: obsflow online -c FILE status")
     if not Path(root).is_dir():  # a typo, or a disk not mounted: not "no daemon has run here"
         raise InputError("output root not found", root)
     data = read_status(OutputLayout(Path(root)))

@@ -211,6 +211,8 @@ def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> st
 
 def filler_section(filler: dict[str, Any], now: float, with_gallery: bool = False) -> str:
     out = _opening("filler", "Online filler", filler)
+    if not filler.get("configured", True):
+        return _closed_empty(out, "no online filler in this config (it has no [filler] table)")
     if not filler["has_run"]:
         return _closed_empty(out, f"the filler daemon has not run on {_e(filler['out_root'])}")
     live = filler["running"] and filler.get("unsaved_s") is None  # else the projects' lag is as of the last save

@@ -125,7 +125,7 @@ class StatusServer(ThreadingHTTPServer):
         self.config = config
         self.refresh_s = refresh_s
         self.cache = _Cache(cache_s)
-        self.filler_root = status.filler_layout(config).root
+        self.filler_root = status.filler_layout(config).root if config.has_filler else None
         self.bind_host = host
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::1" as well as "127.0.0.1"
         super().__init__((host, port), _Handler)
@@ -215,6 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_quicklook(self, project: str, scan: int, send_body: bool) -> None:
         try:
+            if self.server.filler_root is None:
+                raise FileNotFoundError("no [filler] table in the config")
             png = quicklook_path(self.server.filler_root, project, scan).read_bytes()
         except OSError:
             self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"no quick look for that scan\n", send_body)

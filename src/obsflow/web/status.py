@@ -240,9 +240,12 @@ def _quicklook_url(layout: OutputLayout, project: str, scan: object) -> str | No
 def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
     """The daemon: running or not, per project the last filled scan and its lag, recent fills, failures."""
     now = time.time() if now is None else now
+    if not config.has_filler:  # a sync-only config: no output root to look at (not the default /home/sdfits)
+        return {"configured": False, "out_root": None, "has_run": False, "error": None, "running": False,
+                "projects": [], "recent": [], "failures": []}  # fmt: skip
     layout = filler_layout(config)
     redactor = Redactor.for_config(config)
-    out: dict[str, Any] = {"out_root": str(layout.root), "has_run": False, "error": None, "running": False,
+    out: dict[str, Any] = {"configured": True, "out_root": str(layout.root), "has_run": False, "error": None, "running": False,
                            "projects": [], "recent": [], "failures": []}  # fmt: skip
     try:
         data = read_status(layout)
@@ -326,6 +329,8 @@ def fill_history(config: Config, days: int = 7, now: float | None = None) -> lis
     alone when the logs are gone.
     """
     now = time.time() if now is None else now
+    if not config.has_filler:
+        return []
     layout = filler_layout(config)
     since = now - days * 86400.0
     fills: dict[tuple[object, object, object], dict[str, Any]] = {}
