@@ -21,7 +21,7 @@ from datetime import date, datetime, time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from obsflow.errors import ConfigError
+from obsflow.errors import ConfigError, OutputError
 
 __all__ = [
     "ARCHIVE_MARKER",
@@ -183,6 +183,17 @@ class FillerConfig:
     lock_timeout_seconds: float = 60.0
     retry_limit: int = 5
 
+
+
+def make_state_folder(path: Path) -> None:
+    """Create the state folder (catalog, run lock, last verification) if missing; a one-line OutputError if not
+    possible: the account's to fix, and a file of that name ("exists") is not worth an errno's words."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:
+        raise OutputError("cannot create state folder: a file of that name is in the way", path) from err
+    except OSError as err:
+        raise OutputError(f"cannot create state folder: {err.strerror}", path) from err
 
 @dataclass(frozen=True)
 class Config:

@@ -64,14 +64,16 @@ def test_an_empty_scan_list_is_a_usage_error(raw_project, tmp_path, capsys):
 
 def test_fills_chosen_scans_then_skips_duplicates_with_a_note(raw_project, tmp_path, capsys):
     out = tmp_path / "out"
+    assert main(["fill", str(raw_project), str(out), "--scans", "2"]) == 0
+    assert f"{PROJECT}: filled 1 scan (" in capsys.readouterr().out  # not "1 scans"
     assert main(["fill", str(raw_project), str(out), "--scans", "1,3-4", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert [f["scan"] for f in summary["filled"]] == [1, 3, 4]
     assert all(f["banks"] == ["A", "B"] for f in summary["filled"])
     assert main(["fill", str(raw_project), str(out)]) == 0
     captured = capsys.readouterr()
-    assert "filled 3 scans" in captured.out and "skipped 3" in captured.out
-    assert captured.err.count("already in the SDFITS files: skipped") == 3
+    assert "filled 2 scans" in captured.out and "skipped 4" in captured.out
+    assert captured.err.count("already in the SDFITS files: skipped") == 4
     layout = OutputLayout(out)
     for fits_path in layout.bank_files(PROJECT):
         assert index_fits.index_mismatch(index_fits.index_path_for(fits_path), fits_path) is None

@@ -56,8 +56,8 @@ def test_date_accepts_both_spellings(small_site, capsys) -> None:
         (["-d", ""], "not a date: ''"),  # -d "$NIGHT" with NIGHT unset: not the whole window
         (["-d", "00010101", "--days", "5"], "the 5-night window ending 0001-01-01 leaves the calendar"),
         (["-d", "99991231"], "leaves the calendar"),
-        (["-i", "nosuch"], "unknown instrument 'nosuch'"),
-        (["--hop", "suth:nowhere"], "unknown hop 'suth:nowhere'"),
+        (["-i", "nosuch"], "unknown instrument 'nosuch' (configured: "),  # verify's words too
+        (["--hop", "suth:nowhere"], "unknown hop 'suth:nowhere' (configured: "),
         # Click's own checks (found by review: "Usage: ... Try ... Error: ..." over four lines)
         (["--days", "0"], "Invalid value for '--days': 0 is not in the range 1<=x<=3660 (see 'obsflow sync --help')"),
         (["--no-such-option"], "No such option '--no-such-option' (see 'obsflow sync --help')"),

@@ -271,3 +271,16 @@ def test_a_remote_lock_folder_behind_a_folder_this_user_cannot_search_stops_the_
     (line,) = [ln for ln in done.stdout.splitlines() if "FAILED" in ln]
     assert "cannot read the filler's locks: " in line and "cannot enter the folder" in line, line
     assert list((dest / NIGHT).iterdir()) == []
+
+
+def test_a_file_where_the_state_folder_should_be_is_named_as_such(tmp_path: Path) -> None:
+    """Not "File exists", errno's words for a file that is in the way."""
+    from obsflow.config import make_state_folder
+    from obsflow.errors import OutputError
+
+    blocker = tmp_path / "state"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError) as caught:
+        make_state_folder(blocker)
+    assert caught.value.one_line() == f"cannot create state folder: a file of that name is in the way ({blocker})"
+    assert blocker.read_text() == "not a folder"

@@ -328,11 +328,15 @@ def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
     rows = sum(f["rows"] for f in summary["filled"])
     partial = len(summary["missing_banks"])
     click.echo(
-        f"{summary['project']}: filled {len(summary['filled'])} scans ({rows} rows), skipped {len(summary['skipped'])},"
+        f"{summary['project']}: filled {_scans(len(summary['filled']))} ({rows} rows), skipped {len(summary['skipped'])},"
         f" failed {len(summary['failed'])}" + (f", {partial} without some banks" if partial else "")
         + f" -> {summary['output']}"
     )
 
+
+
+def _scans(count: int) -> str:
+    return f"{count} scan{'' if count == 1 else 's'}"
 
 def _same_error_runs(failed: list[dict]) -> list[tuple[str, list[int]]]:  # type: ignore[type-arg]
     """Consecutive failures with the same error, as one (error, scans) each: a held lock is one line, not 100."""

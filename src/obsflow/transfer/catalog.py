@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
-from obsflow.config import WHOLE_ROOT
+from obsflow.config import WHOLE_ROOT, make_state_folder
 from obsflow.errors import CatalogError
 from obsflow.transfer.listing import is_utf8_name
 from obsflow.transfer.plan import dated_folders, folder_night, names_the_night, sorts_by_night
@@ -214,8 +214,8 @@ class Pruned:
 
 
 def _open_for_writing(path: Path) -> sqlite3.Connection:
+    make_state_folder(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")

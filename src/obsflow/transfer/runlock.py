@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from obsflow.config import make_state_folder
 from obsflow.errors import LockError, OutputError
 
 __all__ = ["RunLock", "sync_lock"]
@@ -37,10 +38,7 @@ class RunLock:
 def sync_lock(state_dir: Path, wait_s: float = 0.0, poll_s: float = 0.2) -> Iterator[RunLock]:
     """Hold ``<state_dir>/sync.lock`` for the block; LockError if another run keeps it past ``wait_s``."""
     path = state_dir / "sync.lock"
-    try:  # apart from the lock: a state folder the account cannot make is the operator's to fix
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create state folder: {err.strerror}", state_dir) from err
+    make_state_folder(state_dir)  # apart from the lock: a state folder the account cannot make is the operator's to fix
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:

@@ -159,7 +159,7 @@ def _instruments(config: Config, wanted: str | None) -> list[str]:
         return list(config.instruments)
     if wanted not in config.instruments:
         known = ", ".join(config.instruments) or "none configured"
-        raise UsageError(f"unknown instrument {wanted!r} (known: {known})", "-i")
+        raise UsageError(f"unknown instrument {wanted!r} (configured: {known})", "-i")
     return [wanted]
 
 
@@ -171,7 +171,7 @@ def _hops(config: Config, wanted: str | None) -> list[Hop]:
     chosen = [hop for hop in config.hops if hop.label == wanted]
     if not chosen:
         known = ", ".join(hop.label for hop in config.hops) or "none configured"
-        raise UsageError(f"unknown hop {wanted!r} (known: {known})", "--hop")
+        raise UsageError(f"unknown hop {wanted!r} (configured: {known})", "--hop")
     return chosen
 
 

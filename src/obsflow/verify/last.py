@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from obsflow.atomic import write_atomic
-from obsflow.errors import OutputError
+from obsflow.config import make_state_folder
 from obsflow.verify.findings import Report
 from obsflow.verify.report import report_dict
 
@@ -23,10 +23,7 @@ LAST_NAME = "verify-last.json"
 
 def save_last(report: Report, state_path: Path) -> Path:
     """Store ``report`` (as its JSON) as the latest verification; return the file written."""
-    try:
-        state_path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create state folder: {err.strerror}", state_path) from err
+    make_state_folder(state_path)
     path = state_path / LAST_NAME
     write_atomic(path, json.dumps(report_dict(report), indent=1) + "\n")
     return path
