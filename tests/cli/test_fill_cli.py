@@ -374,7 +374,7 @@ def test_a_scan_whose_bank_file_is_missing_gets_its_other_banks_filled_and_exit_
     (line,) = captured.err.strip().splitlines()
     assert line.startswith("obsflow: error: scan 1: VEGAS bank B not filled (A,C were)")
     assert line.endswith(f"({raw / 'VEGAS' / aside.name})")  # what, then where
-    assert "filled 1 scans" in captured.out and "1 without some banks" in captured.out
+    assert "filled 1 scan (" in captured.out and "1 without some banks" in captured.out
     layout = OutputLayout(out)
     assert [p.name.split(".")[-2] for p in layout.bank_files(raw.name)] == ["A", "C"]
     for path in layout.bank_files(raw.name):
