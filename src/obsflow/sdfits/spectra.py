@@ -98,11 +98,19 @@ class SpectraInFile:
             changed[(row, channel)] = value
         return SpectraInFile(self.path, self.offsets, self.nchan, changed)
 
-    def copy_into(self, out_fd: int, out_offsets: np.ndarray, write: Callable[[int, bytes | memoryview, int], None]) -> None:
+    def copy_into(
+        self,
+        out_fd: int,
+        out_offsets: np.ndarray,
+        write: Callable[[int, bytes | memoryview, int], None],
+        copied_to: Callable[[int], None] | None = None,
+    ) -> None:
         """Copy row ``i``'s spectrum to ``out_offsets[i]`` of ``out_fd``, inside the kernel; changed channels too.
 
         ``write(fd, data, offset)`` writes the changed channels, and the rows too where the
         kernel cannot copy between the two files (so a caller's write seam sees those bytes).
+        ``copied_to(end)`` is told after each row that every byte of ``out_fd`` before ``end``
+        is written, if the rows are in ascending order (a writer starts their write-out).
         """
         row_bytes = self.nchan * DTYPE.itemsize
         with self._opened() as fd:
@@ -124,6 +132,8 @@ class SpectraInFile:
                     buffer = bytearray(todo)
                     self._read_exactly(fd, memoryview(buffer), start)
                     write(out_fd, buffer, out)
+                if copied_to is not None:
+                    copied_to(out)
         for (row, channel), value in sorted(self.changed.items()):
             write(out_fd, np.asarray(value, dtype=DTYPE).tobytes(), int(out_offsets[row]) + channel * DTYPE.itemsize)
 

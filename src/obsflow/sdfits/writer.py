@@ -55,6 +55,7 @@ from obsflow.sdfits.columns import (
     tforms,
 )
 from obsflow.sdfits.spectra import SpectraInFile
+from obsflow.writeback import Writeback
 
 __all__ = [
     "AppendPlan",
@@ -522,8 +523,11 @@ def _write_rows(fd: int, table: np.ndarray, spectra: SpectraInFile | None, offse
     contiguous in the table and in the file: one write each.
     """
     raw = table.view(np.uint8)
+    writeback = Writeback(fd, offset)  # the disk writes the first rows while the next are copied
     if spectra is None:
-        write_at(fd, raw, offset)
+        for start in range(0, len(raw), writeback.step):
+            write_at(fd, raw[start : start + writeback.step], offset + start)
+            writeback.written_to(offset + min(start + writeback.step, len(raw)))
         return
     cell_at, cell_bytes, row_bytes = table.dtype.fields["DATA"][1], spectra.nbytes // max(len(table), 1), table.dtype.itemsize
     starts = np.arange(len(table), dtype=np.int64) * row_bytes + cell_at
@@ -532,7 +536,7 @@ def _write_rows(fd: int, table: np.ndarray, spectra: SpectraInFile | None, offse
         write_at(fd, raw[position:start], offset + position)
         position = start + cell_bytes
     write_at(fd, raw[position:], offset + position)
-    spectra.copy_into(fd, starts + offset, write_at)
+    spectra.copy_into(fd, starts + offset, write_at, writeback.written_to)
 
 
 def _fdatasync_while(fd: int, work: Callable[[], object] | None) -> None:
