@@ -179,6 +179,16 @@ def test_index_and_row_switch_to_seven_digits_at_one_million(samples: Path) -> N
     assert {len(line) for line in near} == {ix.ROW_WIDTH} == {632}
 
 
+def test_each_row_shows_its_own_values_however_the_column_repeats_them(samples: Path) -> None:
+    columns, projid = _columns(samples / f"{AGBT15}.fits")
+    part = {name: values[:4] for name, values in columns.items()}
+    part["VELOCITY"] = [-0.0, 0.0, -0.0, 0.0]  # equal as numbers, apart in print
+    part["OBJECT"] = ["W3OH", "W3OH", "W3 OH", "W3\x00OH"]
+    cells = [ix.parse_index_row(line) for line in ix.build_index_rows(part, projid=projid, file_name="f.fits")]
+    assert [c["VELOCITY"] for c in cells] == ["-0.000000000e+00", "0.000000000e+00"] * 2
+    assert [c["SOURCE"] for c in cells] == ["W3OH", "W3OH", "W3 OH", "W3?OH"]
+
+
 @pytest.mark.parametrize("first_index", [0, 17, 999_998, 9_999_996])
 def test_renumbered_rows_equal_rows_built_with_that_index(samples: Path, first_index: int) -> None:
     columns, projid = _columns(samples / f"{AGBT15}.fits")

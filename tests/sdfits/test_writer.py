@@ -459,6 +459,14 @@ def test_long_strings_are_cut_to_the_column_width(real, tmp_path):
         assert set(hdus[1].data["OBJECT"]) == {"X" * 32}
 
 
+@pytest.mark.parametrize("values", [["W3OH", "", " lead", "a\x00b", "X" * 20], [b"W3OH", b"", b" lead", b"a\x00b", b"X" * 20]],
+                         ids=["str", "bytes"])  # fmt: skip
+def test_text_cells_are_space_padded_and_cut_to_their_width(values):
+    cells = writer._ascii(np.array(values), 8, "OBJECT")
+    assert cells.dtype == np.dtype("S8")
+    assert cells.tobytes() == b"W3OH    " + b" " * 8 + b" lead   " + b"a\x00b     " + b"X" * 8
+
+
 def test_create_refuses_an_existing_file(real, two_scans):
     _, rows, keywords = real
     before = two_scans.read_bytes()

@@ -286,8 +286,11 @@ def str_values(columns: Mapping[str, Any], name: str, n: int, default: str) -> l
     """
     if name not in columns:
         return [default] * n
-    return [_NOT_PRINTABLE_ASCII.sub("?", (v.decode("latin-1") if isinstance(v, bytes) else str(v)).strip())
-            for v in columns[name]]  # fmt: skip
+    texts = [(v.decode("latin-1") if isinstance(v, bytes) else str(v)).strip() for v in columns[name]]
+    whole = "".join(texts)
+    if whole.isascii() and whole.isprintable():  # the usual case: nothing to replace, no regex per value
+        return texts
+    return [_NOT_PRINTABLE_ASCII.sub("?", text) for text in texts]
 
 
 def _floats(columns: Mapping[str, Any], name: str, n: int, default: float = 0.0) -> list[float]:
@@ -410,18 +413,31 @@ def renumbered(rows: Sequence[str], first_index: int) -> list[str]:
 
 
 def _format_column(column: IndexColumn, values: list[Any]) -> list[str]:
+    """The column's cells; a value repeated down the column (most are: one scan's rows share
+    its source, procedure, frequencies...) is formatted once."""
+    cells: dict[Any, str] = {}
+    out = []
+    for value in values:
+        if not value:  # zeros are formatted each time: 0.0 and -0.0 are one dict key, but print apart
+            out.append(_format_cell(column, value))
+            continue
+        cell = cells.get(value)
+        if cell is None:
+            cell = cells[value] = _format_cell(column, value)
+        out.append(cell)
+    return out
+
+
+def _format_cell(column: IndexColumn, value: Any) -> str:
     lead = " " if column.spaced else ""
     width = column.width
     if column.kind == "key":
-        return [lead + _key_cell(v) for v in values]
+        return lead + _key_cell(value)
     if column.kind == "a":
-        return [lead + f"{v:>{width}.{width}}" for v in values]
-    if column.kind == "i":
-        cells = [f"{v:{width}d}" for v in values]
-    else:
-        cells = [f"{v:{width}.9e}" for v in values]
+        return lead + f"{value:>{width}.{width}}"
+    cell = f"{value:{width}d}" if column.kind == "i" else f"{value:{width}.9e}"
     # a value too wide for its field is written as asterisks, as Fortran/IDL formats do
-    return [lead + (cell if len(cell) == width else "*" * width) for cell in cells]
+    return lead + (cell if len(cell) == width else "*" * width)
 
 
 # --------------------------------------------------------------------------------------------

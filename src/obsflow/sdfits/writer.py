@@ -359,14 +359,19 @@ def _ascii(values: np.ndarray, width: int, name: str) -> np.ndarray:
     if values.size == 0:
         return np.zeros(values.shape, f"S{width}")  # numpy's ljust fails on empty arrays
     try:
-        encoded = np.char.encode(values, "ascii") if values.dtype.kind == "U" else values
-        if values.dtype.kind == "S":
-            np.char.decode(values, "ascii")  # only to refuse non-ASCII bytes
+        encoded = values.astype(f"S{values.dtype.itemsize // 4 or 1}") if values.dtype.kind == "U" else values
     except UnicodeError as err:
         raise InputError(f"SDFITS column {name} holds a non-ASCII string") from err
-    if encoded.dtype.itemsize > width and np.any(np.char.str_len(encoded) > width):
+    if encoded.dtype.kind == "S" and values.dtype.kind == "S" and np.any(values.reshape(-1).view(np.uint8) > 127):
+        raise InputError(f"SDFITS column {name} holds a non-ASCII string")
+    lengths = np.char.str_len(encoded)
+    if encoded.dtype.itemsize > width and np.any(lengths > width):
         log.warning("SDFITS column %s: strings longer than %d characters are cut", name, width)
-    return np.char.ljust(encoded, width, b" ").astype(f"S{width}")
+    # numpy pads with NUL bytes; FITS text is padded with spaces (only past each string's end)
+    cells = encoded.astype(f"S{width}")
+    padding = np.arange(width) >= np.minimum(lengths, width)[..., None]
+    cells.reshape(-1).view(np.uint8).reshape(*cells.shape, width)[padding] = ord(" ")
+    return cells
 
 
 def _numbers(values: np.ndarray, field: np.dtype, name: str) -> np.ndarray:
