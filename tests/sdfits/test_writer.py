@@ -339,6 +339,72 @@ def test_full_disk_leaves_the_file_byte_identical(real, two_scans, monkeypatch, 
     assert two_scans.read_bytes() == before
 
 
+@pytest.fixture
+def two_banks(real, two_scans):
+    """Two files holding the first two scans, each with a plan to append the next ones (a scan's bank files)."""
+    _, rows, keywords = real
+    other = two_scans.with_name("AGBT22A_325_15.raw.vegas.B.fits")
+    shutil.copyfile(two_scans, other)
+    return [writer.plan_append(path, _scans(rows, SECOND), _ours(keywords)) for path in (two_scans, other)]
+
+
+def test_files_appended_together_count_their_rows_only_once_all_rows_are_durable(two_banks, monkeypatch):
+    order: list[tuple[str, int]] = []
+    names = {}
+    real_fdatasync = os.fdatasync
+
+    def watching_write(fd: int, data, offset: int) -> None:
+        names.setdefault(fd, len(names))
+        order.append(("write", names[fd], offset))
+        writer._pwrite_all(fd, data, offset)
+
+    def watching_flush(fd: int) -> None:
+        order.append(("flush", names.get(fd)))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(writer, "write_at", watching_write)
+    monkeypatch.setattr(os, "fdatasync", watching_flush)
+    seen = []
+    writer.apply_appends(two_banks, while_flushing=lambda: seen.extend(_naxis2(plan) for plan in two_banks))
+    counts = [
+        i for i, event in enumerate(order) if event[0] == "write" and event[2] == two_banks[event[1]].naxis2_offset
+    ]
+    rows_written = [i for i, event in enumerate(order) if event[0] == "write" and i not in counts]
+    flushes = [i for i, event in enumerate(order) if event[0] == "flush"]
+    assert len(counts) == 2 and len(flushes) == 4  # rows of both, flush both, both counts, flush both
+    for file in (0, 1):  # each file: its rows, then its flush, then its count, then its flush
+        flushed = [i for i in flushes if order[i][1] == file]
+        assert max(i for i in rows_written if order[i][1] == file) < flushed[0] < counts[file] < flushed[1]
+    assert seen == [plan.old_nrows for plan in two_banks]  # while flushing: the rows there, not yet counted
+    assert [writer.read_state(plan.path).nrows for plan in two_banks] == [plan.new_nrows for plan in two_banks]
+
+
+@pytest.mark.parametrize("where", ["rows of the second", "flush of the second"])
+def test_a_failure_in_one_of_files_appended_together_leaves_both_as_they_were(two_banks, monkeypatch, where):
+    before = [plan.path.read_bytes() for plan in two_banks]
+    second = os.open(two_banks[1].path, os.O_RDONLY)  # to know the second file's flushes by its inode
+    inode = os.fstat(second).st_ino
+    os.close(second)
+    if where == "rows of the second":
+        room = two_banks[0].rows.nbytes + two_banks[0].pad_bytes + 100  # the first file's rows, then the disk is full
+        monkeypatch.setattr(writer, "write_at", _full_disk_after(room))
+    else:
+        real_fdatasync, failed = os.fdatasync, []
+
+        def failing_flush(fd: int) -> None:
+            if os.fstat(fd).st_ino == inode and not failed:  # once: the rollback's own flushes succeed
+                failed.append(fd)
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real_fdatasync(fd)
+
+        monkeypatch.setattr(os, "fdatasync", failing_flush)
+    with pytest.raises(OutputError) as err:
+        writer.apply_appends(two_banks)
+    assert _one_line(err).endswith(f"the file was left as it was ({two_banks[1].path})")
+    monkeypatch.undo()
+    assert [plan.path.read_bytes() for plan in two_banks] == before
+
+
 def test_a_new_file_that_cannot_be_written_leaves_nothing(real, tmp_path):
     """A new file goes through write_atomic: a failure leaves neither the file nor a temp behind."""
     _, rows, keywords = real

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -271,7 +271,8 @@ def _fill_locked(
         return tuple(fills)
     existing_banks = layout.bank_files(project, BACKEND)
     if combined.exists():
-        _check_combined_agrees(combined, existing_banks)
+        rows_now = {fill.fits_path: fill.first_row for fill in fills}  # existing files: their NAXIS2, just read
+        _check_combined_agrees(combined, existing_banks, rows_now)
     rebuild_combined = not combined.exists() and bool(existing_banks)
     journal.record(undo_for(combined, [(0, INDEX_HEADER_BYTES)]) if combined.exists() else FileUndo(str(combined), None))
     journal.save()
@@ -390,10 +391,13 @@ def _check_last_row(index_path: Path, fits_path: Path, nrows: int) -> None:
         )
 
 
-def _check_combined_agrees(combined: Path, bank_files: Sequence[Path]) -> None:
-    """The combined index must list every row of every bank file: a cut one would be appended to."""
+def _check_combined_agrees(combined: Path, bank_files: Sequence[Path], rows_now: Mapping[Path, int]) -> None:
+    """The combined index must list every row of every bank file: a cut one would be appended to.
+
+    ``rows_now``: the row counts of the bank files this fill has just read (the others are read here).
+    """
     have = index.next_index(combined)
-    expected = sum(writer.read_state(path).nrows for path in bank_files)
+    expected = sum(rows_now[path] if path in rows_now else writer.read_state(path).nrows for path in bank_files)
     if have != expected:
         raise IntegrityError(
             f"combined index has {have} rows but the bank files have {expected}; rebuild it with "
@@ -405,23 +409,29 @@ def _write_all(
     project: str, work: Sequence[_BankWork], layout: OutputLayout, combined: Path, write_spurs: bool,
     rebuild_combined: bool = False,
 ) -> None:
-    """FITS rows first (their index and spur rows are formatted while the disk flushes them), then indexes, flags."""
+    """FITS rows first (their index and spur rows are formatted while the disk flushes them), then indexes, flags.
+
+    The appends to existing bank files are done together: one wait for the disk for all of them.
+    """
     now = datetime.now(UTC)
-    formatted: list[tuple[list[str], list[str]]] = []  # (bank index rows, spur flag rows) per bank
+    formatted: dict[int, tuple[list[str], list[str]]] = {}  # bank's position in work: (index rows, spur flag rows)
 
-    def format_rows(item: _BankWork) -> None:
-        spurs = flag.vegas_spur_rows(item.rows) if write_spurs else []
-        formatted.append((_index_rows(item, project), spurs))
+    def format_rows(positions: Sequence[int]) -> None:
+        for position in positions:
+            item = work[position]
+            formatted[position] = (_index_rows(item, project), flag.vegas_spur_rows(item.rows) if write_spurs else [])
 
-    for item in work:
+    for position, item in enumerate(work):
         if item.plan is None:
             writer.create_file(item.fits_path, item.rows, item.header)
-            format_rows(item)
-        else:
-            writer.apply_append(item.plan, while_flushing=functools.partial(format_rows, item))
+            format_rows([position])
+    appends = [position for position, item in enumerate(work) if item.plan is not None]
+    if appends:
+        plans = [work[position].plan for position in appends]
+        writer.apply_appends(plans, while_flushing=functools.partial(format_rows, appends))  # type: ignore[arg-type]
     first_combined = index.next_index(combined) if combined.exists() else 0
     combined_rows: list[str] = []
-    for item, (rows, spurs) in zip(work, formatted, strict=True):
+    for item, (rows, spurs) in zip(work, (formatted[position] for position in range(len(work))), strict=True):
         bank_index = index_fits.index_path_for(item.fits_path)
         if bank_index.exists():
             index.append_index_rows(bank_index, rows, now=now)

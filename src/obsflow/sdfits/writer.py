@@ -24,6 +24,7 @@ nothing) -> record ``plan.old_size`` and ``plan.undo`` -> :func:`apply_append`;
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +63,7 @@ __all__ = [
     "SdfitsState",
     "append_rows",
     "apply_append",
+    "apply_appends",
     "create_file",
     "encode_rows",
     "plan_append",
@@ -223,6 +225,7 @@ def _values(cards: list[str]) -> dict[str, object]:
     return values
 
 
+@functools.lru_cache(maxsize=8192)  # a bank file's cards are the same at every fill (but NAXIS2's)
 def _parse_value(field: str) -> object:
     text = field.strip()
     if text.startswith("'"):
@@ -492,29 +495,62 @@ def apply_append(plan: AppendPlan, while_flushing: Callable[[], object] | None =
     :class:`OutputError` is raised.  If the file changed since the plan was made,
     :class:`IntegrityError` is raised and nothing is written.
     """
+    apply_appends([plan], while_flushing)
+
+
+def apply_appends(plans: Sequence[AppendPlan], while_flushing: Callable[[], object] | None = None) -> None:
+    """Do several plans (one per file: a scan's bank files) as :func:`apply_append` does one, flushing together.
+
+    Every file's rows first, then one flush of them all (in parallel: a fill of four banks
+    waits for the disk once, not four times), then every NAXIS2 card, then one flush of
+    those.  Each file keeps the single append's guarantees; on any error every file is
+    rolled back to its old bytes.  If any file changed since its plan was made,
+    :class:`IntegrityError` is raised and nothing is written.
+    """
+    opened: list[tuple[AppendPlan, int]] = []
     try:
-        fd = os.open(plan.path, os.O_RDWR)
-    except OSError as err:
-        raise OutputError(f"cannot open SDFITS file for appending: {err.strerror}", plan.path) from err
+        for plan in plans:
+            try:
+                opened.append((plan, os.open(plan.path, os.O_RDWR)))
+            except OSError as err:
+                raise OutputError(f"cannot open SDFITS file for appending: {err.strerror}", plan.path) from err
+        for plan, fd in opened:
+            _check_unchanged(fd, plan)
+        _append_opened(opened, while_flushing)
+    finally:
+        for _, fd in opened:
+            os.close(fd)
+    for plan in plans:
+        log.info("appended %d rows to %s (%d rows now)", len(plan.rows), plan.path, plan.new_nrows)
+
+
+def _append_opened(opened: Sequence[tuple[AppendPlan, int]], while_flushing: Callable[[], object] | None) -> None:
+    touched: list[tuple[AppendPlan, int]] = []
+    plan = opened[0][0]  # the file being written, for an error message
     try:
-        _check_unchanged(fd, plan)
-        try:
+        for plan, fd in opened:
+            touched.append((plan, fd))
             _write_rows(fd, plan.rows, plan.spectra, plan.data_offset)
             write_at(fd, bytes(plan.pad_bytes), plan.data_offset + plan.rows.nbytes)
-            _fdatasync_while(fd, while_flushing)  # the data and the new size; the mtime need not be durable
+        _fdatasync_all_while(opened, while_flushing)  # the data and the new sizes; mtimes need not be durable
+        for plan, fd in opened:
             write_at(fd, plan.naxis2_card, plan.naxis2_offset)
-            os.fdatasync(fd)
-        except InputError:
-            _rollback_fd(fd, plan.path, plan.old_size, plan.undo)  # the raw file went away under us
-            raise
-        except OSError as err:
-            _rollback_fd(fd, plan.path, plan.old_size, plan.undo)
-            what = "disk full" if err.errno == errno.ENOSPC else f"cannot write: {err.strerror or err}"
-            raise OutputError(f"{what} while appending {len(plan.rows)} rows; the file was left as it was",
-                              plan.path) from err  # fmt: skip
-    finally:
-        os.close(fd)
-    log.info("appended %d rows to %s (%d rows now)", len(plan.rows), plan.path, plan.new_nrows)
+        _fdatasync_all_while(opened, None)
+    except InputError:
+        _rollback_all(touched)  # a raw file went away under us
+        raise
+    except OSError as err:
+        _rollback_all(touched)
+        what = "disk full" if err.errno == errno.ENOSPC else f"cannot write: {err.strerror or err}"
+        path = Path(err.filename) if err.filename else plan.path  # a flush names its file
+        failed = next((p for p, _ in opened if p.path == path), plan)
+        raise OutputError(f"{what} while appending {len(failed.rows)} rows; the file was left as it was",
+                          path) from err  # fmt: skip
+
+
+def _rollback_all(touched: Sequence[tuple[AppendPlan, int]]) -> None:
+    for plan, fd in reversed(touched):
+        _rollback_fd(fd, plan.path, plan.old_size, plan.undo)
 
 
 def _spectra(rows: Mapping[str, Any]) -> SpectraInFile | None:
@@ -544,16 +580,27 @@ def _write_rows(fd: int, table: np.ndarray, spectra: SpectraInFile | None, offse
     spectra.copy_into(fd, starts + offset, write_at, writeback.written_to)
 
 
-def _fdatasync_while(fd: int, work: Callable[[], object] | None) -> None:
-    if work is None:
-        os.fdatasync(fd)
+def _fdatasync_all_while(opened: Sequence[tuple[AppendPlan, int]], work: Callable[[], object] | None) -> None:
+    """Flush every file, each in a thread of its own (fdatasync releases the GIL for the whole wait), while
+    ``work`` runs here.  A failed flush is raised, naming its file, after every flush has ended."""
+    if len(opened) == 1 and work is None:
+        _fdatasync_naming(*opened[0])
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fdatasync") as pool:
-        flushed = pool.submit(os.fdatasync, fd)  # releases the GIL for the whole wait
+    with ThreadPoolExecutor(max_workers=len(opened), thread_name_prefix="fdatasync") as pool:
+        flushes = [pool.submit(_fdatasync_naming, plan, fd) for plan, fd in opened]
         try:
-            work()
+            if work is not None:
+                work()
         finally:
-            flushed.result()
+            for flushed in flushes:
+                flushed.result()
+
+
+def _fdatasync_naming(plan: AppendPlan, fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(plan.path)) from err
 
 
 def _check_unchanged(fd: int, plan: AppendPlan) -> None:
