@@ -76,3 +76,25 @@ def test_the_status_page_of_a_config_without_a_filler_says_so(tmp_path: Path) ->
     assert (filler["configured"], filler["out_root"], filler["has_run"]) == (False, None, False)
     assert "no online filler in this config (it has no [filler] table)" in filler_section(filler, 0.0)
     assert status.fill_history(config) == []
+
+
+def test_a_catch_up_run_without_its_raw_root_creates_no_output_root(tmp_path: Path, capsys, caplog) -> None:
+    """It used to make OUT (its locks, status and service log), and log "polling on", before it refused."""
+    raw, out = tmp_path / "gbtdata", tmp_path / "out"
+    assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"obsflow: error: cannot read raw data root: No such file or directory ({raw})"
+    ]
+    assert not out.exists() and not caplog.records
+
+
+def test_a_daemon_refused_for_a_lock_in_use_creates_no_output_root(tmp_path: Path, capsys) -> None:
+    """Another daemon holds the lock in a shared --locks folder: refused before OUT is made."""
+    from obsflow.lock import DAEMON_LOCK, take_lock
+
+    raw, out, locks = tmp_path / "raw", tmp_path / "out", tmp_path / "locks"
+    raw.mkdir()
+    take_lock(locks, DAEMON_LOCK, timeout_s=0, purpose="online daemon")  # held by this live process
+    assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--locks", str(locks), "--until-idle"]) == 2
+    assert "another obsflow online daemon" in capsys.readouterr().err
+    assert not out.exists()

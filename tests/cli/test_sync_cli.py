@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ def small_site(tmp_path: Path, sshd):
     return make_site(tmp_path, sshd, nights=3, frames=1)
 
 
-def test_sync_prints_a_table_and_exits_0_then_copies_nothing(small_site, capsys) -> None:
+def test_sync_prints_its_counts_and_exits_0_then_copies_nothing(small_site, capsys) -> None:
     assert main(["sync", "-c", str(small_site.config_path)]) == 0
     out = capsys.readouterr().out
     assert "instruments:suth sha: copied 3" in out
@@ -35,6 +34,20 @@ def test_sync_prints_a_table_and_exits_0_then_copies_nothing(small_site, capsys)
     data = json.loads(capsys.readouterr().out)
     assert data["exit_code"] == 0
     assert [(h["copied"], h["present"]) for h in data["hops"]] == [(0, 3)] * 6
+
+
+def test_cron_output_says_each_count_once(tmp_path: Path, sshd, capsys) -> None:
+    """Found by review: the mail gave each hop's counts twice, in its line and again in a table below."""
+    site = make_site(tmp_path, sshd, nights=1, frames=1, growing=True)
+    assert main(["sync", "-c", str(site.config_path), "-i", "spupnic", "-d", site.today.isoformat()]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    counted = [i for i, line in enumerate(lines) if "already there" in line]
+    assert len(counted) == 2, lines
+    first, second = (lines[i] for i in counted)
+    assert first.startswith("instruments:suth spupnic: copied ") and second.startswith("suth:cape spupnic: copied ")
+    assert "still being written 1, locked 0, conflicts 0, refused 0, errors 0" in first
+    assert lines[counted[0] + 1].startswith("  still being written: spupnic.test:")  # below its hop's counts
+    assert lines[-1] == f"sync {site.today} .. {site.today}: 1 ok, 1 incomplete"
 
 
 def test_date_accepts_both_spellings(small_site, capsys) -> None:
@@ -102,13 +115,12 @@ def test_a_dry_run_on_a_fresh_state_folder_creates_nothing(small_site, capsys) -
     assert not state.exists()  # no folder, no catalog, no lock file
 
 
-def test_a_dry_run_s_table_says_would_copy_not_copied(small_site, capsys) -> None:
+def test_a_dry_run_s_output_says_would_copy_not_copied(small_site, capsys) -> None:
     """Found by review: the lines said "would copy 3" and the table below them "copied 3", "sync ..."."""
     assert main(["sync", "-c", str(small_site.config_path), "-n", "-i", "sha"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    title = next(i for i, line in enumerate(lines) if line.startswith("sync "))
-    assert lines[title].endswith(" (dry run: nothing copied)")
-    assert re.split(r"\s{2,}", lines[title + 1])[:3] == ["hop", "instrument", "would copy"]
+    assert lines[-1].startswith("sync ") and lines[-1].endswith(" (dry run: nothing copied): 2 ok")
+    assert lines[0].startswith("instruments:suth sha: would copy 3 (") and "copied" not in "".join(lines[:-1])
     assert not any(small_site.suth.iterdir())
 
 
@@ -265,5 +277,8 @@ def test_a_hop_that_fails_after_planning_still_names_its_undone_files_in_cron(tm
     # 127 (the remote shell found no rsync), or 12 when rsync sees the connection close first (one CI run)
     assert lines[1].startswith(("instruments:suth sha: FAILED: rsync failed (exit 127)",
                                 "instruments:suth sha: FAILED: rsync failed (exit 12)"))  # fmt: skip
+    # its counts, on the line after it (no table repeats them)
+    assert lines[2].startswith("instruments:suth sha: copied 0 (0 bytes), already there 0, still being written 1, ")
+    assert lines[2].endswith(" conflicts 1, refused 0, errors 0")
     assert f"  conflict: {site.config.instruments['sha'].source}/{name}" in lines
     assert any(line.startswith("  still being written: ") and line.endswith("SHA_extra.fits") for line in lines)

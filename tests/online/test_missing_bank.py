@@ -7,18 +7,22 @@ late file by itself.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from astropy.io import fits
 
+from obsflow.cli import main
+from obsflow.config import load_config
 from obsflow.errors import InputError
 from obsflow.online import raw as rawmod
-from obsflow.online.daemon import read_status
+from obsflow.online.daemon import fill_lag_s, read_status
 from obsflow.online.fill import fill_scan
 from obsflow.online.layout import OutputLayout
 from obsflow.online.service import build_daemon
 from obsflow.sdfits import index, index_fits
+from obsflow.web.status import filler_status
 from tests.fixtures.raw_projects import bank_file_never_came
 
 PROJECT = "AGBT26A_502_01"
@@ -131,15 +135,15 @@ def test_another_missing_device_file_is_still_an_error(tmp_path):
     assert not layout.product_dir(PROJECT).exists()
 
 
-def _daemon_filled_without_bank_b(raw: Path, out: Path):
-    """A running daemon (one try per scan) that filled scan 1 without bank B, whose raw file is kept aside."""
-    project, aside = bank_file_never_came(raw)
+def _daemon_filled_without_bank_b(raw: Path, out: Path, scan: int = 1):
+    """A running daemon (one try per scan) that filled ``scan`` without bank B, whose raw file is kept aside."""
+    project, aside = bank_file_never_came(raw, scan=scan)
     daemon = build_daemon(raw, out, poll_s=0.01, retry_limit=1, backoff_s=0.01, quicklook=False)
     daemon.start()
     while daemon.step():
         pass
     daemon.step()
-    assert [(e["scan"], e["banks"]) for e in read_status(OutputLayout(out))["missing_banks"]] == [(1, ["B"])]
+    assert [(e["scan"], e["banks"]) for e in read_status(OutputLayout(out))["missing_banks"]] == [(scan, ["B"])]
     return daemon, project, aside
 
 
@@ -173,3 +177,36 @@ def test_the_daemon_fills_a_bank_file_that_comes_late_by_itself(tmp_path, caplog
     late = [line for line in layout.fill_log(PROJECT).read_text().splitlines() if "late" in line]
     assert len(late) == 1 and " scan=1 " in late[0] and f"rows={rows_b}" in late[0]
     daemon.close()
+
+
+def test_a_late_bank_fill_is_among_the_recent_fills(tmp_path, capsys):
+    """Found by review: the daemon's fill of a late bank went to the fill log only, not to the status's recent
+    fills (``online status --json``, the status page).  The last scan's: its project's line keeps its own lag."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    daemon, project, aside = _daemon_filled_without_bank_b(raw, out, scan=2)
+    arrived = project / "VEGAS" / aside.name
+    arrived.write_bytes(aside.read_bytes())
+    for _ in range(3):
+        daemon.step()
+    daemon.close()
+
+    late, own = read_status(OutputLayout(out))["recent"][:2]
+    assert (late["scan"], late["banks"], late["rows"], late["skipped"]) == (2, ["B"], _raw_rows(arrived), False)
+    assert (late["note"], late["missing_banks"]) == ("VEGAS bank B came late", [])
+    assert fill_lag_s(late) is None  # the backend's copy came late, not the daemon: no lag of the daemon's
+    assert (own["scan"], own["banks"], own["missing_banks"]) == (2, ["A", "C"], ["B"])
+    (logged,) = [line for line in OutputLayout(out).fill_log(PROJECT).read_text().splitlines() if "came late" in line]
+    assert " banks=B " in logged  # the bank this fill wrote, not those that held the scan already
+
+    assert main(["online", "status", "--out-root", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recent"][0] == late
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    assert f"lag after scan end: last {fill_lag_s(own):.2f} s" in capsys.readouterr().out
+    config = tmp_path / "obsflow.toml"
+    config.write_text(f'[filler]\nraw_root = "{raw}"\nout_root = "{out}"\n')
+    page = filler_status(load_config(config))
+    assert [(r["scan"], r["banks"], r["latency_s"]) for r in page["recent"][:2]] == [
+        (2, ["B"], None),
+        (2, ["A", "C"], round(fill_lag_s(own), 3)),
+    ]
+    assert [(p["last_scan"], p["latency_s"]) for p in page["projects"]] == [(2, round(fill_lag_s(own), 3))]

@@ -72,9 +72,34 @@ def test_all_well_says_ok_and_none_everywhere():
     sections = parse_text(text)
     hop = sections["sha: suth -> cape  (hop suth:cape)"]
     assert hop["FILES ON SUTH THAT ARE NOT ON CAPE"] == ["None"]
-    assert hop["FILES WHOSE CONTENT DIFFERS BETWEEN SUTH AND CAPE"] == ["NOT CHECKED: not compared (use --checksum)"]
+    assert "FILES WHOSE CONTENT DIFFERS BETWEEN SUTH AND CAPE" not in hop  # said once, at the top
+    assert text.splitlines()[3] == "file contents not compared, only sizes (use --checksum)"
     assert sections[""]["COULD NOT BE CHECKED"] == ["None"]
     assert report.exit_code == 0
+
+
+def test_without_checksum_the_report_says_so_once_not_per_folder():
+    """Found by review: "NOT CHECKED: not compared (use --checksum)" came once per folder, flooding the report."""
+    report = Report(
+        PERIOD, 0.0, 1.0, 120.0, False,
+        (
+            folder("instruments:suth", "sha", matched=3, hash_checked=False),
+            folder("instruments:suth", "shd", missing=("2026/1101/a.fits",), hash_checked=False),
+            folder("suth:cape", "sha", matched=3, hash_checked=False),
+            folder("suth:cape", "shd", missing=("2026/1101/a.fits",), hash_checked=False),
+        ),
+    )  # fmt: skip
+    text = render_text(report)
+    assert text.count("use --checksum") == 1 and "NOT CHECKED" not in text
+    sections = parse_text(text)
+    assert sections["sha: sha -> suth  (hop instruments:suth)"]["FILES ON SHA THAT ARE NOT ON SUTH"] == ["None"]
+    assert sections["shd: shd -> suth  (hop instruments:suth)"]["FILES ON SHD THAT ARE NOT ON SUTH"] == [
+        "2026/1101/a.fits"
+    ]
+    assert sections["shd: suth -> cape  (hop suth:cape)"]["FILES ON SUTH THAT ARE NOT ON CAPE"] == ["2026/1101/a.fits"]
+    page = render_html(report)
+    assert page.count("use --checksum") == 1 and "NOT CHECKED" not in page
+    assert json.loads(render_json(report))["folders"][0]["checksum"] is False  # the JSON says it per folder, as before
 
 
 def test_json_carries_the_same_findings():

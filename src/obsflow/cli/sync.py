@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,25 +87,26 @@ def command(
             _print_details(outcome)
         _rich_table(report)
     else:
-        _plain_table(report)
+        _plain_summary(report)
     return report.exit_code
 
 
 def _print_outcome(outcome: HopOutcome) -> None:
-    """One plain line per hop and instrument, as it finishes (cron mail)."""
+    """One plain line per hop and instrument, as it finishes, its undone files below (cron mail: no table
+    follows to say the counts again)."""
     c = outcome.counts()
     if outcome.failure:
         click.echo(escape_controls(f"{outcome.hop} {outcome.instrument}: FAILED: {outcome.failure}"))  # a name in it
-        _print_details(outcome)  # a hop that fails after planning has its undone files too, counted in the table
-        return
-    verb = "would copy" if outcome.dry_run else "copied"
-    grown = f" of which {len(outcome.updated)} grown, older copies kept" if outcome.updated else ""
-    click.echo(
-        f"{outcome.hop} {outcome.instrument}: {verb} {c['copied']} ({_size(c['bytes'])}){grown}, "
-        f"already there {c['present']}, "
-        f"still being written {c['in_flight']}, locked {c['locked']}, conflicts {c['conflicts']}, "
-        f"refused {c['refused']}, errors {c['errors']}"
-    )
+    # a hop that could not start (host unreachable) counted nothing; one that failed after planning did
+    if not outcome.failure or any(c.values()):
+        verb = "would copy" if outcome.dry_run else "copied"
+        grown = f" of which {len(outcome.updated)} grown, older copies kept" if outcome.updated else ""
+        click.echo(
+            f"{outcome.hop} {outcome.instrument}: {verb} {c['copied']} ({_size(c['bytes'])}){grown}, "
+            f"already there {c['present']}, "
+            f"still being written {c['in_flight']}, locked {c['locked']}, conflicts {c['conflicts']}, "
+            f"refused {c['refused']}, errors {c['errors']}"
+        )
     _print_details(outcome)
 
 
@@ -155,12 +157,11 @@ def _rows(report: SyncReport) -> list[list[str]]:
     return rows
 
 
-def _plain_table(report: SyncReport) -> None:
-    rows = [list(_headers(report)), *_rows(report)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADERS))]
-    click.echo(_title(report))
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+def _plain_summary(report: SyncReport) -> None:
+    """The last line in cron: the window and how many hops and instruments ended how (their lines gave the counts)."""
+    ended = Counter(o.status for o in report.outcomes)
+    tally = ", ".join(f"{ended[status]} {status}" for status in ("ok", "incomplete", "failed") if ended[status])
+    click.echo(f"{_title(report)}: {tally or 'nothing to sync'}")
 
 
 def _rich_table(report: SyncReport) -> None:

@@ -512,21 +512,25 @@ class Daemon:
             self._tell_missing_banks(action, outcome, record)
         if action.project in self._watched_projects() and not changed_by_hand:
             self._files_seen[action.project] = self._bank_files_now(action.project)  # ours is no fill by hand
-        self.status.recent = ([record] + self.status.recent)[:RECENT_FILLS]
         self.status.projects[action.project] = {
             "last_scan": action.key.scan,
             "last_timestamp": action.key.timestamp,
             "last_filled_at": record["filled_at"],
             "pending": len(self.engine.pending(action.project)),
         }
-        self._fill_log(action.project, record)
-        self._service_log("filled", **record)
+        self._record_fill(action.project, record, "filled")
         self._save_status()  # the fill is on record before any extra work such as plots
         if self.after_fill is not None and not outcome.skipped:
             try:
                 self.after_fill(action, outcome)
             except Exception:  # extras such as plots never stop the daemon
                 log.exception("after-fill work for %s scan %d failed", action.project, action.key.scan)
+
+    def _record_fill(self, project: str, record: dict[str, object], event: str) -> None:
+        """A fill on record: first of the status's recent fills, in the project's fill log and the service log."""
+        self.status.recent = ([record] + self.status.recent)[:RECENT_FILLS]
+        self._fill_log(project, record)
+        self._service_log(event, **record)
 
     def _tell_missing_banks(self, action: FillAction, outcome: FillOutcome, record: dict[str, object]) -> None:
         """A scan filled without the banks whose raw file never came: logged, and listed in the status."""
@@ -607,10 +611,12 @@ class Daemon:
 
     def _fill_late_bank(self, entry: dict[str, object], key: ScanKey, watch: LateBankWatch, now: float) -> None:
         """Fill a scan again with the bank files that came (the banks holding it are skipped, never twice)."""
-        project, banks = str(entry.get("project")), entry.get("banks")
-        banks = ",".join(map(str, banks)) if isinstance(banks, list) else "?"
+        project, entry_banks = str(entry.get("project")), entry.get("banks")
+        named = [str(bank) for bank in entry_banks] if isinstance(entry_banks, list) else []
+        banks = ",".join(named) or "?"
         self.status.activity = f"filling {project} scan {key.scan} (VEGAS bank {banks}, came late)"
         self._save_status()
+        started = time.time()
         try:
             outcome = self.fill(FillAction(project, key, ("vegas",), attempt=1, is_last_try=True))
         except Exception as err:  # noqa: BLE001 - a late file that cannot be filled yet must not stop the daemon
@@ -621,13 +627,15 @@ class Daemon:
             watch.failed, watch.retry_at = watch.seen, now + self.engine.max_backoff_s
             return
         self._files_seen[project] = self._bank_files_now(project)  # our fill is no fill by hand
-        filled = [bank for bank in outcome.banks if bank not in outcome.missing_banks]
+        # The entry's banks that came, not outcome.banks: that names the banks skipped for holding the scan too.
+        filled = [] if outcome.skipped else [bank for bank in named if bank not in outcome.missing_banks]
         log.info("%s scan %d: VEGAS bank %s came late: filled (%d rows)", project, key.scan, banks, outcome.rows)
+        # No finished_at: its lag after the scan's end is the backend's late copy, not the daemon's.
         record = {"project": project, "scan": key.scan, "timestamp": key.timestamp, "banks": filled,
-                  "rows": outcome.rows, "filled_at": time.time(), "note": f"VEGAS bank {banks} came late",
+                  "rows": outcome.rows, "seconds": round(time.time() - started, 4), "filled_at": time.time(),
+                  "skipped": outcome.skipped, "note": f"VEGAS bank {banks} came late",
                   "missing_banks": list(outcome.missing_banks)}  # fmt: skip
-        self._fill_log(project, record)
-        self._service_log("late_bank_filled", **record)
+        self._record_fill(project, record, "late_bank_filled")
         self.status.missing_banks = [e for e in self.status.missing_banks if _entry_key(e) != _entry_key(entry)]
         if outcome.missing_banks:  # another bank of the entry is still missing: it stays, naming that one
             self._tell_missing_banks(FillAction(project, key, ("vegas",), 1, True), outcome, record)

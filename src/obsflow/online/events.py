@@ -26,7 +26,7 @@ from typing import IO, Literal, NamedTuple, Protocol
 
 from obsflow.errors import InputError
 
-__all__ = ["JsonLinesSource", "ScanEvent", "ScanEventSource", "ScanKey", "ScanLogSource"]
+__all__ = ["JsonLinesSource", "ScanEvent", "ScanEventSource", "ScanKey", "ScanLogSource", "raw_root_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,14 @@ class LoggedScan:
 ScanLogReader = Callable[[Path], list[LoggedScan]]
 
 
+def raw_root_entries(raw_root: Path) -> list[Path]:
+    """What the raw data root holds (a folder per project); InputError if it cannot be read (missing, unmounted)."""
+    try:
+        return list(raw_root.iterdir())
+    except OSError as err:
+        raise InputError(f"cannot read raw data root: {err.strerror}", raw_root) from err
+
+
 class ScanLogSource:
     """Polls every project's ``ScanLog.fits`` under ``raw_root`` and emits what changed.
 
@@ -144,10 +152,7 @@ class ScanLogSource:
 
     def _logs(self) -> list[tuple[float, str, Path]]:
         found = []
-        try:
-            entries = list(self.raw_root.iterdir())
-        except OSError as err:
-            raise InputError(f"cannot read raw data root: {err.strerror}", self.raw_root) from err
+        entries = raw_root_entries(self.raw_root)
         oldest = None if self.projects or self.recent_s is None else time.time() - self.recent_s
         if oldest is not None and self.since is not None:
             oldest = min(oldest, self.since)

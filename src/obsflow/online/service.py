@@ -13,7 +13,7 @@ from obsflow.lock import is_locked, lock_held
 from obsflow.online import raw
 from obsflow.online.daemon import FORGET_AFTER_S, Daemon, FillOutcome, read_status
 from obsflow.online.engine import FillAction
-from obsflow.online.events import ScanEventSource, ScanKey, ScanLogSource
+from obsflow.online.events import ScanEventSource, ScanKey, ScanLogSource, raw_root_entries
 from obsflow.online.fill import ScanFill, fill_scan, logged_scans, missing_banks_text, scans_per_bank_held
 from obsflow.online.layout import OutputLayout
 
@@ -156,13 +156,16 @@ def build_daemon(
     return daemon
 
 
-def run_daemon(max_seconds: float | None = None, until_idle: bool = False, **kwargs: object) -> Daemon:
+def run_daemon(raw_root: Path, max_seconds: float | None = None, until_idle: bool = False, **kwargs: object) -> Daemon:
     """Build and run the daemon until stopped; return it (for its status).
 
-    A catch-up run (``until_idle``) that skipped scans, filled scans without a bank whose file never
-    came, or found scans the log never finished, raises :class:`ScansSkipped` (exit 1), naming them.
+    A catch-up run (``until_idle``) whose raw root cannot be read is refused before anything is
+    created under the output root.  One that skipped scans, filled scans without a bank whose file
+    never came, or found scans the log never finished, raises :class:`ScansSkipped` (exit 1), naming them.
     """
-    daemon = build_daemon(**kwargs)  # type: ignore[arg-type]
+    if until_idle:  # nothing to catch up from: the long-running daemon polls on instead (a disk mounted late)
+        raw_root_entries(Path(raw_root))
+    daemon = build_daemon(raw_root, **kwargs)  # type: ignore[arg-type]
     daemon.run(max_seconds=max_seconds, until_idle=until_idle)
     skipped = daemon.given_up() if until_idle else []
     partial = daemon.filled_without_banks() if until_idle else []

@@ -2,8 +2,8 @@
 
 The text keeps the shape of the observatory's existing check: per instrument folder and hop a
 ruled heading ``FILES ON <A> THAT ARE NOT ON <B>`` then the relative paths, sorted, or
-``None``; then the size and checksum sections; at the end a section for everything that could
-not be checked.  A folder that was not checked never says ``None``: it says why.  All three
+``None``; then the size and (with ``--checksum``; without, the top says so once) checksum sections;
+at the end a section for everything that could not be checked.  A folder that was not checked never says ``None``: it says why.  All three
 renderings carry the same content; the mail's text and HTML parts may show only the first lines
 of each section (``lines_per_section``) and say how many more its JSON attachment names.
 """
@@ -40,13 +40,13 @@ def _sections(folder: FolderResult) -> list[tuple[str, list[str], str | None]]:
     hashes = [
         f"{d.path}  ({folder.source} xxh128 {d.xxh128_a}, {folder.dest} {d.xxh128_b})" for d in folder.hash_differs
     ]
-    not_compared = None if folder.hash_checked else "not compared (use --checksum)"
-    content_reason = folder.error or folder.hash_error or not_compared
     sections = [
         (f"FILES ON {a} THAT ARE NOT ON {b}", list(folder.missing), folder.error),
         (f"FILES WHOSE SIZE DIFFERS BETWEEN {a} AND {b}", sizes, folder.error),
-        (f"FILES WHOSE CONTENT DIFFERS BETWEEN {a} AND {b}", hashes, content_reason),
     ]
+    if not _contents_left_out(folder):  # without --checksum the report says so once, at the top
+        content_reason = folder.error or folder.hash_error
+        sections.append((f"FILES WHOSE CONTENT DIFFERS BETWEEN {a} AND {b}", hashes, content_reason))
     if folder.unhashed and not folder.hash_error:
         sections.append((f"FILES WHOSE CONTENT COULD NOT BE COMPARED ({a}, {b})", list(folder.unhashed), None))
     if folder.in_flight:
@@ -65,6 +65,11 @@ def _sections(folder: FolderResult) -> list[tuple[str, list[str], str | None]]:
         heading = f"ENTRIES ON {a} THAT ARE NOT REGULAR FILES (NOT COPIED, NOT COMPARED)"
         sections.append((heading, list(folder.skipped), None))
     return sections
+
+
+def _contents_left_out(folder: FolderResult) -> bool:
+    """Contents not compared because no ``--checksum`` asked for it (not because they could not be)."""
+    return not folder.hash_checked and folder.error is None and folder.hash_error is None
 
 
 def _bounded(lines: list[str], limit: int | None) -> list[str]:
@@ -99,10 +104,13 @@ def _title(folder: FolderResult) -> str:
 
 
 def _intro(report: Report) -> list[str]:
-    return [
+    lines = [
         f"checked {_when(report.started)} .. {_when(report.ended)[11:]}, nights {report.period}",
         f"files younger than {_settle_text(report)}, or changing while checked, are in flight, not alarms",
     ]
+    if any(_contents_left_out(folder) for folder in report.folders):
+        lines.append("file contents not compared, only sizes (use --checksum)")
+    return lines
 
 
 def _settle_text(report: Report) -> str:

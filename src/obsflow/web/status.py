@@ -268,8 +268,10 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
         "last_poll_age_s": round(now - last_poll, 1) if isinstance(last_poll, (int, float)) else None,
     })  # fmt: skip
     for project, info in sorted((data.get("projects") or {}).items()):
-        last = next((r for r in recent if r.get("project") == project and r.get("scan") == info.get("last_scan")), {})
         filled_at = info.get("last_filled_at")
+        # that very fill: a bank that came late fills the same scan again later, with no lag of the daemon's
+        last = next((r for r in recent if (r.get("project"), r.get("scan"), r.get("filled_at"))
+                     == (project, info.get("last_scan"), filled_at)), {})  # fmt: skip
         out["projects"].append({
             "project": project, "is_active": project == data.get("active_project"),
             "last_scan": info.get("last_scan"), "last_timestamp": info.get("last_timestamp"),
