@@ -287,6 +287,43 @@ def test_only_projects_observed_lately_are_followed_by_default(roots):
     assert _filled(named, ARCHIVED) == [1, 2]
 
 
+def test_old_projects_are_looked_at_only_when_a_project_folder_comes_or_at_each_full_listing(roots):
+    """A raw root holds years of projects: each poll looks at the followed ones, not the archive."""
+    raw, out = roots
+    old, older = _telescope(raw, 2, project=ARCHIVED), _telescope(raw, 2, project="AGBT24A_050_03")
+    for sim in (old, older):
+        _observe(sim, sim.plans[:1])
+        _age(raw, sim.spec.project, 24 * 400)
+    os.utime(raw, (time.time() - 3600,) * 2)  # no project folder came lately
+    daemon = build_daemon(raw, out, poll_s=0.01, quicklook=False)
+    daemon.source.full_listing_s = 3600
+    daemon.start()
+    daemon.step()
+    assert daemon.source.followed == set()
+
+    _observe(old, old.plans[1:])  # an archived project observes again: its log is new
+    for _ in range(3):
+        daemon.step()
+    assert daemon.source.followed == set()  # not looked at before the next full listing
+    daemon.source.full_listing_s = 0
+    while daemon.step():
+        pass
+    assert daemon.source.followed == {ARCHIVED} and _filled(daemon, ARCHIVED) == [1, 2]
+
+    daemon.source.full_listing_s = 3600
+    os.utime(raw, (time.time() - 3600,) * 2)
+    daemon.step()
+    _observe(older, older.plans[1:])
+    daemon.step()
+    assert daemon.source.followed == {ARCHIVED}
+    _observe(_telescope(raw, 1))  # a new project's folder: the raw root changed, every project is looked at
+    while daemon.step():
+        pass
+    assert daemon.source.followed == {ARCHIVED, "AGBT24A_050_03", PROJECT}
+    assert _filled(daemon, "AGBT24A_050_03") == [1, 2] and _filled(daemon, PROJECT) == [1]
+    daemon.close()
+
+
 def test_a_live_scan_is_filled_between_the_scans_of_a_backlog(roots):
     raw, out = roots
     _observe(_telescope(raw, 6, project=ARCHIVED, banks=2, channels=4096))

@@ -105,6 +105,7 @@ def test_a_forgotten_project_that_observes_again_is_filled_once(tmp_path):
     assert reopened not in daemon.engine.projects
 
     _observe(sims[reopened], slice(2, 3))  # the observer comes back: scan 3
+    daemon.source.full_listing_s = 0  # a forgotten project is looked at again at the next full listing: now
     _run_until_idle(daemon)
 
     assert _scans_in(OutputLayout(out), reopened) == {"A": [1, 2, 3], "B": [1, 2, 3]}  # scans 1, 2 not again
