@@ -4,7 +4,8 @@ A nightly sync that finds nothing to copy is one ssh handshake per host plus a l
 the command line machinery (click and the sync modules) before the handshake starts would put
 ~0.05-0.1 s in front of it.  So the config is read and the shared connections are opened here,
 with only what that needs imported, and the sync adopts them (see
-:func:`obsflow.transfer.remote.shared_connections`).  Anything unexpected here (no config, a bad
+:func:`obsflow.transfer.remote.shared_connections`).  Before even that, the connections the last
+run of the same, unchanged config opened are started again from a memo (:mod:`obsflow.transfer.early`).  Anything unexpected here (no config, a bad
 one, an option this quick look does not know) just means no early start: the command then reads
 its arguments and config as always and reports any problem itself.
 """
@@ -73,14 +74,24 @@ def sync_arguments(args: list[str]) -> dict[str, str] | None:
 
 
 def _connect_early(wanted: dict[str, str]) -> None:
+    try:
+        if not stat.S_ISREG(os.stat(wanted["config"]).st_mode):
+            return  # a pipe or /dev/stdin: the command must be the one to read it
+    except OSError:
+        return  # the command itself will say what is wrong, in its own words
+    from obsflow.transfer import early  # os and marshal: what the last run of this config started, started now
+
+    memo_key = early.memo_key(wanted["config"], wanted)
+    remembered = early.start_remembered(wanted)
+
     from obsflow.config import load_config
     from obsflow.errors import ObsflowError
     from obsflow.transfer.remote import open_before_sync, remote_targets
 
     try:
-        if not stat.S_ISREG(os.stat(wanted["config"]).st_mode):
-            return  # a pipe or /dev/stdin: the command must be the one to read it
         config = load_config(wanted["config"])
-        open_before_sync(config, remote_targets(config, wanted.get("hop"), wanted.get("instrument")))
+        targets = remote_targets(config, wanted.get("hop"), wanted.get("instrument"))
+        open_before_sync(config, targets, remembered, memo_key)
     except (OSError, ObsflowError):  # the command itself will say what is wrong, in its own words
-        return
+        if remembered is not None:
+            remembered.abandon()

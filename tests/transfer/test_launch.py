@@ -4,6 +4,8 @@ and the run takes them over; anything unusual on the command line just means no 
 from __future__ import annotations
 
 import json
+import marshal
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +90,66 @@ def test_a_sync_that_ends_without_the_interpreters_teardown_still_delivers_all_i
     assert {o["instrument"] for o in failed} == {"shd"} and "cannot reach host" in failed[0]["failure"]
     assert sum(o["copied"] for o in report["hops"]) == 2 * 2 * 3 * 2  # 2 instruments x 2 hops x 3 nights x 2
     assert TAKEN_OVER in done.stderr  # the log lines reach stderr
+
+
+def _sync(site: Site, cache: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    return subprocess.run([OBSFLOW, "-vv", "sync", "-c", str(site.config_path), *options], capture_output=True,
+                          text=True, timeout=300, check=False, env=env)  # fmt: skip
+
+
+def _memo(cache: Path) -> dict:
+    return marshal.loads((cache / "obsflow" / "early-ssh.marshal").read_bytes())["configs"]
+
+
+def test_the_next_sync_of_an_unchanged_config_starts_its_connections_before_reading_it(site: Site, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = _sync(site, cache, "-i", "sha")
+    assert first.returncode == 0, first.stderr
+    assert "; 0 as the last run of this config did" in first.stderr, first.stderr.splitlines()[0]
+    memo = cache / "obsflow" / "early-ssh.marshal"
+    assert memo.stat().st_mode & 0o777 == 0o600 and (cache / "obsflow").stat().st_mode & 0o777 == 0o700
+    (entry,) = _memo(cache).values()
+    assert list(entry["argv"]) == ["sha.test", "cape.test"]  # the instrument host and the remote archive
+    assert entry["argv"]["cape.test"][-3:] == ["-f", "-N", "cape.test"]
+
+    again = _sync(site, cache, "-i", "sha")
+    assert again.returncode == 0, again.stderr
+    assert "; 2 as the last run of this config did, before it was read)" in again.stderr
+    other = _sync(site, cache, "-i", "shd")  # other options: another memo entry, nothing started from the first
+    assert other.returncode == 0 and "; 0 as the last run" in other.stderr and len(_memo(cache)) == 2
+    site.config_path.write_text(site.config_path.read_text() + "\n")  # the config changed: not trusted
+    changed = _sync(site, cache, "-i", "sha")
+    assert changed.returncode == 0 and "; 0 as the last run" in changed.stderr
+
+
+def test_a_remembered_command_line_that_is_not_the_runs_own_is_stopped_and_replaced(site: Site, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    assert _sync(site, cache, "-i", "sha").returncode == 0
+    memo = cache / "obsflow" / "early-ssh.marshal"
+    data = marshal.loads(memo.read_bytes())
+    (entry,) = data["configs"].values()
+    entry["argv"]["cape.test"] = [part.replace("ConnectTimeout=10", "ConnectTimeout=11") for part in
+                                  entry["argv"]["cape.test"]]  # fmt: skip
+    memo.write_bytes(marshal.dumps(data))
+    done = _sync(site, cache, "-i", "sha")
+    assert done.returncode == 0, done.stderr
+    assert "; 1 as the last run of this config did" in done.stderr  # sha.test's; cape.test's started anew
+    (entry,) = _memo(cache).values()
+    assert "ConnectTimeout=10" in entry["argv"]["cape.test"]  # and remembered right again
+
+
+@pytest.mark.parametrize("loose", ["memo", "folder"])
+def test_a_memo_others_could_write_is_never_run(site: Site, tmp_path: Path, loose: str) -> None:
+    cache = tmp_path / "cache"
+    assert _sync(site, cache, "-i", "sha").returncode == 0
+    memo = cache / "obsflow" / "early-ssh.marshal"
+    data = marshal.loads(memo.read_bytes())
+    (entry,) = data["configs"].values()
+    marker = tmp_path / "ran"
+    entry["argv"]["cape.test"] = ["ssh", "-o", f"ProxyCommand=touch {marker}", "-f", "-N", "cape.test"]
+    memo.write_bytes(marshal.dumps(data))
+    (memo if loose == "memo" else memo.parent).chmod(0o666 if loose == "memo" else 0o777)
+    done = _sync(site, cache, "-i", "sha")
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists() and "; 0 as the last run" in done.stderr

@@ -25,7 +25,6 @@ import os
 import shlex
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 
 from obsflow.config import Config, Location, parse_location
 from obsflow.errors import HostUnreachable, RemoteCommandFailed, TransportError
+from obsflow.transfer.early import CONTROL_PARENT, CONTROL_PREFIX, Key, Remembered, SocketFolder, Started, remember
 
 __all__ = [
     "FORCED_SSH_OPTIONS", "REAL_FOLDERS_SH", "Shell", "control_path", "remote_targets", "shared_connections", "shell_path", "ssh_argv",
@@ -47,8 +47,6 @@ FORCED_SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes")
 #: put after the user's options, so their own setting wins
 DEFAULT_SSH_OPTIONS = ("-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=15")
 SSH_FAILED = 255
-CONTROL_PARENT = "/tmp"  # not $TMPDIR: a socket's path must stay under ~100 bytes
-CONTROL_PREFIX = "obsflow-ssh-"
 STALE_CONTROL_S = 86400.0  # a killed run's empty socket folder is removed by a run a day later
 
 
@@ -95,8 +93,9 @@ class _EarlyConnections:
     """
 
     def __init__(self) -> None:
-        self.opening: dict[str, subprocess.Popen[bytes]] = {}
+        self.opening: dict[str, subprocess.Popen[bytes] | Started] = {}
         self.unreachable: dict[str, str] = {}
+        self.remembered = 0  # of the opening ones, started from the memo
         self.lock = threading.Lock()
 
     def stop_pending(self) -> None:
@@ -114,7 +113,7 @@ class _EarlyConnections:
         self.__init__()  # type: ignore[misc]
 
 
-def _finished(opening: subprocess.Popen[bytes]) -> tuple[int, bytes]:
+def _finished(opening: subprocess.Popen[bytes] | Started) -> tuple[int, bytes]:
     """Exit status and (on failure) stderr of an ``ssh -f -N``.
 
     Waits for the process itself, not for the end of its stderr: with ``-v`` in the user's
@@ -142,11 +141,24 @@ class Shell:
             return
         for target in targets:
             if target not in self._early.opening:
-                # -f -N: authenticate, then leave the shared connection in the background (no remote command)
-                argv = [*ssh_argv(self.ssh_options, self.control_dir, target), "-f", "-N", target]
                 self._early.opening[target] = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                    self.early_argv(target), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
                 )
+
+    def early_argv(self, target: str) -> list[str]:
+        """The command line that opens the shared connection to ``target``."""
+        # -f -N: authenticate, then leave the shared connection in the background (no remote command)
+        return [*ssh_argv(self.ssh_options, self.control_dir, target), "-f", "-N", target]
+
+    def adopt(self, target: str, opening: Started) -> None:
+        """Take ``opening`` as the connection being opened to ``target`` (started from the memo, same command line)."""
+        if self._early.opening.setdefault(target, opening) is opening:
+            self._early.remembered += 1
+
+    @property
+    def remembered_count(self) -> int:
+        """How many of the connections opened early were started from the memo (:mod:`obsflow.transfer.early`)."""
+        return self._early.remembered
 
     def stop_opening(self) -> None:
         """At the end of a run: stop connections still being opened (never used, or the run was interrupted)."""
@@ -211,7 +223,8 @@ def shared_connections(config: Config, targets: Iterable[str] = ()) -> Iterator[
         return
     with early[0] if early else _control_folder() as folder:
         if early:
-            log.debug("taking over the ssh connections opened at start (%s)", folder)
+            log.debug("taking over the ssh connections opened at start (%s; %d as the last run of this config did, "
+                      "before it was read)", folder, early[1].remembered_count)  # fmt: skip
         shell = early[1] if early else Shell(config.ssh_options, control_dir=folder)
         shell.open_early(targets)
         try:
@@ -221,30 +234,49 @@ def shared_connections(config: Config, targets: Iterable[str] = ()) -> Iterator[
     remove_stale_control_dirs()
 
 
-def open_before_sync(config: Config, targets: Iterable[str]) -> None:
+def open_before_sync(
+    config: Config, targets: Iterable[str], remembered: Remembered | None = None, memo_key: Key | None = None
+) -> None:
     """Start the shared connections to ``targets`` now, for the sync this process is about to run
     (before its modules load: see :mod:`obsflow.launch`); :func:`shared_connections` takes them over.
-    Stopped at exit if the run never came to take them (a mistyped option)."""
+    Stopped at exit if the run never came to take them (a mistyped option).
+
+    ``remembered``: connections the entry point started from the memo (:mod:`obsflow.transfer.early`);
+    each is taken if its command line is the one built here, the others are stopped.  Under
+    ``memo_key`` the command lines are remembered for the next run.
+    """
     global _opened_before
     if not config.ssh_multiplex or _opened_before is not None:
+        if remembered is not None:
+            remembered.abandon()
         return
-    folder = _control_folder()
+    targets = list(targets)
+    folder = remembered.folder if remembered is not None else _control_folder()
     shell = Shell(config.ssh_options, control_dir=folder.name)
+    if remembered is not None:
+        for target in targets:
+            opening = remembered.take(target, shell.early_argv(target))
+            if opening is not None:
+                shell.adopt(target, opening)
+        if remembered.started:
+            log.debug("ssh connections remembered for this config differ from its own now: started anew")
+        remembered.stop_the_rest()
     shell.open_early(targets)
     _opened_before = (folder, shell)
     atexit.register(_abandon_unclaimed)
+    if memo_key is not None:
+        remember(memo_key, folder.name, {target: shell.early_argv(target) for target in targets})
 
 
-def _control_folder() -> tempfile.TemporaryDirectory[str]:
-    """A short private folder for ssh's shared-connection sockets (unix socket paths are short).
-    ignore_cleanup_errors: another run may have taken it for a killed run's (empty and a day old)."""
-    return tempfile.TemporaryDirectory(prefix=CONTROL_PREFIX, dir=CONTROL_PARENT, ignore_cleanup_errors=True)
+def _control_folder() -> SocketFolder:
+    """A short private folder for ssh's shared-connection sockets (unix socket paths are short)."""
+    return SocketFolder.new()
 
 
-_opened_before: tuple[tempfile.TemporaryDirectory[str], Shell] | None = None
+_opened_before: tuple[SocketFolder, Shell] | None = None
 
 
-def _abandon(early: tuple[tempfile.TemporaryDirectory[str], Shell]) -> None:
+def _abandon(early: tuple[SocketFolder, Shell]) -> None:
     folder, shell = early
     shell.stop_opening()
     folder.cleanup()
