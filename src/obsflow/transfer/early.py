@@ -19,7 +19,9 @@ from __future__ import annotations
 import marshal
 import os
 import time
-from collections.abc import Mapping, Sequence
+TYPE_CHECKING = False  # not typing's: loading typing alone would cost ~10 ms before the first ssh starts
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 try:
     import _signal as signals  # the C module: `signal` loads enum first, ~5 ms more before the first ssh starts
