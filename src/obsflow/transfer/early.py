@@ -19,6 +19,7 @@ from __future__ import annotations
 import marshal
 import os
 import time
+
 TYPE_CHECKING = False  # not typing's: loading typing alone would cost ~10 ms before the first ssh starts
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
