@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from obsflow.cli import main
@@ -150,3 +151,19 @@ def test_an_unreadable_or_unwritable_output_root_is_one_line(tmp_path: Path) -> 
         for path in (status.parent, out, fresh):
             path.chmod(0o755)
         status.chmod(0o644)
+
+
+def test_a_catch_up_run_of_projects_not_under_the_raw_root_names_them(tmp_path: Path, capsys) -> None:
+    """`--projects TYPO` ended with exit 0, having done nothing and said nothing."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    (raw / "AGBT26A_001_01").mkdir(parents=True)  # there, with nothing to fill yet: fine
+    run = ["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle", "--projects"]
+    assert main([*run, "AGBT26A_001_01"]) == 0
+    assert capsys.readouterr().err == ""
+    shutil.rmtree(out)
+    assert main([*run, "AGBT26A_01_01"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"obsflow: error: project not found under the raw root: AGBT26A_01_01 ({raw})"]
+    assert main([*run, "AGBT26A_001_01,AGBT26A_002_01,../raw"]) == 2  # one typo among them: none is filled
+    assert capsys.readouterr().err.splitlines() == [
+        f"obsflow: error: projects not found under the raw root: AGBT26A_002_01, ../raw ({raw})"]
+    assert not out.exists()

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from obsflow.errors import EXIT_FINDINGS, InputError, LockError, ObsflowError
+from obsflow.errors import EXIT_FINDINGS, InputError, LockError, ObsflowError, UsageError
 from obsflow.lock import is_locked, lock_held
 from obsflow.online import raw
 from obsflow.online.daemon import FORGET_AFTER_S, Daemon, FillOutcome
@@ -166,15 +166,28 @@ def build_daemon(
     return daemon
 
 
+def _refuse_projects_not_there(raw_root: Path, entries: list[Path], projects: Sequence[str]) -> None:
+    """A catch-up run of a named project not under the raw root (a typo) would do nothing, and say nothing.
+
+    The long-running daemon waits for it instead: a project is named before its first scan.
+    """
+    there = {entry.name for entry in entries}
+    missing = [name for name in projects if name not in there]
+    if missing:
+        raise UsageError(f"project{'s' if len(missing) > 1 else ''} not found under the raw root: {', '.join(missing)}",
+                         raw_root)  # fmt: skip
+
+
 def run_daemon(raw_root: Path, max_seconds: float | None = None, until_idle: bool = False, **kwargs: object) -> Daemon:
     """Build and run the daemon until stopped; return it (for its status).
 
-    A catch-up run (``until_idle``) whose raw root cannot be read is refused before anything is
-    created under the output root.  One that skipped scans, filled scans without a bank whose file
+    A catch-up run (``until_idle``) whose raw root cannot be read, or that names projects not under
+    it, is refused before anything is created under the output root.  One that skipped scans, filled scans without a bank whose file
     never came, or found scans the log never finished, raises :class:`ScansSkipped` (exit 1), naming them.
     """
     if until_idle:  # nothing to catch up from: the long-running daemon polls on instead (a disk mounted late)
-        raw_root_entries(Path(raw_root))
+        entries, projects = raw_root_entries(Path(raw_root)), kwargs.get("projects") or ()
+        _refuse_projects_not_there(Path(raw_root), entries, projects)  # type: ignore[arg-type]
     daemon = build_daemon(raw_root, **kwargs)  # type: ignore[arg-type]
     daemon.run(max_seconds=max_seconds, until_idle=until_idle)
     skipped = daemon.given_up() if until_idle else []
