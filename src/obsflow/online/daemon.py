@@ -188,7 +188,10 @@ class Daemon:
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
-        """Take the daemon lock (refuse if another daemon runs) and recover interrupted fills."""
+        """Take the daemon lock (refuse if another daemon runs) and recover interrupted fills.
+
+        A start that fails once the lock is held releases it: the next start, in this process too, is not refused.
+        """
         try:
             # Never stale by age: a daemon on another host holds it for weeks (on this host a dead pid frees it).
             self._lock_path = take_lock(self.layout.locks_dir, DAEMON_LOCK, timeout_s=0, purpose="online daemon",
@@ -197,6 +200,13 @@ class Daemon:
             raise LockError(
                 f"another obsflow online daemon already serves this output root: {err.what}", err.where
             ) from err
+        try:
+            self._recover_and_load()
+        except BaseException:  # Ctrl-C and bugs too; no status is saved: it would replace the previous daemon's
+            self._release_lock()
+            raise
+
+    def _recover_and_load(self) -> None:
         restored = self.layout.recover_all()
         for path in restored:
             self._service_log("rolled_back", file=path)
@@ -210,6 +220,9 @@ class Daemon:
     def close(self) -> None:
         self.status.activity = "stopped"
         self._save_status()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
         if self._lock_path is not None:
             release_lock(self._lock_path)
             self._lock_path = None
