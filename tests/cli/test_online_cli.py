@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from obsflow.cli import main
@@ -97,4 +98,72 @@ def test_a_daemon_refused_for_a_lock_in_use_creates_no_output_root(tmp_path: Pat
     take_lock(locks, DAEMON_LOCK, timeout_s=0, purpose="online daemon")  # held by this live process
     assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--locks", str(locks), "--until-idle"]) == 2
     assert "another obsflow online daemon" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_output_root_under_a_file_is_one_line_and_nothing_made(tmp_path: Path, capsys) -> None:
+    """`--out-root somefile/X` (a typo) was a NotADirectoryError traceback."""
+    raw, somefile = tmp_path / "raw", tmp_path / "somefile"
+    raw.mkdir()
+    somefile.write_text("not a folder\n")
+    out = somefile / "X"
+    for extra in ([], ["--locks", str(tmp_path / "locks")], ["--follow-hours", "0"]):
+        assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle", *extra]) == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"obsflow: error: output root is under the file {somefile} ({out})"
+        ]
+    assert somefile.read_text() == "not a folder\n" and not (tmp_path / "locks" / "obsflow-online.lock").exists()
+
+
+def _bad_root_lines(*args: str) -> list[str]:
+    """What ``obsflow <args>`` says on stderr run without the capabilities that bypass file modes; asserts exit 2."""
+    from tests.transfer.nocap import obsflow_nocap
+
+    done = obsflow_nocap(*args)
+    assert done.returncode == 2, done
+    return done.stderr.splitlines()
+
+
+def test_an_unreadable_or_unwritable_output_root_is_one_line(tmp_path: Path) -> None:
+    raw, out, fresh = tmp_path / "raw", tmp_path / "out", tmp_path / "fresh"
+    raw.mkdir()
+    assert main(["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle"]) == 0  # a status saved
+    status = out / ".obsflow" / "online-status.json"
+    unreadable = [f"obsflow: error: cannot read the online daemon's status: Permission denied ({status})"]
+    run = ("online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle")
+    fresh.mkdir(mode=0o555)
+    try:
+        assert _bad_root_lines("online", "--raw-root", str(raw), "--out-root", str(fresh), "--until-idle") == [
+            f"obsflow: error: cannot create lock: Permission denied ({fresh / 'locks' / 'obsflow-online.lock'})"]
+        out.chmod(0o600)  # listed, not entered
+        assert _bad_root_lines(*run) == unreadable
+        assert _bad_root_lines("online", "status", "--out-root", str(out)) == unreadable
+        out.chmod(0o755)
+        status.chmod(0)
+        assert _bad_root_lines(*run) == unreadable
+        assert _bad_root_lines("online", "status", "--out-root", str(out)) == unreadable
+        status.chmod(0o644)
+        (raw / "AGBT26A_001_01").mkdir()
+        status.parent.chmod(0)  # its journals cannot be listed either: a fill left half done would be filled over
+        assert _bad_root_lines(*run, "--projects", "AGBT26A_001_01") == [
+            f"obsflow: error: cannot read the journal folder: Permission denied ({status.parent / 'journal'})"]
+    finally:
+        for path in (status.parent, out, fresh):
+            path.chmod(0o755)
+        status.chmod(0o644)
+
+
+def test_a_catch_up_run_of_projects_not_under_the_raw_root_names_them(tmp_path: Path, capsys) -> None:
+    """`--projects TYPO` ended with exit 0, having done nothing and said nothing."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    (raw / "AGBT26A_001_01").mkdir(parents=True)  # there, with nothing to fill yet: fine
+    run = ["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle", "--projects"]
+    assert main([*run, "AGBT26A_001_01"]) == 0
+    assert capsys.readouterr().err == ""
+    shutil.rmtree(out)
+    assert main([*run, "AGBT26A_01_01"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"obsflow: error: project not found under the raw root: AGBT26A_01_01 ({raw})"]
+    assert main([*run, "AGBT26A_001_01,AGBT26A_002_01,../raw"]) == 2  # one typo among them: none is filled
+    assert capsys.readouterr().err.splitlines() == [
+        f"obsflow: error: projects not found under the raw root: AGBT26A_002_01, ../raw ({raw})"]
     assert not out.exists()

@@ -150,3 +150,16 @@ def test_exactly_the_control_characters_and_line_and_bidi_marks_are_escaped():
     assert (escape_controls("\n"), escape_controls("\t"), escape_controls("\x1b"), escape_controls("\x9b")) == ("\\n", "\\t", "\\x1b", "\\x9b")
     assert all(escape_controls(c).startswith("\\") for c in controls)
     assert sum(escape_controls(chr(i)) != chr(i) for i in range(0x110000)) == len(controls)
+
+
+def test_without_checksum_the_totals_leave_out_the_checksum_count():
+    """Found by review: the totals said "0 checksum differs" where no checksum was compared (the subject did not)."""
+    unchecked = Report(PERIOD, 0.0, 1.0, 120.0, False,
+                       (folder("suth:cape", "sha", missing=("2026/1101/a.fits",), matched=3, hash_checked=False),))  # fmt: skip
+    totals = render_text(unchecked).splitlines()[-1]
+    assert totals == "3 present and equal, 1 missing, 0 size differs, 0 not checked, 0 in flight"
+    assert "<th>hash differs</th>" not in render_html(unchecked) and "<th>size differs</th>" in render_html(unchecked)
+    assert json.loads(render_json(unchecked))["counts"]["hash_differs"] == 0  # the JSON as before
+    checked = sample_report()
+    assert "1 size differs, 1 checksum differs, 1 not checked" in render_text(checked).splitlines()[-1]
+    assert "<th>hash differs</th><td>1</td>" in render_html(checked)

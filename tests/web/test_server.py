@@ -204,11 +204,25 @@ def test_a_verification_or_daemon_status_not_a_json_object_is_a_message(site: Si
     assert code == 200  # the fill logs still give the history
 
 
+def test_a_damaged_daemon_status_is_a_message_not_an_error_page(site: Site, server: StatusServer) -> None:
+    """A daemon status of a shape the page did not expect (projects as a list) was a 500: it is said instead."""
+    for content in ('{"projects": ["AGBT26A_042_01"]}', '{"pid": 4242, "recent": [{"proj', '{"failures": [7]}'):
+        status.filler_layout(site.config).status_path.write_text(content)
+        page = fetch_html(server, "/filler")
+        assert "cannot read the daemon status: " in page and "sets it aside" in page
+        assert fetch_json(server, "/api/filler.json")["error"].startswith("cannot read the daemon status: ")
+        assert fetch(server, "/plots/fill_latency.png")[0] == 200  # the fill logs still give the history
+
+
 def test_an_error_while_answering_is_a_short_500_and_the_server_goes_on(  # type: ignore[no-untyped-def]
-    site: Site, server: StatusServer, caplog
+    site: Site, server: StatusServer, caplog, monkeypatch
 ) -> None:
-    # A daemon status of a shape the page does not expect (projects as a list, not a mapping).
-    status.filler_layout(site.config).status_path.write_text('{"projects": ["AGBT26A_042_01"]}')
+    from obsflow.web import server as server_module
+
+    def unforeseen(config: object) -> None:  # a bug in reading the filler's part
+        raise AttributeError("'list' object has no attribute 'items'")
+
+    monkeypatch.setitem(server_module._PARTS, "filler", unforeseen)
     code, kind, body = fetch(server, "/filler")
     assert (code, kind, body) == (500, "text/plain; charset=utf-8", b"internal error (logged)\n")
     assert "Traceback" in caplog.text and "AttributeError" in caplog.text

@@ -126,9 +126,10 @@ Examples:
 @click.pass_context
 def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
     """Show what the daemon is doing, the last scan filled per project and any lag."""
-    from obsflow.online.daemon import daemon_running, read_status, status_unsaved_s
+    from obsflow.online.daemon import daemon_running, status_unsaved_s
     from obsflow.online.layout import OutputLayout
     from obsflow.online.missing import recheck_missing_banks
+    from obsflow.online.status_file import StatusDamaged, read_status
 
     root = out_root or ctx.obj.get("out_root")
     if root is None:
@@ -138,14 +139,17 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
         raise UsageError("give --out-root, or a config with a [filler] table: obsflow online -c FILE status")
     if not Path(root).is_dir():  # a typo, or a disk not mounted: not "no daemon has run here"
         raise InputError("output root not found", root)
-    data = read_status(OutputLayout(Path(root)))
+    layout = OutputLayout(Path(root))
+    try:
+        data = read_status(layout)
+    except StatusDamaged as err:
+        raise StatusDamaged(f"{err.problem}; a daemon starting here sets it aside", layout.status_path) from err
     if data is None:
         if as_json:
             emit_json({"running": False, "message": "the daemon never ran here"})
         else:
             click.echo(f"no online daemon has run on {root}")
         return 0
-    layout = OutputLayout(Path(root))
     data["running"], data["checked"] = daemon_running(layout, data)
     # the daemon drops an entry once it sees the bank filled; while none runs, the files say it first
     banks = recheck_missing_banks(layout, data.get("missing_banks") or [])  # type: ignore[arg-type]
@@ -172,15 +176,18 @@ def _print_status(data: dict[str, object]) -> None:
     from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan
 
     if not data.get("checked", True):
-        state = f"running on host {data['host']} (cannot check from here)"
+        state = f"running on host {data.get('host')} (cannot check from here)"
     else:
         state = "running" if data["running"] else "not running"
-    click.echo(f"daemon: {state}, pid {data['pid']} on {data['host']}, {data['activity']}, last poll {_ago(data.get('last_poll'))}")
+    # every field of the status is optional (older versions wrote fewer; a hand-made one may hold few)
+    pid, host, activity = data.get("pid", "?"), data.get("host", "?"), data.get("activity", "?")
+    click.echo(f"daemon: {state}, pid {pid} on {host}, {activity}, last poll {_ago(data.get('last_poll'))}")
     unsaved_s = data["unsaved_s"]  # as status judged it
     if isinstance(unsaved_s, (int, float)):
-        click.echo(f"  WARNING: status not saved for {unsaved_s:.0f} s: the daemon cannot write under {data['out_root']}"
+        click.echo(f"  WARNING: status not saved for {unsaved_s:.0f} s: the daemon cannot write under {data.get('out_root')}"
                    " (read-only or full disk?) or is hung; what follows may be old, see the daemon's log")  # fmt: skip
-    click.echo(f"raw root {data['raw_root']} -> out root {data['out_root']}; {_active(data.get('active_project'))}")
+    click.echo(f"raw root {data.get('raw_root', '?')} -> out root {data.get('out_root', '?')}; "
+               f"{_active(data.get('active_project'))}")
     projects = data.get("projects") or {}
     for name, info in projects.items():  # type: ignore[union-attr]
         click.echo(

@@ -30,6 +30,7 @@ from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
 from obsflow.online.layout import OutputLayout
 from obsflow.online.missing import banks_hold_scan
+from obsflow.online.status_file import StatusDamaged, read_status, set_aside
 
 __all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "fill_lag_s", "later_scan", "read_status", "status_unsaved_s"]
 
@@ -187,7 +188,10 @@ class Daemon:
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
-        """Take the daemon lock (refuse if another daemon runs) and recover interrupted fills."""
+        """Take the daemon lock (refuse if another daemon runs) and recover interrupted fills.
+
+        A start that fails once the lock is held releases it: the next start, in this process too, is not refused.
+        """
         try:
             # Never stale by age: a daemon on another host holds it for weeks (on this host a dead pid frees it).
             self._lock_path = take_lock(self.layout.locks_dir, DAEMON_LOCK, timeout_s=0, purpose="online daemon",
@@ -196,6 +200,13 @@ class Daemon:
             raise LockError(
                 f"another obsflow online daemon already serves this output root: {err.what}", err.where
             ) from err
+        try:
+            self._recover_and_load()
+        except BaseException:  # Ctrl-C and bugs too; no status is saved: it would replace the previous daemon's
+            self._release_lock()
+            raise
+
+    def _recover_and_load(self) -> None:
         restored = self.layout.recover_all()
         for path in restored:
             self._service_log("rolled_back", file=path)
@@ -209,6 +220,9 @@ class Daemon:
     def close(self) -> None:
         self.status.activity = "stopped"
         self._save_status()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
         if self._lock_path is not None:
             release_lock(self._lock_path)
             self._lock_path = None
@@ -678,7 +692,7 @@ class Daemon:
 
     # -- persistence ------------------------------------------------------------
     def _load_failures(self) -> None:
-        previous = read_status(self.layout)
+        previous = self._previous_status()
         if previous is None:
             return
         for entry in previous.get("failures", []):
@@ -691,6 +705,22 @@ class Daemon:
         self.status.missing_banks = [e for e in previous.get("missing_banks", []) if isinstance(e, dict)]
         unfinished = previous.get("unfinished")
         self._inherited_unfinished = [str(name) for name in unfinished] if isinstance(unfinished, list) else None
+
+    def _previous_status(self) -> dict[str, object] | None:
+        """The previous daemon's status; a damaged one is set aside (said once) and this daemon starts afresh.
+
+        It is derived state: the files say what is filled, and refusing to start would stop every fill.
+        """
+        try:
+            return read_status(self.layout)
+        except StatusDamaged as err:
+            try:
+                kept = f"set aside as {set_aside(self.layout)}"
+            except OSError as move_err:  # the first save replaces it
+                kept = f"cannot set it aside ({move_err.strerror or move_err})"
+            log.warning("%s: %s, starting a fresh one", err.one_line(), kept)
+            self._service_log("status_damaged", file=str(self.layout.status_path), error=err.problem)
+            return None
 
     def _save_status(self) -> None:
         # The engine's failures are the truth: an entry goes when its scan is filled, however.
@@ -816,10 +846,3 @@ def status_unsaved_s(status: Mapping[str, object], running: bool, now: float | N
     limit = max(STALE_POLLS * (poll_s if isinstance(poll_s, (int, float)) else 1.0), STALE_MIN_S)
     return age if age > limit else None
 
-
-def read_status(layout: OutputLayout) -> dict[str, object] | None:
-    """The daemon's last saved status, or None if it never ran here."""
-    try:
-        return json.loads(layout.status_path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-    except FileNotFoundError:
-        return None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from obsflow.atomic import fsync_dir, write_atomic
-from obsflow.errors import IntegrityError
+from obsflow.errors import IntegrityError, OutputError
 
 __all__ = ["FileUndo", "Journal", "recover"]
 
@@ -129,6 +129,14 @@ def recover(journal_path: Path, level: int = logging.WARNING) -> list[str]:
     a fill rolling itself back (its caller reports the error).
     """
     journal_path = Path(journal_path)
+    try:
+        return _roll_back(journal_path, level)
+    except OSError as err:  # a read-only or failing disk: the journal stays, to be rolled back when it can be
+        where = err.filename or journal_path
+        raise OutputError(f"cannot roll back the journaled fill: {err.strerror or err}", where) from err
+
+
+def _roll_back(journal_path: Path, level: int) -> list[str]:
     try:
         data = json.loads(journal_path.read_text())
     except FileNotFoundError:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from obsflow.errors import LockError, ObsflowError
+from obsflow.errors import LockError, ObsflowError, OutputError
 from obsflow.lock import held
 from obsflow.online.journal import recover
 from obsflow.sdfits.flag import flag_target_path
@@ -109,16 +109,38 @@ class OutputLayout:
         cleared on the way, so consumers such as the sync stop treating the project as busy.
         """
         restored: list[str] = []
-        if self.journal_dir.is_dir():
-            for journal in sorted(self.journal_dir.glob("*.json")):
-                try:
-                    with self.project_held(journal.stem, 0, "roll back an interrupted fill") as files:
-                        restored += files
-                except LockError as err:
-                    log.info("not rolling back %s: its fill is still running (%s)", journal.stem, err.one_line())
-                except ObsflowError as err:  # one damaged project must not keep the filler from starting
-                    log.error("cannot roll back %s: %s", journal.stem, err.one_line())
+        for journal in self._journals():
+            try:
+                with self.project_held(journal.stem, 0, "roll back an interrupted fill") as files:
+                    restored += files
+            except LockError as err:
+                log.info("not rolling back %s: its fill is still running (%s)", journal.stem, err.one_line())
+            except ObsflowError as err:  # one damaged project must not keep the filler from starting
+                log.error("cannot roll back %s: %s", journal.stem, err.one_line())
         return restored
+
+    def _journals(self) -> list[Path]:
+        """The journals of interrupted fills; OutputError if their folder cannot be read, rather than none
+        (``glob`` says none): a fill left half done would be filled over."""
+        try:
+            return sorted(path for path in self.journal_dir.iterdir() if path.suffix == ".json")
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise OutputError(f"cannot read the journal folder: {err.strerror or err}", self.journal_dir) from err
+
+    def check_root(self) -> None:
+        """Refuse a root that can never be one, under a file (a typo), at once: OutputError naming the file."""
+        for folder in (self.root, *self.root.parents):
+            try:
+                is_folder = folder.is_dir()
+            except OSError:
+                return  # not to be seen from here: whatever uses the root says why
+            if is_folder:
+                return
+            if folder.exists():
+                raise OutputError("output root is a file" if folder == self.root else f"output root is under the file {folder}",
+                                  self.root)  # fmt: skip
 
     def append_fill_log(self, project: str, record: dict[str, object]) -> None:
         """One line per fill: time, scan, banks, rows, seconds (or the error)."""

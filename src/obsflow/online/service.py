@@ -8,14 +8,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from obsflow.errors import EXIT_FINDINGS, InputError, LockError, ObsflowError
+from obsflow.errors import EXIT_FINDINGS, InputError, LockError, ObsflowError, UsageError
 from obsflow.lock import is_locked, lock_held
 from obsflow.online import raw
-from obsflow.online.daemon import FORGET_AFTER_S, Daemon, FillOutcome, read_status
+from obsflow.online.daemon import FORGET_AFTER_S, Daemon, FillOutcome
 from obsflow.online.engine import FillAction
 from obsflow.online.events import ScanEventSource, ScanKey, ScanLogSource, raw_root_entries
 from obsflow.online.fill import ScanFill, fill_scan, logged_scans, missing_banks_text, scans_per_bank_held
 from obsflow.online.layout import OutputLayout
+from obsflow.online.status_file import StatusDamaged, read_status
 
 __all__ = ["build_daemon", "run_daemon"]
 
@@ -75,6 +76,14 @@ def _quicklook(layout: OutputLayout, action: FillAction, outcome: FillOutcome) -
         log.warning("no quick-look plot for %s scan %d: %s", action.project, action.key.scan, err)
 
 
+def _previous_status(layout: OutputLayout) -> dict[str, object] | None:
+    """The previous daemon's status, or None; a damaged one is as none here (the daemon sets it aside at start)."""
+    try:
+        return read_status(layout)
+    except StatusDamaged:
+        return None
+
+
 def _unfinished_projects(previous: dict[str, object] | None, out_root: Path) -> Callable[[str], bool]:
     """Which old projects to follow: those the previous daemon's status lists as unfinished; with no
     such list (no status, or one saved by an older version), every project with an output folder."""
@@ -108,6 +117,7 @@ def build_daemon(
     """
     raw_root, out_root = Path(raw_root), Path(out_root)
     layout = OutputLayout(out_root, flags_dir, locks_dir)
+    layout.check_root()
 
     def stopping() -> bool:
         return daemon.stopping
@@ -136,7 +146,7 @@ def build_daemon(
         # A project already being filled is followed however old its log: one the previous daemon left
         # with scans to fill, or whose log changed since its last poll (a long downtime).  Not every
         # project with an output folder: that is every project ever filled, years of them.
-        previous = read_status(layout) if not projects and follow_hours else None
+        previous = _previous_status(layout) if not projects and follow_hours else None
         last_poll = previous.get("last_poll") if previous else None
         source = ScanLogSource(raw_root, logged_scans, projects, follow_hours * 3600 or None,
                                since=float(last_poll) if isinstance(last_poll, (int, float)) else None,
@@ -156,15 +166,28 @@ def build_daemon(
     return daemon
 
 
+def _refuse_projects_not_there(raw_root: Path, entries: list[Path], projects: Sequence[str]) -> None:
+    """A catch-up run of a named project not under the raw root (a typo) would do nothing, and say nothing.
+
+    The long-running daemon waits for it instead: a project is named before its first scan.
+    """
+    there = {entry.name for entry in entries}
+    missing = [name for name in projects if name not in there]
+    if missing:
+        raise UsageError(f"project{'s' if len(missing) > 1 else ''} not found under the raw root: {', '.join(missing)}",
+                         raw_root)  # fmt: skip
+
+
 def run_daemon(raw_root: Path, max_seconds: float | None = None, until_idle: bool = False, **kwargs: object) -> Daemon:
     """Build and run the daemon until stopped; return it (for its status).
 
-    A catch-up run (``until_idle``) whose raw root cannot be read is refused before anything is
-    created under the output root.  One that skipped scans, filled scans without a bank whose file
+    A catch-up run (``until_idle``) whose raw root cannot be read, or that names projects not under
+    it, is refused before anything is created under the output root.  One that skipped scans, filled scans without a bank whose file
     never came, or found scans the log never finished, raises :class:`ScansSkipped` (exit 1), naming them.
     """
     if until_idle:  # nothing to catch up from: the long-running daemon polls on instead (a disk mounted late)
-        raw_root_entries(Path(raw_root))
+        entries, projects = raw_root_entries(Path(raw_root)), kwargs.get("projects") or ()
+        _refuse_projects_not_there(Path(raw_root), entries, projects)  # type: ignore[arg-type]
     daemon = build_daemon(raw_root, **kwargs)  # type: ignore[arg-type]
     daemon.run(max_seconds=max_seconds, until_idle=until_idle)
     skipped = daemon.given_up() if until_idle else []

@@ -140,8 +140,9 @@ def render_text(report: Report, *, lines_per_section: int | None = None) -> str:
     out += [
         "",
         f"{counts['matched']} present and equal, {counts['missing']} missing, {counts['size_differs']} size differs, "
-        f"{counts['hash_differs']} checksum differs, {counts['not_checked']} not checked, "
-        f"{counts['in_flight']} in flight" + (f", {counts['refused']} refused" if counts["refused"] else "")
+        + (f"{counts['hash_differs']} checksum differs, " if report.hash_checked else "")  # none compared: no count
+        + f"{counts['not_checked']} not checked, {counts['in_flight']} in flight"
+        + (f", {counts['refused']} refused" if counts["refused"] else "")
         + (f", {counts['locked']} locked by the filler" if counts["locked"] else "")
         + (f", {counts['grown']} grown since their copy" if counts["grown"] else ""),
     ]
@@ -220,7 +221,7 @@ def render_html(report: Report, *, lines_per_section: int | None = None) -> str:
         return html.escape(escape_controls(text))
 
     css_class = {0: "ok", 1: "bad"}.get(report.exit_code, "unchecked")
-    counts = report.counts
+    counts = {name: value for name, value in report.counts.items() if report.hash_checked or name != "hash_differs"}
     rows = "".join(f"<tr><th>{esc(name.replace('_', ' '))}</th><td>{value}</td></tr>" for name, value in counts.items())
     body = [
         f'<h1 class="{css_class}">{esc(report.subject)}</h1>',

@@ -23,9 +23,10 @@ from typing import Any
 
 from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
-from obsflow.online.daemon import NEVER_FINISHED, daemon_running, fill_lag_s, later_scan, read_status, status_unsaved_s
+from obsflow.online.daemon import NEVER_FINISHED, daemon_running, fill_lag_s, later_scan, status_unsaved_s
 from obsflow.online.layout import OutputLayout
 from obsflow.online.missing import recheck_missing_banks
+from obsflow.online.status_file import StatusDamaged, StatusUnreadable, read_status
 from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
 from obsflow.verify.last import load_last
@@ -249,13 +250,13 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
                            "projects": [], "recent": [], "failures": []}  # fmt: skip
     try:
         data = read_status(layout)
-    except (OSError, ValueError) as err:
-        out["error"] = f"cannot read the daemon status: {err}"
+    except StatusDamaged as err:
+        out["error"] = f"cannot read the daemon status: {err.problem} (damaged: the daemon sets it aside when it starts)"
+        return out
+    except StatusUnreadable as err:
+        out["error"] = f"cannot read the daemon status: {err.problem}"
         return out
     if data is None:
-        return out
-    if not isinstance(data, dict):
-        out["error"] = f"cannot read the daemon status: {NOT_AN_OBJECT}"
         return out
     recent = [r for r in data.get("recent", []) if isinstance(r, dict)]
     last_poll = data.get("last_poll")
@@ -340,11 +341,10 @@ def fill_history(config: Config, days: int = 7, now: float | None = None) -> lis
         fills[(record.get("project"), record.get("scan"), record.get("filled_at"))] = record
     try:
         data = read_status(layout) or {}
-    except (OSError, ValueError):
-        data = {}
-    for record in data.get("recent", []) if isinstance(data, dict) else []:
-        if isinstance(record, dict):
-            fills.setdefault((record.get("project"), record.get("scan"), record.get("filled_at")), record)
+    except StatusUnreadable:
+        data = {}  # the fill logs alone
+    for record in data.get("recent", []):  # type: ignore[attr-defined]
+        fills.setdefault((record.get("project"), record.get("scan"), record.get("filled_at")), record)
     history = []
     for record in fills.values():
         latency = _latency(record)
