@@ -385,6 +385,46 @@ def test_many_files_go_in_parallel_streams_and_all_land_verified(tmp_path: Path,
             assert record is not None and record.xxh128 == digest(path) and record.verified
 
 
+def test_parallel_streams_are_accepted_as_each_ends_and_a_failed_one_after_without_double_counting(
+    tmp_path: Path, sshd
+) -> None:
+    """Each rsync stream that ends well is judged and recorded while the others still copy; a stream
+    that fails (a planned file vanished: exit 23) is judged after all have ended, as before."""
+    from obsflow.simulate.instrument import simulate_instruments
+    from obsflow.transfer import hop
+
+    site = make_site(tmp_path, sshd, nights=1, frames=1)
+    extra = simulate_instruments(site.inst, ["shd"], 3, site.today, frames=110, seed=9, image_size=8)
+    gone = sorted(extra.files)[0]
+    gone_rel = str(gone.relative_to(site.inst / "shd"))
+    accepted_early: list[int] = []
+    real_record = hop._record
+
+    def recording(job, catalog, planned, good, outcome) -> None:
+        accepted_early.append(len(planned))
+        real_record(job, catalog, planned, good, outcome)
+
+    def remove(plan: HopPlan) -> None:
+        if gone_rel in plan.copy:
+            gone.unlink()  # rsync cannot find it: its stream ends with exit 23
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hop, "_record", recording)
+        report = run_sync(site.config, SyncRequest(instrument="shd", hop="instruments:suth", days=3,
+                                                   today=site.today), before_copy=remove)  # fmt: skip
+    (outcome,) = report.outcomes
+    # the two streams that ended well, each on its own, then what was left: the failed stream's files
+    assert accepted_early == [110] * hop.PARALLEL_STREAMS
+    assert sorted(outcome.copied) == sorted(set(outcome.copied)) and len(outcome.copied) == 329
+    assert gone_rel not in outcome.copied
+    assert outcome.errors == [e for e in outcome.errors if e.startswith(f"{gone_rel}: not copied")]
+    assert len(outcome.errors) == 1
+    with Catalog(site.config.catalog_path) as catalog:
+        verified = [p for p in extra.files if p != gone
+                    and (r := catalog.get("suth", "shd", str(p.relative_to(site.inst / "shd")))) and r.verified]  # fmt: skip
+        assert len(verified) == 329
+
+
 def _frame_set_ahead(tmp_path: Path) -> tuple[Path, float, Path]:
     """(frame, its time, where suth's copy of it goes): b"header" in tonight's folder of cam, dated two
     days ahead by the clock of the NFS server it lies on."""

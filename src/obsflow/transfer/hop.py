@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -257,12 +257,23 @@ def _copy_and_accept(
             if not planned:
                 continue
             landed: list[Copied] = []
+            accepted: set[str] = set()
+
+            def accept(part: dict[str, FileStat], part_result: RsyncResult, accepted: set[str] = accepted) -> None:
+                """A stream that ended well, judged and recorded while the others still copy."""
+                _record(job, catalog, part, _judged(job, settings, part, part_result, outcome, job.dest), outcome)
+                accepted.update(part)
+
             try:
-                result = _copy(job, settings, planned, progress, landed, where)
+                result = _copy(job, settings, planned, progress, landed, where,
+                               on_stream_done=accept if where == job.dest else None)  # fmt: skip
             except TransportError as err:
                 # rsync stopped partway (a full disk, a lost connection): what it reported so far
                 # is checked at the destination and counted; the hop then fails with rsync's reason.
                 stopped, result = err, RsyncResult(copied=landed, returncode=STOPPED)
+            if accepted:
+                planned = {p: st for p, st in planned.items() if p not in accepted}
+                result.copied = [c for c in result.copied if c.path not in accepted]
             result = _confirmed(job, result, settings.shell, where)
             good = _judged(job, settings, planned, result, outcome, where, report_missing=stopped is None)
             if where != job.dest:
@@ -341,10 +352,15 @@ def _copy(
     progress: Progress | None,
     landed_into: list[Copied],
     into: Location,
+    on_stream_done: Callable[[dict[str, FileStat], RsyncResult], None] | None = None,
 ) -> RsyncResult:
     """Copy ``files`` into ``into`` (the destination or its staging folder); each file rsync reports
     is also appended to ``landed_into`` at once (so that the caller still has the reports if rsync
-    then stops partway)."""
+    then stops partway).
+
+    ``on_stream_done(files, result)``: called here, as each of parallel rsync streams ends well,
+    with its files and report (whose copies are then left out of the result returned), so that
+    they are accepted while the other streams still copy."""
     if not files:
         return RsyncResult()
     lock = threading.Lock()
@@ -373,9 +389,16 @@ def _copy(
         return run(paths)
     # rsync takes a --files-from list in one byte per read() (strace: 330,148 reads for 10,000 names) and
     # builds its whole file list before sending; parallel streams over the shared connection hide that.
+    results = []
     with ThreadPoolExecutor(max_workers=PARALLEL_STREAMS) as pool:
-        results = list(pool.map(run, _balanced(files, PARALLEL_STREAMS)))
-    merged = RsyncResult(returncode=max(r.returncode for r in results))
+        streams = {pool.submit(run, part): part for part in _balanced(files, PARALLEL_STREAMS)}
+        for ended in as_completed(streams):
+            result = ended.result()  # a stream that failed outright fails the copy, once the others end
+            if on_stream_done is not None and result.returncode == 0:
+                on_stream_done({p: files[p] for p in streams[ended]}, result)
+            else:
+                results.append(result)
+    merged = RsyncResult(returncode=max((r.returncode for r in results), default=0))
     for part in results:
         merged.copied += part.copied
         merged.errors += part.errors
