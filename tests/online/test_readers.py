@@ -33,10 +33,13 @@ def _fill_all(project_dir: str, out: str, seen_it) -> None:  # seen_it: a multip
 
 
 def _read_once(out: Path) -> int:
-    """What GBTIDL or dysh does on each refresh: open the FITS file, then trust the index."""
+    """What GBTIDL or dysh does on each refresh: open the FITS file, then trust the index (its whole
+    rows: without waiting for the lock, a reader may see the filler's append of index rows partway,
+    as with the GBT filler; one CI run did)."""
     rows = 0
     for fits_path in OutputLayout(out).bank_files(PROJECT):
-        index_rows = index.next_index(index_path_for(fits_path)) if index_path_for(fits_path).exists() else 0
+        index_path = index_path_for(fits_path)
+        index_rows = index.next_index(index_path, whole_rows_only=True) if index_path.exists() else 0
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             with fits.open(fits_path, memmap=False) as hdul:

@@ -238,6 +238,7 @@ def test_append_keeps_old_bytes_and_rewrites_only_last_modified(samples: Path, t
         handle.write(later[0][:100].encode())
     with pytest.raises(IntegrityError, match="not whole"):
         ix.next_index(path)
+    assert ix.next_index(path, whole_rows_only=True) == 32  # a reader without the lock: an append under way
     with pytest.raises(IntegrityError, match="complete line"):
         ix.append_index_rows(path, later[:1])
 

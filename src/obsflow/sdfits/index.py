@@ -512,11 +512,14 @@ def append_index_rows(path: Path, rows: Sequence[str], now: datetime | None = No
         raise OutputError(f"cannot append to index: {err.strerror}", path) from err
 
 
-def next_index(path: Path) -> int:
+def next_index(path: Path, whole_rows_only: bool = False) -> int:
     """The INDEX the next appended row gets (= rows already in the file), without parsing rows.
 
     Rows are fixed-width, so this is the size of the rows section divided by the row length;
     a file where that does not divide evenly (a torn append) is an :class:`IntegrityError`.
+    ``whole_rows_only``: for a reader that does not hold the project's lock, which may see the
+    filler's append of rows partway (the file grows a page at a time); the whole rows are counted,
+    as a line reader takes a line without its newline for not yet written.
     """
     path = Path(path)
     try:
@@ -531,9 +534,9 @@ def next_index(path: Path) -> int:
         raise IntegrityError("not an index file: no [rows] section", path)
     rows_start = column_row + len(COLUMN_ROW) + 1
     rows_bytes = size - rows_start
-    if rows_bytes < 0 or rows_bytes % (ROW_WIDTH + 1):
+    if rows_bytes < 0 or (rows_bytes % (ROW_WIDTH + 1) and not whole_rows_only):
         raise IntegrityError(f"index rows section is {rows_bytes} bytes, not whole {ROW_WIDTH}-character rows", path)
-    return rows_bytes // (ROW_WIDTH + 1)
+    return max(rows_bytes, 0) // (ROW_WIDTH + 1)
 
 
 def last_row(path: Path) -> dict[str, str] | None:
