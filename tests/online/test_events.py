@@ -46,3 +46,22 @@ def _poll_until(source: JsonLinesSource, count: int) -> list[ScanEvent]:
             break
         threading.Event().wait(0.01)
     return events
+
+
+def test_a_raw_root_that_cannot_be_listed_fails_every_poll_not_only_the_first(tmp_path) -> None:
+    """Its mtime unchanged, the next poll must not pass for a good one (the daemon would log 'available again')."""
+    import os
+    import time
+
+    import pytest
+
+    from obsflow.errors import InputError
+    from obsflow.online.events import ScanLogSource
+
+    raw = tmp_path / "raw"
+    raw.write_text("not a folder: stat works, listing fails (as EIO on a failing mount)")
+    os.utime(raw, (time.time() - 3600,) * 2)
+    source = ScanLogSource(raw, read_log=lambda folder: [], full_listing_s=3600)
+    for _ in range(2):
+        with pytest.raises(InputError, match="cannot read raw data root"):
+            source.poll()

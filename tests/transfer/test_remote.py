@@ -131,3 +131,25 @@ def test_a_run_removes_the_empty_socket_folders_that_killed_runs_left(config: Co
     finally:
         for folder in (old_empty, old_in_use, new_empty):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_remembered_connection_already_up_but_not_the_runs_own_is_not_used(config: Config) -> None:
+    """A stale memo's ssh that authenticated before the run compared it has left for the background, holding the
+    socket the run's own connection would use: the run must not talk through it (another command line's connection)."""
+    import subprocess
+
+    from obsflow.transfer import early, remote
+
+    folder = early.SocketFolder.new()
+    own = Shell(config.ssh_options, control_dir=folder.name).early_argv("cape.test")
+    stale = [part.replace("ConnectTimeout=10", "ConnectTimeout=11") for part in own]
+    started = early._spawn(stale)
+    assert started is not None and started.wait() == 0  # up, and gone to the background
+    started.stderr.close()
+    probe = [*remote.ssh_argv(config.ssh_options, folder.name, "cape.test"), "cape.test", WHO_AM_I]
+    through_stale = subprocess.run(probe, capture_output=True, check=True).stdout
+    remembered = early.Remembered(("x", 0, 0, 0, 0, "", ""), folder, {"cape.test": (stale, started)})
+    remote.open_before_sync(config, ["cape.test"], remembered)
+    with shared_connections(config, ["cape.test"]) as shell:
+        assert shell.control_dir == folder.name
+        assert shell.run(parse_location("cape.test:/"), WHO_AM_I) != through_stale

@@ -172,8 +172,11 @@ class ScanLogSource:
         folder came or went) or every ``full_listing_s``; the others at every poll.  So a poll
         costs the followed projects, not the archive (5000 old projects: 47 ms a poll when each was looked at).
         """
-        full = self._full_listing_due()
+        due = self._full_listing_due()
+        full = due is not None
         entries = raw_root_entries(self.raw_root) if full else self._warm
+        if due is not None:  # only a listing that worked: one that failed is tried again at the next poll
+            self._root_mtime, self._listed_at = due
         oldest = None if self.projects or self.recent_s is None else time.time() - self.recent_s
         if oldest is not None and self.since is not None:
             oldest = min(oldest, self.since)
@@ -201,7 +204,8 @@ class ScanLogSource:
             self._say_left_once(sorted(left))
         return sorted(found)
 
-    def _full_listing_due(self) -> bool:
+    def _full_listing_due(self) -> tuple[int | None, float] | None:
+        """(the raw root's mtime, now) when the raw root is to be listed again, else None."""
         try:
             root_mtime = self.raw_root.stat().st_mtime_ns
         except OSError:
@@ -210,9 +214,7 @@ class ScanLogSource:
         due = (root_mtime is None or root_mtime != self._root_mtime or now - self._listed_at >= self.full_listing_s
                # a folder made in the same clock tick as the last one leaves the mtime as it was
                or time.time() - root_mtime / 1e9 < _MTIME_TICK_S)  # fmt: skip
-        if due:
-            self._root_mtime, self._listed_at = root_mtime, now
-        return due
+        return (root_mtime, now) if due else None
 
     def _say_left_once(self, left: list[tuple[float, str]]) -> None:
         if self._said_left or not left or self.recent_s is None:

@@ -111,11 +111,21 @@ class Remembered:
         return started[1]
 
     def stop_the_rest(self) -> None:
-        """Stop the connections nobody took (a stale memo): a master already up ends by itself (ControlPersist)."""
-        for _, process in self.started.values():
+        """Stop the connections nobody took (a stale memo): a master already up ends by itself (ControlPersist).
+
+        Such a master has left for the background holding its socket, where the run's own
+        connection to that host would find it: the socket goes, so the run opens its own.
+        """
+        for argv, process in self.started.values():
             process.kill()
             process.wait()
             process.stderr.close()
+            for part in argv:
+                if part.startswith(f"ControlPath={self.folder.name}/"):
+                    try:
+                        os.unlink(part.partition("=")[2])
+                    except OSError:
+                        pass  # never made: stopped before it authenticated
         self.started.clear()
 
     def abandon(self) -> None:
