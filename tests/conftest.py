@@ -13,6 +13,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "sdfits_samples"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The run's own cache folder: the syncs the tests start remember their ssh connections there
+    (obsflow.transfer.early), not in the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """The real GBT sample files in ../shared/data/sdfits_samples (fail, never skip, if missing)."""
