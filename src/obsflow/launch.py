@@ -16,7 +16,10 @@ import atexit
 import os
 import stat
 import sys
-from typing import NoReturn
+
+TYPE_CHECKING = False  # not typing's: loading typing costs ~10 ms before the first ssh starts
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 __all__ = ["main"]
 
