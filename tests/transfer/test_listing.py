@@ -261,3 +261,79 @@ def test_a_plain_remote_listing_parsed_in_bulk_equals_the_local_one(tmp_path: Pa
     (root / FOLDERS[1] / ".SHA_0001.fits.Ab12Cd").write_bytes(b"p")  # a 0644 dot-file: a user's, not a temp
     local, remote = both()
     assert remote == local and len(remote) == 82
+
+
+class _Recording(Shell):
+    """A Shell that keeps each piece of output it hands over (to see how a listing arrived)."""
+
+    def __init__(self, options: tuple[str, ...], pieces: list[bytes]) -> None:
+        super().__init__(options)
+        object.__setattr__(self, "pieces", pieces)
+
+    def stream(self, location, script, on_output, stdin=b""):  # noqa: ANN001, ANN201
+        def keep(data: bytes) -> None:
+            self.pieces.append(data)
+            on_output(data)
+
+        return super().stream(location, script, keep, stdin=stdin)
+
+
+def _odd_tree(root: Path) -> None:
+    """Names that make a split answer hard: several UTF-8 bytes per character, temps, symlinks, deep folders."""
+    night = root / "2016" / "0907"
+    (night / "sub").mkdir(parents=True)
+    for i in range(30):
+        (night / f"SHA_ñ€{i:03d}.fits").write_bytes(b"x" * i)
+    (night / "sub" / "deep.fits").write_bytes(b"d")
+    (night / ".SHA_ñ€000.fits.Xy12Ab").write_bytes(b"p")
+    (night / ".SHA_ñ€000.fits.Xy12Ab").chmod(0o600)
+    os.symlink("/etc/passwd", night / "escape.fits")
+    (root / "2016" / "0908").mkdir()
+    os.symlink("/etc", root / "2016" / "0909")
+
+
+def test_a_remote_listing_that_arrives_in_small_pieces_equals_the_local_one(tmp_path: Path) -> None:
+    # The listing is parsed piece by piece as it arrives; a host whose answer comes a few bytes at a
+    # time (a real sshd whose key runs the command through a trickle) must give the very same listing.
+    root = tmp_path / "root"
+    _odd_tree(root)
+    trickle = tmp_path / "trickle.sh"
+    trickle.write_text('#!/bin/sh\nsh -c "$SSH_ORIGINAL_COMMAND" | python3 -c \'import os, time\n'
+                       'while (b := os.read(0, 5)): os.write(1, b); time.sleep(0.0005)\'\n')  # fmt: skip
+    trickle.chmod(0o755)
+    slow = start_sshd(tmp_path / "sshd")
+    try:
+        keys = tmp_path / "sshd" / "authorized_keys"
+        keys.write_text(f'command="{trickle}" {keys.read_text()}')
+        pieces: list[bytes] = []
+        remote = list_files(parse_location(f"suth.test:{root}"), FOLDERS, ["*.fits"],
+                            _Recording(tuple(slow.ssh_options), pieces))  # fmt: skip
+    finally:
+        slow.stop()
+    local = list_files(parse_location(str(root)), FOLDERS, ["*.fits"])
+    assert len(pieces) > 50  # it did come in pieces
+    assert dict(remote) == dict(local) and len(local) == 33
+    assert set(remote.temps) == set(local.temps) == {"2016/0907/.SHA_ñ€000.fits.Xy12Ab"}
+
+
+def test_a_remote_answer_split_anywhere_gives_the_same_listing(tmp_path: Path, sshd) -> None:
+    # The real answer of a real host, cut at every byte: in a header record, inside a character, between fields.
+    root = tmp_path / "root"
+    _odd_tree(root)
+    pieces: list[bytes] = []
+    whole = list_files(parse_location(f"suth.test:{root}"), FOLDERS, ["*.fits"], _Recording(tuple(sshd.ssh_options), pieces))
+    answer = b"".join(pieces)
+
+    def replay(cuts: list[int]) -> dict:
+        class Replay(Shell):
+            def stream(self, location, script, on_output, stdin=b""):  # noqa: ANN001, ANN201
+                for start, end in zip([0, *cuts], [*cuts, len(answer)], strict=True):
+                    on_output(answer[start:end])
+
+        listing = list_files(parse_location(f"suth.test:{root}"), FOLDERS, ["*.fits"], Replay())
+        assert listing.host_time == whole.host_time and set(listing.temps) == set(whole.temps)
+        return dict(listing)
+
+    assert replay(list(range(1, len(answer)))) == dict(whole)  # one byte at a time
+    for cut in range(1, len(answer), 7):
+        assert replay([cut]) == dict(whole), cut

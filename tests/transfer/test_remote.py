@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from obsflow.config import Config, load_config, parse_location
-from obsflow.errors import HostUnreachable, TransportError
+from obsflow.errors import HostUnreachable, RemoteCommandFailed, TransportError
 from obsflow.transfer.remote import (
     CONTROL_PARENT,
     CONTROL_PREFIX,
@@ -153,3 +153,48 @@ def test_a_remembered_connection_already_up_but_not_the_runs_own_is_not_used(con
     with shared_connections(config, ["cape.test"]) as shell:
         assert shell.control_dir == folder.name
         assert shell.run(parse_location("cape.test:/"), WHO_AM_I) != through_stale
+
+
+def _collect(shell: Shell, script: str, stdin: bytes = b"", where: str = "/") -> list[tuple[float, bytes]]:
+    pieces: list[tuple[float, bytes]] = []
+    shell.stream(parse_location(where), script, lambda data: pieces.append((time.monotonic(), data)), stdin=stdin)
+    return pieces
+
+
+def test_a_streamed_command_hands_over_its_output_as_it_comes(config: Config) -> None:
+    # The first piece is in hand while the command still runs: a listing is parsed as find prints it.
+    for where in ("/", "cape.test:/"):
+        with shared_connections(config, ["cape.test"]) as shell:
+            started = time.monotonic()
+            pieces = _collect(shell, "printf first; sleep 0.5; printf second", where=where)
+            ended = time.monotonic()
+        assert b"".join(data for _, data in pieces) == b"firstsecond"
+        assert len(pieces) >= 2 and ended - pieces[0][0] >= 0.4 and pieces[0][0] > started
+
+
+def test_a_streamed_command_with_much_input_and_chatter_never_blocks() -> None:
+    # 1 MiB in, 1 MiB on stderr while stdout is read: more than any pipe holds.
+    script = "head -c 1048576 /dev/zero >&2; wc -c"
+    pieces = _collect(Shell(timeout_s=30), script, stdin=b"x" * (1 << 20))
+    assert b"".join(data for _, data in pieces).strip() == b"1048576"
+
+
+def test_a_streamed_command_that_fails_says_so_in_one_line(config: Config) -> None:
+    with pytest.raises(RemoteCommandFailed, match=r"exit 3\): cannot list /x"):
+        _collect(Shell(), "printf partial; echo 'cannot list /x' >&2; exit 3")
+    with shared_connections(config, ["down.test"]) as shell, pytest.raises(HostUnreachable, match="down.test"):
+        _collect(shell, "true", where="down.test:/")
+
+
+def test_a_streamed_command_stops_when_its_reader_gives_up_or_its_time_is_out(tmp_path: Path) -> None:
+    def refuse(data: bytes) -> None:
+        raise ValueError("not a listing")
+
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="not a listing"):
+        Shell().stream(parse_location("/"), f"printf x; sleep 30; touch {tmp_path}/late", refuse)
+    with pytest.raises(RemoteCommandFailed, match="no answer after 0.5 s"):
+        _collect(Shell(timeout_s=0.5), f"sleep 30; touch {tmp_path}/late")
+    assert time.monotonic() - started < 10
+    time.sleep(0.2)
+    assert not (tmp_path / "late").exists()

@@ -367,8 +367,9 @@ class Catalog:
         if stored is None:
             stored = self.stored(host, instrument, folders)
         hashes, rows, known = {}, [], stored.get
+        all_ascii = "".join(files).isascii()  # the usual listing: no name to look at alone
         for path, st in files.items():
-            if not is_utf8_name(path):
+            if not all_ascii and not is_utf8_name(path):
                 continue  # cannot be stored as text; the plan refuses it
             row = known(path)
             if row is None or row[0] != st[0] or row[1] != st[1]:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from fnmatch import translate
 from itertools import compress, repeat
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import xxhash
 
@@ -124,13 +124,16 @@ def is_safe_relpath(path: str) -> bool:
 # The same rule for many paths at once: joined by NUL (and framed by it), a path is unsafe exactly where
 # a separator-or-end, zero to two dots and a separator-or-end meet, or a backslash appears.
 _UNSAFE_IN_JOINED = tuple(f"{a}{dots}{b}" for a in "/\0" for dots in ("", ".", "..") for b in "/\0") + ("\\",)
+_UNSAFE_WITHOUT_DOTS = tuple(form for form in _UNSAFE_IN_JOINED if "." not in form)
 
 
 def unsafe_relpaths(paths: Iterable[str]) -> set[str]:
     """The paths that :func:`is_safe_relpath` refuses; usually none, found with a few substring searches."""
     paths = list(paths)
     joined = "\0" + "\0".join(paths) + "\0"
-    if joined.count("\0") == len(paths) + 1 and not any(bad in joined for bad in _UNSAFE_IN_JOINED):
+    # Names rarely start with a dot: two searches then rule out two thirds of the unsafe forms.
+    forms = _UNSAFE_IN_JOINED if "/." in joined or "\0." in joined else _UNSAFE_WITHOUT_DOTS
+    if joined.count("\0") == len(paths) + 1 and not any(bad in joined for bad in forms):
         return set()  # no NUL inside a name (it would pass for a separator) and nothing unsafe
     return {path for path in paths if not is_safe_relpath(path)}
 
@@ -464,48 +467,98 @@ def _list_remote(
         staging=shlex.quote(STAGING_DIR),
     )
     stdin = b"".join(os.fsencode(folder) + b"\0" for folder in folders)
-    # Decoded once as a whole (os.fsdecode's rules: undecodable bytes survive as surrogates).
-    fields = shell.run(location, script, stdin=stdin).decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
+    answer = _RemoteAnswer(collector, marker, cut=2 if folders == [WHOLE_ROOT] else 0)
     try:
-        return _parse_remote(fields, collector, marker, whole_root=folders == [WHOLE_ROOT])
+        shell.stream(location, script, answer.feed, stdin=stdin)
+        return answer.finish()
     except (ValueError, IndexError) as err:  # a host whose sh or find answers something else
         raise TransportError(f"the host's answer is not a listing ({err})", str(location)) from err
 
 
-def _parse_remote(fields: list[str], collector: _Collector, marker: str | None, whole_root: bool) -> Listing:
-    """The records of :data:`_LIST_SCRIPT`'s answer; ValueError or IndexError for anything else."""
-    host_time, root_real, superseded, i = time.time(), "/", [], 0
-    staged = False
-    marker_present = False if marker else None
-    while i < len(fields) and fields[i] and fields[i] not in "DF":
-        tag = fields[i]
-        if tag == "N":
-            return Listing(root_exists=False, host_time=host_time, marker_present=marker_present)
-        if tag == "M":
-            marker_present, i = True, i + 1
-        elif tag == "T":
-            host_time, i = float(fields[i + 1]), i + 2
-        elif tag == "R":
-            root_real, i = fields[i + 1], i + 2
-        elif tag == "V":
-            superseded.append(fields[i + 1])
-            i += 2
-        elif tag == "S":
-            staged, i = True, i + 1
-        else:
-            raise ValueError(f"unexpected listing record {tag!r}")
-    _add_found(fields, i, collector, root_real, cut=2 if whole_root else 0)
-    return Listing(collector.files, host_time=host_time, temps=collector.temps, superseded=superseded,
-                   marker_present=marker_present, staged=staged)  # fmt: skip
+class _RemoteAnswer:
+    """:data:`_LIST_SCRIPT`'s answer, parsed as it arrives: a few header records, then find's
+    records of 6 fields each, added to the collector a batch at a time while find still prints.
+
+    ValueError or IndexError (from :meth:`feed` or :meth:`finish`) for anything else.
+    """
+
+    _HEADER_FIELDS: ClassVar[dict[str, int]] = {"M": 1, "T": 2, "R": 2, "V": 2, "S": 1, "N": 1}  # tag: its fields
+
+    def __init__(self, collector: _Collector, marker: str | None, cut: int = 0) -> None:
+        self.collector, self.cut = collector, cut  # cut: the "./" of a whole-root listing's paths
+        self.host_time, self.root_real, self.superseded, self.staged = time.time(), "/", [], False
+        self.marker_present = False if marker else None
+        self.root_exists, self.in_header = True, True
+        self._fields: list[str] = []
+        self._tail = b""  # the bytes after the last NUL: a field still coming
+
+    def feed(self, data: bytes) -> None:
+        """Take the next piece of the answer; add the records it completes."""
+        data = self._tail + data
+        end = data.rfind(b"\0") + 1
+        self._tail = data[end:]
+        if end:  # a NUL never lies inside a UTF-8 sequence: whole fields decode alike piece by piece
+            self._fields += data[: end - 1].decode(sys.getfilesystemencoding(), "surrogateescape").split("\0")
+            self._take(last=False)
+
+    def finish(self) -> Listing:
+        """The listing, once the command has ended (a record left incomplete is dropped)."""
+        self._fields.append(self._tail.decode(sys.getfilesystemencoding(), "surrogateescape"))
+        self._take(last=True)
+        if not self.root_exists:
+            return Listing(root_exists=False, host_time=self.host_time, marker_present=self.marker_present)
+        collector = self.collector
+        return Listing(collector.files, host_time=self.host_time, temps=collector.temps, superseded=self.superseded,
+                       marker_present=self.marker_present, staged=self.staged)  # fmt: skip
+
+    def _take(self, last: bool) -> None:
+        fields = self._fields
+        if not self.root_exists:
+            fields.clear()
+            return
+        start = self._header(fields, last) if self.in_header else 0
+        if self.in_header:
+            del fields[:start]
+            return
+        whole = start + (len(fields) - start) // 6 * 6
+        _add_found(fields[start:whole], self.collector, self.root_real, self.cut)
+        del fields[:whole]
+
+    def _header(self, fields: list[str], last: bool) -> int:
+        """Read the header records at the start of ``fields``; return where they end."""
+        i = 0
+        while i < len(fields) and fields[i] and fields[i] not in "DF":
+            tag = fields[i]
+            size = self._HEADER_FIELDS.get(tag)
+            if size is None:
+                raise ValueError(f"unexpected listing record {tag!r}")
+            if i + size > len(fields) and not last:
+                return i  # the rest of this record is still coming
+            if tag == "N":
+                self.root_exists = False
+                return len(fields)
+            if tag == "M":
+                self.marker_present = True
+            elif tag == "T":
+                self.host_time = float(fields[i + 1])
+            elif tag == "R":
+                self.root_real = fields[i + 1]
+            elif tag == "V":
+                self.superseded.append(fields[i + 1])
+            elif tag == "S":
+                self.staged = True
+            i += size
+        if i < len(fields) or last:
+            self.in_header = False
+        return i
 
 
-def _add_found(fields: list[str], start: int, collector: _Collector, root_real: str, cut: int = 0) -> None:
-    """The ``F`` records of find and the ``D`` records of its folders (6 fields each) from ``start`` on;
-    the hot loop of a remote listing.
+def _add_found(fields: list[str], collector: _Collector, root_real: str, cut: int = 0) -> None:
+    """find's ``F`` records and the ``D`` records of its folders (6 fields each: ``fields`` holds
+    whole records only); the hot loop of a remote listing.
 
     ``cut``: characters to drop from each path (2 for the ``./`` of a whole-root listing)."""
-    end = start + (len(fields) - start) // 6 * 6
-    tags, paths, sizes, mtimes, kinds, lasts = (fields[start + k : end : 6] for k in range(6))
+    tags, paths, sizes, mtimes, kinds, lasts = (fields[k::6] for k in range(6))
     if cut:
         paths = [path[cut:] for path in paths]
     if not _add_plain_files(tags, paths, sizes, mtimes, kinds, collector, root_real):

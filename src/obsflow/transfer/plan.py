@@ -211,24 +211,27 @@ def plan_copy(
     """
     plan = HopPlan()
     settled_before, set_ahead = writing_window(source_time, settle_s)
-    dest_get = dest.get
     unsafe = unsafe_relpaths(source)
     plain_names = not unsafe and "".join(source).isascii()  # the usual listing: only a file's kind can refuse it
+    locked = locks if locks is not None and locks.locks else None
+    # The loop of a no-op run over every file: fields unpacked, methods looked up once.
+    dest_get, present = dest.get, plan.present.append
     for path in sorted(source):
         st = source[path]
-        reason = "" if plain_names and st.kind == "f" else _refusal(path, st, is_safe=path not in unsafe)
+        size, mtime, kind, _, _ = st
+        reason = "" if plain_names and kind == "f" else _refusal(path, st, is_safe=path not in unsafe)
         if reason:  # printable: a refused name may hold bytes that are not UTF-8 (a symlink's too)
             plan.refused.append(Refusal(printable_name(path), reason))
-        elif locks is not None and locks.locks and guarded_by(path, locks):
+        elif locked is not None and guarded_by(path, locked):
             plan.locked.append(path)
-        elif settled_before < st.mtime <= set_ahead:
+        elif settled_before < mtime <= set_ahead:
             plan.in_flight.append(path)
         elif (other := dest_get(path)) is None:
             plan.copy[path] = st
-        elif other.kind != "f" or other.size != st.size:
+        elif other[2] != "f" or other[0] != size:  # kind, size
             plan.conflicts.append(path)
-        elif int(other.mtime) == int(st.mtime):
-            plan.present.append(path)
+        elif int(other[1]) == int(mtime):
+            present(path)
         else:
             plan.check.append(path)
     return plan

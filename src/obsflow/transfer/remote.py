@@ -22,12 +22,13 @@ import atexit
 import hashlib
 import logging
 import os
+import selectors
 import shlex
 import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -185,26 +186,96 @@ class Shell:
         Raises HostUnreachable when ssh cannot reach the host, RemoteCommandFailed when
         the script exits non-zero, TransportError when the command cannot be started.
         """
-        if location.is_remote:
-            self.wait_connected(location.ssh_target)
-            # The login shell may be csh or fish: always hand the script to sh.
-            target = location.ssh_target
-            argv = [*ssh_argv(self.ssh_options, self.control_dir, target), target, "sh -c " + shlex.quote(script)]
-        else:
-            argv = ["sh", "-c", script]
+        argv = self._argv(location, script)
         try:
             done = subprocess.run(argv, input=stdin, capture_output=True, timeout=self.timeout_s, check=False)
         except subprocess.TimeoutExpired as err:
             raise RemoteCommandFailed(f"no answer after {self.timeout_s:g} s", _where(location)) from err
         except OSError as err:  # e.g. E2BIG: a script over the kernel's limit on one argument
             raise TransportError(f"cannot run {argv[0]}: {err.strerror}", _where(location)) from err
-        if done.returncode == 0:
-            return done.stdout
-        message = _last_line(done.stderr)
-        if location.is_remote and done.returncode == SSH_FAILED:
-            raise HostUnreachable(f"cannot reach host: {message or 'ssh failed'}", location.ssh_target)
-        raise RemoteCommandFailed(f"command failed (exit {done.returncode}): {message}", _where(location),
-                                  output=done.stdout)
+        _check_exit(location, done.returncode, done.stderr, done.stdout)
+        return done.stdout
+
+    def stream(self, location: Location, script: str, on_output: Callable[[bytes], None], stdin: bytes = b"") -> None:
+        """As :meth:`run`, but stdout goes to ``on_output`` piece by piece as it arrives (a listing
+        of 10,000 files is parsed while find is still printing it).  An exception ``on_output``
+        raises stops the command and is raised here."""
+        argv = self._argv(location, script)
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as err:
+            raise TransportError(f"cannot run {argv[0]}: {err.strerror}", _where(location)) from err
+        try:
+            stderr = _pump(process, stdin, on_output, time.monotonic() + self.timeout_s)
+        except TimeoutError as err:
+            raise RemoteCommandFailed(f"no answer after {self.timeout_s:g} s", _where(location)) from err
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        _check_exit(location, process.returncode, stderr)
+
+    def _argv(self, location: Location, script: str) -> list[str]:
+        if not location.is_remote:
+            return ["sh", "-c", script]
+        self.wait_connected(location.ssh_target)
+        # The login shell may be csh or fish: always hand the script to sh.
+        target = location.ssh_target
+        return [*ssh_argv(self.ssh_options, self.control_dir, target), target, "sh -c " + shlex.quote(script)]
+
+
+def _check_exit(location: Location, returncode: int, stderr: bytes, stdout: bytes = b"") -> None:
+    """Raise for a command that failed (see :meth:`Shell.run`)."""
+    if returncode == 0:
+        return
+    message = _last_line(stderr)
+    if location.is_remote and returncode == SSH_FAILED:
+        raise HostUnreachable(f"cannot reach host: {message or 'ssh failed'}", location.ssh_target)
+    raise RemoteCommandFailed(f"command failed (exit {returncode}): {message}", _where(location), output=stdout)
+
+
+def _pump(process: subprocess.Popen[bytes], stdin: bytes, on_output: Callable[[bytes], None], deadline: float) -> bytes:
+    """Feed ``stdin`` to ``process``, hand its stdout to ``on_output`` as it comes; return its stderr.
+
+    One thread and a selector (as ``communicate`` does): a large stdin or a chatty stderr never
+    blocks the other pipes.  TimeoutError past ``deadline``.
+    """
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    errors, pending = bytearray(), memoryview(stdin)
+    with selectors.DefaultSelector() as selector:
+        if pending:
+            os.set_blocking(process.stdin.fileno(), False)
+            selector.register(process.stdin, selectors.EVENT_WRITE)
+        else:
+            process.stdin.close()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            for key, _ in selector.select(remaining):
+                if key.fileobj is process.stdin:
+                    try:
+                        pending = pending[os.write(key.fd, pending[:_PIPE_CHUNK]) :]
+                    except BrokenPipeError:  # the command does not read it all: its exit status tells
+                        pending = pending[:0]
+                    if not pending:
+                        selector.unregister(key.fileobj)
+                        process.stdin.close()
+                    continue
+                data = os.read(key.fd, _READ_CHUNK)
+                if not data:
+                    selector.unregister(key.fileobj)
+                elif key.fileobj is process.stdout:
+                    on_output(data)
+                else:
+                    errors += data
+    return bytes(errors)
+
+
+_PIPE_CHUNK = 1 << 16
+_READ_CHUNK = 1 << 18
 
 
 @contextmanager
