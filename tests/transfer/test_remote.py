@@ -125,7 +125,8 @@ def test_a_run_removes_the_empty_socket_folders_that_killed_runs_left(config: Co
         os.utime(folder, (time.time() - 2 * STALE_CONTROL_S,) * 2)
     try:
         with shared_connections(config, []) as shell:
-            assert shell.control_dir is not None and old_empty.is_dir()  # tidied after the run's work
+            # tidied while the run's handshakes are under way; the run's own (new, empty) folder kept
+            assert shell.control_dir is not None and Path(shell.control_dir).is_dir() and not old_empty.exists()
         assert not old_empty.exists() and old_in_use.is_dir() and new_empty.is_dir()
         assert not Path(shell.control_dir).exists() and remove_stale_control_dirs() == []
     finally:

@@ -298,11 +298,11 @@ def shared_connections(config: Config, targets: Iterable[str] = ()) -> Iterator[
                       "before it was read)", folder, early[1].remembered_count)  # fmt: skip
         shell = early[1] if early else Shell(config.ssh_options, control_dir=folder)
         shell.open_early(targets)
+        remove_stale_control_dirs()  # while the handshakes are under way (a busy /tmp costs ms to read)
         try:
             yield shell
         finally:
             shell.stop_opening()
-    remove_stale_control_dirs()
 
 
 def open_before_sync(
@@ -364,7 +364,7 @@ def remove_stale_control_dirs(parent: str = CONTROL_PARENT, older_than_s: float 
     """Remove our empty socket folders that runs killed outright left behind; return their paths.
 
     Only a folder of this user's, untouched for ``older_than_s``, and empty (``rmdir`` refuses
-    any other): a folder in use holds its master's socket.  Done after a run's work, not before.
+    any other): a folder in use holds its master's socket, or is the run's own, made just now.
     """
     removed, now = [], time.time()
     try:
