@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from datetime import date, datetime, timedelta
 
@@ -65,6 +66,28 @@ def test_every_file_lands_in_one_bucket() -> None:
     assert set(reasons) == {"n/link.fits", "n/inside.fits", "n/fifo.fits", "n/../../evil.fits"}
     assert "outside" in reasons["n/link.fits"] and "escapes" in reasons["n/../../evil.fits"]
     assert plan.copy_bytes == 10
+
+
+def test_a_plain_listing_sorted_in_bulk_lands_as_sorted_one_by_one() -> None:
+    # A listing of plain names without lock folders is mostly sorted in bulk (a no-op run of 10,000
+    # files); one special file sends the whole listing through the one-by-one loop.  Same buckets.
+    rng = random.Random(7)
+    old, source, dest = NOW - 3600, {}, {}
+    for i in range(2000):
+        path = f"2026/{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}/f{i:05d}.fits"
+        mtime = rng.choice([old + i * 1e-9, NOW - 5, NOW + 7200, old])
+        source[path] = FileStat(rng.randrange(3), mtime)
+        other = rng.choice(["same", "ns", "second", "size", "link", "none"])
+        if other != "none":
+            size = source[path].size + (other == "size")
+            shift = {"ns": 1e-7, "second": 1.5}.get(other, 0.0)
+            dest[path] = FileStat(size, mtime + shift, "l" if other == "link" else "f", "x" if other == "link" else "")
+    bulk = plan_copy(source, dest, source_time=NOW, settle_s=120)
+    one_by_one = plan_copy({**source, "zz/fifo": FileStat(0, old, "p")}, dest, source_time=NOW, settle_s=120)
+    assert [r.path for r in one_by_one.refused] == ["zz/fifo"] and bulk.refused == []
+    for bucket in ("copy", "present", "check", "conflicts", "in_flight"):
+        assert getattr(bulk, bucket) == getattr(one_by_one, bucket), bucket
+    assert len(bulk.present) > 200 and bulk.check and bulk.conflicts and bulk.in_flight and bulk.copy
 
 
 SAFE = ["2016/0907/a.fits", "a", "2016/0907/..a.fits", "2016/0907/a..", ".hidden/x", "a/.b", "a/...", "a b/c d"]

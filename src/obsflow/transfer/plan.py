@@ -17,6 +17,8 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from itertools import compress, repeat
+from operator import and_, eq, itemgetter, le, not_
 
 from obsflow.config import UNDATED, WHOLE_ROOT
 from obsflow.errors import UsageError
@@ -214,9 +216,12 @@ def plan_copy(
     unsafe = unsafe_relpaths(source)
     plain_names = not unsafe and "".join(source).isascii()  # the usual listing: only a file's kind can refuse it
     locked = locks if locks is not None and locks.locks else None
-    # The loop of a no-op run over every file: fields unpacked, methods looked up once.
+    paths = sorted(source)
+    if plain_names and locked is None:
+        paths = _take_unchanged(plan, paths, source, dest, settled_before)
+    in_bulk = len(plan.present)
     dest_get, present = dest.get, plan.present.append
-    for path in sorted(source):
+    for path in paths:
         st = source[path]
         size, mtime, kind, _, _ = st
         reason = "" if plain_names and kind == "f" else _refusal(path, st, is_safe=path not in unsafe)
@@ -234,7 +239,26 @@ def plan_copy(
             present(path)
         else:
             plan.check.append(path)
+    if in_bulk and len(plan.present) > in_bulk:
+        plan.present.sort()  # the bulk and the one-by-one part merged (two sorted runs: cheap)
     return plan
+
+
+def _take_unchanged(
+    plan: HopPlan, paths: list[str], source: Mapping[str, FileStat], dest: Mapping[str, FileStat], settled_before: float
+) -> list[str]:
+    """Put in ``plan.present`` the regular files listed at the destination exactly as at the source
+    (size, mtime to the nanosecond) and settled; return the ``paths`` left to sort one by one.
+
+    The bulk of a run that finds its files already copied, at C speed (``map`` and ``compress``,
+    no Python loop over 10,000 files); the caller has ruled out names to refuse and lock folders.
+    """
+    stats = list(map(source.__getitem__, paths))
+    if set(map(itemgetter(2), stats)) != {"f"}:
+        return paths  # a symlink or a special file among them: each is looked at
+    unchanged = list(map(and_, map(eq, stats, map(dest.get, paths)), map(le, map(itemgetter(1), stats), repeat(settled_before))))
+    plan.present.extend(compress(paths, unchanged))
+    return list(compress(paths, map(not_, unchanged)))
 
 
 def take_grown(
