@@ -121,6 +121,20 @@ def test_several_patterns_match_as_fnmatchcase_does_locally_and_remotely(tmp_pat
         assert set(list_files(parse_location(where), FOLDERS, patterns, shell)) == expected, where
 
 
+@pytest.mark.parametrize("patterns", [["*.fits"], ["*.fits", "*.fz"], ["*"], ["*s"], ["*.fits", "SHA_[0-9]*.fz"]])
+def test_patterns_of_an_ending_alone_match_as_fnmatchcase_does(tmp_path: Path, sshd, patterns: list[str]) -> None:
+    # "*.fits" is decided by the ending of the whole path in the bulk parse of a remote answer.
+    night = tmp_path / "root" / "2016" / "0907"
+    (night / "sub.fits").mkdir(parents=True)  # a folder named like data: what is in it counts, not it
+    names = ["a.fits", "A.FITS", "b.fits.fz", "SHA_1.fz", "c.fitsx", "fits", "x.fits ", "sub.fits/in.fits", "sub.fits/in.txt"]
+    for name in names:
+        (night / name).write_bytes(b"1")
+    expected = {f"2016/0907/{n}" for n in names if any(fnmatchcase(n.rsplit("/", 1)[-1], p) for p in patterns)}
+    shell = Shell(tuple(sshd.ssh_options))
+    for where in (str(tmp_path / "root"), f"suth.test:{tmp_path / 'root'}"):
+        assert set(list_files(parse_location(where), FOLDERS, patterns, shell)) == expected, where
+
+
 def test_whole_root_lists_every_file_below_it_locally_and_remotely(tree: Path, sshd) -> None:
     (tree / "top.fits").write_bytes(b"t" * 3)
     (tree / "PROJ" / "PROJ.raw.vegas").mkdir(parents=True)
@@ -337,3 +351,20 @@ def test_a_remote_answer_split_anywhere_gives_the_same_listing(tmp_path: Path, s
     assert replay(list(range(1, len(answer)))) == dict(whole)  # one byte at a time
     for cut in range(1, len(answer), 7):
         assert replay([cut]) == dict(whole), cut
+
+
+@pytest.mark.parametrize("digits", [9, 10])
+def test_finds_of_nine_and_ten_decimals_give_the_same_times(tmp_path: Path, digits: int) -> None:
+    # GNU find before 4.9 prints %T@ with 9 decimals, 4.9 with 10 (a trailing 0): both read as
+    # st_mtime_ns / 1e9 would give them, in the bulk parse as in the one by one.
+    nanos = [1_700_000_000_123_456_789 + i * 1_000_000_007 for i in range(50)]
+    records = b"".join(b"F\0d/f%02d.fits\x001\0%d.%09d%s\0f\x00644\0" % (i, n // 10**9, n % 10**9, b"0" * (digits - 9))
+                       for i, n in enumerate(nanos))  # fmt: skip
+    answer = b"T\x001700000000.5\0R\0/r\0" + records
+
+    class Replay(Shell):
+        def stream(self, location, script, on_output, stdin=b""):  # noqa: ANN001, ANN201
+            on_output(answer)
+
+    listing = list_files(parse_location("host.test:/r"), ["d"], ["*.fits"], Replay())
+    assert [listing[f"d/f{i:02d}.fits"].mtime for i in range(50)] == [n / 1e9 for n in nanos]

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from fnmatch import translate
 from itertools import compress, repeat
+from operator import floordiv, methodcaller, truediv
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, NamedTuple
 
@@ -191,6 +192,9 @@ class _Collector:
 
     def __init__(self, patterns: Sequence[str]) -> None:
         self.matches = _name_matcher(patterns)
+        # Patterns that are all "*" and a plain ending (no wildcard, no "/"): the ending alone decides.
+        plain = patterns and all(p.startswith("*") and not any(c in p[1:] for c in "*?[/") for p in patterns)
+        self.suffixes = tuple(p[1:] for p in patterns) if plain else None
         self.files: dict[str, FileStat] = {}
         self.temps: dict[str, FileStat] = {}
 
@@ -588,8 +592,11 @@ def _add_plain_files(
     seconds = _all_seconds(mtimes)
     if "/." in joined or "\0." in joined or seconds is None:
         return False
-    matches = collector.matches
-    wanted = [matches(path, path.rfind("/") + 1) is not None for path in paths]
+    if collector.suffixes is not None:  # e.g. "*.fits": a name ends so exactly when its path does
+        wanted = list(map(methodcaller("endswith", collector.suffixes), paths))
+    else:
+        matches = collector.matches
+        wanted = [matches(path, path.rfind("/") + 1) is not None for path in paths]
     stats = zip(map(int, sizes), seconds, repeat("f"), repeat(""), repeat(-1))
     collector.files.update(compress(zip(paths, map(tuple.__new__, repeat(FileStat), stats)), wanted))
     return True
@@ -601,11 +608,13 @@ _TIMES_9, _TIMES_10 = (re.compile(rf"(?:[0-9]+\.[0-9]{{{n}}}(?:\0|\Z))*") for n 
 
 def _all_seconds(mtimes: list[str]) -> list[float] | None:
     """Every ``%T@`` as :func:`_seconds` reads it, in bulk; None unless all have the same 9 or 10 decimals."""
+    if not mtimes:
+        return []
     joined = "\0".join(mtimes)
     if _TIMES_9.fullmatch(joined):
-        return [int(text.replace(".", "")) / 1e9 for text in mtimes]
-    if _TIMES_10.fullmatch(joined):
-        return [int(text[:-1].replace(".", "")) / 1e9 for text in mtimes]  # as _seconds: the 10th digit goes
+        return list(map(truediv, map(int, joined.replace(".", "").split("\0")), repeat(1e9)))
+    if _TIMES_10.fullmatch(joined):  # as _seconds: the 10th digit goes
+        return list(map(truediv, map(floordiv, map(int, joined.replace(".", "").split("\0")), repeat(10)), repeat(1e9)))
     return None
 
 
