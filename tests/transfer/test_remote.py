@@ -199,3 +199,25 @@ def test_a_streamed_command_stops_when_its_reader_gives_up_or_its_time_is_out(tm
     assert time.monotonic() - started < 10
     time.sleep(0.2)
     assert not (tmp_path / "late").exists()
+
+
+def test_connections_taken_over_from_the_memo_are_stopped_when_the_others_cannot_start(
+    config: Config, monkeypatch, tmp_path: Path
+) -> None:
+    from obsflow.transfer import remote
+    from obsflow.transfer.early import Remembered, SocketFolder, Started
+
+    folder = SocketFolder.new()
+    argv = Shell(config.ssh_options, control_dir=folder.name).early_argv("cape.test")
+    read_end, write_end = os.pipe()
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "30"], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, write_end, 2)])
+    os.close(write_end)  # stands for the remembered ssh of cape.test (same command line: taken over)
+    remembered = Remembered(("key",), folder, {"cape.test": (argv, Started(pid, read_end))})
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ssh here: suth.test's connection cannot start
+    monkeypatch.setattr(remote, "_opened_before", None)
+    with pytest.raises(OSError):
+        remote.open_before_sync(config, ["cape.test", "suth.test"], remembered)
+    remote._abandon_unclaimed()  # what the exit handler does when no run came to take them
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # stopped and reaped
+    assert not Path(folder.name).exists()

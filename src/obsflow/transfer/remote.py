@@ -332,9 +332,10 @@ def open_before_sync(
         if remembered.started:
             log.debug("ssh connections remembered for this config differ from its own now: started anew")
         remembered.stop_the_rest()
-    shell.open_early(targets)
+    # Claimed before the rest start: if one cannot (OSError), those taken over are still stopped at exit.
     _opened_before = (folder, shell)
     atexit.register(_abandon_unclaimed)
+    shell.open_early(targets)
     if memo_key is not None:
         remember(memo_key, folder.name, {target: shell.early_argv(target) for target in targets})
 
