@@ -163,6 +163,7 @@ def _run(
             dest_unmounted = missing_disk(dest, job.dest, job.dest_archive, job.dest_marker, shell)
             if not dest_unmounted:  # an empty mount point or another disk must not rewrite what the catalog knows
                 dst_known = catalog.observe(job.dest_host, job.instrument, dest, folders=job.folders, stored=dst_stored)
+            del dst_stored  # 10,000s of objects freed now, while the source's listing is still coming
         source = src_listing.result()  # a source that cannot be listed is the failure told (before the destination's)
         dest = dst_listing.result()
     outcome.failure = missing_disk(source, job.source, job.source_archive, job.source_marker, shell) or dest_unmounted
