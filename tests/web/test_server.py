@@ -13,7 +13,7 @@ from obsflow.web.pages import human_bytes
 from obsflow.web.server import StatusServer, host_allowed, make_server
 from tests.web.conftest import Site, serve
 from tests.web.reading import fetch, fetch_html, fetch_json, html_tables, table_with
-from tests.web.site import PROJECT, SECRETS
+from tests.web.site import PROJECT, SECRETS, save_verification
 
 ROUTES = ("/", "/sync", "/verify", "/filler", "/api/status.json", "/api/sync.json", "/api/verify.json",
           "/api/filler.json")  # fmt: skip
@@ -253,6 +253,24 @@ def test_a_damaged_verification_is_a_message_in_its_section_not_an_error_page(si
         assert PROJECT in overview.split('<section id="filler">', 1)[1], name  # and the filler's
         verify = fetch_json(server, "/api/verify.json")
         assert verify["has_run"] is False and f"{path} is damaged" in verify["error"], name
+
+
+def test_content_differs_says_not_compared_unless_contents_were(site: Site, server: StatusServer) -> None:
+    """Found by review: a verification without --checksum showed "Content differs: 0" for every folder, though
+    no content had been compared.  It says "not compared" now; with --checksum the count stands, 0 included,
+    except where the contents could not be hashed."""
+
+    def content_differs(page_path: str) -> dict[tuple[str, str], str]:
+        table = table_with(fetch_html(server, page_path), "Hop")
+        column = table[0].index("Content differs")
+        return {(row[0], row[1]): row[column] for row in table[1:]}
+
+    sha, shoc, cape = ("instruments:suth", "sha"), ("instruments:suth", "shoc"), ("suth:cape", "sha")
+    for page_path in ("/", "/verify"):
+        assert content_differs(page_path) == {sha: "not compared", shoc: "not compared", cape: "not compared"}
+    save_verification(site.config, checksum=True)
+    for page_path in ("/", "/verify"):
+        assert content_differs(page_path) == {sha: "0", shoc: "1", cape: "not compared"}
 
 
 def test_an_error_while_answering_is_a_short_500_and_the_server_goes_on(  # type: ignore[no-untyped-def]
