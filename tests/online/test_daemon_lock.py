@@ -159,3 +159,25 @@ def test_a_roll_back_that_fails_at_start_is_one_line_and_leaves_no_lock(tmp_path
     assert lines[-1] == f"obsflow: error: cannot read which scans of {PROJECT} are filled: {said}"
     assert not _daemon_lock(out).exists() and not (layout.locks_dir / f"{PROJECT}.lock").exists()
     assert journal.exists() and fits.read_bytes() == before
+
+
+def test_a_journal_of_the_wrong_shape_at_start_is_one_line_and_touches_nothing(tmp_path):
+    """A journal that is JSON but not a fill's (here ``{"files": 5}``): a TypeError traceback and "internal error"
+    before.  Now the same one line as any journal that cannot be rolled back, exit 2, the files and journal kept."""
+    from tests.transfer.nocap import obsflow_nocap
+
+    raw, out = _filled_project(tmp_path)
+    layout = OutputLayout(out)
+    (fits,) = layout.bank_files(PROJECT)
+    before = fits.read_bytes()
+    layout.journal_dir.mkdir(parents=True, exist_ok=True)
+    journal = layout.journal_path(PROJECT)
+    journal.write_text(json.dumps({"files": 5}))
+    done = obsflow_nocap("online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle", "--retries", "1")
+    assert "Traceback" not in done.stderr and done.returncode == 2, done.stderr
+    said = f"journal is unreadable: not an object with a list of files ({journal})"
+    lines = done.stderr.splitlines()
+    assert lines[0].endswith(f"ERROR obsflow.online.layout: cannot roll back {PROJECT}: {said}")
+    assert lines[-1] == f"obsflow: error: cannot read which scans of {PROJECT} are filled: {said}"
+    assert not _daemon_lock(out).exists() and not (layout.locks_dir / f"{PROJECT}.lock").exists()
+    assert journal.exists() and fits.read_bytes() == before

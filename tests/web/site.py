@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from obsflow.lock import take_lock
 from obsflow.online.daemon import DAEMON_LOCK, DaemonStatus
 from obsflow.transfer.catalog import Catalog
 from obsflow.transfer.listing import FileStat
+from obsflow.verify.compare import HashDiff
 from obsflow.verify.findings import FolderResult, Report
 from obsflow.verify.last import save_last
 from obsflow.verify.period import Period
@@ -141,7 +142,9 @@ def fill_catalog(config: Config) -> list[RunSpec]:
     return runs
 
 
-def save_verification(config: Config) -> Report:
+def save_verification(config: Config, checksum: bool = False) -> Report:
+    """A daily verification: three files missing; ``checksum``: contents compared too (``--checksum``), one
+    file's differing on suth and cape's not hashable."""
     today = date.today()
     missing = tuple(f"{night_folder(today - timedelta(days=1))}/SHA_{i}.fits" for i in (1, 2, 3))
     folders = (
@@ -151,8 +154,13 @@ def save_verification(config: Config) -> Report:
         FolderResult("suth:cape", "sha", "suth", "cape", "archive/suth/74in/sha", "backup@cape.invalid:/x",
                      missing=missing[:2], matched=1),
     )  # fmt: skip
+    if checksum:
+        sha, shoc, cape = (replace(folder, hash_checked=True) for folder in folders)
+        differs = HashDiff(f"{night_folder(today - timedelta(days=2))}/SHOC_7.fits", "a" * 32, "b" * 32)
+        folders = (sha, replace(shoc, hash_differs=(differs,), matched=1),
+                   replace(cape, hash_error="cannot hash on cape: xxhsum: command not found"))  # fmt: skip
     now = time.time()
-    report = Report(Period(today - timedelta(days=30), today), now - 20, now - 5, 120.0, False, folders)
+    report = Report(Period(today - timedelta(days=30), today), now - 20, now - 5, 120.0, checksum, folders)
     save_last(report, config.state_path)
     return report
 

@@ -13,7 +13,7 @@ from obsflow.web.pages import human_bytes
 from obsflow.web.server import StatusServer, host_allowed, make_server
 from tests.web.conftest import Site, serve
 from tests.web.reading import fetch, fetch_html, fetch_json, html_tables, table_with
-from tests.web.site import PROJECT, SECRETS
+from tests.web.site import PROJECT, SECRETS, save_verification
 
 ROUTES = ("/", "/sync", "/verify", "/filler", "/api/status.json", "/api/sync.json", "/api/verify.json",
           "/api/filler.json")  # fmt: skip
@@ -212,6 +212,65 @@ def test_a_damaged_daemon_status_is_a_message_not_an_error_page(site: Site, serv
         assert "cannot read the daemon status: " in page and "sets it aside" in page
         assert fetch_json(server, "/api/filler.json")["error"].startswith("cannot read the daemon status: ")
         assert fetch(server, "/plots/fill_latency.png")[0] == 200  # the fill logs still give the history
+
+
+def _damaged(last: dict) -> dict:  # type: ignore[type-arg]
+    """Each way a verify-last.json can be JSON but not of the shape ``obsflow verify`` saves, from ``last``."""
+    first = last["folders"][0]
+
+    def with_folder(**changes: object) -> dict:  # type: ignore[type-arg]
+        return {**last, "folders": [{**first, **changes}, *last["folders"][1:]]}
+
+    without_status = {key: value for key, value in first.items() if key != "status"}
+    return {
+        "a list": [],
+        "no verification keys": {"hops": 3},
+        "folders not a list": {**last, "folders": 3},
+        "a folder not an object": {**last, "folders": ["sha"]},
+        "a folder without its status": {**last, "folders": [without_status]},
+        "missing not a list of names": with_folder(missing=[1, 2]),
+        "a size difference without its path": with_folder(size_differs=[{"size_a": 1}]),
+        "matched not a count": with_folder(matched="3"),
+        "period not an object": {**last, "period": ["2026-11-01"]},
+        "not_checked not a list": {**last, "not_checked": 5},
+    }
+
+
+def test_a_damaged_verification_is_a_message_in_its_section_not_an_error_page(site: Site, server: StatusServer) -> None:
+    """Found by review: a verify-last.json of another shape ({"folders": 3}, a folder without its keys) made
+    every page showing the verification a 500.  Now its section says the file is damaged; the rest is intact."""
+    path = site.config.state_path / "verify-last.json"
+    for name, content in _damaged(json.loads(path.read_text())).items():
+        path.write_text(json.dumps(content))
+        for page in (fetch_html(server, "/"), fetch_html(server, "/verify")):  # 200, or fetch_html fails
+            section = page.split('<section id="verify">', 1)[1].split("</section>", 1)[0]
+            (message,) = [line for line in section.splitlines() if 'class="bad"' in line]
+            assert message.startswith('<p class="bad">cannot read the last verification: '), (name, message)
+            assert f"{path} is damaged" in message, (name, message)
+            assert "no verification yet" in section and "<table>" not in section, name
+        overview = fetch_html(server, "/")
+        assert [t for t in html_tables(overview) if t[0][:2] == ["Instrument", "Last sync"]], name  # the sync part
+        assert PROJECT in overview.split('<section id="filler">', 1)[1], name  # and the filler's
+        verify = fetch_json(server, "/api/verify.json")
+        assert verify["has_run"] is False and f"{path} is damaged" in verify["error"], name
+
+
+def test_content_differs_says_not_compared_unless_contents_were(site: Site, server: StatusServer) -> None:
+    """Found by review: a verification without --checksum showed "Content differs: 0" for every folder, though
+    no content had been compared.  It says "not compared" now; with --checksum the count stands, 0 included,
+    except where the contents could not be hashed."""
+
+    def content_differs(page_path: str) -> dict[tuple[str, str], str]:
+        table = table_with(fetch_html(server, page_path), "Hop")
+        column = table[0].index("Content differs")
+        return {(row[0], row[1]): row[column] for row in table[1:]}
+
+    sha, shoc, cape = ("instruments:suth", "sha"), ("instruments:suth", "shoc"), ("suth:cape", "sha")
+    for page_path in ("/", "/verify"):
+        assert content_differs(page_path) == {sha: "not compared", shoc: "not compared", cape: "not compared"}
+    save_verification(site.config, checksum=True)
+    for page_path in ("/", "/verify"):
+        assert content_differs(page_path) == {sha: "0", shoc: "1", cape: "not compared"}
 
 
 def test_an_error_while_answering_is_a_short_500_and_the_server_goes_on(  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ as it was before the fill; after a commit, every file is complete and new.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import os
@@ -46,10 +47,47 @@ class FileUndo:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> FileUndo:
-        patches = [(int(off), base64.b64decode(blob)) for off, blob in data["patches"]]  # type: ignore[union-attr]
-        old_size = data["old_size"]
-        return cls(str(data["path"]), None if old_size is None else int(old_size), patches)  # type: ignore[arg-type]
+    def from_json(cls, data: object) -> FileUndo:
+        """The record :meth:`to_json` wrote; ValueError or TypeError saying what is wrong for any other shape.
+
+        Checked in full before anything is restored: a rollback must not stop half way on a bad entry.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"a file entry is a {type(data).__name__}, not an object")
+        missing = [key for key in ("path", "old_size", "patches") if key not in data]
+        if missing:
+            raise ValueError(f"a file entry has no {missing[0]!r}")
+        path, old_size, patches = data["path"], data["old_size"], data["patches"]
+        if not isinstance(path, str) or not path:
+            raise ValueError("a file entry's path is not a file name")
+        if old_size is not None and not _is_count(old_size):
+            raise ValueError(f"old_size of {path!r} is not a size")
+        if not isinstance(patches, list):
+            raise TypeError(f"patches of {path!r} are not a list")
+        return cls(path, old_size, [_patch_from_json(path, patch) for patch in patches])
+
+
+def _is_count(value: object) -> bool:
+    """A size or offset as JSON holds it: a non-negative int (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _patch_from_json(path: str, patch: object) -> tuple[int, bytes]:
+    """One saved ``[offset, base64 bytes]`` of ``path``; ValueError if it is not that."""
+    if not (isinstance(patch, list) and len(patch) == 2 and _is_count(patch[0]) and isinstance(patch[1], str)):
+        raise ValueError(f"a patch of {path!r} is not [offset, base64 bytes]")
+    try:
+        # validate: by default foreign characters are dropped, which would restore the wrong bytes
+        return patch[0], base64.b64decode(patch[1], validate=True)
+    except binascii.Error as err:
+        raise ValueError(f"a patch of {path!r} is not base64: {err}") from err
+
+
+def _undos_from_json(data: object) -> list[FileUndo]:
+    """Every file's undo record in a journal as :meth:`Journal.save` wrote it; ValueError or TypeError if not."""
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise TypeError("not an object with a list of files")
+    return [FileUndo.from_json(item) for item in data["files"]]
 
 
 def undo_for(path: Path, patch_ranges: list[tuple[int, int]] = ()) -> FileUndo:  # type: ignore[assignment]
@@ -138,13 +176,12 @@ def recover(journal_path: Path, level: int = logging.WARNING) -> list[str]:
 
 def _roll_back(journal_path: Path, level: int) -> list[str]:
     try:
-        data = json.loads(journal_path.read_text())
+        undos = _undos_from_json(json.loads(journal_path.read_text()))
     except FileNotFoundError:
         return []
-    except ValueError as err:
-        # write_atomic never leaves a half journal, so this is damage from outside.
+    except (ValueError, TypeError) as err:
+        # write_atomic never leaves a half journal, so this is damage from outside: keep it, touch no file.
         raise IntegrityError(f"journal is unreadable: {err}", journal_path) from err
-    undos = [FileUndo.from_json(item) for item in data["files"]]
     # Restore in reverse order of recording: later files may depend on earlier ones.
     for undo in reversed(undos):
         _restore(undo)

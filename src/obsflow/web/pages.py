@@ -190,7 +190,7 @@ def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> st
         rows.append([
             _e(folder["hop"]), _e(folder["instrument"]), _badge(folder["status"]), str(folder["matched"]),
             f'<span class="{"bad" if missing else "ok"}">{missing if missing else "None"}</span>',
-            str(len(folder["size_differs"])), str(len(folder["hash_differs"])),
+            str(len(folder["size_differs"])), _content_differs_cell(folder),
             _e(folder["error"] or folder["hash_error"] or ""),
         ])  # fmt: skip
     out.append(_table(["Hop", "Instrument", "Status", "Present", "Missing", "Size differs", "Content differs",
@@ -207,6 +207,14 @@ def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> st
                        f'<pre>{_e(chr(10).join(paths))}{_e(more)}</pre>')  # fmt: skip
     out.append("</section>")
     return "\n".join(out)
+
+
+def _content_differs_cell(folder: dict[str, Any]) -> str:
+    """How many files' contents differ; "not compared" when they were not (no ``--checksum``, or they could not
+    be hashed), where a 0 would read as "all the same"."""
+    if not folder["checksum"] or folder["error"] or folder["hash_error"]:
+        return '<span class="muted">not compared</span>'
+    return str(len(folder["hash_differs"]))
 
 
 def filler_section(filler: dict[str, Any], now: float, with_gallery: bool = False) -> str:

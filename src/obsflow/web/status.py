@@ -29,7 +29,7 @@ from obsflow.online.missing import recheck_missing_banks
 from obsflow.online.status_file import StatusDamaged, StatusUnreadable, read_status
 from obsflow.transfer.catalog import Catalog, RunRecord
 from obsflow.transfer.plan import dated_folders, modified_window, window_dates
-from obsflow.verify.last import load_last
+from obsflow.verify.last import LastDamaged, load_last
 from obsflow.web.quicklook import quicklook_path
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
 UNDONE_COUNTS = ("in_flight", "locked", "conflicts", "refused", "errors")
 RECENT_SHOWN = 20
 MISSING_SHOWN = 50
-NOT_AN_OBJECT = "not a JSON object"  # what a hand-edited or foreign file may hold instead
 
 
 @dataclass(frozen=True)
@@ -171,12 +170,13 @@ def verify_status(config: Config) -> dict[str, Any]:
     redactor = Redactor.for_config(config)
     try:
         last = load_last(config.state_path)
-    except (OSError, ValueError) as err:
+    except LastDamaged as err:  # said on the page, as a damaged daemon status is: the rest of the page stands
+        said = f"{err.problem} ({err.where} is damaged: the next daily verification replaces it)"
+        return {"has_run": False, "error": redactor.clean(f"cannot read the last verification: {said}")}
+    except OSError as err:
         return {"has_run": False, "error": redactor.clean(f"cannot read the last verification: {err}")}
     if last is None:
         return {"has_run": False, "error": None}
-    if not isinstance(last, dict):
-        return {"has_run": False, "error": f"cannot read the last verification: {NOT_AN_OBJECT}"}
     folders = []
     for folder in last.get("folders", []):
         missing = list(folder.get("missing", []))
