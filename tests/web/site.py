@@ -142,9 +142,10 @@ def fill_catalog(config: Config) -> list[RunSpec]:
     return runs
 
 
-def save_verification(config: Config, checksum: bool = False) -> Report:
+def save_verification(config: Config, checksum: bool = False, cape_unreachable: bool = False) -> Report:
     """A daily verification: three files missing; ``checksum``: contents compared too (``--checksum``), one
-    file's differing on suth and cape's not hashable."""
+    file's differing on suth and cape's not hashable; ``cape_unreachable``: cape could not be listed, so its
+    folder was not checked at all (an error, no findings, as ``verify`` makes it)."""
     today = date.today()
     missing = tuple(f"{night_folder(today - timedelta(days=1))}/SHA_{i}.fits" for i in (1, 2, 3))
     folders = (
@@ -159,6 +160,10 @@ def save_verification(config: Config, checksum: bool = False) -> Report:
         differs = HashDiff(f"{night_folder(today - timedelta(days=2))}/SHOC_7.fits", "a" * 32, "b" * 32)
         folders = (sha, replace(shoc, hash_differs=(differs,), matched=1),
                    replace(cape, hash_error="cannot hash on cape: xxhsum: command not found"))  # fmt: skip
+    if cape_unreachable:
+        down = replace(folders[2], missing=(), matched=0, hash_error=None,
+                       error=f"cannot list {folders[2].dest_location}: cannot reach host: timed out")  # fmt: skip
+        folders = (*folders[:2], down)  # fmt: skip
     now = time.time()
     report = Report(Period(today - timedelta(days=30), today), now - 20, now - 5, 120.0, checksum, folders)
     save_last(report, config.state_path)

@@ -273,6 +273,37 @@ def test_content_differs_says_not_compared_unless_contents_were(site: Site, serv
         assert content_differs(page_path) == {sha: "0", shoc: "1", cape: "not compared"}
 
 
+def _cells(*texts: str) -> str:
+    return "".join(f"<td>{text}</td>" for text in texts)
+
+
+def test_a_folder_not_checked_shows_no_none_or_0_for_its_missing_and_differing_files(
+    site: Site, server: StatusServer
+) -> None:
+    """Found by review: a folder whose host could not be reached (so nothing of it was listed) showed a green
+    "None" under Missing and 0 under "Size differs" beside its error, reading as "every file present".  Those
+    cells, and Present, say "not checked" now, in no colour; a folder that was checked keeps its None and 0."""
+    save_verification(site.config, cape_unreachable=True)
+    fine, down = ("instruments:suth", "shoc"), ("suth:cape", "sha")
+    for page_path in ("/", "/verify"):
+        page = fetch_html(server, page_path)
+        table = table_with(page, "Hop")
+        cells = {(row[0], row[1]): dict(zip(table[0], row, strict=True)) for row in table[1:]}
+        assert [cells[fine][k] for k in ("Status", "Present", "Missing", "Size differs")] == ["ok", "2", "None", "0"]
+        said = [cells[down][k] for k in ("Status", "Present", "Missing", "Size differs", "Content differs")]
+        assert said == ["not checked"] * 4 + ["not compared"], page_path
+        assert "cannot reach host" in cells[down]["Not checked"]
+        section = page.split('<section id="verify">', 1)[1].split("</section>", 1)[0]
+        rows = {key: row for key in (fine, down) for row in section.split("<tr>") if row.startswith(_cells(*key))}
+        assert '<span class="ok">None</span>' in rows[fine], page_path  # green: all present
+        assert 'class="ok"' not in rows[down], page_path  # nothing of it reads as all well
+    verify = fetch_json(server, "/api/verify.json")  # the API as before: the error beside empty lists
+    folder = next(f for f in verify["folders"] if (f["hop"], f["instrument"]) == down)
+    assert folder["status"] == "not checked" and "cannot reach host" in folder["error"]
+    assert (folder["missing_count"], folder["missing"], folder["size_differs"]) == (0, [], [])
+    assert verify["counts"]["not_checked"] == 1 and verify["status"] == "not checked"
+
+
 def test_an_error_while_answering_is_a_short_500_and_the_server_goes_on(  # type: ignore[no-untyped-def]
     site: Site, server: StatusServer, caplog, monkeypatch
 ) -> None:

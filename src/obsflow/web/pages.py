@@ -186,12 +186,9 @@ def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> st
                f'{"contents compared (xxh128)" if verify["checksum"] else "sizes compared"}</p>')  # fmt: skip
     rows = []
     for folder in verify["folders"]:
-        missing = folder["missing_count"]
         rows.append([
-            _e(folder["hop"]), _e(folder["instrument"]), _badge(folder["status"]), str(folder["matched"]),
-            f'<span class="{"bad" if missing else "ok"}">{missing if missing else "None"}</span>',
-            str(len(folder["size_differs"])), _content_differs_cell(folder),
-            _e(folder["error"] or folder["hash_error"] or ""),
+            _e(folder["hop"]), _e(folder["instrument"]), _badge(folder["status"]), *_listed_cells(folder),
+            _content_differs_cell(folder), _e(folder["error"] or folder["hash_error"] or ""),
         ])  # fmt: skip
     out.append(_table(["Hop", "Instrument", "Status", "Present", "Missing", "Size differs", "Content differs",
                        "Not checked"], rows, numeric=(3, 4, 5, 6)))  # fmt: skip
@@ -207,6 +204,16 @@ def verify_section(verify: dict[str, Any], now: float, full: bool = False) -> st
                        f'<pre>{_e(chr(10).join(paths))}{_e(more)}</pre>')  # fmt: skip
     out.append("</section>")
     return "\n".join(out)
+
+
+def _listed_cells(folder: dict[str, Any]) -> list[str]:
+    """Present, Missing (a green "None" when no file is) and Size differs; "not checked" in each for a folder
+    that could not be listed, where "None" and 0 would read as "all present"."""
+    if folder["error"]:
+        return ['<span class="muted">not checked</span>'] * 3
+    missing = folder["missing_count"]
+    missing_cell = f'<span class="{"bad" if missing else "ok"}">{missing if missing else "None"}</span>'
+    return [str(folder["matched"]), missing_cell, str(len(folder["size_differs"]))]
 
 
 def _content_differs_cell(folder: dict[str, Any]) -> str:
