@@ -415,16 +415,16 @@ def _kind(mode: int) -> str:
 
 
 # One script, one round trip: whether the marker file asked for exists, host clock, real root,
-# then each existing folder's real path (D) and every entry below them (F).  The folders come on
-# stdin, NUL-separated (decades of dated folders would pass the kernel's limit on one argument);
-# ``xargs -0`` hands them to a shell in as many batches as needed, each batch printing its D
-# records, then running find on its folders (D records are padded to find's six fields so both
-# parse in one loop).  ``find -H`` follows a dated folder that is itself a symlink (its real
+# then each existing folder's real path (D) and every entry below them (F).  The folders are the
+# script's arguments, or, past _ARGS_MAX bytes, come on stdin, NUL-separated (decades of dated
+# folders would pass the kernel's limit on one argument) and ``xargs -0`` hands them to a shell in
+# as many batches as needed; each batch prints its D records, then runs find on its folders (D
+# records are padded to find's six fields so both parse in one loop).  ``find -H`` follows a dated folder that is itself a symlink (its real
 # path is checked against the root first); entries below are never followed.  Real paths come
 # from ``cd -P`` and ``$PWD`` (shell builtins: no process per folder).  A file that vanishes
 # while find reads its folder (a writer's temp file renamed into place) is no error; a folder
 # that is there but cannot be entered is one (else an unreadable night would look empty).
-_LIST_SCRIPT = """\
+_LIST_HEAD = """\
 {marker_test}
 cd -P -- {root} 2>/dev/null || {{
   [ -e {root} ] || {{ printf 'N\\0'; exit 0; }}
@@ -437,13 +437,17 @@ for v in "$superseded"/*; do
   [ -d "$v" ] && [ ! -L "$v" ] && printf 'V\\0%s\\0' "${{v#"$superseded"/}}"
 done
 [ ! -d "$staging" ] && [ ! -L "$staging" ] || printf 'S\\0'
-exec xargs -0 -r sh -c '
+"""
+
+# The folder part: run by the same sh on the folders given as its arguments (the usual window), or,
+# for a list over _ARGS_MAX bytes, by ``xargs -0`` reading them from stdin, in as many batches as needed.
+_LIST_FOLDERS = """\
 given=$#
 for d; do
   if [ -d "$d" ]; then
-    cd -P -- "$d" 2>/dev/null || {{
+    cd -P -- "$d" 2>/dev/null || {
       printf "cannot list %s/%s: cannot enter the folder\\n" "$root" "$d" >&2; exit 3
-    }}
+    }
     real=$PWD
     cd -- "$root" || exit 3
     printf "D\\0%s\\0%s\\0\\0\\0\\0" "$d" "$real"
@@ -455,8 +459,9 @@ done
 shift "$given"
 [ $# -gt 0 ] || exit 0
 exec find -H "$@" -mindepth 1 -ignore_readdir_race \\( -name "$superseded" -o -name "$staging" \\) -prune -o \\
-  -type l -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0" -o -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%m\\0"' sh
+  -type l -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%l\\0" -o -printf "F\\0%p\\0%s\\0%T@\\0%y\\0%m\\0"
 """
+_ARGS_MAX = 32_768  # bytes of folder names passed as arguments; more go on stdin
 
 
 def _list_remote(
@@ -464,13 +469,17 @@ def _list_remote(
 ) -> Listing:
     if WHOLE_ROOT in folders:
         folders = [WHOLE_ROOT]  # find prints ./a/b: the prefix is cut while parsing
-    script = _LIST_SCRIPT.format(
+    head = _LIST_HEAD.format(
         marker_test=f"[ ! -e {shell_path(marker)} ] || printf 'M\\0'" if marker else ":",
         root=shell_path(location.path),
         superseded=shlex.quote(SUPERSEDED_DIR),
         staging=shlex.quote(STAGING_DIR),
     )
     stdin = b"".join(os.fsencode(folder) + b"\0" for folder in folders)
+    if len(stdin) <= _ARGS_MAX:  # the usual window: no xargs and second sh to start (a few ms of the no-op)
+        script, stdin = f"{head}set -- {' '.join(map(shlex.quote, folders))}\n{_LIST_FOLDERS}", b""
+    else:
+        script = f"{head}exec xargs -0 -r sh -c {shlex.quote(_LIST_FOLDERS)} sh\n"
     answer = _RemoteAnswer(collector, marker, cut=2 if folders == [WHOLE_ROOT] else 0)
     try:
         shell.stream(location, script, answer.feed, stdin=stdin)
@@ -480,7 +489,7 @@ def _list_remote(
 
 
 class _RemoteAnswer:
-    """:data:`_LIST_SCRIPT`'s answer, parsed as it arrives: a few header records, then find's
+    """:data:`_LIST_HEAD`'s answer, parsed as it arrives: a few header records, then find's
     records of 6 fields each, added to the collector a batch at a time while find still prints.
 
     ValueError or IndexError (from :meth:`feed` or :meth:`finish`) for anything else.
