@@ -9,12 +9,12 @@ Every field is optional (older versions wrote fewer), but one that is there has 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from obsflow.atomic import fsync_dir
 from obsflow.errors import InputError
+from obsflow.jsonstate import read_checked_json
 from obsflow.online.layout import OutputLayout
 
 __all__ = ["DAMAGED_SUFFIX", "StatusDamaged", "StatusUnreadable", "read_status", "set_aside"]
@@ -58,21 +58,9 @@ def read_status(layout: OutputLayout) -> dict[str, object] | None:
     """
     path = layout.status_path
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        return None
+        return read_checked_json(path, _shape_problem, StatusDamaged)  # type: ignore[return-value]
     except OSError as err:
         raise StatusUnreadable(err.strerror or str(err), path) from err
-    except UnicodeDecodeError as err:
-        raise StatusDamaged("not UTF-8 text", path) from err
-    try:
-        data = json.loads(text)
-    except ValueError as err:
-        raise StatusDamaged(f"not JSON ({err})", path) from err
-    problem = _shape_problem(data)
-    if problem is not None:
-        raise StatusDamaged(problem, path)
-    return data  # type: ignore[no-any-return]
 
 
 def _shape_problem(data: object) -> str | None:

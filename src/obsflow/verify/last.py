@@ -16,6 +16,7 @@ from typing import Any
 from obsflow.atomic import write_atomic
 from obsflow.config import make_state_folder
 from obsflow.errors import InputError
+from obsflow.jsonstate import read_checked_json
 from obsflow.verify.findings import Report
 from obsflow.verify.report import report_dict
 
@@ -60,21 +61,7 @@ def load_last(state_path: Path) -> dict[str, Any] | None:
 
     Raises :class:`LastDamaged` for a file that is not of that shape, OSError for one that cannot be read.
     """
-    path = state_path / LAST_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except UnicodeDecodeError as err:
-        raise LastDamaged("not UTF-8 text", path) from err
-    try:
-        data = json.loads(text)
-    except ValueError as err:
-        raise LastDamaged(f"not JSON ({err})", path) from err
-    problem = _shape_problem(data)
-    if problem is not None:
-        raise LastDamaged(problem, path)
-    return data  # type: ignore[no-any-return]
+    return read_checked_json(state_path / LAST_NAME, _shape_problem, LastDamaged)  # type: ignore[return-value]
 
 
 def _shape_problem(data: object) -> str | None:
