@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -140,25 +141,16 @@ def test_a_roll_back_that_fails_at_start_is_one_line_and_leaves_no_lock(tmp_path
     printed and the daemon's lock left behind.  Now one line per try, the journal kept for when it can be."""
     from tests.transfer.nocap import obsflow_nocap
 
-    raw, out = _filled_project(tmp_path)
-    layout = OutputLayout(out)
-    (fits,) = layout.bank_files(PROJECT)
+    raw, out, layout, fits, journal = _project_with_journal(tmp_path)
     before = fits.read_bytes()
-    layout.journal_dir.mkdir(parents=True, exist_ok=True)
-    journal = layout.journal_path(PROJECT)
     journal.write_text(json.dumps({"files": [{"path": str(fits), "old_size": len(before), "patches": []}]}))
     fits.chmod(0o444)
     try:
         done = obsflow_nocap("online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle", "--retries", "1")
     finally:
         fits.chmod(0o644)
-    assert "Traceback" not in done.stderr and done.returncode == 2, done.stderr
-    said = f"cannot roll back the journaled fill: Permission denied ({fits})"
-    lines = done.stderr.splitlines()
-    assert lines[0].endswith(f"ERROR obsflow.online.layout: cannot roll back {PROJECT}: {said}")
-    assert lines[-1] == f"obsflow: error: cannot read which scans of {PROJECT} are filled: {said}"
-    assert not _daemon_lock(out).exists() and not (layout.locks_dir / f"{PROJECT}.lock").exists()
-    assert journal.exists() and fits.read_bytes() == before
+    _assert_one_line_and_untouched(done, f"cannot roll back the journaled fill: Permission denied ({fits})", out,
+                                   layout, journal, fits, before)  # fmt: skip
 
 
 def test_a_journal_of_the_wrong_shape_at_start_is_one_line_and_touches_nothing(tmp_path):
@@ -166,16 +158,28 @@ def test_a_journal_of_the_wrong_shape_at_start_is_one_line_and_touches_nothing(t
     before.  Now the same one line as any journal that cannot be rolled back, exit 2, the files and journal kept."""
     from tests.transfer.nocap import obsflow_nocap
 
+    raw, out, layout, fits, journal = _project_with_journal(tmp_path)
+    before = fits.read_bytes()
+    journal.write_text(json.dumps({"files": 5}))
+    done = obsflow_nocap("online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle", "--retries", "1")
+    _assert_one_line_and_untouched(done, f"journal is unreadable: not an object with a list of files ({journal})", out,
+                                   layout, journal, fits, before)  # fmt: skip
+
+
+def _project_with_journal(tmp_path: Path) -> tuple[Path, Path, OutputLayout, Path, Path]:
+    """A filled project (raw root, out root, layout, its one bank file) and where its fill journal goes."""
     raw, out = _filled_project(tmp_path)
     layout = OutputLayout(out)
     (fits,) = layout.bank_files(PROJECT)
-    before = fits.read_bytes()
     layout.journal_dir.mkdir(parents=True, exist_ok=True)
-    journal = layout.journal_path(PROJECT)
-    journal.write_text(json.dumps({"files": 5}))
-    done = obsflow_nocap("online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle", "--retries", "1")
+    return raw, out, layout, fits, layout.journal_path(PROJECT)
+
+
+def _assert_one_line_and_untouched(done, said: str, out: Path, layout: OutputLayout, journal: Path, fits: Path,
+                                   before: bytes) -> None:  # fmt: skip
+    """The daemon stopped at start on a journal it cannot roll back: exit 2, ``said`` in one line (logged,
+    then as the error), no lock left, the journal kept and the file as it was."""
     assert "Traceback" not in done.stderr and done.returncode == 2, done.stderr
-    said = f"journal is unreadable: not an object with a list of files ({journal})"
     lines = done.stderr.splitlines()
     assert lines[0].endswith(f"ERROR obsflow.online.layout: cannot roll back {PROJECT}: {said}")
     assert lines[-1] == f"obsflow: error: cannot read which scans of {PROJECT} are filled: {said}"
