@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import os
+import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -18,8 +19,9 @@ from obsflow.transfer.listing import FileStat
 from obsflow.transfer.localcopy import python_copy
 from obsflow.transfer.remote import Shell
 from obsflow.transfer.rsync import rsync_copy
+from obsflow.transfer.sync import SyncRequest, run_sync
 from obsflow.transfer.tidy import plan_prune, plan_tidy, tidy
-from tests.transfer.conftest import ssh_config
+from tests.transfer.conftest import make_site, ssh_config
 
 
 def test_rsync_reports_the_xxh128_of_each_file(tmp_path: Path, sshd) -> None:
@@ -243,3 +245,63 @@ def test_python_copy_never_reads_or_writes_through_a_symlink(tmp_path: Path) -> 
     assert (outside / "victim").read_bytes() == b"V" * 2000 and list((outside / "night").iterdir()) == []
     assert not (dst / "1201" / "a.fits").exists() and not os.path.lexists(dst / "1203" / "a.fits")
     assert (dst / "1201" / ".rsync-partial" / "a.fits").is_symlink()  # not ours: left alone
+
+
+# ---- rsync's check of the sender's names, made here instead ------------------------------------------
+
+
+def _rsync_printing(tmp_path: Path, version: str) -> Path:
+    """A folder holding an ``rsync`` that prints ``version`` as its --version (an older or newer install)."""
+    bin_dir = tmp_path / f"rsync-{version}"
+    bin_dir.mkdir()
+    (bin_dir / "rsync").write_text(f"#!/bin/sh\necho 'rsync  version {version}  protocol version 31'\n")
+    (bin_dir / "rsync").chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize(("version", "trusts"), [("3.2.3", False), ("3.2.4", False), ("3.2.5", True), ("3.10.0", True)])
+def test_a_pull_leaves_rsyncs_quadratic_name_check_to_us_only_where_rsync_has_it(
+    tmp_path: Path, monkeypatch, version: str, trusts: bool
+) -> None:
+    """rsync >= 3.2.5 checks each name a remote sender sends against every name asked for (10 000 names:
+    1.2 s of CPU); an older rsync has no such check and no --trust-sender option to turn it off."""
+    from obsflow.transfer import rsync
+
+    monkeypatch.setenv("PATH", f"{_rsync_printing(tmp_path, version)}:{os.environ['PATH']}")
+    rsync._checks_senders_names.cache_clear()
+    try:
+        local, remote = parse_location("/data/suth"), parse_location("sha.test:/data/sha")
+        assert ("--trust-sender" in rsync.rsync_argv(remote, local, [], [])) is trusts
+        assert "--trust-sender" not in rsync.rsync_argv(local, remote, [], [])  # the remote end receives: no check
+        assert "--trust-sender" not in rsync.rsync_argv(remote, parse_location("cape.test:/x"), [], [])
+    finally:
+        rsync._checks_senders_names.cache_clear()
+
+
+def test_a_file_the_sender_was_not_asked_for_is_removed_and_reported(tmp_path: Path, sshd, monkeypatch) -> None:
+    """With rsync's own check off, a sender that sends a file nobody asked for (a broken or hostile
+    instrument host) is caught here: that copy is removed and named as an error; the rest counts."""
+    site = make_site(tmp_path, sshd, nights=1, frames=2)
+    real = shutil.which("rsync")
+    night = f"{site.today:%Y}/{site.today:%m%d}"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # Stands in for the sender's side of it: the copy run also writes and reports one more file.
+    (bin_dir / "rsync").write_text(
+        "#!/bin/sh\n"
+        f'{real} "$@" || exit $?\n'
+        'case "$*" in *--files-from=-*) ;; *) exit 0 ;; esac\n'
+        'for dest; do :; done\n'
+        f'mkdir -p "$dest/{night}" && printf extra > "$dest/{night}/EXTRA.fits"\n'
+        f"printf 'OBSFLOW\\t5\\t5\\t2016/09/07-00:00:00\\t00112233445566778899aabbccddeeff\\t{night}/EXTRA.fits\\n'\n"
+    )  # fmt: skip
+    (bin_dir / "rsync").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    report = run_sync(site.config, SyncRequest(instrument="sha", hop="instruments:suth", days=1, today=site.today))
+    (outcome,) = report.outcomes
+    archive = site.archive_file(site.suth, "sha", night)
+    assert sorted(outcome.copied) == sorted(f"{night}/{p.name}" for p in (site.inst / "sha" / night).iterdir())
+    assert len(outcome.copied) == 2
+    assert outcome.errors == [f"{night}/EXTRA.fits: sent by the source though not asked for; removed from "
+                              f"{site.archive_file(site.suth, 'sha', '')}".rstrip("/")]  # fmt: skip
+    assert not (archive / "EXTRA.fits").exists() and report.exit_code == 1

@@ -429,6 +429,7 @@ def _copy(
     for part in results:
         merged.copied += part.copied
         merged.errors += part.errors
+        merged.unasked += part.unasked
     return merged
 
 
@@ -458,6 +459,7 @@ def _judged(
     the file changed between listing and copy.  The files :func:`_second_look` names are listed at
     the source again after the copy, to catch a writer that came back during the copy itself.
     """
+    _refuse_unasked(result.unasked, settings, outcome, where)
     copied = {c.path: c for c in result.copied if c.path in planned}
     same_clock = _prints_our_time(job)
     stale = [
@@ -481,6 +483,16 @@ def _judged(
         outcome.errors.extend(f"{p}: not copied ({detail})" for p in missing)
     dropped = set(stale)
     return [c for p, c in copied.items() if p not in dropped]
+
+
+def _refuse_unasked(unasked: list[str], settings: HopSettings, outcome: HopOutcome, where: Location) -> None:
+    """Files a sender sent though not asked for (rsync's own check is off, see rsync.py): this
+    run created them (``--ignore-existing``), so they are removed again, and each is an error."""
+    if not unasked:
+        return
+    log.error("the source sent %d file(s) not asked for; removed them from %s", len(unasked), where)
+    remove_copies(where, unasked, settings.shell)
+    outcome.errors.extend(f"{p}: sent by the source though not asked for; removed from {where}" for p in unasked)
 
 
 def _published(
@@ -551,4 +563,4 @@ def _confirmed(job: HopJob, result: RsyncResult, shell: Shell, where: Location) 
     ]  # fmt: skip
     if len(real) < len(result.copied):
         log.warning("%d file(s) reported by rsync did not reach %s", len(result.copied) - len(real), where)
-    return RsyncResult(copied=real, errors=result.errors, returncode=result.returncode)
+    return RsyncResult(copied=real, errors=result.errors, returncode=result.returncode, unasked=result.unasked)
