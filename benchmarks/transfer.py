@@ -13,11 +13,12 @@ Goals: <= 1.05 for copies, <= 1.0 for the no-op run.  Both use the same ssh clie
 (so the same cipher) and log in as the same account; obsflow is timed end to end as the
 ``obsflow sync`` command.
 
-A third command, ``rsync -a --files-from`` with the list of every file (what obsflow hands
-rsync when everything is planned), separates rsync's own price for a file list from
-obsflow's: handed a list, rsync 3.5's sender opens each listed path component by component
-(O_NOFOLLOW, its guard against symlink races; strace: ~17 more system calls per file than
-when it walks folders) and checks every listed file even when nothing is to be copied.
+A third command, ``rsync -a --trust-sender --files-from`` with the list of every file (what
+obsflow hands rsync when everything is planned; --trust-sender: see transfer/rsync.py),
+separates rsync's own price for a file list from obsflow's: handed a list, rsync 3.5's sender
+opens each listed path component by component (O_NOFOLLOW, its guard against symlink races;
+strace: ~17 more system calls per file than when it walks folders) and checks every listed
+file even when nothing is to be copied.
 obsflow needs the list (a file that appears after the listing may still be being written),
 but runs no rsync at all when nothing is to be copied.
 
@@ -162,7 +163,7 @@ def bench(root: Path, sshd: SshServer, args: argparse.Namespace) -> dict[str, di
             "obsflow": [OBSFLOW, "sync", "-c", str(cfg), "--days", "30", "--json"],
             "engine": [sys.executable, "-c", ENGINE, str(cfg)],
             "rsync": ["rsync", "-a", "-e", ssh, f"instruments.test:{src}/", f"{dst / 'bench'}/"],
-            "listed": ["rsync", "-a", f"--files-from={file_list}", "-e", ssh, f"instruments.test:{src}/",
+            "listed": ["rsync", "-a", "--trust-sender", f"--files-from={file_list}", "-e", ssh, f"instruments.test:{src}/",
                        f"{dst / 'bench'}/"],
         }
 
