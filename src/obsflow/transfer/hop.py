@@ -414,8 +414,8 @@ def _copy(
 
     if len(paths) < PARALLEL_MIN_FILES:
         return run(paths)
-    # rsync takes a --files-from list in one byte per read() (strace: 330,148 reads for 10,000 names) and
-    # builds its whole file list before sending; parallel streams over the shared connection hide that.
+    # rsync builds its whole file list before sending (and a push's sender reads the list one byte per
+    # read()); parallel streams over the shared connection overlap one stream's list with another's data.
     results = []
     with ThreadPoolExecutor(max_workers=PARALLEL_STREAMS) as pool:
         streams = {pool.submit(run, part): part for part in _balanced(files, PARALLEL_STREAMS)}
