@@ -61,3 +61,17 @@ def test_a_remote_archive_under_the_home_is_synced_and_verified(tmp_path: Path, 
     period = Period(site.today, site.today)
     checked = verify(site.config, period, plan_pairs(site.config, period, hops=["suth:cape"]), checksum=True)
     assert checked.exit_code == 0 and checked.counts["matched"] == 6
+
+
+def test_an_instrument_under_the_home_is_pulled(tmp_path: Path, sshd, in_home: Path) -> None:
+    """``host:~/dir`` as a source: rsync 3.2.5+ escapes a leading ``~`` of a pulled path when it checks the
+    sender's names (the remote then looks for a folder named ``~``: "change_dir ... failed", exit 12);
+    with that check left to obsflow (``--trust-sender``), the remote shell reads it as the home."""
+    site = make_site(tmp_path, sshd, nights=1)
+    shutil.copytree(site.inst / "sha", in_home / "sha")
+    text = site.config_path.read_text().replace(f":{site.inst / 'sha'}\"", f":~/{in_home.name}/sha\"")
+    site.config_path.write_text(text)
+    report = run_sync(site.config, SyncRequest(instrument="sha", hop="instruments:suth", today=site.today))
+    (outcome,) = report.outcomes
+    assert report.exit_code == 0, outcome.failure or outcome.errors
+    assert len(outcome.copied) == 2 and outcome.source == f"sha.test:~/{in_home.name}/sha"
