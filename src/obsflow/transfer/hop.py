@@ -172,7 +172,7 @@ def _run(
     src_known = catalog.observe(job.source_host, job.instrument, source, folders=job.folders, stored=src_stored)
     planned = modified_within(source, job.modified)
     plan = plan_copy(planned, dest, source_time=source.host_time, settle_s=job.settle_s, locks=settings.locks)
-    _hash_checks(job, plan, (source, src_known), (dest, dst_known), catalog, settings.shell,
+    _hash_checks(job, plan, (source, src_known), (dest, dst_known), catalog, shell,
                  verify_present=not settings.dry_run)  # fmt: skip
     if job.grows and plan.conflicts:
         take_grown(plan, planned, dest, catalog.copied_here(job.dest_host, job.instrument, plan.conflicts),
@@ -187,15 +187,15 @@ def _run(
         outcome.copied_bytes = plan.copy_bytes + plan.update_bytes
         outcome.pruned = _old_versions(job, dest)
         return
-    tidy(job.dest, plan_tidy(dest.temps, dest), settings.shell)
+    tidy(job.dest, plan_tidy(dest.temps, dest), shell)
     if dest.staged:  # copies a stopped run left unchecked: never to be published
-        clear_staging(job.dest, settings.shell)
+        clear_staging(job.dest, shell)
     if before_copy is not None:
         before_copy(plan)
     outcome.in_flight += _unsettled_ahead(job, settings, plan, source.host_time)
     if plan.copy or plan.update:
         _copy_and_accept(job, settings, catalog, plan, outcome, progress, source.host_time)
-    _prune(job, dest, outcome, settings.shell)
+    _prune(job, dest, outcome, shell)
 
 
 def _run_here(call: Callable[..., Listing], *args: object) -> Future[Listing]:
