@@ -162,6 +162,7 @@ def build_daemon(
         backoff_s=backoff_s,
         after_fill=(lambda action, outcome: _quicklook(layout, action, outcome)) if quicklook else None,
         forget_after_s=forget_after_s,
+        named_projects=projects,
     )
     return daemon
 
