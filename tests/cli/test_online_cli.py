@@ -167,3 +167,15 @@ def test_a_catch_up_run_of_projects_not_under_the_raw_root_names_them(tmp_path: 
     assert capsys.readouterr().err.splitlines() == [
         f"obsflow: error: projects not found under the raw root: AGBT26A_002_01, ../raw ({raw})"]
     assert not out.exists()
+
+
+def test_a_catch_up_run_takes_a_project_as_present_as_the_daemon_does(tmp_path: Path, capsys) -> None:
+    """A plain file of that name is no project folder: the catch-up run passed it (exit 0, nothing done) where
+    the daemon says it is not present."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    (raw / "AGBT26A_001_01").write_text("not a project folder\n")
+    run = ["online", "--raw-root", str(raw), "--out-root", str(out), "--until-idle", "--projects", "AGBT26A_001_01"]
+    assert main(run) == 2
+    assert capsys.readouterr().err.splitlines() == [f"obsflow: error: project not found under the raw root: AGBT26A_001_01 ({raw})"]
+    assert not out.exists()

@@ -26,6 +26,7 @@ DAMAGED = {
     "a failure's scan not a number": (b'{"failures": [{"project": "P", "scan": "one", "timestamp": "t", '
                                       b'"attempts": 1, "last_error": "e", "retry_at": 0, "given_up": false}]}'),
     "unfinished not a list": b'{"unfinished": "AGBT26A_001_01"}',
+    "a project not present without its name": b'{"not_present": [{"state": "not present in /home/gbtdata"}]}',
 }
 
 

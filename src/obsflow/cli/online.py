@@ -173,7 +173,7 @@ def _active(project: object) -> str:
 
 
 def _print_status(data: dict[str, object]) -> None:
-    from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan
+    from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan, not_present_line
 
     if not data.get("checked", True):
         state = f"running on host {data.get('host')} (cannot check from here)"
@@ -188,6 +188,8 @@ def _print_status(data: dict[str, object]) -> None:
                    " (read-only or full disk?) or is hung; what follows may be old, see the daemon's log")  # fmt: skip
     click.echo(f"raw root {data.get('raw_root', '?')} -> out root {data.get('out_root', '?')}; "
                f"{_active(data.get('active_project'))}")
+    for entry in data.get("not_present") or []:  # type: ignore[union-attr]
+        click.echo(f"  NOT PRESENT: {not_present_line(entry)}, since {_ago(entry.get('since'))}")
     projects = data.get("projects") or {}
     for name, info in projects.items():  # type: ignore[union-attr]
         click.echo(

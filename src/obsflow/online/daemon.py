@@ -27,12 +27,15 @@ from obsflow.atomic import write_atomic
 from obsflow.errors import InputError, IntegrityError, LockError, ObsflowError, OutputError
 from obsflow.lock import DAEMON_LOCK, is_stale, lock_path, read_lock, release_lock, take_lock
 from obsflow.online.engine import Engine, Failure, FillAction
-from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey
+from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey, projects_not_present
 from obsflow.online.layout import OutputLayout
 from obsflow.online.missing import banks_hold_scan
 from obsflow.online.status_file import StatusDamaged, read_status, set_aside
 
-__all__ = ["CatchUpStalled", "Daemon", "FillOutcome", "fill_lag_s", "later_scan", "read_status", "status_unsaved_s"]
+__all__ = [
+    "CatchUpStalled", "Daemon", "FillOutcome", "fill_lag_s", "later_scan", "not_present_line", "read_status",
+    "status_unsaved_s",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,12 @@ FillFunction = Callable[[FillAction], FillOutcome]
 
 
 NEVER_FINISHED = "not filled: the scan log has no SCAN FINISHED for it (stopped, or M&C crashed?)"
+NOT_PRESENT_WHY = "a typo, or no scan started yet?"
+
+
+def not_present_line(entry: Mapping[str, object]) -> str:
+    """A project named to follow but not in the raw root, as a status entry says it."""
+    return f"{entry.get('project')} is named to follow but {entry.get('state')} ({NOT_PRESENT_WHY})"
 
 
 def later_scan(entry: dict[str, object]) -> str:
@@ -141,6 +150,9 @@ class DaemonStatus:
     # old their logs, and no other project merely for having an output folder (every project ever filled has one).
     # None: not known (the previous status had no such list and this daemon has not read the raw root yet).
     unfinished: list[str] | None = field(default_factory=list)
+    # Projects named to follow (--projects) that are not in the raw root at the last poll, and since when:
+    # a typo looks like a quiet telescope otherwise.  {"project", "state": "not present in <raw root>", "since"}
+    not_present: list[dict[str, object]] = field(default_factory=list)
 
 
 class Daemon:
@@ -158,8 +170,10 @@ class Daemon:
         backoff_s: float = 2.0,
         after_fill: Callable[[FillAction, FillOutcome], None] | None = None,
         forget_after_s: float = FORGET_AFTER_S,
+        named_projects: Collection[str] = (),  # the only projects followed (--projects), to say if one is not there
     ) -> None:
         self.source = source
+        self.named_projects = tuple(dict.fromkeys(named_projects))
         self.forget_after_s = forget_after_s
         self.after_fill = after_fill
         self.fill = fill
@@ -185,6 +199,7 @@ class Daemon:
         self._files_seen: dict[str, tuple[tuple[str, int, int], ...]] = {}  # see _notice_fills_by_hand
         self._left: dict[str, LeftReports] = {}  # forgotten projects the status still reports on
         self._late_banks: dict[tuple[object, object, object], LateBankWatch] = {}  # see _fill_late_banks
+        self._not_present: dict[str, float] = {}  # named projects not in the raw root, and since when (said once)
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -335,6 +350,7 @@ class Daemon:
         if events is None:
             self._save_status()
             return False
+        self._check_named_projects()  # not while the raw root cannot be read: every project would seem gone
         for event in events:
             self._take_back(event.project)
             self.engine.observe(event)
@@ -358,6 +374,23 @@ class Daemon:
         self._forget_finished_projects(time.time())
         self._save_status()
         return bool(actions) or filled_late
+
+    def _check_named_projects(self) -> None:
+        """Say once when a project named to follow is not in the raw root, and once when it comes; the status
+        lists it meanwhile.  A stat per named project and poll: they are few."""
+        now, absent = time.time(), projects_not_present(self.raw_root, self.named_projects)
+        for name in absent:
+            if name not in self._not_present:
+                self._not_present[name] = now
+                log.warning("%s is named to follow but not present in %s (%s): waiting for it", name, self.raw_root,
+                            NOT_PRESENT_WHY)  # fmt: skip
+                self._service_log("project_not_present", project=name, raw_root=str(self.raw_root))
+        for name in [name for name in self._not_present if name not in absent]:
+            del self._not_present[name]
+            log.warning("%s now present in %s: following it", name, self.raw_root)
+            self._service_log("project_present", project=name)
+        self.status.not_present = [{"project": name, "state": f"not present in {self.raw_root}", "since": since}
+                                   for name, since in self._not_present.items()]  # fmt: skip
 
     def _forget_finished_projects(self, now: float) -> None:
         """Forget each project the daemon is finished with (see :meth:`Engine.is_finished_with`), but for one

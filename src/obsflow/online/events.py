@@ -27,7 +27,10 @@ from typing import IO, Literal, NamedTuple, Protocol
 
 from obsflow.errors import InputError
 
-__all__ = ["JsonLinesSource", "ScanEvent", "ScanEventSource", "ScanKey", "ScanLogSource", "raw_root_entries"]
+__all__ = [
+    "JsonLinesSource", "ScanEvent", "ScanEventSource", "ScanKey", "ScanLogSource", "projects_not_present",
+    "raw_root_entries",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,23 @@ def raw_root_entries(raw_root: Path) -> list[Path]:
         return list(raw_root.iterdir())
     except OSError as err:
         raise InputError(f"cannot read raw data root: {err.strerror}", raw_root) from err
+
+
+def projects_not_present(raw_root: Path, names: Iterable[str]) -> list[str]:
+    """The ``names`` with no project folder in the raw root: a typo, or a project whose first scan has not started.
+
+    A name is one folder of the raw root, as :class:`ScanLogSource` matches it (``../raw`` is none).
+    """
+    return [name for name in names if not _is_project_folder(raw_root, name)]
+
+
+def _is_project_folder(raw_root: Path, name: str) -> bool:
+    if name in ("", ".", "..") or "/" in name:
+        return False
+    try:
+        return (raw_root / name).is_dir()
+    except OSError:  # cannot be looked at: nothing the daemon can follow
+        return False
 
 
 #: an old or forgotten project's log is looked at this often (seconds), and whenever a project folder comes or goes

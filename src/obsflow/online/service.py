@@ -13,7 +13,7 @@ from obsflow.lock import is_locked, lock_held
 from obsflow.online import raw
 from obsflow.online.daemon import FORGET_AFTER_S, Daemon, FillOutcome
 from obsflow.online.engine import FillAction
-from obsflow.online.events import ScanEventSource, ScanKey, ScanLogSource, raw_root_entries
+from obsflow.online.events import ScanEventSource, ScanKey, ScanLogSource, projects_not_present, raw_root_entries
 from obsflow.online.fill import ScanFill, fill_scan, logged_scans, missing_banks_text, scans_per_bank_held
 from obsflow.online.layout import OutputLayout
 from obsflow.online.status_file import StatusDamaged, read_status
@@ -162,17 +162,19 @@ def build_daemon(
         backoff_s=backoff_s,
         after_fill=(lambda action, outcome: _quicklook(layout, action, outcome)) if quicklook else None,
         forget_after_s=forget_after_s,
+        named_projects=projects,
     )
     return daemon
 
 
-def _refuse_projects_not_there(raw_root: Path, entries: list[Path], projects: Sequence[str]) -> None:
+def _refuse_projects_not_there(raw_root: Path, projects: Sequence[str]) -> None:
     """A catch-up run of a named project not under the raw root (a typo) would do nothing, and say nothing.
 
-    The long-running daemon waits for it instead: a project is named before its first scan.
+    Refused (exit 2), not filled around (exit 1): a catch-up run is one command, by hand, and a name it cannot
+    follow is a mistake in it.  The long-running daemon waits for such a project instead, and says so: a
+    project is named before its first scan.  Present as the daemon judges it (a folder of that name).
     """
-    there = {entry.name for entry in entries}
-    missing = [name for name in projects if name not in there]
+    missing = projects_not_present(raw_root, projects)
     if missing:
         raise UsageError(f"project{'s' if len(missing) > 1 else ''} not found under the raw root: {', '.join(missing)}",
                          raw_root)  # fmt: skip
@@ -186,8 +188,8 @@ def run_daemon(raw_root: Path, max_seconds: float | None = None, until_idle: boo
     never came, or found scans the log never finished, raises :class:`ScansSkipped` (exit 1), naming them.
     """
     if until_idle:  # nothing to catch up from: the long-running daemon polls on instead (a disk mounted late)
-        entries, projects = raw_root_entries(Path(raw_root)), kwargs.get("projects") or ()
-        _refuse_projects_not_there(Path(raw_root), entries, projects)  # type: ignore[arg-type]
+        raw_root_entries(Path(raw_root))
+        _refuse_projects_not_there(Path(raw_root), kwargs.get("projects") or ())  # type: ignore[arg-type]
     daemon = build_daemon(raw_root, **kwargs)  # type: ignore[arg-type]
     daemon.run(max_seconds=max_seconds, until_idle=until_idle)
     skipped = daemon.given_up() if until_idle else []

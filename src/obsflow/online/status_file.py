@@ -27,6 +27,7 @@ ENTRY_KEYS: dict[str, tuple[str, ...]] = {
     "project_failures": ("project", "pending", "last_error"),
     "missing_banks": ("project", "scan", "timestamp", "note"),
     "never_finished": ("project", "scan", "timestamp"),
+    "not_present": ("project", "state"),
 }
 PROJECT_KEYS = ("last_scan", "last_timestamp", "last_filled_at", "pending")
 #: the values of a failure the daemon converts when it restores it (``int("one")`` would stop it)

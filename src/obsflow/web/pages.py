@@ -236,6 +236,7 @@ def filler_section(filler: dict[str, Any], now: float, with_gallery: bool = Fals
         out.append(f'<p class="bad">status not saved for {filler["unsaved_s"]:.0f} s: the daemon cannot write under '
                    f'{_e(filler["out_root"])} (read-only or full disk?) or is hung; what follows may be old, '
                    "see the daemon's log</p>")  # fmt: skip
+    out += [_not_present_line(entry, now) for entry in filler.get("not_present", [])]
     out.append(_projects_table(filler["projects"], now, live))
     out += ["<h3>Fill errors</h3>", _failures_table(filler["failures"])]
     out += ["<h3>Recent fills</h3>", _recent_fills_table(filler["recent"])]
@@ -251,6 +252,11 @@ def _daemon_line(filler: dict[str, Any], now: float, live: bool) -> str:
     return (f'<p>{_daemon_state(filler)} {_e(filler.get("activity"))}; {"" if live else "last "}active project '
             f'<strong>{_e(filler.get("active_project") or "none")}</strong>; last poll '
             f'{_e(_ago(filler.get("last_poll"), now) or "never")}; output {_e(filler["out_root"])}</p>')  # fmt: skip
+
+
+def _not_present_line(entry: dict[str, Any], now: float) -> str:
+    """A project named to follow that is not in the raw root: a typo reads as a quiet telescope otherwise."""
+    return f'<p class="warn">{_e(entry["message"])}, since {_e(_ago(entry["since"], now) or "?")}</p>'
 
 
 def _projects_table(projects: list[dict[str, Any]], now: float, live: bool) -> str:

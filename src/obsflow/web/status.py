@@ -23,7 +23,14 @@ from typing import Any
 
 from obsflow.config import INSTRUMENTS, Config
 from obsflow.errors import ObsflowError
-from obsflow.online.daemon import NEVER_FINISHED, daemon_running, fill_lag_s, later_scan, status_unsaved_s
+from obsflow.online.daemon import (
+    NEVER_FINISHED,
+    daemon_running,
+    fill_lag_s,
+    later_scan,
+    not_present_line,
+    status_unsaved_s,
+)
 from obsflow.online.layout import OutputLayout
 from obsflow.online.missing import recheck_missing_banks
 from obsflow.online.status_file import StatusDamaged, StatusUnreadable, read_status
@@ -243,11 +250,11 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     if not config.has_filler:  # a sync-only config: no output root to look at (not the default /home/sdfits)
         return {"configured": False, "out_root": None, "has_run": False, "error": None, "running": False,
-                "projects": [], "recent": [], "failures": []}  # fmt: skip
+                "projects": [], "recent": [], "failures": [], "not_present": []}  # fmt: skip
     layout = filler_layout(config)
     redactor = Redactor.for_config(config)
     out: dict[str, Any] = {"configured": True, "out_root": str(layout.root), "has_run": False, "error": None, "running": False,
-                           "projects": [], "recent": [], "failures": []}  # fmt: skip
+                           "projects": [], "recent": [], "failures": [], "not_present": []}  # fmt: skip
     try:
         data = read_status(layout)
     except StatusDamaged as err:
@@ -290,6 +297,9 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
         })  # fmt: skip
     banks = recheck_missing_banks(layout, data.get("missing_banks") or [])  # a bank filled since is not missing
     out["failures"] = _failures({**data, "missing_banks": banks.still_missing}, redactor)
+    out["not_present"] = [{"project": entry.get("project"), "state": redactor.clean(entry.get("state")),
+                           "since": entry.get("since"), "message": redactor.clean(not_present_line(entry))}
+                          for entry in data.get("not_present", [])]  # fmt: skip
     return out
 
 
