@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -332,3 +333,111 @@ def test_a_toml_syntax_error_names_its_line_once(tmp_path: Path, capsys) -> None
     assert capsys.readouterr().out == (
         f"{path}: (syntax): not valid TOML: Expected ']' at the end of a table declaration (column 15) (line 3)\n"
     )
+
+
+# ``config check --paths``: the local folders a config names, looked at on this host (opt-in: the
+# examples and most tests name /data/... folders that are not here).
+
+
+def _account() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _folders_world(tmp_path: Path) -> tuple[Path, Path]:
+    """A config naming local folders of every kind, all usable, beside remote locations; and its folder."""
+    root = tmp_path.resolve()  # as the config's relative paths are taken
+    for folder in ("inst/sha", "disk/suth", "locks", "raw/gbtdata"):
+        (root / folder).mkdir(parents=True)
+    (root / "suth").symlink_to(root / "disk" / "suth")  # a symlink to a folder is a folder
+    config = root / "obsflow.toml"
+    config.write_text(
+        'state_dir = "state/obsflow"\n'  # 1: created on first run
+        'locks = ["locks", "sdfits.invalid:/home/sdfits/locks"]\n'  # 2
+        '[instruments.sha]\nsource = "inst/sha"\n'  # 3, 4
+        '[instruments.shd]\nsource = "observer@shocnawe.invalid:/data/shd"\n'  # 5, 6
+        '[archives.suth]\nlocation = "suth"\n'  # 7, 8
+        '[archives.cape]\nlocation = "obsflow@cape.invalid:/data/telescopedata"\n'  # 9, 10
+        '[[hops]]\nfrom = "instruments"\nto = "suth"\n[[hops]]\nfrom = "suth"\nto = "cape"\n'  # 11-16
+        '[filler]\nraw_root = "raw/gbtdata"\nout_root = "sdfits"\n'  # 17-19: out_root made on first run
+    )
+    return config, root
+
+
+def test_check_paths_accepts_folders_that_are_there_or_can_be_made_and_skips_remote_ones(tmp_path, capsys) -> None:
+    config, _root = _folders_world(tmp_path)
+    assert check_config(config, paths=True) == []
+    assert main(["config", "check", "--paths", str(config)]) == 0
+    assert capsys.readouterr().out == f"{config}: ok\n"
+
+
+def test_check_paths_names_each_folder_that_is_missing_or_not_a_folder(tmp_path, capsys) -> None:
+    config, root = _folders_world(tmp_path)
+    (root / "inst" / "sha").rmdir()
+    (root / "disk" / "suth").rmdir()  # the archive's symlink now points nowhere
+    (root / "locks").rmdir()
+    (root / "locks").write_text("")  # a file where a folder is expected
+    (root / "state").write_text("")  # in the way of the state folder the first run would make
+    (root / "raw" / "gbtdata").rmdir()
+    assert check_config(config) == []  # without --paths, as before: only the file itself is checked
+    assert main(["config", "check", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["config", "check", "--paths", str(config)]) == 2
+    expected = [
+        f"locks: {root}/locks is not a folder (line 2)",
+        f"state_dir: {root}/state/obsflow cannot be created: {root}/state is not a folder (line 1)",
+        f"instruments.sha.source: {root}/inst/sha does not exist (line 4)",
+        f"archives.suth.location: {root}/suth is a broken symlink (to {root}/disk/suth) (line 8)",
+        f"filler.raw_root: {root}/raw/gbtdata does not exist (line 18)",
+    ]
+    assert capsys.readouterr().out.splitlines() == [f"{config}: {line}" for line in expected]
+    assert main(["config", "check", "--paths", "--json", str(config)]) == 2
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is False
+    assert [f"{p['key']}: {p['what']} (line {p['line']})" for p in data["problems"]] == expected
+
+
+def test_check_paths_leaves_alone_a_key_already_wrong_and_a_filler_the_config_does_not_have(tmp_path) -> None:
+    # An instrument without a source would have its default "." (the config's folder) looked at: not what was written.
+    path = tmp_path / "obsflow.toml"
+    path.write_text('state_dir = 5\n[instruments.sha]\nlayout = "*"\n[archives.suth]\nlocation = ""\n')
+    problems = check_config(path)
+    assert [p.key for p in problems] == ["state_dir", "instruments.sha.source", "archives.suth.location"]
+    assert check_config(path, paths=True) == problems  # no [filler]: its default /home/gbtdata is nobody's setting
+
+
+def test_check_paths_tells_what_this_account_may_not_do_in_a_folder(tmp_path) -> None:
+    """Run without the capabilities that let root past file modes (tests/transfer/nocap.py), as the sync's
+    own account would be; root itself may read and write them all, and is told so."""
+    from tests.transfer.nocap import assert_unreadable, obsflow_nocap
+
+    config, root = _folders_world(tmp_path)
+    (root / "state").mkdir()
+    (root / "sdfits" / "locks").mkdir(parents=True)  # out_root there; its default locks folder not writable
+    modes = {"inst/sha": 0o000, "disk/suth": 0o555, "locks": 0o300, "state": 0o555, "sdfits/locks": 0o500,
+             "raw": 0o600}  # fmt: skip
+    try:
+        for folder, mode in modes.items():
+            (root / folder).chmod(mode)
+        assert_unreadable(root / "inst" / "sha")
+        assert check_config(config, paths=True) == []  # root, with its capabilities, can
+        done = obsflow_nocap("config", "check", "--paths", "--json", str(config))
+    finally:
+        for folder in modes:
+            (root / folder).chmod(0o755)
+    assert done.returncode == 2, done
+    me = _account()
+    assert [(p["key"], p["what"], p["line"]) for p in json.loads(done.stdout)["problems"]] == [
+        ("locks", f"{root}/locks is not readable by {me}", 2),
+        ("state_dir", f"{root}/state/obsflow cannot be created: {root}/state is not writable by {me}", 1),
+        ("instruments.sha.source", f"{root}/inst/sha is not readable or enterable by {me}", 4),
+        ("archives.suth.location", f"{root}/suth is not writable by {me}", 8),
+        ("filler.raw_root", f"{root}/raw/gbtdata cannot be reached: Permission denied", 18),
+        ("filler.locks_dir", f"{root}/sdfits/locks is not writable by {me}", 17),
+    ]
+
+
+def test_check_help_names_the_paths_option(capsys) -> None:
+    assert main(["config", "check", "--help"]) == 0
+    assert "--paths" in capsys.readouterr().out

@@ -15,13 +15,14 @@ import os
 import posixpath
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from obsflow.errors import ConfigError, OutputError
+from obsflow.folder_access import READ, WRITE, folder_problem
 
 __all__ = [
     "ARCHIVE_MARKER",
@@ -299,8 +300,12 @@ ONLY_WHERE_USED = frozenset({"mail.to"})
 MAIL_TO_REQUIRED = "is required: without a recipient verify --mail cannot send the report"
 
 
-def check_config(path: Path | str) -> list[Problem]:
-    """Every problem in the config file at ``path`` (empty when it is valid)."""
+def check_config(path: Path | str, paths: bool = False) -> list[Problem]:
+    """Every problem in the config file at ``path`` (empty when it is valid).
+
+    ``paths``: also every local folder it names that this account cannot use here (see
+    :func:`_local_folders`); a key already wrong is not looked at (its default would be).
+    """
     path = Path(path)
     try:
         text = _read_text(path)
@@ -308,7 +313,44 @@ def check_config(path: Path | str) -> list[Problem]:
         return [Problem("(file)", f"cannot read: {err.strerror}")]
     except _NotText as err:
         return [err.problem]
-    return parse_config(text, path)[1]
+    config, problems = parse_config(text, path)
+    if paths and config is not None:
+        wrong = {problem.key for problem in problems}
+        problems += [p for p in _folder_problems(config, _Reader(text)) if p.key not in wrong]
+    return problems
+
+
+def _folder_problems(config: Config, lines: _Reader) -> list[Problem]:
+    """A problem for each local folder of ``config`` this account cannot use as obsflow will."""
+    problems = []
+    for key, location, access, created_if_missing in _local_folders(config):
+        if not location.is_remote and (what := folder_problem(Path(location.path), access, created_if_missing)):
+            problems.append(Problem(key, what, lines.line_of(key)))
+    return problems
+
+
+def _local_folders(config: Config) -> Iterator[tuple[str, Location, int, bool]]:
+    """Each folder ``config`` names: its key, where, the access obsflow needs, and whether obsflow makes it.
+
+    Remote ones too (the caller skips them: ssh is not for a config check).  Sources and lock folders
+    are only read; an archive is read (verify, the next hop) and written, and must be there: the
+    sync never makes one (an unmounted disk's empty mount point would pass for an empty archive).
+    The state folder and the filler's output folders are made on first run; its raw root is only read.
+    """
+    for lock in config.locks:
+        yield "locks", parse_location(lock), READ, False
+    yield "state_dir", Location(str(config.state_path)), WRITE, True
+    for name, inst in config.instruments.items():
+        yield f"instruments.{name}.source", inst.source, READ, False
+    for name, archive in config.archives.items():
+        yield f"archives.{name}.location", archive.location, READ | WRITE, False
+    if config.has_filler:
+        filler = config.filler
+        out_root = Path(filler.out_root)
+        yield "filler.raw_root", Location(filler.raw_root), READ, False
+        yield "filler.out_root", Location(str(out_root)), READ | WRITE, True  # its status and journals are read back
+        yield "filler.flags_dir", Location(filler.flags_dir or str(out_root / "flags")), WRITE, True
+        yield "filler.locks_dir", Location(filler.locks_dir or str(out_root / "locks")), READ | WRITE, True
 
 
 class _NotText(Exception):

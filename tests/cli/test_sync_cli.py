@@ -173,7 +173,7 @@ def test_an_unexpected_exception_is_a_bug_report_and_exit_2_not_1(tmp_path, caps
     import obsflow.cli.config
     from obsflow.cli import main
 
-    def broken(path):
+    def broken(path, paths=False):
         raise RuntimeError("injected")
 
     monkeypatch.setattr(obsflow.cli.config, "check_config", broken)
