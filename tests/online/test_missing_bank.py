@@ -8,6 +8,8 @@ late file by itself.
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from obsflow.cli import main
 from obsflow.config import load_config
 from obsflow.errors import InputError
 from obsflow.online import raw as rawmod
-from obsflow.online.daemon import fill_lag_s, read_status
+from obsflow.online.daemon import PROJECTS_KEPT_S, fill_lag_s, read_status
 from obsflow.online.fill import fill_scan
 from obsflow.online.layout import OutputLayout
 from obsflow.online.service import build_daemon
@@ -210,3 +212,152 @@ def test_a_late_bank_fill_is_among_the_recent_fills(tmp_path, capsys):
         (2, ["A", "C"], round(fill_lag_s(own), 3)),
     ]
     assert [(p["last_scan"], p["latency_s"]) for p in page["projects"]] == [(2, round(fill_lag_s(own), 3))]
+
+
+# -- a damaged status: the missing banks are rebuilt from the fill logs ------------------------------------------------
+
+CUT_STATUS = b'{"pid": 4242, "missing_banks": [{"proj'
+NONE_RECOVERED = "recovered 0 scans filled without some banks from the fill logs (the status was damaged)"
+
+
+def _service_events(out: Path, event: str) -> list[dict]:
+    lines = (OutputLayout(out).logs_dir / "online.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if record["event"] == event]
+
+
+def _start_again(raw: Path, out: Path, caplog):
+    """A daemon started on ``out`` (its previous status as the test left it) that polled once; its INFO lines in caplog."""
+    caplog.clear()
+    daemon = build_daemon(raw, out, poll_s=0.01, retry_limit=1, backoff_s=0.01, quicklook=False)
+    with caplog.at_level("INFO", logger="obsflow.online.daemon"):
+        daemon.start()
+        daemon.step()
+    return daemon
+
+
+def _recovered_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "from the fill logs" in r.getMessage()]
+
+
+def _fill_late(daemon, project: Path, aside: Path) -> Path:
+    """The raw file kept aside arrives; the daemon fills it within a few polls."""
+    arrived = project / "VEGAS" / aside.name
+    aside.rename(arrived)
+    for _ in range(3):
+        daemon.step()
+    return arrived
+
+
+def test_a_daemon_finding_its_status_damaged_rebuilds_the_missing_banks_and_fills_the_late_file(tmp_path, caplog,
+                                                                                                 capsys):
+    """Found by review: the list of scans filled without a bank lived only in the status; a damaged status was set
+    aside with it, and a bank file that came later was never filled, nor said missing any more."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    daemon, project, aside = _daemon_filled_without_bank_b(raw, out)
+    daemon.close()
+    layout = OutputLayout(out)
+    lost = read_status(layout)["missing_banks"]
+    layout.status_path.write_bytes(CUT_STATUS)
+    before = _scans_per_bank(layout)
+
+    daemon = _start_again(raw, out, caplog)
+
+    status = read_status(layout)
+    assert status["missing_banks"] == lost  # files, note and all: as the lost status had it
+    assert status["projects"][PROJECT]["last_scan"] == 2  # its line: an entry is kept while its project has one
+    assert _recovered_lines(caplog) == [NONE_RECOVERED.replace("0 scans", "1 scan")]
+    assert [e["count"] for e in _service_events(out, "missing_banks_recovered")] == [1]
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "BANK MISSING" in line]
+    assert f"{PROJECT} scan 1" in line and aside.name in line
+
+    arrived = _fill_late(daemon, project, aside)
+
+    assert _scans_per_bank(layout)["B"] == before["B"] + [1] * _raw_rows(arrived)
+    _assert_indexes_agree(layout)
+    assert read_status(layout)["missing_banks"] == []
+    daemon.close()
+
+
+def test_a_scan_still_missing_a_bank_after_another_came_late_is_rebuilt_as_it_was(tmp_path, caplog):
+    """Banks B and C of scan 1 never came; B came late and the daemon filled it: C is missing, as the lost
+    status said (its note names C alone, and A and B as filled)."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    project, aside_b = bank_file_never_came(raw)
+    first_c = min((project / "VEGAS").glob("*C.fits"))  # scan 1's: timestamps sort as the scans ran
+    aside_c = first_c.rename(aside_b.parent / first_c.name)
+    daemon = build_daemon(raw, out, poll_s=0.01, retry_limit=1, backoff_s=0.01, quicklook=False)
+    daemon.start()
+    while daemon.step():
+        pass
+    _fill_late(daemon, project, aside_b)
+    daemon.close()
+    layout = OutputLayout(out)
+    (lost,) = read_status(layout)["missing_banks"]
+    assert (lost["banks"], lost["note"].split(":")[0]) == (["C"], "VEGAS bank C not filled (A,B were)")
+    layout.status_path.write_bytes(CUT_STATUS)
+
+    daemon = _start_again(raw, out, caplog)
+
+    assert read_status(layout)["missing_banks"] == [lost]
+    arrived = _fill_late(daemon, project, aside_c)
+    assert _scans_per_bank(layout)["C"].count(1) == _raw_rows(arrived)
+    _assert_indexes_agree(layout)
+    assert read_status(layout)["missing_banks"] == []
+    daemon.close()
+
+
+@pytest.mark.parametrize("filled_by", ["the daemon", "hand"])
+def test_a_bank_filled_before_the_status_was_damaged_is_not_rebuilt(tmp_path, caplog, filled_by):
+    """The daemon's late fill is in the fill log; one by hand (obsflow fill) only in the bank files."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    daemon, project, aside = _daemon_filled_without_bank_b(raw, out)
+    if filled_by == "the daemon":
+        _fill_late(daemon, project, aside)
+    daemon.close()
+    if filled_by == "hand":
+        aside.rename(project / "VEGAS" / aside.name)
+        assert main(["fill", str(project), str(out), "--scans", "1"]) == 0
+    layout = OutputLayout(out)
+    layout.status_path.write_bytes(CUT_STATUS)
+    log_before = layout.fill_log(PROJECT).read_text()
+
+    daemon = _start_again(raw, out, caplog)
+    daemon.close()
+
+    assert read_status(layout)["missing_banks"] == []
+    assert _recovered_lines(caplog) == [NONE_RECOVERED]
+    assert not [r for r in caplog.records if "filled since" in r.getMessage()]  # not news: filled before the damage
+    assert layout.fill_log(PROJECT).read_text() == log_before  # nothing filled again
+
+
+def test_a_project_not_filled_for_as_long_as_the_status_keeps_one_is_not_rebuilt(tmp_path, caplog):
+    """The status keeps a project's missing banks while it keeps the project (PROJECTS_KEPT_S since its last fill)."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    daemon, _, _ = _daemon_filled_without_bank_b(raw, out)
+    daemon.close()
+    layout = OutputLayout(out)
+    layout.status_path.write_bytes(CUT_STATUS)
+    long_ago = time.time() - PROJECTS_KEPT_S - 86400
+    fill_log = layout.fill_log(PROJECT)
+    fill_log.write_text(re.sub(r"filled_at=\S+", f"filled_at={long_ago}", fill_log.read_text()))
+
+    _start_again(raw, out, caplog).close()
+
+    assert read_status(layout)["missing_banks"] == []
+    assert _recovered_lines(caplog) == [NONE_RECOVERED]
+
+
+def test_a_first_start_without_a_status_rebuilds_nothing_from_the_fill_logs(tmp_path, caplog):
+    """No status is no damage: a new daemon (or a status removed on purpose) does not read the fill logs."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    daemon, _, _ = _daemon_filled_without_bank_b(raw, out)
+    daemon.close()
+    layout = OutputLayout(out)
+    layout.status_path.unlink()
+
+    _start_again(raw, out, caplog).close()
+
+    assert read_status(layout)["missing_banks"] == []
+    assert _recovered_lines(caplog) == []
+    assert _service_events(out, "missing_banks_recovered") == []

@@ -29,7 +29,7 @@ from obsflow.lock import DAEMON_LOCK, is_stale, lock_path, read_lock, release_lo
 from obsflow.online.engine import Engine, Failure, FillAction
 from obsflow.online.events import ScanEvent, ScanEventSource, ScanKey, projects_not_present
 from obsflow.online.layout import OutputLayout
-from obsflow.online.missing import banks_hold_scan
+from obsflow.online.missing import banks_hold_scan, missing_banks_logged, recheck_missing_banks
 from obsflow.online.status_file import StatusDamaged, read_status, set_aside
 
 __all__ = [
@@ -52,6 +52,7 @@ REPEAT_LOG_S = 300.0  # a problem that lasts is logged again at most this often
 #: a project with nothing left to do whose scan log has not changed for this long is forgotten (no longer read,
 #: nor kept in memory) until its log changes: a daemon runs for months, through hundreds of projects
 FORGET_AFTER_S = 6 * 3600.0
+LATE_BANK_NOTE_END = " came late"  # the note of a fill of a bank whose raw file came late: "VEGAS bank B came late"
 
 
 class CatchUpStalled(ObsflowError):
@@ -225,8 +226,10 @@ class Daemon:
         restored = self.layout.recover_all()
         for path in restored:
             self._service_log("rolled_back", file=path)
-        self._load_failures()
+        damaged = self._load_previous_status()
         self._save_status()
+        if damaged:
+            self._recover_missing_banks()
         self._check_inherited_missing_banks()
 
     def stop(self, *_: object) -> None:
@@ -680,7 +683,7 @@ class Daemon:
         # No finished_at: its lag after the scan's end is the backend's late copy, not the daemon's.
         record = {"project": project, "scan": key.scan, "timestamp": key.timestamp, "banks": filled,
                   "rows": outcome.rows, "seconds": round(time.time() - started, 4), "filled_at": time.time(),
-                  "skipped": outcome.skipped, "note": f"VEGAS bank {banks} came late",
+                  "skipped": outcome.skipped, "note": f"VEGAS bank {banks}{LATE_BANK_NOTE_END}",
                   "missing_banks": list(outcome.missing_banks)}  # fmt: skip
         self._record_fill(project, record, "late_bank_filled")
         self.status.missing_banks = [e for e in self.status.missing_banks if _entry_key(e) != _entry_key(entry)]
@@ -724,10 +727,19 @@ class Daemon:
         self._service_log("fill_failed", **entry)
 
     # -- persistence ------------------------------------------------------------
-    def _load_failures(self) -> None:
-        previous = self._previous_status()
+    def _load_previous_status(self) -> bool:
+        """Take up the previous daemon's failures, recent fills, projects and missing banks; True if its
+        status was damaged (set aside, said once: this daemon starts afresh).
+
+        It is derived state: the files say what is filled, and refusing to start would stop every fill.
+        """
+        try:
+            previous = read_status(self.layout)
+        except StatusDamaged as err:
+            self._set_aside_damaged(err)
+            return True
         if previous is None:
-            return
+            return False
         for entry in previous.get("failures", []):
             key = ScanKey(int(entry["scan"]), str(entry["timestamp"]))
             failure = Failure(int(entry["attempts"]), str(entry["last_error"]), float(entry["retry_at"]),
@@ -738,22 +750,47 @@ class Daemon:
         self.status.missing_banks = [e for e in previous.get("missing_banks", []) if isinstance(e, dict)]
         unfinished = previous.get("unfinished")
         self._inherited_unfinished = [str(name) for name in unfinished] if isinstance(unfinished, list) else None
+        return False
 
-    def _previous_status(self) -> dict[str, object] | None:
-        """The previous daemon's status; a damaged one is set aside (said once) and this daemon starts afresh.
-
-        It is derived state: the files say what is filled, and refusing to start would stop every fill.
-        """
+    def _set_aside_damaged(self, err: StatusDamaged) -> None:
+        """Keep the damaged status as ``<name>.damaged`` to be looked at, and say so once."""
         try:
-            return read_status(self.layout)
-        except StatusDamaged as err:
-            try:
-                kept = f"set aside as {set_aside(self.layout)}"
-            except OSError as move_err:  # the first save replaces it
-                kept = f"cannot set it aside ({move_err.strerror or move_err})"
-            log.warning("%s: %s, starting a fresh one", err.one_line(), kept)
-            self._service_log("status_damaged", file=str(self.layout.status_path), error=err.problem)
-            return None
+            kept = f"set aside as {set_aside(self.layout)}"
+        except OSError as move_err:  # the first save replaces it
+            kept = f"cannot set it aside ({move_err.strerror or move_err})"
+        log.warning("%s: %s, starting a fresh one", err.one_line(), kept)
+        self._service_log("status_damaged", file=str(self.layout.status_path), error=err.problem)
+
+    def _recover_missing_banks(self) -> None:
+        """Rebuild the missing-bank entries a damaged status lost, from the fill logs: without them a bank
+        file that comes late is never filled, nor said missing.  Only on a damaged status (a daemon's first
+        start has none to rebuild), and only the entries the status would still hold."""
+        self.status.activity = "reading which scans the fill logs name with a bank missing (status damaged)"
+        self._save_status()
+        try:
+            entries = self._missing_banks_in_fill_logs(time.time())
+        except Exception as err:  # derived state: never a reason not to start
+            log.error("cannot rebuild the missing banks from the fill logs", exc_info=err)
+            return
+        finally:
+            self.status.activity = "starting"
+        self.status.missing_banks = entries
+        log.info("recovered %d scan%s filled without some banks from the fill logs (the status was damaged)",
+                 len(entries), "" if len(entries) == 1 else "s")  # fmt: skip
+        self._service_log("missing_banks_recovered", count=len(entries))
+
+    def _missing_banks_in_fill_logs(self, now: float) -> list[dict[str, object]]:
+        """The entries of the projects the status would keep (filled within PROJECTS_KEPT_S, with an output
+        folder) whose bank files still lack them (a fill by hand is in the files only); each such project
+        gets its status line back, as an entry is kept only while its project has one."""
+        records = self.layout.read_fill_logs(since=now - PROJECTS_KEPT_S)  # a log unchanged since: none kept
+        lines = {name: line for name, line in _lately_filled(_project_lines(records), now).items()
+                 if self.layout.product_dir(name).is_dir()}  # fmt: skip
+        logged = [entry for entry in missing_banks_logged(records) if entry["project"] in lines]
+        entries = recheck_missing_banks(self.layout, logged).still_missing[:RECENT_FILLS]
+        for entry in entries:
+            self.status.projects.setdefault(str(entry["project"]), lines[str(entry["project"])])
+        return entries
 
     def _save_status(self) -> None:
         # The engine's failures are the truth: an entry goes when its scan is filled, however.
@@ -815,6 +852,19 @@ def _lately_filled(
         return name in keep or not isinstance(filled, (int, float)) or now - filled < PROJECTS_KEPT_S
 
     return {name: info for name, info in projects.items() if lately(name, info)}
+
+
+def _project_lines(records: Collection[Mapping[str, object]]) -> dict[str, dict[str, object]]:
+    """Each project's status line as its last fill in the fill-log ``records`` left it; a late bank's fill
+    leaves it as it was.  How many scans are pending is not in the logs: a poll counts them."""
+    lines: dict[str, dict[str, object]] = {}
+    for record in records:
+        project = record.get("project")
+        if (isinstance(project, str) and isinstance(record.get("filled_at"), float)
+                and not str(record.get("note", "")).endswith(LATE_BANK_NOTE_END)):
+            lines[project] = {"last_scan": record.get("scan"), "last_timestamp": record.get("timestamp"),
+                              "last_filled_at": record.get("filled_at"), "pending": 0}  # fmt: skip
+    return lines
 
 
 def _entry_key(entry: Mapping[str, object]) -> tuple[object, object, object]:

@@ -4,6 +4,9 @@ The daemon lists such scans in its status (``missing_banks``); an operator fills
 ``obsflow fill``.  A running daemon notices and drops the entry; while none runs, the status keeps
 it.  So the daemon and the status readers (``obsflow online status``, the status page) both ask here.
 
+A daemon that finds its status damaged rebuilds the entries from the fill logs
+(:func:`missing_banks_logged`), then asks the bank files which are still missing.
+
 Invariant for the readers: nothing here writes (no lock taken, the daemon's status file untouched);
 an entry whose bank files cannot be read now (a fill holds the project's lock, an interrupted fill
 awaits its roll-back, a file is damaged) stays reported missing.
@@ -12,17 +15,21 @@ awaits its roll-back, a file is damaged) stays reported missing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from obsflow.errors import ObsflowError
 from obsflow.lock import is_locked
 from obsflow.online.events import ScanKey
 from obsflow.online.layout import OutputLayout
 
-__all__ = ["MissingBanks", "banks_hold_scan", "recheck_missing_banks"]
+__all__ = ["MissingBanks", "banks_hold_scan", "missing_banks_logged", "recheck_missing_banks"]
 
 log = logging.getLogger(__name__)
+
+_FILES_IN_NOTE = re.compile(r"raw files? missing \((.*)\)$")  # the end of fill.missing_banks_text
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,68 @@ def recheck_missing_banks(layout: OutputLayout, entries: Sequence[object]) -> Mi
         else:
             out.still_missing.append(entry)
     return out
+
+
+@dataclass
+class _LoggedScan:
+    """One scan's fills as its fill log tells them, oldest first."""
+
+    filled: list[str] = field(default_factory=list)  # banks written, by any of its fills
+    files: dict[str, str] = field(default_factory=dict)  # bank -> its raw file, as a note named it
+    missing: list[str] = field(default_factory=list)  # banks its latest fill left out
+    note: str = ""
+    filled_at: float = 0.0
+
+    def add(self, record: Mapping[str, object], filled_at: float) -> None:
+        missing = _letters(record.get("missing_banks"))
+        self.filled += [bank for bank in _letters(record.get("banks")) if bank not in self.filled]
+        self.files.update(_files_named(missing, str(record.get("note", ""))))
+        self.missing, self.note = missing, str(record.get("note", ""))
+        self.filled_at = filled_at
+
+    def entry(self, project: str, scan: int, timestamp: str) -> dict[str, object]:
+        """The status entry the daemon wrote for this scan; its note made again from the banks still missing,
+        as the daemon made it (a late bank's fill logs a note of its own, naming the bank that came)."""
+        from obsflow.online.fill import MissingBank, missing_banks_text  # as in _scans_held: astropy
+
+        note, files = self.note, [self.files[bank] for bank in self.missing if bank in self.files]
+        if len(files) == len(self.missing):
+            filled = sorted(bank for bank in self.filled if bank not in self.missing)
+            note = missing_banks_text([MissingBank(bank, Path(path)) for bank, path in zip(self.missing, files)], filled)
+        else:
+            files = []  # not told apart: listed missing, but no file to watch for
+        return {"project": project, "scan": scan, "timestamp": timestamp, "banks": self.missing, "files": files,
+                "note": note, "filled_at": self.filled_at}  # fmt: skip
+
+
+def missing_banks_logged(records: Iterable[Mapping[str, object]]) -> list[dict[str, object]]:
+    """The missing-bank entries of the daemon's status that fill-log records leave, newest fill first.
+
+    A scan's latest fill says which of its banks are missing: the fill that left them out, or the
+    daemon's fill of a bank that came late (naming those still missing, if any).  ``records``: each
+    project's in the order written (:meth:`OutputLayout.read_fill_logs`).  A fill by hand writes no
+    fill-log line: only the bank files know it (:func:`recheck_missing_banks`).
+    """
+    scans: dict[tuple[str, int, str], _LoggedScan] = {}
+    for record in records:
+        project, scan, filled_at = record.get("project"), record.get("scan"), record.get("filled_at")
+        if isinstance(project, str) and isinstance(scan, int) and isinstance(filled_at, float):
+            scans.setdefault((project, scan, str(record.get("timestamp"))), _LoggedScan()).add(record, filled_at)
+    newest_first = sorted(scans.items(), key=lambda item: item[1].filled_at, reverse=True)
+    return [logged.entry(*key) for key, logged in newest_first if logged.missing]
+
+
+def _letters(value: object) -> list[str]:
+    """Bank letters as a fill log line holds them: ``B`` or ``B,C`` (none: the field is left out)."""
+    return [bank for bank in str(value or "").split(",") if bank]
+
+
+def _files_named(banks: list[str], note: str) -> dict[str, str]:
+    """Bank -> its raw file, as a fill's note names the files of the ``banks`` it left out (in their order);
+    none if they cannot be told apart (a comma in a path)."""
+    found = _FILES_IN_NOTE.search(note)
+    files = found.group(1).split(", ") if found and banks else []
+    return dict(zip(banks, files)) if len(files) == len(banks) else {}
 
 
 def _banks_of(entry: Mapping[str, object]) -> list[object]:
