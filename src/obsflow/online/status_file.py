@@ -3,7 +3,8 @@
 The file is the daemon's own derived state, replaced whole at every poll; the fill logs keep the
 history and the SDFITS files say what is filled.  So a damaged one (cut, not JSON, not the shape
 the daemon writes) is no reason to stop filling: its readers (``online status``, the status page)
-say so in one line, and a daemon starting sets it aside as ``<name>.damaged`` and writes a fresh one.
+say so in one line, and a daemon starting sets it aside as ``<name>.damaged`` and writes a fresh one
+(with the scans filled without some banks rebuilt from the fill logs: they are watched for the late file).
 Every field is optional (older versions wrote fewer), but one that is there has the daemon's shape.
 """
 
