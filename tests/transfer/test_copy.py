@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import os
+import re
 import shutil
 import time
 from datetime import date
@@ -305,3 +306,48 @@ def test_a_file_the_sender_was_not_asked_for_is_removed_and_reported(tmp_path: P
     assert outcome.errors == [f"{night}/EXTRA.fits: sent by the source though not asked for; removed from "
                               f"{site.archive_file(site.suth, 'sha', '')}".rstrip("/")]  # fmt: skip
     assert not (archive / "EXTRA.fits").exists() and report.exit_code == 1
+
+
+# ---- a push's list through a file on the destination host ---------------------------------------
+
+
+def _push_five(tmp_path: Path, sshd, caplog) -> tuple[Path, list[str], object]:
+    from obsflow.transfer.remote import Shell
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    names = [f"2016/0907/SHA_{i}.fits" for i in range(5)]
+    for name in names:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(name.encode())
+    caplog.set_level("DEBUG", logger="obsflow.transfer.rsync")
+    result = rsync_copy(parse_location(str(src)), parse_location(f"cape.test:{dst}"), names,
+                        ssh_options=sshd.ssh_options, shell=Shell(tuple(sshd.ssh_options)))  # fmt: skip
+    return dst, names, result
+
+
+def test_a_long_push_list_goes_through_a_temp_file_on_the_destination_host(
+    tmp_path: Path, sshd, caplog, monkeypatch
+) -> None:
+    """A sending rsync reads a list on stdin one byte per read(); one read on the receiving host comes
+    in its protocol's buffers.  The temp file is gone afterwards."""
+    from obsflow.transfer import rsync
+
+    monkeypatch.setattr(rsync, "LIST_ON_HOST_MIN", 3)
+    dst, names, result = _push_five(tmp_path, sshd, caplog)
+    assert sorted(c.path for c in result.copied) == names
+    assert all((dst / name).read_bytes() == name.encode() for name in names)
+    ran = [r.getMessage() for r in caplog.records if r.getMessage().startswith("running rsync")]
+    assert len(ran) == 1
+    (list_file,) = re.findall(r"--files-from=:(/\S+)", ran[0])
+    assert "obsflow-list." in list_file and not Path(list_file).exists()  # the loopback host's file system is ours
+
+
+def test_a_push_list_that_cannot_be_written_there_goes_on_stdin(tmp_path: Path, sshd, caplog, monkeypatch) -> None:
+    from obsflow.transfer import rsync
+
+    monkeypatch.setattr(rsync, "LIST_ON_HOST_MIN", 3)
+    monkeypatch.setattr(rsync, "_WRITE_LIST", "echo 'No space left on device' >&2; exit 3\n")  # a full /tmp there
+    _, names, result = _push_five(tmp_path, sshd, caplog)
+    assert sorted(c.path for c in result.copied) == names
+    ran = [r.getMessage() for r in caplog.records if r.getMessage().startswith("running rsync")]
+    assert len(ran) == 1 and "--files-from=- " in ran[0]

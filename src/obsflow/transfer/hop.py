@@ -408,7 +408,7 @@ def _copy(
     def run(part: Sequence[str]) -> RsyncResult:
         return rsync_copy(
             job.source, into, part, ssh_options=settings.ssh_options, extra=settings.rsync_options,
-            on_copied=landed, control_dir=settings.shell.control_dir, pass_fds=settings.keep_open,
+            on_copied=landed, control_dir=settings.shell.control_dir, pass_fds=settings.keep_open, shell=settings.shell,
             basis=None if into == job.dest else "..",  # staged: the final copy, if any, is the delta's basis
         )  # fmt: skip
 
