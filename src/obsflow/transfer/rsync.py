@@ -178,16 +178,20 @@ def rsync_copy(
 
     rsync reports a file (``on_copied``, within REPORT_POLL_S) once its data went through: when
     rsync exits 0 every reported file is checked and in place; after a failure a reported file
-    may not be (see ``hop._confirmed``); a file not among ``paths`` goes to ``unasked`` instead.  ``pass_fds``: descriptors rsync keeps open while it
-    runs (the run lock); ``shell``: to hand a long list of a push over through the destination host.  Raises HostUnreachable when ssh cannot reach a host
-    and TransportError when rsync fails as a whole; per-file failures (exit 23/24) come back in
-    ``RsyncResult.errors``.
+    may not be (see ``hop._confirmed``); a file not among ``paths`` goes to ``unasked`` instead.
+    ``pass_fds``: descriptors rsync keeps open while it runs (the run lock); ``shell``: to hand the
+    long list of a push over through the destination host.  Raises HostUnreachable when ssh cannot
+    reach a host and TransportError when rsync fails as a whole; per-file failures (exit 23/24)
+    come back in ``RsyncResult.errors``.
     """
     result = RsyncResult()
     if not paths:
         return result
-    list_file = _list_on_host(dest, paths, shell) if _pushes(source, dest) and len(paths) >= LIST_ON_HOST_MIN else None
-    argv = rsync_argv(source, dest, ssh_options, extra, control_dir, basis, files_from=f":{list_file}" if list_file else "-")
+    list_file = None
+    if shell is not None and _pushes(source, dest) and len(paths) >= LIST_ON_HOST_MIN:
+        list_file = _list_on_host(dest, paths, shell)
+    files_from = f":{list_file}" if list_file else "-"
+    argv = rsync_argv(source, dest, ssh_options, extra, control_dir, basis, files_from=files_from)
     log.debug("running %s", shlex.join(argv))
     started = time.monotonic()
 
@@ -207,7 +211,7 @@ def rsync_copy(
     try:
         result.returncode, stderr = _run(argv, None if list_file else paths, pass_fds, report)
     finally:
-        if list_file:
+        if list_file and shell is not None:
             _remove_list(dest, list_file, shell)
     log.debug("rsync exit %d after %.2f s", result.returncode, time.monotonic() - started)
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
@@ -223,10 +227,8 @@ def _pushes(source: Location, dest: Location) -> bool:
     return dest.is_remote and not source.is_remote
 
 
-def _list_on_host(dest: Location, paths: Sequence[str], shell: Shell | None) -> str | None:
+def _list_on_host(dest: Location, paths: Sequence[str], shell: Shell) -> str | None:
     """The NUL-separated list written into a temp file on ``dest``'s host; its name, or None (stdin then)."""
-    if shell is None:
-        return None
     try:
         name = shell.run(dest, _WRITE_LIST, stdin=b"".join(os.fsencode(p) + b"\0" for p in paths)).decode()
     except ObsflowError as err:  # e.g. a full /tmp there: the list goes on stdin, as always
@@ -235,8 +237,7 @@ def _list_on_host(dest: Location, paths: Sequence[str], shell: Shell | None) -> 
     return name if name.startswith("/") and "\n" not in name else None
 
 
-def _remove_list(dest: Location, name: str, shell: Shell | None) -> None:
-    assert shell is not None
+def _remove_list(dest: Location, name: str, shell: Shell) -> None:
     try:
         shell.run(dest, f"rm -f -- {shlex.quote(name)}")
     except ObsflowError as err:
