@@ -311,7 +311,7 @@ def test_a_file_the_sender_was_not_asked_for_is_removed_and_reported(tmp_path: P
 # ---- a push's list through a file on the destination host ---------------------------------------
 
 
-def _push_five(tmp_path: Path, sshd, caplog) -> tuple[Path, list[str], object]:
+def _push_five(tmp_path: Path, sshd, caplog, extra: tuple[str, ...] = ()) -> tuple[Path, list[str], object]:
     from obsflow.transfer.remote import Shell
 
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -320,7 +320,7 @@ def _push_five(tmp_path: Path, sshd, caplog) -> tuple[Path, list[str], object]:
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_bytes(name.encode())
     caplog.set_level("DEBUG", logger="obsflow.transfer.rsync")
-    result = rsync_copy(parse_location(str(src)), parse_location(f"cape.test:{dst}"), names,
+    result = rsync_copy(parse_location(str(src)), parse_location(f"cape.test:{dst}"), names, extra=extra,
                         ssh_options=sshd.ssh_options, shell=Shell(tuple(sshd.ssh_options)))  # fmt: skip
     return dst, names, result
 
@@ -348,6 +348,18 @@ def test_a_push_list_that_cannot_be_written_there_goes_on_stdin(tmp_path: Path, 
     monkeypatch.setattr(rsync, "LIST_ON_HOST_MIN", 3)
     monkeypatch.setattr(rsync, "_WRITE_LIST", "echo 'No space left on device' >&2; exit 3\n")  # a full /tmp there
     _, names, result = _push_five(tmp_path, sshd, caplog)
+    assert sorted(c.path for c in result.copied) == names
+    ran = [r.getMessage() for r in caplog.records if r.getMessage().startswith("running rsync")]
+    assert len(ran) == 1 and "--files-from=- " in ran[0]
+
+
+def test_a_push_through_rsync_path_keeps_its_list_on_stdin(tmp_path: Path, sshd, caplog, monkeypatch) -> None:
+    """``--rsync-path`` may start the remote rsync as another account (``sudo -u archive rsync``), which
+    could not read the login's 0600 temp file: the list stays on stdin."""
+    from obsflow.transfer import rsync
+
+    monkeypatch.setattr(rsync, "LIST_ON_HOST_MIN", 3)
+    _, names, result = _push_five(tmp_path, sshd, caplog, extra=("--rsync-path=rsync",))
     assert sorted(c.path for c in result.copied) == names
     ran = [r.getMessage() for r in caplog.records if r.getMessage().startswith("running rsync")]
     assert len(ran) == 1 and "--files-from=- " in ran[0]
