@@ -6,6 +6,8 @@ local archive, as the first SAAO hop does):
   big     4 x 256 MiB files in one dated folder          (copy into an empty archive)
   small   10 000 x 64 KiB files in 30 dated folders      (copy into an empty archive)
   noop    the small tree again, everything present       (nothing to copy)
+  push    with --push: the small tree pushed from here into an archive over ssh, as the second
+          SAAO hop (site -> remote archive) does (copy into an empty archive)
 
 The commands alternate (which one goes first rotates every repeat), each case is repeated
 ``--repeats`` times (>= 5), and the medians are compared: obsflow's time / rsync's time.
@@ -127,6 +129,7 @@ def main() -> None:
     parser.add_argument("--small-files", type=int, default=10_000)
     parser.add_argument("--big-mib", type=int, default=256)
     parser.add_argument("--ssh-user", default=None, help=f"account to log in as (default: {BENCH_USER} when run as root)")
+    parser.add_argument("--push", action="store_true", help="also time the small tree pushed into a remote archive")
     args = parser.parse_args()
     if args.repeats < 5:
         parser.error("--repeats must be at least 5")
@@ -179,12 +182,51 @@ def bench(root: Path, sshd: SshServer, args: argparse.Namespace) -> dict[str, di
             results["noop"] = run_case("noop", commands, dict.fromkeys(commands, lambda: None), args.repeats)
         shutil.rmtree(src)
         shutil.rmtree(dst, ignore_errors=True)
+    if args.push:
+        results["push"] = push_case(root / "push", sshd, per_night, args.repeats)
     results["startup"] = {"obsflow --version": [timed([OBSFLOW, "--version"]) for _ in range(args.repeats)]}
     return results
 
 
+def push_case(root: Path, sshd: SshServer, layout: dict[str, int], repeats: int) -> dict[str, list[float]]:
+    """The small tree pushed from here into an (empty) archive the ssh account owns: the second hop's direction.
+
+    "listed" reads its list on the receiving host, as obsflow's pushes of many files do (see rsync.py)."""
+    src, dst, state, cfg = root / "src", root / "dst", root / "state", root / "obsflow.toml"
+    total = make_tree(src, layout, 64 * 1024)
+    print(f"push: {sum(layout.values())} files, {total / MiB:.0f} MiB", flush=True)
+    options = ", ".join(f'"{o}"' for o in sshd.ssh_options)
+    cfg.write_text(
+        f'state_dir = "{state}"\nsettle_seconds = 120\n[ssh]\noptions = [{options}]\n'
+        f'[instruments.bench]\nsource = "{src}"\npath = "bench"\n'
+        f'[archives.cape]\nlocation = "cape.test:{dst}"\n[[hops]]\nfrom = "instruments"\nto = "cape"\n'
+    )
+    file_list = root / "files"
+    file_list.write_text("".join(f"{p.relative_to(src)}\n" for p in sorted(src.rglob("*.fits"))))
+    ssh = " ".join(["ssh", *sshd.ssh_options])
+    commands = {
+        "obsflow": [OBSFLOW, "sync", "-c", str(cfg), "--days", "30", "--json"],
+        "engine": [sys.executable, "-c", ENGINE, str(cfg)],
+        "rsync": ["rsync", "-a", "-e", ssh, f"{src}/", f"cape.test:{dst / 'bench'}/"],
+        "listed": ["rsync", "-a", f"--files-from=:{file_list}", "-e", ssh, f"{src}/", f"cape.test:{dst / 'bench'}/"],
+    }
+
+    login = sshd.run("cape.test", "id -un").stdout.strip()  # the account that writes the archive
+
+    def clean() -> None:
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+        dst.mkdir(parents=True)
+        shutil.chown(dst, login)
+
+    try:
+        return run_case("push", commands, dict.fromkeys(commands, clean), repeats)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
-    goals = {"big": 1.05, "small": 1.05, "noop": 1.0}
+    goals = {"big": 1.05, "small": 1.05, "noop": 1.0, "push": 1.05}
     print(f"\nmedians of {args.repeats} alternated runs (range in brackets); ratio = obsflow / rsync -a")
     print("  obsflow = the `obsflow sync` command; engine = the same run_sync() from a bare python process")
     print("  paired = median over repeats of (obsflow / rsync -a of the same repeat): steadier when the load drifts")
@@ -193,6 +235,8 @@ def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace)
           f"{'engine':>6} {'vs listed':>9} {'goal':>5}")
     fmt = lambda xs: f"{statistics.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"  # noqa: E731
     for case, goal in goals.items():
+        if case not in results:
+            continue  # push: only with --push
         ours, engine, theirs, listed = (results[case][tool] for tool in ("obsflow", "engine", "rsync", "listed"))
         ratio = statistics.median(ours) / statistics.median(theirs)
         paired = statistics.median(o / t for o, t in zip(ours, theirs, strict=True))
