@@ -44,7 +44,7 @@ import xxhash
 
 from obsflow.config import WHOLE_ROOT, Location
 from obsflow.errors import PathEscapeError, RemoteCommandFailed, TransportError
-from obsflow.transfer.remote import Shell, shell_path
+from obsflow.transfer.remote import Shell, nul_separated, shell_path
 from obsflow.transfer.rsync import printed_name
 
 __all__ = [
@@ -475,7 +475,7 @@ def _list_remote(
         superseded=shlex.quote(SUPERSEDED_DIR),
         staging=shlex.quote(STAGING_DIR),
     )
-    stdin = b"".join(os.fsencode(folder) + b"\0" for folder in folders)
+    stdin = nul_separated(folders)
     if len(stdin) <= _ARGS_MAX:  # the usual window: no xargs and second sh to start (a few ms of the no-op)
         script, stdin = f"{head}set -- {' '.join(map(shlex.quote, folders))}\n{_LIST_FOLDERS}", b""
     else:
@@ -704,7 +704,7 @@ def hash_files(location: Location, paths: Iterable[str], shell: Shell | None = N
                 log.warning("cannot hash %s/%s: %s", root, path, err.strerror)
         return hashes
     script = _HASH_SCRIPT.format(root=shell_path(location.path))
-    out = (shell or Shell()).run(location, script, stdin=b"\0".join(os.fsencode(p) for p in paths) + b"\0")
+    out = (shell or Shell()).run(location, script, stdin=nul_separated(paths))
     wanted, hashes = set(paths), {}
     for line in out.splitlines():
         match = _HASH_LINE.match(line)

@@ -37,8 +37,8 @@ from obsflow.errors import HostUnreachable, RemoteCommandFailed, TransportError
 from obsflow.transfer.early import CONTROL_PARENT, CONTROL_PREFIX, Key, Remembered, SocketFolder, Started, remember
 
 __all__ = [
-    "FORCED_SSH_OPTIONS", "REAL_FOLDERS_SH", "Shell", "control_path", "remote_targets", "shared_connections", "shell_path", "ssh_argv",
-    "ssh_rsh",
+    "FORCED_SSH_OPTIONS", "REAL_FOLDERS_SH", "Shell", "control_path", "nul_separated", "remote_targets", "shared_connections",
+    "shell_path", "ssh_argv", "ssh_rsh",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,12 @@ def shell_path(path: str) -> str:
     if path == "~" or path.startswith("~/"):
         return shlex.quote(path[2:] or ".")
     return shlex.quote(path)
+
+
+def nul_separated(names: Iterable[str]) -> bytes:
+    """``names`` as the NUL-terminated bytes that ``xargs -0`` and ``rsync --from0`` take on stdin (each
+    name's own bytes: surrogate escapes come back as the bytes a listing read)."""
+    return b"".join(os.fsencode(name) + b"\0" for name in names)
 
 
 def ssh_argv(options: Sequence[str], control_dir: str | None = None, target: str = "") -> list[str]:

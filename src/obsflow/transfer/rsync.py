@@ -49,7 +49,7 @@ from typing import IO
 
 from obsflow.config import Location
 from obsflow.errors import HostUnreachable, ObsflowError, TransportError
-from obsflow.transfer.remote import Shell, shell_path, ssh_argv, ssh_rsh
+from obsflow.transfer.remote import Shell, nul_separated, shell_path, ssh_argv, ssh_rsh
 
 __all__ = ["Copied", "RsyncResult", "has_rsync", "printed_name", "rsync_copy"]
 
@@ -232,7 +232,7 @@ def _pushes(source: Location, dest: Location, extra: Sequence[str]) -> bool:
 def _list_on_host(dest: Location, paths: Sequence[str], shell: Shell) -> str | None:
     """The NUL-separated list written into a temp file on ``dest``'s host; its name, or None (stdin then)."""
     try:
-        name = shell.run(dest, _WRITE_LIST, stdin=b"".join(os.fsencode(p) + b"\0" for p in paths)).decode()
+        name = shell.run(dest, _WRITE_LIST, stdin=nul_separated(paths)).decode()
     except ObsflowError as err:  # e.g. a full /tmp there: the list goes on stdin, as always
         log.debug("cannot write the file list on %s (%s): rsync reads it on stdin", dest.ssh_target, err.one_line())
         return None
@@ -316,7 +316,7 @@ def _feed(stdin: IO[bytes] | None, paths: Sequence[str]) -> None:
     if stdin is None:
         return
     try:
-        stdin.write(b"\0".join(os.fsencode(p) for p in paths) + b"\0")  # the bytes the listing read
+        stdin.write(nul_separated(paths))  # the bytes the listing read
         stdin.close()
     except BrokenPipeError:
         pass  # rsync exited early; its exit status says why

@@ -30,7 +30,7 @@ from pathlib import Path
 from obsflow.config import Location
 from obsflow.errors import RemoteCommandFailed, TransportError
 from obsflow.transfer.listing import STAGING_DIR, is_safe_relpath, printable_name, temp_target
-from obsflow.transfer.remote import REAL_FOLDERS_SH, Shell, shell_path
+from obsflow.transfer.remote import REAL_FOLDERS_SH, Shell, nul_separated, shell_path
 from obsflow.transfer.rsync import PARTIAL_DIR
 
 __all__ = ["Published", "clear_staging", "publish", "real_folders", "staging_of"]
@@ -177,7 +177,7 @@ done' sh
 def _publish_remote(dest: Location, entries: list[tuple[str, str]], backup: str, shell: Shell) -> Published:
     script = _PUBLISH_SCRIPT.format(root=shell_path(dest.path), staging=shlex.quote(STAGING_DIR),
                                     backup=shlex.quote(backup), real=REAL_FOLDERS_SH)  # fmt: skip
-    stdin = b"".join(os.fsencode(f"{kind}/{path}") + b"\0" for kind, path in entries)
+    stdin = nul_separated(f"{kind}/{path}" for kind, path in entries)
     done = Published()
     try:
         output = shell.run(dest, script, stdin=stdin)
