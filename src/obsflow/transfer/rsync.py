@@ -91,6 +91,7 @@ class RsyncResult:
 LIST_ON_HOST_MIN = 2000
 _WRITE_LIST = """\
 umask 077
+# mktemp replaces the X's with random characters
 list=$(mktemp "${TMPDIR:-/tmp}/obsflow-list.XXXXXX") || exit 3
 cat > "$list" || { rm -f -- "$list"; exit 3; }
 printf '%s' "$list"
@@ -188,7 +189,7 @@ def rsync_copy(
     if not paths:
         return result
     list_file = None
-    if shell is not None and _pushes(source, dest, extra) and len(paths) >= LIST_ON_HOST_MIN:
+    if shell is not None and len(paths) >= LIST_ON_HOST_MIN and _receiver_reads_our_files(source, dest, extra):
         list_file = _list_on_host(dest, paths, shell)
     files_from = f":{list_file}" if list_file else "-"
     argv = rsync_argv(source, dest, ssh_options, extra, control_dir, basis, files_from=files_from)
@@ -222,9 +223,9 @@ def rsync_copy(
     return result
 
 
-def _pushes(source: Location, dest: Location, extra: Sequence[str]) -> bool:
-    """True when the rsync run here sends to a remote host (its list then is read one byte at a time)
-    as the account we log in as: an rsync started there through ``--rsync-path`` (``sudo -u archive
+def _receiver_reads_our_files(source: Location, dest: Location, extra: Sequence[str]) -> bool:
+    """True when the rsync run here sends (and so would read its list one byte at a time) to a remote
+    rsync running as the account we log in as: one started through ``--rsync-path`` (``sudo -u archive
     rsync``) may not read that account's 0600 temp file, so its list stays on stdin."""
     return dest.is_remote and not source.is_remote and not any(o.startswith("--rsync-path") for o in extra)
 
