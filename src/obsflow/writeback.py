@@ -22,6 +22,7 @@ __all__ = ["STEP", "Writeback", "disabled"]
 STEP = 4 * 2**20
 
 _SYNC_FILE_RANGE_WRITE = 2
+PAGE = 4096
 _unset = object()
 _call: object = _unset  # sync_file_range(fd, offset, nbytes, flags) or None, loaded on first use
 
@@ -53,6 +54,7 @@ class Writeback:
 
     def written_to(self, end: int) -> None:
         """Every byte before ``end`` is written: start writing out the new ones once there are ``step`` of them."""
+        end -= end % PAGE  # a page still being filled must not be under write-out: its next write would wait for the disk
         if self._call is None or end - self.started_to < self.step:
             return
         if self._call(self.fd, self.started_to, end - self.started_to, _SYNC_FILE_RANGE_WRITE) != 0:

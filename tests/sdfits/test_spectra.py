@@ -1,4 +1,4 @@
-"""VEGAS spectra left in the raw file and copied by the kernel: same values, same bytes, same guarantees."""
+"""VEGAS spectra left in the raw file until the writer puts them in their rows: same values, same bytes, same guarantees."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from obsflow.errors import InputError, OutputError
 from obsflow.online import raw
 from obsflow.online.fitsfile import open_fits, read_cells
 from obsflow.online.rows import scan_header, scan_rows
-from obsflow.sdfits import writer
+from obsflow.sdfits import spectra, writer
 from obsflow.sdfits.spectra import SpectraInFile
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
 
@@ -76,19 +76,34 @@ def test_sdfits_spectra_are_the_raw_ones_with_the_centre_spur_smoothed(scans: li
     assert np.array_equal(spectra[3:5], expected[3:5])
 
 
-def test_the_file_is_the_same_whether_spectra_are_copied_by_the_kernel_read_and_written_or_held(
+def test_the_file_is_the_same_whether_spectra_are_read_in_batches_row_by_row_or_held(
     scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kernel = _fill(tmp_path / "kernel.fits", scans, in_memory=False)
+    batched = _fill(tmp_path / "batched.fits", scans, in_memory=False)
     held = _fill(tmp_path / "held.fits", scans, in_memory=True)
+    monkeypatch.setattr(spectra, "BATCH_BYTES", 1)  # one row per batch
+    one_by_one = _fill(tmp_path / "one.fits", scans, in_memory=False)
+    monkeypatch.setattr(spectra, "BATCH_BYTES", 3 * SPEC.channels * 4)  # batches that end inside an integration
+    monkeypatch.setattr(spectra, "_in_order_and_close", lambda *args: False)  # each spectrum read on its own
+    scattered = _fill(tmp_path / "scattered.fits", scans, in_memory=False)
+    assert batched == held == one_by_one == scattered
+    assert writer.read_state(tmp_path / "batched.fits").nrows == 2 * 4 * 2 * 2  # scans x ints x pols x cal
 
-    def no_kernel_copy(*args: object) -> int:
-        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))  # e.g. raw and output on different file systems
 
-    monkeypatch.setattr(os, "copy_file_range", no_kernel_copy)
-    fallback = _fill(tmp_path / "fallback.fits", scans, in_memory=False)
-    assert kernel == held == fallback
-    assert writer.read_state(tmp_path / "kernel.fits").nrows == 2 * 4 * 2 * 2  # scans x ints x pols x cal
+def test_a_batch_is_one_read_of_the_raw_rows_and_one_write_of_the_sdfits_rows(
+    scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.fits"
+    _fill(out, scans[:1], in_memory=False)
+    plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
+    reads, writes = [], []
+    real_preadv, real_pwritev = os.preadv, os.pwritev
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset: reads.append(offset) or real_preadv(fd, buffers, offset))
+    monkeypatch.setattr(os, "pwritev", lambda fd, buffers, offset: writes.append(offset) or real_pwritev(fd, buffers, offset))
+    writer.apply_append(plan)
+    rows = len(plan.rows)  # 16 rows of 4 KiB spectra: one batch
+    assert len(reads) == 1 and len(writes) == 1 + 2  # the rows; then the padding and the NAXIS2 card
+    assert writes[0] == plan.data_offset and rows * 4096 < 2**20
 
 
 def test_a_raw_file_cut_short_during_the_copy_leaves_the_sdfits_file_as_it_was(
@@ -107,7 +122,7 @@ def test_a_raw_file_cut_short_during_the_copy_leaves_the_sdfits_file_as_it_was(
     assert out.read_bytes() == before
 
 
-@pytest.mark.parametrize("where", ["writing-columns", "copying-spectra"])
+@pytest.mark.parametrize("where", ["within-the-first-batch", "after-some-batches"])
 def test_a_full_disk_while_spectra_are_copied_leaves_the_file_as_it_was(
     scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -115,26 +130,19 @@ def test_a_full_disk_while_spectra_are_copied_leaves_the_file_as_it_was(
     _fill(out, scans[:1], in_memory=False)
     before = out.read_bytes()
     plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
-    if where == "writing-columns":
-        written = [0]
+    monkeypatch.setattr(spectra, "BATCH_BYTES", 1)  # a write per row
+    room = 5 * plan.rows.dtype.itemsize // 4 if where == "within-the-first-batch" else 5 * plan.rows.dtype.itemsize
+    written = [0]
 
-        def full_after_some_rows(fd: int, data, offset: int) -> None:
-            if written[0] > 5 * plan.rows.dtype.itemsize // 4:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            written[0] += len(memoryview(data).cast("B"))
-            writer._pwrite_all(fd, data, offset)
+    def full_after_some_rows(fd: int, data, offset: int) -> None:
+        parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+        size = sum(memoryview(part).nbytes for part in parts)
+        if written[0] + size > room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written[0] += size
+        writer._pwrite_all(fd, data, offset)
 
-        monkeypatch.setattr(writer, "write_at", full_after_some_rows)
-    else:
-        real_copy, copies = os.copy_file_range, [0]
-
-        def full_after_some_spectra(*args: int) -> int:
-            copies[0] += 1
-            if copies[0] > 5:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return real_copy(*args)
-
-        monkeypatch.setattr(os, "copy_file_range", full_after_some_spectra)
+    monkeypatch.setattr(writer, "write_at", full_after_some_rows)
     with pytest.raises(OutputError, match="^disk full while appending 16 rows"):
         writer.apply_append(plan)
     assert out.read_bytes() == before

@@ -1,12 +1,14 @@
-"""Spectra that stay in the raw file until the SDFITS writer copies them, inside the kernel.
+"""Spectra that stay in the raw file until the SDFITS writer puts them into their rows.
 
 A VEGAS spectrum is big-endian float32 in the raw bank file and in the SDFITS DATA column
-alike, 128 KiB contiguous at 32768 channels: the filler has no reason to read it into
-Python.  :class:`SpectraInFile` names where each SDFITS row's spectrum lies in the raw file
-(plus the few channels the filler changes, see :meth:`SpectraInFile.with_channel_set`), and
-:meth:`SpectraInFile.copy_into` puts them into the output file with ``copy_file_range``:
-the bytes go page cache to page cache, never through user memory.  Where the kernel cannot
-(another file system type, an old kernel) it falls back to read + write.
+alike, 128 KiB contiguous at 32768 channels: the filler has no reason to convert it, or
+to hold a scan's spectra in Python.  :class:`SpectraInFile` names where each SDFITS row's
+spectrum lies in the raw file (plus the few channels the filler changes, see
+:meth:`SpectraInFile.with_channel_set`), and :meth:`SpectraInFile.in_batches` reads them
+about a MiB at a time into one reused buffer (one ``preadv`` per batch where the raw rows
+are evenly spaced, as they are), so the writer can hand each batch and the rows' other
+columns to one ``pwritev``.  Measured on 32 MiB (256 rows of 128 KiB): 15 ms, against 20 ms
+for one ``copy_file_range`` per row and 12-13 ms for ``cp`` of the same bytes.
 
 Anything that needs the values (tests, quick-look) calls :meth:`SpectraInFile.read`, or
 ``np.asarray``.
@@ -14,11 +16,11 @@ Anything that needs the values (tests, quick-look) calls :meth:`SpectraInFile.re
 
 from __future__ import annotations
 
-import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +30,9 @@ from obsflow.errors import InputError
 __all__ = ["SpectraInFile"]
 
 DTYPE = np.dtype(">f4")
-#: copy_file_range cannot copy between these two files: read and write instead
-_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF})
+#: spectra read and written per batch: 1-4 MiB measured alike (8 rows of 128 KiB: 15 ms per 32 MiB)
+BATCH_BYTES = 2**20
+MAX_BATCH_ROWS = 256  # small spectra: a batch's rows and their other columns stay within IOV_MAX (1024) pieces
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,13 +76,9 @@ class SpectraInFile:
     def read(self) -> np.ndarray:
         """The spectra, read from the file now, with the changed channels: (rows, nchan) big-endian float32."""
         out = np.empty(self.shape, dtype=DTYPE)
-        row_bytes = self.nchan * DTYPE.itemsize
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        with self._opened() as fd:
-            for row, offset in enumerate(self.offsets.tolist()):
-                self._read_exactly(fd, view[row * row_bytes : (row + 1) * row_bytes], offset)
-        for (row, channel), value in self.changed.items():
-            out[row, channel] = value
+        for first, views in self.in_batches():
+            for k, view in enumerate(views):
+                out[first + k] = np.frombuffer(view, dtype=DTYPE)
         return out
 
     def channels(self, rows: np.ndarray, channel: int) -> np.ndarray:
@@ -98,44 +97,41 @@ class SpectraInFile:
             changed[(row, channel)] = value
         return SpectraInFile(self.path, self.offsets, self.nchan, changed)
 
-    def copy_into(
-        self,
-        out_fd: int,
-        out_offsets: np.ndarray,
-        write: Callable[[int, bytes | memoryview, int], None],
-        copied_to: Callable[[int], None] | None = None,
-    ) -> None:
-        """Copy row ``i``'s spectrum to ``out_offsets[i]`` of ``out_fd``, inside the kernel; changed channels too.
+    def in_batches(self, batch_bytes: int | None = None) -> Iterator[tuple[int, list[memoryview]]]:
+        """The spectra a batch of rows at a time: (first row, one view per row), changed channels set.
 
-        ``write(fd, data, offset)`` writes the changed channels, and the rows too where the
-        kernel cannot copy between the two files (so a caller's write seam sees those bytes).
-        ``copied_to(end)`` is told after each row that every byte of ``out_fd`` before ``end``
-        is written, if the rows are in ascending order (a writer starts their write-out).
+        The views point into one buffer that the next batch overwrites: use them before asking for it.
         """
         row_bytes = self.nchan * DTYPE.itemsize
+        batch_bytes = BATCH_BYTES if batch_bytes is None else batch_bytes
+        per_batch = max(1, min(MAX_BATCH_ROWS, batch_bytes // max(row_bytes, 1)))
+        offsets = self.offsets.tolist()
+        changed = self._changed_by_row()
+        buffer = memoryview(bytearray(per_batch * row_bytes))
+        close_enough = 2 * len(buffer)  # read across the raw rows' other columns, not across a sparse file
         with self._opened() as fd:
-            kernel = True
-            for start, out in zip(self.offsets.tolist(), np.asarray(out_offsets).tolist(), strict=True):
-                todo = row_bytes
-                while todo and kernel:
-                    try:
-                        done = os.copy_file_range(fd, out_fd, todo, start, out)
-                    except OSError as err:
-                        if err.errno not in _NO_KERNEL_COPY:
-                            raise
-                        kernel = False
-                        break
-                    if done == 0:
-                        raise self._shrank()
-                    start, out, todo = start + done, out + done, todo - done
-                if todo:
-                    buffer = bytearray(todo)
-                    self._read_exactly(fd, memoryview(buffer), start)
-                    write(out_fd, buffer, out)
-                if copied_to is not None:
-                    copied_to(out)
+            for first in range(0, len(offsets), per_batch):
+                these = offsets[first : first + per_batch]
+                span = these[-1] - these[0] + row_bytes
+                if _in_order_and_close(these, row_bytes, close_enough):  # raw rows: one read
+                    if span > len(buffer):
+                        buffer = memoryview(bytearray(span))
+                    self._read_exactly(fd, buffer[:span], these[0])
+                    views = [buffer[o - these[0] : o - these[0] + row_bytes] for o in these]
+                else:
+                    views = [buffer[k * row_bytes : (k + 1) * row_bytes] for k in range(len(these))]
+                    for view, offset in zip(views, these, strict=True):
+                        self._read_exactly(fd, view, offset)
+                for k, view in enumerate(views):
+                    for channel, value in changed.get(first + k, ()):
+                        view[channel * DTYPE.itemsize : (channel + 1) * DTYPE.itemsize] = value
+                yield first, views
+
+    def _changed_by_row(self) -> dict[int, list[tuple[int, bytes]]]:
+        by_row: dict[int, list[tuple[int, bytes]]] = {}
         for (row, channel), value in sorted(self.changed.items()):
-            write(out_fd, np.asarray(value, dtype=DTYPE).tobytes(), int(out_offsets[row]) + channel * DTYPE.itemsize)
+            by_row.setdefault(row, []).append((channel, np.asarray(value, dtype=DTYPE).tobytes()))
+        return by_row
 
     @contextmanager
     def _opened(self) -> Iterator[int]:
@@ -157,3 +153,11 @@ class SpectraInFile:
 
     def _shrank(self) -> InputError:
         return InputError("raw file is shorter than its spectra (rewritten while being filled?)", self.path)
+
+
+def _in_order_and_close(offsets: list[int], row_bytes: int, limit: int) -> bool:
+    """Ascending, not overlapping, and within ``limit`` bytes from the first to the last spectrum's end:
+    a raw table's spectra (between them only its rows' other columns), read in one go."""
+    return offsets[-1] - offsets[0] + row_bytes <= limit and all(
+        b - a >= row_bytes for a, b in pairwise(offsets)
+    )

@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from obsflow.atomic import WRITE_CHUNK, write_atomic, write_atomic_with
+from obsflow.atomic import write_atomic, write_atomic_with
 from obsflow.errors import InputError, IntegrityError, OutputError
 from obsflow.sdfits.columns import (
     BLOCK,
@@ -79,17 +79,33 @@ log = logging.getLogger(__name__)
 FITS_MODE = 0o644  # the filler appends in place; users only read
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset``, in WRITE_CHUNK pieces (``os.pwrite`` may write less than asked)."""
-    view = memoryview(data).cast("B")
-    while view:
-        written = os.pwrite(fd, view[:WRITE_CHUNK], offset)
-        view, offset = view[written:], offset + written
+Buffer = bytes | bytearray | memoryview
 
 
-#: every new byte an append puts in a file goes through this; tests swap it to inject a full disk
-#: (the seam, like restic's ``tempFile``).  Rollback restores old bytes with ``os.pwrite`` directly.
-write_at: Callable[[int, bytes | memoryview, int], None] = _pwrite_all
+def _pwrite_all(fd: int, data: Buffer | Sequence[Buffer], offset: int) -> None:
+    """Write all of ``data`` (one buffer, or several one after the other: one ``pwritev``) at ``offset``."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = [data]
+    views = [view for view in (memoryview(part).cast("B") for part in data) if view.nbytes]
+    first = 0
+    while first < len(views):
+        written = os.pwritev(fd, views[first : first + _IOV_MAX], offset)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        offset += written
+        while first < len(views) and written >= views[first].nbytes:  # may stop inside a piece
+            written -= views[first].nbytes
+            first += 1
+        if written:
+            views[first] = views[first][written:]
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+#: every new byte an append puts in a file goes through this (one buffer, or several written one
+#: after the other); tests swap it to inject a full disk (the seam, like restic's ``tempFile``).
+#: Rollback restores old bytes with ``os.pwrite`` directly.
+write_at: Callable[[int, Buffer | Sequence[Buffer], int], None] = _pwrite_all
 
 
 @dataclass(frozen=True)
@@ -558,26 +574,28 @@ def _spectra(rows: Mapping[str, Any]) -> SpectraInFile | None:
 
 
 def _write_rows(fd: int, table: np.ndarray, spectra: SpectraInFile | None, offset: int) -> None:
-    """The encoded rows at ``offset``; with ``spectra``, their DATA cells are copied from the raw file instead.
+    """The encoded rows at ``offset``; with ``spectra``, their DATA cells come from the raw file instead.
 
-    The bytes between two DATA cells (one row's last columns, the next row's first) are
-    contiguous in the table and in the file: one write each.
+    A batch of rows at a time: each row's other columns from the table and its spectrum from
+    the batch read from the raw file, in one ``pwritev`` (the spectra are never copied in memory).
     """
-    raw = table.view(np.uint8)
-    writeback = Writeback(fd, offset)  # the disk writes the first rows while the next are copied
+    raw = table.view(np.uint8).reshape(-1)
+    writeback = Writeback(fd, offset)  # the disk writes the first rows while the next are written
     if spectra is None:
         for start in range(0, len(raw), writeback.step):
             write_at(fd, raw[start : start + writeback.step], offset + start)
             writeback.written_to(offset + min(start + writeback.step, len(raw)))
         return
-    cell_at, cell_bytes, row_bytes = table.dtype.fields["DATA"][1], spectra.nbytes // max(len(table), 1), table.dtype.itemsize
-    starts = np.arange(len(table), dtype=np.int64) * row_bytes + cell_at
-    position = 0
-    for start in starts.tolist():
-        write_at(fd, raw[position:start], offset + position)
-        position = start + cell_bytes
-    write_at(fd, raw[position:], offset + position)
-    spectra.copy_into(fd, starts + offset, write_at, writeback.written_to)
+    cell_at, row_bytes = table.dtype.fields["DATA"][1], table.dtype.itemsize
+    cell_end = cell_at + table.dtype["DATA"].itemsize
+    for first, cells in spectra.in_batches():
+        start = first * row_bytes
+        pieces: list[Buffer] = []
+        for row, cell in enumerate(cells, start=first):
+            at = row * row_bytes
+            pieces += (raw[at : at + cell_at], cell, raw[at + cell_end : at + row_bytes])
+        write_at(fd, pieces, offset + start)
+        writeback.written_to(offset + start + len(cells) * row_bytes)
 
 
 def _fdatasync_all_while(opened: Sequence[tuple[AppendPlan, int]], work: Callable[[], object] | None) -> None:
