@@ -171,6 +171,17 @@ def test_numbers_out_of_range_are_problems(tmp_path: Path) -> None:
     }
 
 
+def test_the_fillers_flush_setting_is_deferred_unless_told_per_scan(tmp_path: Path) -> None:
+    path = tmp_path / "obsflow.toml"
+    path.write_text('[filler]\nraw_root = "/raw"\n')
+    assert load_config(path).filler.flush == "deferred"
+    path.write_text('[filler]\nraw_root = "/raw"\nflush = "per-scan"\n')
+    assert load_config(path).filler.flush == "per-scan"
+    path.write_text('[filler]\nraw_root = "/raw"\nflush = "never"\n')
+    problems = {p.key: (p.what, p.line) for p in check_config(path)}
+    assert problems == {"filler.flush": ("must be 'deferred' or 'per-scan', not 'never'", 3)}
+
+
 def test_two_archives_in_one_folder_are_refused(tmp_path: Path) -> None:
     # One folder named twice would make one copy count as two (and verify say so).
     path = tmp_path / "obsflow.toml"

@@ -183,6 +183,9 @@ class FillerConfig:
     poll_seconds: float = 1.0
     lock_timeout_seconds: float = 60.0
     retry_limit: int = 5
+    # "deferred": a fill is reported once its bytes are written; the daemon flushes them when idle (a crash of
+    # the machine before that rolls the scan back, and it is filled again). "per-scan": each fill waits for the disk.
+    flush: str = "deferred"
 
 
 
@@ -812,7 +815,7 @@ def _parse_mail(r: _Reader, table: dict[str, Any], present: bool = True) -> Mail
 def _parse_filler(r: _Reader, table: dict[str, Any]) -> FillerConfig:
     known = {
         "raw_root", "out_root", "flags_dir", "locks_dir", "backends", "projects", "follow_hours",
-        "forget_after_hours", "poll_seconds", "lock_timeout_seconds", "retry_limit",
+        "forget_after_hours", "poll_seconds", "lock_timeout_seconds", "retry_limit", "flush",
     }  # fmt: skip
     r.unknown(table, known, "filler.")
     default = FillerConfig()
@@ -834,7 +837,19 @@ def _parse_filler(r: _Reader, table: dict[str, Any]) -> FillerConfig:
             table, "lock_timeout_seconds", "filler.lock_timeout_seconds", float, default.lock_timeout_seconds, 0
         ),
         retry_limit=r.number_in(table, "retry_limit", "filler.retry_limit", int, default.retry_limit, 1),
+        flush=_flush_setting(r, table, default.flush),
     )
+
+
+FLUSH_SETTINGS = ("deferred", "per-scan")
+
+
+def _flush_setting(r: _Reader, table: dict[str, Any], default: str) -> str:
+    value = r.get(table, "flush", "filler.flush", str, default)
+    if value not in FLUSH_SETTINGS:
+        r.problem("filler.flush", f"must be 'deferred' or 'per-scan', not {value!r}")
+        return default
+    return value
 
 
 def _folder(r: _Reader, table: dict[str, Any], key: str, default: str | None) -> str | None:

@@ -46,11 +46,11 @@ def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
 class Writeback:
     """Tell the kernel to start writing ``fd``'s bytes from ``start`` on, every :data:`STEP` new bytes."""
 
-    def __init__(self, fd: int, start: int, step: int | None = None) -> None:
+    def __init__(self, fd: int, start: int, step: int | None = None, enabled: bool = True) -> None:
         self.fd = fd
         self.started_to = start  # write-out asked for every byte before this
         self.step = STEP if step is None else step
-        self._call = _sync_file_range()
+        self._call = _sync_file_range() if enabled else None
 
     def written_to(self, end: int) -> None:
         """Every byte before ``end`` is written: start writing out the new ones once there are ``step`` of them."""

@@ -41,6 +41,10 @@ Examples:
 @click.option("--retries", type=click.IntRange(min=1), default=None, help="Attempts before a failing scan is skipped [5].")
 @click.option("--max-seconds", type=float, default=None, help="Stop after this long (tests, demos).")
 @click.option("--until-idle", is_flag=True, help="Stop when every finished scan is filled (catch-up run).")
+@click.option("--flush", type=click.Choice(["deferred", "per-scan"]), default=None,
+              help="When a fill's rows go to disk: 'deferred' reports the scan once written and flushes while "
+                   "idle (a machine crash before that rolls the scan back, to be filled again); 'per-scan' "
+                   "waits for the disk in each fill [deferred].")  # fmt: skip
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -57,6 +61,7 @@ def command(
     retries: int | None,
     max_seconds: float | None,
     until_idle: bool,
+    flush: str | None,
 ) -> int:
     """Fill each scan into SDFITS seconds after the telescope finishes it.
 
@@ -94,6 +99,7 @@ def command(
         retry_limit=filler.retry_limit if retries is None else retries,
         max_seconds=max_seconds,
         until_idle=until_idle,
+        flush_each_scan=(flush or filler.flush) == "per-scan",
     )
     return 0
 

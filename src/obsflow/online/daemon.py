@@ -44,6 +44,7 @@ RECENT_FILLS = 200
 #: the status is saved at every poll, and ``online status`` and the status page list its projects, which are
 #: otherwise every project ever filled
 PROJECTS_KEPT_S = 30 * 86400.0
+CLOSE_FLUSH_WAIT_S = 10.0  # a stopping daemon waits this long for a busy project's lock to flush its last fill
 STALE_POLLS = 20  # an idle daemon's status this many polls old was not saved (and at least STALE_MIN_S)
 STALE_MIN_S = 2.0
 BUSY = ("filling", "reading which scans")  # the daemon's activities that keep one status while they last
@@ -201,6 +202,7 @@ class Daemon:
         self._left: dict[str, LeftReports] = {}  # forgotten projects the status still reports on
         self._late_banks: dict[tuple[object, object, object], LateBankWatch] = {}  # see _fill_late_banks
         self._not_present: dict[str, float] = {}  # named projects not in the raw root, and since when (said once)
+        self._unflushed: set[str] = set()  # projects filled since their files were last flushed (see _flush_fills)
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> None:
@@ -236,6 +238,7 @@ class Daemon:
         self._stop = True
 
     def close(self) -> None:
+        self._flush_fills(CLOSE_FLUSH_WAIT_S)
         self.status.activity = "stopped"
         self._save_status()
         self._release_lock()
@@ -374,6 +377,8 @@ class Daemon:
         if not actions and self._project_problems:
             self.status.activity = self._idle_activity()
         filled_late = not actions and self._fill_late_banks()  # live scans first
+        if not actions and not filled_late:
+            self._flush_fills()
         self._forget_finished_projects(time.time())
         self._save_status()
         return bool(actions) or filled_late
@@ -549,6 +554,7 @@ class Daemon:
             self._fill_failed(action, err)
             return
         seconds = time.time() - started
+        self._unflushed.add(action.project)
         self.engine.filled(action)
         state = self.engine.project(action.project)
         record = {
@@ -575,6 +581,20 @@ class Daemon:
                 self.after_fill(action, outcome)
             except Exception:  # extras such as plots never stop the daemon
                 log.exception("after-fill work for %s scan %d failed", action.project, action.key.scan)
+
+    def _flush_fills(self, timeout_s: float = 0) -> None:
+        """Flush the fills that left their flush for later (``[filler] flush = "deferred"``): while the
+        daemon waits for the next scan, not while a scan waits for the disk.  A project whose lock is
+        busy is tried again at the next poll (the holder's own start flushes it meanwhile)."""
+        for project in sorted(self._unflushed):
+            if self.layout.unflushed(project):
+                try:
+                    self.layout.settle(project, timeout_s)
+                except LockError:
+                    continue
+                except ObsflowError as err:  # the journal stays: the next fill of the project tries again, and says so
+                    log.error("cannot flush the last fill of %s: %s", project, err.one_line())
+            self._unflushed.discard(project)
 
     def _record_fill(self, project: str, record: dict[str, object], event: str) -> None:
         """A fill on record: first of the status's recent fills, in the project's fill log and the service log."""

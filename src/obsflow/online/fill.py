@@ -17,6 +17,8 @@ Order of work, under the project's lock:
      journal every file's old length and the bytes to be overwritten; fsync;
   4. append FITS rows (data, fsync, then NAXIS2), then index rows, then flags;
   5. commit (delete the journal); on any error, roll back instead.
+With ``flush=False`` step 4 does not wait for the disk and step 5 marks the journal written
+instead: the flush and the commit come later (see :mod:`obsflow.online.journal`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 from obsflow.errors import InputError, IntegrityError, ObsflowError, OutputError
 from obsflow.online import raw
 from obsflow.online.events import LoggedScan, ScanKey
-from obsflow.online.journal import FileUndo, Journal, undo_for
+from obsflow.online.journal import FileUndo, Journal, boot_id, undo_for
 from obsflow.online.layout import OutputLayout
 from obsflow.online.rows import scan_header, scan_rows
 from obsflow.sdfits import flag, index, index_fits, status, writer
@@ -220,6 +222,7 @@ def fill_scan(
     on_written: Callable[[ScanFill], None] | None = None,
     project: str | None = None,
     missing_banks_ok: bool = False,
+    flush: bool = True,
 ) -> ScanFill:
     """Append ``scan`` to its project's bank files, index, combined index and flag files.
 
@@ -228,6 +231,11 @@ def fill_scan(
     fills finished scans only.  ``missing_banks_ok``: fill the banks whose raw file is there when
     another's is not (the result names those left out; a later fill adds them, the others skipped);
     else a missing bank file fails the scan, as any missing file.
+
+    ``flush=False`` ends the fill once every byte is written, its flush (of the FITS rows: the
+    indexes are small and flushed as they are written) left to whoever next holds the project's
+    lock: the daemon when idle, the next fill, :meth:`OutputLayout.settle`.  Until then a crash of
+    the machine rolls the scan back whole (see :mod:`obsflow.online.journal`).
     """
     started = time.perf_counter()
     if not scan.is_over:
@@ -235,7 +243,7 @@ def fill_scan(
     converted, missing = _convert(scan, missing_banks_ok)
     project = project or scan.project
     with layout.project_held(project, lock_timeout_s, f"fill scan {scan.number}"):
-        banks = _fill_locked(scan, project, converted, layout, write_spurs)
+        banks = _fill_locked(scan, project, converted, layout, write_spurs, flush or boot_id() is None)
         result = ScanFill(project, scan.number, scan.timestamp, banks, time.perf_counter() - started, missing)
         if not result.skipped:
             _update_status(layout, result)  # under the lock: the index it names is this fill's
@@ -250,6 +258,7 @@ def _fill_locked(
     converted: Converted,
     layout: OutputLayout,
     write_spurs: bool,
+    flush: bool,
 ) -> tuple[BankFill, ...]:
     product_dir = layout.product_dir(project, BACKEND)
     try:
@@ -277,7 +286,7 @@ def _fill_locked(
     journal.record(undo_for(combined, [(0, INDEX_HEADER_BYTES)]) if combined.exists() else FileUndo(str(combined), None))
     journal.save()
     try:
-        _write_all(project, work, layout, combined, write_spurs, rebuild_combined)
+        _write_all(project, work, layout, combined, write_spurs, rebuild_combined, flush)
     except BaseException as err:  # Ctrl-C and bugs too: never leave a half fill behind the lock
         # INFO: the caller reports the error itself (the CLI in one line); -v shows the rollback
         log.info("fill of %s scan %d failed, rolling back: %s", project, scan.number, err or type(err).__name__)
@@ -285,7 +294,10 @@ def _fill_locked(
         if isinstance(err, OSError):
             raise OutputError(f"fill failed and was rolled back: {err.strerror or err}", err.filename) from err
         raise
-    journal.commit()
+    if flush:
+        journal.commit()
+    else:
+        journal.mark_written()
     for item in work:
         _SCANS.appended(item.fits_path, (scan.number, scan.timestamp))
     return tuple(fills)
@@ -408,8 +420,10 @@ def _check_combined_agrees(combined: Path, bank_files: Sequence[Path], rows_now:
 def _write_all(
     project: str, work: Sequence[_BankWork], layout: OutputLayout, combined: Path, write_spurs: bool,
     rebuild_combined: bool = False,
+    flush: bool = True,
 ) -> None:
-    """FITS rows first (their index and spur rows are formatted while the disk flushes them), then indexes, flags.
+    """FITS rows first (their index and spur rows are formatted while the disk flushes them, or, not flushed,
+    while they are written), then indexes, flags.
 
     The appends to existing bank files are done together: one wait for the disk for all of them.
     """
@@ -428,13 +442,13 @@ def _write_all(
     appends = [position for position, item in enumerate(work) if item.plan is not None]
     if appends:
         plans = [work[position].plan for position in appends]
-        writer.apply_appends(plans, while_flushing=functools.partial(format_rows, appends))  # type: ignore[arg-type]
+        writer.apply_appends(plans, functools.partial(format_rows, appends), flush)  # type: ignore[arg-type]
     first_combined = index.next_index(combined) if combined.exists() else 0
     combined_rows: list[str] = []
     for item, (rows, spurs) in zip(work, (formatted[position] for position in range(len(work))), strict=True):
         bank_index = index_fits.index_path_for(item.fits_path)
         if bank_index.exists():
-            index.append_index_rows(bank_index, rows, now=now)
+            index.append_index_rows(bank_index, rows, now=now, flush=flush)
         else:
             index.write_index_text(bank_index, index_fits.build_index_for_fits(item.fits_path, now=now))
         combined_rows += index.renumbered(rows, first_combined + len(combined_rows))
@@ -444,7 +458,7 @@ def _write_all(
         banks = layout.bank_files(project, BACKEND)
         index.write_index_text(combined, index_fits.build_combined_index(banks, now=now))
     elif combined.exists():
-        index.append_index_rows(combined, combined_rows, now=now)
+        index.append_index_rows(combined, combined_rows, now=now, flush=flush)
     else:
         observer = str(work[0].rows["OBSERVER"][0]) if "OBSERVER" in work[0].rows else "Unknown"
         header = index.IndexHeader.new(observer=observer, backend="VEGAS", now=now)

@@ -9,14 +9,25 @@ to the old length (or remove a file the fill created), write the saved bytes
 back, fsync, then delete the journal.  It is idempotent, so a crash during
 recovery is recovered again at the next start.
 
+A fill may leave its flush for later (``flush = "deferred"``, as PostgreSQL's
+``synchronous_commit = off``): once every byte is written it renames its journal to
+``<PROJ>.written`` and returns, its files complete in the page cache but not yet on
+disk.  Whoever next holds the project's lock (the daemon when idle, the next fill, a
+restart) settles it: on the same boot the files are complete (the kernel holds what
+the process wrote, even if the process died), so they are flushed and the journal
+deleted (rolled forward); after a reboot (another ``boot_id``) the unflushed bytes may
+be lost, so the fill is rolled back, whole, to be filled again from the raw data.
+
 Invariant: after any crash and :func:`recover`, every journaled file is exactly
-as it was before the fill; after a commit, every file is complete and new.
+as it was before the fill, or (a written fill, same boot) complete and new; after a
+commit, every file is complete, new and durable.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import json
 import logging
 import os
@@ -26,9 +37,25 @@ from pathlib import Path
 from obsflow.atomic import fsync_dir, write_atomic
 from obsflow.errors import IntegrityError, OutputError
 
-__all__ = ["FileUndo", "Journal", "recover"]
+__all__ = ["FileUndo", "Journal", "boot_id", "recover", "written_path"]
 
 log = logging.getLogger(__name__)
+
+WRITTEN_SUFFIX = ".written"
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str | None:
+    """This boot's id (Linux), or None where there is none: a written fill then cannot be told from a lost one."""
+    try:
+        return _BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def written_path(journal_path: Path) -> Path:
+    """Where a fill that wrote everything but left its flush for later keeps its journal."""
+    return Path(journal_path).with_suffix(WRITTEN_SUFFIX)
 
 
 @dataclass
@@ -119,7 +146,7 @@ class Journal:
     def save(self) -> None:
         """Write the journal durably; call before changing any file it names."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({"files": [u.to_json() for u in self.entries.values()]})
+        payload = json.dumps({"files": [u.to_json() for u in self.entries.values()], "boot": boot_id()})
         write_atomic(self.path, payload)
         self._saved = len(self.entries)
 
@@ -127,6 +154,15 @@ class Journal:
         """The fill is complete and durable: forget how to undo it."""
         self.path.unlink(missing_ok=True)
         fsync_dir(self.path.parent)
+        self.entries.clear()
+        self._saved = 0
+
+    def mark_written(self) -> None:
+        """The fill is complete but not flushed: the next holder of the project's lock settles it (see above).
+
+        No flush: after a crash of the machine this rename may be lost too, and the fill is rolled back either way.
+        """
+        os.replace(self.path, written_path(self.path))
         self.entries.clear()
         self._saved = 0
 
@@ -161,27 +197,39 @@ def _restore(undo: FileUndo) -> None:
 
 
 def recover(journal_path: Path, level: int = logging.WARNING) -> list[str]:
-    """Roll back the fill journaled at ``journal_path``, if any; return the files restored.
+    """Settle the fills journaled at ``journal_path`` and beside it; return the files rolled back.
 
-    Each restored file is logged at ``level``: WARNING for a crashed fill found later, INFO for
-    a fill rolling itself back (its caller reports the error).
+    A fill under way when it stopped is rolled back; a written one is flushed and kept if this is
+    still the boot it was written in, else rolled back (see the module's notes).  Each restored
+    file is logged at ``level``: WARNING for a crashed fill found later, INFO for a fill rolling
+    itself back (its caller reports the error).
     """
     journal_path = Path(journal_path)
     try:
-        return _roll_back(journal_path, level)
+        restored = _roll_back(journal_path, level)  # the newer of the two: a written fill is settled before the next
+        return restored + _settle_written(written_path(journal_path), level)
     except OSError as err:  # a read-only or failing disk: the journal stays, to be rolled back when it can be
         where = err.filename or journal_path
         raise OutputError(f"cannot roll back the journaled fill: {err.strerror or err}", where) from err
 
 
-def _roll_back(journal_path: Path, level: int) -> list[str]:
+def _read_journal(journal_path: Path) -> dict[str, object] | None:
     try:
-        undos = _undos_from_json(json.loads(journal_path.read_text()))
+        data = json.loads(journal_path.read_text())
+        _undos_from_json(data)
     except FileNotFoundError:
-        return []
+        return None
     except (ValueError, TypeError) as err:
         # write_atomic never leaves a half journal, so this is damage from outside: keep it, touch no file.
         raise IntegrityError(f"journal is unreadable: {err}", journal_path) from err
+    return data
+
+
+def _roll_back(journal_path: Path, level: int) -> list[str]:
+    data = _read_journal(journal_path)
+    if data is None:
+        return []
+    undos = _undos_from_json(data)
     # Restore in reverse order of recording: later files may depend on earlier ones.
     for undo in reversed(undos):
         _restore(undo)
@@ -189,3 +237,35 @@ def _roll_back(journal_path: Path, level: int) -> list[str]:
     journal_path.unlink(missing_ok=True)
     fsync_dir(journal_path.parent)
     return [u.path for u in undos]
+
+
+def _settle_written(journal_path: Path, level: int) -> list[str]:
+    """Flush and keep a written fill of this boot; roll back one of another boot (its bytes may be lost)."""
+    data = _read_journal(journal_path)
+    if data is None:
+        return []
+    written_in = data.get("boot")
+    if written_in is None or written_in != boot_id():
+        log.warning("a fill written before the machine restarted was never flushed: rolling it back (%s)",
+                    journal_path.name)  # fmt: skip
+        return _roll_back(journal_path, level)
+    for undo in _undos_from_json(data):
+        _flush(Path(undo.path))
+    journal_path.unlink(missing_ok=True)
+    fsync_dir(journal_path.parent)
+    return []
+
+
+def _flush(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return  # removed since (a link the fill made, then a user): nothing of it to flush
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return  # the flag link beside the FITS file: made durable when it was made
+        raise
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)

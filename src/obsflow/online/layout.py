@@ -8,6 +8,7 @@
     <flags>/<PROJ>/<PROJ>.raw.vegas/...flag                  user-writable flag files (default <root>/flags)
     <locks>/<PROJ>.lock                                      held while a fill writes (default <root>/locks)
     <root>/.obsflow/journal/<PROJ>.json                      undo journal of a fill in progress
+    <root>/.obsflow/journal/<PROJ>.written                   ... of a fill written, its flush left for later
     <root>/.obsflow/online-status.json                       the daemon's state (``obsflow online status``)
     <root>/logs/<PROJ>.fill.log, <root>/logs/online.jsonl    per-project fill log, structured service log
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 from obsflow.errors import LockError, ObsflowError, OutputError
 from obsflow.lock import held
-from obsflow.online.journal import recover
+from obsflow.online.journal import WRITTEN_SUFFIX, recover, written_path
 from obsflow.sdfits.flag import flag_target_path
 
 log = logging.getLogger(__name__)
@@ -109,21 +110,35 @@ class OutputLayout:
         cleared on the way, so consumers such as the sync stop treating the project as busy.
         """
         restored: list[str] = []
-        for journal in self._journals():
+        for project in dict.fromkeys(journal.stem for journal in self._journals()):
             try:
-                with self.project_held(journal.stem, 0, "roll back an interrupted fill") as files:
+                with self.project_held(project, 0, "roll back an interrupted fill") as files:
                     restored += files
             except LockError as err:
-                log.info("not rolling back %s: its fill is still running (%s)", journal.stem, err.one_line())
+                log.info("not rolling back %s: its fill is still running (%s)", project, err.one_line())
             except ObsflowError as err:  # one damaged project must not keep the filler from starting
-                log.error("cannot roll back %s: %s", journal.stem, err.one_line())
+                log.error("cannot roll back %s: %s", project, err.one_line())
         return restored
+
+    def has_journal(self, project: str) -> bool:
+        """A fill of ``project`` is under way, was interrupted, or is written but not flushed yet."""
+        path = self.journal_path(project)
+        return path.exists() or written_path(path).exists()
+
+    def unflushed(self, project: str) -> bool:
+        """``project``'s last fill is written but its flush was left for later (see :meth:`settle`)."""
+        return written_path(self.journal_path(project)).exists()
+
+    def settle(self, project: str, timeout_s: float) -> None:
+        """Flush ``project``'s written fill (on a later boot: roll it back), under its lock; LockError if busy."""
+        with self.project_held(project, timeout_s, "flush the last fill"):
+            pass
 
     def _journals(self) -> list[Path]:
         """The journals of interrupted fills; OutputError if their folder cannot be read, rather than none
         (``glob`` says none): a fill left half done would be filled over."""
         try:
-            return sorted(path for path in self.journal_dir.iterdir() if path.suffix == ".json")
+            return sorted(path for path in self.journal_dir.iterdir() if path.suffix in (".json", WRITTEN_SUFFIX))
         except FileNotFoundError:
             return []
         except OSError as err:

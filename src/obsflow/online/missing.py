@@ -143,7 +143,7 @@ def _scans_held(layout: OutputLayout, project: str, banks: set[str]) -> dict[str
     """Bank letter -> the scans in the files of ``banks``, or None when the files cannot be judged now."""
     from obsflow.online.fill import scans_per_bank  # here: it imports astropy, which the status readers may not need
 
-    if is_locked(layout.locks_dir, project) or layout.journal_path(project).exists():
+    if is_locked(layout.locks_dir, project) or layout.has_journal(project):
         return None  # a fill is changing the files, or one was interrupted and its rows may yet be rolled back
     try:
         return scans_per_bank(layout, project, banks)

@@ -109,11 +109,14 @@ def build_daemon(
     on_filled: Callable[[ScanFill], None] | None = None,
     quicklook: bool = True,
     forget_after_s: float = FORGET_AFTER_S,
+    flush_each_scan: bool = False,
 ) -> Daemon:
     """A daemon following ``raw_root`` (or ``source``) and filling into ``out_root``.
 
     Without ``projects``, it follows the projects whose ScanLog.fits changed within the last
-    ``follow_hours`` (0: every project under ``raw_root``).
+    ``follow_hours`` (0: every project under ``raw_root``).  ``flush_each_scan``: each fill waits
+    for the disk before it is reported; by default the flush is left for the daemon's next idle
+    moment (see :mod:`obsflow.online.journal`).
     """
     raw_root, out_root = Path(raw_root), Path(out_root)
     layout = OutputLayout(out_root, flags_dir, locks_dir)
@@ -130,7 +133,7 @@ def build_daemon(
         # file); the last try fills the banks that came rather than give up on the whole scan.
         result = _when_lock_free(layout, action.project, lock_timeout_s, stopping, lambda timeout_s: fill_scan(
             scan, layout, lock_timeout_s=timeout_s, project=action.project, on_written=on_filled,
-            missing_banks_ok=action.is_last_try))  # fmt: skip
+            missing_banks_ok=action.is_last_try, flush=flush_each_scan))  # fmt: skip
         banks = tuple(b.bank for b in result.banks)
         if result.missing_banks:
             return FillOutcome(result.rows, banks, result.skipped, missing_banks_text(result.missing_banks, banks),

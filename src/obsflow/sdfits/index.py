@@ -471,12 +471,13 @@ def write_index_text(path: Path, text: str, mode: int = INDEX_MODE) -> None:
     write_atomic(Path(path), text, mode=mode)
 
 
-def append_index_rows(path: Path, rows: Sequence[str], now: datetime | None = None) -> None:
+def append_index_rows(path: Path, rows: Sequence[str], now: datetime | None = None, flush: bool = True) -> None:
     """Append row lines to an existing index and rewrite ``last_modified`` in place.
 
     Every existing byte stays as it was except the ``last_modified`` line, rewritten with its
     own length (256), so GBTIDL's ``read_new_rows`` (new row lines only) keeps working.
-    Rows are made durable before the header changes.
+    Rows are made durable before the header changes (``flush=False``: neither is flushed; for a
+    fill whose journal flushes it later).
     """
     path = Path(path)
     for row in rows:
@@ -495,7 +496,8 @@ def append_index_rows(path: Path, rows: Sequence[str], now: datetime | None = No
             handle.seek(size)
             handle.write(payload)
             handle.flush()
-            os.fsync(handle.fileno())
+            if flush:
+                os.fsync(handle.fileno())
             if old_line is not None:
                 stamp = asctime(now or datetime.now(UTC))
                 new_line = f"last_modified = {stamp}".ljust(len(old_line)).encode("ascii")
@@ -503,7 +505,8 @@ def append_index_rows(path: Path, rows: Sequence[str], now: datetime | None = No
                     handle.seek(offset)
                     handle.write(new_line)
                     handle.flush()
-                    os.fsync(handle.fileno())
+                    if flush:
+                        os.fsync(handle.fileno())
                 else:
                     log.warning("last_modified not updated: its line is too short to rewrite in place (%s)", path)
     except FileNotFoundError as err:

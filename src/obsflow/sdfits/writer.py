@@ -27,6 +27,7 @@ import errno
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -514,7 +515,9 @@ def apply_append(plan: AppendPlan, while_flushing: Callable[[], object] | None =
     apply_appends([plan], while_flushing)
 
 
-def apply_appends(plans: Sequence[AppendPlan], while_flushing: Callable[[], object] | None = None) -> None:
+def apply_appends(
+    plans: Sequence[AppendPlan], while_flushing: Callable[[], object] | None = None, flush: bool = True
+) -> None:
     """Do several plans (one per file: a scan's bank files) as :func:`apply_append` does one, flushing together.
 
     Every file's rows first, then one flush of them all (in parallel: a fill of four banks
@@ -522,6 +525,10 @@ def apply_appends(plans: Sequence[AppendPlan], while_flushing: Callable[[], obje
     those.  Each file keeps the single append's guarantees; on any error every file is
     rolled back to its old bytes.  If any file changed since its plan was made,
     :class:`IntegrityError` is raised and nothing is written.
+
+    ``flush=False``: no flush at all (the caller's journal keeps the fill undoable until it
+    flushes later); the rows are written in a thread of their own while ``while_flushing`` runs
+    here, and NAXIS2 after both, so a reader still never sees a count beyond the rows written.
     """
     opened: list[tuple[AppendPlan, int]] = []
     try:
@@ -532,7 +539,7 @@ def apply_appends(plans: Sequence[AppendPlan], while_flushing: Callable[[], obje
                 raise OutputError(f"cannot open SDFITS file for appending: {err.strerror}", plan.path) from err
         for plan, fd in opened:
             _check_unchanged(fd, plan)
-        _append_opened(opened, while_flushing)
+        _append_opened(opened, while_flushing, flush)
     finally:
         for _, fd in opened:
             os.close(fd)
@@ -540,18 +547,29 @@ def apply_appends(plans: Sequence[AppendPlan], while_flushing: Callable[[], obje
         log.info("appended %d rows to %s (%d rows now)", len(plan.rows), plan.path, plan.new_nrows)
 
 
-def _append_opened(opened: Sequence[tuple[AppendPlan, int]], while_flushing: Callable[[], object] | None) -> None:
+def _append_opened(
+    opened: Sequence[tuple[AppendPlan, int]], while_flushing: Callable[[], object] | None, flush: bool
+) -> None:
     touched: list[tuple[AppendPlan, int]] = []
     plan = opened[0][0]  # the file being written, for an error message
-    try:
+
+    def write_rows() -> None:
+        nonlocal plan
         for plan, fd in opened:
             touched.append((plan, fd))
-            _write_rows(fd, plan.rows, plan.spectra, plan.data_offset)
+            _write_rows(fd, plan.rows, plan.spectra, plan.data_offset, start_write_out=flush)
             write_at(fd, bytes(plan.pad_bytes), plan.data_offset + plan.rows.nbytes)
-        _fdatasync_all_while(opened, while_flushing)  # the data and the new sizes; mtimes need not be durable
+
+    try:
+        if flush:
+            write_rows()
+            _fdatasync_all_while(opened, while_flushing)  # the data and the new sizes; mtimes need not be durable
+        else:
+            _in_a_thread_while(write_rows, while_flushing)
         for plan, fd in opened:
             write_at(fd, plan.naxis2_card, plan.naxis2_offset)
-        _fdatasync_all_while(opened, None)
+        if flush:
+            _fdatasync_all_while(opened, None)
     except InputError:
         _rollback_all(touched)  # a raw file went away under us
         raise
@@ -564,6 +582,29 @@ def _append_opened(opened: Sequence[tuple[AppendPlan, int]], while_flushing: Cal
                           path) from err  # fmt: skip
 
 
+#: while rows are written beside Python work, the GIL changes hands this often (s): at the default
+#: 5 ms the writing thread, back from each read or write, waits that long for its next one
+SWITCH_INTERVAL_S = 0.0002
+
+
+def _in_a_thread_while(job: Callable[[], None], work: Callable[[], object] | None) -> None:
+    """``job`` in a thread (its reads and writes release the GIL) while ``work`` runs here; ``job``'s error wins."""
+    if work is None:
+        job()
+        return
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rows") as pool:
+            done = pool.submit(job)
+            try:
+                work()
+            finally:
+                done.result()
+    finally:
+        sys.setswitchinterval(interval)
+
+
 def _rollback_all(touched: Sequence[tuple[AppendPlan, int]]) -> None:
     for plan, fd in reversed(touched):
         _rollback_fd(fd, plan.path, plan.old_size, plan.undo)
@@ -573,14 +614,18 @@ def _spectra(rows: Mapping[str, Any]) -> SpectraInFile | None:
     return rows["DATA"] if isinstance(rows["DATA"], SpectraInFile) else None
 
 
-def _write_rows(fd: int, table: np.ndarray, spectra: SpectraInFile | None, offset: int) -> None:
+def _write_rows(
+    fd: int, table: np.ndarray, spectra: SpectraInFile | None, offset: int, start_write_out: bool = True
+) -> None:
     """The encoded rows at ``offset``; with ``spectra``, their DATA cells come from the raw file instead.
 
     A batch of rows at a time: each row's other columns from the table and its spectrum from
     the batch read from the raw file, in one ``pwritev`` (the spectra are never copied in memory).
+    ``start_write_out``: the disk writes the first rows while the next are written (for a flush
+    that follows at once; without one, the hint only slows the writes).
     """
     raw = table.view(np.uint8).reshape(-1)
-    writeback = Writeback(fd, offset)  # the disk writes the first rows while the next are written
+    writeback = Writeback(fd, offset, enabled=start_write_out)
     if spectra is None:
         for start in range(0, len(raw), writeback.step):
             write_at(fd, raw[start : start + writeback.step], offset + start)
