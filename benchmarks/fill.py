@@ -5,6 +5,9 @@ Prints, side by side in one run:
      one more scan into the 200-scan file vs one into a 1-scan file, alternated (the
      first and last scans of the 200 as they came are printed too: they drift with the load)
   2. fill write speed / `cp` of the same bytes           (goal >= 0.5)
+     the fill as the daemon does it (flush = "deferred": its flush follows when idle) against `cp`,
+     each followed, untimed, by its flush (settle / `sync FILE`), so each starts with the disk idle;
+     and, durable on return, the fill with flush = "per-scan" and the fill + its flush vs `cp` + `sync`
   3. our index build on the 200-scan file / dysh's load of the same file
 
 Timings alternate the commands (the order rotates) and report medians of >= 5 repeats: this
@@ -57,16 +60,28 @@ def _warm_memory(mib: int = 512) -> None:
     del block
 
 
-def _alternated(commands: dict[str, Callable[[], object]], repeats: int, warm: bool) -> dict[str, float]:
-    """Median seconds per command; the order rotates every repeat (the copies are kept: the file grows too)."""
+def _alternated(commands: dict[str, Callable[[], float]], repeats: int, warm: bool) -> dict[str, float]:
+    """Median seconds per command (each times itself: untimed work may follow); the order rotates every repeat."""
     times: dict[str, list[float]] = {name: [] for name in commands}
     names = list(commands)
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
             if warm:
                 _warm_memory()
-            times[name].append(_timed(commands[name]))
+            times[name].append(commands[name]())
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _then(timed: Callable[[], object], untimed: Callable[[], object] | None = None) -> Callable[[], float]:
+    """A command that times ``timed`` and then does ``untimed`` (a flush that must not overlap the next command)."""
+
+    def command() -> float:
+        seconds = _timed(timed)
+        if untimed is not None:
+            untimed()
+        return seconds
+
+    return command
 
 
 def _alternated_appends(commands: dict[str, Callable[[], object]], repeats: int) -> tuple[float, float, float]:
@@ -142,13 +157,14 @@ def _run(args: argparse.Namespace, work: Path) -> int:
           f"{appends}x (medians): {big_t * 1e3:.1f} ms / {small_t * 1e3:.1f} ms = {big_t / small_t:.2f} "
           f"(paired {paired:.2f})  (goal <= 1.2)")  # fmt: skip
 
-    # 2. Write speed on big scans (64 integrations x 4 spectra x 32768 channels = 32 MiB): appending a
-    #    scan (read raw, convert, write, fsync, index) vs `cp` of the same bytes, and vs `cp` + `sync FILE`
-    #    (the filler makes every scan durable; a plain cp leaves it in the page cache).
+    # 2. Write speed on big scans (64 integrations x 4 spectra x 32768 channels = 32 MiB): filling a scan
+    #    (read raw, convert, write rows, indexes, flags) vs `cp` of the same bytes.  The daemon's fill leaves
+    #    its flush for when it is idle, as `cp` leaves its bytes to the kernel: each is followed, untimed, by
+    #    its flush.  Durable on return: a fill that flushes (per-scan), a fill + its flush, `cp` + `sync FILE`.
     big = TelescopeSpec(project="AGBT26A_902_01", scans=1, procedure="Track", banks=1, pols=2, channels=32768,
                         integrations=64, seed=6)  # fmt: skip
     simulate_project(big, work / "raw-big")
-    big_scans = iter(_scan_copies(raw.read_project(work / "raw-big" / big.project)[0], 2 * args.repeats + 1))
+    big_scans = iter(_scan_copies(raw.read_project(work / "raw-big" / big.project)[0], 6 * args.repeats + 1))
     big_layout = OutputLayout(work / "big")
     fill_scan(next(big_scans), big_layout, project=big.project)
     big_fits = big_layout.bank_fits(big.project, "A")
@@ -156,20 +172,39 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     sample = work / "sample.bin"
     shutil.copyfile(big_fits, sample)
     copies = iter(range(10**6))
+    last_copy: list[Path] = []
+
+    def fill(flush: bool) -> Callable[[], object]:
+        return lambda: fill_scan(next(big_scans), big_layout, project=big.project, flush=flush)
+
+    def settle() -> None:
+        big_layout.settle(big.project, timeout_s=60)
+
+    def cp() -> None:
+        last_copy.append(work / f"cp{next(copies)}.bin")
+        subprocess.run(["cp", str(sample), str(last_copy[-1])], check=True)
+
+    def sync() -> None:
+        subprocess.run(["sync", str(last_copy[-1])], check=True)
+
     commands = {
-        "fill": lambda: fill_scan(next(big_scans), big_layout, project=big.project),
-        "cp": lambda: subprocess.run(["cp", str(sample), str(work / f"cp{next(copies)}.bin")], check=True),
-        "cp + sync": lambda: subprocess.run(["sh", "-c", f"f={work / f'cp{next(copies)}.bin'}; cp {sample} $f && sync $f"],
-                                            check=True),
+        "fill": _then(fill(False), settle),
+        "cp": _then(cp, sync),
+        "per-scan": _then(fill(True)),
+        "fill + flush": _then(lambda: (fill(False)(), settle())),
+        "cp + sync": _then(lambda: (cp(), sync())),
     }  # fmt: skip
     for warm in (True, False):
         rates = {name: scan_bytes / t for name, t in _alternated(commands, args.repeats, warm).items()}
         for copy in [*work.glob("cp*.bin")]:
             copy.unlink()
+        mib = {name: f"{rate / 2**20:.0f} MiB/s" for name, rate in rates.items()}
         print(f"2. fill write speed, {scan_bytes / 2**20:.0f} MiB scans, memory {'warm' if warm else 'as found'}: "
-              f"{rates['fill'] / 2**20:.0f} MiB/s (read raw, convert, append, fsync, index) vs cp "
-              f"{rates['cp'] / 2**20:.0f} MiB/s: ratio {rates['fill'] / rates['cp']:.2f}; vs cp + sync "
-              f"{rates['cp + sync'] / 2**20:.0f} MiB/s: ratio {rates['fill'] / rates['cp + sync']:.2f}  (goal >= 0.5)")
+              f"fill (the daemon's, flushed when idle) {mib['fill']} vs cp {mib['cp']}: ratio "
+              f"{rates['fill'] / rates['cp']:.2f}  (goal >= 0.5)\n"
+              f"   durable on return: fill flushing per scan {mib['per-scan']}, fill + its flush {mib['fill + flush']} "
+              f"vs cp + sync {mib['cp + sync']}: ratios {rates['per-scan'] / rates['cp + sync']:.2f}, "
+              f"{rates['fill + flush'] / rates['cp + sync']:.2f}")  # fmt: skip
 
     # 3. Our index build vs dysh loading the same (index-less) file.
     import_dysh = "from dysh.fits.gbtfitsload import GBTFITSLoad"

@@ -138,7 +138,8 @@ class AppendPlan:
     old_nrows: int
     new_nrows: int
     data_offset: int  # the old end of data
-    rows: np.ndarray  # encoded rows (structured, big-endian)
+    rows: np.ndarray  # encoded rows (structured, big-endian; without DATA when ``spectra`` holds it)
+    row_bytes: int  # one row in the file (NAXIS1)
     pad_bytes: int  # zeros after the rows, to the block
     spectra: SpectraInFile | None  # DATA still in the raw file (rows["DATA"] unset), else None
     naxis2_offset: int
@@ -146,8 +147,13 @@ class AppendPlan:
     undo: tuple[tuple[int, bytes], ...]  # (offset, old bytes) this append overwrites below old_size
 
     @property
+    def rows_nbytes(self) -> int:
+        """The new rows' bytes in the file."""
+        return len(self.rows) * self.row_bytes
+
+    @property
     def new_size(self) -> int:
-        return self.data_offset + self.rows.nbytes + self.pad_bytes
+        return self.data_offset + self.rows_nbytes + self.pad_bytes
 
 
 # ----------------------------------------------------------------------------- reading
@@ -344,6 +350,9 @@ def encode_rows(rows: Mapping[str, Any], nchan: int | None = None) -> np.ndarray
 
     ``DATA`` is (rows, channels) float32; string columns are space-padded ASCII, cut to
     their TFORM width as the filler does.  Every one of the 74 columns must be given.
+    DATA left in the raw file (:class:`SpectraInFile`) is not in the array: its rows hold
+    the other 73 columns (a few hundred bytes each, not the 128 KiB rows of a file; the
+    writer puts each spectrum between a row's columns before and after DATA).
     """
     missing = [name for name in COLUMN_NAMES if name not in rows]
     extra = sorted(set(rows) - set(COLUMN_NAMES))
@@ -357,10 +366,11 @@ def encode_rows(rows: Mapping[str, Any], nchan: int | None = None) -> np.ndarray
     nrows, width = data.shape
     if nchan is not None and width != nchan:
         raise InputError(f"rows have {width} channels but the file holds {nchan}-channel spectra")
-    table = np.empty(nrows, dtype=row_dtype(width))
+    in_file = isinstance(data, SpectraInFile)
+    table = np.empty(nrows, dtype=_without_data(row_dtype(width)) if in_file else row_dtype(width))
     for column in COLUMNS:
-        if column.name == "DATA" and isinstance(data, SpectraInFile):
-            continue  # copied from the raw file by _write_rows; never written from this table
+        if column.name == "DATA" and in_file:
+            continue  # read from the raw file by _write_rows
         values = np.asarray(rows[column.name])
         if values.shape[:1] != (nrows,):
             raise InputError(f"SDFITS column {column.name} has {values.shape[:1] or 'no'} rows, DATA has {nrows}")
@@ -371,6 +381,11 @@ def encode_rows(rows: Mapping[str, Any], nchan: int | None = None) -> np.ndarray
     if nrows and not np.all(np.char.rstrip(table["TDIM7"]) == expected.encode()):
         raise InputError(f"SDFITS column TDIM7 must be {expected!r} for {width}-channel DATA")
     return table
+
+
+def _without_data(dtype: np.dtype) -> np.dtype:
+    """A row's dtype without DATA: the columns before it, then those after it, packed."""
+    return np.dtype([(name, dtype.fields[name][0]) for name in dtype.names if name != "DATA"])
 
 
 def _ascii(values: np.ndarray, width: int, name: str) -> np.ndarray:
@@ -421,23 +436,24 @@ def create_file(
     if path.exists() or path.is_symlink():
         raise OutputError("SDFITS file already exists; append to it instead", path)
     table = encode_rows(rows)
-    nchan = table.dtype["DATA"].shape[0]
+    spectra = _spectra(rows)
+    nchan = table.dtype["DATA"].shape[0] if spectra is None else spectra.nchan
     values = header_keywords(keywords, now)
     header = primary_header(values) + extension_header(nchan, len(table), values)
-    spectra = _spectra(rows)
     if spectra is None:
         body = table.tobytes()
         write_atomic(path, header + body + bytes(padded(len(body)) - len(body)), mode=FITS_MODE)
     else:
-        tail = bytes(padded(table.nbytes) - table.nbytes)
-        write_atomic_with(path, lambda fd: _write_new(fd, header, table, spectra, tail), mode=FITS_MODE)
+        body_bytes = len(table) * row_dtype(nchan).itemsize
+        tail = bytes(padded(body_bytes) - body_bytes)
+        write_atomic_with(path, lambda fd: _write_new(fd, header, table, spectra, tail, body_bytes), mode=FITS_MODE)
     log.info("created %s with %d rows of %d channels", path, len(table), nchan)
 
 
-def _write_new(fd: int, header: bytes, table: np.ndarray, spectra: SpectraInFile, tail: bytes) -> None:
+def _write_new(fd: int, header: bytes, table: np.ndarray, spectra: SpectraInFile, tail: bytes, body_bytes: int) -> None:
     _pwrite_all(fd, header, 0)
     _write_rows(fd, table, spectra, len(header))
-    _pwrite_all(fd, tail, len(header) + table.nbytes)
+    _pwrite_all(fd, tail, len(header) + body_bytes)
 
 
 def undo_patches(state: SdfitsState) -> list[tuple[int, bytes]]:
@@ -475,7 +491,7 @@ def plan_append(
         table = encode_rows(rows, state.nchan)
     except InputError as err:
         raise InputError(err.what, state.path) from err
-    table_bytes = state.nrows * state.row_bytes + table.nbytes
+    table_bytes = (state.nrows + len(table)) * state.row_bytes
     undo = undo_patches(state)
     naxis2_old = undo[0][1]
     return AppendPlan(
@@ -485,6 +501,7 @@ def plan_append(
         new_nrows=state.nrows + len(table),
         data_offset=state.data_end,
         rows=table,
+        row_bytes=state.row_bytes,
         pad_bytes=padded(table_bytes) - table_bytes,
         spectra=_spectra(rows),
         naxis2_offset=state.naxis2_offset,
@@ -558,7 +575,7 @@ def _append_opened(
         for plan, fd in opened:
             touched.append((plan, fd))
             _write_rows(fd, plan.rows, plan.spectra, plan.data_offset, start_write_out=flush)
-            write_at(fd, bytes(plan.pad_bytes), plan.data_offset + plan.rows.nbytes)
+            write_at(fd, bytes(plan.pad_bytes), plan.data_offset + plan.rows_nbytes)
 
     try:
         if flush:
@@ -631,16 +648,15 @@ def _write_rows(
             write_at(fd, raw[start : start + writeback.step], offset + start)
             writeback.written_to(offset + min(start + writeback.step, len(raw)))
         return
-    cell_at, row_bytes = table.dtype.fields["DATA"][1], table.dtype.itemsize
-    cell_end = cell_at + table.dtype["DATA"].itemsize
+    full = row_dtype(spectra.nchan)
+    cell_at, row_bytes, others = full.fields["DATA"][1], full.itemsize, table.dtype.itemsize
     for first, cells in spectra.in_batches():
-        start = first * row_bytes
         pieces: list[Buffer] = []
         for row, cell in enumerate(cells, start=first):
-            at = row * row_bytes
-            pieces += (raw[at : at + cell_at], cell, raw[at + cell_end : at + row_bytes])
-        write_at(fd, pieces, offset + start)
-        writeback.written_to(offset + start + len(cells) * row_bytes)
+            at = row * others
+            pieces += (raw[at : at + cell_at], cell, raw[at + cell_at : at + others])
+        write_at(fd, pieces, offset + first * row_bytes)
+        writeback.written_to(offset + (first + len(cells)) * row_bytes)
 
 
 def _fdatasync_all_while(opened: Sequence[tuple[AppendPlan, int]], work: Callable[[], object] | None) -> None:
