@@ -31,8 +31,12 @@ def fsync_dir(directory: Path) -> None:
 WRITE_CHUNK = 256 * 1024
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, rename."""
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder, fsync, rename.
+
+    ``durable=False``: no fsync (readers still see the old file or the new one, never a part;
+    after a crash of the machine the file may be the old one, or empty).
+    """
     payload = data.encode() if isinstance(data, str) else data
 
     def write(fd: int) -> None:
@@ -42,10 +46,10 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
             while part:
                 part = part[os.write(fd, part) :]
 
-    write_atomic_with(path, write, mode)
+    write_atomic_with(path, write, mode, durable)
 
 
-def write_atomic_with(path: Path, write: Callable[[int], None], mode: int = 0o644) -> None:
+def write_atomic_with(path: Path, write: Callable[[int], None], mode: int = 0o644, durable: bool = True) -> None:
     """``write(fd)`` fills a temp file in the same folder; then fsync, rename to ``path``.
 
     If ``write`` raises, the temp file is removed and ``path`` is untouched.
@@ -59,12 +63,14 @@ def write_atomic_with(path: Path, write: Callable[[int], None], mode: int = 0o64
     try:
         try:
             write(fd)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         what = "disk full" if err.errno == errno.ENOSPC else f"cannot write: {err.strerror}"

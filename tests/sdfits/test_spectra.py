@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import mmap
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from obsflow.errors import InputError, OutputError
 from obsflow.online import raw
 from obsflow.online.fitsfile import open_fits, read_cells
 from obsflow.online.rows import scan_header, scan_rows
+from obsflow import writeback
 from obsflow.sdfits import spectra, writer
 from obsflow.sdfits.spectra import SpectraInFile
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
@@ -76,36 +78,75 @@ def test_sdfits_spectra_are_the_raw_ones_with_the_centre_spur_smoothed(scans: li
     assert np.array_equal(spectra[3:5], expected[3:5])
 
 
-def test_the_file_is_the_same_whether_spectra_are_read_in_batches_row_by_row_or_held(
+def _unmappable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files cannot be mapped (a file system without mmap); anonymous memory still can."""
+    real = mmap.mmap
+
+    def refuse(fileno: int, *args: object, **kwargs: object) -> mmap.mmap:
+        if fileno != -1:
+            raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+        return real(fileno, *args, **kwargs)
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+
+
+def test_the_file_is_the_same_whether_spectra_are_mapped_read_in_batches_row_by_row_or_held(
     scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batched = _fill(tmp_path / "batched.fits", scans, in_memory=False)
+    mapped = _fill(tmp_path / "mapped.fits", scans, in_memory=False)
     held = _fill(tmp_path / "held.fits", scans, in_memory=True)
+    _unmappable(monkeypatch)
+    batched = _fill(tmp_path / "batched.fits", scans, in_memory=False)
     monkeypatch.setattr(spectra, "BATCH_BYTES", 1)  # one row per batch
     one_by_one = _fill(tmp_path / "one.fits", scans, in_memory=False)
     monkeypatch.setattr(spectra, "BATCH_BYTES", 3 * SPEC.channels * 4)  # batches that end inside an integration
     monkeypatch.setattr(spectra, "_in_order_and_close", lambda *args: False)  # each spectrum read on its own
     scattered = _fill(tmp_path / "scattered.fits", scans, in_memory=False)
-    assert batched == held == one_by_one == scattered
-    assert writer.read_state(tmp_path / "batched.fits").nrows == 2 * 4 * 2 * 2  # scans x ints x pols x cal
+    assert mapped == held == batched == one_by_one == scattered
+    assert writer.read_state(tmp_path / "mapped.fits").nrows == 2 * 4 * 2 * 2  # scans x ints x pols x cal
 
 
-def test_a_batch_is_one_read_of_the_raw_rows_and_one_write_of_the_sdfits_rows(
-    scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("mappable", [True, False], ids=["mapped", "read"])
+def test_a_scans_rows_are_one_write_and_the_raw_rows_one_read_or_none(
+    scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mappable: bool
 ) -> None:
     out = tmp_path / "out.fits"
     _fill(out, scans[:1], in_memory=False)
     plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
+    if not mappable:
+        _unmappable(monkeypatch)
     reads, writes = [], []
     real_preadv, real_pwritev = os.preadv, os.pwritev
     monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset: reads.append(offset) or real_preadv(fd, buffers, offset))
     monkeypatch.setattr(os, "pwritev", lambda fd, buffers, offset: writes.append(offset) or real_pwritev(fd, buffers, offset))
     writer.apply_append(plan)
     rows = len(plan.rows)  # 16 rows of 4 KiB spectra: one batch
-    assert len(reads) == 1 and len(writes) == 1 + 2  # the rows; then the padding and the NAXIS2 card
+    assert len(reads) == (0 if mappable else 1) and len(writes) == 1 + 2  # the rows; the padding, the NAXIS2 card
     assert writes[0] == plan.data_offset and rows * 4096 < 2**20
     # the other 73 columns were encoded on their own: no row-sized array was filled for the spectra
     assert "DATA" not in plan.rows.dtype.names and plan.rows.dtype.itemsize + 4096 == plan.row_bytes
+
+
+def test_a_raw_file_cut_short_under_its_mapping_rolls_the_append_back(
+    scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.fits"
+    _fill(out, scans[:1], in_memory=False)
+    before = out.read_bytes()
+    plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
+    bank = raw.bank_file(scans[1], "A")
+    real_write = writer.write_at
+
+    def cut_then_write(fd: int, data, offset: int) -> None:  # mapped already: the kernel finds the pages gone
+        if isinstance(data, list):
+            os.truncate(bank, 2880)
+        real_write(fd, data, offset)
+
+    monkeypatch.setattr(writer, "write_at", cut_then_write)
+    with pytest.raises(InputError, match="shorter than its spectra") as err:
+        writer.apply_append(plan)
+    assert str(bank) in err.value.one_line()
+    assert out.read_bytes() == before
 
 
 def test_a_raw_file_cut_short_during_the_copy_leaves_the_sdfits_file_as_it_was(
@@ -132,7 +173,7 @@ def test_a_full_disk_while_spectra_are_copied_leaves_the_file_as_it_was(
     _fill(out, scans[:1], in_memory=False)
     before = out.read_bytes()
     plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
-    monkeypatch.setattr(spectra, "BATCH_BYTES", 1)  # a write per row
+    monkeypatch.setattr(writeback, "STEP", 1)  # a write per row (a flush follows: writes of ~STEP bytes)
     room = 5 * plan.row_bytes // 4 if where == "within-the-first-batch" else 5 * plan.row_bytes
     written = [0]
 

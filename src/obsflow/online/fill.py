@@ -242,11 +242,12 @@ def fill_scan(
         raise InputError(f"scan {scan.number} has not finished yet", scan.project_dir / raw.SCANLOG)
     converted, missing = _convert(scan, missing_banks_ok)
     project = project or scan.project
+    flush = flush or boot_id() is None  # a written fill could not be told from one a reboot lost
     with layout.project_held(project, lock_timeout_s, f"fill scan {scan.number}"):
-        banks = _fill_locked(scan, project, converted, layout, write_spurs, flush or boot_id() is None)
+        banks = _fill_locked(scan, project, converted, layout, write_spurs, flush)
         result = ScanFill(project, scan.number, scan.timestamp, banks, time.perf_counter() - started, missing)
         if not result.skipped:
-            _update_status(layout, result)  # under the lock: the index it names is this fill's
+            _update_status(layout, result, durable=flush)  # under the lock: the index it names is this fill's
     if on_written is not None:
         on_written(result)
     return result
@@ -471,7 +472,7 @@ def _index_rows(item: _BankWork, project: str) -> list[str]:
                                   first_row=item.first_row, first_index=item.first_row)  # fmt: skip
 
 
-def _update_status(layout: OutputLayout, result: ScanFill) -> None:
+def _update_status(layout: OutputLayout, result: ScanFill, durable: bool = True) -> None:
     combined = layout.combined_index(result.project, BACKEND)
     last_index = index.next_index(combined) - 1
     entry = status.StatusEntry(
@@ -484,7 +485,7 @@ def _update_status(layout: OutputLayout, result: ScanFill) -> None:
         index=last_index,
     )
     try:
-        status.update_status(layout.root, entry)
+        status.update_status(layout.root, entry, durable)
     except (ObsflowError, OSError) as err:  # the scan is in the files already: say so, do not fail it
         log.error("scan %d of %s is filled, but %s was not updated: %s", result.scan, result.project,
                   status.STATUS_FILE_NAME, err)  # fmt: skip

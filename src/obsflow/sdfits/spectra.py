@@ -16,6 +16,7 @@ Anything that needs the values (tests, quick-look) calls :meth:`SpectraInFile.re
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ __all__ = ["SpectraInFile"]
 DTYPE = np.dtype(">f4")
 #: spectra read and written per batch: 1-4 MiB measured alike (8 rows of 128 KiB: 15 ms per 32 MiB)
 BATCH_BYTES = 2**20
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # the page tables filled at once, not a fault per page
 MAX_BATCH_ROWS = 256  # small spectra: a batch's rows and their other columns stay within IOV_MAX (1024) pieces
 
 
@@ -81,13 +83,15 @@ class SpectraInFile:
                 out[first + k] = np.frombuffer(view, dtype=DTYPE)
         return out
 
-    def channels(self, rows: np.ndarray, channel: int) -> np.ndarray:
-        """The raw value of ``channel`` in each of ``rows`` (as in the file, before any change)."""
-        out = np.empty(len(rows), dtype=DTYPE)
-        view = memoryview(out.view(np.uint8))
+    def channels(self, rows: np.ndarray, first: int, count: int = 1) -> np.ndarray:
+        """The raw values of channels ``first`` .. ``first + count - 1`` in each of ``rows``, one read per row
+        (as in the file, before any change): (len(rows), count) big-endian float32."""
+        out = np.empty((len(rows), count), dtype=DTYPE)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        width = count * DTYPE.itemsize
         with self._opened() as fd:
             for k, row in enumerate(np.asarray(rows).tolist()):
-                self._read_exactly(fd, view[4 * k : 4 * k + 4], int(self.offsets[row]) + 4 * channel)
+                self._read_exactly(fd, view[k * width : (k + 1) * width], int(self.offsets[row]) + DTYPE.itemsize * first)
         return out
 
     def with_channel_set(self, rows: np.ndarray, channel: int, values: np.ndarray) -> SpectraInFile:
@@ -127,6 +131,47 @@ class SpectraInFile:
                         view[channel * DTYPE.itemsize : (channel + 1) * DTYPE.itemsize] = value
                 yield first, views
 
+    @contextmanager
+    def mapped_cells(self) -> Iterator[list[list[memoryview | bytes]]]:
+        """Each row's spectrum as the pieces a writer hands to ``pwritev``: views of the raw file mapped
+        read-only (a changed channel a piece of its own), so the kernel copies page cache to page cache.
+
+        Only the kernel reads the mapping: a raw file cut short after it was mapped makes that write
+        fail (EFAULT, see :meth:`shrank`), it cannot crash this process.  OSError if the file cannot
+        be mapped (the caller reads it instead, :meth:`in_batches`).
+        """
+        row_bytes = self.nchan * DTYPE.itemsize
+        offsets = self.offsets.tolist()
+        if not offsets:
+            yield []
+            return
+        with self._opened() as fd:
+            end = max(offsets) + row_bytes
+            if os.fstat(fd).st_size < end:
+                raise self.shrank()
+            start = min(offsets) // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
+            mapping = mmap.mmap(fd, end - start, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ, offset=start)
+        view = memoryview(mapping)
+        changed = self._changed_by_row()
+        cells: list[list[memoryview | bytes]] = []
+        try:
+            for row, offset in enumerate(offsets):
+                at, pieces = offset - start, []
+                for channel, value in changed.get(row, ()):
+                    cut = offset - start + channel * DTYPE.itemsize
+                    pieces += (view[at:cut], value)
+                    at = cut + DTYPE.itemsize
+                pieces.append(view[at : offset - start + row_bytes])
+                cells.append(pieces)
+            yield cells
+        finally:
+            cells.clear()  # every view of the mapping goes before it is closed
+            view.release()
+            try:
+                mapping.close()
+            except BufferError:  # a view still held (a traceback's frame): freed with it
+                pass
+
     def _changed_by_row(self) -> dict[int, list[tuple[int, bytes]]]:
         by_row: dict[int, list[tuple[int, bytes]]] = {}
         for (row, channel), value in sorted(self.changed.items()):
@@ -148,10 +193,10 @@ class SpectraInFile:
         while len(into):
             got = os.preadv(fd, [into], offset)
             if got == 0:
-                raise self._shrank()
+                raise self.shrank()
             into, offset = into[got:], offset + got
 
-    def _shrank(self) -> InputError:
+    def shrank(self) -> InputError:
         return InputError("raw file is shorter than its spectra (rewritten while being filled?)", self.path)
 
 

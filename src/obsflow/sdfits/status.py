@@ -94,21 +94,22 @@ def read_status(root: Path) -> list[StatusEntry]:
     return entries
 
 
-def write_status(root: Path, entries: list[StatusEntry]) -> None:
+def write_status(root: Path, entries: list[StatusEntry], durable: bool = True) -> None:
     """Replace ``<root>/sdfitsStatus.txt`` atomically with ``entries`` (one line each)."""
     text = _HEADER + "".join(entry.line() + "\n" for entry in entries)
-    write_atomic(status_path(root), text, mode=0o644)
+    write_atomic(status_path(root), text, mode=0o644, durable=durable)
 
 
-def update_status(root: Path, entry: StatusEntry) -> list[StatusEntry]:
+def update_status(root: Path, entry: StatusEntry, durable: bool = True) -> list[StatusEntry]:
     """Set the line of ``entry``'s (backend, project), keeping every other line; return all entries.
 
     Read, change and write under an flock of ``.sdfitsStatus.lock`` in ``root``: fillers of two
-    projects update the one file, and neither may drop the other's line.
+    projects update the one file, and neither may drop the other's line.  ``durable=False``: not
+    flushed (for a fill whose own flush is left for later: the line is rewritten by every fill).
     """
     root.mkdir(parents=True, exist_ok=True)
     with flocked(root / ".sdfitsStatus.lock"):
         others = [e for e in read_status(root) if (e.backend, e.project) != (entry.backend, entry.project)]
         entries = [*others, entry]
-        write_status(root, entries)
+        write_status(root, entries, durable)
     return entries

@@ -23,6 +23,7 @@ nothing) -> record ``plan.old_size`` and ``plan.undo`` -> :func:`apply_append`;
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -636,10 +637,11 @@ def _write_rows(
 ) -> None:
     """The encoded rows at ``offset``; with ``spectra``, their DATA cells come from the raw file instead.
 
-    A batch of rows at a time: each row's other columns from the table and its spectrum from
-    the batch read from the raw file, in one ``pwritev`` (the spectra are never copied in memory).
-    ``start_write_out``: the disk writes the first rows while the next are written (for a flush
-    that follows at once; without one, the hint only slows the writes).
+    Each row's columns before DATA, its spectrum and its columns after DATA go to one ``pwritev``
+    with many rows' others: the spectra straight from the raw file mapped read-only (the kernel
+    copies page cache to page cache; one call writes up to ~340 rows), else read a batch at a time
+    into a buffer.  ``start_write_out``: the disk writes the first rows while the next are written
+    (for a flush that follows at once; without one, the hint only slows the writes).
     """
     raw = table.view(np.uint8).reshape(-1)
     writeback = Writeback(fd, offset, enabled=start_write_out)
@@ -650,13 +652,39 @@ def _write_rows(
         return
     full = row_dtype(spectra.nchan)
     cell_at, row_bytes, others = full.fields["DATA"][1], full.itemsize, table.dtype.itemsize
-    for first, cells in spectra.in_batches():
+
+    def write(first: int, cells: Sequence[Sequence[Buffer]]) -> None:
         pieces: list[Buffer] = []
         for row, cell in enumerate(cells, start=first):
             at = row * others
-            pieces += (raw[at : at + cell_at], cell, raw[at + cell_at : at + others])
-        write_at(fd, pieces, offset + first * row_bytes)
+            pieces += (raw[at : at + cell_at], *cell, raw[at + cell_at : at + others])
+        try:
+            write_at(fd, pieces, offset + first * row_bytes)
+        except OSError as err:
+            if err.errno == errno.EFAULT:  # the raw file was cut short under its mapping
+                raise spectra.shrank() from err
+            raise
         writeback.written_to(offset + (first + len(cells)) * row_bytes)
+
+    with contextlib.ExitStack() as stack:
+        try:
+            cells = stack.enter_context(spectra.mapped_cells())
+        except OSError as err:  # a file system that cannot map it: read it a batch at a time
+            log.debug("cannot map %s (%s): reading its spectra instead", spectra.path, err)
+        else:
+            per_call = _rows_per_write(cells, row_bytes, writeback.step if start_write_out else None)
+            for first in range(0, len(cells), per_call):
+                write(first, cells[first : first + per_call])
+            return
+    for first, batch in spectra.in_batches():
+        write(first, [[cell] for cell in batch])
+
+
+def _rows_per_write(cells: Sequence[Sequence[Buffer]], row_bytes: int, step: int | None) -> int:
+    """Rows per ``pwritev``: its pieces within IOV_MAX, and with a flush to follow, ~``step`` bytes (write-out hints)."""
+    most_pieces = max((len(cell) for cell in cells), default=1) + 2
+    rows = max(1, _IOV_MAX // most_pieces)
+    return rows if step is None else max(1, min(rows, step // row_bytes))
 
 
 def _fdatasync_all_while(opened: Sequence[tuple[AppendPlan, int]], work: Callable[[], object] | None) -> None:
