@@ -114,6 +114,23 @@ def test_foreign_garbage_lock_is_live_then_stale_by_age(tmp_path):
     assert not is_locked(tmp_path, "P")
 
 
+def test_a_lock_emptied_by_a_crash_of_the_machine_is_stale_at_once(tmp_path, monkeypatch):
+    """Locks are not flushed: after a power cut one may come back empty.  Older than this boot, it is
+    cleared at once (not after the 60 s an unreadable lock written since the boot is given)."""
+    import obsflow.lock as lock_module
+
+    assert lock_module._boot_time() is not None  # Linux: /proc/stat's btime
+    booted = time.time() - 5  # a machine that restarted 5 s ago
+    monkeypatch.setattr(lock_module, "_boot_time", lambda: float(int(booted)))
+    path = lock_path(tmp_path, "P")
+    path.write_text("")
+    assert is_locked(tmp_path, "P")  # written since the boot: another program's, or being written
+    os.utime(path, (booted - 10, booted - 10))  # 15 s old: within the 60 s, but before the boot
+    assert not is_locked(tmp_path, "P")
+    with held(tmp_path, "P", timeout_s=0):  # taken at once, no wait
+        assert read_lock(path).pid == os.getpid()
+
+
 def test_two_takers_clearing_the_same_stale_lock_never_both_hold_it(tmp_path, monkeypatch):
     import threading
 

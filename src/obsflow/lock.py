@@ -5,6 +5,10 @@ A lock is a small JSON record (pid, host, user, start time) created with
 names this host and its pid is gone, or when it is older than ``stale_after_s``
 (a lock from another host is only ever stale by age).  A stale lock is logged and
 cleared; a live one is waited on up to a timeout, then :class:`LockError`.
+
+Locks are not flushed to disk: a lock guards a process, and no process outlives a crash of the
+machine.  After one, a lock either is gone, or names a process that is gone (stale), or lost its
+record with the crash (empty): unreadable and older than this boot, it is stale at once.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from obsflow.atomic import fsync_dir
 from obsflow.errors import LockError, OutputError
 
 __all__ = [
@@ -108,8 +111,9 @@ def is_stale(info: LockInfo, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> bo
     """Stale: on this host, when its process is gone (however old: the filler daemon holds its
     lock for weeks); from another host, whose processes cannot be seen, when older than
     ``stale_after_s``."""
-    if info.purpose == "unreadable":
-        return time.time() - info.started > UNREADABLE_STALE_AFTER_S
+    if info.purpose == "unreadable":  # another program's file, or ours emptied by a crash of the machine
+        boot = _boot_time()
+        return time.time() - info.started > UNREADABLE_STALE_AFTER_S or (boot is not None and info.started < boot)
     if info.host == socket.gethostname():
         return not _holder_alive(info)
     return time.time() - info.started > stale_after_s
@@ -125,11 +129,19 @@ def _holder_alive(info: LockInfo) -> bool:
 
 def _process_start(pid: int) -> float | None:
     """When process ``pid`` started (unix seconds), from /proc; None where that cannot be read."""
+    boot = _boot_time()
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+        return None if boot is None else boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, in ticks
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _boot_time() -> float | None:
+    """When this machine booted (unix seconds, whole), from /proc/stat; None where that cannot be read."""
+    try:
+        return next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                     if line.startswith("btime "))  # fmt: skip
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks
     except (OSError, ValueError, IndexError, StopIteration):
         return None
 
@@ -159,22 +171,19 @@ def _try_create(path: Path, info: LockInfo) -> bool:
     """Create the lock whole or not at all: write a temp file, then hard-link it to the lock name.
 
     ``link`` fails if the name exists, like ``O_EXCL``, but the lock never exists half-written,
-    so a writer killed at any instant leaves no unreadable lock behind.
+    so a writer killed at any instant leaves no unreadable lock behind (not flushed: see above).
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(asdict(info)))
-            handle.flush()
-            os.fsync(handle.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:
             return False
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
     return True
 
 
@@ -252,7 +261,6 @@ def release_lock(path: Path) -> None:
     info = read_lock(path)
     if info is not None and info.pid == os.getpid() and info.host == socket.gethostname():
         path.unlink(missing_ok=True)
-        fsync_dir(path.parent)
 
 
 @contextmanager
