@@ -286,9 +286,16 @@ def str_values(columns: Mapping[str, Any], name: str, n: int, default: str) -> l
     """
     if name not in columns:
         return [default] * n
-    texts = [(v.decode("latin-1") if isinstance(v, bytes) else str(v)).strip() for v in columns[name]]
-    whole = "".join(texts)
-    if whole.isascii() and whole.isprintable():  # the usual case: nothing to replace, no regex per value
+    values = columns[name]
+    texts_of: dict[Any, str] = {}  # most of a scan's rows share their value: each distinct one converted once
+    texts = []
+    for value in values.tolist() if isinstance(values, np.ndarray) else values:
+        text = texts_of.get(value)
+        if text is None:
+            text = texts_of[value] = (value.decode("latin-1") if isinstance(value, bytes) else str(value)).strip()
+        texts.append(text)
+    distinct = "".join(texts_of.values())
+    if distinct.isascii() and distinct.isprintable():  # the usual case: nothing to replace, no regex per value
         return texts
     return [_NOT_PRINTABLE_ASCII.sub("?", text) for text in texts]
 
@@ -368,11 +375,12 @@ def _channel_counts(columns: Mapping[str, Any], n: int) -> list[int]:
     """NUMCHN: the first number of TDIM7 ('(1024,1,1,1)'), else of TDIM6, else the DATA width."""
     for name in ("TDIM7", "TDIM6"):
         if name in columns:
-            counts = []
+            count_of: dict[str, int] = {}
             for text in str_values(columns, name, n, ""):
-                match = _TDIM.match(text)
-                counts.append(int(match.group(1)) if match else 0)
-            return counts
+                if text not in count_of:
+                    match = _TDIM.match(text)
+                    count_of[text] = int(match.group(1)) if match else 0
+            return [count_of[text] for text in str_values(columns, name, n, "")]
     if "DATA" in columns:
         shape = np.shape(columns["DATA"])
         return [int(shape[-1]) if len(shape) > 1 else 1] * n
