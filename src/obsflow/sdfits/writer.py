@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from obsflow.atomic import write_atomic, write_atomic_with
+from obsflow.atomic import WRITE_CHUNK, write_atomic, write_atomic_with
 from obsflow.errors import InputError, IntegrityError, OutputError
 from obsflow.sdfits.columns import (
     BLOCK,
@@ -85,9 +85,15 @@ Buffer = bytes | bytearray | memoryview
 
 
 def _pwrite_all(fd: int, data: Buffer | Sequence[Buffer], offset: int) -> None:
-    """Write all of ``data`` (one buffer, or several one after the other: one ``pwritev``) at ``offset``."""
+    """Write all of ``data`` (one buffer, or several one after the other: one ``pwritev``) at ``offset``.
+
+    One big buffer goes in WRITE_CHUNK pieces (its source stays in the CPU cache while pages are filled).
+    """
     if isinstance(data, (bytes, bytearray, memoryview)):
-        data = [data]
+        whole = memoryview(data).cast("B")
+        for start in range(0, whole.nbytes, WRITE_CHUNK):
+            _pwrite_all(fd, [whole[start : start + WRITE_CHUNK]], offset + start)
+        return
     views = [view for view in (memoryview(part).cast("B") for part in data) if view.nbytes]
     first = 0
     while first < len(views):
