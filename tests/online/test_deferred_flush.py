@@ -215,3 +215,25 @@ def test_the_daemon_flushes_each_scan_when_told_to(tmp_path: Path, monkeypatch: 
     daemon.run(until_idle=True)
     assert marked == [] and not OutputLayout(out).has_journal(PROJECT)
     assert {key.scan for key in scans_in_files(OutputLayout(out), PROJECT)} == {1}
+
+
+def test_a_flush_that_fails_keeps_the_written_journal_and_says_so(
+    scans: list[rawmod.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from obsflow.errors import OutputError
+
+    layout = _two_scans_then_a_deferred_one(scans, tmp_path / "out")
+    files = _products(layout)
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OutputError, match="cannot flush the written fill: Input/output error"):
+        layout.settle(PROJECT, timeout_s=5)
+    assert layout.unflushed(PROJECT) and _products(layout) == files  # tried again by the next holder
+    monkeypatch.undo()
+    layout.settle(PROJECT, timeout_s=5)
+    assert not layout.has_journal(PROJECT)

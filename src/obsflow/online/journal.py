@@ -249,8 +249,11 @@ def _settle_written(journal_path: Path, level: int) -> list[str]:
         log.warning("a fill written before the machine restarted was never flushed: rolling it back (%s)",
                     journal_path.name)  # fmt: skip
         return _roll_back(journal_path, level)
-    for undo in _undos_from_json(data):
-        _flush(Path(undo.path))
+    try:
+        for undo in _undos_from_json(data):
+            _flush(Path(undo.path))
+    except OSError as err:  # the journal stays: tried again by the next holder of the lock
+        raise OutputError(f"cannot flush the written fill: {err.strerror or err}", err.filename or journal_path) from err
     journal_path.unlink(missing_ok=True)
     fsync_dir(journal_path.parent)
     return []
