@@ -398,6 +398,8 @@ def _without_data(dtype: np.dtype) -> np.dtype:
 def _ascii(values: np.ndarray, width: int, name: str) -> np.ndarray:
     if values.dtype.kind not in "US":
         raise InputError(f"SDFITS column {name} must hold strings, not {values.dtype}")
+    if values.ndim == 1:
+        return _ascii_cells(values, width, name)
     if values.size == 0:
         return np.zeros(values.shape, f"S{width}")  # numpy's ljust fails on empty arrays
     try:
@@ -414,6 +416,23 @@ def _ascii(values: np.ndarray, width: int, name: str) -> np.ndarray:
     padding = np.arange(width) >= np.minimum(lengths, width)[..., None]
     cells.reshape(-1).view(np.uint8).reshape(*cells.shape, width)[padding] = ord(" ")
     return cells
+
+
+def _ascii_cells(values: np.ndarray, width: int, name: str) -> np.ndarray:
+    """:func:`_ascii` of a column: each distinct value encoded once (a scan's rows share most of them)."""
+    cells: dict[str | bytes, bytes] = {}
+    out = []
+    for value in values.tolist():
+        cell = cells.get(value)
+        if cell is None:
+            if not value.isascii():
+                raise InputError(f"SDFITS column {name} holds a non-ASCII string")
+            text = value if isinstance(value, bytes) else value.encode("ascii")
+            cell = cells[value] = text[:width].ljust(width)  # FITS text is padded with spaces
+        out.append(cell)
+    if any(len(value) > width for value in cells):
+        log.warning("SDFITS column %s: strings longer than %d characters are cut", name, width)
+    return np.array(out, dtype=f"S{width}")
 
 
 def _numbers(values: np.ndarray, field: np.dtype, name: str) -> np.ndarray:
