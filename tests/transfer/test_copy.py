@@ -279,9 +279,11 @@ def test_a_pull_leaves_rsyncs_quadratic_name_check_to_us_only_where_rsync_has_it
         rsync._checks_senders_names.cache_clear()
 
 
-def test_a_file_the_sender_was_not_asked_for_is_removed_and_reported(tmp_path: Path, sshd, monkeypatch) -> None:
+@pytest.mark.parametrize("then", ["rsync-ends-well", "rsync-fails"])
+def test_a_file_the_sender_was_not_asked_for_is_removed_and_reported(tmp_path: Path, sshd, monkeypatch, then: str) -> None:
     """With rsync's own check off, a sender that sends a file nobody asked for (a broken or hostile
-    instrument host) is caught here: that copy is removed and named as an error; the rest counts."""
+    instrument host) is caught here: that copy is removed and named as an error; the rest counts.
+    Also when rsync then fails as a whole (the hop stops with its reason)."""
     site = make_site(tmp_path, sshd, nights=1, frames=2)
     real = shutil.which("rsync")
     night = f"{site.today:%Y}/{site.today:%m%d}"
@@ -295,6 +297,7 @@ def test_a_file_the_sender_was_not_asked_for_is_removed_and_reported(tmp_path: P
         'for dest; do :; done\n'
         f'mkdir -p "$dest/{night}" && printf extra > "$dest/{night}/EXTRA.fits"\n'
         f"printf 'OBSFLOW\\t5\\t5\\t2016/09/07-00:00:00\\t00112233445566778899aabbccddeeff\\t{night}/EXTRA.fits\\n'\n"
+        + ("echo 'rsync error: error in rsync protocol data stream (code 12)' >&2; exit 12\n" if then == "rsync-fails" else "")
     )  # fmt: skip
     (bin_dir / "rsync").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
@@ -303,9 +306,11 @@ def test_a_file_the_sender_was_not_asked_for_is_removed_and_reported(tmp_path: P
     archive = site.archive_file(site.suth, "sha", night)
     assert sorted(outcome.copied) == sorted(f"{night}/{p.name}" for p in (site.inst / "sha" / night).iterdir())
     assert len(outcome.copied) == 2
-    assert outcome.errors == [f"{night}/EXTRA.fits: sent by the source though not asked for; removed from "
-                              f"{site.archive_file(site.suth, 'sha', '')}".rstrip("/")]  # fmt: skip
-    assert not (archive / "EXTRA.fits").exists() and report.exit_code == 1
+    refused = f"{night}/EXTRA.fits: sent by the source though not asked for; removed from " + \
+        f"{site.archive_file(site.suth, 'sha', '')}".rstrip("/")  # fmt: skip
+    assert outcome.errors == [refused]
+    assert (outcome.failure is None) is (then == "rsync-ends-well")  # else the hop stopped with rsync's reason
+    assert not (archive / "EXTRA.fits").exists() and report.exit_code == (1 if then == "rsync-ends-well" else 2)
 
 
 # ---- a push's list through a file on the destination host ---------------------------------------

@@ -292,20 +292,26 @@ def _copy_and_accept(
             if not planned:
                 continue
             landed: list[Copied] = []
+            unasked: list[str] = []  # sent though not asked for, as rsync reported them
             accepted: set[str] = set()
+            refused: set[str] = set()
 
-            def accept(part: dict[str, FileStat], part_result: RsyncResult, accepted: set[str] = accepted) -> None:
+            def accept(part: dict[str, FileStat], part_result: RsyncResult, accepted: set[str] = accepted,
+                       refused: set[str] = refused) -> None:  # fmt: skip
                 """A stream that ended well, judged and recorded while the others still copy."""
                 _record(job, catalog, part, _judged(job, settings, part, part_result, outcome, job.dest), outcome)
                 accepted.update(part)
+                refused.update(part_result.unasked)
 
             try:
                 result = _copy(job, settings, planned, progress, landed, where,
-                               on_stream_done=accept if where == job.dest else None)  # fmt: skip
+                               on_stream_done=accept if where == job.dest else None, unasked_into=unasked)  # fmt: skip
             except TransportError as err:
                 # rsync stopped partway (a full disk, a lost connection): what it reported so far
-                # is checked at the destination and counted; the hop then fails with rsync's reason.
-                stopped, result = err, RsyncResult(copied=landed, returncode=STOPPED)
+                # is checked at the destination and counted, a file it was not asked for removed;
+                # the hop then fails with rsync's reason.
+                stopped = err
+                result = RsyncResult(copied=landed, returncode=STOPPED, unasked=[p for p in unasked if p not in refused])
             if accepted:
                 planned = {p: st for p, st in planned.items() if p not in accepted}
                 result.copied = [c for c in result.copied if c.path not in accepted]
@@ -388,6 +394,7 @@ def _copy(
     landed_into: list[Copied],
     into: Location,
     on_stream_done: Callable[[dict[str, FileStat], RsyncResult], None] | None = None,
+    unasked_into: list[str] | None = None,
 ) -> RsyncResult:
     """Copy ``files`` into ``into`` (the destination or its staging folder); each file rsync reports
     is also appended to ``landed_into`` at once (so that the caller still has the reports if rsync
@@ -395,7 +402,8 @@ def _copy(
 
     ``on_stream_done(files, result)``: called here, as each of parallel rsync streams ends well,
     with its files and report (whose copies are then left out of the result returned), so that
-    they are accepted while the other streams still copy."""
+    they are accepted while the other streams still copy.  ``unasked_into`` gets each file the sender
+    sent though not asked for, as it is reported (for the caller, if rsync then stops partway)."""
     if not files:
         return RsyncResult()
     lock = threading.Lock()
@@ -405,6 +413,11 @@ def _copy(
             landed_into.append(copied)
             if progress is not None:
                 progress.advance(copied.size)
+
+    def sent_unasked(path: str) -> None:
+        if unasked_into is not None:
+            with lock:
+                unasked_into.append(path)
 
     paths = list(files)
     if not has_rsync():
@@ -417,6 +430,7 @@ def _copy(
         return rsync_copy(
             job.source, into, part, ssh_options=settings.ssh_options, extra=settings.rsync_options,
             on_copied=landed, control_dir=settings.shell.control_dir, pass_fds=settings.keep_open, shell=settings.shell,
+            on_unasked=sent_unasked,
             basis=None if into == job.dest else "..",  # staged: the final copy, if any, is the delta's basis
         )  # fmt: skip
 

@@ -174,12 +174,14 @@ def rsync_copy(
     basis: str | None = None,
     pass_fds: Sequence[int] = (),
     shell: Shell | None = None,
+    on_unasked: Callable[[str], None] | None = None,
 ) -> RsyncResult:
     """Copy ``paths`` (relative, regular files) from ``source`` to ``dest``; report each as rsync does.
 
     rsync reports a file (``on_copied``, within REPORT_POLL_S) once its data went through: when
     rsync exits 0 every reported file is checked and in place; after a failure a reported file
-    may not be (see ``hop._confirmed``); a file not among ``paths`` goes to ``unasked`` instead.
+    may not be (see ``hop._confirmed``); a file not among ``paths`` goes to ``unasked`` instead (and
+    to ``on_unasked``: a caller still learns of it if rsync then fails).
     ``pass_fds``: descriptors rsync keeps open while it runs (the run lock); ``shell``: to hand the
     long list of a push over through the destination host.  Raises HostUnreachable when ssh cannot
     reach a host and TransportError when rsync fails as a whole; per-file failures (exit 23/24)
@@ -204,6 +206,8 @@ def rsync_copy(
             return
         if copied.path not in asked:  # only a broken or hostile sender does that
             result.unasked.append(copied.path)
+            if on_unasked is not None:
+                on_unasked(copied.path)
             return
         result.copied.append(copied)
         if on_copied is not None:
