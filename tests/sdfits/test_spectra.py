@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from obsflow import writeback
 from obsflow.errors import InputError, OutputError
 from obsflow.online import raw
 from obsflow.online.fitsfile import open_fits, read_cells
 from obsflow.online.rows import scan_header, scan_rows
-from obsflow import writeback
 from obsflow.sdfits import spectra, writer
 from obsflow.sdfits.spectra import SpectraInFile
 from obsflow.simulate.telescope import TelescopeSpec, simulate_project
@@ -78,6 +78,12 @@ def test_sdfits_spectra_are_the_raw_ones_with_the_centre_spur_smoothed(scans: li
     assert np.array_equal(spectra[3:5], expected[3:5])
 
 
+def _second_scan_planned(scans: list[raw.Scan], out: Path) -> tuple[bytes, writer.AppendPlan]:
+    """``out`` holding the first scan (its bytes), and the planned append of the second."""
+    _fill(out, scans[:1], in_memory=False)
+    return out.read_bytes(), writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
+
+
 def _unmappable(monkeypatch: pytest.MonkeyPatch) -> None:
     """Files cannot be mapped (a file system without mmap); anonymous memory still can."""
     real = mmap.mmap
@@ -110,9 +116,7 @@ def test_the_file_is_the_same_whether_spectra_are_mapped_read_in_batches_row_by_
 def test_a_scans_rows_are_one_write_and_the_raw_rows_one_read_or_none(
     scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mappable: bool
 ) -> None:
-    out = tmp_path / "out.fits"
-    _fill(out, scans[:1], in_memory=False)
-    plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
+    _, plan = _second_scan_planned(scans, tmp_path / "out.fits")
     if not mappable:
         _unmappable(monkeypatch)
     reads, writes = [], []
@@ -127,38 +131,25 @@ def test_a_scans_rows_are_one_write_and_the_raw_rows_one_read_or_none(
     assert "DATA" not in plan.rows.dtype.names and plan.rows.dtype.itemsize + 4096 == plan.row_bytes
 
 
-def test_a_raw_file_cut_short_under_its_mapping_rolls_the_append_back(
-    scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("when", ["before-the-append", "under-its-mapping"])
+def test_a_raw_file_cut_short_after_it_was_read_leaves_the_sdfits_file_as_it_was(
+    scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
     out = tmp_path / "out.fits"
-    _fill(out, scans[:1], in_memory=False)
-    before = out.read_bytes()
-    plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
+    before, plan = _second_scan_planned(scans, out)
     bank = raw.bank_file(scans[1], "A")
-    real_write = writer.write_at
+    if when == "before-the-append":  # rewritten under us after it was read: the spectra are gone
+        with open(bank, "r+b") as handle:
+            handle.truncate(bank.stat().st_size // 2)
+    else:
+        real_write = writer.write_at
 
-    def cut_then_write(fd: int, data, offset: int) -> None:  # mapped already: the kernel finds the pages gone
-        if isinstance(data, list):
-            os.truncate(bank, 2880)
-        real_write(fd, data, offset)
+        def cut_then_write(fd: int, data, offset: int) -> None:  # mapped already: the kernel finds the pages gone
+            if isinstance(data, list):
+                os.truncate(bank, 2880)
+            real_write(fd, data, offset)
 
-    monkeypatch.setattr(writer, "write_at", cut_then_write)
-    with pytest.raises(InputError, match="shorter than its spectra") as err:
-        writer.apply_append(plan)
-    assert str(bank) in err.value.one_line()
-    assert out.read_bytes() == before
-
-
-def test_a_raw_file_cut_short_during_the_copy_leaves_the_sdfits_file_as_it_was(
-    scans: list[raw.Scan], tmp_path: Path
-) -> None:
-    out = tmp_path / "out.fits"
-    _fill(out, scans[:1], in_memory=False)
-    before = out.read_bytes()
-    plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
-    bank = raw.bank_file(scans[1], "A")
-    with open(bank, "r+b") as handle:  # rewritten under us after it was read: the spectra are gone
-        handle.truncate(bank.stat().st_size // 2)
+        monkeypatch.setattr(writer, "write_at", cut_then_write)
     with pytest.raises(InputError, match="shorter than its spectra") as err:
         writer.apply_append(plan)
     assert str(bank) in err.value.one_line()
@@ -170,9 +161,7 @@ def test_a_full_disk_while_spectra_are_copied_leaves_the_file_as_it_was(
     scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     out = tmp_path / "out.fits"
-    _fill(out, scans[:1], in_memory=False)
-    before = out.read_bytes()
-    plan = writer.plan_append(out, scan_rows(scans[1], "A"), scan_header(scans[1], "A"))
+    before, plan = _second_scan_planned(scans, out)
     monkeypatch.setattr(writeback, "STEP", 1)  # a write per row (a flush follows: writes of ~STEP bytes)
     room = 5 * plan.row_bytes // 4 if where == "within-the-first-batch" else 5 * plan.row_bytes
     written = [0]

@@ -232,8 +232,8 @@ def fill_scan(
     another's is not (the result names those left out; a later fill adds them, the others skipped);
     else a missing bank file fails the scan, as any missing file.
 
-    ``flush=False`` ends the fill once every byte is written, its flush (of the FITS rows: the
-    indexes are small and flushed as they are written) left to whoever next holds the project's
+    ``flush=False`` ends the fill once every byte is written, its flush (of the FITS rows and
+    the indexes, the files its journal names) left to whoever next holds the project's
     lock: the daemon when idle, the next fill, :meth:`OutputLayout.settle`.  Until then a crash of
     the machine rolls the scan back whole (see :mod:`obsflow.online.journal`).
     """

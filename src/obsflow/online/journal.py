@@ -213,23 +213,23 @@ def recover(journal_path: Path, level: int = logging.WARNING) -> list[str]:
         raise OutputError(f"cannot roll back the journaled fill: {err.strerror or err}", where) from err
 
 
-def _read_journal(journal_path: Path) -> dict[str, object] | None:
+def _read_journal(journal_path: Path) -> tuple[list[FileUndo], object] | None:
+    """The journal's undo records and the boot it was written in; None if there is no journal."""
     try:
         data = json.loads(journal_path.read_text())
-        _undos_from_json(data)
+        return _undos_from_json(data), data.get("boot")
     except FileNotFoundError:
         return None
     except (ValueError, TypeError) as err:
         # write_atomic never leaves a half journal, so this is damage from outside: keep it, touch no file.
         raise IntegrityError(f"journal is unreadable: {err}", journal_path) from err
-    return data
 
 
 def _roll_back(journal_path: Path, level: int) -> list[str]:
-    data = _read_journal(journal_path)
-    if data is None:
+    journal = _read_journal(journal_path)
+    if journal is None:
         return []
-    undos = _undos_from_json(data)
+    undos, _ = journal
     # Restore in reverse order of recording: later files may depend on earlier ones.
     for undo in reversed(undos):
         _restore(undo)
@@ -241,16 +241,16 @@ def _roll_back(journal_path: Path, level: int) -> list[str]:
 
 def _settle_written(journal_path: Path, level: int) -> list[str]:
     """Flush and keep a written fill of this boot; roll back one of another boot (its bytes may be lost)."""
-    data = _read_journal(journal_path)
-    if data is None:
+    journal = _read_journal(journal_path)
+    if journal is None:
         return []
-    written_in = data.get("boot")
+    undos, written_in = journal
     if written_in is None or written_in != boot_id():
         log.warning("a fill written before the machine restarted was never flushed: rolling it back (%s)",
                     journal_path.name)  # fmt: skip
         return _roll_back(journal_path, level)
     try:
-        for undo in _undos_from_json(data):
+        for undo in undos:
             _flush(Path(undo.path))
     except OSError as err:  # the journal stays: tried again by the next holder of the lock
         raise OutputError(f"cannot flush the written fill: {err.strerror or err}", err.filename or journal_path) from err

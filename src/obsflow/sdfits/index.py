@@ -375,12 +375,13 @@ def _channel_counts(columns: Mapping[str, Any], n: int) -> list[int]:
     """NUMCHN: the first number of TDIM7 ('(1024,1,1,1)'), else of TDIM6, else the DATA width."""
     for name in ("TDIM7", "TDIM6"):
         if name in columns:
+            texts = str_values(columns, name, n, "")
             count_of: dict[str, int] = {}
-            for text in str_values(columns, name, n, ""):
+            for text in texts:
                 if text not in count_of:
                     match = _TDIM.match(text)
                     count_of[text] = int(match.group(1)) if match else 0
-            return [count_of[text] for text in str_values(columns, name, n, "")]
+            return [count_of[text] for text in texts]
     if "DATA" in columns:
         shape = np.shape(columns["DATA"])
         return [int(shape[-1]) if len(shape) > 1 else 1] * n

@@ -608,7 +608,7 @@ def _append_opened(
             write_rows()
             _fdatasync_all_while(opened, while_flushing)  # the data and the new sizes; mtimes need not be durable
         else:
-            _in_a_thread_while(write_rows, while_flushing)
+            _in_threads_while([write_rows], while_flushing)
         for plan, fd in opened:
             write_at(fd, plan.naxis2_card, plan.naxis2_offset)
         if flush:
@@ -623,29 +623,6 @@ def _append_opened(
         failed = next((p for p, _ in opened if p.path == path), plan)
         raise OutputError(f"{what} while appending {len(failed.rows)} rows; the file was left as it was",
                           path) from err  # fmt: skip
-
-
-#: while rows are written beside Python work, the GIL changes hands this often (s): at the default
-#: 5 ms the writing thread, back from each read or write, waits that long for its next one
-SWITCH_INTERVAL_S = 0.0002
-
-
-def _in_a_thread_while(job: Callable[[], None], work: Callable[[], object] | None) -> None:
-    """``job`` in a thread (its reads and writes release the GIL) while ``work`` runs here; ``job``'s error wins."""
-    if work is None:
-        job()
-        return
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rows") as pool:
-            done = pool.submit(job)
-            try:
-                work()
-            finally:
-                done.result()
-    finally:
-        sys.setswitchinterval(interval)
 
 
 def _rollback_all(touched: Sequence[tuple[AppendPlan, int]]) -> None:
@@ -715,17 +692,34 @@ def _rows_per_write(cells: Sequence[Sequence[Buffer]], row_bytes: int, step: int
 def _fdatasync_all_while(opened: Sequence[tuple[AppendPlan, int]], work: Callable[[], object] | None) -> None:
     """Flush every file, each in a thread of its own (fdatasync releases the GIL for the whole wait), while
     ``work`` runs here.  A failed flush is raised, naming its file, after every flush has ended."""
-    if len(opened) == 1 and work is None:
-        _fdatasync_naming(*opened[0])
+    _in_threads_while([functools.partial(_fdatasync_naming, plan, fd) for plan, fd in opened], work)
+
+
+#: while jobs run beside Python work, the GIL changes hands this often (s): at the default 5 ms a
+#: job writing rows, back from each read or write, waits that long for its next one
+SWITCH_INTERVAL_S = 0.0002
+
+
+def _in_threads_while(jobs: Sequence[Callable[[], object]], work: Callable[[], object] | None) -> None:
+    """Each of ``jobs`` in a thread of its own (their system calls release the GIL) while ``work`` runs
+    here; a job's error is raised after every job has ended (before ``work``'s).  One job and no work: here."""
+    if len(jobs) == 1 and work is None:
+        jobs[0]()
         return
-    with ThreadPoolExecutor(max_workers=len(opened), thread_name_prefix="fdatasync") as pool:
-        flushes = [pool.submit(_fdatasync_naming, plan, fd) for plan, fd in opened]
-        try:
-            if work is not None:
-                work()
-        finally:
-            for flushed in flushes:
-                flushed.result()
+    interval = sys.getswitchinterval()
+    if work is not None:
+        sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
+    try:
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="append") as pool:
+            running = [pool.submit(job) for job in jobs]
+            try:
+                if work is not None:
+                    work()
+            finally:
+                for job in running:
+                    job.result()
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def _fdatasync_naming(plan: AppendPlan, fd: int) -> None:
