@@ -189,6 +189,29 @@ def test_each_row_shows_its_own_values_however_the_column_repeats_them(samples: 
     assert [c["SOURCE"] for c in cells] == ["W3OH", "W3OH", "W3 OH", "W3?OH"]
 
 
+def test_values_that_repeat_out_of_order_stay_with_their_rows(samples: Path) -> None:
+    """Each distinct value is formatted once and gathered back: rows must get their own, in order."""
+    columns, projid = _columns(samples / f"{AGBT15}.fits")
+    part = {name: values[:6] for name, values in columns.items()}
+    part["TSYS"] = np.array([20.5, np.nan, 18.25, 20.5, np.nan, 1e300], dtype=">f8")  # big-endian, as FITS
+    part["SCAN"] = np.array([7, 5, 7, 6, 5, 7], dtype=">i4")
+    part["OBJECT"] = np.array([b"B", b"A", b"B ", b"C", b"A", b"B"])
+    cells = [ix.parse_index_row(line) for line in ix.build_index_rows(part, projid=projid, file_name="f.fits")]
+    assert [c["TSYS"] for c in cells] == ["2.050000000e+01", "nan", "1.825000000e+01", "2.050000000e+01", "nan",
+                                          "1.000000000e+300"]  # fmt: skip
+    assert [c["SCAN"] for c in cells] == ["7", "5", "7", "6", "5", "7"]
+    assert [c["SOURCE"] for c in cells] == ["B", "A", "B", "C", "A", "B"]
+
+
+def test_a_file_name_that_is_not_ascii_keeps_every_column_in_place(samples: Path) -> None:
+    columns, projid = _columns(samples / f"{AGBT15}.fits")
+    part = {name: values[:2] for name, values in columns.items()}
+    rows = ix.build_index_rows(part, projid=projid, file_name="sp\u00e9ctra.fits", first_row=0, first_index=0)
+    assert {len(row.encode()) for row in rows} == {ix.ROW_WIDTH}
+    assert [ix.parse_index_row(row)["FILE"] for row in rows] == ["sp?ctra.fits"] * 2
+    assert [ix.parse_index_row(row)["SCAN"] for row in rows] == [str(int(v)) for v in part["SCAN"]]
+
+
 @pytest.mark.parametrize("first_index", [0, 17, 999_998, 9_999_996])
 def test_renumbered_rows_equal_rows_built_with_that_index(samples: Path, first_index: int) -> None:
     columns, projid = _columns(samples / f"{AGBT15}.fits")

@@ -211,28 +211,6 @@ def test_rows_are_durable_before_the_row_count_names_them(real, two_scans, monke
     assert writer.read_state(two_scans).nrows == plan.new_nrows == 32
 
 
-def test_work_done_while_flushing_sees_the_rows_written_and_the_old_count(real, two_scans):
-    _, rows, keywords = real
-    plan = writer.plan_append(two_scans, _scans(rows, SECOND), _ours(keywords))
-    seen = []
-    writer.apply_append(plan, while_flushing=lambda: seen.append((two_scans.stat().st_size, _naxis2(plan))))
-    assert seen == [(plan.new_size, plan.old_nrows)] and writer.read_state(two_scans).nrows == plan.new_nrows
-
-
-def test_a_failure_while_flushing_leaves_the_row_count_alone(real, two_scans):
-    _, rows, keywords = real
-    plan = writer.plan_append(two_scans, _scans(rows, SECOND), _ours(keywords))
-
-    def fail() -> None:
-        raise OutputError("index rows do not fit", two_scans)
-
-    with pytest.raises(OutputError, match="do not fit"):
-        writer.apply_append(plan, while_flushing=fail)
-    assert _naxis2(plan) == plan.old_nrows and two_scans.stat().st_size == plan.new_size  # rows there, not counted
-    writer.rollback(two_scans, plan.old_size, plan.undo)
-    assert writer.read_state(two_scans).nrows == plan.old_nrows and two_scans.stat().st_size == plan.old_size
-
-
 def _naxis2(plan: writer.AppendPlan) -> int:
     """The row count as the file says it now (read_state refuses a file in the middle of an append)."""
     with open(plan.path, "rb") as handle:
@@ -364,8 +342,7 @@ def test_files_appended_together_count_their_rows_only_once_all_rows_are_durable
 
     monkeypatch.setattr(writer, "write_at", watching_write)
     monkeypatch.setattr(os, "fdatasync", watching_flush)
-    seen = []
-    writer.apply_appends(two_banks, while_flushing=lambda: seen.extend(_naxis2(plan) for plan in two_banks))
+    writer.apply_appends(two_banks)
     counts = [
         i for i, event in enumerate(order) if event[0] == "write" and event[2] == two_banks[event[1]].naxis2_offset
     ]
@@ -375,7 +352,6 @@ def test_files_appended_together_count_their_rows_only_once_all_rows_are_durable
     for file in (0, 1):  # each file: its rows, then its flush, then its count, then its flush
         flushed = [i for i in flushes if order[i][1] == file]
         assert max(i for i in rows_written if order[i][1] == file) < flushed[0] < counts[file] < flushed[1]
-    assert seen == [plan.old_nrows for plan in two_banks]  # while flushing: the rows there, not yet counted
     assert [writer.read_state(plan.path).nrows for plan in two_banks] == [plan.new_nrows for plan in two_banks]
 
 

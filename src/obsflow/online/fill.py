@@ -14,7 +14,8 @@ Order of work, under the project's lock:
      any output file is touched;
   3. check the indexes agree with the FITS files (refuse, changing nothing, if not; a lost
      combined index is rebuilt from the bank files in step 4);
-     journal every file's old length and the bytes to be overwritten; fsync;
+     journal every file's old length and the bytes to be overwritten; fsync (the index
+     and spur rows are formatted meanwhile);
   4. append FITS rows (data, fsync, then NAXIS2), then index rows, then flags;
   5. commit (delete the journal); on any error, roll back instead.
 With ``flush=False`` step 4 does not wait for the disk and step 5 marks the journal written
@@ -41,6 +42,7 @@ from obsflow.online.journal import FileUndo, Journal, boot_id, undo_for
 from obsflow.online.layout import OutputLayout
 from obsflow.online.rows import scan_header, scan_rows
 from obsflow.sdfits import flag, index, index_fits, status, writer
+from obsflow.threads import run_beside
 
 __all__ = [
     "BankFill", "MissingBank", "PlannedFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans",
@@ -285,9 +287,13 @@ def _fill_locked(
         _check_combined_agrees(combined, existing_banks, rows_now)
     rebuild_combined = not combined.exists() and bool(existing_banks)
     journal.record(undo_for(combined, [(0, INDEX_HEADER_BYTES)]) if combined.exists() else FileUndo(str(combined), None))
-    journal.save()
+    try:  # the journal's fsync waits on the disk: format the index and spur rows meanwhile
+        formatted = run_beside([journal.save], functools.partial(_formatted_rows, work, project, write_spurs))
+    except BaseException:
+        journal.discard()  # nothing has changed yet
+        raise
     try:
-        _write_all(project, work, layout, combined, write_spurs, rebuild_combined, flush)
+        _write_all(project, work, layout, combined, formatted, rebuild_combined, flush)
     except BaseException as err:  # Ctrl-C and bugs too: never leave a half fill behind the lock
         # INFO: the caller reports the error itself (the CLI in one line); -v shows the rollback
         log.info("fill of %s scan %d failed, rolling back: %s", project, scan.number, err or type(err).__name__)
@@ -418,35 +424,29 @@ def _check_combined_agrees(combined: Path, bank_files: Sequence[Path], rows_now:
         )
 
 
+def _formatted_rows(work: Sequence[_BankWork], project: str, write_spurs: bool) -> list[tuple[list[str], list[str]]]:
+    """Each bank's index rows and spur flag rows, in the order of ``work``: all formatting, no file touched."""
+    return [(_index_rows(item, project), flag.vegas_spur_rows(item.rows) if write_spurs else []) for item in work]
+
+
 def _write_all(
-    project: str, work: Sequence[_BankWork], layout: OutputLayout, combined: Path, write_spurs: bool,
-    rebuild_combined: bool = False,
-    flush: bool = True,
+    project: str, work: Sequence[_BankWork], layout: OutputLayout, combined: Path,
+    formatted: Sequence[tuple[list[str], list[str]]], rebuild_combined: bool = False, flush: bool = True,
 ) -> None:
-    """FITS rows first (their index and spur rows are formatted while the disk flushes them, or, not flushed,
-    while they are written), then indexes, flags.
+    """FITS rows first, then indexes (``formatted``: each bank's index and spur rows), flags.
 
     The appends to existing bank files are done together: one wait for the disk for all of them.
     """
     now = datetime.now(UTC)
-    formatted: dict[int, tuple[list[str], list[str]]] = {}  # bank's position in work: (index rows, spur flag rows)
-
-    def format_rows(positions: Sequence[int]) -> None:
-        for position in positions:
-            item = work[position]
-            formatted[position] = (_index_rows(item, project), flag.vegas_spur_rows(item.rows) if write_spurs else [])
-
-    for position, item in enumerate(work):
+    for item in work:
         if item.plan is None:
             writer.create_file(item.fits_path, item.rows, item.header)
-            format_rows([position])
-    appends = [position for position, item in enumerate(work) if item.plan is not None]
-    if appends:
-        plans = [work[position].plan for position in appends]
-        writer.apply_appends(plans, functools.partial(format_rows, appends), flush)  # type: ignore[arg-type]
+    plans = [item.plan for item in work if item.plan is not None]
+    if plans:
+        writer.apply_appends(plans, flush)
     first_combined = index.next_index(combined) if combined.exists() else 0
     combined_rows: list[str] = []
-    for item, (rows, spurs) in zip(work, (formatted[position] for position in range(len(work))), strict=True):
+    for item, (rows, spurs) in zip(work, formatted, strict=True):
         bank_index = index_fits.index_path_for(item.fits_path)
         if bank_index.exists():
             index.append_index_rows(bank_index, rows, now=now, flush=flush)

@@ -264,8 +264,12 @@ def build_index_rows(
         raise OutputError("more than 9,999,999 rows do not fit the GBTIDL index format", file_name)
     cells = _index_cells(columns, n, projid=projid, file_name=file_name, ext=ext,
                          first_row=first_row, first_index=first_index)  # fmt: skip
-    formatted = [_format_column(column, cells[column.name]) for column in INDEX_COLUMNS]
-    return ["".join(parts) for parts in zip(*formatted, strict=True)]
+    block = np.full((n, ROW_WIDTH), ord(" "), dtype=np.uint8)  # the blanks between columns stay
+    for column in INDEX_COLUMNS:
+        start, stop = _SPANS[column.name]
+        block[:, start:stop] = cells[column.name].cells(column)
+    text = block.tobytes().decode("ascii")
+    return [text[start : start + ROW_WIDTH] for start in range(0, len(text), ROW_WIDTH)]
 
 
 def row_count(columns: Mapping[str, Any]) -> int:
@@ -300,98 +304,159 @@ def str_values(columns: Mapping[str, Any], name: str, n: int, default: str) -> l
     return [_NOT_PRINTABLE_ASCII.sub("?", text) for text in texts]
 
 
-def _floats(columns: Mapping[str, Any], name: str, n: int, default: float = 0.0) -> list[float]:
-    if name not in columns:
-        return [default] * n
-    return [float(v) for v in np.asarray(columns[name], dtype=float).reshape(n)]
-
-
 def int_values(columns: Mapping[str, Any], name: str, n: int, default: int) -> list[int]:
     if name not in columns:
         return [default] * n
     return [int(v) for v in np.rint(np.asarray(columns[name], dtype=float)).astype(np.int64).reshape(n)]
 
 
+@dataclass(frozen=True)
+class _Column:
+    """One index column of a run of rows: its distinct values, and per row which of them.
+
+    A scan's rows share most values (source, procedure, frequencies...): each distinct one is
+    formatted once and the rows take their cells from those, as numpy does gathers.
+    """
+
+    values: list[Any]
+    which: np.ndarray  # one position in ``values`` per row
+
+    def cells(self, column: IndexColumn) -> np.ndarray:
+        """(rows, width) ASCII bytes: every row's cell (without the blank that may precede the column)."""
+        if column.kind == "key":  # INDEX and ROW: a value per row
+            texts = "".join(map(_key_cell, self.values))
+        else:
+            texts = "".join([_cell_text(column, value) for value in self.values])
+        # a character that is not ASCII (a file name's) becomes one '?': the columns must not move
+        table = np.frombuffer(texts.encode("ascii", errors="replace"), dtype=np.uint8)
+        return table.reshape(len(self.values), column.width)[self.which]
+
+
+def _constant(value: Any, n: int) -> _Column:
+    return _Column([value], np.zeros(n, dtype=np.intp))
+
+
+def _distinct(values: Any, n: int) -> _Column:
+    """The column's distinct values (Python objects) and which one each row holds."""
+    array = np.asarray(values).reshape(n)
+    keys = array.view(f"u{array.itemsize}") if array.dtype.kind == "f" else array  # by bits: -0.0 and NaN print apart
+    if (keys == keys[0]).all():  # most columns of a scan: one value
+        return _constant(array[0].item(), n)
+    _, first, which = np.unique(keys, return_index=True, return_inverse=True)
+    return _Column(array[first].tolist(), which.reshape(n))
+
+
+def _texts(columns: Mapping[str, Any], name: str, n: int, default: str) -> _Column:
+    """A text column as :func:`str_values` gives it, each distinct value converted once."""
+    if name not in columns:
+        return _constant(default, n)
+    column = _distinct(columns[name], n)
+    return _Column(str_values({name: column.values}, name, len(column.values), default), column.which)
+
+
+def _ints(columns: Mapping[str, Any], name: str, n: int, default: int) -> _Column:
+    """An integer column as :func:`int_values` gives it (values rounded)."""
+    if name not in columns:
+        return _constant(default, n)
+    return _distinct(np.rint(np.asarray(columns[name], dtype=float)).astype(np.int64), n)
+
+
+def _reals(columns: Mapping[str, Any], name: str, n: int) -> _Column:
+    return _distinct(np.asarray(columns[name], dtype=float), n) if name in columns else _constant(0.0, n)
+
+
+def _mapped(column: _Column, change: Any) -> _Column:
+    """The column with ``change`` applied to each distinct value."""
+    return _Column([change(value) for value in column.values], column.which)
+
+
+def _per_row(column: _Column) -> list[Any]:
+    return [column.values[k] for k in column.which.tolist()]
+
+
 def _index_cells(
     columns: Mapping[str, Any], n: int, *, projid: str | None, file_name: str, ext: int, first_row: int,
     first_index: int,
-) -> dict[str, list[Any]]:
+) -> dict[str, _Column]:
     """Column name -> the n values of that index column (GBTIDL defaults for missing columns)."""
-    project = [projid.strip()] * n if projid is not None else str_values(columns, "PROJID", n, "unknown")
+    project = _constant(projid.strip(), n) if projid is not None else _texts(columns, "PROJID", n, "unknown")
     numchn = _channel_counts(columns, n)
-    crval1, crpix1, cdelt1 = (_floats(columns, name, n) for name in ("CRVAL1", "CRPIX1", "CDELT1"))
+    crval1, crpix1, cdelt1 = (np.asarray(columns[name], dtype=float).reshape(n) if name in columns else np.zeros(n)
+                              for name in ("CRVAL1", "CRPIX1", "CDELT1"))  # fmt: skip
+    channels = np.asarray(numchn.values, dtype=np.int64)[numchn.which]
+    # GBTIDL LINE_INDEX::get_center_frequency: the frequency of the middle of the band
+    centre = ((channels / 2.0 - 0.5) - crpix1) * cdelt1 + crval1
+    rows = np.arange(n)
     return {
-        "#INDEX#": list(range(first_index, first_index + n)),
+        "#INDEX#": _Column(list(range(first_index, first_index + n)), rows),
         "PROJECT": project,
-        "FILE": [file_name] * n,
-        "EXT": [ext] * n,
-        "ROW": list(range(first_row, first_row + n)),
-        "SOURCE": str_values(columns, "OBJECT", n, "source"),
-        "PROCEDURE": [mode.split(":")[0] for mode in str_values(columns, "OBSMODE", n, "proc")],
-        "OBSID": str_values(columns, "OBSID", n, ""),
-        "E2ESC": [0] * n,
-        "PROCS": int_values(columns, "PROCSEQN", n, 0),
-        "SCAN": int_values(columns, "SCAN", n, -1),
-        "POL": [_POLARIZATIONS.get(code, "?") for code in int_values(columns, "CRVAL4", n, 0)],
-        "PLNUM": int_values(columns, "PLNUM", n, 0),
-        "IFNUM": int_values(columns, "IFNUM", n, 0),
-        "FEED": int_values(columns, "FEED", n, -1),
-        "FDNUM": int_values(columns, "FDNUM", n, 0),
-        "INT": int_values(columns, "INT", n, 0) if "INT" in columns else _integration_numbers(columns, n),
+        "FILE": _constant(file_name, n),
+        "EXT": _constant(ext, n),
+        "ROW": _Column(list(range(first_row, first_row + n)), rows),
+        "SOURCE": _texts(columns, "OBJECT", n, "source"),
+        "PROCEDURE": _mapped(_texts(columns, "OBSMODE", n, "proc"), lambda mode: mode.split(":")[0]),
+        "OBSID": _texts(columns, "OBSID", n, ""),
+        "E2ESC": _constant(0, n),
+        "PROCS": _ints(columns, "PROCSEQN", n, 0),
+        "SCAN": _ints(columns, "SCAN", n, -1),
+        "POL": _mapped(_ints(columns, "CRVAL4", n, 0), lambda code: _POLARIZATIONS.get(code, "?")),
+        "PLNUM": _ints(columns, "PLNUM", n, 0),
+        "IFNUM": _ints(columns, "IFNUM", n, 0),
+        "FEED": _ints(columns, "FEED", n, -1),
+        "FDNUM": _ints(columns, "FDNUM", n, 0),
+        "INT": _ints(columns, "INT", n, 0) if "INT" in columns else _distinct(_integration_numbers(columns, n), n),
         "NUMCHN": numchn,
-        "SIG": str_values(columns, "SIG", n, "T"),
-        "CAL": str_values(columns, "CAL", n, "T"),
-        "SAMPLER": str_values(columns, "SAMPLER", n, "??"),
-        "AZIMUTH": _floats(columns, "AZIMUTH", n),
-        "ELEVATION": _floats(columns, "ELEVATIO", n),
-        "LONGITUDE": _floats(columns, "CRVAL2", n),
-        "LATITUDE": _floats(columns, "CRVAL3", n),
-        "TRGTLONG": _floats(columns, "TRGTLONG", n),
-        "TRGTLAT": _floats(columns, "TRGTLAT", n),
-        "SUB": int_values(columns, "SUBREF_STATE", n, 0),
-        "LST": _floats(columns, "LST", n),
-        # GBTIDL LINE_INDEX::get_center_frequency: the frequency of the middle of the band
-        "CENTFREQ": [((c / 2.0 - 0.5) - p) * d + v for c, p, d, v in zip(numchn, crpix1, cdelt1, crval1, strict=True)],
-        "RESTFREQ": _floats(columns, "RESTFREQ", n),
-        "VELOCITY": _floats(columns, "VELOCITY", n),
-        "FREQINT": cdelt1,
-        "FREQRES": [abs(v) for v in _floats(columns, "FREQRES", n)],
-        "DATEOBS": str_values(columns, "DATE-OBS", n, ""),
-        "TIMESTAMP": str_values(columns, "TIMESTAMP", n, ""),
-        "BANDWIDTH": _floats(columns, "BANDWID", n),
-        "EXPOSURE": _floats(columns, "EXPOSURE", n),
-        "TSYS": _floats(columns, "TSYS", n),
-        "NSAVE": int_values(columns, "NSAVE", n, -1),
-        "PROCSCAN": str_values(columns, "PROCSCAN", n, "Unknown"),
-        "PROCTYPE": str_values(columns, "PROCTYPE", n, "Unknown"),
-        "WCALPOS": str_values(columns, "CALPOSITION", n, "Unknown"),
+        "SIG": _texts(columns, "SIG", n, "T"),
+        "CAL": _texts(columns, "CAL", n, "T"),
+        "SAMPLER": _texts(columns, "SAMPLER", n, "??"),
+        "AZIMUTH": _reals(columns, "AZIMUTH", n),
+        "ELEVATION": _reals(columns, "ELEVATIO", n),
+        "LONGITUDE": _reals(columns, "CRVAL2", n),
+        "LATITUDE": _reals(columns, "CRVAL3", n),
+        "TRGTLONG": _reals(columns, "TRGTLONG", n),
+        "TRGTLAT": _reals(columns, "TRGTLAT", n),
+        "SUB": _ints(columns, "SUBREF_STATE", n, 0),
+        "LST": _reals(columns, "LST", n),
+        "CENTFREQ": _distinct(centre, n),
+        "RESTFREQ": _reals(columns, "RESTFREQ", n),
+        "VELOCITY": _reals(columns, "VELOCITY", n),
+        "FREQINT": _distinct(cdelt1, n),
+        "FREQRES": _mapped(_reals(columns, "FREQRES", n), abs),
+        "DATEOBS": _texts(columns, "DATE-OBS", n, ""),
+        "TIMESTAMP": _texts(columns, "TIMESTAMP", n, ""),
+        "BANDWIDTH": _reals(columns, "BANDWID", n),
+        "EXPOSURE": _reals(columns, "EXPOSURE", n),
+        "TSYS": _reals(columns, "TSYS", n),
+        "NSAVE": _ints(columns, "NSAVE", n, -1),
+        "PROCSCAN": _texts(columns, "PROCSCAN", n, "Unknown"),
+        "PROCTYPE": _texts(columns, "PROCTYPE", n, "Unknown"),
+        "WCALPOS": _texts(columns, "CALPOSITION", n, "Unknown"),
     }
 
 
 _TDIM = re.compile(r"\(\s*(\d+)")
 
 
-def _channel_counts(columns: Mapping[str, Any], n: int) -> list[int]:
+def _channel_counts(columns: Mapping[str, Any], n: int) -> _Column:
     """NUMCHN: the first number of TDIM7 ('(1024,1,1,1)'), else of TDIM6, else the DATA width."""
     for name in ("TDIM7", "TDIM6"):
         if name in columns:
-            texts = str_values(columns, name, n, "")
-            count_of: dict[str, int] = {}
-            for text in texts:
-                if text not in count_of:
-                    match = _TDIM.match(text)
-                    count_of[text] = int(match.group(1)) if match else 0
-            return [count_of[text] for text in texts]
+            return _mapped(_texts(columns, name, n, ""), _first_dimension)
     if "DATA" in columns:
         shape = np.shape(columns["DATA"])
-        return [int(shape[-1]) if len(shape) > 1 else 1] * n
-    return [0] * n
+        return _constant(int(shape[-1]) if len(shape) > 1 else 1, n)
+    return _constant(0, n)
+
+
+def _first_dimension(tdim: str) -> int:
+    match = _TDIM.match(tdim)
+    return int(match.group(1)) if match else 0
 
 
 def _integration_numbers(columns: Mapping[str, Any], n: int) -> list[int]:
     """Dense rank of DATE-OBS within each run of equal TIMESTAMP (or SCAN), as GBTIDL numbers INT."""
-    ids: list[Any] = str_values(columns, "TIMESTAMP", n, "") if "TIMESTAMP" in columns else int_values(columns, "SCAN", n, -1)
-    dates = str_values(columns, "DATE-OBS", n, "")
+    ids = _per_row(_texts(columns, "TIMESTAMP", n, "") if "TIMESTAMP" in columns else _ints(columns, "SCAN", n, -1))
+    dates = _per_row(_texts(columns, "DATE-OBS", n, ""))
     numbers = [0] * n
     start = 0
     while start < n:
@@ -421,32 +486,16 @@ def renumbered(rows: Sequence[str], first_index: int) -> list[str]:
     return [row[:start] + _key_cell(first_index + i) + row[stop:] for i, row in enumerate(rows)]
 
 
-def _format_column(column: IndexColumn, values: list[Any]) -> list[str]:
-    """The column's cells; a value repeated down the column (most are: one scan's rows share
-    its source, procedure, frequencies...) is formatted once."""
-    cells: dict[Any, str] = {}
-    out = []
-    for value in values:
-        if not value:  # zeros are formatted each time: 0.0 and -0.0 are one dict key, but print apart
-            out.append(_format_cell(column, value))
-            continue
-        cell = cells.get(value)
-        if cell is None:
-            cell = cells[value] = _format_cell(column, value)
-        out.append(cell)
-    return out
-
-
-def _format_cell(column: IndexColumn, value: Any) -> str:
-    lead = " " if column.spaced else ""
+def _cell_text(column: IndexColumn, value: Any) -> str:
+    """The cell of ``value``, ``column.width`` characters."""
     width = column.width
     if column.kind == "key":
-        return lead + _key_cell(value)
+        return _key_cell(value)
     if column.kind == "a":
-        return lead + f"{value:>{width}.{width}}"
+        return f"{value:>{width}.{width}}"
     cell = f"{value:{width}d}" if column.kind == "i" else f"{value:{width}.9e}"
     # a value too wide for its field is written as asterisks, as Fortran/IDL formats do
-    return lead + (cell if len(cell) == width else "*" * width)
+    return cell if len(cell) == width else "*" * width
 
 
 # --------------------------------------------------------------------------------------------

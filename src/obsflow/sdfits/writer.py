@@ -28,9 +28,7 @@ import errno
 import functools
 import logging
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +56,7 @@ from obsflow.sdfits.columns import (
     tforms,
 )
 from obsflow.sdfits.spectra import SpectraInFile
+from obsflow.threads import run_beside
 from obsflow.writeback import Writeback
 
 __all__ = [
@@ -544,23 +543,17 @@ def _new_naxis2(old: bytes, nrows: int) -> bytes:
     return naxis2_card(nrows)
 
 
-def apply_append(plan: AppendPlan, while_flushing: Callable[[], object] | None = None) -> None:
+def apply_append(plan: AppendPlan) -> None:
     """Do ``plan``: rows + padding after the old end of data, flush, then the NAXIS2 card, flush.
-
-    ``while_flushing`` runs while the rows go to disk (the first flush waits on the disk, not
-    the CPU: a filler formats its index rows meanwhile); an exception from it is re-raised
-    after the flush, before NAXIS2 changes.
 
     On any write error the file is rolled back to exactly its old bytes and
     :class:`OutputError` is raised.  If the file changed since the plan was made,
     :class:`IntegrityError` is raised and nothing is written.
     """
-    apply_appends([plan], while_flushing)
+    apply_appends([plan])
 
 
-def apply_appends(
-    plans: Sequence[AppendPlan], while_flushing: Callable[[], object] | None = None, flush: bool = True
-) -> None:
+def apply_appends(plans: Sequence[AppendPlan], flush: bool = True) -> None:
     """Do several plans (one per file: a scan's bank files) as :func:`apply_append` does one, flushing together.
 
     Every file's rows first, then one flush of them all (in parallel: a fill of four banks
@@ -570,8 +563,8 @@ def apply_appends(
     :class:`IntegrityError` is raised and nothing is written.
 
     ``flush=False``: no flush at all (the caller's journal keeps the fill undoable until it
-    flushes later); the rows are written in a thread of their own while ``while_flushing`` runs
-    here, and NAXIS2 after both, so a reader still never sees a count beyond the rows written.
+    flushes later); NAXIS2 is still written after the rows, so a reader never sees a count
+    beyond the rows written.
     """
     opened: list[tuple[AppendPlan, int]] = []
     try:
@@ -582,7 +575,7 @@ def apply_appends(
                 raise OutputError(f"cannot open SDFITS file for appending: {err.strerror}", plan.path) from err
         for plan, fd in opened:
             _check_unchanged(fd, plan)
-        _append_opened(opened, while_flushing, flush)
+        _append_opened(opened, flush)
     finally:
         for _, fd in opened:
             os.close(fd)
@@ -590,29 +583,20 @@ def apply_appends(
         log.info("appended %d rows to %s (%d rows now)", len(plan.rows), plan.path, plan.new_nrows)
 
 
-def _append_opened(
-    opened: Sequence[tuple[AppendPlan, int]], while_flushing: Callable[[], object] | None, flush: bool
-) -> None:
+def _append_opened(opened: Sequence[tuple[AppendPlan, int]], flush: bool) -> None:
     touched: list[tuple[AppendPlan, int]] = []
     plan = opened[0][0]  # the file being written, for an error message
-
-    def write_rows() -> None:
-        nonlocal plan
+    try:
         for plan, fd in opened:
             touched.append((plan, fd))
             _write_rows(fd, plan.rows, plan.spectra, plan.data_offset, start_write_out=flush)
             write_at(fd, bytes(plan.pad_bytes), plan.data_offset + plan.rows_nbytes)
-
-    try:
         if flush:
-            write_rows()
-            _fdatasync_all_while(opened, while_flushing)  # the data and the new sizes; mtimes need not be durable
-        else:
-            _in_threads_while([write_rows], while_flushing)
+            _fdatasync_all(opened)  # the data and the new sizes; mtimes need not be durable
         for plan, fd in opened:
             write_at(fd, plan.naxis2_card, plan.naxis2_offset)
         if flush:
-            _fdatasync_all_while(opened, None)
+            _fdatasync_all(opened)
     except InputError:
         _rollback_all(touched)  # a raw file went away under us
         raise
@@ -689,37 +673,10 @@ def _rows_per_write(cells: Sequence[Sequence[Buffer]], row_bytes: int, step: int
     return rows if step is None else max(1, min(rows, step // row_bytes))
 
 
-def _fdatasync_all_while(opened: Sequence[tuple[AppendPlan, int]], work: Callable[[], object] | None) -> None:
-    """Flush every file, each in a thread of its own (fdatasync releases the GIL for the whole wait), while
-    ``work`` runs here.  A failed flush is raised, naming its file, after every flush has ended."""
-    _in_threads_while([functools.partial(_fdatasync_naming, plan, fd) for plan, fd in opened], work)
-
-
-#: while jobs run beside Python work, the GIL changes hands this often (s): at the default 5 ms a
-#: job writing rows, back from each read or write, waits that long for its next one
-SWITCH_INTERVAL_S = 0.0002
-
-
-def _in_threads_while(jobs: Sequence[Callable[[], object]], work: Callable[[], object] | None) -> None:
-    """Each of ``jobs`` in a thread of its own (their system calls release the GIL) while ``work`` runs
-    here; a job's error is raised after every job has ended (before ``work``'s).  One job and no work: here."""
-    if len(jobs) == 1 and work is None:
-        jobs[0]()
-        return
-    interval = sys.getswitchinterval()
-    if work is not None:
-        sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
-    try:
-        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="append") as pool:
-            running = [pool.submit(job) for job in jobs]
-            try:
-                if work is not None:
-                    work()
-            finally:
-                for job in running:
-                    job.result()
-    finally:
-        sys.setswitchinterval(interval)
+def _fdatasync_all(opened: Sequence[tuple[AppendPlan, int]]) -> None:
+    """Flush every file, each in a thread of its own (fdatasync releases the GIL for the whole wait).
+    A failed flush is raised, naming its file, after every flush has ended."""
+    run_beside([functools.partial(_fdatasync_naming, plan, fd) for plan, fd in opened])
 
 
 def _fdatasync_naming(plan: AppendPlan, fd: int) -> None:
