@@ -13,6 +13,7 @@ I/O.  Invariant: given the same keyword values, :func:`primary_header` and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -210,6 +211,7 @@ def tforms(nchan: int) -> tuple[str, ...]:
     return tuple(column.tform_for(nchan) for column in COLUMNS)
 
 
+@functools.lru_cache(maxsize=16)  # a few channel counts per project; a dtype cannot change
 def row_dtype(nchan: int) -> np.dtype:
     """The numpy structured dtype of one table row: big-endian, packed, fields in column order."""
     if nchan < 1:

@@ -91,14 +91,13 @@ def vegas_spur_rows(columns: Mapping[str, Any]) -> list[str]:
         return []
     scans, ifnums, fdnums = (np.asarray(columns[name]).astype(np.int64) for name in ("SCAN", "IFNUM", "FDNUM"))
     spur = [np.asarray(columns[name], dtype=float) for name in ("VSPDELT", "VSPRVAL", "VSPRPIX")]
-    n_channels = _channel_counts(columns, len(scans))
     rows = []
     seen: set[tuple[int, int, int]] = set()
     for i, key in enumerate(zip(scans.tolist(), ifnums.tolist(), fdnums.tolist(), strict=True)):
         if key in seen:
             continue
         seen.add(key)
-        channels = spur_channels(spur[0][i], spur[1][i], spur[2][i], n_channels[i])
+        channels = spur_channels(spur[0][i], spur[1][i], spur[2][i], _channel_count(columns, i))
         if channels:
             listed = ",".join(str(c) for c in channels)
             scan, ifnum, fdnum = key
@@ -106,15 +105,14 @@ def vegas_spur_rows(columns: Mapping[str, Any]) -> list[str]:
     return rows
 
 
-def _channel_counts(columns: Mapping[str, Any], n: int) -> list[int]:
+def _channel_count(columns: Mapping[str, Any], row: int) -> int:
+    """The channel count of one row (asked once per scan, IF and feed: a scan's rows share it)."""
     if "TDIM7" in columns:
-        counts = []
-        for value in columns["TDIM7"]:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            counts.append(int(text.strip().lstrip("(").split(",")[0] or 0))
-        return counts
+        value = columns["TDIM7"][row]
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        return int(text.strip().lstrip("(").split(",")[0] or 0)
     if "DATA" in columns:
-        return [int(np.shape(columns["DATA"])[-1])] * n
+        return int(np.shape(columns["DATA"])[-1])
     raise InputError("SDFITS rows need TDIM7 or DATA to know the channel count")
 
 

@@ -176,9 +176,12 @@ class SpectraInFile:
                 pass
 
     def _changed_by_row(self) -> dict[int, list[tuple[int, bytes]]]:
+        changes = sorted(self.changed.items())
+        stored = np.array([value for _, value in changes], dtype=DTYPE).tobytes()  # as in the file, in one go
+        size = DTYPE.itemsize
         by_row: dict[int, list[tuple[int, bytes]]] = {}
-        for (row, channel), value in sorted(self.changed.items()):
-            by_row.setdefault(row, []).append((channel, np.asarray(value, dtype=DTYPE).tobytes()))
+        for k, ((row, channel), _) in enumerate(changes):
+            by_row.setdefault(row, []).append((channel, stored[k * size : (k + 1) * size]))
         return by_row
 
     @contextmanager
