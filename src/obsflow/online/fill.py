@@ -14,8 +14,8 @@ Order of work, under the project's lock:
      any output file is touched;
   3. check the indexes agree with the FITS files (refuse, changing nothing, if not; a lost
      combined index is rebuilt from the bank files in step 4);
-     journal every file's old length and the bytes to be overwritten; fsync (the index
-     and spur rows are formatted meanwhile);
+     format the index and spur rows; journal every file's old length and the bytes to be
+     overwritten; fsync;
   4. append FITS rows (data, fsync, then NAXIS2), then index rows, then flags;
   5. commit (delete the journal); on any error, roll back instead.
 With ``flush=False`` step 4 does not wait for the disk and step 5 marks the journal written
@@ -24,7 +24,6 @@ instead: the flush and the commit come later (see :mod:`obsflow.online.journal`)
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -42,7 +41,6 @@ from obsflow.online.journal import FileUndo, Journal, boot_id, undo_for
 from obsflow.online.layout import OutputLayout
 from obsflow.online.rows import scan_header, scan_rows
 from obsflow.sdfits import flag, index, index_fits, status, writer
-from obsflow.threads import run_beside
 
 __all__ = [
     "BankFill", "MissingBank", "PlannedFill", "ScanFill", "fill_scan", "filled_scans", "logged_scans",
@@ -287,11 +285,8 @@ def _fill_locked(
         _check_combined_agrees(combined, existing_banks, rows_now)
     rebuild_combined = not combined.exists() and bool(existing_banks)
     journal.record(undo_for(combined, [(0, INDEX_HEADER_BYTES)]) if combined.exists() else FileUndo(str(combined), None))
-    try:  # the journal's fsync waits on the disk: format the index and spur rows meanwhile
-        formatted = run_beside([journal.save], functools.partial(_formatted_rows, work, project, write_spurs))
-    except BaseException:
-        journal.discard()  # nothing has changed yet
-        raise
+    formatted = _formatted_rows(work, project, write_spurs)  # before the journal: a failure here changes nothing
+    journal.save()
     try:
         _write_all(project, work, layout, combined, formatted, rebuild_combined, flush)
     except BaseException as err:  # Ctrl-C and bugs too: never leave a half fill behind the lock

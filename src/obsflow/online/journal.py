@@ -152,13 +152,6 @@ class Journal:
 
     def commit(self) -> None:
         """The fill is complete and durable: forget how to undo it."""
-        self.discard()
-
-    def discard(self) -> None:
-        """Forget how to undo: the fill is complete and durable (:meth:`commit`), or changed nothing yet.
-
-        The removal is made durable: a journal back after a crash would roll back later fills.
-        """
         self.path.unlink(missing_ok=True)
         fsync_dir(self.path.parent)
         self.entries.clear()

@@ -29,6 +29,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +57,6 @@ from obsflow.sdfits.columns import (
     tforms,
 )
 from obsflow.sdfits.spectra import SpectraInFile
-from obsflow.threads import run_beside
 from obsflow.writeback import Writeback
 
 __all__ = [
@@ -674,9 +674,16 @@ def _rows_per_write(cells: Sequence[Sequence[Buffer]], row_bytes: int, step: int
 
 
 def _fdatasync_all(opened: Sequence[tuple[AppendPlan, int]]) -> None:
-    """Flush every file, each in a thread of its own (fdatasync releases the GIL for the whole wait).
-    A failed flush is raised, naming its file, after every flush has ended."""
-    run_beside([functools.partial(_fdatasync_naming, plan, fd) for plan, fd in opened])
+    """Flush every file, each in a thread of its own (fdatasync releases the GIL for the whole wait: a
+    scan's bank files wait for the disk together).  A failed flush is raised, naming its file, after
+    every flush has ended."""
+    if len(opened) == 1:
+        _fdatasync_naming(*opened[0])
+        return
+    with ThreadPoolExecutor(max_workers=len(opened), thread_name_prefix="flush") as pool:
+        flushes = [pool.submit(_fdatasync_naming, plan, fd) for plan, fd in opened]
+    for flush in flushes:
+        flush.result()
 
 
 def _fdatasync_naming(plan: AppendPlan, fd: int) -> None:
