@@ -14,6 +14,7 @@ record with the crash (empty): unreadable and older than this boot, it is stale 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -288,6 +289,7 @@ def held(locks_dir: Path, name: str, timeout_s: float = 60.0, purpose: str = "")
         release_lock(path)
 
 
+@functools.cache  # a process's user does not change: /etc/passwd is read once, not per lock
 def _user() -> str:
     try:
         import pwd

@@ -98,6 +98,8 @@ def test_a_missing_combined_index_is_rebuilt_over_every_bank(raw_project: Path, 
     assert _fill(raw_project, out, "1-2") == 0
     layout = OutputLayout(out)
     combined = layout.combined_index(PROJECT)
+    [entry] = [e for e in status.read_status(out) if e.project == PROJECT]
+    assert (entry.scan, entry.index) == (2, index.next_index(combined) - 1)  # appended to: the last INDEX
     combined.unlink()
     assert _fill(raw_project, out, "3") == 0
     banks = layout.bank_files(PROJECT)

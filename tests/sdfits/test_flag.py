@@ -59,6 +59,9 @@ def test_flag_file_lives_in_flags_dir_linked_beside_the_fits_file(samples: Path,
     target = flag.flag_target_path(fits_path, tmp_path / "sdfits", tmp_path / "flags")
     assert target == tmp_path / "flags" / "AGBT22A_325_15" / "AGBT22A_325_15.raw.vegas.A.flag"
 
+    for same in (out / ".." / out.name / fits_path.name, Path(os.path.relpath(fits_path))):  # the same file
+        assert flag.flag_target_path(same, tmp_path / "sdfits", tmp_path / "flags") == target
+
     columns = _columns(fits_path)
     first_scans = {k: v[:4] for k, v in columns.items()}
     used = flag.ensure_flag_file(fits_path, target, rows=flag.vegas_spur_rows(first_scans))

@@ -244,10 +244,10 @@ def fill_scan(
     project = project or scan.project
     flush = flush or boot_id() is None  # a written fill could not be told from one a reboot lost
     with layout.project_held(project, lock_timeout_s, f"fill scan {scan.number}"):
-        banks = _fill_locked(scan, project, converted, layout, write_spurs, flush)
+        banks, last_index = _fill_locked(scan, project, converted, layout, write_spurs, flush)
         result = ScanFill(project, scan.number, scan.timestamp, banks, time.perf_counter() - started, missing)
-        if not result.skipped:
-            _update_status(layout, result, durable=flush)  # under the lock: the index it names is this fill's
+        if last_index is not None:  # under the lock: the index it names is this fill's
+            _update_status(layout, result, last_index, durable=flush)
     if on_written is not None:
         on_written(result)
     return result
@@ -260,7 +260,8 @@ def _fill_locked(
     layout: OutputLayout,
     write_spurs: bool,
     flush: bool,
-) -> tuple[BankFill, ...]:
+) -> tuple[tuple[BankFill, ...], int | None]:
+    """The scan's share of each bank file, and the combined index's last INDEX after it (None: nothing written)."""
     product_dir = layout.product_dir(project, BACKEND)
     try:
         product_dir.mkdir(parents=True, exist_ok=True)
@@ -278,17 +279,18 @@ def _fill_locked(
         work.append(item)
         fills.append(BankFill(bank, item.fits_path, len(rows["SCAN"]), item.first_row))
     if not work:
-        return tuple(fills)
+        return tuple(fills), None
     existing_banks = layout.bank_files(project, BACKEND)
+    combined_rows = None  # the combined index's rows before this fill; None: it is not there
     if combined.exists():
         rows_now = {fill.fits_path: fill.first_row for fill in fills}  # existing files: their NAXIS2, just read
-        _check_combined_agrees(combined, existing_banks, rows_now)
+        combined_rows = _check_combined_agrees(combined, existing_banks, rows_now)
     rebuild_combined = not combined.exists() and bool(existing_banks)
     journal.record(undo_for(combined, [(0, INDEX_HEADER_BYTES)]) if combined.exists() else FileUndo(str(combined), None))
     formatted = _formatted_rows(work, project, write_spurs)  # before the journal: a failure here changes nothing
     journal.save()
     try:
-        _write_all(project, work, layout, combined, formatted, rebuild_combined, flush)
+        last_index = _write_all(project, work, layout, combined, formatted, combined_rows, rebuild_combined, flush)
     except BaseException as err:  # Ctrl-C and bugs too: never leave a half fill behind the lock
         # INFO: the caller reports the error itself (the CLI in one line); -v shows the rollback
         log.info("fill of %s scan %d failed, rolling back: %s", project, scan.number, err or type(err).__name__)
@@ -302,7 +304,7 @@ def _fill_locked(
         journal.mark_written()
     for item in work:
         _SCANS.appended(item.fits_path, (scan.number, scan.timestamp))
-    return tuple(fills)
+    return tuple(fills), last_index
 
 
 def _prepare_bank(
@@ -393,7 +395,7 @@ def _check_index_agrees(fits_path: Path, expected: int) -> None:
 
 def _check_last_row(index_path: Path, fits_path: Path, nrows: int) -> None:
     """The last row must point at this file's last row: the right count alone passes another bank's index."""
-    last = index.last_row(index_path)
+    last = index.last_row(index_path, rows=nrows)  # the index has nrows rows: just checked
     if last is None:
         return
     expected = {"FILE": fits_path.name, "EXT": "1", "ROW": str(nrows - 1), "#INDEX#": str(nrows - 1)}
@@ -405,8 +407,9 @@ def _check_last_row(index_path: Path, fits_path: Path, nrows: int) -> None:
         )
 
 
-def _check_combined_agrees(combined: Path, bank_files: Sequence[Path], rows_now: Mapping[Path, int]) -> None:
+def _check_combined_agrees(combined: Path, bank_files: Sequence[Path], rows_now: Mapping[Path, int]) -> int:
     """The combined index must list every row of every bank file: a cut one would be appended to.
+    Return its row count.
 
     ``rows_now``: the row counts of the bank files this fill has just read (the others are read here).
     """
@@ -417,6 +420,7 @@ def _check_combined_agrees(combined: Path, bank_files: Sequence[Path], rows_now:
             f"combined index has {have} rows but the bank files have {expected}; rebuild it with "
             f"'obsflow index {combined.parent}/'", combined
         )
+    return have
 
 
 def _formatted_rows(work: Sequence[_BankWork], project: str, write_spurs: bool) -> list[tuple[list[str], list[str]]]:
@@ -426,9 +430,11 @@ def _formatted_rows(work: Sequence[_BankWork], project: str, write_spurs: bool) 
 
 def _write_all(
     project: str, work: Sequence[_BankWork], layout: OutputLayout, combined: Path,
-    formatted: Sequence[tuple[list[str], list[str]]], rebuild_combined: bool = False, flush: bool = True,
-) -> None:
-    """FITS rows first, then indexes (``formatted``: each bank's index and spur rows), flags.
+    formatted: Sequence[tuple[list[str], list[str]]], combined_rows: int | None, rebuild_combined: bool = False,
+    flush: bool = True,
+) -> int:
+    """FITS rows first, then indexes (``formatted``: each bank's index and spur rows), flags; return the
+    combined index's last INDEX.  ``combined_rows``: its rows before the fill (None: not there).
 
     The appends to existing bank files are done together: one wait for the disk for all of them.
     """
@@ -439,26 +445,28 @@ def _write_all(
     plans = [item.plan for item in work if item.plan is not None]
     if plans:
         writer.apply_appends(plans, flush)
-    first_combined = index.next_index(combined) if combined.exists() else 0
-    combined_rows: list[str] = []
+    first_combined = combined_rows or 0
+    new_rows: list[str] = []
     for item, (rows, spurs) in zip(work, formatted, strict=True):
         bank_index = index_fits.index_path_for(item.fits_path)
         if bank_index.exists():
             index.append_index_rows(bank_index, rows, now=now, flush=flush)
         else:
             index.write_index_text(bank_index, index_fits.build_index_for_fits(item.fits_path, now=now))
-        combined_rows += index.renumbered(rows, first_combined + len(combined_rows))
+        new_rows += index.renumbered(rows, first_combined + len(new_rows))
         flag.ensure_flag_file(item.fits_path, layout.flag_target(item.fits_path), rows=spurs)
     if rebuild_combined:  # lost while bank files exist: the new rows alone would hide the older scans
         log.info("%s was missing: rebuilt from every bank file", combined.name)
         banks = layout.bank_files(project, BACKEND)
         index.write_index_text(combined, index_fits.build_combined_index(banks, now=now))
-    elif combined.exists():
-        index.append_index_rows(combined, combined_rows, now=now, flush=flush)
+        return index.next_index(combined) - 1
+    if combined_rows is not None:
+        index.append_index_rows(combined, new_rows, now=now, flush=flush)
     else:
         observer = str(work[0].rows["OBSERVER"][0]) if "OBSERVER" in work[0].rows else "Unknown"
         header = index.IndexHeader.new(observer=observer, backend="VEGAS", now=now)
-        index.write_index(combined, header, combined_rows)
+        index.write_index(combined, header, new_rows)
+    return first_combined + len(new_rows) - 1
 
 
 def _index_rows(item: _BankWork, project: str) -> list[str]:
@@ -467,9 +475,7 @@ def _index_rows(item: _BankWork, project: str) -> list[str]:
                                   first_row=item.first_row, first_index=item.first_row)  # fmt: skip
 
 
-def _update_status(layout: OutputLayout, result: ScanFill, durable: bool = True) -> None:
-    combined = layout.combined_index(result.project, BACKEND)
-    last_index = index.next_index(combined) - 1
+def _update_status(layout: OutputLayout, result: ScanFill, last_index: int, durable: bool = True) -> None:
     entry = status.StatusEntry(
         backend=BACKEND,
         project=result.project,

@@ -118,7 +118,12 @@ def _channel_count(columns: Mapping[str, Any], row: int) -> int:
 
 def flag_target_path(fits_path: Path, output_root: Path, flags_root: Path) -> Path:
     """Where the real flag file of ``fits_path`` lives: the same relative path under ``flags_root``."""
-    relative = Path(fits_path).resolve().relative_to(Path(output_root).resolve())
+    try:  # a FITS path made from the output root (the filler's): no need to resolve each folder on the way
+        relative = Path(fits_path).relative_to(output_root)
+    except ValueError:
+        relative = Path(fits_path).resolve().relative_to(Path(output_root).resolve())
+    if ".." in relative.parts:
+        relative = Path(fits_path).resolve().relative_to(Path(output_root).resolve())
     return Path(flags_root) / relative.with_suffix(".flag")
 
 
@@ -141,6 +146,9 @@ def ensure_flag_file(
     Returns the path of the flag file actually used.
     """
     link = Path(fits_path).with_suffix(".flag")
+    if _links_to(link, target) and Path(target).is_file():  # the usual case, after the first fill: append, done
+        append_flag_rows(target, rows)
+        return Path(target)
     is_other_link = link.is_symlink() and os.path.realpath(link) != os.path.realpath(target)
     if is_other_link or (link.exists() and not link.is_symlink()):
         log.warning("keeping existing flag file %s (not a link to %s)", link, target)
@@ -159,6 +167,14 @@ def ensure_flag_file(
     if not link.is_symlink():
         _symlink_atomic(os.path.relpath(target, link.parent), link)
     return target
+
+
+def _links_to(link: Path, target: Path) -> bool:
+    """``link`` is the link this module makes to ``target`` (its text, the relative path; no folder resolved)."""
+    try:
+        return os.readlink(link) == os.path.relpath(target, link.parent)
+    except OSError:  # not there, or not a link
+        return False
 
 
 def _symlink_atomic(destination: str, link: Path) -> None:

@@ -600,10 +600,13 @@ def next_index(path: Path, whole_rows_only: bool = False) -> int:
     return max(rows_bytes, 0) // (ROW_WIDTH + 1)
 
 
-def last_row(path: Path) -> dict[str, str] | None:
-    """The fields of an index's last row (as :func:`parse_index_row`), None if it has none; O(1)."""
+def last_row(path: Path, rows: int | None = None) -> dict[str, str] | None:
+    """The fields of an index's last row (as :func:`parse_index_row`), None if it has none; O(1).
+
+    ``rows``: the file's :func:`next_index`, when the caller has just read it.
+    """
     path = Path(path)
-    if next_index(path) == 0:  # also checks the rows section holds whole rows
+    if (next_index(path) if rows is None else rows) == 0:  # next_index also checks the rows are whole
         return None
     with open(path, "rb") as handle:
         handle.seek(-(ROW_WIDTH + 1), os.SEEK_END)
