@@ -376,11 +376,12 @@ def test_a_status_file_that_cannot_be_read_does_not_fail_a_fill(raw_project: Pat
 
 
 @pytest.mark.parametrize("fails", ["formatting", "journal"])
-def test_a_failure_before_the_first_write_leaves_the_files_and_no_journal(
+def test_a_failure_to_journal_or_to_format_leaves_the_files_and_no_journal(
     raw_project: Path, tmp_path: Path, monkeypatch, fails: str
 ) -> None:
-    """Formatting the index rows fails (a bug), or saving the journal fails (a full disk): the error
-    is raised, nothing changed, no journal is left, and the scan is filled later."""
+    """Saving the journal fails (a full disk: nothing written yet), or formatting the index rows fails
+    (a bug: while the rows are written): the error is raised, every file is as it was, no journal is
+    left, and the scan is filled later."""
     from obsflow.online import fill as fill_module
     from obsflow.online import journal as journal_module
 

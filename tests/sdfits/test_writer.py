@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -209,6 +210,51 @@ def test_rows_are_durable_before_the_row_count_names_them(real, two_scans, monke
     assert [offset for offset, _, _ in seen] == [state.data_end, state.data_end + plan.rows.nbytes, state.naxis2_offset]
     assert seen[-1][1:] == (plan.old_nrows, plan.new_size)  # old count, all new bytes already there
     assert writer.read_state(two_scans).nrows == plan.new_nrows == 32
+
+
+@pytest.mark.parametrize("flush", [True, False], ids=["beside the flush", "beside the copy"])
+def test_work_done_beside_the_append_sees_the_rows_and_the_old_count(real, two_scans, flush):
+    _, rows, keywords = real
+    plan = writer.plan_append(two_scans, _scans(rows, SECOND), _ours(keywords))
+    seen: list[tuple[int, int]] = []
+
+    def work() -> str:
+        seen.append(_naxis2(plan))
+        return "formatted"
+
+    assert writer.apply_appends([plan], flush, work) == "formatted"
+    assert seen == [plan.old_nrows] and writer.read_state(two_scans).nrows == plan.new_nrows
+
+
+def test_without_a_flush_the_work_runs_while_the_rows_are_written(real, two_scans, monkeypatch):
+    """The rows' system calls run in a thread: a write that waits for the work goes on once it has run."""
+    _, rows, keywords = real
+    plan = writer.plan_append(two_scans, _scans(rows, SECOND), _ours(keywords))
+    work_ran, waited = threading.Event(), []
+
+    def waiting_write(fd: int, data, offset: int) -> None:
+        if not waited:
+            waited.append(work_ran.wait(timeout=10))  # in turn: the work has not run, False after 10 s
+        writer._pwrite_all(fd, data, offset)
+
+    monkeypatch.setattr(writer, "write_at", waiting_write)
+    writer.apply_appends([plan], False, work_ran.set)
+    assert waited == [True] and writer.read_state(two_scans).nrows == plan.new_nrows
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_failure_of_the_work_beside_leaves_the_row_count_alone(real, two_scans, flush):
+    _, rows, keywords = real
+    plan = writer.plan_append(two_scans, _scans(rows, SECOND), _ours(keywords))
+
+    def fail() -> None:
+        raise OutputError("index rows do not fit", two_scans)
+
+    with pytest.raises(OutputError, match="do not fit"):
+        writer.apply_appends([plan], flush, fail)
+    assert _naxis2(plan) == plan.old_nrows and two_scans.stat().st_size == plan.new_size  # rows there, not counted
+    writer.rollback(two_scans, plan.old_size, plan.undo)
+    assert writer.read_state(two_scans).nrows == plan.old_nrows and two_scans.stat().st_size == plan.old_size
 
 
 def _naxis2(plan: writer.AppendPlan) -> int:

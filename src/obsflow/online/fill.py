@@ -14,9 +14,9 @@ Order of work, under the project's lock:
      any output file is touched;
   3. check the indexes agree with the FITS files (refuse, changing nothing, if not; a lost
      combined index is rebuilt from the bank files in step 4);
-     format the index and spur rows; journal every file's old length and the bytes to be
-     overwritten; fsync;
-  4. append FITS rows (data, fsync, then NAXIS2), then index rows, then flags;
+     journal every file's old length and the bytes to be overwritten; fsync;
+  4. append FITS rows (data, fsync, then NAXIS2; the index rows are formatted meanwhile), then
+     index rows, then flags;
   5. commit (delete the journal); on any error, roll back instead.
 With ``flush=False`` step 4 does not wait for the disk and step 5 marks the journal written
 instead: the flush and the commit come later (see :mod:`obsflow.online.journal`).
@@ -287,10 +287,9 @@ def _fill_locked(
         combined_rows = _check_combined_agrees(combined, existing_banks, rows_now)
     rebuild_combined = not combined.exists() and bool(existing_banks)
     journal.record(undo_for(combined, [(0, INDEX_HEADER_BYTES)]) if combined.exists() else FileUndo(str(combined), None))
-    formatted = _formatted_rows(work, project, write_spurs)  # before the journal: a failure here changes nothing
     journal.save()
     try:
-        last_index = _write_all(project, work, layout, combined, formatted, combined_rows, rebuild_combined, flush)
+        last_index = _write_all(project, work, layout, combined, write_spurs, combined_rows, rebuild_combined, flush)
     except BaseException as err:  # Ctrl-C and bugs too: never leave a half fill behind the lock
         # INFO: the caller reports the error itself (the CLI in one line); -v shows the rollback
         log.info("fill of %s scan %d failed, rolling back: %s", project, scan.number, err or type(err).__name__)
@@ -423,31 +422,36 @@ def _check_combined_agrees(combined: Path, bank_files: Sequence[Path], rows_now:
     return have
 
 
-def _formatted_rows(work: Sequence[_BankWork], project: str, write_spurs: bool) -> list[tuple[list[str], list[str]]]:
-    """Each bank's index rows and spur flag rows, in the order of ``work``: all formatting, no file touched."""
-    return [(_index_rows(item, project), flag.vegas_spur_rows(item.rows) if write_spurs else []) for item in work]
+def _formatted_rows(item: _BankWork, project: str, write_spurs: bool) -> tuple[list[str], list[str]]:
+    """A bank's index rows and spur flag rows: all formatting, no file touched."""
+    return _index_rows(item, project), flag.vegas_spur_rows(item.rows) if write_spurs else []
 
 
 def _write_all(
-    project: str, work: Sequence[_BankWork], layout: OutputLayout, combined: Path,
-    formatted: Sequence[tuple[list[str], list[str]]], combined_rows: int | None, rebuild_combined: bool = False,
-    flush: bool = True,
+    project: str, work: Sequence[_BankWork], layout: OutputLayout, combined: Path, write_spurs: bool,
+    combined_rows: int | None, rebuild_combined: bool = False, flush: bool = True,
 ) -> int:
-    """FITS rows first, then indexes (``formatted``: each bank's index and spur rows), flags; return the
-    combined index's last INDEX.  ``combined_rows``: its rows before the fill (None: not there).
+    """FITS rows first (their index and spur rows are formatted while the kernel copies them, or while
+    the disk flushes them), then indexes, flags; return the combined index's last INDEX.
+    ``combined_rows``: its rows before the fill (None: not there).
 
     The appends to existing bank files are done together: one wait for the disk for all of them.
     """
     now = datetime.now(UTC)
-    for item in work:
+    formatted: dict[int, tuple[list[str], list[str]]] = {}  # bank's position in work: (index rows, spur rows)
+    for position, item in enumerate(work):
         if item.plan is None:
             writer.create_file(item.fits_path, item.rows, item.header)
-    plans = [item.plan for item in work if item.plan is not None]
-    if plans:
-        writer.apply_appends(plans, flush)
+            formatted[position] = _formatted_rows(item, project, write_spurs)
+    appends = [position for position, item in enumerate(work) if item.plan is not None]
+    if appends:
+        plans = [work[position].plan for position in appends]
+        rows = writer.apply_appends(plans, flush, lambda: [_formatted_rows(work[p], project, write_spurs)  # type: ignore[arg-type]
+                                                           for p in appends])  # fmt: skip
+        formatted.update(zip(appends, rows or [], strict=True))
     first_combined = combined_rows or 0
     new_rows: list[str] = []
-    for item, (rows, spurs) in zip(work, formatted, strict=True):
+    for item, (rows, spurs) in zip(work, (formatted[position] for position in range(len(work))), strict=True):
         bank_index = index_fits.index_path_for(item.fits_path)
         if bank_index.exists():
             index.append_index_rows(bank_index, rows, now=now, flush=flush)
