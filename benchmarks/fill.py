@@ -10,8 +10,9 @@ Prints, side by side in one run:
      and, durable on return, the fill with flush = "per-scan" and the fill + its flush vs `cp` + `sync`
   3. our index build on the 200-scan file / dysh's load of the same file
 
-Timings alternate the commands (the order rotates) and report medians of >= 5 repeats: this
-machine's timings swing by tens of percent.  Figure 2 is printed twice: with memory warmed
+Timings alternate the commands (the order rotates) and report medians of >= 5 repeats (figure 2:
+11), and the median of the ratios within each repeat ("paired"): this machine's timings swing by
+tens of percent.  Figure 2 is printed twice: with memory warmed
 before every timed command (fill and cp alike; see _warm_memory: this VM returns idle memory
 to its host, and writing into such pages is ~5x slower), and as found.  Run: .venv/bin/python benchmarks/fill.py
 """
@@ -60,8 +61,9 @@ def _warm_memory(mib: int = 512) -> None:
     del block
 
 
-def _alternated(commands: dict[str, Callable[[], float]], repeats: int, warm: bool) -> dict[str, float]:
-    """Median seconds per command (each times itself: untimed work may follow); the order rotates every repeat."""
+def _alternated(commands: dict[str, Callable[[], float]], repeats: int, warm: bool) -> dict[str, list[float]]:
+    """Seconds of each command in each repeat (each times itself: untimed work may follow); the order
+    rotates every repeat."""
     times: dict[str, list[float]] = {name: [] for name in commands}
     names = list(commands)
     for r in range(repeats):
@@ -69,7 +71,13 @@ def _alternated(commands: dict[str, Callable[[], float]], repeats: int, warm: bo
             if warm:
                 _warm_memory()
             times[name].append(commands[name]())
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def _paired(slower: list[float], faster: list[float]) -> float:
+    """Median over the repeats of ``faster``'s time / ``slower``'s in the same repeat: a speed ratio
+    that the machine's drift between repeats does not move."""
+    return statistics.median(f / s for s, f in zip(slower, faster, strict=True))
 
 
 def _then(timed: Callable[[], object], untimed: Callable[[], object] | None = None) -> Callable[[], float]:
@@ -164,7 +172,8 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     big = TelescopeSpec(project="AGBT26A_902_01", scans=1, procedure="Track", banks=1, pols=2, channels=32768,
                         integrations=64, seed=6)  # fmt: skip
     simulate_project(big, work / "raw-big")
-    big_scans = iter(_scan_copies(raw.read_project(work / "raw-big" / big.project)[0], 6 * args.repeats + 1))
+    write_repeats = 2 * args.repeats + 1  # ~40 ms each, in a noisy moment or not: more for steady medians
+    big_scans = iter(_scan_copies(raw.read_project(work / "raw-big" / big.project)[0], 6 * write_repeats + 1))
     big_layout = OutputLayout(work / "big")
     fill_scan(next(big_scans), big_layout, project=big.project)
     big_fits = big_layout.bank_fits(big.project, "A")
@@ -195,13 +204,15 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         "cp + sync": _then(lambda: (cp(), sync())),
     }  # fmt: skip
     for warm in (True, False):
-        rates = {name: scan_bytes / t for name, t in _alternated(commands, args.repeats, warm).items()}
+        times = _alternated(commands, write_repeats, warm)
+        rates = {name: scan_bytes / statistics.median(t) for name, t in times.items()}
         for copy in [*work.glob("cp*.bin")]:
             copy.unlink()
         mib = {name: f"{rate / 2**20:.0f} MiB/s" for name, rate in rates.items()}
-        print(f"2. fill write speed, {scan_bytes / 2**20:.0f} MiB scans, memory {'warm' if warm else 'as found'}: "
-              f"fill (the daemon's, flushed when idle) {mib['fill']} vs cp {mib['cp']}: ratio "
-              f"{rates['fill'] / rates['cp']:.2f}  (goal >= 0.5)\n"
+        print(f"2. fill write speed, {scan_bytes / 2**20:.0f} MiB scans, memory {'warm' if warm else 'as found'}, "
+              f"alternated {write_repeats}x: fill (the daemon's, flushed when idle) {mib['fill']} vs cp {mib['cp']}: "
+              f"ratio {rates['fill'] / rates['cp']:.2f} (paired {_paired(times['fill'], times['cp']):.2f})  "
+              f"(goal >= 0.5)\n"
               f"   durable on return: fill flushing per scan {mib['per-scan']}, fill + its flush {mib['fill + flush']} "
               f"vs cp + sync {mib['cp + sync']}: ratios {rates['per-scan'] / rates['cp + sync']:.2f}, "
               f"{rates['fill + flush'] / rates['cp + sync']:.2f}")  # fmt: skip

@@ -131,6 +131,25 @@ def test_a_scans_rows_are_one_write_and_the_raw_rows_one_read_or_none(
     assert "DATA" not in plan.rows.dtype.names and plan.rows.dtype.itemsize + 4096 == plan.row_bytes
 
 
+def test_the_rows_go_in_calls_of_about_two_mib_and_the_file_is_the_same(
+    scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One big write makes the kernel fill the page cache with 2 MiB folios (slow on memory handed back to
+    the VM's host): the rows go in calls of ROWS_PER_CALL_BYTES, here 3 rows' worth."""
+    _, plan = _second_scan_planned(scans, tmp_path / "one-call.fits")
+    writer.apply_append(plan)
+    _, plan = _second_scan_planned(scans, tmp_path / "calls.fits")
+    monkeypatch.setattr(writer, "ROWS_PER_CALL_BYTES", 3 * plan.row_bytes + 1)
+    calls: list[int] = []
+    real_pwritev = os.pwritev
+    monkeypatch.setattr(os, "pwritev", lambda fd, buffers, offset: calls.append(sum(map(len, buffers)))
+                        or real_pwritev(fd, buffers, offset))  # fmt: skip
+    writer.apply_append(plan)
+    rows_calls = calls[:-2]  # then the padding and the NAXIS2 card
+    assert rows_calls == [3 * plan.row_bytes] * 5 + [plan.row_bytes]  # 16 rows
+    assert (tmp_path / "calls.fits").read_bytes() == (tmp_path / "one-call.fits").read_bytes()
+
+
 @pytest.mark.parametrize("when", ["before-the-append", "under-its-mapping"])
 def test_a_raw_file_cut_short_after_it_was_read_leaves_the_sdfits_file_as_it_was(
     scans: list[raw.Scan], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str

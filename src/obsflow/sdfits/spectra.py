@@ -6,12 +6,12 @@ to hold a scan's spectra in Python.  :class:`SpectraInFile` names where each SDF
 spectrum lies in the raw file (plus the few channels the filler changes, see
 :meth:`SpectraInFile.with_channel_set`).  :meth:`SpectraInFile.mapped_cells` maps the raw
 file read-only and gives each spectrum as views of the mapping, which the writer hands with
-the rows' other columns to one ``pwritev`` per ~340 rows (the kernel copies page cache to page
-cache); where a file cannot be mapped, :meth:`SpectraInFile.in_batches` reads them about a MiB
-at a time into one reused buffer.  Measured on 32 MiB (256 rows of 128 KiB): one
-``copy_file_range`` per row 20 ms, the batches 15 ms, ``cp`` 12-13 ms (a quiet moment); the
-mapping about as the batches, with one system call instead of 64 (no GIL hand-offs while the
-index rows are formatted beside it).
+the rows' other columns to one ``pwritev`` per ~2 MiB of rows (the kernel copies page cache to
+page cache); where a file cannot be mapped, :meth:`SpectraInFile.in_batches` reads them about a
+MiB at a time into one reused buffer.  Measured on 32 MiB (256 rows of 128 KiB): one
+``copy_file_range`` per row 20 ms, the batches 15 ms, ``cp`` 12-13 ms (a quiet moment); in a
+whole fill the mapping beat the batches (paired 0.98-0.97) and the mapping without
+``MAP_POPULATE`` lost (1.5: a fault per few pages).
 
 Anything that needs the values (tests, quick-look) calls :meth:`SpectraInFile.read`, or
 ``np.asarray``.
