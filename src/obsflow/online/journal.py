@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import functools
 import json
 import logging
 import os
@@ -47,8 +48,13 @@ _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 def boot_id() -> str | None:
     """This boot's id (Linux), or None where there is none: a written fill then cannot be told from a lost one."""
+    return _boot_id_in(_BOOT_ID)
+
+
+@functools.lru_cache(maxsize=4)  # it cannot change while this process runs: read once, not per fill
+def _boot_id_in(path: Path) -> str | None:
     try:
-        return _BOOT_ID.read_text().strip() or None
+        return path.read_text().strip() or None
     except OSError:
         return None
 
