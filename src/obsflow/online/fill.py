@@ -444,11 +444,13 @@ def _write_all(
             writer.create_file(item.fits_path, item.rows, item.header)
             formatted[position] = _formatted_rows(item, project, write_spurs)
     appends = [position for position, item in enumerate(work) if item.plan is not None]
+
+    def format_appended() -> list[tuple[list[str], list[str]]]:  # while the rows are copied or flushed
+        return [_formatted_rows(work[position], project, write_spurs) for position in appends]
+
     if appends:
-        plans = [work[position].plan for position in appends]
-        rows = writer.apply_appends(plans, flush, lambda: [_formatted_rows(work[p], project, write_spurs)  # type: ignore[arg-type]
-                                                           for p in appends])  # fmt: skip
-        formatted.update(zip(appends, rows or [], strict=True))
+        plans = [plan for position in appends if (plan := work[position].plan) is not None]
+        formatted.update(zip(appends, writer.apply_appends(plans, flush, format_appended) or [], strict=True))
     first_combined = combined_rows or 0
     new_rows: list[str] = []
     for item, (rows, spurs) in zip(work, (formatted[position] for position in range(len(work))), strict=True):
