@@ -118,12 +118,11 @@ def _channel_count(columns: Mapping[str, Any], row: int) -> int:
 
 def flag_target_path(fits_path: Path, output_root: Path, flags_root: Path) -> Path:
     """Where the real flag file of ``fits_path`` lives: the same relative path under ``flags_root``."""
-    try:  # a FITS path made from the output root (the filler's): no need to resolve each folder on the way
-        relative = Path(fits_path).relative_to(output_root)
-    except ValueError:
-        relative = Path(fits_path).resolve().relative_to(Path(output_root).resolve())
-    if ".." in relative.parts:
-        relative = Path(fits_path).resolve().relative_to(Path(output_root).resolve())
+    fits_path, output_root = Path(fits_path), Path(output_root)
+    # a FITS path made from the output root (the filler's): no need to resolve each folder on the way
+    relative = fits_path.relative_to(output_root) if fits_path.is_relative_to(output_root) else None
+    if relative is None or ".." in relative.parts:  # not plainly under the root: resolve both
+        relative = fits_path.resolve().relative_to(output_root.resolve())
     return Path(flags_root) / relative.with_suffix(".flag")
 
 

@@ -307,7 +307,12 @@ def str_values(columns: Mapping[str, Any], name: str, n: int, default: str) -> l
 def int_values(columns: Mapping[str, Any], name: str, n: int, default: int) -> list[int]:
     if name not in columns:
         return [default] * n
-    return [int(v) for v in np.rint(np.asarray(columns[name], dtype=float)).astype(np.int64).reshape(n)]
+    return _rounded(columns[name]).reshape(n).tolist()
+
+
+def _rounded(values: Any) -> np.ndarray:
+    """An integer column's values as int64, rounded to the nearest (a column stored as floats)."""
+    return np.rint(np.asarray(values, dtype=float)).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -358,7 +363,7 @@ def _ints(columns: Mapping[str, Any], name: str, n: int, default: int) -> _Colum
     """An integer column as :func:`int_values` gives it (values rounded)."""
     if name not in columns:
         return _constant(default, n)
-    return _distinct(np.rint(np.asarray(columns[name], dtype=float)).astype(np.int64), n)
+    return _distinct(_rounded(columns[name]), n)
 
 
 def _reals(columns: Mapping[str, Any], name: str, n: int) -> _Column:

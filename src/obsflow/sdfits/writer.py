@@ -609,7 +609,7 @@ def _append_opened(
 
             if flush:
                 write_rows()
-                result = _in_threads_beside([functools.partial(_fdatasync_naming, p, fd) for p, fd in opened], beside)
+                result = _fdatasync_all(opened, beside)  # the data and the new sizes; mtimes need not be durable
             else:
                 result = _in_threads_beside([write_rows], beside)
         for plan, fd in opened:
@@ -713,8 +713,8 @@ def _prepared_rows(
 
         return write_read
     per_call = _rows_per_write(cells, row_bytes, writeback.step if start_write_out else None)
-    calls = [(first, pieces_of(first, cells[first : first + per_call]), len(cells[first : first + per_call]))
-             for first in range(0, len(cells), per_call)]  # fmt: skip
+    batches = [(first, cells[first : first + per_call]) for first in range(0, len(cells), per_call)]
+    calls = [(first, pieces_of(first, batch), len(batch)) for first, batch in batches]
     mappings.callback(calls.clear)  # every view of the mapping goes before it is closed
 
     def write_mapped() -> None:
@@ -738,11 +738,11 @@ def _rows_per_write(cells: Sequence[Sequence[Buffer]], row_bytes: int, step: int
     return rows if step is None else max(1, min(rows, step // row_bytes))
 
 
-def _fdatasync_all(opened: Sequence[tuple[AppendPlan, int]]) -> None:
+def _fdatasync_all(opened: Sequence[tuple[AppendPlan, int]], beside: Callable[[], T] | None = None) -> T | None:
     """Flush every file, each in a thread of its own (fdatasync releases the GIL for the whole wait: a
-    scan's bank files wait for the disk together).  A failed flush is raised, naming its file, after
-    every flush has ended."""
-    _in_threads_beside([functools.partial(_fdatasync_naming, plan, fd) for plan, fd in opened], None)
+    scan's bank files wait for the disk together), while ``beside`` runs here; return what it returned.
+    A failed flush is raised, naming its file, after every flush has ended."""
+    return _in_threads_beside([functools.partial(_fdatasync_naming, plan, fd) for plan, fd in opened], beside)
 
 
 #: while jobs run beside Python work, the GIL changes hands this often (s): at the default 5 ms a
