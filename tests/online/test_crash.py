@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 import warnings
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -91,6 +92,17 @@ def _child(project_dir: str, out: str, flush: bool) -> None:
     os._exit(0)
 
 
+def _whole_run_seconds(ctx, raw_project: Path, out: Path, flush: bool) -> float:
+    """How long one filler takes to fill every scan from nothing, here and now: the kills are drawn
+    within it (a fixed window missed the fills on a faster machine)."""
+    child = ctx.Process(target=_child, args=(str(raw_project), str(out), flush))
+    started = time.perf_counter()
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    return time.perf_counter() - started
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("flush", [True, False], ids=["flushed-per-scan", "flush-deferred"])
 def test_sigkill_at_random_instants_never_damages_files(raw_project, tmp_path, flush):
@@ -100,12 +112,13 @@ def test_sigkill_at_random_instants_never_damages_files(raw_project, tmp_path, f
     rng = random.Random(20261123)
     ctx = multiprocessing.get_context("fork")
     all_scans = {s.number for s in rawmod.read_project(raw_project)}
+    whole_run = _whole_run_seconds(ctx, raw_project, tmp_path / "timed", flush)  # this machine's pace, not a constant
     killed_mid_fill = 0
     trials = TRIALS if flush else TRIALS // 2
     for trial in range(trials):
         child = ctx.Process(target=_child, args=(str(raw_project), str(out), flush))
         child.start()
-        child.join(rng.uniform(0.0, 0.35))
+        child.join(rng.uniform(0.0, whole_run))
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
             killed_mid_fill += 1
@@ -115,7 +128,7 @@ def test_sigkill_at_random_instants_never_damages_files(raw_project, tmp_path, f
         assert present <= all_scans
         if present == all_scans:
             shutil.rmtree(out)  # start over: more fills to interrupt
-    assert killed_mid_fill > trials // 2
+    assert killed_mid_fill > trials // 3, f"only {killed_mid_fill} of {trials} kills landed before the filler ended"
     # Finally a clean restart catches up, and dysh loads the project.
     _fill_all(raw_project, out)
     check_consistent(out, all_scans)
