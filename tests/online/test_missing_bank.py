@@ -279,6 +279,27 @@ def test_a_daemon_finding_its_status_damaged_rebuilds_the_missing_banks_and_fill
     daemon.close()
 
 
+def test_a_raw_path_with_commas_and_spaces_is_rebuilt_from_the_fill_log_whole(tmp_path, caplog):
+    """Found by review: the rebuild took the missing raw file's path from the note's text, split at ", ": a
+    raw root such as "night 2, copy" lost the file to watch.  The fill log names the files in a field of their own."""
+    raw, out = tmp_path / "raw, night 2 (copy)", tmp_path / "out"
+    daemon, project, aside = _daemon_filled_without_bank_b(raw, out)
+    daemon.close()
+    layout = OutputLayout(out)
+    (lost,) = read_status(layout)["missing_banks"]
+    assert lost["files"] == [str(project / "VEGAS" / aside.name)]
+    (logged,) = [r for r in layout.read_fill_logs() if r.get("missing_banks")]
+    assert (logged["missing_banks"], logged["missing_files"]) == ("B", lost["files"])
+    layout.status_path.write_bytes(CUT_STATUS)
+
+    daemon = _start_again(raw, out, caplog)
+
+    assert read_status(layout)["missing_banks"] == [lost]
+    _fill_late(daemon, project, aside)
+    assert read_status(layout)["missing_banks"] == []
+    daemon.close()
+
+
 def test_a_scan_still_missing_a_bank_after_another_came_late_is_rebuilt_as_it_was(tmp_path, caplog):
     """Banks B and C of scan 1 never came; B came late and the daemon filled it: C is missing, as the lost
     status said (its note names C alone, and A and B as filled)."""

@@ -81,3 +81,25 @@ def test_online_status_of_a_status_with_few_fields_shows_what_it_has(tmp_path, c
     _damage(tmp_path / "out", b'{"projects": {}, "last_poll": 0}')
     assert main(["online", "status", "--out-root", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.startswith("daemon: not running, pid ? on ?, ?, last poll ")
+
+
+PLAIN = "/raw/AGBT26A_001_01/VEGAS/2026_12_04_01:00:00B.fits"
+
+
+@pytest.mark.parametrize(
+    ("files", "read_back"),
+    [([PLAIN], PLAIN),  # comma-joined, as the fill log has always held lists
+     (["/raw/night 2, copy/B.fits", '/raw/"q"/C.fits'], ["/raw/night 2, copy/B.fits", '/raw/"q"/C.fits']),
+     (["[x]"], ["[x]"])],
+    ids=["plain", "comma-space-quote", "bracket"],
+)  # fmt: skip
+def test_the_fill_log_gives_back_its_lists_and_texts_as_written(tmp_path, files, read_back):
+    layout = OutputLayout(tmp_path)
+    record = {"project": "P", "scan": 3, "timestamp": "2026_12_04_01:00:00", "banks": ["A", "C"],
+              "filled_at": 1.5, "note": "VEGAS bank B not filled:\ttabs, \"quotes\" and [brackets]",
+              "missing_banks": ["B"] * len(files), "missing_files": files, "error": "[Errno 28] No space left"}
+    layout.append_fill_log("P", record)
+    (back,) = layout.read_fill_logs()
+    assert back["banks"] == "A,C" and back["scan"] == 3 and back["filled_at"] == 1.5
+    assert back["note"] == record["note"] and back["error"] == record["error"]
+    assert back["missing_files"] == read_back

@@ -104,8 +104,8 @@ class FillOutcome:
     banks: tuple[str, ...]
     skipped: bool = False  # already in the files
     note: str = ""
-    missing_banks: tuple[str, ...] = ()  # banks left out: their raw file never came (the note says which files)
-    missing_files: tuple[str, ...] = ()
+    missing_banks: tuple[str, ...] = ()  # banks left out: their raw file never came
+    missing_files: tuple[str, ...] = ()  # their raw files, in the same order
 
 
 FillFunction = Callable[[FillAction], FillOutcome]
@@ -563,6 +563,7 @@ class Daemon:
             "filled_at": time.time(), "finished_at": state.ended_at.get(action.key),
             "finished_seen_at": state.seen_finished_at.get(action.key), "skipped": outcome.skipped,
             "note": outcome.note, "missing_banks": list(outcome.missing_banks),
+            "missing_files": list(outcome.missing_files),
         }  # fmt: skip
         if outcome.missing_banks:
             self._tell_missing_banks(action, outcome, record)
@@ -704,7 +705,7 @@ class Daemon:
         record = {"project": project, "scan": key.scan, "timestamp": key.timestamp, "banks": filled,
                   "rows": outcome.rows, "seconds": round(time.time() - started, 4), "filled_at": time.time(),
                   "skipped": outcome.skipped, "note": f"VEGAS bank {banks}{LATE_BANK_NOTE_END}",
-                  "missing_banks": list(outcome.missing_banks)}  # fmt: skip
+                  "missing_banks": list(outcome.missing_banks), "missing_files": list(outcome.missing_files)}  # fmt: skip
         self._record_fill(project, record, "late_bank_filled")
         self.status.missing_banks = [e for e in self.status.missing_banks if _entry_key(e) != _entry_key(entry)]
         if outcome.missing_banks:  # another bank of the entry is still missing: it stays, naming that one

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 _FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')  # one key=value of a fill log line (see _fmt)
 _FLOAT_FIELDS = {"filled_at", "finished_at", "finished_seen_at", "seconds"}
+_LIST_FIELDS = {"banks", "missing_banks", "missing_files"}  # written "a,b", or as a JSON array (see _fmt)
+_PLAIN_ITEM = re.compile(r'[^\s,"\[][^\s,"]*')  # a list item that a comma-joined list holds unambiguously
 
 __all__ = ["OutputLayout", "output_project"]
 
@@ -212,23 +214,50 @@ def _read_fill_log(path: Path) -> list[dict[str, Any]]:
     for line in lines:
         fields: dict[str, Any] = {}
         for key, value in _FIELD.findall(line):
-            if value.startswith('"'):
-                try:
-                    fields[key] = json.loads(value)
-                except ValueError:
-                    fields[key] = value
-                continue
-            try:
-                fields[key] = int(value) if key == "scan" else float(value) if key in _FLOAT_FIELDS else value
-            except ValueError:
-                fields[key] = value
+            quoted = value.startswith('"')
+            if quoted:
+                value = _unquoted(value)
+            if key in _LIST_FIELDS and value.startswith("["):
+                fields[key] = _json_list(value)
+            elif quoted:
+                fields[key] = value  # a text, as written
+            else:
+                fields[key] = _typed(key, value)
         if "filled_at" in fields:
             records.append(fields)
     return records
 
 
+def _unquoted(value: str) -> str:
+    try:
+        text = json.loads(value)
+    except ValueError:
+        return value
+    return text if isinstance(text, str) else value
+
+
+def _typed(key: str, value: str) -> object:
+    try:
+        return int(value) if key == "scan" else float(value) if key in _FLOAT_FIELDS else value
+    except ValueError:
+        return value
+
+
+def _json_list(text: str) -> list[str] | str:
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return text
+    return [str(item) for item in items] if isinstance(items, list) else text
+
+
 def _fmt(value: object) -> str:
+    """A fill log value: a list comma-joined (or, when an item holds a comma, a space or a quote, such
+    as a path, a JSON array); a text with white space quoted as JSON."""
     if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
+        items = [str(item) for item in value]
+        if all(_PLAIN_ITEM.fullmatch(item) for item in items):
+            return ",".join(items)
+        value = json.dumps(items)
     text = str(value)
-    return json.dumps(text) if " " in text else text
+    return json.dumps(text) if any(c.isspace() for c in text) or text.startswith('"') else text

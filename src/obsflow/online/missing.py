@@ -29,7 +29,8 @@ __all__ = ["MissingBanks", "banks_hold_scan", "missing_banks_logged", "recheck_m
 
 log = logging.getLogger(__name__)
 
-_FILES_IN_NOTE = re.compile(r"raw files? missing \((.*)\)$")  # the end of fill.missing_banks_text
+# the end of fill.missing_banks_text: how fill logs written before ``missing_files`` name the files
+_FILES_IN_NOTE = re.compile(r"raw files? missing \((.*)\)$")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class _LoggedScan:
     def add(self, record: Mapping[str, object], filled_at: float) -> None:
         missing = _letters(record.get("missing_banks"))
         self.filled += [bank for bank in _letters(record.get("banks")) if bank not in self.filled]
-        self.files.update(_files_named(missing, str(record.get("note", ""))))
+        self.files.update(_files_of(missing, record))
         self.missing, self.note = missing, str(record.get("note", ""))
         self.filled_at = filled_at
 
@@ -123,7 +124,22 @@ def missing_banks_logged(records: Iterable[Mapping[str, object]]) -> list[dict[s
 
 def _letters(value: object) -> list[str]:
     """Bank letters as a fill log line holds them: ``B`` or ``B,C`` (none: the field is left out)."""
-    return [bank for bank in str(value or "").split(",") if bank]
+    return _items(value)
+
+
+def _items(value: object) -> list[str]:
+    """A fill log's list field as read back: ``a,b``, or a list (written as a JSON array: an item held a comma)."""
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    return [str(item) for item in items if item]
+
+
+def _files_of(banks: list[str], record: Mapping[str, object]) -> dict[str, str]:
+    """Bank -> its raw file, for the ``banks`` a fill-log record says it left out: from its
+    ``missing_files`` (one per bank, in their order), or in a log written before that field, from its note."""
+    files = _items(record.get("missing_files"))
+    if files and len(files) == len(banks):
+        return dict(zip(banks, files, strict=True))
+    return _files_named(banks, str(record.get("note", "")))
 
 
 def _files_named(banks: list[str], note: str) -> dict[str, str]:
