@@ -14,7 +14,9 @@ import pytest
 from obsflow.online import journal as journal_module
 from obsflow.online import raw as rawmod
 from obsflow.online.fill import fill_scan, scans_in_files
-from obsflow.online.journal import Journal, written_path
+from obsflow.cli import main
+from obsflow.lock import held
+from obsflow.online.journal import FileUndo, Journal, written_path
 from obsflow.online.layout import OutputLayout
 from obsflow.online.service import build_daemon
 from obsflow.sdfits import index_fits
@@ -237,3 +239,40 @@ def test_a_flush_that_fails_keeps_the_written_journal_and_says_so(
     monkeypatch.undo()
     layout.settle(PROJECT, timeout_s=5)
     assert not layout.has_journal(PROJECT)
+
+
+def _status(out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[list[str], list[dict[str, object]]]:
+    """``online status``'s lines about fills not ended, and its --json's entries."""
+    assert main(["online", "status", "--out-root", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert main(["online", "status", "--out-root", str(out), "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)["fills_not_ended"]
+    return [line.strip() for line in text.splitlines() if "FLUSHED" in line or "INTERRUPTED" in line or "filling" in line], entries
+
+
+def test_online_status_tells_a_fill_not_yet_flushed_and_one_interrupted(
+    scans: list[rawmod.Scan], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator asks whether the last scans are on disk: a written fill is complete but not flushed
+    yet, an interrupted one will be rolled back; neither is a fill under way."""
+    out = tmp_path / "out"
+    layout = _two_scans_then_a_deferred_one(scans, out)
+    (line,), entries = _status(out, capsys)  # no daemon ever ran here: an offline fill left it
+    assert line.startswith(f"NOT FLUSHED YET: {PROJECT}: its last fill was written ")
+    assert "the next fill of the project or a daemon start flushes it" in line
+    assert [(e["project"], e["state"]) for e in entries] == [(PROJECT, "written")]
+
+    layout.settle(PROJECT, timeout_s=5)
+    assert _status(out, capsys) == ([], [])
+
+    journal = Journal(layout.journal_path(PROJECT))  # a fill that journaled, then died before it ended
+    journal.record(FileUndo(str(layout.bank_files(PROJECT)[0]), layout.bank_files(PROJECT)[0].stat().st_size))
+    journal.save()
+    (line,), entries = _status(out, capsys)
+    assert line.startswith(f"INTERRUPTED: a fill of {PROJECT} stopped midway") and line.endswith("rolls it back")
+    assert [(e["project"], e["state"]) for e in entries] == [(PROJECT, "interrupted")]
+    with held(layout.locks_dir, PROJECT, timeout_s=5, purpose="fill scan 9"):  # its fill still running
+        assert [e["state"] for e in _status(out, capsys)[1]] == ["filling"]
+    assert layout.recover_all() == [str(layout.bank_files(PROJECT)[0])]
+    assert _status(out, capsys) == ([], [])
+    _agree(layout)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from obsflow.errors import LockError, ObsflowError, OutputError
-from obsflow.lock import held
+from obsflow.lock import held, is_locked
 from obsflow.online.journal import WRITTEN_SUFFIX, recover, written_path
 from obsflow.sdfits.flag import flag_target_path
 
@@ -38,7 +38,18 @@ _FLOAT_FIELDS = {"filled_at", "finished_at", "finished_seen_at", "seconds"}
 _LIST_FIELDS = {"banks", "missing_banks", "missing_files"}  # written "a,b", or as a JSON array (see _fmt)
 _PLAIN_ITEM = re.compile(r'[^\s,"\[][^\s,"]*')  # a list item that a comma-joined list holds unambiguously
 
-__all__ = ["OutputLayout", "output_project"]
+__all__ = ["FillJournal", "OutputLayout", "output_project"]
+
+
+@dataclass(frozen=True)
+class FillJournal:
+    """A project's fill that has not ended for good (for the status readers): ``written``, its flush left
+    for later; ``filling``, under way (its lock is held); ``interrupted``, stopped midway, rolled back by the
+    next holder of the lock.  ``since``: when its journal was last written (epoch seconds)."""
+
+    project: str
+    state: str
+    since: float
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,22 @@ class OutputLayout:
     def unflushed(self, project: str) -> bool:
         """``project``'s last fill is written but its flush was left for later (see :meth:`settle`)."""
         return written_path(self.journal_path(project)).exists()
+
+    def fill_journals(self) -> list[FillJournal]:
+        """Every project's fill that has not ended for good, read without taking any lock; OutputError if
+        the journals' folder cannot be read."""
+        found = []
+        for path in self._journals():
+            try:
+                since = path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # settled meanwhile
+            if path.suffix == WRITTEN_SUFFIX:
+                state = "written"
+            else:
+                state = "filling" if is_locked(self.locks_dir, path.stem) else "interrupted"
+            found.append(FillJournal(path.stem, state, since))
+        return found
 
     def settle(self, project: str, timeout_s: float) -> None:
         """Flush ``project``'s written fill (on a later boot: roll it back), under its lock; LockError if busy."""
