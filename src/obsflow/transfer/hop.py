@@ -291,30 +291,7 @@ def _copy_and_accept(
                 break
             if not planned:
                 continue
-            landed: list[Copied] = []
-            unasked: list[str] = []  # sent though not asked for, as rsync reported them
-            accepted: set[str] = set()
-            refused: set[str] = set()
-
-            def accept(part: dict[str, FileStat], part_result: RsyncResult, accepted: set[str] = accepted,
-                       refused: set[str] = refused) -> None:  # fmt: skip
-                """A stream that ended well, judged and recorded while the others still copy."""
-                _record(job, catalog, part, _judged(job, settings, part, part_result, outcome, job.dest), outcome)
-                accepted.update(part)
-                refused.update(part_result.unasked)
-
-            try:
-                result = _copy(job, settings, planned, progress, landed, where,
-                               on_stream_done=accept if where == job.dest else None, unasked_into=unasked)  # fmt: skip
-            except TransportError as err:
-                # rsync stopped partway (a full disk, a lost connection): what it reported so far
-                # is checked at the destination and counted, a file it was not asked for removed;
-                # the hop then fails with rsync's reason.
-                stopped = err
-                result = RsyncResult(copied=landed, returncode=STOPPED, unasked=[p for p in unasked if p not in refused])
-            if accepted:
-                planned = {p: st for p, st in planned.items() if p not in accepted}
-                result.copied = [c for c in result.copied if c.path not in accepted]
+            planned, result, stopped = _copy_into(job, settings, catalog, planned, where, progress, outcome)
             result = _confirmed(job, result, settings.shell, where)
             good = _judged(job, settings, planned, result, outcome, where, report_missing=stopped is None)
             if where != job.dest:
@@ -330,6 +307,54 @@ def _copy_and_accept(
                     superseded)  # fmt: skip
     if stopped is not None:
         raise stopped
+
+
+@dataclass
+class _Streams:
+    """What one copy's rsync streams reported: files landed, files sent though not asked for, and of the
+    streams that ended well (at the final destination: judged and recorded as they ended) their files
+    and the unasked files they removed."""
+
+    landed: list[Copied] = field(default_factory=list)
+    unasked: list[str] = field(default_factory=list)
+    accepted: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)
+
+
+def _copy_into(
+    job: HopJob,
+    settings: HopSettings,
+    catalog: Catalog,
+    planned: dict[str, FileStat],
+    where: str,
+    progress: Progress | None,
+    outcome: HopOutcome,
+) -> tuple[dict[str, FileStat], RsyncResult, TransportError | None]:
+    """Copy ``planned`` into ``where``: the files still to judge (not those of streams accepted as they
+    ended), rsync's result for them, and the error that stopped it partway (None: it ended)."""
+    streams = _Streams()
+
+    def accept(part: dict[str, FileStat], part_result: RsyncResult) -> None:
+        """A stream that ended well, judged and recorded while the others still copy."""
+        _record(job, catalog, part, _judged(job, settings, part, part_result, outcome, job.dest), outcome)
+        streams.accepted.update(part)
+        streams.refused.update(part_result.unasked)
+
+    stopped = None
+    try:
+        result = _copy(job, settings, planned, progress, streams.landed, where,
+                       on_stream_done=accept if where == job.dest else None, unasked_into=streams.unasked)  # fmt: skip
+    except TransportError as err:
+        # rsync stopped partway (a full disk, a lost connection): what it reported so far is checked at
+        # the destination and counted, a file it was not asked for removed; the hop then fails with
+        # rsync's reason.
+        stopped = err
+        unasked = [p for p in streams.unasked if p not in streams.refused]
+        result = RsyncResult(copied=streams.landed, returncode=STOPPED, unasked=unasked)
+    if streams.accepted:
+        planned = {p: st for p, st in planned.items() if p not in streams.accepted}
+        result.copied = [c for c in result.copied if c.path not in streams.accepted]
+    return planned, result, stopped
 
 
 def _second_look(job: HopJob, settings: HopSettings, files: dict[str, FileStat], source_time: float) -> set[str]:
