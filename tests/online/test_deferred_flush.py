@@ -6,21 +6,25 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from obsflow.cli import main
+from obsflow.config import load_config
+from obsflow.lock import held
 from obsflow.online import journal as journal_module
 from obsflow.online import raw as rawmod
 from obsflow.online.fill import fill_scan, scans_in_files
-from obsflow.cli import main
-from obsflow.lock import held
 from obsflow.online.journal import FileUndo, Journal, written_path
 from obsflow.online.layout import OutputLayout
 from obsflow.online.service import build_daemon
 from obsflow.sdfits import index_fits
 from obsflow.simulate.telescope import TelescopeSimulator, TelescopeSpec, simulate_project
+from obsflow.web.pages import filler_section
+from obsflow.web.status import filler_status
 
 PROJECT = "AGBT26A_410_01"
 SPEC = TelescopeSpec(project=PROJECT, scans=4, procedure="OnOff", banks=2, pols=2, channels=2048, integrations=8,
@@ -178,7 +182,7 @@ def test_rollback_of_a_failed_fill_leaves_a_written_fill_before_it_flushed_and_k
 
 
 def test_the_daemon_leaves_each_flush_for_its_idle_moments_and_flushes_before_it_stops(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()
@@ -199,6 +203,13 @@ def test_the_daemon_leaves_each_flush_for_its_idle_moments_and_flushes_before_it
         sim.start_scan(sim.plans[3])
         sim.finish_scan(sim.plans[3])
         assert daemon.step() and OutputLayout(out).unflushed(PROJECT)
+        (line,), _ = _status(out, capsys)  # as the operator sees it meanwhile, and the status page
+        assert line.startswith(f"NOT FLUSHED YET: {PROJECT}: ") and "the daemon flushes it when idle" in line
+        config = tmp_path / "obsflow.toml"
+        config.write_text(f'[filler]\nraw_root = "{raw}"\nout_root = "{out}"\n')
+        (entry,) = filler_status(load_config(config))["fills_not_ended"]
+        assert (entry["project"], entry["state"]) == (PROJECT, "written") and entry["message"].startswith("NOT FLUSHED")
+        assert "NOT FLUSHED YET" in filler_section(filler_status(load_config(config)), time.time())
     finally:
         daemon.close()
     assert not OutputLayout(out).has_journal(PROJECT)  # flushed before the daemon stopped
@@ -247,7 +258,8 @@ def _status(out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[list[str], l
     text = capsys.readouterr().out
     assert main(["online", "status", "--out-root", str(out), "--json"]) == 0
     entries = json.loads(capsys.readouterr().out)["fills_not_ended"]
-    return [line.strip() for line in text.splitlines() if "FLUSHED" in line or "INTERRUPTED" in line or "filling" in line], entries
+    starts = ("NOT FLUSHED YET: ", "INTERRUPTED: ", "filling ")
+    return [line.strip() for line in text.splitlines() if line.strip().startswith(starts)], entries
 
 
 def test_online_status_tells_a_fill_not_yet_flushed_and_one_interrupted(

@@ -5,16 +5,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from obsflow.cli._options import emit_json, json_option
 from obsflow.config import FillerConfig
-from obsflow.errors import InputError, ObsflowError, UsageError
-
-if TYPE_CHECKING:
-    from obsflow.online.layout import OutputLayout
+from obsflow.errors import InputError, UsageError
 
 EXAMPLES = """\b
 Examples:
@@ -136,7 +132,7 @@ Examples:
 @click.pass_context
 def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
     """Show what the daemon is doing, the last scan filled per project and any lag."""
-    from obsflow.online.daemon import daemon_running, status_unsaved_s
+    from obsflow.online.daemon import daemon_running, fill_not_ended_line, fills_not_ended, status_unsaved_s
     from obsflow.online.layout import OutputLayout
     from obsflow.online.missing import recheck_missing_banks
     from obsflow.online.status_file import StatusDamaged, read_status
@@ -155,48 +151,25 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
     except StatusDamaged as err:
         raise StatusDamaged(f"{err.problem}; a daemon starting here sets it aside", layout.status_path) from err
     if data is None:  # an offline fill may still have left a fill not ended
-        fills = _fills_not_ended(layout)
+        fills = fills_not_ended(layout)
         if as_json:
             emit_json({"running": False, "message": "the daemon never ran here", "fills_not_ended": fills})
         else:
             click.echo(f"no online daemon has run on {root}")
             for entry in fills:
-                click.echo(_fill_not_ended_line(entry, running=False))
+                click.echo(f"  {fill_not_ended_line(entry, running=False)}")
         return 0
     data["running"], data["checked"] = daemon_running(layout, data)
     # the daemon drops an entry once it sees the bank filled; while none runs, the files say it first
     banks = recheck_missing_banks(layout, data.get("missing_banks") or [])  # type: ignore[arg-type]
     data["missing_banks"], data["missing_banks_filled_since"] = banks.still_missing, banks.filled_since
     data["unsaved_s"] = status_unsaved_s(data, bool(data["running"]))
-    data["fills_not_ended"] = _fills_not_ended(layout)
+    data["fills_not_ended"] = fills_not_ended(layout)
     if as_json:
         emit_json(data)
         return 0
     _print_status(data)
     return 0
-
-
-def _fills_not_ended(layout: OutputLayout) -> list[dict[str, object]]:
-    """The fills written but not yet flushed, and those interrupted (see FillJournal); an error if unreadable."""
-    try:
-        journals = layout.fill_journals()
-    except ObsflowError as err:
-        return [{"state": "unknown", "error": err.one_line()}]
-    return [{"project": j.project, "state": j.state, "since": j.since} for j in journals]
-
-
-def _fill_not_ended_line(entry: dict[str, object], running: bool) -> str:
-    project, since = entry.get("project"), _ago(entry.get("since"))
-    if entry.get("state") == "written":
-        when = "the daemon flushes it when idle" if running else "the next fill of the project or a daemon start flushes it"
-        return (f"  NOT FLUSHED YET: {project}: its last fill was written {since}, complete but not on disk yet; "
-                f"{when} (a crash of the machine before that rolls it back, to be filled again)")  # fmt: skip
-    if entry.get("state") == "interrupted":
-        return (f"  INTERRUPTED: a fill of {project} stopped midway ({since}); the next fill of the project or a "
-                "daemon start rolls it back")  # fmt: skip
-    if entry.get("state") == "filling":
-        return f"  filling {project} (its journal written {since})"
-    return f"  WARNING: cannot tell which fills are under way: {entry.get('error')}"
 
 
 def _ago(t: object) -> str:
@@ -210,7 +183,7 @@ def _active(project: object) -> str:
 
 
 def _print_status(data: dict[str, object]) -> None:
-    from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, later_scan, not_present_line
+    from obsflow.online.daemon import NEVER_FINISHED, fill_lag_s, fill_not_ended_line, later_scan, not_present_line
 
     if not data.get("checked", True):
         state = f"running on host {data.get('host')} (cannot check from here)"
@@ -247,7 +220,7 @@ def _print_status(data: dict[str, object]) -> None:
                    f"if the file comes: obsflow fill {data['raw_root']}/{entry['project']} {data['out_root']} "
                    f"--scans {entry['scan']}")  # fmt: skip
     for entry in data.get("fills_not_ended") or []:  # type: ignore[union-attr]
-        click.echo(_fill_not_ended_line(entry, bool(data["running"])))
+        click.echo(f"  {fill_not_ended_line(entry, bool(data['running']))}")
     for entry in data.get("never_finished") or []:  # type: ignore[union-attr]
         click.echo(f"  NEVER FINISHED: {entry['project']} scan {entry['scan']} ({entry['timestamp']}): {NEVER_FINISHED} "
                    f"({later_scan(entry)} started after it)")  # fmt: skip

@@ -120,6 +120,32 @@ def not_present_line(entry: Mapping[str, object]) -> str:
     return f"{entry.get('project')} is named to follow but {entry.get('state')} ({NOT_PRESENT_WHY})"
 
 
+def fills_not_ended(layout: OutputLayout) -> list[dict[str, object]]:
+    """The fills written but not yet flushed, and those interrupted (see FillJournal); an error if unreadable."""
+    try:
+        journals = layout.fill_journals()
+    except ObsflowError as err:
+        return [{"state": "unknown", "error": err.one_line()}]
+    return [{"project": j.project, "state": j.state, "since": j.since} for j in journals]
+
+
+def fill_not_ended_line(entry: Mapping[str, object], running: bool, now: float | None = None) -> str:
+    """A fill not ended for good (see :func:`fills_not_ended`) as ``online status`` and the status page say it."""
+    since = entry.get("since")
+    ago = f"{(time.time() if now is None else now) - since:.0f} s ago" if isinstance(since, (int, float)) else "?"
+    project = entry.get("project")
+    if entry.get("state") == "written":
+        when = "the daemon flushes it when idle" if running else "the next fill of the project or a daemon start flushes it"
+        return (f"NOT FLUSHED YET: {project}: its last fill was written {ago}, complete but not on disk yet; "
+                f"{when} (a crash of the machine before that rolls it back, to be filled again)")  # fmt: skip
+    if entry.get("state") == "interrupted":
+        return (f"INTERRUPTED: a fill of {project} stopped midway ({ago}); the next fill of the project or a "
+                "daemon start rolls it back")  # fmt: skip
+    if entry.get("state") == "filling":
+        return f"filling {project} (its journal written {ago})"
+    return f"WARNING: cannot tell which fills are under way: {entry.get('error')}"
+
+
 def later_scan(entry: dict[str, object]) -> str:
     """The scan that started after a never-finished one, as a status entry names it: ``scan 2``, or ``scan 1 of P``."""
     project = entry.get("later_project")

@@ -237,6 +237,8 @@ def filler_section(filler: dict[str, Any], now: float, with_gallery: bool = Fals
                    f'{_e(filler["out_root"])} (read-only or full disk?) or is hung; what follows may be old, '
                    "see the daemon's log</p>")  # fmt: skip
     out += [_not_present_line(entry, now) for entry in filler.get("not_present", [])]
+    out += [f'<p class="{_FILL_NOT_ENDED_CLASS.get(str(entry.get("state")), "bad")}">{_e(entry["message"])}</p>'
+            for entry in filler.get("fills_not_ended", [])]  # fmt: skip
     out.append(_projects_table(filler["projects"], now, live))
     out += ["<h3>Fill errors</h3>", _failures_table(filler["failures"])]
     out += ["<h3>Recent fills</h3>", _recent_fills_table(filler["recent"])]
@@ -252,6 +254,9 @@ def _daemon_line(filler: dict[str, Any], now: float, live: bool) -> str:
     return (f'<p>{_daemon_state(filler)} {_e(filler.get("activity"))}; {"" if live else "last "}active project '
             f'<strong>{_e(filler.get("active_project") or "none")}</strong>; last poll '
             f'{_e(_ago(filler.get("last_poll"), now) or "never")}; output {_e(filler["out_root"])}</p>')  # fmt: skip
+
+
+_FILL_NOT_ENDED_CLASS = {"written": "muted", "filling": "muted", "interrupted": "warn"}  # else: cannot tell, "bad"
 
 
 def _not_present_line(entry: dict[str, Any], now: float) -> str:

@@ -27,6 +27,8 @@ from obsflow.online.daemon import (
     NEVER_FINISHED,
     daemon_running,
     fill_lag_s,
+    fill_not_ended_line,
+    fills_not_ended,
     later_scan,
     not_present_line,
     status_unsaved_s,
@@ -297,6 +299,8 @@ def filler_status(config: Config, now: float | None = None) -> dict[str, Any]:
         })  # fmt: skip
     banks = recheck_missing_banks(layout, data.get("missing_banks") or [])  # a bank filled since is not missing
     out["failures"] = _failures({**data, "missing_banks": banks.still_missing}, redactor)
+    out["fills_not_ended"] = [{**entry, "message": redactor.clean(fill_not_ended_line(entry, bool(out["running"]), now))}
+                              for entry in fills_not_ended(layout)]  # fmt: skip
     out["not_present"] = [{"project": entry.get("project"), "state": redactor.clean(entry.get("state")),
                            "since": entry.get("since"), "message": redactor.clean(not_present_line(entry))}
                           for entry in data.get("not_present", [])]  # fmt: skip
