@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import click
@@ -173,9 +172,9 @@ def status(ctx: click.Context, out_root: Path | None, as_json: bool) -> int:
 
 
 def _ago(t: object) -> str:
-    if not isinstance(t, (int, float)):
-        return "never"
-    return f"{time.time() - t:.0f} s ago"
+    from obsflow.online.daemon import seconds_ago
+
+    return seconds_ago(t) or "never"
 
 
 def _active(project: object) -> str:

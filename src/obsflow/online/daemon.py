@@ -129,10 +129,16 @@ def fills_not_ended(layout: OutputLayout) -> list[dict[str, object]]:
     return [{"project": j.project, "state": j.state, "since": j.since} for j in journals]
 
 
+def seconds_ago(t: object, now: float | None = None) -> str | None:
+    """``12 s ago`` for an epoch time ``t`` (None if ``t`` is not a time), as ``online status`` says it."""
+    if not isinstance(t, (int, float)):
+        return None
+    return f"{(time.time() if now is None else now) - t:.0f} s ago"
+
+
 def fill_not_ended_line(entry: Mapping[str, object], running: bool, now: float | None = None) -> str:
     """A fill not ended for good (see :func:`fills_not_ended`) as ``online status`` and the status page say it."""
-    since = entry.get("since")
-    ago = f"{(time.time() if now is None else now) - since:.0f} s ago" if isinstance(since, (int, float)) else "?"
+    ago = seconds_ago(entry.get("since"), now) or "?"
     project = entry.get("project")
     if entry.get("state") == "written":
         when = "the daemon flushes it when idle" if running else "the next fill of the project or a daemon start flushes it"

@@ -84,8 +84,8 @@ class _LoggedScan:
     filled_at: float = 0.0
 
     def add(self, record: Mapping[str, object], filled_at: float) -> None:
-        missing = _letters(record.get("missing_banks"))
-        self.filled += [bank for bank in _letters(record.get("banks")) if bank not in self.filled]
+        missing = _items(record.get("missing_banks"))
+        self.filled += [bank for bank in _items(record.get("banks")) if bank not in self.filled]
         self.files.update(_files_of(missing, record))
         self.missing, self.note = missing, str(record.get("note", ""))
         self.filled_at = filled_at
@@ -122,13 +122,9 @@ def missing_banks_logged(records: Iterable[Mapping[str, object]]) -> list[dict[s
     return [logged.entry(*key) for key, logged in newest_first if logged.missing]
 
 
-def _letters(value: object) -> list[str]:
-    """Bank letters as a fill log line holds them: ``B`` or ``B,C`` (none: the field is left out)."""
-    return _items(value)
-
-
 def _items(value: object) -> list[str]:
-    """A fill log's list field as read back: ``a,b``, or a list (written as a JSON array: an item held a comma)."""
+    """A fill log's list field as read back: ``B`` or ``B,C``, or a list (written as a JSON array: an item
+    held a comma); none when the field is left out."""
     items = value if isinstance(value, list) else str(value or "").split(",")
     return [str(item) for item in items if item]
 
